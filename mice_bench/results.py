@@ -1,0 +1,190 @@
+"""Versioned result files: the common envelope, environment capture and atomic writes.
+
+Every results JSON written by mice-bench has the envelope::
+
+    {
+      "schema": "mice-bench/<kind>",      # latency | effectiveness | ...
+      "schema_version": 1,
+      "mice_bench_version": "0.1.0",
+      "git_commit": "abc123..." | null,
+      "created": "2026-11-27T10:00:00+00:00",
+      "environment": {...},               # see :func:`environment`
+      "config": {...},                    # the full configuration of the run
+      ...                                 # kind-specific payload
+    }
+
+Reports read these files only (never re-run models); :func:`load_result` upgrades older
+schema versions through :data:`UPGRADERS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+
+
+class ResultFileError(ValueError):
+    """A results file that cannot be read or does not follow the schema."""
+
+
+def git_commit(path: str | os.PathLike | None = None) -> str | None:
+    """The current git commit of the repository holding ``path`` (or the cwd), if any."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=path or os.getcwd(), capture_output=True,
+            text=True, timeout=5,
+        )
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=path or os.getcwd(), capture_output=True, text=True,
+                                   timeout=5).stdout.strip()
+            return commit + ("-dirty" if dirty else "")
+    except Exception:  # noqa: BLE001 - git absent or not a repository
+        pass
+    return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str | None = None, dtype: str | None = None) -> dict[str, Any]:
+    """Describe the machine and software a measurement ran on."""
+    import torch
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "hostname_hash": hex(abs(hash(platform.node())) % (1 << 32)),
+    }
+    try:
+        import transformers
+
+        env["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        env["transformers"] = None
+    if device is not None:
+        env["device"] = device
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+        else:
+            env["device_name"] = env["cpu_model"]
+    if dtype is not None:
+        env["dtype"] = dtype
+    env["attention_kernel"] = "torch.nn.functional.scaled_dot_product_attention"
+    return env
+
+
+def envelope(kind: str, config: dict[str, Any], env: dict[str, Any] | None = None,
+             **payload: Any) -> dict[str, Any]:
+    return {
+        "schema": f"mice-bench/{kind}",
+        "schema_version": SCHEMA_VERSION,
+        "mice_bench_version": __version__,
+        "git_commit": git_commit(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "environment": env if env is not None else environment(),
+        "config": config,
+        **payload,
+    }
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
+    """Write JSON to ``path`` atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=indent, sort_keys=False, default=_json_default)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+# schema_version -> function upgrading a dict of that version to version + 1
+UPGRADERS: dict[str, dict[int, Callable[[dict], dict]]] = {}
+
+
+def load_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, Any]:
+    """Load a results file, checking the envelope and upgrading old schema versions."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResultFileError(f"{path}: cannot read results file: {e}") from e
+    if not isinstance(data, dict) or "schema" not in data or "schema_version" not in data:
+        raise ResultFileError(f"{path}: not a mice-bench results file (no schema/schema_version)")
+    schema = str(data["schema"])
+    if not schema.startswith("mice-bench/"):
+        raise ResultFileError(f"{path}: unknown schema {schema!r}")
+    k = schema.split("/", 1)[1]
+    if kind is not None and k != kind:
+        raise ResultFileError(f"{path}: expected a {kind} results file, found {k}")
+    v = data["schema_version"]
+    if not isinstance(v, int) or v > SCHEMA_VERSION:
+        raise ResultFileError(f"{path}: schema_version {v!r} is newer than this mice-bench "
+                              f"({SCHEMA_VERSION}); upgrade mice-bench")
+    while v < SCHEMA_VERSION:
+        up = UPGRADERS.get(k, {}).get(v)
+        if up is None:
+            raise ResultFileError(f"{path}: no upgrader from {k} schema version {v}")
+        data = up(data)
+        v = data["schema_version"] = v + 1
+    return data
