@@ -1,0 +1,352 @@
+"""Dataset names, their ir_datasets ids, and offline-safe loading of queries, qrels and texts.
+
+Names follow the seed paper (MICE, arXiv 2602.16299, Table 1): in-domain (``id``) MS MARCO
+dev small and TREC DL 2019/2020 (judged queries), out-of-domain (``beir``) the 13 BEIR test
+sets. ``irds:<id>`` reaches any other ir_datasets id (group ``other``, not averaged).
+
+ir_datasets downloads files it does not find under ``IR_DATASETS_HOME``. Inside
+:func:`offline_guard` such a download raises :class:`DatasetUnavailable` (a
+:class:`~mice_bench.errors.UsageError`, so the CLI exits 2) naming the dataset id, the file
+it wanted and how to stage it, before any network access. ``MICE_BENCH_ALLOW_DOWNLOAD=1``
+lets ir_datasets download as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import UsageError
+
+__all__ = [
+    "DatasetInfo", "DATASETS", "GROUPS", "DatasetUnavailable", "resolve_datasets",
+    "offline_guard", "Collection", "load_collection", "read_docs_jsonl", "shared_data_dir",
+]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One evaluation set: short name, ir_datasets id, group (``id``/``ood``/``other``)."""
+
+    name: str
+    irds_id: str
+    group: str
+    #: BEIR convention: a document whose id equals the query id is never a candidate
+    #: (ArguAna, Quora list the query itself in the corpus).
+    ignore_identical_ids: bool = False
+    #: where the document texts come from when ir_datasets cannot provide them offline
+    docs_hint: str | None = None
+
+
+_DL_HINT = ("the MS MARCO passage collection is not available offline: re-rank a first-stage "
+            "run with --first-stage run:PATH and give the passage texts with --docs PATH "
+            "(e.g. shared/data/trec-dl-candidates/bm25/trec_results_{dataset}.txt and "
+            "shared/data/trec-dl-candidates/{dataset}.docs.jsonl)")
+
+_ID: tuple[DatasetInfo, ...] = (
+    DatasetInfo("msmarco-dev", "msmarco-passage/dev/small", "id", docs_hint=_DL_HINT),
+    DatasetInfo("dl19", "msmarco-passage/trec-dl-2019/judged", "id", docs_hint=_DL_HINT),
+    DatasetInfo("dl20", "msmarco-passage/trec-dl-2020/judged", "id", docs_hint=_DL_HINT),
+)
+_BEIR_IDS = {
+    "arguana": "beir/arguana",
+    "climate-fever": "beir/climate-fever",
+    "dbpedia-entity": "beir/dbpedia-entity/test",
+    "fever": "beir/fever/test",
+    "fiqa": "beir/fiqa/test",
+    "hotpotqa": "beir/hotpotqa/test",
+    "nfcorpus": "beir/nfcorpus/test",
+    "nq": "beir/nq",
+    "quora": "beir/quora/test",
+    "scidocs": "beir/scidocs",
+    "scifact": "beir/scifact/test",
+    "trec-covid": "beir/trec-covid",
+    "webis-touche2020": "beir/webis-touche2020/v2",
+}
+_OOD: tuple[DatasetInfo, ...] = tuple(
+    DatasetInfo(n, i, "ood", ignore_identical_ids=True) for n, i in _BEIR_IDS.items()
+)
+
+#: name -> info, in table order (in-domain first)
+DATASETS: dict[str, DatasetInfo] = {d.name: d for d in _ID + _OOD}
+#: group name -> member names
+GROUPS: dict[str, tuple[str, ...]] = {
+    "id": tuple(d.name for d in _ID),
+    "beir": tuple(d.name for d in _OOD),
+    "all": tuple(d.name for d in _ID + _OOD),
+}
+#: aliases users may type
+_ALIASES = {"touche2020": "webis-touche2020", "webis-touche2020/v2": "webis-touche2020",
+            "trec-dl-2019": "dl19", "trec-dl-2020": "dl20", "msmarco": "msmarco-dev",
+            "ood": "beir"}
+
+
+def valid_names() -> str:
+    return ("valid: " + ", ".join(DATASETS) + "; groups: " + ", ".join(GROUPS)
+            + "; or irds:<ir_datasets id>")
+
+
+def resolve_datasets(names: str) -> list[DatasetInfo]:
+    """Expand a comma-separated list of names/groups into datasets (order kept, no dups).
+
+    >>> [d.irds_id for d in resolve_datasets("dl19,scifact")]
+    ['msmarco-passage/trec-dl-2019/judged', 'beir/scifact/test']
+    """
+    out: list[DatasetInfo] = []
+    for raw in (x.strip() for x in names.split(",")):
+        if not raw:
+            continue
+        if raw.startswith("irds:"):
+            infos = [_irds_info(raw[5:])]
+        else:
+            key = _ALIASES.get(raw.lower(), raw.lower())
+            if key in GROUPS:
+                infos = [DATASETS[n] for n in GROUPS[key]]
+            elif key in DATASETS:
+                infos = [DATASETS[key]]
+            else:
+                raise UsageError(f"unknown dataset {raw!r}; {valid_names()}")
+        for info in infos:
+            if info not in out:
+                out.append(info)
+    if not out:
+        raise UsageError(f"no dataset given; {valid_names()}")
+    return out
+
+
+def _irds_info(irds_id: str) -> DatasetInfo:
+    import ir_datasets
+
+    if irds_id not in ir_datasets.registry:
+        raise UsageError(f"unknown ir_datasets id {irds_id!r} (see https://ir-datasets.com)")
+    name = irds_id.replace("/", "_")
+    return DatasetInfo(name, irds_id, "other",
+                       ignore_identical_ids=irds_id.startswith("beir/"))
+
+
+# --------------------------------------------------------------------------- offline guard
+def shared_data_dir() -> Path | None:
+    """``shared/data`` beside the repository (``$MICE_BENCH_SHARED_DATA`` overrides)."""
+    env = os.environ.get("MICE_BENCH_SHARED_DATA")
+    cands = [Path(env)] if env else []
+    cands.append(Path(__file__).resolve().parents[3] / "shared" / "data")
+    cands.append(Path.cwd().parent / "shared" / "data")
+    for c in cands:
+        if (c / "stage-ir-datasets.sh").exists():
+            return c
+    return None
+
+
+class DatasetUnavailable(UsageError):
+    """ir_datasets would have to download a file that is not staged."""
+
+
+def _irds_home() -> str:
+    return os.environ.get("IR_DATASETS_HOME", str(Path.home() / ".ir_datasets"))
+
+
+def _stage_help() -> str:
+    sd = shared_data_dir()
+    script = str(sd / "stage-ir-datasets.sh") if sd else "shared/data/stage-ir-datasets.sh"
+    return (f"to work offline, place the file at that path under IR_DATASETS_HOME; for the data "
+            f"in shared/data run `{script} DIR` and `export IR_DATASETS_HOME=DIR` (DIR must be "
+            f"writable); or set MICE_BENCH_ALLOW_DOWNLOAD=1 to let ir_datasets download it")
+
+
+def _missing_message(info: DatasetInfo, dl) -> str:
+    urls = [getattr(m, "url", None) or str(getattr(m, "_path", "")) for m in dl.mirrors]
+    urls = [u for u in urls if u and "mirror.ir-datasets.com" not in u and "/downloads/" not in u]
+    want = dl._cache_path or (urls[0] if urls else "?")
+    msg = (f"dataset {info.name!r} (ir_datasets id {info.irds_id}) needs {want}"
+           + (f" (downloaded from {urls[0]})" if urls else "")
+           + f", which is not in IR_DATASETS_HOME={_irds_home()}; {_stage_help()}")
+    return msg
+
+
+def _quiet_ir_datasets() -> None:
+    """ir_datasets logs every step at INFO on stderr; keep warnings only."""
+    import ir_datasets
+
+    ir_datasets.log.easy().logger().setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def offline_guard(info: DatasetInfo) -> Iterator[None]:
+    """Make ir_datasets raise :class:`DatasetUnavailable` instead of downloading.
+
+    Patches ``ir_datasets.util.download.Download.path``/``stream`` for the duration: a file
+    that is already in the cache (or a local mirror) is used as usual; anything else raises
+    before any network access.
+    """
+    _quiet_ir_datasets()
+    if os.environ.get("MICE_BENCH_ALLOW_DOWNLOAD", "") in ("1", "true", "yes"):
+        yield
+        return
+    from ir_datasets.util import download as dlmod
+
+    orig_path, orig_stream = dlmod.Download.path, dlmod.Download.stream
+
+    def available(dl) -> bool:
+        cp = dl._cache_path
+        if cp and cp != os.devnull and os.path.exists(cp):
+            return True
+        return any(isinstance(m, dlmod.LocalDownload) and m._path.exists() for m in dl.mirrors)
+
+    def path(self, force=True):
+        if force and self._path is None and not available(self):
+            raise DatasetUnavailable(_missing_message(info, self))
+        return orig_path(self, force)
+
+    def stream(self):
+        if self._stream and not available(self):
+            raise DatasetUnavailable(_missing_message(info, self))
+        return orig_stream(self)
+
+    dlmod.Download.path, dlmod.Download.stream = path, stream
+    try:
+        yield
+    finally:
+        dlmod.Download.path, dlmod.Download.stream = orig_path, orig_stream
+
+
+# --------------------------------------------------------------------------- collections
+def read_docs_jsonl(path: str | os.PathLike) -> dict[str, str]:
+    """Read ``{"doc_id": ..., "text": ...}`` lines (``title`` is prepended when present)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--docs {p}: no such file (expected JSONL with doc_id and text)")
+    out: dict[str, str] = {}
+    with p.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                did = str(obj.get("doc_id", obj.get("_id")))
+                text = obj["text"]
+            except (json.JSONDecodeError, KeyError, AttributeError) as e:
+                raise UsageError(f"--docs {p}:{n}: expected a JSON object with doc_id and "
+                                 f"text ({e})") from None
+            title = obj.get("title") or ""
+            out[did] = f"{title} {text}".strip() if title else text
+    return out
+
+
+def _doc_text(doc) -> str:
+    """Title + text (BEIR/MTEB convention ``(title + " " + text).strip()``)."""
+    title = getattr(doc, "title", "") or ""
+    text = getattr(doc, "text", None)
+    if text is None:
+        text = getattr(doc, "body", "") or ""
+    return f"{title} {text}".strip() if title else text
+
+
+@dataclass
+class Collection:
+    """Queries, qrels and document access for one dataset.
+
+    ``queries``: qid -> text, judged queries only, in dataset order.
+    ``qrels``: qid -> {doc_id: grade}. ``docs_path``: optional ``--docs`` JSONL.
+    """
+
+    info: DatasetInfo
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    docs_path: Path | None = None
+    _docs: dict[str, str] | None = field(default=None, repr=False)
+    _irds: object = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def iter_corpus(self) -> Iterator[tuple[str, str]]:
+        """All documents ``(doc_id, title + text)`` of the corpus (needs ir_datasets docs)."""
+        if self.docs_path is not None:
+            yield from self._jsonl_docs().items()
+            return
+        with offline_guard(self.info), _friendly_docs_errors(self.info):
+            for d in self._irds.docs_iter():
+                yield d.doc_id, _doc_text(d)
+
+    def doc_texts(self, doc_ids: list[str]) -> dict[str, str]:
+        """Texts of ``doc_ids`` (from ``--docs`` or the ir_datasets docstore)."""
+        if self.docs_path is not None:
+            docs = self._jsonl_docs()
+            missing = [d for d in doc_ids if d not in docs]
+            if missing:
+                raise UsageError(f"--docs {self.docs_path}: {len(missing)} candidate documents "
+                                 f"have no text, e.g. {missing[:3]}")
+            return {d: docs[d] for d in doc_ids}
+        with offline_guard(self.info), _friendly_docs_errors(self.info):
+            store = self._irds.docs_store()
+            got = store.get_many(doc_ids)
+        missing = [d for d in doc_ids if d not in got]
+        if missing:
+            raise UsageError(f"{self.info.irds_id}: {len(missing)} candidate documents are not in "
+                             f"the corpus, e.g. {missing[:3]}")
+        return {d: _doc_text(got[d]) for d in doc_ids}
+
+    def _jsonl_docs(self) -> dict[str, str]:
+        if self._docs is None:
+            self._docs = read_docs_jsonl(self.docs_path)
+        return self._docs
+
+    def corpus_fingerprint(self) -> str:
+        """Identifies the document texts (ir_datasets id, or the --docs file's size+mtime)."""
+        if self.docs_path is not None:
+            st = self.docs_path.stat()
+            return f"docs:{self.docs_path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
+        return f"irds:{self.info.irds_id}"
+
+
+@contextlib.contextmanager
+def _friendly_docs_errors(info: DatasetInfo) -> Iterator[None]:
+    try:
+        yield
+    except DatasetUnavailable as e:
+        if info.docs_hint:
+            raise DatasetUnavailable(f"{e}. Note: {info.docs_hint}") from None
+        raise
+    except NotImplementedError:
+        raise UsageError(f"{info.irds_id} has no documents in ir_datasets; "
+                         f"give the texts with --docs PATH") from None
+
+
+def load_collection(info: DatasetInfo, docs_path: str | os.PathLike | None = None,
+                    limit_queries: int | None = None) -> Collection:
+    """Load the judged queries and qrels of ``info`` (offline-guarded)."""
+    import ir_datasets
+
+    with offline_guard(info):
+        try:
+            ds = ir_datasets.load(info.irds_id)
+        except KeyError:
+            raise UsageError(f"unknown ir_datasets id {info.irds_id!r}") from None
+        if not (ds.has_queries() and ds.has_qrels()):
+            raise UsageError(f"{info.irds_id} has no queries or no qrels: cannot evaluate")
+        qrels: dict[str, dict[str, int]] = {}
+        for q in ds.qrels_iter():
+            qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
+        queries: dict[str, str] = {}
+        for q in ds.queries_iter():
+            if q.query_id in qrels:
+                queries[q.query_id] = _query_text(q)
+    if limit_queries is not None:
+        queries = dict(list(queries.items())[:limit_queries])
+    qrels = {q: qrels[q] for q in queries}
+    if not queries:
+        raise UsageError(f"{info.irds_id}: no judged queries")
+    return Collection(info, queries, qrels, Path(docs_path) if docs_path else None, _irds=ds)
+
+
+def _query_text(q) -> str:
+    text = getattr(q, "text", None)
+    if text is None:
+        text = getattr(q, "title", "")
+    return text

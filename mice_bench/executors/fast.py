@@ -1,0 +1,282 @@
+"""Fast structural executors (SDPA kernels, no per-layer segment masks where avoidable).
+
+* :class:`JointExecutor` (``ce``): the plain concatenated forward, key-padding mask only.
+* :class:`SplitExecutor` (split-first specs): the query part and the document part are encoded
+  separately up to the split layer ``s = spec.split_layer(L)``:
+
+  - ``encode_documents`` -> :class:`DocStates` (``hidden [N, Td, H]`` at layer ``s``, optional
+    per-interaction-layer K/V ``[N, h, Td, d]``), computed once per document, storable on disk;
+  - ``encode_queries`` -> :class:`QueryStates`, once per query (not once per pair);
+  - ``score_states`` runs the layers ``>= s`` on (query x candidate) pairs: layers that freeze the
+    document part update only the query part (``Q`` from ``[P, Tq, H]``, keys/values from the
+    query part and the frozen document states or their cached K/V); layers that update both
+    parts run on the concatenation. Then the head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ..backbone import Backbone
+from ..spec import DOC_SIDE, FULL, LayerSpec
+from .base import Executor
+from .heads import cls_score, maxsim, mean_cos, mean_pool
+from .inputs import TokenBatch
+from .layers import Extra, embed, layer_forward, project_kv
+
+
+def _pad_cat(ts: list[torch.Tensor], value) -> torch.Tensor:
+    """Concatenate ``[Ni, Ti, ...]`` tensors along dim 0, right-padding dim 1 to the max."""
+    T = max(t.shape[1] for t in ts)
+    out = []
+    for t in ts:
+        if t.shape[1] < T:
+            pad = t.new_full((t.shape[0], T - t.shape[1], *t.shape[2:]), value)
+            t = torch.cat([t, pad], 1)
+        out.append(t)
+    return torch.cat(out, 0)
+
+
+@dataclass
+class PartStates:
+    """Hidden states of one part (queries or documents) at the split layer.
+
+    ``hidden [N, T, H]``, ``mask [N, T]`` (bool, True = token), ``seg [N, T]`` (segment ids,
+    -1 = padding), ``kv``: ``{layer: (K, V)}`` with ``K, V [N, h, T, d]`` (documents only).
+    """
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    seg: torch.Tensor
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        n = self.hidden.numel() * self.hidden.element_size()
+        for k, v in (self.kv or {}).values():
+            n += k.numel() * k.element_size() + v.numel() * v.element_size()
+        return n
+
+    def select(self, idx) -> "PartStates":
+        """Rows ``idx`` (LongTensor or list), trimmed to their longest valid length."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.hidden.device)
+        mask = self.mask[idx]
+        T = max(int(mask.sum(1).max()), 1) if len(idx) else 1
+        kv = None
+        if self.kv is not None:
+            kv = {l: (k[idx][:, :, :T], v[idx][:, :, :T]) for l, (k, v) in self.kv.items()}
+        return type(self)(self.hidden[idx][:, :T], mask[:, :T], self.seg[idx][:, :T], kv)
+
+    def to(self, device=None, dtype=None) -> "PartStates":
+        def mv(t):
+            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+
+        kv = {l: (mv(k), mv(v)) for l, (k, v) in self.kv.items()} if self.kv else self.kv
+        return type(self)(mv(self.hidden), self.mask.to(device), self.seg.to(device), kv)
+
+    @classmethod
+    def cat(cls, parts: list["PartStates"]) -> "PartStates":
+        kv = None
+        if parts[0].kv is not None:
+            kv = {}
+            for l in parts[0].kv:
+                kv[l] = (_pad_cat([p.kv[l][0].transpose(1, 2) for p in parts], 0).transpose(1, 2),
+                         _pad_cat([p.kv[l][1].transpose(1, 2) for p in parts], 0).transpose(1, 2))
+        return cls(_pad_cat([p.hidden for p in parts], 0), _pad_cat([p.mask for p in parts], False),
+                   _pad_cat([p.seg for p in parts], -1), kv)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path, device="cpu") -> "PartStates":
+        return cls(**torch.load(path, map_location=device, weights_only=True))
+
+
+class DocStates(PartStates):
+    """Document-part states (see :class:`PartStates`)."""
+
+
+class QueryStates(PartStates):
+    """Query-part states (see :class:`PartStates`)."""
+
+
+class JointExecutor(Executor):
+    """``ce``: one concatenated forward per pair with SDPA and a key-padding mask."""
+
+    kind = "fast"
+    has_doc_precompute = False
+    _full = LayerSpec(FULL)
+
+    def tokenize_pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
+        return self.tokenizer.pairs(queries, docs)
+
+    @torch.inference_mode()
+    def forward_pairs(self, tb: TokenBatch) -> torch.Tensor:
+        bb = self.backbone
+        tb = tb.to(bb.device)
+        x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
+        seg = tb.segment_ids
+        for lw in bb.layers:
+            x = layer_forward(bb, lw, self._full, x, seg)
+        return cls_score(bb, x[:, 0]).float().cpu()
+
+    def score_pairs(self, queries, docs, batch_size: int = 32) -> torch.Tensor:
+        out = [self.forward_pairs(self.tokenize_pairs(queries[i:i + batch_size],
+                                                      docs[i:i + batch_size]))
+               for i in range(0, len(queries), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+class SplitExecutor(Executor):
+    """Split-first specs: precomputable documents, queries encoded once, interaction on pairs."""
+
+    kind = "fast"
+    has_doc_precompute = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        L = self.backbone.num_layers
+        self.split = self.spec.split_layer(L)
+        self.sep_layers = [(i, ls) for i, ls in enumerate(self.layer_specs[: self.split])
+                           if not ls.dropped]
+        self.inter_layers = [(i, ls) for i, ls in enumerate(self.layer_specs)
+                             if i >= self.split and not ls.dropped]
+        # interaction layers whose document keys come from the split-layer states (cacheable)
+        self.kv_layers: list[int] = []
+        for i, ls in self.inter_layers:
+            if ls.frozen != DOC_SIDE:
+                break
+            self.kv_layers.append(i)
+
+    # ---------------------------------------------------------------- tokenisation
+    def tokenize_queries(self, queries: list[str]) -> TokenBatch:
+        return self.tokenizer.query_parts(list(queries))
+
+    def tokenize_docs(self, docs: list[str]) -> TokenBatch:
+        return self.tokenizer.doc_parts(list(docs))
+
+    # ---------------------------------------------------------------- separate encoding
+    @torch.inference_mode()
+    def _encode_part(self, tb: TokenBatch) -> PartStates:
+        bb = self.backbone
+        tb = tb.to(bb.device)
+        x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
+        seg = tb.segment_ids
+        for i, ls in self.sep_layers:
+            x = layer_forward(bb, bb.layers[i], ls, x, seg)
+        return PartStates(x, tb.attention_mask, seg)
+
+    @torch.inference_mode()
+    def encode_documents(self, docs: list[str] | TokenBatch, kv_cache: bool = False,
+                         store_dtype: torch.dtype | None = None,
+                         batch_size: int = 64) -> DocStates:
+        """Document-part states at the split layer, ``hidden [N, Td, H]`` (+ K/V per layer)."""
+        tb = docs if isinstance(docs, TokenBatch) else self.tokenize_docs(docs)
+        chunks = []
+        for i in range(0, len(tb), batch_size):
+            part = self._encode_part(tb.select(slice(i, i + batch_size)))
+            if kv_cache:
+                part.kv = self._doc_kv(part)
+            chunks.append(part)
+        ds = DocStates.cat(chunks) if chunks else DocStates(
+            torch.zeros(0, 1, self.backbone.hidden_size), torch.zeros(0, 1, dtype=torch.bool),
+            torch.zeros(0, 1, dtype=torch.long))
+        ds = DocStates(ds.hidden, ds.mask, ds.seg, ds.kv)
+        if store_dtype is not None:
+            ds = ds.to(dtype=store_dtype)
+        return ds
+
+    def _doc_kv(self, part: PartStates) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        bb = self.backbone
+        kv = {}
+        for i in self.kv_layers:
+            ls = self.layer_specs[i]
+            lw = bb.layers[i]
+            aw = lw.cross if ls.cross_keys else lw.attn
+            k, v = project_kv(aw, part.hidden, bb.num_heads)
+            kv[i] = (k.contiguous(), v.contiguous())
+        return kv
+
+    @torch.inference_mode()
+    def encode_queries(self, queries: list[str] | TokenBatch) -> QueryStates:
+        """Query-part states at the split layer, ``hidden [Nq, Tq, H]``."""
+        tb = queries if isinstance(queries, TokenBatch) else self.tokenize_queries(queries)
+        p = self._encode_part(tb)
+        return QueryStates(p.hidden, p.mask, p.seg)
+
+    # ---------------------------------------------------------------- interaction + head
+    @torch.inference_mode()
+    def score_states(self, qs: QueryStates, q_index, ds: DocStates, d_index) -> torch.Tensor:
+        """Interaction layers + head for pairs ``(qs[q_index[i]], ds[d_index[i]])`` -> ``[P]``."""
+        bb = self.backbone
+        q = qs.select(q_index).to(bb.device, bb.dtype)
+        d = ds.select(d_index).to(bb.device, bb.dtype)
+        xq, segq = q.hidden, q.seg
+        xd, segd = d.hidden, d.seg
+        cached = d.kv or {}
+        doc_fixed = True  # document states still those of the split layer
+        Tq = xq.shape[1]
+        for i, ls in self.inter_layers:
+            lw = bb.layers[i]
+            if ls.frozen == DOC_SIDE:
+                kv = cached.get(i) if doc_fixed else None
+                extra = Extra(seg=segd, states=xd,
+                              kv_self=kv if (kv is not None and not ls.cross_keys) else None,
+                              kv_cross=kv if (kv is not None and ls.cross_keys) else None)
+                xq = layer_forward(bb, lw, ls, xq, segq, extra)
+            else:
+                x = layer_forward(bb, lw, ls, torch.cat([xq, xd], 1), torch.cat([segq, segd], 1))
+                xq, xd = x[:, :Tq], x[:, Tq:]
+                doc_fixed = False
+        return self._head(xq, q.mask, xd, d.mask)
+
+    def _head(self, xq, q_mask, xd, d_mask) -> torch.Tensor:
+        spec = self.spec
+        if spec.head == "cls":
+            return cls_score(self.backbone, xq[:, 0]).float().cpu()
+        if spec.head == "maxsim":
+            return maxsim(self.backbone, xq, q_mask, xd, d_mask, spec.projection).float().cpu()
+        return mean_cos(xq, q_mask, xd, d_mask).float().cpu()
+
+    def pooled(self, states: PartStates) -> torch.Tensor:
+        """Normalised mean-pooled embeddings ``[N, H]`` (bi-encoder retrieval over a corpus)."""
+        if self.inter_layers or self.spec.head != "mean-cos":
+            raise ValueError(f"{self.spec}: pooled embeddings need a mean-cos head and no "
+                             "interaction layers")
+        return torch.nn.functional.normalize(mean_pool(states.hidden, states.mask), dim=-1)
+
+    # ---------------------------------------------------------------- convenience
+    def score_pairs(self, queries: list[str], docs: list[str],
+                    batch_size: int = 32) -> torch.Tensor:
+        uq = list(dict.fromkeys(queries))
+        ud = list(dict.fromkeys(docs))
+        qpos = {q: i for i, q in enumerate(uq)}
+        dpos = {d: i for i, d in enumerate(ud)}
+        qs = self.encode_queries(uq)
+        ds = self.encode_documents(ud, batch_size=max(batch_size, 1))
+        qi = torch.tensor([qpos[q] for q in queries], dtype=torch.long)
+        di = torch.tensor([dpos[d] for d in docs], dtype=torch.long)
+        out = [self.score_states(qs, qi[i:i + batch_size], ds, di[i:i + batch_size])
+               for i in range(0, len(queries), batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def rerank(self, query: str, docs: list[str], batch_size: int = 32,
+               kv_cache: bool = False) -> torch.Tensor:
+        qs = self.encode_queries([query])
+        ds = self.encode_documents(list(docs), kv_cache=kv_cache, batch_size=max(batch_size, 1))
+        out = []
+        for i in range(0, len(docs), batch_size):
+            di = torch.arange(i, min(i + batch_size, len(docs)))
+            out.append(self.score_states(qs, torch.zeros_like(di), ds, di))
+        return torch.cat(out) if out else torch.zeros(0)

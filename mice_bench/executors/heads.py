@@ -1,0 +1,58 @@
+"""Scoring heads. All return fp32 scores ``[B]`` whatever the compute dtype.
+
+* ``cls``: the checkpoint's classifier on the query side's ``[CLS]`` (through the HF pooler
+  when the checkpoint has one). With two labels the score is ``logit[1] - logit[0]``.
+* ``maxsim`` (ColBERT): ``sum_i max_j cos(q_i, d_j)`` over the valid tokens of the query part
+  (``[CLS] q [SEP]``) and of the document part (``[CLS] d [SEP]``), after an optional linear
+  projection.
+* ``mean-cos`` (bi-encoder): cosine of the mean-pooled query part and document part (over
+  valid tokens, special tokens included, as sentence-transformers pools).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..backbone import Backbone
+
+
+def cls_score(bb: Backbone, h_cls: torch.Tensor) -> torch.Tensor:
+    """``h_cls [B, H] -> [B]``."""
+    x = h_cls
+    if bb.pooler_w is not None:
+        x = torch.tanh(F.linear(x, bb.pooler_w, bb.pooler_b))
+    logits = F.linear(x, bb.cls_w, bb.cls_b).float()
+    if logits.shape[-1] == 1:
+        return logits[:, 0]
+    return logits[:, -1] - logits[:, 0]
+
+
+def _project(bb: Backbone, x: torch.Tensor, projection: bool) -> torch.Tensor:
+    x = x.float()
+    if projection and bb.projection is not None:
+        x = x @ bb.projection.to(x.device).float().T
+    return x
+
+
+def maxsim(bb: Backbone, q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor,
+           d_mask: torch.Tensor, projection: bool = False) -> torch.Tensor:
+    """``q [B, Tq, H]``, ``q_mask [B, Tq]``, ``d [B, Td, H]``, ``d_mask [B, Td] -> [B]``."""
+    qn = F.normalize(_project(bb, q, projection), dim=-1)
+    dn = F.normalize(_project(bb, d, projection), dim=-1)
+    sim = torch.einsum("bqh,bdh->bqd", qn, dn)
+    sim = sim.masked_fill(~d_mask[:, None, :], float("-inf"))
+    best = sim.max(-1).values.masked_fill(~q_mask, 0.0)
+    return best.sum(-1)
+
+
+def mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x [B, T, H]``, ``mask [B, T] -> [B, H]`` (fp32)."""
+    m = mask.to(torch.float32)[..., None]
+    return (x.float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+
+def mean_cos(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor,
+             d_mask: torch.Tensor) -> torch.Tensor:
+    """Cosine of mean-pooled parts: ``[B, Tq, H], [B, Td, H] -> [B]``."""
+    return F.cosine_similarity(mean_pool(q, q_mask), mean_pool(d, d_mask), dim=-1)

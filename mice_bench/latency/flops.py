@@ -1,0 +1,183 @@
+"""Analytic FLOP model per (query, document) pair, and the measured dense matmul peak.
+
+Only matrix multiplications are counted, at ``2*m*n*k`` FLOPs for an ``[m,k] x [k,n]``
+product (softmax, LayerNorm, GELU, biases and embeddings are ignored). For a kept layer
+with hidden size ``H`` and FFN size ``I``, with ``U`` the tokens the layer *updates* (the
+rows of segments that are not frozen), ``K`` the tokens whose key/value projections must be
+computed, and ``a_u`` the number of tokens token ``u`` may attend to (from the layer's 5x5
+segment mask)::
+
+    FLOPs(layer) = 2*|U|*H*H   (Q projection)
+                 + 2*|U|*H*H   (attention output projection)
+                 + 4*|U|*H*I   (FFN up + down)
+                 + 4*|K|*H*H   (K and V projections)
+                 + 4*H*sum_u a_u   (Q K^T and A V, all heads together)
+
+* dropped layers cost nothing; frozen segments are not rows (their states are not updated);
+* split layout: layers below ``spec.split_layer(L)`` run on the query part and the document
+  part separately; the document side is *document encoding* (offline when precomputed), the
+  query side is *query encoding* (once per query in the rerank protocol, once per pair in the
+  paper protocol);
+* with the K/V cache (``kv_cache``), the K/V projections of frozen document tokens in the
+  interaction layers move to the offline document encoding;
+* head: ``cls`` = pooler + classifier (``2*H*H + 2*H``), ``maxsim`` = ``2*n_q*n_d*H``,
+  ``mean-cos`` = ``6*H``.
+
+Segment sizes: joint ``[CLS] q [SEP] d [SEP]`` -> cls 1, query q, sep_q 1, doc d, sep_d 1;
+split: query part ``[CLS] q [SEP]`` and document part ``[CLS] d [SEP]`` (the document's own
+``[CLS]`` counts in the doc segment: doc d+1, sep_d 1).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..spec import DOC_SIDE, QUERY_SIDE, SEGMENTS, InteractionSpec, LayerSpec
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+
+    @classmethod
+    def of(cls, backbone: Any) -> "ModelDims":
+        return cls(int(backbone.num_layers), int(backbone.hidden_size),
+                   int(backbone.intermediate_size))
+
+
+def segment_sizes(layout: str, query_tokens: int, doc_tokens: int) -> dict[str, int]:
+    """Token count of every segment for a pair (``query_tokens``/``doc_tokens`` = text tokens)."""
+    doc = doc_tokens + (1 if layout == "split" else 0)
+    return {"cls": 1, "query": query_tokens, "sep_q": 1, "doc": doc, "sep_d": 1}
+
+
+def layer_cost(ls: LayerSpec, sizes: dict[str, int], H: int, I: int,
+               rows: frozenset[str] | set[str], kv_segments: frozenset[str] | set[str]) -> int:
+    """FLOPs of one layer for the given updated row segments and K/V segments."""
+    if ls.dropped:
+        return 0
+    n_rows = sum(sizes[s] for s in rows)
+    n_kv = sum(sizes[s] for s in kv_segments)
+    attended = sum(sizes[s] * sum(sizes[t] for t in SEGMENTS if ls.allowed(s, t)) for s in rows)
+    return (4 * n_rows * H * H          # Q and output projections
+            + 4 * n_rows * H * I        # FFN
+            + 4 * n_kv * H * H          # K and V projections
+            + 4 * H * attended)         # QK^T and AV
+
+
+def _keys_needed(ls: LayerSpec, rows: set[str]) -> set[str]:
+    return {t for s in rows for t in SEGMENTS if ls.allowed(s, t)}
+
+
+def head_cost(spec: InteractionSpec, sizes: dict[str, int], H: int) -> int:
+    if spec.head == "cls":
+        return 2 * H * H + 2 * H
+    if spec.head == "maxsim":
+        n_q = sizes["cls"] + sizes["query"] + sizes["sep_q"]
+        n_d = sizes["doc"] + sizes["sep_d"]
+        return 2 * n_q * n_d * H
+    return 6 * H  # mean-cos
+
+
+def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_tokens: int, *,
+               precompute: bool = True, kv_cache: bool = False,
+               pairs_per_query: int = 1) -> dict[str, Any]:
+    """FLOPs per pair, split into components; ``per_pair`` is what is timed online.
+
+    ``precompute``/``kv_cache`` only apply to split-layout specs (documents encoded offline up
+    to the split layer; K/V of frozen document tokens stored per layer). ``pairs_per_query``
+    amortises query encoding (rerank: depth; paper protocol: 1, the query is re-encoded).
+    """
+    L, H, I = dims.num_layers, dims.hidden_size, dims.intermediate_size
+    layers = spec.layers(L)
+    sizes = segment_sizes(spec.layout, query_tokens, doc_tokens)
+    split = spec.split_layer(L)
+    split_layout = split is not None
+    use_pre = precompute and split_layout
+    use_kv = kv_cache and use_pre
+    doc_enc = query_enc = inter = kv_pre = 0
+    for i, ls in enumerate(layers):
+        if ls.dropped:
+            continue
+        rows = {s for s in SEGMENTS if s not in ls.frozen}
+        keys = _keys_needed(ls, rows)
+        if split_layout and i < split:
+            # separate encoding: no segment crosses parts in these layers
+            for side, acc in ((DOC_SIDE, "doc"), (QUERY_SIDE, "query")):
+                c = layer_cost(ls, sizes, H, I, rows & side, keys & side)
+                if acc == "doc":
+                    doc_enc += c
+                else:
+                    query_enc += c
+            continue
+        kv_online = set(keys)
+        if use_kv:
+            cached = {t for t in keys if t in DOC_SIDE and t in ls.frozen}
+            kv_online -= cached
+            kv_pre += 4 * sum(sizes[t] for t in cached) * H * H
+        inter += layer_cost(ls, sizes, H, I, rows, kv_online)
+    head = head_cost(spec, sizes, H)
+    ppq = max(1, int(pairs_per_query))
+    online = inter + head + query_enc / ppq + (0 if use_pre else doc_enc)
+    return {
+        "per_pair": float(online),
+        "interaction_per_pair": int(inter),
+        "head_per_pair": int(head),
+        "query_encode_per_query": int(query_enc),
+        "query_encode_per_pair": float(query_enc / ppq),
+        "doc_encode_per_doc": int(doc_enc + kv_pre),
+        "doc_encode_online_per_pair": int(0 if use_pre else doc_enc),
+        "kv_precompute_per_doc": int(kv_pre),
+        "precompute": bool(use_pre),
+        "kv_cache": bool(use_kv),
+        "pairs_per_query": ppq,
+        "segment_tokens": sizes,
+        "split_layer": split,
+    }
+
+
+# ----------------------------------------------------------------------------- peak
+def matmul_peak(device: torch.device | str, dtype: torch.dtype, n: int | None = None,
+                min_seconds: float = 0.5, max_reps: int = 200) -> dict[str, Any]:
+    """Measure the dense matmul throughput (FLOP/s) of square ``n x n`` matrices."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if n is None:
+        n = 8192 if cuda else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    flops = 2.0 * n * n * n
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    with torch.inference_mode():
+        for _ in range(3):
+            torch.matmul(a, b)
+        sync()
+        best = float("inf")
+        reps = 0
+        t_start = time.perf_counter()
+        while reps < max_reps and (reps < 3 or time.perf_counter() - t_start < min_seconds):
+            t = time.perf_counter()
+            torch.matmul(a, b)
+            sync()
+            best = min(best, time.perf_counter() - t)
+            reps += 1
+        total = time.perf_counter() - t_start
+    del a, b
+    return {
+        "n": n,
+        "dtype": str(dtype).replace("torch.", ""),
+        "reps": reps,
+        "flops_per_s": flops / best,
+        "mean_flops_per_s": flops * reps / total,
+        "method": "torch.matmul of two square matrices; best repetition",
+    }
