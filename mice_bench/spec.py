@@ -245,19 +245,19 @@ class InteractionSpec:
         """Check the spec (and, given ``num_layers``, that it fits the model). Returns self."""
         f = self.family
         if self.mode not in MODES:
-            raise SpecError(f"unknown attention mode {self.mode!r}; valid: {', '.join(MODES)}")
+            raise _invalid(f"unknown attention mode {self.mode!r}; valid: {', '.join(MODES)}")
         if self.head not in HEADS:
-            raise SpecError(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+            raise _invalid(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
         if self.doc_token_type not in (0, 1):
-            raise SpecError("doc_tt must be 0 or 1")
+            raise _invalid("doc_tt must be 0 or 1")
         if self.head != "cls" and self.layout != "split":
-            raise SpecError(f"head {self.head!r} needs the split layout")
+            raise _invalid(f"head {self.head!r} needs the split layout")
         if f == "custom":
             layers = self.custom_layers or ()
             if not layers:
-                raise SpecError("a custom spec needs at least one layer")
+                raise _invalid("a custom spec needs at least one layer")
             if num_layers is not None and len(layers) != num_layers:
-                raise SpecError(
+                raise _invalid(
                     f"{self}: custom spec has {len(layers)} layers, the model has {num_layers}"
                 )
             if self.head == "cls":
@@ -268,22 +268,22 @@ class InteractionSpec:
         L = num_layers
         if f == "mask3":
             if not 1 <= self.k <= L - 2:
-                raise SpecError(
+                raise _invalid(
                     f"{self}: mask3-l{{k}} needs 1 <= k <= layers - 2 = {L - 2} on a {L}-layer "
                     "model (the document must still reach [CLS] through the query)"
                 )
         elif f == "prettr":
             if not 0 <= self.k <= L - 1:
-                raise SpecError(f"{self}: prettr-l{{k}} needs 0 <= k <= {L - 1} on {L} layers")
+                raise _invalid(f"{self}: prettr-l{{k}} needs 0 <= k <= {L - 1} on {L} layers")
         elif f == "mice":
             m, n = self.m, self.n
             if n < 2:
-                raise SpecError(
+                raise _invalid(
                     f"{self}: mice-l{{m}}+{{n}} needs n >= 2 interaction layers: with n = 1 the "
                     "document never reaches the scoring [CLS]"
                 )
             if m + n > L:
-                raise SpecError(f"{self}: m + n = {m + n} exceeds the model's {L} layers")
+                raise _invalid(f"{self}: m + n = {m + n} exceeds the model's {L} layers")
         return self
 
     # ----------------------------------------------------------------- fast path
@@ -391,6 +391,10 @@ def _decode_layers(text: str) -> tuple[LayerSpec, ...]:
             ls = LayerSpec(allow, frozen=frozen, cross_keys=cross)
         layers.extend([ls] * rep)
     return tuple(layers)
+
+
+def _invalid(msg: str) -> SpecError:
+    return SpecError(f"{msg}\n{valid_names_help()}")
 
 
 def valid_names_help() -> str:

@@ -1,0 +1,96 @@
+"""Core CLI commands: ``variants`` (list / show) and ``verify`` (fast vs reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    from .cli import console, user_errors
+
+    variants_app = typer.Typer(help="List interaction-spec presets or show one's matrices.",
+                               invoke_without_command=True, no_args_is_help=False)
+    app.add_typer(variants_app, name="variants")
+
+    @variants_app.callback()
+    def variants(ctx: typer.Context,
+                 layers: int = typer.Option(12, "--layers", min=1,
+                                            help="Layer count used to instantiate presets.")):
+        """List every preset with a one-line description."""
+        if ctx.invoked_subcommand is not None:
+            return
+        from .spec import PRESET_PATTERNS, parse
+
+        table = Table(title=f"interaction-spec presets (examples on {layers} layers)")
+        table.add_column("preset", no_wrap=True)
+        table.add_column("layout")
+        table.add_column("head")
+        table.add_column("fast path", no_wrap=True)
+        table.add_column("description")
+        examples = {"mask3-l{k}": "mask3-l4", "prettr-l{k}": "prettr-l4",
+                    "mice-l{m}+{n}": "mice-l4+3", "mice-l{m}+{n}-cross": "mice-l4+3-cross"}
+        for pattern, desc in PRESET_PATTERNS.items():
+            spec = parse(examples.get(pattern, pattern))
+            try:
+                fast = spec.fast_path(layers) or "reference only"
+            except Exception:  # noqa: BLE001 - pattern does not fit a tiny layer count
+                fast = "-"
+            table.add_row(pattern, spec.layout, spec.head, fast, desc)
+        console.print(table)
+        console.print("Options in brackets: head=cls|maxsim|mean-cos, doc_tt=0|1, proj=1 "
+                      "(e.g. colbert[doc_tt=1]). `mice-bench variants show NAME` prints the "
+                      "per-layer matrices.", markup=False, highlight=False)
+
+    @variants_app.command("show")
+    @user_errors
+    def show(name: str = typer.Argument(..., help="Variant name, e.g. mice-l4+3."),
+             layers: int = typer.Option(12, "--layers", min=1, help="Number of model layers."),
+             png: Optional[Path] = typer.Option(None, "--png", help="Save a heatmap figure.")):
+        """Print the per-layer segment-to-segment interaction matrix of a variant."""
+        from .spec import parse
+        from .viz import matrix_text, plot_matrices
+
+        spec = parse(name)
+        spec.validate(layers)
+        console.print(matrix_text(spec, layers), highlight=False)
+        if png is not None:
+            plot_matrices(spec, layers, png)
+            console.print(f"saved {png}")
+
+    @app.command("verify")
+    @user_errors
+    def verify(
+        model: str = typer.Option("minilm-l6", "--model",
+                                  help="minilm-l6|minilm-l12 (random weights), HF id or path."),
+        variants: str = typer.Option("", "--variants",
+                                     help="Comma-separated variants (default: every preset)."),
+        pairs: int = typer.Option(8, "--pairs", min=1, help="Random (query, doc) pairs."),
+        tolerance: float = typer.Option(1e-4, "--tolerance", help="Max allowed |fast - ref|."),
+        dtype: str = typer.Option("fp32", "--dtype", help="fp32|fp16|bf16"),
+        device: str = typer.Option("cpu", "--device", help="cpu|cuda"),
+        seed: int = typer.Option(0, "--seed"),
+    ):
+        """Run fast and reference executors on random texts; exit 1 if they disagree."""
+        from .verify import verify_variants
+
+        rows, bb = verify_variants(model, variants or None, pairs=pairs, dtype=dtype,
+                                   device=device, seed=seed)
+        table = Table(title=f"fast vs reference on {bb.describe()}, {pairs} pairs, {dtype}")
+        for c in ("variant", "fast path", "max |fast - ref|", "status"):
+            table.add_column(c)
+        bad = False
+        for r in rows:
+            if r["max_abs_diff"] is None:
+                table.add_row(r["variant"], "none", "-", "reference only")
+                continue
+            ok = r["max_abs_diff"] <= tolerance
+            bad |= not ok
+            table.add_row(r["variant"], r["fast_path"], f"{r['max_abs_diff']:.2e}",
+                          "[green]ok[/]" if ok else f"[red]FAIL (> {tolerance:g})[/]")
+        console.print(table)
+        if bad:
+            raise typer.Exit(code=1)

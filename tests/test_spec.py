@@ -1,0 +1,132 @@
+"""The interaction spec: seed mask definitions, canonical names, validation."""
+
+import pytest
+
+from mice_bench import spec as S
+from mice_bench.spec import SpecError, custom, matrix, parse, resolve
+
+# The seed study's matrices (rows from, columns to: cls, query, sep_q, doc, sep_d), written
+# out independently of mice_bench.spec from the issue's table.
+SEED = {
+    "ce": ["11111", "11111", "11111", "11111", "11111"],
+    "mask0": ["11111", "01110", "00100", "01011", "00001"],
+    "mask1": ["11100", "01110", "00100", "01011", "00001"],
+    "mask2": ["11100", "01110", "00100", "00011", "00001"],
+    "mask3_low": ["11100", "01100", "00100", "00011", "00001"],
+    "separate": ["11100", "11100", "11100", "00011", "00011"],
+    "mice_q": ["11100", "01111", "01111"],
+}
+
+
+def rows(ls):
+    return list(S.matrix_rows(ls.allow))
+
+
+@pytest.mark.parametrize("name", ["ce", "mask0", "mask1", "mask2"])
+def test_uniform_masks_match_seed(name):
+    layers = parse(name).layers(12)
+    assert len(layers) == 12
+    assert all(rows(ls) == SEED[name] and not ls.frozen and not ls.dropped for ls in layers)
+
+
+def test_mask0_semantics_in_words():
+    m = S.MASK0
+    idx = S.SEG_INDEX
+    # nobody but [CLS] itself attends [CLS]
+    assert [m[r][idx["cls"]] for r in range(5)] == [True, False, False, False, False]
+    # SEPs attend only themselves
+    assert rows(S.LayerSpec(m))[idx["sep_q"]] == "00100"
+    assert rows(S.LayerSpec(m))[idx["sep_d"]] == "00001"
+    # doc does not attend the first SEP, query does not attend the last
+    assert not m[idx["doc"]][idx["sep_q"]] and not m[idx["query"]][idx["sep_d"]]
+
+
+def test_mask3_layers():
+    layers = parse("mask3-l4").layers(12)
+    assert all(rows(ls) == SEED["mask3_low"] for ls in layers[:4])
+    assert all(rows(ls) == SEED["mask2"] for ls in layers[4:])
+
+
+def test_prettr_layers():
+    layers = parse("prettr-l3").layers(6)
+    assert all(rows(ls) == SEED["separate"] for ls in layers[:3])
+    assert all(rows(ls) == SEED["ce"] for ls in layers[3:])
+    assert parse("prettr-l3").layout == "split" and parse("prettr-l3").split_layer(6) == 3
+
+
+def test_mice_layers():
+    sp = parse("mice-l4+3")
+    layers = sp.layers(12)
+    assert all(rows(ls) == SEED["separate"] for ls in layers[:4])
+    for ls in layers[4:7]:
+        assert rows(ls)[:3] == SEED["mice_q"]
+        assert ls.frozen == {"doc", "sep_d"} and not ls.dropped and not ls.cross_keys
+    assert all(ls.dropped for ls in layers[7:])
+    assert sp.split_layer(12) == 4 and sp.fast_path(12) == "split"
+    cross = parse("mice-l4+3-cross").layers(12)
+    assert all(ls.cross_keys == {"doc", "sep_d"} for ls in cross[4:7])
+
+
+@pytest.mark.parametrize("name,head", [("colbert", "maxsim"), ("biencoder", "mean-cos")])
+def test_late_interaction(name, head):
+    sp = parse(name)
+    assert sp.head == head and sp.layout == "split" and sp.split_layer(12) == 12
+    assert all(rows(ls) == SEED["separate"] for ls in sp.layers(12))
+
+
+NAMES = ["ce", "mask0", "mask1", "mask2", "mask3-l4", "prettr-l0", "prettr-l4", "mice-l4+3",
+         "mice-l0+2", "mice-l4+8", "mice-l4+3-cross", "colbert", "biencoder",
+         "colbert[doc_tt=1]", "biencoder[head=maxsim]", "prettr-l2[head=mean-cos,doc_tt=1]",
+         "colbert[proj=1]"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_round_trip(name):
+    sp = parse(name)
+    assert str(sp) == name
+    assert parse(str(sp)) == sp
+    cu = custom(sp.layout, sp.layers(12), head=sp.head, doc_token_type=sp.doc_token_type)
+    assert parse(str(cu)) == cu
+    assert cu.layers(12) == sp.layers(12)
+
+
+def test_fast_path_classification():
+    assert parse("ce").fast_path(12) == "joint"
+    for n in ("mask0", "mask1", "mask2", "mask3-l4"):
+        assert parse(n).fast_path(12) is None
+    for n in ("prettr-l4", "mice-l4+3", "mice-l4+3-cross", "colbert", "biencoder"):
+        assert parse(n).fast_path(12) == "split"
+
+
+@pytest.mark.parametrize("bad", ["mice-l4+1", "mask3-l11", "mice-l13+3", "prettr-l12",
+                                 "mask3-l0"])
+def test_impossible_specs(bad):
+    with pytest.raises(SpecError) as e:
+        resolve(bad, 12)
+    assert "valid names" in str(e.value) and "mice-l{m}+{n}" in str(e.value)
+
+
+@pytest.mark.parametrize("bad", ["foo", "mice-l4", "mask4", "colbert[bogus=1]", "ce[head=x]",
+                                 "ce[head=maxsim]"])
+def test_unknown_names(bad):
+    with pytest.raises(SpecError) as e:
+        parse(bad)
+    assert "valid" in str(e.value)
+
+
+def test_mask3_upper_bound_depends_on_layers():
+    resolve("mask3-l10", 12)
+    with pytest.raises(SpecError):
+        resolve("mask3-l5", 6)
+
+
+def test_custom_doc_must_reach_cls():
+    never = S.LayerSpec(matrix("11100", "11100", "11100", "00011", "00011"))
+    with pytest.raises(SpecError, match="never reaches"):
+        custom("joint", [never] * 4)
+
+
+def test_parse_accepts_spec_and_lists():
+    sp = parse("mice-l4+3")
+    assert parse(sp) is sp
+    assert [str(x) for x in resolve("ce, mice-l4+3,colbert")] == ["ce", "mice-l4+3", "colbert"]
