@@ -184,9 +184,23 @@ def offline_guard(info: DatasetInfo) -> Iterator[None]:
     before any network access.
     """
     _quiet_ir_datasets()
-    if os.environ.get("MICE_BENCH_ALLOW_DOWNLOAD", "") in ("1", "true", "yes"):
-        yield
-        return
+    old_tqdm = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"  # ir_datasets' own tqdm bars (we draw Rich bars)
+    try:
+        if os.environ.get("MICE_BENCH_ALLOW_DOWNLOAD", "") in ("1", "true", "yes"):
+            yield
+        else:
+            with _block_downloads(info):
+                yield
+    finally:
+        if old_tqdm is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = old_tqdm
+
+
+@contextlib.contextmanager
+def _block_downloads(info: DatasetInfo) -> Iterator[None]:
     from ir_datasets.util import download as dlmod
 
     orig_path, orig_stream = dlmod.Download.path, dlmod.Download.stream

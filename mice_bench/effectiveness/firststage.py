@@ -12,12 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
-
-import numpy as np
+from typing import Callable
 
 from ..errors import UsageError
 from .datasets import Collection
@@ -58,6 +55,10 @@ class FirstStage:
         parent = self.run_path(dataset).parent.name
         safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{parent}-{stem}")
         return f"run-{safe}"
+
+    def describe(self, dataset: str) -> str:
+        """``bm25``, ``full`` or ``run:<path with {dataset} expanded>``."""
+        return f"run:{self.run_path(dataset)}" if self.kind == "run" else self.kind
 
     def __str__(self) -> str:
         return f"run:{self.path}" if self.kind == "run" else self.kind
@@ -198,20 +199,3 @@ def bm25_run(coll: Collection, depth: int, cache_dir: Path) -> Run:
     for i, q in enumerate(qids):
         run[q] = {ids[int(j)]: float(s) for j, s in zip(res[i], scores[i]) if s > 0}
     return run
-
-
-def timed(fn: Callable, *a, **kw):
-    """``(result, seconds)``."""
-    t = time.perf_counter()
-    out = fn(*a, **kw)
-    return out, time.perf_counter() - t
-
-
-def candidate_pairs(run: Run) -> Iterable[tuple[str, str]]:
-    for q, docs in run.items():
-        for d in docs:
-            yield q, d
-
-
-def as_array(scores: Iterable[float]) -> np.ndarray:
-    return np.asarray(list(scores), dtype=np.float64)

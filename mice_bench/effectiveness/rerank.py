@@ -72,9 +72,7 @@ class ScoreStats:
 
 def model_identity(name: str) -> dict:
     """What identifies a checkpoint for caching: a hub id, or a local path + its weight files."""
-    from pathlib import Path as _P
-
-    p = _P(name).expanduser()
+    p = Path(name).expanduser()
     if p.exists():
         files = sorted(x for x in p.rglob("*") if x.suffix in (".safetensors", ".bin", ".pt"))
         return {"path": str(p.resolve()),
@@ -86,7 +84,7 @@ def model_identity(name: str) -> dict:
 class VariantScorer:
     """Scores queries of one collection with one executor (one model x variant)."""
 
-    def __init__(self, ex, model_name: str, model_label: str, coll: Collection,
+    def __init__(self, ex, model_name: str, coll: Collection,
                  cache_dir: Path, settings: ScoringSettings, reporter: Reporter | None = None):
         self.ex = ex
         self.coll = coll
@@ -95,8 +93,9 @@ class VariantScorer:
         self.variant = str(ex.spec)
         ident = model_identity(model_name)
         self.score_key = {"model": ident, "variant": self.variant, "dataset": coll.info.irds_id,
-                          "corpus": coll.corpus_fingerprint(), **settings.key()}
-        self.score_path = (Path(cache_dir) / "scores" / slug(coll.name) / slug(model_label)
+                          "corpus": coll.corpus_fingerprint(), "executor_kind": ex.kind,
+                          **settings.key()}
+        self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                            / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
         self.doc_cache: DocStateCache | None = None
         if getattr(ex, "has_doc_precompute", False):
@@ -108,8 +107,8 @@ class VariantScorer:
                     "dmax": settings.doc_max_tokens, "dtype": settings.dtype,
                     "device": torch.device(settings.device).type, "seed": settings.seed}
             self.doc_cache = DocStateCache(
-                Path(cache_dir) / "docstates" / f"{slug(model_label)}-s{split}-{settings.dtype}-"
-                f"{key_hash(dkey)}", meta=dkey)
+                Path(cache_dir) / "docstates" / f"s{split}-{settings.dtype}-{key_hash(dkey)}",
+                meta=dkey)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers

@@ -76,8 +76,9 @@ def register(app: typer.Typer) -> None:
         format_: str = typer.Option("table", "--format", help="table | json"),
         executor: str = typer.Option("auto", "--executor", hidden=True),
         seed: int = typer.Option(0, "--seed", hidden=True),
+        schedule: str = typer.Option("interleaved", "--schedule", hidden=True),
     ) -> None:
-        from ..results import atomic_write_json
+        from ..results import _json_default, atomic_write_json
         from .runner import LatencyConfig, resolve_device, run_latency
         from .schema import check
         from .table import render
@@ -91,14 +92,14 @@ def register(app: typer.Typer) -> None:
             doc_tokens=_int_list(doc_tokens, "--doc-tokens") if doc_tokens else None,
             depth=depth, precompute=precompute, kv_cache=kv_cache, dtype=dtype, device=device,
             compile=compile_, warmup=warmup, runs=runs, min_seconds=min_seconds,
-            threads=threads, executor=executor, seed=seed,
+            threads=threads, executor=executor, seed=seed, schedule=schedule,
             output=str(output) if output else None, format=format_,
         )
         cfg.resolved()  # fail fast on bad options
         dev = resolve_device(cfg.device)
 
         def log(msg: str) -> None:
-            err_console.print(f"[dim]{msg}[/]", highlight=False)
+            err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
 
         doc = run_latency(cfg, log=log)
         out = Path(cfg.output) if cfg.output else default_output(cfg.protocol, dev.type)
@@ -106,8 +107,12 @@ def register(app: typer.Typer) -> None:
         check(doc)
         atomic_write_json(out, doc)
         if cfg.format == "json":
-            console.print_json(json.dumps(doc, default=str))
+            typer.echo(json.dumps(doc, indent=1, default=_json_default))
         else:
+            from rich.console import Console
+
+            # piped output: do not squeeze the wide table into 80 columns
+            out_console = console if console.is_terminal else Console(width=200)
             for t in render(doc):
-                console.print(t)
+                out_console.print(t)
         err_console.print(f"results written to {out}", highlight=False)

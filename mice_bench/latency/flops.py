@@ -57,7 +57,7 @@ def segment_sizes(layout: str, query_tokens: int, doc_tokens: int) -> dict[str, 
     return {"cls": 1, "query": query_tokens, "sep_q": 1, "doc": doc, "sep_d": 1}
 
 
-def layer_cost(ls: LayerSpec, sizes: dict[str, int], H: int, I: int,
+def layer_cost(ls: LayerSpec, sizes: dict[str, int], H: int, ffn: int,
                rows: frozenset[str] | set[str], kv_segments: frozenset[str] | set[str]) -> int:
     """FLOPs of one layer for the given updated row segments and K/V segments."""
     if ls.dropped:
@@ -66,7 +66,7 @@ def layer_cost(ls: LayerSpec, sizes: dict[str, int], H: int, I: int,
     n_kv = sum(sizes[s] for s in kv_segments)
     attended = sum(sizes[s] * sum(sizes[t] for t in SEGMENTS if ls.allowed(s, t)) for s in rows)
     return (4 * n_rows * H * H          # Q and output projections
-            + 4 * n_rows * H * I        # FFN
+            + 4 * n_rows * H * ffn      # FFN
             + 4 * n_kv * H * H          # K and V projections
             + 4 * H * attended)         # QK^T and AV
 
@@ -94,7 +94,7 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
     to the split layer; K/V of frozen document tokens stored per layer). ``pairs_per_query``
     amortises query encoding (rerank: depth; paper protocol: 1, the query is re-encoded).
     """
-    L, H, I = dims.num_layers, dims.hidden_size, dims.intermediate_size
+    L, H, ffn = dims.num_layers, dims.hidden_size, dims.intermediate_size
     layers = spec.layers(L)
     sizes = segment_sizes(spec.layout, query_tokens, doc_tokens)
     split = spec.split_layer(L)
@@ -110,7 +110,7 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
         if split_layout and i < split:
             # separate encoding: no segment crosses parts in these layers
             for side, acc in ((DOC_SIDE, "doc"), (QUERY_SIDE, "query")):
-                c = layer_cost(ls, sizes, H, I, rows & side, keys & side)
+                c = layer_cost(ls, sizes, H, ffn, rows & side, keys & side)
                 if acc == "doc":
                     doc_enc += c
                 else:
@@ -121,7 +121,7 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
             cached = {t for t in keys if t in DOC_SIDE and t in ls.frozen}
             kv_online -= cached
             kv_pre += 4 * sum(sizes[t] for t in cached) * H * H
-        inter += layer_cost(ls, sizes, H, I, rows, kv_online)
+        inter += layer_cost(ls, sizes, H, ffn, rows, kv_online)
     head = head_cost(spec, sizes, H)
     ppq = max(1, int(pairs_per_query))
     online = inter + head + query_enc / ppq + (0 if use_pre else doc_enc)

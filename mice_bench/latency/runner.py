@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -64,6 +65,7 @@ class LatencyConfig:
     min_seconds: float | None = None
     threads: int | None = None
     executor: str = "auto"
+    schedule: str = "interleaved"  # interleaved | sequential (timed runs of a sweep point)
     seed: int = 0
     output: str | None = None
     format: str = "table"
@@ -99,6 +101,8 @@ class LatencyConfig:
             raise UsageError(f"unknown dtype {c.dtype!r}; valid: fp32, fp16, bf16")
         if c.device not in ("auto", "cpu", "cuda") and not c.device.startswith("cuda:"):
             raise UsageError(f"unknown device {c.device!r}; valid: auto, cpu, cuda")
+        if c.schedule not in ("interleaved", "sequential"):
+            raise UsageError(f"unknown schedule {c.schedule!r}; valid: interleaved, sequential")
         if c.format not in ("table", "json"):
             raise UsageError(f"unknown format {c.format!r}; valid: table, json")
         return c
@@ -166,11 +170,8 @@ def check_sizes(specs: list[InteractionSpec], max_positions: int, query_tokens: 
 class Workload:
     """One (variant, point): ``prepare()`` outside timing, then ``run(timer)`` per run."""
 
-    pairs_per_run = 0
-    notes: list[str]
-
     def __init__(self, ex, protocol: str, batch_size: int, query: str, docs: list[str],
-                 precompute: bool, kv_cache: bool, paper_query_copies: int = 0):
+                 precompute: bool, kv_cache: bool):
         self.ex = ex
         self.protocol = protocol
         self.batch_size = batch_size
@@ -182,7 +183,6 @@ class Workload:
         self.pairs_per_run = len(docs)
         self.ds = None
         self.offline: dict[str, Any] = {}
-        self.notes = []
 
     def prepare(self, device: torch.device) -> None:
         if not self.precompute:
@@ -295,16 +295,47 @@ def _is_oom(e: BaseException) -> bool:
 
 
 # ----------------------------------------------------------------------------- compile
-def compile_executor(ex, log: Callable[[str], None]) -> bool:
-    """Wrap the executor's compute entry points with ``torch.compile`` (eager on failure)."""
+def compile_executor(ex, log: Callable[[str], None]) -> dict[str, Any]:
+    """Wrap the executor's compute entry points with ``torch.compile``.
+
+    If compilation fails at the first call, that entry point falls back to eager (said once,
+    recorded in the returned state: ``failed`` lists the entry points running eager).
+    """
+    state: dict[str, Any] = {"compiled": [], "failed": []}
     if not hasattr(torch, "compile"):
         log("torch.compile is not available; running eager")
-        return False
-    names = [n for n in ("forward_pairs", "_encode_part", "score_states") if hasattr(ex, n)]
-    for n in names:
-        fn = getattr(ex, n)
-        setattr(ex, n, torch.compile(fn, dynamic=False))
-    return True
+        state["failed"].append("all")
+        return state
+    import logging
+
+    # graph breaks (data-dependent mask checks in the layer code) are expected; keep quiet
+    logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
+    logging.getLogger("torch._inductor").setLevel(logging.ERROR)
+    for n in ("forward_pairs", "_encode_part", "score_states"):
+        if not hasattr(ex, n):
+            continue
+        eager = getattr(ex, n)
+        setattr(ex, n, _guarded(n, torch.compile(eager), eager, log, state))
+        state["compiled"].append(n)
+    return state
+
+
+def _guarded(name: str, compiled: Callable, eager: Callable, log: Callable[[str], None],
+             state: dict[str, Any]) -> Callable:
+    def call(*args, **kwargs):
+        if name in state["failed"]:
+            return eager(*args, **kwargs)
+        try:
+            return compiled(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - backend failures are many
+            if _is_oom(e):
+                raise
+            state["failed"].append(name)
+            log(f"torch.compile failed for {name} ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}); running it eager")
+            return eager(*args, **kwargs)
+
+    return call
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -357,10 +388,12 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
     log(f"dense matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s "
         f"({peak['n']}x{peak['n']} {peak['dtype']})")
 
+    load_before = _loadavg()
     rows: list[dict[str, Any]] = []
     executors: dict[str, Any] = {}
     texts_cache: dict[tuple[int, int], list[str]] = {}
     for pt in _points(c):
+        slots: list[Slot] = []
         for spec in specs:
             name = str(spec)
             if c.protocol == "paper" and pt.precompute and spec.layout != "split":
@@ -369,16 +402,29 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
                 ex = make_executor(spec, bb, executor=c.executor,
                                    query_max_tokens=max(qlen, 1))
                 if c.compile:
-                    compile_executor(ex, log)
+                    ex._mb_compile = compile_executor(ex, log)
                 executors[name] = ex
-            ex = executors[name]
-            row = _measure_point(c, spec, ex, bb, dims, peak, pt, query, qlen, texts_cache,
-                                 device, log)
-            rows.append(row)
+            slot = _setup_slot(c, spec, executors[name], bb, pt, query, texts_cache, device,
+                               log)
+            if c.schedule == "sequential":
+                _time_slots([slot], device, c.runs, c.min_seconds)
+                rows.append(_finish_row(c, slot, bb, dims, peak, pt, qlen, log))
+                slot.wl.ds = None
+            else:
+                slots.append(slot)
+        if slots:
+            _time_slots(slots, device, c.runs, c.min_seconds)
+            for slot in slots:
+                rows.append(_finish_row(c, slot, bb, dims, peak, pt, qlen, log))
+                slot.wl.ds = None
     _add_speedups(rows)
     env = resultsmod.environment(str(device), c.dtype)
     env["threads"] = torch.get_num_threads()
+    # other processes competing for the CPU distort CPU timings: keep the evidence
+    env["loadavg_before"] = load_before
+    env["loadavg_after"] = _loadavg()
     if device.type == "cuda":
+        env["matmul_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
         env["sdpa_backends"] = {
             "flash": torch.backends.cuda.flash_sdp_enabled(),
             "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
@@ -406,14 +452,65 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
                                phases=list(PHASES), rows=rows)
 
 
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def _doc_len(spec: InteractionSpec, c: LatencyConfig, d: int, qlen: int, max_pos: int) -> int:
     if c.protocol != "paper":
         return d
     return min(d, max_pos - 3 - qlen) if spec.layout == "joint" else min(d, max_pos - 2)
 
 
-def _measure_point(c: LatencyConfig, spec: InteractionSpec, ex, bb, dims, peak, pt: Point,
-                   query: str, qlen: int, texts_cache, device, log) -> dict[str, Any]:
+@dataclass
+class Slot:
+    """One row in the making: its workload, memory probe result and raw timings."""
+
+    spec: InteractionSpec
+    ex: Any
+    wl: Workload
+    batch: int
+    halvings: int
+    notes: list[str]
+    memory: dict[str, Any]
+    total: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
+
+    def record(self, total: float, ph: dict[str, float], wall: float) -> None:
+        self.total.append(total)
+        self.wall.append(wall)
+        for p in PHASES:
+            self.phases[p].append(ph[p])
+
+
+def _memory_pass(wl: Workload, device: torch.device, warmup: int,
+                 slot_record: Callable[[float, dict, float], None]) -> dict[str, Any]:
+    """Warm-up runs under the peak-memory probe (one timed run instead when warmup is 0)."""
+    timer = PhaseTimer(device)
+    mem = PeakMemory(device)
+    mem.start()
+    try:
+        for _ in range(max(warmup, 1)):
+            timer.start()
+            wl.run(timer)
+            res = timer.stop()
+        if warmup == 0:
+            slot_record(*res)
+    finally:
+        memory = mem.stop()
+    return memory
+
+
+def _setup_slot(c: LatencyConfig, spec: InteractionSpec, ex, bb, pt: Point, query: str,
+                texts_cache, device, log) -> Slot:
+    """Build the workload, precompute documents, warm up under the memory probe.
+
+    Out of memory (GPU) -> halve the batch, say so, and try again.
+    """
     name = str(spec)
     batch = pt.batch_size
     notes: list[str] = []
@@ -425,21 +522,55 @@ def _measure_point(c: LatencyConfig, spec: InteractionSpec, ex, bb, dims, peak, 
             texts_cache[key] = make_texts(bb.tokenizer, n_docs, pt.doc_tokens, seed=c.seed)
         docs = texts_cache[key]
         wl = Workload(ex, c.protocol, batch, query, docs, pt.precompute, c.kv_cache)
+        pending: list[tuple] = []
         try:
             wl.prepare(device)
-            raw = measure(wl.run, device, c.warmup, c.runs, c.min_seconds)
+            memory = _memory_pass(wl, device, c.warmup, lambda *r: pending.append(r))
             break
         except Exception as e:  # noqa: BLE001 - only OOM is handled, the rest re-raised
-            if not (device.type == "cuda" and _is_oom(e)) or batch <= 1:
+            if not _is_oom(e) or batch <= 1:
                 raise
             del wl
             gc.collect()
-            torch.cuda.empty_cache()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
             new = max(1, batch // 2)
-            msg = f"{name}: out of GPU memory at batch {batch}; halving to {new} and continuing"
+            msg = f"{name}: out of memory at batch {batch}; halving to {new} and continuing"
             log(msg)
             notes.append(msg)
             batch, halvings = new, halvings + 1
+    log(f"{name:>14}  batch {batch}  doc {pt.doc_tokens}: prepared and warmed up")
+    slot = Slot(spec, ex, wl, batch, halvings, notes, memory)
+    for r in pending:
+        slot.record(*r)
+    return slot
+
+
+def _time_slots(slots: list[Slot], device: torch.device, runs: int, min_seconds: float,
+                max_runs: int = MAX_RUNS) -> None:
+    """Timed runs, round-robin over ``slots`` until each meets ``runs`` and ``min_seconds``.
+
+    Interleaving the variants of one sweep point spreads any change in machine load (other
+    processes, thermal state) evenly over them, so their ratios stay fair.
+    """
+    timer = PhaseTimer(device)
+    active = [s for s in slots if not enough(s.total, runs, min_seconds)]
+    while active:
+        for s in list(active):
+            timer.start()
+            s.wl.run(timer)
+            s.record(*timer.stop())
+            if enough(s.total, runs, min_seconds) or len(s.total) >= max_runs:
+                active.remove(s)
+
+
+def _finish_row(c: LatencyConfig, slot: Slot, bb, dims, peak, pt: Point, qlen: int,
+                log) -> dict[str, Any]:
+    spec, ex, wl, batch, halvings, notes = (slot.spec, slot.ex, slot.wl, slot.batch,
+                                            slot.halvings, slot.notes)
+    name = str(spec)
+    raw = {"total": slot.total, "wall": slot.wall, "phases": slot.phases,
+           "memory": slot.memory}
     dlen = _doc_len(spec, c, pt.doc_tokens, qlen, bb.max_positions)
     if dlen != pt.doc_tokens:
         notes.append(f"documents truncated to {dlen} tokens to fit {bb.max_positions} positions "
@@ -451,6 +582,9 @@ def _measure_point(c: LatencyConfig, spec: InteractionSpec, ex, bb, dims, peak, 
     pairs = wl.pairs_per_run
     mean = lat["mean"]
     achieved = fl["per_pair"] * pairs / mean if mean > 0 else float("nan")
+    st = getattr(ex, "_mb_compile", None)
+    if c.compile and st and st["failed"]:
+        notes.append(f"torch.compile failed for {', '.join(st['failed'])}: ran eager")
     if pt.precompute and not wl.split:
         notes.append("no document precompute for this executor (joint/reference): "
                      "documents are encoded inside every run")
@@ -459,7 +593,7 @@ def _measure_point(c: LatencyConfig, spec: InteractionSpec, ex, bb, dims, peak, 
         "description": spec.description(),
         "layout": spec.layout,
         "executor": getattr(ex, "kind", "?"),
-        "compiled": bool(c.compile),
+        "compiled": bool(c.compile and not getattr(ex, "_mb_compile", {}).get("failed")),
         "point": {
             "batch_size": batch,
             "batch_size_requested": pt.batch_size,

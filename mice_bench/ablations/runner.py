@@ -1,0 +1,280 @@
+"""Plan a study against the results that already exist, then run what is missing.
+
+Work is delegated to the ``latency`` and ``effectiveness`` commands, invoked in-process
+through the Typer app (the same code path and options as on the command line):
+
+* a latency workload is *done* when a file under ``results/latency/`` has the same resolved
+  configuration (model, protocol, batch sizes, document / query tokens, depth, precompute,
+  K/V, dtype, device type, compile) and covers the workload's variants; otherwise it is run
+  into ``results/latency/<study>-<workload>.json``;
+* an effectiveness (model, variant, dataset) is *done* when a result for it exists under
+  ``results/effectiveness/``; per model, one ``effectiveness`` call covers the datasets and
+  variants that are missing (its caches keep already-scored pairs from being scored again).
+
+``overwrite=True`` runs everything again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UsageError
+from .study import LatencyWorkload, Study, StudyError
+
+
+@dataclass
+class Task:
+    kind: str                  # latency | effectiveness
+    label: str
+    args: list[str]            # CLI arguments (after the program name)
+    done: bool
+    existing: list[str] = field(default_factory=list)
+    output: str | None = None
+
+
+# ---------------------------------------------------------------------------- latency
+def _latency_config(wl: LatencyWorkload):
+    from ..latency.runner import LatencyConfig
+
+    o = wl.options
+    cfg = LatencyConfig(
+        model=o.get("model", "minilm-l12"), variants=list(wl.variants),
+        protocol=o.get("protocol", "rerank"), batch_sizes=o.get("batch_size"),
+        query_tokens=o.get("query_tokens"), doc_tokens=o.get("doc_tokens"),
+        depth=o.get("depth"), precompute=o.get("precompute"), kv_cache=o.get("kv_cache", False),
+        dtype=o.get("dtype", "fp32"), device=o.get("device", "auto"),
+        compile=o.get("compile", False), warmup=o.get("warmup"), runs=o.get("runs"),
+        min_seconds=o.get("min_seconds"), threads=o.get("threads"))
+    return cfg.resolved()
+
+
+def _device_type(name: str) -> str:
+    if name == "auto":
+        try:
+            import torch
+
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:  # pragma: no cover
+            return "cpu"
+    return name.split(":")[0]
+
+
+def latency_identity(cfg: Any) -> dict[str, Any]:
+    """What makes two latency runs the same measurement (quality knobs excluded)."""
+    get = (lambda k: cfg.get(k)) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k))
+    ident = {k: get(k) for k in ("model", "protocol", "depth", "kv_cache", "dtype", "compile",
+                                  "precompute")}
+    ident["batch_sizes"] = sorted(get("batch_sizes") or [])
+    ident["doc_tokens"] = sorted(get("doc_tokens") or [])
+    ident["query_tokens"] = get("query_tokens") if get("protocol") == "rerank" else None
+    ident["device"] = _device_type(str(get("device")))
+    return ident
+
+
+def _existing_latency(results: Path) -> list[tuple[str, dict, set[str]]]:
+    out = []
+    folder = results / "latency"
+    if not folder.is_dir():
+        return out
+    from ..results import ResultFileError, load_result
+
+    for f in sorted(folder.rglob("*.json")):
+        try:
+            d = load_result(f, "latency")
+        except ResultFileError:
+            continue
+        cfg = dict(d.get("config") or {})
+        env = d.get("environment") or {}
+        if env.get("device"):
+            cfg["device"] = env["device"]
+        try:
+            out.append((f.relative_to(results).as_posix(), latency_identity(cfg),
+                        set(cfg.get("variants") or [])))
+        except (TypeError, KeyError):
+            continue
+    return out
+
+
+def _latency_args(wl: LatencyWorkload, output: Path) -> list[str]:
+    o = wl.options
+    a = ["latency", "--variants", ",".join(wl.variants)]
+    for key, flag in (("model", "--model"), ("protocol", "--protocol"),
+                      ("query_tokens", "--query-tokens"), ("depth", "--depth"),
+                      ("dtype", "--dtype"), ("device", "--device"), ("warmup", "--warmup"),
+                      ("runs", "--runs"), ("min_seconds", "--min-seconds"),
+                      ("threads", "--threads")):
+        if key in o:
+            a += [flag, str(o[key])]
+    for key, flag in (("batch_size", "--batch-size"), ("doc_tokens", "--doc-tokens")):
+        if key in o:
+            a += [flag, ",".join(str(x) for x in o[key])]
+    if "precompute" in o:
+        a.append("--precompute" if o["precompute"] else "--no-precompute")
+    if o.get("kv_cache"):
+        a.append("--kv-cache")
+    if o.get("compile"):
+        a.append("--compile")
+    return a + ["--output", str(output)]
+
+
+# ---------------------------------------------------------------------------- effectiveness
+def _model_matches(given: str, recorded: str) -> bool:
+    from ..report.common import slug
+
+    g, r = given.rstrip("/"), recorded.rstrip("/")
+    try:   # the label `mice-bench effectiveness` gives a --model value
+        from ..effectiveness.runner import model_labels
+
+        if model_labels([given])[0][0] == recorded:
+            return True
+    except Exception:  # noqa: BLE001 - effectiveness package absent or changed
+        pass
+    return g == r or Path(g).name == Path(r).name or slug(g) == slug(r) \
+        or slug(Path(g).name) == slug(Path(r).name)
+
+
+def _fs_kind(fs: str) -> str:
+    return "run" if fs.startswith("run:") else fs
+
+
+def _fs_for(opt: str | list[str], dataset: str) -> str:
+    """The first-stage kind a study asks for on ``dataset`` (``DATASET=`` overrides)."""
+    vals = opt if isinstance(opt, list) else [opt]
+    out = "bm25"
+    for v in vals:
+        if "=" in v.split(":", 1)[0]:
+            continue
+        out = v
+    for v in vals:
+        head = v.split(":", 1)[0]
+        if "=" in head and v.split("=", 1)[0] == dataset:
+            out = v.split("=", 1)[1]
+    return _fs_kind(out)
+
+
+def _effectiveness_args(study: Study, model: str, datasets: list[str], variants: list[str],
+                        results: Path) -> list[str]:
+    o = study.effectiveness.options
+    a = ["effectiveness", "--datasets", ",".join(datasets), "--model", model,
+         "--variants", ",".join(variants)]
+    for key, flag in (("first_stage", "--first-stage"), ("docs", "--docs")):
+        for val in (o[key] if isinstance(o.get(key), list) else [o[key]] if key in o else []):
+            a += [flag, str(val)]
+    for key, flag in (("depth", "--depth"),
+                      ("baseline", "--baseline"), ("test", "--test"),
+                      ("correction", "--correction"), ("batch_size", "--batch-size"),
+                      ("dtype", "--dtype"), ("device", "--device"),
+                      ("limit_queries", "--limit-queries")):
+        if key in o:
+            a += [flag, str(o[key])]
+    if "measures" in o:
+        m = o["measures"]
+        a += ["--measures", ",".join(m) if isinstance(m, list) else m]
+    return a + ["--output-dir", str(results / "effectiveness")]
+
+
+# ---------------------------------------------------------------------------- plan / run
+def plan_study(study: Study, results: str | Path = "results", overwrite: bool = False,
+               only: str | None = None, models: list[str] | None = None,
+               workloads: list[str] | None = None) -> list[Task]:
+    results = Path(results)
+    names = [w.name for w in study.latency]
+    for w in workloads or []:
+        if w not in names:
+            raise UsageError(f"--workload {w!r}: study {study.name} has "
+                             + (", ".join(names) if names else "no latency workloads"))
+    tasks: list[Task] = []
+    if only not in (None, "latency", "effectiveness"):
+        raise UsageError(f"--only {only!r}: valid: latency, effectiveness")
+    if study.latency and only in (None, "latency"):
+        existing = _existing_latency(results)
+        for i, wl in enumerate(study.latency):
+            if workloads and wl.name not in workloads:
+                continue
+            try:
+                cfg = _latency_config(wl)
+            except UsageError as e:
+                raise StudyError(f"{study.path}: latency workload {wl.name!r} "
+                                 f"(key 'latency[{i}]'): {e}") from None
+            ident = latency_identity(cfg)
+            want = set(cfg.variants)
+            hits = [f for f, idn, vs in existing if idn == ident and want <= vs]
+            out = results / "latency" / f"{study.name}-{wl.name}.json"
+            tasks.append(Task("latency", f"latency workload {wl.name!r}",
+                              _latency_args(wl, out), done=bool(hits) and not overwrite,
+                              existing=hits, output=out.as_posix()))
+    if study.effectiveness is not None and only in (None, "effectiveness"):
+        from ..report.effectiveness_io import load_effectiveness
+        from ..results import ResultFileError
+
+        try:
+            recs = load_effectiveness(results, dedupe=False)
+        except ResultFileError as e:
+            raise UsageError(str(e)) from None
+        plan = study.effectiveness
+        fs_opt = plan.options.get("first_stage", "bm25")
+        for model in models or plan.models:
+            missing: dict[str, list[str]] = {}
+            have: list[str] = []
+            for ds in plan.datasets:
+                for v in plan.variants:
+                    hit = [r for r in recs if r.variant == v and r.dataset == ds
+                           and (v == "bm25" or _model_matches(model, r.model))
+                           and _fs_kind(r.first_stage or "bm25") == _fs_for(fs_opt, ds)]
+                    if hit and not overwrite:
+                        have.append(hit[0].file)
+                    else:
+                        missing.setdefault(ds, []).append(v)
+            if not missing:
+                tasks.append(Task("effectiveness", f"effectiveness {model}", [], done=True,
+                                  existing=sorted(set(have))))
+                continue
+            vs = [v for v in plan.variants if any(v in m for m in missing.values())]
+            base = plan.options.get("baseline", "ce")
+            if base in plan.variants and base not in vs:
+                vs.append(base)   # significance needs the baseline; its scores are cached
+            tasks.append(Task("effectiveness", f"effectiveness {model}",
+                              _effectiveness_args(study, model, list(missing), vs, results),
+                              done=False, existing=sorted(set(have))))
+    return tasks
+
+
+def invoke(args: list[str]) -> int:
+    """Run a ``mice-bench`` command in this process; returns its exit code."""
+    import click
+    import typer.main
+
+    from ..cli import app
+
+    cmd = typer.main.get_command(app)
+    try:
+        rc = cmd.main(args=list(args), prog_name="mice-bench", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code or 0)
+    except click.ClickException as e:
+        e.show()
+        return int(e.exit_code)
+    except click.exceptions.Abort:
+        return 1
+    return int(rc) if isinstance(rc, int) else 0
+
+
+def run_study(study: Study, tasks: list[Task], log: Callable[[str], None] = print,
+              runner: Callable[[list[str]], int] | None = None) -> list[Task]:
+    """Run the tasks that are not done; StudyError (exit 2) when one fails."""
+    runner = runner or invoke
+    ran = []
+    for t in tasks:
+        if t.done:
+            log(f"skip {t.label}: results exist ({', '.join(t.existing[:3])}"
+                + (" …" if len(t.existing) > 3 else "") + ")")
+            continue
+        log(f"run  {t.label}: mice-bench {' '.join(t.args)}")
+        rc = runner(t.args)
+        if rc != 0:
+            raise StudyError(f"study {study.name}: {t.label} failed with exit code {rc} "
+                             f"(command: mice-bench {' '.join(t.args)})")
+        ran.append(t)
+    return ran

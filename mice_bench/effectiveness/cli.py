@@ -1,0 +1,101 @@
+"""``mice-bench effectiveness``: in-domain and out-of-domain re-ranking evaluation."""
+
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import typer
+
+HELP = """Re-ranking effectiveness of interaction variants (nDCG@10, RR@10, R@100) with
+significance tests against a baseline, on in-domain (MS MARCO dev, TREC DL 19/20) and
+out-of-domain (13 BEIR) datasets. Writes one JSON + TREC run per (model, variant, dataset)
+and a summary table (Markdown, JSON) under --output-dir. See docs/effectiveness.md.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import console, user_errors
+
+    @app.command("effectiveness", help=HELP)
+    @user_errors
+    def effectiveness(
+        datasets: str = typer.Option(
+            "scifact", "--datasets",
+            help="comma-separated names (dl19, scifact, ...), groups id | beir | all, or "
+                 "irds:<ir_datasets id>"),
+        model: List[str] = typer.Option(
+            [], "--model",
+            help="HF id or local path; repeat for seeds of one system; LABEL=PATH names it"),
+        variants: str = typer.Option(
+            "bm25", "--variants", help="comma-separated: bm25,ce,mask1,mice-l4+3,colbert,..."),
+        first_stage: List[str] = typer.Option(
+            ["bm25"], "--first-stage",
+            help="bm25 | run:PATH | full; DATASET=SPEC overrides one dataset; {dataset} in "
+                 "PATH is replaced by the dataset name"),
+        docs: List[str] = typer.Option(
+            [], "--docs", help="JSONL (doc_id, text) with the document texts; DATASET=PATH "
+                               "for one dataset; {dataset} is replaced"),
+        depth: int = typer.Option(100, "--depth", help="candidates per query"),
+        measures: str = typer.Option("nDCG@10,RR@10,R@100", "--measures",
+                                     help="ir_measures names, comma-separated"),
+        baseline: Optional[str] = typer.Option(
+            None, "--baseline", help="variant tested against (default ce if run, else bm25)"),
+        test: str = typer.Option("ttest", "--test", help="ttest | randomization"),
+        correction: str = typer.Option("holm", "--correction", help="holm | bonferroni | none"),
+        batch_size: int = typer.Option(32, "--batch-size", help="pairs per forward"),
+        doc_batch_size: int = typer.Option(64, "--doc-batch-size",
+                                           help="documents per forward when precomputing"),
+        dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
+        executor: str = typer.Option("auto", "--executor", help="auto | fast | reference"),
+        query_max_tokens: int = typer.Option(32, "--query-max-tokens"),
+        doc_max_tokens: Optional[int] = typer.Option(
+            None, "--doc-max-tokens", help="document word pieces (default: what fits the model)"),
+        limit_queries: Optional[int] = typer.Option(None, "--limit-queries",
+                                                    help="first N judged queries only"),
+        seed: int = typer.Option(0, "--seed", help="seed (random heads, randomization test)"),
+        output_dir: str = typer.Option("results/effectiveness", "--output-dir"),
+        cache_dir: Optional[str] = typer.Option(
+            None, "--cache-dir", help="score/state/index caches (default "
+                                      "~/.cache/mice-bench/effectiveness, $MICE_BENCH_CACHE)"),
+        summary_name: str = typer.Option("summary", "--summary-name",
+                                         help="summary files <output-dir>/<name>.{md,json}"),
+        format_: str = typer.Option("table", "--format", help="table | json"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        from ..errors import UsageError
+        from .progress import Reporter
+        from .runner import EffectivenessConfig, run_effectiveness
+        from .table import legend, rich_table
+
+        if format_ not in ("table", "json"):
+            raise UsageError(f"unknown --format {format_!r}; valid: table, json")
+        if device == "auto":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        cfg = EffectivenessConfig(
+            datasets=datasets, models=list(model), variants=variants,
+            first_stage=list(first_stage) or ["bm25"], docs=list(docs), depth=depth,
+            measures=measures, baseline=baseline, test=test, correction=correction,
+            batch_size=batch_size, doc_batch_size=doc_batch_size, dtype=dtype, device=device,
+            executor=executor, query_max_tokens=query_max_tokens, doc_max_tokens=doc_max_tokens,
+            limit_queries=limit_queries, seed=seed, output_dir=output_dir, cache_dir=cache_dir,
+            summary_name=summary_name)
+        try:
+            summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))
+        except KeyboardInterrupt:
+            from ..cli import err_console
+
+            err_console.print("[bold yellow]interrupted[/]: every query scored so far is cached "
+                              f"under {cfg.cache_path()}; run the same command again to resume.")
+            raise typer.Exit(code=130) from None
+        if format_ == "json":
+            typer.echo(json.dumps(summary, indent=1, ensure_ascii=False))
+        else:
+            for m in summary["measures"]:
+                console.print(rich_table(summary, m))
+            console.print(legend(summary), highlight=False)
+            console.print(f"results in {output_dir}/ (summary: {summary_name}.md, "
+                          f"{summary_name}.json)", highlight=False)

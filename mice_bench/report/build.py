@@ -1,0 +1,260 @@
+"""``build_report(results, out)``: every table and figure of ``report/`` from ``results/``.
+
+Reads results files only (never runs a model). Output is deterministic: no timestamps other
+than the ``created`` fields copied from results, sorted inputs, PNG/PDF written without date
+or software metadata; files of earlier runs that are no longer produced are removed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..results import atomic_write_text
+from .common import Palette, group_label, slug, variant_key
+from .effectiveness_io import EffRecord, load_effectiveness
+from .latency_io import LatencyRow, RunInfo, load_latency
+from .tables import Table
+
+GENERATED_EXT = (".md", ".tex", ".png", ".pdf")
+
+
+@dataclass
+class Figure:
+    stem: str
+    title: str
+    caption: str
+    group: tuple | None = None      # latency device group, if any
+
+
+@dataclass
+class ReportResult:
+    out: Path
+    files: list[str] = field(default_factory=list)      # relative to out, sorted
+    skipped: list[str] = field(default_factory=list)    # figures skipped, with the reason
+    latency_files: int = 0
+    effectiveness_records: int = 0
+
+
+def build_report(results_dir: str | Path = "results", out_dir: str | Path = "report",
+                 ablations_dir: str | Path | None = None, figures: bool = True
+                 ) -> ReportResult:
+    """Write the report; ``figures=False`` (tests) leaves out every figure."""
+    results_dir, out = Path(results_dir), Path(out_dir)
+    runs, lat_rows = load_latency(results_dir)
+    records = load_effectiveness(results_dir)
+    from . import effectiveness_section as es
+    from . import latency_section as ls
+
+    fig_dir, tab_dir = out / "figures", out / "tables"
+    res = ReportResult(out=out, latency_files=len(runs), effectiveness_records=len(records))
+    written: list[str] = []
+    tables: list[Table] = []
+    figs: dict[str, list[Figure]] = {"latency": [], "effectiveness": [], "pareto": [],
+                                     "matrices": []}
+    palette = Palette([r.variant for r in lat_rows] + [r.variant for r in records])
+
+    def fig(section: str, title: str, make, group: tuple | None = None) -> None:
+        if not figures:
+            return
+        result = make()
+        if isinstance(result, str):
+            res.skipped.append(result)
+        else:
+            stem, cap = result
+            figs[section].append(Figure(stem, title, cap, group))
+            written.extend([f"figures/{stem}.png", f"figures/{stem}.pdf"])
+
+    # ---------------------------------------------------------------- latency
+    groups = ls.by_group(lat_rows)
+    lat_tables: list[tuple[tuple, Table | None, Table]] = []
+    for g, rows in groups.items():
+        sbs = ls.side_by_side_table(g, rows)
+        allt = ls.all_rows_table(g, rows)
+        lat_tables.append((g, sbs, allt))
+        tables += [t for t in (sbs, allt) if t is not None]
+        fig("latency", f"Latency and speedup vs document length — {group_label(g)}",
+            lambda: ls.sweep_figure(g, rows, "doc_tokens", fig_dir, palette), g)
+        fig("latency", f"Latency and speedup vs re-ranking depth — {group_label(g)}",
+            lambda: ls.sweep_figure(g, rows, "depth", fig_dir, palette), g)
+        fig("latency", f"Throughput vs batch size — {group_label(g)}",
+            lambda: ls.throughput_figure(g, rows, fig_dir, palette), g)
+    if not groups:
+        res.skipped.append("latency figures: no latency results under "
+                           "latency/")
+
+    # ---------------------------------------------------------------- effectiveness
+    measures = sorted({m for r in records for m in r.measures}, key=es.measure_order)
+    eff_tables = [t for t in (es.effectiveness_table(records, m) for m in measures) if t]
+    tables += eff_tables
+    study_tables = _study_tables(records, ablations_dir, es)
+    tables += [t for _, t in study_tables]
+    if records:
+        fig("effectiveness", "nDCG@10 vs merge layer",
+            lambda: es.merge_layer_figure(records, fig_dir, palette))
+        for g, rows in groups.items():
+            fig("pareto", f"Effectiveness vs throughput — {group_label(g)}",
+                lambda g=g, rows=rows: es.pareto_figure(g, rows, records, fig_dir, palette))
+        if not groups:
+            res.skipped.append("effectiveness vs latency: no latency results")
+    else:
+        res.skipped.append("effectiveness figures (Pareto front, nDCG@10 vs merge layer): no "
+                           "effectiveness results under "
+                           "effectiveness/")
+
+    # ---------------------------------------------------------------- interaction matrices
+    for stem, title, cap in (_matrix_figures(lat_rows, records, fig_dir, res.skipped)
+                             if figures else []):
+        figs["matrices"].append(Figure(stem, title, cap))
+        written.extend([f"figures/{stem}.png", f"figures/{stem}.pdf"])
+
+    # ---------------------------------------------------------------- write
+    for t in tables:
+        atomic_write_text(tab_dir / f"{t.name}.md", t.markdown())
+        atomic_write_text(tab_dir / f"{t.name}.tex", t.latex())
+        written += [f"tables/{t.name}.md", f"tables/{t.name}.tex"]
+    env_tables = [ls.runs_table(runs)] if runs else []
+    if records:
+        env_tables.append(es.runs_table(records))
+    readme = _readme(results_dir, runs, records, env_tables, lat_tables, eff_tables,
+                     study_tables, figs, res.skipped)
+    atomic_write_text(out / "README.md", readme)
+    written.append("README.md")
+    _remove_stale(out, set(written))
+    res.files = sorted(set(written))
+    return res
+
+
+def _remove_stale(out: Path, keep: set[str]) -> None:
+    for sub in ("figures", "tables"):
+        d = out / sub
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):
+            rel = f"{sub}/{f.name}"
+            if f.is_file() and f.suffix in GENERATED_EXT and rel not in keep:
+                f.unlink()
+
+
+def _matrix_figures(lat_rows: list[LatencyRow], records: list[EffRecord], fig_dir: Path,
+                    skipped: list[str]):
+    from ..spec import parse
+    from ..viz import plot_matrices
+    from .figures import save
+
+    layers: dict[str, int] = {}
+    for r in lat_rows:
+        layers.setdefault(r.variant, r.run.num_layers)
+    for r in records:
+        if r.variant != "bm25":
+            layers.setdefault(r.variant, r.num_layers or 12)
+    for v in sorted(layers, key=variant_key):
+        try:
+            spec = parse(v)
+            spec.validate(layers[v])
+        except Exception as e:  # noqa: BLE001 - a variant this version cannot draw
+            skipped.append(f"interaction matrices of {v}: {e}")
+            continue
+        f = plot_matrices(spec, layers[v], None)
+        stem = f"matrices-{slug(v)}"
+        save(f, fig_dir, stem)
+        yield (stem, f"Interaction matrices of {v}",
+               f"{v} on {layers[v]} layers ({spec.layout} layout, {spec.head} head): "
+               f"{spec.description()}. One panel per distinct layer pattern; rows attend "
+               "from, columns to; blue: may attend, grey: masked, orange: frozen rows. "
+               "Independent of device and dtype.")
+
+
+def _study_tables(records: list[EffRecord], ablations_dir, es) -> list[tuple[str, Table]]:
+    """One effectiveness table per study file with an ``[effectiveness]`` section."""
+    if ablations_dir is None or not Path(ablations_dir).is_dir() or not records:
+        return []
+    from ..ablations.study import load_study
+
+    out = []
+    for f in sorted(Path(ablations_dir).glob("*.toml")):
+        try:
+            st = load_study(f)
+        except Exception:  # noqa: BLE001 - `mice-bench run` reports study errors
+            continue
+        if st.effectiveness is None:
+            continue
+        t = es.effectiveness_table(records, "nDCG@10", name=f"study-{slug(st.name)}",
+                                   title=f"Study {st.name}: {st.description} (nDCG@10 × 100)",
+                                   variants=["bm25", *st.variants])
+        if t is not None:
+            out.append((st.name, t))
+    return out
+
+
+def _readme(results_dir: Path, runs: list[RunInfo], records: list[EffRecord],
+            env_tables: list[Table], lat_tables, eff_tables: list[Table], study_tables,
+            figs: dict[str, list[Figure]], skipped: list[str]) -> str:
+    L = ["# mice-bench report", "",
+         "Generated by `mice-bench report` from the results files only (no model is run; "
+         "file names below are relative to the results folder). Do not edit: regenerate "
+         "with `mice-bench report --results results --out report`. Tables are also "
+         "in [`tables/`](tables/) as Markdown and LaTeX (booktabs), figures in "
+         "[`figures/`](figures/) as PNG and PDF.", ""]
+    L += [f"Inputs: {len(runs)} latency results file(s), {len(records)} effectiveness "
+          "result(s) (model × variant × dataset).", ""]
+    L += ["## Runs and environments", ""]
+    if not env_tables:
+        L += ["No results found.", ""]
+    for t in env_tables:
+        L += [t.markdown(), ""]
+
+    L += ["## Latency", ""]
+    if not lat_tables:
+        L += ["No latency results (run `mice-bench latency` or "
+              "`mice-bench run ablations/latency-paper.toml`).", ""]
+    for g, sbs, allt in lat_tables:
+        L += [f"### {group_label(g)}", ""]
+        if sbs is not None:
+            L += [sbs.markdown(), ""]
+        L += [f"Every measurement of this device: [tables/{allt.name}.md]"
+              f"(tables/{allt.name}.md).", ""]
+        for f in figs["latency"]:
+            if f.group == g:
+                L += _fig_md(f)
+
+    L += ["## Effectiveness", ""]
+    if not eff_tables:
+        L += ["No effectiveness results (run `mice-bench effectiveness` or "
+              "`mice-bench run ablations/mice.toml`).", ""]
+    for i, t in enumerate(eff_tables):
+        if i == 0:
+            L += [t.markdown(), ""]
+        else:
+            L += [f"{t.title}: [tables/{t.name}.md](tables/{t.name}.md).", ""]
+    for name, t in study_tables:
+        L += [f"### Study `{name}`", "", t.markdown(heading=False), ""]
+    for f in figs["effectiveness"]:
+        L += _fig_md(f)
+
+    L += ["## Effectiveness vs latency", ""]
+    if not figs["pareto"]:
+        L += ["No figure: needs both latency and effectiveness results of the same "
+              "variants (see the notes below).", ""]
+    for f in figs["pareto"]:
+        L += _fig_md(f)
+
+    L += ["## Interaction matrices", ""]
+    if not figs["matrices"]:
+        L += ["No variant in the results.", ""]
+    for f in figs["matrices"]:
+        L += _fig_md(f, level="###")
+
+    L += ["## Figures not drawn", ""]
+    if skipped:
+        L += ["These figures were skipped because the results they need are missing "
+              "(nothing is made up):", ""]
+        L += [f"- {s}" for s in skipped] + [""]
+    else:
+        L += ["None.", ""]
+    return "\n".join(L).rstrip("\n") + "\n"
+
+
+def _fig_md(f: Figure, level: str = "####") -> list[str]:
+    return [f"{level} {f.title}", "", f"![{f.title}](figures/{f.stem}.png)", "",
+            f"*{f.caption}* ([PDF](figures/{f.stem}.pdf))", ""]

@@ -1,0 +1,165 @@
+"""Study files (`ablations/*.toml`) and `mice-bench run`: parsing, errors naming the key,
+planning against existing results, and a tiny real study that skips existing results."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mice_bench.ablations.runner import plan_study
+from mice_bench.ablations.study import StudyError, load_study
+from mice_bench.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "tests" / "fixtures" / "report" / "results"
+
+
+def _study(tmp: Path, text: str, name: str = "s.toml") -> Path:
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def test_shipped_studies_parse():
+    got = {p.stem: load_study(p) for p in sorted((REPO / "ablations").glob("*.toml"))}
+    assert {"masking", "mice", "merge-layer", "latency-paper", "latency-scaling"} <= set(got)
+    assert got["masking"].variants == ["bm25", "ce", "mask0", "mask1", "mask2", "mask3-l4"]
+    assert got["mice"].variants == ["bm25", "ce", "mask3-l4", "mice-l4+8", "mice-l4+3",
+                                    "colbert"]
+    assert [v for v in got["merge-layer"].variants if v.startswith("mice")] == \
+        [f"mice-l{m}+3" for m in range(1, 9)]
+    assert "msmarco-dev" in got["mice"].effectiveness.datasets
+    assert len(got["mice"].effectiveness.datasets) == 16
+    paper = {w.name: w for w in got["latency-paper"].latency}
+    assert paper["paper"].options["protocol"] == "paper"
+    assert paper["paper"].options["batch_size"] == [128]
+    assert paper["paper"].options["doc_tokens"] == [512]
+    scaling = got["latency-scaling"]
+    doclen = next(w for w in scaling.latency if w.name == "doclen")
+    assert doclen.options["doc_tokens"][0] == 64 and len(doclen.variants) >= 8
+    assert sorted(w.options.get("depth") for w in scaling.latency
+                  if w.name.startswith("depth")) == [10, 100, 1000]
+    for st in got.values():   # every workload resolves to a valid latency configuration
+        plan_study(st, RESULTS, only="latency")
+
+
+@pytest.mark.parametrize("text,key", [
+    ('variants = ["ce"]\nbogus = 1\n[[latency]]\nname = "a"\n', "'bogus'"),
+    ('variants = ["ce", "nope"]\n[[latency]]\nname = "a"\n', "'variants[1]'"),
+    ('variants = "ce"\n[[latency]]\nname = "a"\n', "'variants'"),
+    ('description = "x"\n[[latency]]\nname = "a"\n', "'variants'"),
+    ('variants = ["ce"]\n', "'effectiveness' or 'latency'"),
+    ('variants = ["ce"]\n[[latency]]\nname = "a"\nbatchsize = 3\n', "'latency[0].batchsize'"),
+    ('variants = ["ce"]\n[[latency]]\nname = "a"\ndepth = "x"\n', "'latency[0].depth'"),
+    ('variants = ["ce"]\n[[latency]]\nname = "a"\nprotocol = "fast"\n',
+     "'latency[0].protocol'"),
+    ('variants = ["ce"]\n[[latency]]\nname = "a"\ndoc_tokens = [0]\n',
+     "'latency[0].doc_tokens'"),
+    ('variants = ["ce"]\n[[latency]]\nprotocol = "paper"\n', "'latency[0].name'"),
+    ('variants = ["ce"]\n[[latency]]\nname = "a"\n[[latency]]\nname = "a"\n',
+     "'latency[1].name'"),
+    ('variants = ["ce"]\n[effectiveness]\ndatasets = ["scifact"]\n', "'effectiveness.models'"),
+    ('variants = ["ce"]\n[effectiveness]\nmodels = ["m"]\ndatasets = ["nowhere"]\n',
+     "'effectiveness.datasets[0]'"),
+    ('variants = ["ce"]\n[effectiveness]\nmodels = ["m"]\ndatasets = ["scifact"]\n'
+     'colour = 1\n', "'effectiveness.colour'"),
+    ('variants = ["ce"]\n[effectiveness]\nmodels = ["m"]\ndatasets = ["scifact"]\n'
+     'first_stage = "dense"\n', "'effectiveness.first_stage'"),
+    ('variants = [\n', "not valid TOML"),
+])
+def test_malformed_study_names_the_key(tmp_path, text, key):
+    p = _study(tmp_path, text)
+    with pytest.raises(StudyError) as e:
+        load_study(p)
+    assert key in str(e.value) and str(p) in str(e.value)
+    r = CliRunner().invoke(app, ["run", str(p), "--dry-run"])
+    assert r.exit_code == 2
+    assert key.strip("'") in r.output.replace("\n", "")
+
+
+def test_unknown_study_file_exit_2(tmp_path):
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "missing.toml")])
+    assert r.exit_code == 2 and "missing.toml" in r.output and "does not exist" in r.output
+
+
+def test_latency_plan_invalid_values_exit_2(tmp_path):
+    p = _study(tmp_path, 'variants = ["ce"]\n[[latency]]\nname = "a"\ndtype = "fp16"\n'
+                         'device = "cpu"\nkv_cache = true\nprecompute = false\n')
+    r = CliRunner().invoke(app, ["run", str(p), "--dry-run", "--results", str(tmp_path)])
+    assert r.exit_code == 2 and "latency[0]" in r.output
+
+
+def test_effectiveness_plan_skips_existing_results(tmp_path):
+    p = _study(tmp_path, 'variants = ["bm25", "ce", "mask2", "mask1"]\n[effectiveness]\n'
+                         'models = ["tests/tiny-ce"]\ndatasets = ["scifact", "dl19"]\n'
+                         'baseline = "ce"\nlimit_queries = 5\n')
+    st = load_study(p)
+    (t,) = plan_study(st, RESULTS)
+    assert not t.done
+    a = t.args
+    assert a[a.index("--datasets") + 1] == "scifact,dl19"
+    assert a[a.index("--variants") + 1] == "mask1,ce"      # missing ones + the baseline
+    assert a[a.index("--limit-queries") + 1] == "5"
+    assert a[a.index("--output-dir") + 1] == str(RESULTS / "effectiveness")
+    st.effectiveness.variants = ["bm25", "ce", "mask2"]
+    (t,) = plan_study(st, RESULTS)
+    assert t.done and t.existing
+    (t,) = plan_study(st, RESULTS, overwrite=True)
+    assert not t.done
+
+
+def test_latency_plan_matches_existing_runs(tmp_path):
+    res = tmp_path / "results"
+    shutil.copytree(RESULTS / "latency", res / "latency")
+    base = ('variants = ["ce", "colbert"]\n[[latency]]\nname = "a"\nmodel = "tiny-bert-8l"\n'
+            'protocol = "paper"\nbatch_size = 8\ndoc_tokens = 64\ndevice = "cpu"\n')
+    st = load_study(_study(tmp_path, base))
+    (t,) = plan_study(st, res)
+    assert t.done and t.existing == ["latency/paper.json"]
+    st = load_study(_study(tmp_path, base.replace("doc_tokens = 64", "doc_tokens = 32")))
+    (t,) = plan_study(st, res)
+    assert not t.done and t.args[t.args.index("--output") + 1].endswith("latency/s-a.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from mice_bench.latency.testing import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", num_layers=4)
+
+
+def test_run_tiny_study_then_skip(tmp_path, tiny_model):
+    p = _study(tmp_path, f'''name = "tiny"
+variants = ["ce", "mice-l1+2", "colbert"]
+[[latency]]
+name = "rr"
+model = "{tiny_model}"
+batch_size = 4
+query_tokens = 8
+doc_tokens = 16
+depth = 4
+warmup = 0
+runs = 1
+min_seconds = 0.0
+device = "cpu"
+''')
+    res = tmp_path / "results"
+    r = CliRunner().invoke(app, ["run", str(p), "--results", str(res)])
+    assert r.exit_code == 0, r.output
+    out = res / "latency" / "tiny-rr.json"
+    assert out.exists()
+    before = out.read_bytes()
+    r = CliRunner().invoke(app, ["run", str(p), "--results", str(res)])
+    assert r.exit_code == 0, r.output
+    assert "skip" in r.output and "0 to run" in r.output
+    assert out.read_bytes() == before
+    (t,) = plan_study(load_study(p), res, overwrite=True)
+    assert not t.done
+    # and the report reads what the study wrote
+    from mice_bench.report import build_report
+
+    rep = build_report(res, tmp_path / "report")
+    assert "tables/latency-all-cpu-" in " ".join(rep.files)

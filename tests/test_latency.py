@@ -1,0 +1,328 @@
+"""Tests of `mice-bench latency` (fast, CPU, tiny random BERT)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mice_bench.latency import flops as F
+from mice_bench.latency import runner as R
+from mice_bench.latency.inputs import PAPER_QUERY, make_texts, token_count
+from mice_bench.latency.schema import LATENCY_SCHEMA, SchemaError, check, validate
+from mice_bench.latency.stats import enough, speedup, summarize, throughput
+from mice_bench.latency.timing import PHASES, PeakMemory, PhaseTimer
+from mice_bench.spec import parse
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from mice_bench.latency.testing import make_tiny_model
+
+    return str(make_tiny_model(tmp_path_factory.mktemp("tiny") / "bert", max_positions=512))
+
+
+@pytest.fixture(scope="module")
+def app():
+    from mice_bench.cli import app
+
+    return app
+
+
+def _invoke(app, args):
+    res = CliRunner().invoke(app, args)
+    return res
+
+
+@pytest.fixture(scope="module")
+def default_run(tiny_model, app, tmp_path_factory):
+    """The default command on the tiny model (only --model/--threads/--output added)."""
+    out = tmp_path_factory.mktemp("lat") / "default.json"
+    res = _invoke(app, ["latency", "--model", tiny_model, "--threads", "1", "--output",
+                        str(out), "--min-seconds", "0.2"])
+    assert res.exit_code == 0, res.output
+    return json.loads(out.read_text()), res.output
+
+
+# ----------------------------------------------------------------------------- statistics
+def test_summarize_synthetic_timings():
+    x = np.arange(1, 101, dtype=float)
+    s = summarize(x)
+    assert s["count"] == 100
+    assert s["mean"] == pytest.approx(50.5)
+    assert s["std"] == pytest.approx(np.std(x, ddof=1))
+    assert s["p50"] == pytest.approx(50.5)
+    assert s["p90"] == pytest.approx(90.1)
+    assert s["p99"] == pytest.approx(99.01)
+    assert (s["min"], s["max"]) == (1.0, 100.0)
+
+
+def test_summarize_edge_cases():
+    one = summarize([0.25])
+    assert one["count"] == 1 and one["std"] == 0.0 and one["p99"] == 0.25
+    empty = summarize([])
+    assert empty["count"] == 0 and math.isnan(empty["mean"])
+    rng = np.random.default_rng(0)
+    v = rng.lognormal(-3, 0.2, 1000)
+    s = summarize(v)
+    assert s["min"] <= s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+
+
+def test_throughput_speedup_enough():
+    assert throughput(64, 0.5) == 128
+    assert math.isnan(throughput(64, 0.0))
+    assert speedup(2.0, 0.5) == 4.0
+    assert speedup(None, 1.0) is None and speedup(1.0, 0.0) is None
+    assert not enough([0.1] * 4, runs=5, min_seconds=0)
+    assert not enough([0.1] * 5, runs=5, min_seconds=1.0)
+    assert enough([0.1] * 10, runs=5, min_seconds=1.0 - 1e-9)
+
+
+def test_measure_runs_until_runs_and_min_seconds():
+    def run(t):
+        with t.phase("interaction"):
+            time.sleep(0.01)
+
+    raw = R.measure(run, torch.device("cpu"), warmup=1, runs=3, min_seconds=0.1)
+    assert len(raw["total"]) >= 3 and sum(raw["total"]) >= 0.1
+    assert len(raw["phases"]["interaction"]) == len(raw["total"])
+
+
+# ----------------------------------------------------------------------------- timing
+def test_phase_timer_phases_partition_the_run():
+    t = PhaseTimer("cpu")
+    t.start()
+    with t.phase("tokenize"):
+        time.sleep(0.01)
+    with t.phase("doc_encode"):
+        time.sleep(0.02)
+    with t.phase("tokenize"):
+        time.sleep(0.01)
+    total, ph, wall = t.stop()
+    assert set(ph) == set(PHASES)
+    assert ph["tokenize"] >= 0.02 and ph["doc_encode"] >= 0.02 and ph["interaction"] == 0
+    assert sum(ph.values()) <= total <= sum(ph.values()) + 0.005
+    with pytest.raises(ValueError):
+        t.start()
+        with t.phase("nope"):
+            pass
+
+
+def test_peak_memory_cpu_sees_growth():
+    m = PeakMemory("cpu")
+    m.start()
+    x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+    x += 1
+    del x
+    r = m.stop()
+    assert r["growth_mb"] >= 48, r
+    assert r["peak_mb"] >= r["baseline_mb"]
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def test_flops_ce_hand_computed():
+    # L=2, H=4, I=8, q=1, d=1 -> joint T = 5 tokens
+    # per layer: 4*T*H*H (Q,O) + 4*T*H*I (FFN) + 4*T*H*H (K,V) + 4*H*T*T (QK^T, AV)
+    #          = 320 + 640 + 320 + 400 = 1680; head 2*H*H + 2*H = 40
+    f = F.pair_flops(parse("ce"), F.ModelDims(2, 4, 8), 1, 1)
+    assert f["per_pair"] == 2 * 1680 + 40
+    assert f["doc_encode_per_doc"] == 0 and f["query_encode_per_query"] == 0
+
+
+def test_flops_mice_hand_computed():
+    # mice-l1+2 on L=3, H=4, I=8, q=2 text tokens, d=3 text tokens.
+    # split: query part cls 1 + query 2 + sep_q 1 = 4; document part doc 3+1 + sep_d 1 = 5.
+    # layer 0 (separate): query side 4 tokens attending 4 -> 256+512+256+4*4*16 = 1280
+    #                     doc side 5 tokens attending 5   -> 320+640+320+4*4*25 = 1680
+    # layers 1-2 (query reads the frozen document): rows 4 tokens (Q,O 256; FFN 512);
+    #   K/V of all 9 tokens: 4*9*16 = 576; attended: cls 4 + query 2*8 + sep_q 8 = 28 ->
+    #   4*4*28 = 448; per layer 1792
+    dims = F.ModelDims(3, 4, 8)
+    spec = parse("mice-l1+2")
+    paper = F.pair_flops(spec, dims, 2, 3, precompute=True, pairs_per_query=1)
+    assert paper["per_pair"] == 2 * 1792 + 40 + 1280
+    assert paper["doc_encode_per_doc"] == 1680
+    kv = F.pair_flops(spec, dims, 2, 3, precompute=True, kv_cache=True, pairs_per_query=1)
+    assert kv["per_pair"] == 2 * (1792 - 4 * 5 * 16) + 40 + 1280
+    assert kv["kv_precompute_per_doc"] == 2 * 4 * 5 * 16
+    nopre = F.pair_flops(spec, dims, 2, 3, precompute=False, pairs_per_query=1)
+    assert nopre["per_pair"] == 2 * 1792 + 40 + 1280 + 1680
+    rerank = F.pair_flops(spec, dims, 2, 3, precompute=True, pairs_per_query=4)
+    assert rerank["per_pair"] == 2 * 1792 + 40 + 1280 / 4
+
+
+def test_flops_bounds_minilm_l12_match_the_issue():
+    dims = F.ModelDims(12, 384, 1536)
+    ce = F.pair_flops(parse("ce"), dims, 32, 256)["per_pair"]
+    mice = F.pair_flops(parse("mice-l4+3"), dims, 32, 256, pairs_per_query=64)["per_pair"]
+    mice_kv = F.pair_flops(parse("mice-l4+3"), dims, 32, 256, kv_cache=True,
+                           pairs_per_query=64)["per_pair"]
+    assert 14 < ce / mice < 18  # "about 15x"
+    assert 28 < ce / mice_kv < 38  # "30x with K/V precomputed"
+    colbert = F.pair_flops(parse("colbert"), dims, 32, 256, pairs_per_query=64)
+    assert colbert["interaction_per_pair"] == 0
+    assert colbert["head_per_pair"] == 2 * 34 * 258 * 384
+
+
+def test_matmul_peak_cpu():
+    p = F.matmul_peak("cpu", torch.float32, n=128, min_seconds=0.01)
+    assert p["flops_per_s"] > 0 and p["reps"] >= 3
+
+
+# ----------------------------------------------------------------------------- inputs
+def test_texts_have_exact_token_counts(tiny_model):
+    from mice_bench.backbone import packaged_tokenizer
+    from transformers import AutoTokenizer
+
+    for tok in (packaged_tokenizer(), AutoTokenizer.from_pretrained(tiny_model)):
+        for n in (1, 7, 128):
+            texts = make_texts(tok, 3, n, seed=1)
+            assert len(set(texts)) == 3
+            assert all(token_count(tok, t) == n for t in texts)
+    assert make_texts(tok, 2, 9, seed=1) == make_texts(tok, 2, 9, seed=1)
+    assert token_count(tok, PAPER_QUERY) >= 4
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_default_command_end_to_end(default_run):
+    doc, output = default_run
+    cfg = doc["config"]
+    assert cfg["protocol"] == "rerank" and cfg["variants"] == ["ce", "mice-l4+3", "colbert"]
+    assert [r["variant"] for r in doc["rows"]] == ["ce", "mice-l4+3", "colbert"]
+    assert "mice-l4+3" in output and "results written to" in output
+    for r in doc["rows"]:
+        assert r["latency_s"]["count"] >= cfg["runs"]
+        assert r["pairs_per_run"] == cfg["depth"]
+        assert len(r["raw_s"]["total"]) == r["latency_s"]["count"]
+        assert r["throughput_pairs_per_s"] > 0
+    ce, mice, colbert = doc["rows"]
+    assert ce["speedup_vs_ce"] == pytest.approx(1.0)
+    assert mice["precompute_applied"] and not ce["precompute_applied"]
+    assert mice["params"] < ce["params"]  # dropped layers are not counted
+    assert mice["flop_ratio_vs_ce"] > 1
+
+
+def test_phases_add_up_to_the_total(default_run):
+    doc, _ = default_run
+    for r in doc["rows"]:
+        raw = r["raw_s"]
+        for i, total in enumerate(raw["total"]):
+            s = sum(raw[p][i] for p in PHASES)
+            assert s <= total + 1e-6
+            assert s >= 0.9 * total - 2e-4, (r["variant"], s, total)
+    ce = doc["rows"][0]
+    assert ce["phases_s"]["tokenize"]["mean"] > 0 and ce["phases_s"]["interaction"]["mean"] > 0
+    mice = doc["rows"][1]
+    assert mice["phases_s"]["query_encode"]["mean"] > 0
+    assert mice["phases_s"]["doc_encode"]["mean"] == 0  # precomputed
+
+
+def test_results_file_validates_against_schema(default_run):
+    doc, _ = default_run
+    assert validate(doc, LATENCY_SCHEMA) == []
+    check(doc)
+    from mice_bench.results import load_result  # envelope readable by the reports
+
+    broken = json.loads(json.dumps(doc))
+    del broken["rows"][0]["latency_s"]["p99"]
+    broken["rows"][1]["params"] = "many"
+    broken["config"]["protocol"] = "fast"
+    errs = validate(broken, LATENCY_SCHEMA)
+    assert len(errs) == 3
+    with pytest.raises(SchemaError):
+        check(broken)
+    assert doc["schema"] == "mice-bench/latency" and load_result is not None
+
+
+def test_paper_protocol_tiny(tiny_model, app, tmp_path):
+    out = tmp_path / "paper.json"
+    res = _invoke(app, ["latency", "--model", tiny_model, "--protocol", "paper",
+                        "--batch-size", "4", "--doc-tokens", "512", "--warmup", "1", "--runs",
+                        "2", "--threads", "1", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    check(doc)
+    rows = [(r["variant"], r["point"]["precompute"]) for r in doc["rows"]]
+    assert ("ce", True) not in rows  # a cross-encoder has nothing to precompute
+    assert {("ce", False), ("mice-l4+3", False), ("mice-l4+3", True), ("colbert", True)} \
+        <= set(rows)
+    ce = next(r for r in doc["rows"] if r["variant"] == "ce")
+    assert ce["point"]["doc_tokens_effective"] == 512 - 3 - doc["config"]["query_tokens_effective"]
+    assert all(r["latency_s"]["count"] == 2 for r in doc["rows"])
+    assert "Docs/s" in res.output and "With docs precompute" in res.output
+
+
+def test_sequential_schedule_and_no_warmup(tiny_model):
+    cfg = R.LatencyConfig(model=tiny_model, variants=["ce", "colbert"], batch_sizes=[2],
+                          doc_tokens=[8], query_tokens=4, depth=4, warmup=0, runs=3,
+                          min_seconds=0, threads=1, schedule="sequential")
+    doc = R.run_latency(cfg)
+    check(doc)
+    assert [r["latency_s"]["count"] for r in doc["rows"]] == [3, 3]
+    assert doc["config"]["schedule"] == "sequential"
+
+
+def test_sweep_gives_one_row_per_point(tiny_model, app, tmp_path):
+    out = tmp_path / "sweep.json"
+    res = _invoke(app, ["latency", "--model", tiny_model, "--variants", "ce,mice-l4+3",
+                        "--batch-size", "2,4", "--doc-tokens", "16,24", "--query-tokens", "4",
+                        "--depth", "4", "--runs", "1", "--warmup", "0", "--min-seconds", "0",
+                        "--threads", "1", "--kv-cache", "--format", "json",
+                        "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    pts = {(r["variant"], r["point"]["batch_size"], r["point"]["doc_tokens"])
+           for r in doc["rows"]}
+    assert len(doc["rows"]) == 8 and len(pts) == 8
+    mice = [r for r in doc["rows"] if r["variant"] == "mice-l4+3"]
+    assert all(r["kv_cache_applied"] for r in mice)
+    assert '"schema": "mice-bench/latency"' in res.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--variants", "ce,bogus"], "unknown variant"),
+    (["--device", "cuda"], "CUDA"),
+    (["--dtype", "fp16", "--device", "cpu"], "fp16"),
+    (["--doc-tokens", "600"], "maximum positions"),
+    (["--query-tokens", "300", "--doc-tokens", "300", "--variants", "ce"], "positions"),
+    (["--kv-cache", "--no-precompute"], "--kv-cache"),
+    (["--protocol", "fast"], "unknown protocol"),
+    (["--batch-size", "4,x"], "--batch-size"),
+    (["--variants", "mice-l7+3"], "exceeds"),
+])
+def test_bad_input_exits_2(tiny_model, app, tmp_path, args, needle):
+    if args[:2] == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    res = _invoke(app, ["latency", "--model", tiny_model, "--threads", "1", "--output",
+                        str(tmp_path / "x.json"), *args])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_oom_halves_the_batch(tiny_model, monkeypatch):
+    calls = {"n": 0}
+    real = R._memory_pass
+
+    def flaky(wl, device, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
+        return real(wl, device, *a, **k)
+
+    monkeypatch.setattr(R, "_memory_pass", flaky)
+    logs = []
+    cfg = R.LatencyConfig(model=tiny_model, variants=["mice-l4+3"], protocol="paper",
+                          batch_sizes=[8], doc_tokens=[16], precompute=True, warmup=0, runs=1,
+                          threads=1)
+    doc = R.run_latency(cfg, log=logs.append)
+    row = doc["rows"][0]
+    assert row["point"]["batch_size"] == 4 and row["point"]["batch_size_requested"] == 8
+    assert row["oom_halvings"] == 1 and row["pairs_per_run"] == 4
+    assert any("halving to 4" in m for m in logs) and row["notes"]

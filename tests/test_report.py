@@ -1,0 +1,221 @@
+"""`mice-bench report`: fixture results -> expected files, golden tables, determinism,
+clear errors for malformed files, old-schema loading, devices never mixed, and the
+committed report/ equal to what `mice-bench report` regenerates from results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mice_bench.cli import app
+from mice_bench.report import build_report
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures" / "report"
+RESULTS = FIX / "results"
+GOLDEN = FIX / "golden"
+TEXT_EXT = (".md", ".tex")
+
+CPU = "cpu-amd-epyc-fp32-2t"
+CUDA = "cuda-nvidia-h100-synthetic-fixture-fp32"
+EXPECTED = {
+    "README.md",
+    *(f"tables/{n}.{e}" for e in ("md", "tex") for n in (
+        f"latency-{CPU}", f"latency-all-{CPU}", f"latency-{CUDA}", f"latency-all-{CUDA}",
+        "effectiveness-ndcg10", "effectiveness-rr10", "effectiveness-r100", "study-fixture")),
+    *(f"figures/{n}.{e}" for e in ("png", "pdf") for n in (
+        f"latency-vs-doclen-{CPU}", f"latency-vs-depth-{CPU}", f"throughput-vs-batch-{CPU}",
+        f"pareto-{CPU}", f"pareto-{CUDA}", "ndcg-vs-merge-layer",
+        *(f"matrices-{v}" for v in ("ce", "mask2", "mice-l1+2", "mice-l2+2", "mice-l4+2",
+                                    "mice-l6+2", "colbert")))),
+}
+
+
+def _ablations(tmp: Path) -> Path:
+    d = tmp / "ablations"
+    d.mkdir(exist_ok=True)
+    (d / "fixture.toml").write_text(
+        'description = "fixture study"\nvariants = ["ce", "mask2", "colbert"]\n'
+        '[effectiveness]\nmodels = ["tests/tiny-ce"]\ndatasets = ["dl19", "scifact"]\n')
+    return d
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    build_report(RESULTS, tmp / "out", _ablations(tmp))
+    return tmp / "out"
+
+
+def test_every_expected_file_appears(rendered):
+    assert _files(rendered) == EXPECTED
+    for f in EXPECTED:
+        assert (rendered / f).stat().st_size > 0, f
+
+
+def test_tables_and_readme_match_golden(rendered):
+    """Set UPDATE_GOLDEN=1 to rewrite the golden files after an intended change."""
+    texts = sorted(f for f in EXPECTED if f.endswith(TEXT_EXT))
+    if os.environ.get("UPDATE_GOLDEN"):
+        shutil.rmtree(GOLDEN, ignore_errors=True)
+        for f in texts:
+            (GOLDEN / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(rendered / f, GOLDEN / f)
+    for f in texts:
+        assert (rendered / f).read_text() == (GOLDEN / f).read_text(), f
+
+
+def test_tables_content(rendered):
+    eff = (rendered / "tables/effectiveness-ndcg10.md").read_text()
+    # paper abbreviations, datasets as columns, ID/OOD averages, significance marks
+    for s in ("DL19", "NFC", "SF", "Average · ID", "Average · OOD", "| BM25 |", "↓"):
+        assert s in eff
+    tex = (rendered / "tables/effectiveness-ndcg10.tex").read_text()
+    assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
+    assert r"$\downarrow$" in tex and r"\cmidrule(lr)" in tex
+    lat = (rendered / f"tables/latency-{CPU}.md").read_text()
+    assert "Paper protocol · Latency (ms)" in lat and "Rerank protocol · pairs/s" in lat
+    assert "*With docs precompute*" in lat and "*Without docs precompute*" in lat
+    readme = (rendered / "README.md").read_text()
+    for s in ("## Runs and environments", "## Latency", "## Effectiveness",
+              "## Interaction matrices", "![", f"figures/pareto-{CPU}.png",
+              "2026-11-27T10:00:00+00:00", "### Study `fixture`"):
+        assert s in readme
+
+
+def test_devices_are_never_mixed(rendered):
+    cpu = (rendered / f"tables/latency-{CPU}.md").read_text()
+    cuda = (rendered / f"tables/latency-{CUDA}.md").read_text()
+    cpu_all = (rendered / f"tables/latency-all-{CPU}.md").read_text()
+    assert "synthetic-cuda-rerank.json" not in cpu + cpu_all and "rerank-d64.json" in cpu_all
+    assert "synthetic-cuda-rerank.json" in cuda and "rerank-d16.json" not in cuda
+    assert "Peak RSS growth" in cpu and "Peak Mem" in cuda
+
+
+def test_regeneration_is_byte_identical(rendered, tmp_path):
+    build_report(RESULTS, tmp_path / "again", _ablations(tmp_path))
+    for f in EXPECTED:   # images too: no dates or versions in PNG/PDF metadata
+        assert (tmp_path / "again" / f).read_bytes() == (rendered / f).read_bytes(), f
+
+
+def test_stale_outputs_are_removed(tmp_path):
+    out = tmp_path / "out"
+    (out / "figures").mkdir(parents=True)
+    (out / "figures" / "gone.png").write_bytes(b"x")
+    (out / "keep.txt").write_text("not ours")
+    build_report(RESULTS, out, figures=False)
+    assert not (out / "figures" / "gone.png").exists()
+    assert (out / "keep.txt").exists()
+
+
+def _copy_results(tmp: Path) -> Path:
+    dst = tmp / "results"
+    shutil.copytree(RESULTS, dst)
+    return dst
+
+
+def test_missing_results_skip_figures_with_a_note(tmp_path):
+    res = _copy_results(tmp_path)
+    shutil.rmtree(res / "effectiveness")
+    r = build_report(res, tmp_path / "out", figures=False)
+    assert not any(f.startswith("tables/effectiveness") for f in r.files)
+    r = build_report(res, tmp_path / "out")
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "## Figures not drawn" in readme and "no effectiveness results" in readme
+    assert not any("pareto" in f or "merge-layer" in f for f in r.files)
+    empty = tmp_path / "empty"
+    (empty / "latency").mkdir(parents=True)
+    r = build_report(empty, tmp_path / "out2")
+    assert r.files == ["README.md"]
+
+
+@pytest.mark.parametrize("name,content,needle", [
+    ("latency/broken.json", "{not json", "cannot read results file"),
+    ("latency/norows.json", None, "lacks 'rows'"),
+    ("effectiveness/scifact/bm25/noagg.json", None, "lacks 'aggregates'"),
+])
+def test_malformed_file_is_named_exit_2(tmp_path, name, content, needle):
+    res = _copy_results(tmp_path)
+    path = res / name
+    if content is None:
+        src = res / ("latency/paper.json" if name.startswith("latency")
+                     else "effectiveness/scifact/bm25/bm25.json")
+        d = json.loads(src.read_text())
+        d.pop("rows" if name.startswith("latency") else "aggregates")
+        content = json.dumps(d)
+    path.write_text(content)
+    r = CliRunner().invoke(app, ["report", "--results", str(res), "--out",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    out = r.output + (r.stderr if hasattr(r, "stderr") else "")
+    assert path.name in out and needle in out.replace("\n", " ")
+
+
+def test_cli_writes_report(tmp_path):
+    res = tmp_path / "results"
+    (res / "latency").mkdir(parents=True)
+    shutil.copy(RESULTS / "latency" / "paper.json", res / "latency")
+    r = CliRunner().invoke(app, ["report", "--results", str(res), "--out",
+                                 str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "README.md").exists()
+    r = CliRunner().invoke(app, ["report", "--results", str(tmp_path / "nope")])
+    assert r.exit_code == 2
+
+
+def test_old_schema_versions_load(tmp_path, monkeypatch):
+    """A version-0 file goes through the results upgraders; rows lacking fields that were
+    added later (K/V, FLOP ratio, memory, ...) still load."""
+    from mice_bench import results as resultsmod
+    from mice_bench.report.latency_io import load_latency_file
+
+    d = json.loads((RESULTS / "latency" / "paper.json").read_text())
+    old = dict(d, schema_version=0)
+    old["measurements"] = old.pop("rows")
+    for r in old["measurements"]:
+        for k in ("kv_cache_applied", "flop_ratio_vs_ce", "flops", "memory", "raw_s",
+                  "phases_s", "achieved_flops_per_s", "peak_fraction"):
+            r.pop(k, None)
+    p = tmp_path / "latency" / "old.json"
+    p.parent.mkdir()
+    p.write_text(json.dumps(old))
+
+    def up(doc):
+        doc = dict(doc)
+        doc["rows"] = doc.pop("measurements")
+        return doc
+
+    monkeypatch.setitem(resultsmod.UPGRADERS, "latency", {0: up})
+    info, rows = load_latency_file(p, tmp_path)
+    assert info.protocol == "paper" and len(rows) == len(d["rows"])
+    assert rows[0].mem_peak_mb is None and rows[0].kv_cache_applied is False
+    r = build_report(tmp_path, tmp_path / "out")
+    assert any(f.startswith("tables/latency-") for f in r.files)
+    monkeypatch.setitem(resultsmod.UPGRADERS, "latency", {})
+    with pytest.raises(resultsmod.ResultFileError, match="old.json"):
+        load_latency_file(p, tmp_path)
+
+
+def test_committed_report_is_regenerated_without_diff(tmp_path):
+    """report/ must be what `mice-bench report` makes of results/ (text files byte for
+    byte; images by name - their bytes depend on the matplotlib/freetype build, and
+    byte-stability on one machine is checked above)."""
+    committed = REPO / "report"
+    if not (committed / "README.md").exists():
+        pytest.skip("no committed report/ yet")
+    build_report(REPO / "results", tmp_path / "out", REPO / "ablations")
+    got, want = _files(tmp_path / "out"), _files(committed)
+    assert got == want
+    for f in sorted(got):
+        if f.endswith(TEXT_EXT):
+            assert (tmp_path / "out" / f).read_text() == (committed / f).read_text(), (
+                f"report/{f} differs from a fresh `mice-bench report`; regenerate it")
