@@ -190,7 +190,10 @@ def packaged_tokenizer():
     from transformers import BertTokenizerFast
 
     vocab = str(resources.files("mice_bench") / "configs" / "vocab.txt")
-    return BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+    tok = BertTokenizerFast(vocab_file=vocab, do_lower_case=True)
+    if len(tok.get_vocab()) < 1000:  # transformers >= 5 reads the file through ``vocab=``
+        tok = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    return tok
 
 
 def random_hf_model(config_or_name: Any, seed: int = 0):

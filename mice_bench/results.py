@@ -121,6 +121,7 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1
         with os.fdopen(fd, "w") as f:
             json.dump(data, f, indent=indent, sort_keys=False, default=_json_default)
             f.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -137,6 +138,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 

@@ -129,10 +129,11 @@ def test_kv_cache_and_state_storage(tiny_bb, name, tmp_path):
     qi = torch.tensor([0, 0, 1, 1, 0])
     di = torch.tensor([0, 1, 2, 3, 3])
     base = ex.score_states(qs, qi, ds, di)
-    assert (ex.score_states(qs, qi, ds_kv, di) - base).abs().max() < 1e-5
+    with_kv = ex.score_states(qs, qi, ds_kv, di)
+    assert (with_kv - base).abs().max() < 1e-5
     ds_kv.save(tmp_path / "docs.pt")
     loaded = DocStates.load(tmp_path / "docs.pt")
-    assert (ex.score_states(qs, qi, loaded, di) - base).abs().max() == 0
+    assert torch.equal(ex.score_states(qs, qi, loaded, di), with_kv)
     # pair scoring == rerank (query encoded once) == per-pair scoring
     r = ex.rerank(QUERIES[0], DOCS, batch_size=2)
     p = ex.score_pairs([QUERIES[0]] * len(DOCS), DOCS)
@@ -217,3 +218,11 @@ def test_unknown_model_is_a_usage_error(tmp_path):
 
     with pytest.raises(UsageError):
         load_backbone(str(tmp_path / "nope"))
+
+
+def test_packaged_tokenizer_is_the_full_bert_vocabulary():
+    tok = packaged_tokenizer()
+    assert len(tok.get_vocab()) == 30522
+    ids = tok("the cat sat", add_special_tokens=True)["input_ids"]
+    assert ids[0] == tok.cls_token_id == 101 and ids[-1] == tok.sep_token_id == 102
+    assert tok.unk_token_id not in ids

@@ -66,8 +66,10 @@ class PartStates:
     def select(self, idx) -> "PartStates":
         """Rows ``idx`` (LongTensor or list), trimmed to their longest valid length."""
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.hidden.device)
+        if len(idx) and bool((idx.diff() == 1).all()):  # contiguous range: views, no gather
+            idx = slice(int(idx[0]), int(idx[-1]) + 1)
         mask = self.mask[idx]
-        T = max(int(mask.sum(1).max()), 1) if len(idx) else 1
+        T = max(int(mask.sum(1).max()), 1) if mask.shape[0] else 1
         kv = None
         if self.kv is not None:
             kv = {l: (k[idx][:, :, :T], v[idx][:, :, :T]) for l, (k, v) in self.kv.items()}

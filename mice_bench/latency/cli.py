@@ -11,10 +11,7 @@ import typer
 
 HELP = """Measure latency, throughput, peak memory and FLOPs of interaction variants.
 
-Default: MiniLM-L12-H384 architecture with random weights, variants ce,mice-l4+3,colbert,
-rerank protocol (1 query, 64 candidates of 128 tokens in batches of 32, documents
-precomputed), device auto. Prints a table and writes results/latency/*.json.
-See docs/latency.md.
+Default: MiniLM-L12-H384 architecture with random weights, variants ce,mice-l4+3,colbert, rerank protocol (1 query of 32 tokens, 32 candidates of 128 tokens in batches of 16, documents precomputed), device auto. Prints a table and writes results/latency/*.json. See docs/latency.md.
 """
 
 
@@ -49,13 +46,13 @@ def register(app: typer.Typer) -> None:
                                      help="comma-separated variant names"),
         protocol: str = typer.Option("rerank", "--protocol", help="rerank | paper"),
         batch_size: Optional[str] = typer.Option(
-            None, "--batch-size", help="N or N,N,... (sweep); default rerank 32, paper 128"),
+            None, "--batch-size", help="N or N,N,... (sweep); default rerank 16, paper 128"),
         query_tokens: Optional[int] = typer.Option(
             None, "--query-tokens", help="query length in tokens (rerank; default 32)"),
         doc_tokens: Optional[str] = typer.Option(
             None, "--doc-tokens", help="N or N,N,... (sweep); default rerank 128, paper 512"),
         depth: Optional[int] = typer.Option(None, "--depth",
-                                            help="candidates per query (rerank; default 64)"),
+                                            help="candidates per query (rerank; default 32)"),
         precompute: Optional[bool] = typer.Option(
             None, "--precompute/--no-precompute",
             help="documents encoded before timing (rerank default: on; paper: both)"),

@@ -37,7 +37,7 @@ PROTOCOLS = ("rerank", "paper")
 DEFAULT_VARIANTS = ("ce", "mice-l4+3", "colbert")
 PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
     # sized so that the default command finishes well under 2 minutes on 2 CPU cores
-    "rerank": dict(batch_sizes=[32], query_tokens=32, doc_tokens=[128], depth=64, warmup=1,
+    "rerank": dict(batch_sizes=[16], query_tokens=32, doc_tokens=[128], depth=32, warmup=1,
                    runs=5, min_seconds=1.0),
     # the seed's protocol: 128 pairs x 512-token documents, 5 warm-up + 10 timed runs
     "paper": dict(batch_sizes=[128], query_tokens=None, doc_tokens=[512], depth=None, warmup=5,
@@ -179,7 +179,8 @@ class Workload:
         self.docs = docs
         self.split = bool(getattr(ex, "has_doc_precompute", False))
         self.precompute = precompute and self.split
-        self.kv_cache = kv_cache and self.precompute
+        # only executors with interaction layers over frozen documents have K/V to cache
+        self.kv_cache = kv_cache and self.precompute and bool(getattr(ex, "kv_layers", None))
         self.pairs_per_run = len(docs)
         self.ds = None
         self.offline: dict[str, Any] = {}
@@ -389,6 +390,13 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
         f"({peak['n']}x{peak['n']} {peak['dtype']})")
 
     load_before = _loadavg()
+    busy = (device.type == "cpu" and load_before is not None
+            and load_before[0] > (os.cpu_count() or 1) - 0.5)
+    if busy:
+        log(f"warning: the machine is busy (load average {load_before[0]:.1f} on "
+            f"{os.cpu_count()} cores): other processes inflate CPU timings, small kernels "
+            "(query encoding, MICE interaction) far more than large ones; for a fair "
+            "comparison rerun on an idle machine or with --threads 1")
     rows: list[dict[str, Any]] = []
     executors: dict[str, Any] = {}
     texts_cache: dict[tuple[int, int], list[str]] = {}
@@ -423,6 +431,7 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
     # other processes competing for the CPU distort CPU timings: keep the evidence
     env["loadavg_before"] = load_before
     env["loadavg_after"] = _loadavg()
+    env["cpu_busy_warning"] = bool(busy)
     if device.type == "cuda":
         env["matmul_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
         env["sdpa_backends"] = {

@@ -26,6 +26,18 @@ def _params(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
 
+def _notes(doc: dict[str, Any]) -> list[str]:
+    out: dict[str, None] = {}
+    for r in doc["rows"]:
+        for n in r["notes"]:
+            out[n if n.startswith(r["variant"] + ":") else f"{r['variant']}: {n}"] = None
+    env = doc["environment"]
+    if env.get("cpu_busy_warning"):
+        out[f"warning: machine busy during the run (load average {env.get('loadavg_before')} "
+            f"on {env.get('cpu_count')} cores): CPU timings of small kernels are inflated"] = None
+    return list(out)
+
+
 def _mem(m: dict[str, Any], cuda: bool) -> str:
     # GPU: max allocated (absolute, as the seed reports); CPU: peak RSS growth
     return f"{m['peak_mb']:.0f} MB" if cuda else f"+{m['growth_mb']:.0f} MB"
@@ -90,8 +102,7 @@ def rerank_table(doc: dict[str, Any]) -> Table:
         t.add_row(*cells)
     cap = [f"rerank: 1 query, depth {cfg['depth']}, query {cfg['query_tokens_effective']} tok; "
            f"{cfg['warmup']} warm-up, ≥{cfg['runs']} runs and ≥{cfg['min_seconds']} s"]
-    if any(r["notes"] for r in doc["rows"]):
-        cap += sorted({n for r in doc["rows"] for n in r["notes"]})
+    cap += _notes(doc)
     t.caption = "\n".join(cap)
     t.caption_justify = "left"
     return t
@@ -132,7 +143,6 @@ def paper_table(doc: dict[str, Any]) -> Table:
            f"{cfg.get('query_text')!r} ({cfg['query_tokens_effective']} tok) re-encoded per "
            f"pair, documents {cfg['doc_tokens']} tok, {cfg['warmup']} warm-up + "
            f"{cfg['runs']} timed runs, whole call incl. tokenization"]
-    notes = sorted({n for r in doc["rows"] for n in r["notes"]})
-    t.caption = "\n".join(cap + notes)
+    t.caption = "\n".join(cap + _notes(doc))
     t.caption_justify = "left"
     return t
