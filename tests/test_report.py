@@ -21,8 +21,8 @@ RESULTS = FIX / "results"
 GOLDEN = FIX / "golden"
 TEXT_EXT = (".md", ".tex")
 
-CPU = "cpu-amd-epyc-fp32-2t"
-CUDA = "cuda-nvidia-h100-synthetic-fixture-fp32"
+CPU = "tiny-bert-8l-cpu-amd-epyc-fp32-2t"
+CUDA = "tiny-bert-8l-cuda-nvidia-h100-synthetic-fixture-fp32"
 EXPECTED = {
     "README.md",
     *(f"tables/{n}.{e}" for e in ("md", "tex") for n in (

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-#: Okabe-Ito colour-blind-safe palette (black last)
-OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442",
-             "#000000")
+#: Okabe-Ito colour-blind-safe palette (the low-contrast yellow last)
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#000000",
+             "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
 LINESTYLES = ("-", "--", "-.", ":")
 
@@ -27,16 +27,23 @@ def slug(text: str) -> str:
     return s or "x"
 
 
+def _parts(group: tuple) -> tuple[str, str, str, str, str]:
+    g = tuple(group) + ("",) * (5 - len(group))
+    return g[:5]  # type: ignore[return-value]
+
+
 def group_label(group: tuple) -> str:
-    """``AMD EPYC (cpu), fp32, 2 threads`` / ``NVIDIA H100 (cuda), bf16``."""
-    dev, name, dtype, threads = (tuple(group) + ("",))[:4]
+    """``minilm-l12 on AMD EPYC (cpu), fp32, 2 threads`` / ``... NVIDIA H100 (cuda), bf16``."""
+    dev, name, dtype, threads, model = _parts(group)
     t = f", {threads} thread{'s' if threads != '1' else ''}" if threads else ""
-    return f"{name} ({dev}), {dtype}{t}"
+    m = f"{model} on " if model else ""
+    return f"{m}{name} ({dev}), {dtype}{t}"
 
 
 def group_slug(group: tuple) -> str:
-    dev, name, dtype, threads = (tuple(group) + ("",))[:4]
-    return slug(f"{dev}-{name}-{dtype}" + (f"-{threads}t" if threads else ""))
+    dev, name, dtype, threads, model = _parts(group)
+    return slug((f"{model}-" if model else "") + f"{dev}-{name}-{dtype}"
+                + (f"-{threads}t" if threads else ""))
 
 
 class Palette:
@@ -56,3 +63,10 @@ class Palette:
     def linestyle(self, name: str) -> str:
         i = self.names.index(name) if name in self.names else len(self.names)
         return LINESTYLES[(i // len(OKABE_ITO)) % len(LINESTYLES)]
+
+
+def short_commit(commit: str | None) -> str:
+    """``abc123def456`` (+ ``-dirty`` when the tree had uncommitted changes)."""
+    if not commit:
+        return "–"
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")

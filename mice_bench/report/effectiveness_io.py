@@ -50,6 +50,7 @@ class EffRecord:
     per_query: dict = field(hash=False, compare=False)    # name -> {qid: value}
     pairs_per_s: float | None = None
     num_layers: int | None = None
+    hidden_size: int | None = None
     first_stage: str | None = None
     environment: dict = field(hash=False, compare=False, default_factory=dict)
     config: dict = field(hash=False, compare=False, default_factory=dict)
@@ -166,7 +167,7 @@ def _record(data: dict, path: Path, root: Path | None) -> EffRecord | None:
         created=str(data.get("created", "")),
         model=model, variant=variant, dataset=dataset, group=group, measures=measures,
         per_query=per_query, pairs_per_s=float(pps) if pps else None,
-        num_layers=m.get("num_layers"), first_stage=_name(fs, "name", "kind"),
+        num_layers=m.get("num_layers"), hidden_size=m.get("hidden_size"), first_stage=_name(fs, "name", "kind"),
         environment=data.get("environment") or {}, config=cfg,
         git_commit=data.get("git_commit"),
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Palette, group_label, group_slug, variant_key
+from .common import Palette, group_label, group_slug, short_commit, variant_key
 from .effectiveness_io import EffRecord
 from .figures import new_figure, plain_log_ticks, save
 from .latency_io import LatencyRow
@@ -173,28 +173,32 @@ def pareto_figure(group: tuple, lat_rows: list[LatencyRow], records: list[EffRec
                   out: Path, palette: Palette, measure: str = "nDCG@10"
                   ) -> tuple[str, str] | str:
     records = [r for r in records if not r.full_ranking]   # throughput is re-ranking
-    eff_variants = {r.variant for r in records if r.value(measure) is not None}
-    cand = [r for r in lat_rows if r.run.protocol == "rerank" and not r.compiled
-            and not r.kv_cache_applied and r.variant in eff_variants]
     where = f"effectiveness vs latency on {group_label(group)}"
-    if not cand:
-        return f"{where}: no rerank-protocol latency for any evaluated variant"
-    count: dict[tuple, set] = defaultdict(set)
-    for r in cand:
-        count[(r.doc_tokens, r.depth or 0, r.batch_size_requested, r.query_tokens)].add(r.variant)
-    point = max(count, key=lambda k: (len(count[k]), k))
-    thr: dict[str, LatencyRow] = {}
-    for r in cand:
-        k = (r.doc_tokens, r.depth or 0, r.batch_size_requested, r.query_tokens)
-        if k == point and (r.variant not in thr or r.precompute_applied):
-            thr[r.variant] = r
-    by_model: dict[str, dict[str, dict[str, EffRecord]]] = defaultdict(lambda: defaultdict(dict))
-    for r in records:
-        if r.variant in thr and r.value(measure) is not None:
-            by_model[r.model][r.variant][r.dataset] = r
-    pts = []  # (model, variant, throughput, score, datasets)
-    for m in sorted(by_model):
-        vs = by_model[m]
+    pts = []  # (model, variant, throughput, score, datasets, latency row)
+    models_eff = sorted({r.model for r in records if r.model and r.value(measure) is not None})
+    for m in models_eff:
+        recs = [r for r in records if r.model == m and r.value(measure) is not None]
+        arch = {(r.num_layers, r.hidden_size) for r in recs}
+        # the latency of the same architecture (random weights cost the same as trained ones)
+        cand = [r for r in lat_rows if r.run.protocol == "rerank" and not r.compiled
+                and not r.kv_cache_applied and r.variant in {x.variant for x in recs}
+                and (r.run.num_layers, r.run.hidden_size) in arch]
+        if not cand:
+            continue
+        count: dict[tuple, set] = defaultdict(set)
+        for r in cand:
+            count[(r.doc_tokens, r.depth or 0, r.batch_size_requested, r.query_tokens)].add(
+                r.variant)
+        point = max(count, key=lambda k: (len(count[k]), k))
+        thr: dict[str, LatencyRow] = {}
+        for r in cand:
+            k = (r.doc_tokens, r.depth or 0, r.batch_size_requested, r.query_tokens)
+            if k == point and (r.variant not in thr or r.precompute_applied):
+                thr[r.variant] = r
+        vs: dict[str, dict[str, EffRecord]] = defaultdict(dict)
+        for r in recs:
+            if r.variant in thr:
+                vs[r.variant][r.dataset] = r
         if len(vs) < 2:
             continue
         common = sorted(set.intersection(*(set(d) for d in vs.values())), key=dataset_order)
@@ -203,20 +207,21 @@ def pareto_figure(group: tuple, lat_rows: list[LatencyRow], records: list[EffRec
         for v in sorted(vs, key=variant_key):
             s = _mean_over(vs[v], common, measure)
             if s is not None:
-                pts.append((m, v, thr[v].throughput, 100 * s, common))
+                pts.append((m, v, thr[v].throughput, 100 * s, common, thr[v]))
     if len(pts) < 2:
-        return f"{where}: fewer than two variants with both latency and {measure} results"
+        return (f"{where}: fewer than two variants of one model with both {measure} and "
+                "rerank-protocol latency of the same architecture (layers, hidden size)")
     fig, axes = new_figure(7.2, 4.6)
     ax = axes[0][0]
     models = sorted({p[0] for p in pts})
     mk = ("o", "s", "^", "D", "v")
-    for m, v, x, y, _ in pts:
+    for m, v, x, y, _, _ in pts:
         ax.scatter([x], [y], color=palette.color(v), marker=mk[models.index(m) % len(mk)],
                    s=55, zorder=3, edgecolors="black", linewidths=0.5,
                    label=v if len(models) == 1 else f"{v} ({m})")
         ax.annotate(v, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
     for m in models:   # Pareto front: no other point is both faster and better
-        mp = sorted([(x, y) for mm, _, x, y, _ in pts if mm == m], key=lambda t: -t[0])
+        mp = sorted([(x, y) for mm, _, x, y, _, _ in pts if mm == m], key=lambda t: -t[0])
         front, best = [], -math.inf
         for x, y in mp:
             if y > best:
@@ -239,15 +244,17 @@ def pareto_figure(group: tuple, lat_rows: list[LatencyRow], records: list[EffRec
     fig.tight_layout()
     stem = f"pareto-{group_slug(group)}"
     save(fig, out, stem)
-    r0 = next(iter(thr.values()))
-    arch = sorted({r.run.model_description for r in thr.values()})
+    lat = [p[5] for p in pts]
+    r0 = lat[0]
+    arch = sorted({r.run.model_description for r in lat})
     cap = (f"One point per variant: mean {measure} over "
            f"{', '.join(sorted({d for p in pts for d in p[4]}, key=dataset_order))} "
            f"(model{'s' if len(models) > 1 else ''} {', '.join(models)}) against throughput "
-           f"measured on {group_label(group)} with the rerank protocol (batch "
+           f"measured ({group_label(group)}) with the rerank protocol (batch "
            f"{r0.batch_size_requested}, depth {r0.depth}, documents of {r0.doc_tokens} "
-           f"tokens, query {r0.query_tokens} tokens, documents precomputed where possible; "
-           f"architecture {'; '.join(arch)}). Dashed: Pareto front (up and right is better).")
+           f"tokens, query {r0.query_tokens} tokens, documents precomputed where possible) "
+           f"on the same architecture: {'; '.join(arch)}. Dashed: Pareto front (up and right "
+           "is better).")
     return stem, cap
 
 
@@ -322,7 +329,7 @@ def runs_table(records: list[EffRecord]) -> Table:
                str(e.get("device") or c.get("device") or "–"),
                str(e.get("dtype") or c.get("dtype") or "–"), str(e.get("torch", "–")),
                str(e.get("transformers", "–")), str(e.get("cuda") or "–"),
-               (r.git_commit or "–")[:12])
+               short_commit(r.git_commit))
         envs[key].append(r)
     t = Table(name="runs-effectiveness", title="Effectiveness runs and their environment",
               columns=["device", "dtype", "torch", "transformers", "CUDA", "git commit",

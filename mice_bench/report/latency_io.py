@@ -29,6 +29,7 @@ class RunInfo:
     model_description: str
     num_layers: int
     random_weights: bool
+    hidden_size: int | None
     device: str               # cpu | cuda | cuda:0 ...
     device_name: str
     dtype: str
@@ -41,12 +42,13 @@ class RunInfo:
     matmul_peak_flops: float | None = None
 
     @property
-    def group(self) -> tuple[str, str, str, str]:
+    def group(self) -> tuple[str, str, str, str, str]:
         """Measurements are only compared inside one (device type, device name, dtype, CPU
-        threads) group; threads only count on the CPU."""
+        threads, model) group; threads only count on the CPU."""
         dev = self.device.split(":")[0]
         threads = str(self.threads) if dev == "cpu" and self.threads is not None else ""
-        return (dev, self.device_name, self.dtype, threads)
+        model = Path(self.model.rstrip("/")).name if "/" in self.model else self.model
+        return (dev, self.device_name, self.dtype, threads, model)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def _rows(data: dict, path: Path, root: Path | None) -> tuple[RunInfo, list[Late
         model_description=str(model.get("description", model.get("name", cfg.get("model", "?")))),
         num_layers=int(model.get("num_layers", 12)),
         random_weights=bool(model.get("random_weights", False)),
+        hidden_size=model.get("hidden_size"),
         device=device,
         device_name=str(env.get("device_name") or env.get("cpu_model") or device),
         dtype=str(env.get("dtype") or cfg.get("dtype") or "fp32"),

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .common import Palette, group_label, group_slug, variant_key
+from .common import Palette, group_label, group_slug, short_commit, variant_key
 from .figures import new_figure, plain_log_ticks, save
 from .latency_io import LatencyRow, RunInfo
 from .tables import Table, fmt_ms, fmt_ms_pm, fmt_params, fmt_rate, fmt_ratio
@@ -123,7 +123,7 @@ def side_by_side_table(group: tuple, rows: list[LatencyRow]) -> Table | None:
                           _mem(r) if r else "–"]
             body.append(cells)
         t.add_section(label, body)
-    cap = [f"Device {group_label(group)}."]
+    cap = [f"Measured: {group_label(group)}."]
     if paper:
         p0 = paper[0]
         q = p0.run.config.get("query_text")
@@ -168,7 +168,7 @@ def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
                      fmt_ms_pm(r.lat_mean, r.lat_std), fmt_ms(r.lat_p50), fmt_ms(r.lat_p99),
                      fmt_rate(r.throughput), _sp(r), _mem(r)])
     t.add_section(None, body)
-    t.caption = (f"Device {group_label(group)}. One row per measurement point (a repeated "
+    t.caption = (f"Measured: {group_label(group)}. One row per measurement point (a repeated "
                  "point shows its latest run). ms / run: paper protocol one call, rerank "
                  "protocol one query with all its candidates. Speedups against ce of the same "
                  "run. Sources: " + ", ".join(sorted({r.run.file for r in rows})) + ".")
@@ -194,7 +194,7 @@ def _log_if_wide(ax, values: list[float], axis: str = "y") -> None:
 
 def _env_line(rows: list[LatencyRow], group: tuple) -> str:
     models = sorted({r.run.model_description for r in rows})
-    return f"Device: {group_label(group)}; model {'; '.join(models)}."
+    return f"Measured: {group_label(group)}; model {'; '.join(models)}."
 
 
 def sweep_figure(group: tuple, rows: list[LatencyRow], x: str, out: Path,
@@ -334,6 +334,6 @@ def runs_table(runs: list[RunInfo]) -> Table:
                      f"{r.device_name} ({r.device})", r.dtype, str(r.threads),
                      "yes" if r.compiled else "no", str(env.get("torch", "–")),
                      str(env.get("transformers", "–")), str(env.get("cuda") or "–"),
-                     str(r.mice_bench_version or "–"), (r.git_commit or "–")[:12]])
+                     str(r.mice_bench_version or "–"), short_commit(r.git_commit)])
     t.add_section(None, body)
     return t
