@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-HELP = """Regenerate report/ (README.md, tables/*.md|tex, figures/*.png|pdf) from the results
+HELP = """Regenerate `report/` (`README.md`, `tables/*.md|tex`, `figures/*.png|pdf`) from the results
 files under --results. Reads results only: never runs a model. Deterministic: regenerating
 from the same results gives the same files. See docs/report.md."""
 
