@@ -242,3 +242,23 @@ def test_committed_report_is_regenerated_without_diff(tmp_path):
         if f.endswith(TEXT_EXT):
             assert (tmp_path / "out" / f).read_text() == (committed / f).read_text(), (
                 f"report/{f} differs from a fresh `mice-bench report`; regenerate it")
+
+
+def test_side_by_side_table_never_mixes_runs():
+    """A --kv-cache run at the same point as a plain run is its own measurement: the table's
+    rerank rows all come from one results file (the committed results have both)."""
+    from mice_bench.report import latency_io as lio
+    from mice_bench.report import latency_section as ls
+
+    _, rows = lio.load_latency(REPO / "results")
+    if not any(r.run.config.get("kv_cache") for r in rows):
+        pytest.skip("no --kv-cache run in the committed results")
+    for g, grp in ls.by_group(rows).items():
+        rerank = [r for r in grp if r.run.protocol == "rerank" and not r.compiled
+                  and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
+        point = ls._best_point(rerank, ls._rerank_key)
+        chosen = ls._one_run([r for r in rerank if ls._rerank_key(r) == point])
+        assert len({r.run.file for r in chosen}) <= 1, g
+    kv_runs = [r for r in ls.dedupe(rows) if r.run.config.get("kv_cache")]
+    plain = [r for r in ls.dedupe(rows) if not r.run.config.get("kv_cache")]
+    assert {r.variant for r in kv_runs} & {r.variant for r in plain}  # both kept

@@ -342,7 +342,7 @@ def runs_table(records: list[EffRecord]) -> Table:
         body.append([f"{key[0]} ({key[1]})", key[2], key[3], key[4], key[5], key[6],
                      str(len(rs)), created[0] if created[0] == created[-1]
                      else f"{created[0]} … {created[-1]}",
-                     ", ".join(sorted({r.model for r in rs})),
+                     ", ".join(sorted({r.model or "(no model: bm25)" for r in rs})),
                      ", ".join(sorted({r.dataset for r in rs}, key=dataset_order))])
     t.add_section(None, body)
     return t

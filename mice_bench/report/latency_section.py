@@ -22,7 +22,8 @@ def dedupe(rows: Iterable[LatencyRow]) -> list[LatencyRow]:
     best: dict[tuple, LatencyRow] = {}
     for r in rows:
         k = (r.run.protocol, r.variant, r.batch_size_requested, r.doc_tokens, r.depth,
-             r.query_tokens, r.precompute_applied, r.kv_cache_applied, r.compiled)
+             r.query_tokens, r.precompute_applied, r.kv_cache_applied, r.compiled,
+             bool(r.run.config.get("kv_cache")))  # a --kv-cache run is its own point
         old = best.get(k)
         if old is None or (r.run.created, r.run.file) >= (old.run.created, old.run.file):
             best[k] = r
@@ -62,6 +63,18 @@ def _best_point(rows: list[LatencyRow], key: Callable[[LatencyRow], tuple]):
     return max(count, key=lambda k: (count[k], k))
 
 
+def _one_run(rows: list[LatencyRow]) -> list[LatencyRow]:
+    """Rows of a single results file (the one with most rows; ties: the newest), so that one
+    table never silently mixes measurements of different runs."""
+    if not rows:
+        return rows
+    count: dict[tuple, int] = defaultdict(int)
+    for r in rows:
+        count[(r.run.file, r.run.created)] += 1
+    best = max(count, key=lambda k: (count[k], k[1], k[0]))
+    return [r for r in rows if (r.run.file, r.run.created) == best]
+
+
 def _rerank_key(r: LatencyRow) -> tuple:
     return (r.doc_tokens, r.depth or 0, r.batch_size_requested, r.query_tokens)
 
@@ -82,13 +95,13 @@ def _sp(r: LatencyRow | None) -> str:
 def side_by_side_table(group: tuple, rows: list[LatencyRow]) -> Table | None:
     """The seed's efficiency table (paper protocol) beside the rerank protocol."""
     paper = [r for r in rows if r.run.protocol == "paper" and not r.compiled
-             and not r.kv_cache_applied]
+             and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
     rerank = [r for r in rows if r.run.protocol == "rerank" and not r.compiled
-              and not r.kv_cache_applied]
+              and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
     pp = _best_point(paper, _paper_key)
     rp = _best_point(rerank, _rerank_key)
-    paper = [r for r in paper if _paper_key(r) == pp]
-    rerank = [r for r in rerank if _rerank_key(r) == rp]
+    paper = _one_run([r for r in paper if _paper_key(r) == pp])
+    rerank = _one_run([r for r in rerank if _rerank_key(r) == rp])
     if not paper and not rerank:
         return None
     P = {(r.variant, r.precompute_applied): r for r in paper}
