@@ -4,6 +4,7 @@ and the offline data folder ``../shared/data`` when present."""
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,17 @@ DOCS = ["a cat is an animal that likes milk and sleeps a lot",
         "spiders have eight legs, usually, and build webs " * 6,
         "short",
         "Vitamin D supplementation and bone mineral density in elderly women: a trial."]
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open an internet socket fails the test (use with
+    ``pytestmark = pytest.mark.usefixtures("no_network")``)."""
+    orig = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise AssertionError(f"network access attempted: {address}")
+        return orig(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)

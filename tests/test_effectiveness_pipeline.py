@@ -7,7 +7,6 @@ The collection comes from ``tests/fixtures/effectiveness`` (queries, qrels, ``--
 from __future__ import annotations
 
 import json
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -25,16 +24,7 @@ NUM_PAIRS = 13
 UNIQUE_DOCS = 12
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    orig = socket.socket.connect
-
-    def guarded(self, address):
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise AssertionError(f"network access attempted: {address}")
-        return orig(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
+pytestmark = pytest.mark.usefixtures("no_network")
 
 
 def fixture_collection(info: eds.DatasetInfo, docs_path, limit_queries=None) -> eds.Collection:
