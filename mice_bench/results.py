@@ -19,6 +19,7 @@ schema versions through :data:`UPGRADERS`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -78,7 +79,7 @@ def environment(device: str | None = None, dtype: str | None = None) -> dict[str
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "cuda_available": torch.cuda.is_available(),
-        "hostname_hash": hex(abs(hash(platform.node())) % (1 << 32)),
+        "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:8],
     }
     try:
         import transformers
