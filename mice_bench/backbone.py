@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -108,7 +108,6 @@ class Backbone:
     has_cross_weights: bool = False
     projection: torch.Tensor | None = None  # optional ColBERT linear projection [D, H]
     source: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -223,8 +222,7 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
         bb.random_weights = True
         return bb.to(device, dtype)
     try:
-        from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, \
-            AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     except ImportError as e:  # pragma: no cover
         raise UsageError(f"transformers is needed to load {name!r}: {e}") from e
     _quiet_transformers()

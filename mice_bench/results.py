@@ -161,6 +161,18 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def parse_fields(path: str | os.PathLike, what: str, parse: Callable[[], Any]) -> Any:
+    """Run ``parse()`` over a loaded results file; a missing or ill-typed field becomes a
+    :class:`ResultFileError` naming the file (``what``: "latency", "effectiveness", ...)."""
+    try:
+        return parse()
+    except ResultFileError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ResultFileError(f"{path}: malformed {what} results file "
+                              f"({type(e).__name__}: {e})") from None
+
+
 # schema_version -> function upgrading a dict of that version to version + 1
 UPGRADERS: dict[str, dict[int, Callable[[dict], dict]]] = {}
 

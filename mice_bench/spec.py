@@ -21,7 +21,7 @@ Executors (:mod:`mice_bench.executors`) and reports only consume specs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Iterable
 
 SEGMENTS: tuple[str, ...] = ("cls", "query", "sep_q", "doc", "sep_d")
@@ -141,7 +141,7 @@ class InteractionSpec:
     doc_token_type: int = 0
     projection: bool = False  # maxsim: apply the checkpoint's linear projection if present
     custom_layout: str | None = None
-    custom_layers: tuple[LayerSpec, ...] | None = field(default=None, compare=True)
+    custom_layers: tuple[LayerSpec, ...] | None = None
 
     # ----------------------------------------------------------------- properties
     @property
@@ -482,7 +482,3 @@ def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[I
             spec.validate(num_layers)
         out.append(spec)
     return out
-
-
-def with_options(spec: InteractionSpec, **kw) -> InteractionSpec:
-    return replace(spec, **kw).validate()

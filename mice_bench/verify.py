@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import torch
 
 from .backbone import load_backbone
 from .executors import make_executor

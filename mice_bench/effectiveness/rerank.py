@@ -4,7 +4,7 @@
   in batches of ``batch_size``;
 * split-first variants (``ex.has_doc_precompute``: ``prettr``, ``mice``, ``colbert``,
   ``biencoder``): documents encoded once (:class:`~.cache.DocStateCache`), each query encoded
-  once, then ``ex.score_states`` on its candidates;
+  once, then ``ex.score_query`` (``score_states`` in batches) on its candidates;
 * ``full`` (split-first only): every corpus document is a candidate; for a bi-encoder
   (``mean-cos`` head, no interaction layer) this is one embedding matrix product.
 
@@ -165,13 +165,8 @@ class VariantScorer:
             for q, docs in pending.items():
                 qtext = self.coll.queries[q]
                 if self.doc_cache is not None:
-                    qs = self.ex.encode_queries([qtext])
-                    idx = torch.tensor([pos[d] for d in docs], dtype=torch.long)
-                    parts = [self.ex.score_states(qs, torch.zeros(len(idx[i:i + bs]),
-                                                                  dtype=torch.long),
-                                                  states, idx[i:i + bs])
-                             for i in range(0, len(idx), bs)]
-                    scores = torch.cat(parts)
+                    scores = self.ex.score_query(self.ex.encode_queries([qtext]), states,
+                                                 [pos[d] for d in docs], batch_size=bs)
                 else:
                     scores = self.ex.score_pairs([qtext] * len(docs), [texts[d] for d in docs],
                                                  batch_size=bs)
@@ -224,10 +219,7 @@ class VariantScorer:
                 if bienc:
                     scores = (emb @ self.ex.pooled(qs)[0].to(emb.dtype)).float()  # [N]
                 else:
-                    scores = torch.cat([
-                        self.ex.score_states(qs, torch.zeros(min(bs, n - i), dtype=torch.long),
-                                             states, torch.arange(i, min(i + bs, n)))
-                        for i in range(0, n, bs)])                             # [N]
+                    scores = self.ex.score_query(qs, states, batch_size=bs)  # [N]
                 top = torch.topk(scores, k)
                 res = {doc_ids[j]: float(s) for s, j in zip(top.values.tolist(),
                                                            top.indices.tolist())

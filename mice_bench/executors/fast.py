@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from ..backbone import Backbone
 from ..spec import DOC_SIDE, FULL, LayerSpec
 from .base import Executor
 from .heads import cls_score, maxsim, mean_cos, mean_pool
@@ -129,8 +128,9 @@ class JointExecutor(Executor):
         tb = tb.to(bb.device)
         x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
         seg = tb.segment_ids
+        memo: dict = {}
         for lw in bb.layers:
-            x = layer_forward(bb, lw, self._full, x, seg)
+            x = layer_forward(bb, lw, self._full, x, seg, memo=memo)
         return cls_score(bb, x[:, 0]).float().cpu()
 
     def score_pairs(self, queries, docs, batch_size: int = 32) -> torch.Tensor:
@@ -175,8 +175,9 @@ class SplitExecutor(Executor):
         tb = tb.to(bb.device)
         x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
         seg = tb.segment_ids
+        memo: dict = {}
         for i, ls in self.sep_layers:
-            x = layer_forward(bb, bb.layers[i], ls, x, seg)
+            x = layer_forward(bb, bb.layers[i], ls, x, seg, memo=memo)
         return PartStates(x, tb.attention_mask, seg)
 
     @torch.inference_mode()
@@ -194,7 +195,6 @@ class SplitExecutor(Executor):
         ds = DocStates.cat(chunks) if chunks else DocStates(
             torch.zeros(0, 1, self.backbone.hidden_size), torch.zeros(0, 1, dtype=torch.bool),
             torch.zeros(0, 1, dtype=torch.long))
-        ds = DocStates(ds.hidden, ds.mask, ds.seg, ds.kv)
         if store_dtype is not None:
             ds = ds.to(dtype=store_dtype)
         return ds
@@ -229,6 +229,7 @@ class SplitExecutor(Executor):
         cached = d.kv or {}
         doc_fixed = True  # document states still those of the split layer
         Tq = xq.shape[1]
+        memo: dict = {}
         for i, ls in self.inter_layers:
             lw = bb.layers[i]
             if ls.frozen == DOC_SIDE:
@@ -236,12 +237,24 @@ class SplitExecutor(Executor):
                 extra = Extra(seg=segd, states=xd,
                               kv_self=kv if (kv is not None and not ls.cross_keys) else None,
                               kv_cross=kv if (kv is not None and ls.cross_keys) else None)
-                xq = layer_forward(bb, lw, ls, xq, segq, extra)
+                xq = layer_forward(bb, lw, ls, xq, segq, extra, memo=memo)
             else:
-                x = layer_forward(bb, lw, ls, torch.cat([xq, xd], 1), torch.cat([segq, segd], 1))
+                x = layer_forward(bb, lw, ls, torch.cat([xq, xd], 1),
+                                  torch.cat([segq, segd], 1), memo=memo)
                 xq, xd = x[:, :Tq], x[:, Tq:]
                 doc_fixed = False
         return self._head(xq, q.mask, xd, d.mask)
+
+    def score_query(self, qs: QueryStates, ds: DocStates, d_index=None,
+                    batch_size: int = 32, query: int = 0) -> torch.Tensor:
+        """Scores ``[len(d_index)]`` of query ``qs[query]`` against ``ds[d_index]`` (default:
+        every document), the query broadcast over batches of ``batch_size`` candidates."""
+        if d_index is None:
+            d_index = torch.arange(len(ds))
+        d_index = torch.as_tensor(d_index, dtype=torch.long)
+        out = [self.score_states(qs, torch.full((len(chunk),), query, dtype=torch.long), ds, chunk)
+               for chunk in d_index.split(batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)
 
     def _head(self, xq, q_mask, xd, d_mask) -> torch.Tensor:
         spec = self.spec
@@ -277,8 +290,4 @@ class SplitExecutor(Executor):
                kv_cache: bool = False) -> torch.Tensor:
         qs = self.encode_queries([query])
         ds = self.encode_documents(list(docs), kv_cache=kv_cache, batch_size=max(batch_size, 1))
-        out = []
-        for i in range(0, len(docs), batch_size):
-            di = torch.arange(i, min(i + batch_size, len(docs)))
-            out.append(self.score_states(qs, torch.zeros_like(di), ds, di))
-        return torch.cat(out) if out else torch.zeros(0)
+        return self.score_query(qs, ds, batch_size=batch_size)

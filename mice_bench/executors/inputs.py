@@ -87,10 +87,6 @@ class Tokenizer:
     # --------------------------------------------------------------- joint
     def pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
         q = self.word_pieces(queries, self.query_max_tokens)
-        dmax = self.max_positions - 3 - min(self.query_max_tokens, max((len(x) for x in q),
-                                                                        default=0))
-        if self.doc_max_tokens is not None:
-            dmax = min(dmax, self.doc_max_tokens)
         d = self.word_pieces(docs, self.max_positions)
         ids, types, segs = [], [], []
         for qi, di in zip(q, d):

@@ -110,12 +110,28 @@ class Extra:
     kv_cross: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
+def _memo(memo: dict | None, key: tuple, make):
+    if memo is None:
+        return make()
+    if key not in memo:
+        memo[key] = make()
+    return memo[key]
+
+
 def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor,
-                  seg: torch.Tensor, extra: Extra | None = None) -> torch.Tensor:
-    """Run one layer; returns the new states of ``x`` (frozen segments of ``x`` unchanged)."""
+                  seg: torch.Tensor, extra: Extra | None = None,
+                  memo: dict | None = None) -> torch.Tensor:
+    """Run one layer; returns the new states of ``x`` (frozen segments of ``x`` unchanged).
+
+    ``memo``: a dict shared by the layers of ONE forward call (same ``seg`` / ``extra.seg``)
+    so that masks depending only on the segments and the layer pattern are built once, not
+    once per layer (each build syncs a GPU).
+    """
     n, eps = bb.num_heads, bb.layer_norm_eps
     act = activation(bb.hidden_act)
     cross_idx = [SEG_INDEX[s] for s in ls.cross_keys]
+    mkey = (ls.allow, ls.cross_keys, ls.frozen, tuple(seg.shape),
+            tuple(extra.seg.shape) if extra is not None else None)
 
     def is_cross(segs: torch.Tensor) -> torch.Tensor:
         if not cross_idx:
@@ -125,43 +141,49 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
     aw = lw.attn
     q = heads(F.linear(x, aw.wq, aw.bq), n)
     k, v = project_kv(aw, x, n)
-    seg_k = seg
     # self-attention keys: x, plus the extra keys that are not read through cross-attention
-    x_cross_cols = is_cross(seg)
-    extra_self = extra is not None and not bool(is_cross(extra.seg[extra.seg >= 0]).all())
+    extra_self = extra is not None and _memo(
+        memo, ("extra_self", *mkey),
+        lambda: not bool(is_cross(extra.seg[extra.seg >= 0]).all()))
     if extra_self:
         if extra.kv_self is not None:
             ke, ve = extra.kv_self
         else:
             ke, ve = project_kv(aw, extra.states, n)
         k, v = torch.cat([k, ke], 2), torch.cat([v, ve], 2)
-        seg_k = torch.cat([seg, extra.seg], 1)
-    self_cols = ~is_cross(seg_k)
-    mask = segment_mask(ls, seg, seg_k, cols=self_cols if cross_idx else None)
-    h1 = _out(aw, attend(q, k, v, mask), x, eps)
+
+    def self_mask():
+        seg_k = torch.cat([seg, extra.seg], 1) if extra_self else seg
+        return segment_mask(ls, seg, seg_k, cols=~is_cross(seg_k) if cross_idx else None)
+
+    h1 = _out(aw, attend(q, k, v, _memo(memo, ("self", *mkey), self_mask)), x, eps)
     if cross_idx:
         if lw.cross is None:
             raise ValueError("cross mode needs cross-attention weights; call "
                              "Backbone.ensure_cross_weights()")
         cw = lw.cross
         qc = heads(F.linear(h1, cw.wq, cw.bq), n)
+        # reference executor: the cross keys are inside x (and maybe in extra too)
+        x_cross = _memo(memo, ("x_cross", *mkey), lambda: bool(is_cross(seg).any()))
         if extra is not None:
             if extra.kv_cross is not None:
                 kc, vc = extra.kv_cross
             else:
                 kc, vc = project_kv(cw, extra.states, n)
             seg_c = extra.seg
-            if bool(x_cross_cols.any()):  # reference executor: cross keys inside x too
+            if x_cross:
                 kx, vx = project_kv(cw, x, n)
                 kc, vc = torch.cat([kx, kc], 2), torch.cat([vx, vc], 2)
                 seg_c = torch.cat([seg, extra.seg], 1)
         else:
             kc, vc = project_kv(cw, x, n)
             seg_c = seg
-        cmask = segment_mask(ls, seg, seg_c, cols=is_cross(seg_c))
+        cmask = _memo(memo, ("cross", *mkey),
+                      lambda: segment_mask(ls, seg, seg_c, cols=is_cross(seg_c)))
         h1 = _out(cw, attend(qc, kc, vc, cmask), h1, eps)
     out = ffn(lw, h1, act, eps)
     if ls.frozen:
-        fro = torch.isin(seg, torch.tensor([SEG_INDEX[s] for s in ls.frozen], device=seg.device))
+        fro = _memo(memo, ("frozen", *mkey), lambda: torch.isin(
+            seg, torch.tensor([SEG_INDEX[s] for s in ls.frozen], device=seg.device)))
         out = torch.where(fro[..., None], x, out)
     return out

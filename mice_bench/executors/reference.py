@@ -35,10 +35,11 @@ class ReferenceExecutor(Executor):
         tb = tb.to(bb.device)
         x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
         seg = tb.segment_ids
+        memo: dict = {}
         for lw, ls in zip(bb.layers, self.layer_specs):
             if ls.dropped:
                 continue
-            x = layer_forward(bb, lw, ls, x, seg)
+            x = layer_forward(bb, lw, ls, x, seg, memo=memo)
         return self._head(x, seg).float().cpu()
 
     def _head(self, x: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..results import ResultFileError, load_result
+from ..results import ResultFileError, load_result, parse_fields
 
 KIND = "effectiveness"
 
@@ -107,13 +107,7 @@ def load_effectiveness_file(path: Path, root: Path | None = None) -> EffRecord |
     if _is_summary(path, raw):
         return None
     data = load_result(path, KIND)
-    try:
-        return _record(data, path, root)
-    except ResultFileError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ResultFileError(f"{path}: malformed effectiveness results file "
-                              f"({type(e).__name__}: {e})") from None
+    return parse_fields(path, "effectiveness", lambda: _record(data, path, root))
 
 
 def _record(data: dict, path: Path, root: Path | None) -> EffRecord | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..results import ResultFileError, load_result
+from ..results import ResultFileError, load_result, parse_fields
 
 KIND = "latency"
 
@@ -109,13 +109,7 @@ def load_latency_file(path: Path, root: Path | None = None
                       ) -> tuple[RunInfo, list[LatencyRow]]:
     """The run and rows of one latency results file (ResultFileError names the file)."""
     data = load_result(path, KIND)
-    try:
-        return _rows(data, path, root)
-    except ResultFileError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ResultFileError(f"{path}: malformed latency results file "
-                              f"({type(e).__name__}: {e})") from None
+    return parse_fields(path, "latency", lambda: _rows(data, path, root))
 
 
 def _rows(data: dict, path: Path, root: Path | None) -> tuple[RunInfo, list[LatencyRow]]:
