@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,67 +46,80 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
 
-@dataclass
-class AttentionWeights:
-    """One multi-head attention block: projections [out, in] + output LayerNorm."""
+class _Params(torch.nn.Module):
+    """A module whose named tensors are parameters (``None`` allowed)."""
 
-    wq: torch.Tensor
-    bq: torch.Tensor
-    wk: torch.Tensor
-    bk: torch.Tensor
-    wv: torch.Tensor
-    bv: torch.Tensor
-    wo: torch.Tensor
-    bo: torch.Tensor
-    ln_w: torch.Tensor
-    ln_b: torch.Tensor
+    _names: tuple[str, ...] = ()
 
-    def clone(self) -> "AttentionWeights":
-        return AttentionWeights(**{k: v.clone() for k, v in self.__dict__.items()})
+    def __init__(self, **tensors: torch.Tensor | None):
+        super().__init__()
+        for name in self._names:
+            t = tensors.get(name)
+            self.register_parameter(
+                name, None if t is None else torch.nn.Parameter(t.detach().clone(),
+                                                           requires_grad=t.requires_grad))
+
+    def clone(self):
+        return type(self)(**{n: getattr(self, n) for n in self._names})
 
 
-@dataclass
-class LayerWeights:
-    attn: AttentionWeights
-    w_in: torch.Tensor  # [I, H]
-    b_in: torch.Tensor
-    w_out: torch.Tensor  # [H, I]
-    b_out: torch.Tensor
-    ln_w: torch.Tensor
-    ln_b: torch.Tensor
-    cross: AttentionWeights | None = None  # MICE ``cross`` mode sub-layer
+class AttentionWeights(_Params):
+    """One multi-head attention block: projections ``[out, in]`` + output LayerNorm."""
+
+    _names = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "ln_w", "ln_b")
 
 
-@dataclass
-class Backbone:
-    """A BERT-family encoder's weights plus its tokenizer and config."""
+class LayerWeights(torch.nn.Module):
+    """One encoder layer: self-attention, optional cross-attention (MICE), feed-forward."""
 
-    name: str
-    tokenizer: Any
-    num_layers: int
-    hidden_size: int
-    num_heads: int
-    intermediate_size: int
-    vocab_size: int
-    max_positions: int
-    type_vocab_size: int
-    layer_norm_eps: float
-    hidden_act: str
-    word_emb: torch.Tensor
-    pos_emb: torch.Tensor
-    type_emb: torch.Tensor
-    emb_ln_w: torch.Tensor
-    emb_ln_b: torch.Tensor
-    layers: list[LayerWeights]
-    pooler_w: torch.Tensor | None
-    pooler_b: torch.Tensor | None
-    cls_w: torch.Tensor  # [labels, H]
-    cls_b: torch.Tensor
-    random_weights: bool = False
-    classifier_random: bool = False
-    has_cross_weights: bool = False
-    projection: torch.Tensor | None = None  # optional ColBERT linear projection [D, H]
-    source: str = ""
+    def __init__(self, attn: AttentionWeights, w_in, b_in, w_out, b_out, ln_w, ln_b,
+                 cross: AttentionWeights | None = None):
+        super().__init__()
+        self.attn = attn
+        self.cross = cross
+        for name, t in (("w_in", w_in), ("b_in", b_in), ("w_out", w_out), ("b_out", b_out),
+                        ("ln_w", ln_w), ("ln_b", ln_b)):
+            self.register_parameter(name, torch.nn.Parameter(t.detach().clone(),
+                                                                requires_grad=t.requires_grad))
+
+
+class Backbone(torch.nn.Module):
+    """A BERT-family encoder's weights (parameters), its tokenizer and its config.
+
+    The forward pass lives in :mod:`mice_bench.executors`; this module only owns the weights,
+    so one backbone can serve several executors. ``to`` converts in place (as every
+    ``nn.Module`` does); :meth:`converted` returns a converted copy.
+    """
+
+    _tensor_names = ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "pooler_w",
+                     "pooler_b", "cls_w", "cls_b", "projection")
+
+    def __init__(self, name: str, tokenizer: Any, num_layers: int, hidden_size: int,
+                 num_heads: int, intermediate_size: int, vocab_size: int, max_positions: int,
+                 type_vocab_size: int, layer_norm_eps: float, hidden_act: str,
+                 word_emb, pos_emb, type_emb, emb_ln_w, emb_ln_b,
+                 layers: list[LayerWeights], pooler_w=None, pooler_b=None, cls_w=None,
+                 cls_b=None, random_weights: bool = False, classifier_random: bool = False,
+                 has_cross_weights: bool = False, projection=None, source: str = "",
+                 projection_random: bool = False, config: Any = None):
+        super().__init__()
+        self.name, self.tokenizer, self.source = name, tokenizer, source
+        self.num_layers, self.hidden_size, self.num_heads = num_layers, hidden_size, num_heads
+        self.intermediate_size, self.vocab_size = intermediate_size, vocab_size
+        self.max_positions, self.type_vocab_size = max_positions, type_vocab_size
+        self.layer_norm_eps, self.hidden_act = layer_norm_eps, hidden_act
+        self.random_weights, self.classifier_random = random_weights, classifier_random
+        self.has_cross_weights, self.projection_random = has_cross_weights, projection_random
+        self.config = config  # the Hugging Face config it was read from (for saving)
+        vals = dict(word_emb=word_emb, pos_emb=pos_emb, type_emb=type_emb, emb_ln_w=emb_ln_w,
+                    emb_ln_b=emb_ln_b, pooler_w=pooler_w, pooler_b=pooler_b, cls_w=cls_w,
+                    cls_b=cls_b, projection=projection)
+        for n in self._tensor_names:
+            t = vals[n]
+            self.register_parameter(
+                n, None if t is None else torch.nn.Parameter(t.detach().clone(),
+                                                             requires_grad=t.requires_grad))
+        self.layers = torch.nn.ModuleList(layers)
 
     @property
     def device(self) -> torch.device:
@@ -129,54 +141,63 @@ class Backbone:
             s += " [seeded random classifier head]"
         return s
 
-    def ensure_cross_weights(self) -> None:
-        """Give every layer a cross-attention sub-layer, initialised from its self-attention
-        weights when the checkpoint has none (as in the MICE reference code)."""
-        for lw in self.layers:
-            if lw.cross is None:
+    def ensure_cross_weights(self, layers=None) -> bool:
+        """Give every layer its own cross-attention sub-layer, initialised from its
+        self-attention weights where the checkpoint has none (the MICE reference's
+        ``InitMICEBERTFromHFID``). Returns True when any was created. Mutates this backbone:
+        only the owner of the weights (a :class:`~mice_bench.model.MiceModel`) calls it."""
+        created = False
+        for i, lw in enumerate(self.layers):
+            if lw.cross is None and (layers is None or i in layers):
                 lw.cross = lw.attn.clone()
+                created = True
+        return created
 
-    def to(self, device: str | torch.device | None = None,
-           dtype: torch.dtype | None = None) -> "Backbone":
-        def mv(t):
-            if t is None:
-                return None
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+    def ensure_projection(self, dim: int = 128, seed: int = 0) -> bool:
+        """Create a seeded random ColBERT projection ``[dim, H]`` when there is none."""
+        if self.projection is not None:
+            return False
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(dim, self.hidden_size, generator=g) / self.hidden_size ** 0.5
+        self.projection = torch.nn.Parameter(w.to(self.device, self.dtype))
+        self.projection_random = True
+        return True
 
-        new = copy.copy(self)
-        for k in ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "pooler_w",
-                  "pooler_b", "cls_w", "cls_b", "projection"):
-            setattr(new, k, mv(getattr(self, k)))
-        new.layers = []
-        for lw in self.layers:
-            attn = AttentionWeights(**{k: mv(v) for k, v in lw.attn.__dict__.items()})
-            cross = (AttentionWeights(**{k: mv(v) for k, v in lw.cross.__dict__.items()})
-                     if lw.cross is not None else None)
-            new.layers.append(LayerWeights(attn, mv(lw.w_in), mv(lw.b_in), mv(lw.w_out),
-                                           mv(lw.b_out), mv(lw.ln_w), mv(lw.ln_b), cross))
-        return new
+    def converted(self, device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> "Backbone":
+        """A copy on ``device`` in ``dtype`` (this backbone is left unchanged)."""
+        tok, self.tokenizer = self.tokenizer, None
+        try:
+            new = copy.deepcopy(self)
+        finally:
+            self.tokenizer = tok
+        new.tokenizer = tok
+        return new.to(device=device, dtype=dtype)
 
     def param_count(self, spec=None) -> int:
-        """Parameters used by ``spec`` (dropped layers excluded); all of them when None."""
-        H, I, V = self.hidden_size, self.intermediate_size, self.vocab_size
-        emb = V * H + self.max_positions * H + self.type_vocab_size * H + 2 * H
-        attn = 4 * H * H + 4 * H + 2 * H
-        layer = attn + 2 * H * I + I + H + 2 * H
-        n_layers, n_cross = self.num_layers, 0
-        head_cls = True
-        if spec is not None:
-            ls = spec.layers(self.num_layers)
-            n_layers = sum(1 for x in ls if not x.dropped)
-            n_cross = sum(1 for x in ls if not x.dropped and x.cross_keys)
-            head_cls = spec.head == "cls"
-        total = emb + n_layers * layer + n_cross * attn
-        if head_cls:
-            if self.pooler_w is not None:
-                total += H * H + H
-            total += self.cls_w.numel() + self.cls_b.numel()
-        elif spec is not None and spec.head == "maxsim" and spec.projection \
-                and self.projection is not None:
-            total += self.projection.numel()
+        """Parameters that ``spec`` uses (dropped layers excluded, a cross-attention sub-layer
+        counted where the spec has one); all of them when None. Counted from the tensors."""
+        def n(*ts):
+            return sum(t.numel() for t in ts if t is not None)
+
+        total = n(self.word_emb, self.pos_emb, self.type_emb, self.emb_ln_w, self.emb_ln_b)
+        layer_specs = spec.layers(self.num_layers) if spec is not None else None
+        for i, lw in enumerate(self.layers):
+            ls = layer_specs[i] if layer_specs is not None else None
+            if ls is not None and ls.dropped:
+                continue
+            total += n(lw.w_in, lw.b_in, lw.w_out, lw.b_out, lw.ln_w, lw.ln_b)
+            total += sum(p.numel() for p in lw.attn.parameters())
+            if ls is not None and ls.cross_keys:
+                total += sum(p.numel() for p in (lw.cross or lw.attn).parameters())
+            elif ls is None and lw.cross is not None:
+                total += sum(p.numel() for p in lw.cross.parameters())
+        head = spec.head if spec is not None else "cls"
+        if head == "cls":
+            total += n(self.pooler_w, self.pooler_b, self.cls_w, self.cls_b)
+        elif head == "maxsim" and spec is not None and spec.projection:
+            total += self.projection.numel() if self.projection is not None \
+                else 128 * self.hidden_size
         return int(total)
 
 
@@ -220,7 +241,7 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
         model = random_hf_model(name, seed=seed)
         bb = from_hf(model, packaged_tokenizer(), name=name)
         bb.random_weights = True
-        return bb.to(device, dtype)
+        return bb.to(device=device, dtype=dtype)
     try:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     except ImportError as e:  # pragma: no cover
@@ -255,10 +276,12 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
     model.eval()
     tok = AutoTokenizer.from_pretrained(src)
     bb = from_hf(model, tok, name=name)
-    bb.classifier_random = classifier_random
+    bb.classifier_random = bb.classifier_random or classifier_random
     bb.source = src
     _load_colbert_projection(bb, local if is_local else None)
-    return bb.to(device, dtype)
+    if is_local:
+        _load_extra_weights(bb, local)
+    return bb.to(device=device, dtype=dtype)
 
 
 def _quiet_transformers() -> None:
@@ -280,9 +303,22 @@ def _model_help(name: str) -> str:
 
 
 def _load_colbert_projection(bb: Backbone, path: Path | None) -> None:
-    """Read a linear projection for MaxSim if the checkpoint ships one (``linear.*``)."""
+    """Read a ColBERT linear projection if the checkpoint ships one: ``linear.weight`` in
+    ``model.safetensors`` (the original ColBERT layout, also what mice-bench saves), or a
+    sentence-transformers / PyLate ``1_Dense`` module."""
     if path is None:
         return
+    from safetensors import safe_open
+
+    main = path / "model.safetensors"
+    if main.exists():
+        try:
+            with safe_open(str(main), "pt") as f:
+                if "linear.weight" in f.keys():
+                    bb.projection = torch.nn.Parameter(f.get_tensor("linear.weight").float())
+                    return
+        except Exception as e:  # noqa: BLE001 - a broken file is reported by name
+            raise UsageError(f"cannot read {main}: {type(e).__name__}: {e}") from None
     for cand in (path / "1_Dense" / "model.safetensors", path / "linear.safetensors"):
         if cand.exists():
             from safetensors.torch import load_file
@@ -290,8 +326,31 @@ def _load_colbert_projection(bb: Backbone, path: Path | None) -> None:
             sd = load_file(str(cand))
             w = next((v for k, v in sd.items() if k.endswith("weight")), None)
             if w is not None:
-                bb.projection = w.float()
+                bb.projection = torch.nn.Parameter(w.float())
             return
+
+
+def _load_extra_weights(bb: Backbone, path: Path) -> None:
+    """Cross-attention sub-layers saved by mice-bench (``bert.encoder.layer.{i}.crossattention.*``
+    in ``model.safetensors``), which Hugging Face's encoder-only classes ignore."""
+    main = path / "model.safetensors"
+    if not main.exists():
+        return
+    from safetensors import safe_open
+
+    names = {"self.query.weight": "wq", "self.query.bias": "bq", "self.key.weight": "wk",
+             "self.key.bias": "bk", "self.value.weight": "wv", "self.value.bias": "bv",
+             "output.dense.weight": "wo", "output.dense.bias": "bo",
+             "output.LayerNorm.weight": "ln_w", "output.LayerNorm.bias": "ln_b"}
+    with safe_open(str(main), "pt") as f:
+        keys = [k for k in f.keys() if ".crossattention." in k]
+        for i, lw in enumerate(bb.layers):
+            prefix = f"bert.encoder.layer.{i}.crossattention."
+            mine = {names[k[len(prefix):]]: f.get_tensor(k) for k in keys
+                    if k.startswith(prefix) and k[len(prefix):] in names}
+            if len(mine) == len(names):
+                lw.cross = AttentionWeights(**{k: v.float() for k, v in mine.items()})
+                bb.has_cross_weights = True
 
 
 def from_hf(model: Any, tokenizer: Any, name: str = "hf") -> Backbone:
@@ -305,21 +364,18 @@ def from_hf(model: Any, tokenizer: Any, name: str = "hf") -> Backbone:
     def d(t):
         return t.detach().clone()
 
+    def attn_weights(sa, so) -> AttentionWeights:
+        return AttentionWeights(wq=d(sa.query.weight), bq=d(sa.query.bias), wk=d(sa.key.weight),
+                                bk=d(sa.key.bias), wv=d(sa.value.weight), bv=d(sa.value.bias),
+                                wo=d(so.dense.weight), bo=d(so.dense.bias),
+                                ln_w=d(so.LayerNorm.weight), ln_b=d(so.LayerNorm.bias))
+
     layers = []
     for lyr in bert.encoder.layer:
-        sa = lyr.attention.self
-        so = lyr.attention.output
-        attn = AttentionWeights(d(sa.query.weight), d(sa.query.bias), d(sa.key.weight),
-                                d(sa.key.bias), d(sa.value.weight), d(sa.value.bias),
-                                d(so.dense.weight), d(so.dense.bias), d(so.LayerNorm.weight),
-                                d(so.LayerNorm.bias))
+        attn = attn_weights(lyr.attention.self, lyr.attention.output)
         cross = None
         if getattr(lyr, "crossattention", None) is not None:
-            ca, co = lyr.crossattention.self, lyr.crossattention.output
-            cross = AttentionWeights(d(ca.query.weight), d(ca.query.bias), d(ca.key.weight),
-                                     d(ca.key.bias), d(ca.value.weight), d(ca.value.bias),
-                                     d(co.dense.weight), d(co.dense.bias),
-                                     d(co.LayerNorm.weight), d(co.LayerNorm.bias))
+            cross = attn_weights(lyr.crossattention.self, lyr.crossattention.output)
         layers.append(LayerWeights(attn, d(lyr.intermediate.dense.weight),
                                    d(lyr.intermediate.dense.bias), d(lyr.output.dense.weight),
                                    d(lyr.output.dense.bias), d(lyr.output.LayerNorm.weight),
@@ -347,6 +403,8 @@ def from_hf(model: Any, tokenizer: Any, name: str = "hf") -> Backbone:
         pooler_w=d(pooler.dense.weight) if pooler is not None else None,
         pooler_b=d(pooler.dense.bias) if pooler is not None else None,
         cls_w=cls_w, cls_b=cls_b, classifier_random=classifier_random,
-        has_cross_weights=any(lw.cross is not None for lw in layers),
+        has_cross_weights=any(lw.cross is not None for lw in layers), config=cfg,
     )
+    # inference by default: no autograd graph unless a caller (training) asks for one
+    bb.requires_grad_(False)
     return bb

@@ -13,13 +13,16 @@ Every results JSON written by mice-bench has the envelope::
       ...                                 # kind-specific payload
     }
 
-Reports read these files only (never re-run models); :func:`load_result` upgrades older
-schema versions through :data:`UPGRADERS`.
+Each kind has its own ``schema_version`` (:data:`SCHEMA_VERSIONS`). Reports read these files
+only (never re-run models); :func:`load_result` upgrades older versions of a kind, one step at
+a time, through :data:`UPGRADERS` (registered by the module that owns the kind's typed model:
+:mod:`mice_bench.effectiveness.schema` for ``effectiveness`` and ``effectiveness-summary``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import platform
@@ -31,7 +34,29 @@ from typing import Any, Callable
 
 from . import __version__
 
-SCHEMA_VERSION = 1
+#: the current schema version of each result kind
+SCHEMA_VERSIONS: dict[str, int] = {"latency": 1, "effectiveness": 2, "effectiveness-summary": 2}
+#: the module that registers a kind's upgraders in :data:`UPGRADERS` when imported
+_UPGRADER_MODULES = {"effectiveness": "mice_bench.effectiveness.schema",
+                     "effectiveness-summary": "mice_bench.effectiveness.schema"}
+
+
+def schema_version(kind: str) -> int:
+    """The version this mice-bench writes for ``kind`` (1 for a kind without a registry entry)."""
+    return SCHEMA_VERSIONS.get(kind, 1)
+
+
+def package_versions(*names: str) -> dict[str, str | None]:
+    """Installed versions of distributions (None when absent); never imports them."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = None
+    return out
 
 
 class ResultFileError(ValueError):
@@ -87,6 +112,8 @@ def environment(device: str | None = None, dtype: str | None = None) -> dict[str
         env["transformers"] = transformers.__version__
     except ImportError:  # pragma: no cover
         env["transformers"] = None
+    # the data and evaluation stack (effectiveness); None where not installed (latency-only)
+    env.update(package_versions("ir_datasets", "ir_measures", "bm25s"))
     if device is not None:
         env["device"] = device
         if str(device).startswith("cuda") and torch.cuda.is_available():
@@ -103,7 +130,7 @@ def envelope(kind: str, config: dict[str, Any], env: dict[str, Any] | None = Non
              **payload: Any) -> dict[str, Any]:
     return {
         "schema": f"mice-bench/{kind}",
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": schema_version(kind),
         "mice_bench_version": __version__,
         "git_commit": git_commit(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -193,13 +220,20 @@ def load_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
     if kind is not None and k != kind:
         raise ResultFileError(f"{path}: expected a {kind} results file, found {k}")
     v = data["schema_version"]
-    if not isinstance(v, int) or v > SCHEMA_VERSION:
-        raise ResultFileError(f"{path}: schema_version {v!r} is newer than this mice-bench "
-                              f"({SCHEMA_VERSION}); upgrade mice-bench")
-    while v < SCHEMA_VERSION:
+    current = schema_version(k)
+    if not isinstance(v, int) or isinstance(v, bool) or v > current:
+        raise ResultFileError(f"{path}: {k} schema_version {v!r} is newer than this "
+                              f"mice-bench's ({current}); upgrade mice-bench")
+    if v < current and k in _UPGRADER_MODULES:
+        importlib.import_module(_UPGRADER_MODULES[k])   # registers the kind's upgraders
+    while v < current:
         up = UPGRADERS.get(k, {}).get(v)
         if up is None:
             raise ResultFileError(f"{path}: no upgrader from {k} schema version {v}")
-        data = up(data)
+        try:
+            data = up(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ResultFileError(f"{path}: cannot upgrade {k} schema version {v}: "
+                                  f"{type(e).__name__}: {e}") from None
         v = data["schema_version"] = v + 1
     return data

@@ -6,14 +6,17 @@ An :class:`InteractionSpec` says, for every layer of a BERT-style re-ranker,
   in the order of :data:`SEGMENTS`),
 * which segments are *frozen* (their hidden states are not updated by that layer),
 * whether the layer is *dropped* (skipped entirely),
+* which key segments are read through a separate *cross-attention sub-layer* (MICE), in which
+  order the two attention sub-layers run, and which rows average the cross keys uniformly,
 
-plus the input layout (``joint`` = ``[CLS] q [SEP] d [SEP]``; ``split`` = a query part
-``[CLS] q [SEP]`` and a document part ``[CLS] d [SEP]`` each numbering positions from 0),
-the attention mode of interaction layers (``joint`` or ``cross``) and the scoring head.
+plus the input layout (``joint`` = ``[CLS] q [SEP] d [SEP]``; ``split`` = a query part and a
+document part encoded separately in the lower layers), the scoring head and the tokenization
+defaults of the reference implementation.
 
-Presets are parametrised by the number of layers of the model they run on, so a spec is
-materialised with :meth:`InteractionSpec.layers`. Every spec has a canonical name that parses
-back: ``parse(str(spec)) == spec``.
+Families of presets are declared once each in :data:`REGISTRY` (name pattern, parameters,
+options, per-layer matrices, validation, description), as ``ir_measures`` registers its
+measures: adding a variant is one :func:`register` call. Every spec has a canonical name that
+parses back: ``parse(str(spec)) == spec``.
 
 Executors (:mod:`mice_bench.executors`) and reports only consume specs.
 """
@@ -21,8 +24,8 @@ Executors (:mod:`mice_bench.executors`) and reports only consume specs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Iterable
 
 SEGMENTS: tuple[str, ...] = ("cls", "query", "sep_q", "doc", "sep_d")
 SEG_INDEX = {s: i for i, s in enumerate(SEGMENTS)}
@@ -30,7 +33,6 @@ QUERY_SIDE = frozenset({"cls", "query", "sep_q"})
 DOC_SIDE = frozenset({"doc", "sep_d"})
 
 LAYOUTS = ("joint", "split")
-MODES = ("joint", "cross")
 HEADS = ("cls", "maxsim", "mean-cos")
 
 Matrix = tuple[tuple[bool, ...], ...]
@@ -51,13 +53,13 @@ def matrix_rows(m: Matrix) -> tuple[str, ...]:
     return tuple("".join("1" if x else "0" for x in row) for row in m)
 
 
-# The seed study's masks (MICE, arXiv 2602.16299), rows from / columns to.
 FULL = matrix("11111", "11111", "11111", "11111", "11111")
 NONE = matrix("00000", "00000", "00000", "00000", "00000")
 # Split layout: the query part and the document part attend only within themselves.
 SEPARATE = matrix("11100", "11100", "11100", "00011", "00011")
-# MICE interaction layers: the query side reads the (frozen) document; [CLS] reads the query.
-MICE_INTERACT = matrix("11100", "01111", "01111", "00000", "00000")
+# The one-softmax MICE ablation (``attn=joint``): the query side reads the frozen document
+# inside its own self-attention; [CLS] reads the query only.
+MICE_ONE_SOFTMAX = matrix("11100", "01111", "01111", "00000", "00000")
 
 MASK0 = matrix("11111", "01110", "00100", "01011", "00001")
 MASK1 = matrix("11100", "01110", "00100", "01011", "00001")
@@ -67,14 +69,22 @@ MASK3_LOW = matrix("11100", "01100", "00100", "00011", "00001")
 
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer: allowed segment-to-segment attention, frozen segments, dropped or kept."""
+    """One layer: allowed segment-to-segment attention, frozen segments, dropped or kept.
+
+    ``cross_keys``: key segments read through a separate cross-attention sub-layer (own
+    weights) instead of inside the self-attention softmax; ``cross_first``: that sub-layer runs
+    before self-attention (the MICE reference's default). In the cross sub-layer a row reads the
+    cross keys its ``allow`` row permits; a row in ``cross_uniform`` instead averages the
+    values of all (valid) cross keys uniformly (what the reference computes for a fully masked
+    row); any other row that reads no cross key is left unchanged by the sub-layer.
+    """
 
     allow: Matrix = FULL
     frozen: frozenset[str] = frozenset()
     dropped: bool = False
-    # ``cross`` mode only: segments read through a separate cross-attention sub-layer
-    # (with its own weights) instead of inside the self-attention softmax.
     cross_keys: frozenset[str] = frozenset()
+    cross_first: bool = False
+    cross_uniform: frozenset[str] = frozenset()
 
     def allowed(self, src: str, dst: str) -> bool:
         return self.allow[SEG_INDEX[src]][SEG_INDEX[dst]]
@@ -87,109 +97,192 @@ class LayerSpec:
             s += " frozen=" + ",".join(x for x in SEGMENTS if x in self.frozen)
         if self.cross_keys:
             s += " cross=" + ",".join(x for x in SEGMENTS if x in self.cross_keys)
+            s += " (cross first)" if self.cross_first else " (self first)"
+        if self.cross_uniform:
+            s += " uniform=" + ",".join(x for x in SEGMENTS if x in self.cross_uniform)
         return s
 
 
 DROPPED = LayerSpec(NONE, dropped=True)
 
 
-def _range_list(n: int, rule) -> tuple[LayerSpec, ...]:
+# ------------------------------------------------------------------------- options
+#: option key in names -> (InteractionSpec field, parser, formatter)
+def _bool(v: str) -> bool:
+    if v.lower() in ("1", "true", "yes"):
+        return True
+    if v.lower() in ("0", "false", "no"):
+        return False
+    raise SpecError(f"expected 0 or 1, got {v!r}")
+
+
+def _int(v: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise SpecError(f"expected an integer, got {v!r}") from None
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse_choice(v: str) -> str:
+        if v not in choices:
+            raise SpecError(f"expected one of {', '.join(choices)}, got {v!r}")
+        return v
+    return parse_choice
+
+
+OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "head": ("head", _choice(*HEADS), "scoring head: cls | maxsim | mean-cos"),
+    "doc_tt": ("doc_token_type", lambda v: _choice("0", "1")(v) and int(v),
+               "token type of the document part (split layout): 0 | 1"),
+    "proj": ("projection", _bool, "maxsim: linear projection to 128 dims (ColBERT): 0 | 1"),
+    "qaug": ("qaug", _bool, "ColBERT query augmentation: pad queries with [MASK] to 32 "
+             "tokens, all attended and scored: 0 | 1"),
+    "attn": ("attn", _choice("cross", "joint"), "MICE interaction: cross = separate "
+             "cross-attention sub-layer (paper), joint = one softmax with the self-attention "
+             "weights (zero-shot ablation)"),
+    "order": ("order", _choice("cross", "self"), "MICE sub-layer order: cross-attention "
+              "first (paper) or self-attention first"),
+    "cls_doc": ("cls_doc", _bool, "MICE: [CLS] reads the document in the cross sub-layer"),
+    "qcls": ("qcls", _bool, "MICE: query tokens read [CLS] in the interaction self-attention"),
+    "qlen": ("qlen", _int, "PreTTR: fixed document position offset (document states "
+             "independent of the query; the reference's prettr_max_query_length helper)"),
+}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One preset family: its name pattern, parameters, options and per-layer rule."""
+
+    name: str
+    pattern: str  # e.g. "mice-l{m}+{n}"
+    regex: str  # named groups = parameters
+    layout: str
+    description: str
+    rule: Callable[["InteractionSpec", int], tuple[LayerSpec, ...]]
+    defaults: dict[str, Any] = field(default_factory=dict)  # option field -> default
+    check: Callable[["InteractionSpec", int], None] | None = None
+    example: str = ""
+    lengths: Callable[["InteractionSpec"], dict] | None = None
+
+    def format(self, spec: "InteractionSpec") -> str:
+        return re.sub(r"\{(\w+)\}", lambda mt: str(getattr(spec, mt.group(1))), self.pattern)
+
+
+REGISTRY: dict[str, Family] = {}
+
+_COMMON_DEFAULTS = {"head": "cls", "doc_token_type": 0, "projection": False}
+
+
+def register(family: Family) -> Family:
+    """Add a preset family (one declaration: pattern, options, layers, validation)."""
+    if family.name in REGISTRY:
+        raise ValueError(f"family {family.name!r} is already registered")
+    REGISTRY[family.name] = family
+    return family
+
+
+def _rep(n: int, rule) -> tuple[LayerSpec, ...]:
     return tuple(rule(i) for i in range(n))
 
 
-PRESET_PATTERNS: dict[str, str] = {
-    "ce": "full cross-encoder: every token attends every token in every layer",
-    "mask0": "no attention sinks: nobody attends [CLS], SEPs attend only themselves, "
-    "doc not to the first SEP, query not to the last",
-    "mask1": "Mask0 + [CLS] does not read the document",
-    "mask2": "Mask1 + the document does not read the query (document states precomputable)",
-    "mask3-l{k}": "Mask2 + the query does not read the document in layers < k",
-    "prettr-l{k}": "split layout: query and document encoded separately in layers < k, "
-    "full joint attention from layer k on",
-    "mice-l{m}+{n}": "MICE: m separate layers (documents precomputed), n interaction layers "
-    "where only the query reads frozen document states, the rest dropped",
-    "mice-l{m}+{n}-cross": "MICE with a separate query-to-document cross-attention "
-    "sub-layer in the interaction layers",
-    "colbert": "late interaction: separate encoders, MaxSim head",
-    "biencoder": "separate encoders, mean pooling, cosine head",
-}
-
-_NAME_RE = re.compile(
-    r"^(?P<base>ce|mask0|mask1|mask2|colbert|biencoder"
-    r"|mask3-l(?P<k3>\d+)|prettr-l(?P<kp>\d+)|mice-l(?P<m>\d+)\+(?P<n>\d+)(?P<cross>-cross)?"
-    r"|custom-(?P<clayout>joint|split):(?P<clayers>[01/x,*=a-z_\d]+))"
-    r"(?:\[(?P<opts>[^\]]*)\])?$"
-)
-
-
+# ------------------------------------------------------------------------- the spec
 @dataclass(frozen=True)
 class InteractionSpec:
     """A declarative interaction spec (no compute). Build with :func:`parse` or the presets.
 
-    ``family`` is one of ``ce, mask0, mask1, mask2, mask3, prettr, mice, colbert, biencoder,
-    custom``; ``k``, ``m``, ``n`` are its layer parameters. ``doc_token_type`` is the token
-    type of the document part in the ``split`` layout (default 0, as in the MICE reference code
-    and in bi-encoders; 1 reproduces the concatenated input's token types).
+    ``family`` is a key of :data:`REGISTRY` (or ``custom``); ``k``, ``m``, ``n`` are its layer
+    parameters; the other fields are the options of the name (``OPTIONS``), always concrete
+    (family defaults filled in by :func:`parse`).
     """
 
     family: str
     k: int | None = None
     m: int | None = None
     n: int | None = None
-    mode: str = "joint"
     head: str = "cls"
     doc_token_type: int = 0
-    projection: bool = False  # maxsim: apply the checkpoint's linear projection if present
+    projection: bool = False
+    qaug: bool = False
+    attn: str = "cross"
+    order: str = "cross"
+    cls_doc: bool = True
+    qcls: bool = False
+    qlen: int | None = None
     custom_layout: str | None = None
     custom_layers: tuple[LayerSpec, ...] | None = None
 
     # ----------------------------------------------------------------- properties
     @property
+    def fam(self) -> Family | None:
+        return REGISTRY.get(self.family)
+
+    @property
     def layout(self) -> str:
         if self.family == "custom":
             return self.custom_layout or "joint"
-        return "split" if self.family in ("prettr", "mice", "colbert", "biencoder") else "joint"
+        return self.fam.layout
+
+    @property
+    def doc_style(self) -> str | None:
+        """How the document part is tokenized in the split layout.
+
+        ``cls``: ``[CLS] d [SEP]``, positions from 0 (MICE, ColBERT, bi-encoder);
+        ``pair``: ``d [SEP]`` cut from the joint pair, token type 1, positions continuing after
+        the query (PreTTR as the reference scores it: document states depend on the query
+        length, so they are not precomputed); ``offset``: ``d [SEP]``, token type 1, positions
+        from the fixed offset ``qlen`` (precomputable PreTTR).
+        """
+        if self.layout != "split":
+            return None
+        if self.family == "prettr":
+            return "offset" if self.qlen is not None else "pair"
+        return "cls"
+
+    @property
+    def precomputable(self) -> bool:
+        """Document states can be computed once, independently of the query."""
+        return self.layout == "split" and self.doc_style != "pair"
 
     @property
     def name(self) -> str:
         return str(self)
 
+    def _defaults(self) -> dict[str, Any]:
+        d = dict(_COMMON_DEFAULTS)
+        d.update(qaug=False, attn="cross", order="cross", cls_doc=True, qcls=False, qlen=None)
+        if self.fam is not None:
+            d.update(self.fam.defaults)
+        return d
+
     def __str__(self) -> str:
-        f = self.family
-        if f in ("ce", "mask0", "mask1", "mask2", "colbert", "biencoder"):
-            base = f
-        elif f == "mask3":
-            base = f"mask3-l{self.k}"
-        elif f == "prettr":
-            base = f"prettr-l{self.k}"
-        elif f == "mice":
-            base = f"mice-l{self.m}+{self.n}" + ("-cross" if self.mode == "cross" else "")
-        elif f == "custom":
+        if self.family == "custom":
             base = f"custom-{self.layout}:" + _encode_layers(self.custom_layers or ())
-        else:  # pragma: no cover - constructor prevents this
-            raise SpecError(f"unknown family {f!r}")
+        else:
+            base = self.fam.format(self)
+        defaults = self._defaults()
         opts = []
-        default_head = {"colbert": "maxsim", "biencoder": "mean-cos"}.get(f, "cls")
-        if self.head != default_head:
-            opts.append(f"head={self.head}")
-        if self.doc_token_type != 0:
-            opts.append(f"doc_tt={self.doc_token_type}")
-        if self.projection:
-            opts.append("proj=1")
+        for key, (fname, _, _) in OPTIONS.items():
+            v = getattr(self, fname)
+            if v != defaults.get(fname):
+                opts.append(f"{key}={int(v) if isinstance(v, bool) else v}")
         return base + (f"[{','.join(opts)}]" if opts else "")
 
     def __repr__(self) -> str:
         return f"InteractionSpec({str(self)!r})"
 
     def description(self) -> str:
-        key = {
-            "mask3": "mask3-l{k}",
-            "prettr": "prettr-l{k}",
-            "mice": "mice-l{m}+{n}-cross" if self.mode == "cross" else "mice-l{m}+{n}",
-        }.get(self.family, self.family)
-        return PRESET_PATTERNS.get(key, "custom per-layer interaction pattern")
+        fam = self.fam
+        return fam.description if fam is not None else "custom per-layer interaction pattern"
 
     # ----------------------------------------------------------------- layers
+    def layers(self, num_layers: int) -> tuple[LayerSpec, ...]:
+        """Materialise the per-layer specs for a model with ``num_layers`` layers."""
+        self.validate(num_layers)
+        if self.family == "custom":
+            return tuple(self.custom_layers or ())
+        return self.fam.rule(self, num_layers)
+
     def split_layer(self, num_layers: int) -> int | None:
         """First layer in which the query part and the document part interact (split layout).
 
@@ -198,92 +291,50 @@ class InteractionSpec:
         if self.layout != "split":
             return None
         for i, ls in enumerate(self.layers(num_layers)):
-            if ls.dropped:
-                continue
-            if _crosses_parts(ls):
+            if not ls.dropped and _crosses_parts(ls):
                 return i
         return num_layers
 
-    def layers(self, num_layers: int) -> tuple[LayerSpec, ...]:
-        """Materialise the per-layer specs for a model with ``num_layers`` layers."""
-        self.validate(num_layers)
-        f = self.family
-        if f == "ce":
-            return _range_list(num_layers, lambda i: LayerSpec(FULL))
-        if f == "mask0":
-            return _range_list(num_layers, lambda i: LayerSpec(MASK0))
-        if f == "mask1":
-            return _range_list(num_layers, lambda i: LayerSpec(MASK1))
-        if f == "mask2":
-            return _range_list(num_layers, lambda i: LayerSpec(MASK2))
-        if f == "mask3":
-            k = self.k
-            return _range_list(num_layers, lambda i: LayerSpec(MASK3_LOW if i < k else MASK2))
-        if f == "prettr":
-            k = self.k
-            return _range_list(num_layers, lambda i: LayerSpec(SEPARATE if i < k else FULL))
-        if f in ("colbert", "biencoder"):
-            return _range_list(num_layers, lambda i: LayerSpec(SEPARATE))
-        if f == "mice":
-            m, n = self.m, self.n
-            cross = DOC_SIDE if self.mode == "cross" else frozenset()
-
-            def rule(i: int) -> LayerSpec:
-                if i < m:
-                    return LayerSpec(SEPARATE)
-                if i < m + n:
-                    return LayerSpec(MICE_INTERACT, frozen=DOC_SIDE, cross_keys=cross)
-                return DROPPED
-
-            return _range_list(num_layers, rule)
-        if f == "custom":
-            return tuple(self.custom_layers or ())
-        raise SpecError(f"unknown family {f!r}")
+    def default_lengths(self) -> dict[str, int | None]:
+        """Tokenization defaults of the reference implementation (word pieces, special tokens
+        excluded): ``query_max_tokens``, ``doc_max_tokens`` (None: no cap of their own) and
+        ``max_length`` (total tokens of a joint pair, special tokens included; capped by the
+        model's maximum positions) and the pair ``truncation``: ``longest_first`` (Hugging Face
+        pair tokenization, as the masking study's scorer) or ``doc_first`` (xpmir's
+        ``HFQueryDocTokenizer``, PreTTR: the query capped at 256 tokens, the document cut)."""
+        base = {"query_max_tokens": None, "doc_max_tokens": None, "max_length": 512,
+                "truncation": "longest_first"}
+        if self.fam is not None and self.fam.lengths is not None:
+            base.update(self.fam.lengths(self))
+        elif self.family == "custom":
+            base.update(query_max_tokens=32)
+        return base
 
     # ----------------------------------------------------------------- validation
     def validate(self, num_layers: int | None = None) -> "InteractionSpec":
         """Check the spec (and, given ``num_layers``, that it fits the model). Returns self."""
-        f = self.family
-        if self.mode not in MODES:
-            raise _invalid(f"unknown attention mode {self.mode!r}; valid: {', '.join(MODES)}")
+        if self.family != "custom" and self.fam is None:
+            raise _invalid(f"unknown family {self.family!r}")
         if self.head not in HEADS:
             raise _invalid(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
-        if self.doc_token_type not in (0, 1):
-            raise _invalid("doc_tt must be 0 or 1")
         if self.head != "cls" and self.layout != "split":
-            raise _invalid(f"head {self.head!r} needs the split layout")
-        if f == "custom":
+            raise _invalid(f"{self}: head {self.head!r} needs the split layout")
+        if self.family == "custom":
             layers = self.custom_layers or ()
             if not layers:
                 raise _invalid("a custom spec needs at least one layer")
             if num_layers is not None and len(layers) != num_layers:
                 raise _invalid(
-                    f"{self}: custom spec has {len(layers)} layers, the model has {num_layers}"
-                )
+                    f"{self}: custom spec has {len(layers)} layers, the model has {num_layers}")
             if self.head == "cls":
                 _check_doc_reaches_cls(self, layers)
             return self
         if num_layers is None:
             return self
-        L = num_layers
-        if f == "mask3":
-            if not 1 <= self.k <= L - 2:
-                raise _invalid(
-                    f"{self}: mask3-l{{k}} needs 1 <= k <= layers - 2 = {L - 2} on a {L}-layer "
-                    "model (the document must still reach [CLS] through the query)"
-                )
-        elif f == "prettr":
-            if not 0 <= self.k <= L - 1:
-                raise _invalid(f"{self}: prettr-l{{k}} needs 0 <= k <= {L - 1} on {L} layers")
-        elif f == "mice":
-            m, n = self.m, self.n
-            if n < 2:
-                raise _invalid(
-                    f"{self}: mice-l{{m}}+{{n}} needs n >= 2 interaction layers: with n = 1 the "
-                    "document never reaches the scoring [CLS]"
-                )
-            if m + n > L:
-                raise _invalid(f"{self}: m + n = {m + n} exceeds the model's {L} layers")
+        if self.fam.check is not None:
+            self.fam.check(self, num_layers)
+        if self.head == "cls":
+            _check_doc_reaches_cls(self, self.fam.rule(self, num_layers))
         return self
 
     # ----------------------------------------------------------------- fast path
@@ -307,33 +358,158 @@ class InteractionSpec:
         return "split"
 
 
+# ------------------------------------------------------------------------- families
+def _check_range(name: str, value: int, lo: int, hi: int, spec, what: str) -> None:
+    if not lo <= value <= hi:
+        raise _invalid(f"{spec}: {name} needs {lo} <= {what} <= {hi} on this model")
+
+
+def _mice_layers(spec: InteractionSpec, L: int) -> tuple[LayerSpec, ...]:
+    m, n = spec.m, spec.n
+    last = m + n - 1
+
+    def interaction(i: int) -> LayerSpec:
+        if spec.attn == "joint":
+            return LayerSpec(MICE_ONE_SOFTMAX, frozen=DOC_SIDE)
+        cls_row = "11111" if spec.cls_doc else "11100"
+        q_row = "11111" if spec.qcls else "01111"
+        uniform: frozenset[str] = frozenset()
+        if not spec.cls_doc and not (spec.order == "self" and i == last):
+            # the reference masks every key of the [CLS] row, which averages the document
+            # uniformly -- except in the last layer of the self-first order, where [CLS]
+            # skips cross-attention altogether (``forward_vanilla_transformer``)
+            uniform = frozenset({"cls"})
+        return LayerSpec(matrix(cls_row, q_row, q_row, "00000", "00000"), frozen=DOC_SIDE,
+                         cross_keys=DOC_SIDE, cross_first=spec.order == "cross",
+                         cross_uniform=uniform)
+
+    return _rep(L, lambda i: LayerSpec(SEPARATE) if i < m
+                else interaction(i) if i < m + n else DROPPED)
+
+
+def _mice_check(spec: InteractionSpec, L: int) -> None:
+    if spec.n < 1:
+        raise _invalid(f"{spec}: mice-l{{m}}+{{n}} needs n >= 1 interaction layers")
+    if spec.m + spec.n > L:
+        raise _invalid(f"{spec}: m + n = {spec.m + spec.n} exceeds the model's {L} layers")
+
+
+def _mice_lengths(spec: InteractionSpec) -> dict:
+    # MICEQueryDocTokenizer with max_length = the model's (512): both parts up to 512 tokens
+    return {"query_max_tokens": 510, "doc_max_tokens": 510}
+
+
+def _colbert_lengths(spec: InteractionSpec) -> dict:
+    if spec.qaug:  # xpmir ColBERTEncoder: query_maxlen 32, doc_maxlen 180 (specials included)
+        return {"query_max_tokens": 30, "doc_max_tokens": 178}
+    return {"query_max_tokens": 32}
+
+
+def _prettr_check(spec: InteractionSpec, L: int) -> None:
+    _check_range("prettr-l{k}", spec.k, 0, L, spec, "k")
+    if spec.qlen is not None and spec.qlen < 3:
+        raise _invalid(f"{spec}: qlen must be at least 3 ([CLS] q [SEP])")
+
+
+register(Family(
+    "ce", "ce", r"ce", "joint",
+    "full cross-encoder: every token attends every token in every layer",
+    lambda s, L: _rep(L, lambda i: LayerSpec(FULL)), example="ce"))
+register(Family(
+    "mask0", "mask0", r"mask0", "joint",
+    "no attention sinks: nobody attends [CLS], SEPs attend only themselves, doc not to the "
+    "first SEP, query not to the last",
+    lambda s, L: _rep(L, lambda i: LayerSpec(MASK0)), example="mask0"))
+register(Family(
+    "mask1", "mask1", r"mask1", "joint", "Mask0 + [CLS] does not read the document",
+    lambda s, L: _rep(L, lambda i: LayerSpec(MASK1)), example="mask1"))
+register(Family(
+    "mask2", "mask2", r"mask2", "joint",
+    "Mask1 + the document does not read the query (document states precomputable)",
+    lambda s, L: _rep(L, lambda i: LayerSpec(MASK2)), example="mask2"))
+register(Family(
+    "mask3", "mask3-l{k}", r"mask3-l(?P<k>\d+)", "joint",
+    "Mask2 + the query does not read the document in layers < k",
+    lambda s, L: _rep(L, lambda i: LayerSpec(MASK3_LOW if i < s.k else MASK2)),
+    check=lambda s, L: _check_range("mask3-l{k}", s.k, 0, L - 1, s, "k"), example="mask3-l4"))
+register(Family(
+    "prettr", "prettr-l{k}", r"prettr-l(?P<k>\d+)", "split",
+    "PreTTR: joint input [CLS] q [SEP] d [SEP] (document token type 1, positions continuing), "
+    "query and document attend only within themselves in layers < k, full attention from k",
+    lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE if i < s.k else FULL)),
+    check=_prettr_check, example="prettr-l4",
+    lengths=lambda s: {"query_max_tokens": 256, "truncation": "doc_first"}))
+register(Family(
+    "mice", "mice-l{m}+{n}", r"mice-l(?P<m>\d+)\+(?P<n>\d+)", "split",
+    "MICE: m separate layers (documents precomputed), then n layers where the query side "
+    "reads the frozen document through its own cross-attention sub-layer, then attends "
+    "itself, then the feed-forward; the rest dropped",
+    _mice_layers, check=_mice_check, example="mice-l4+3", lengths=_mice_lengths))
+register(Family(
+    "colbert", "colbert", r"colbert", "split",
+    "ColBERT: separate encoders, 128-d projection, [MASK]-augmented 32-token queries, "
+    "180-token documents, MaxSim head",
+    lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE)),
+    defaults={"head": "maxsim", "projection": True, "qaug": True}, example="colbert",
+    lengths=_colbert_lengths))
+register(Family(
+    "biencoder", "biencoder", r"biencoder", "split",
+    "separate encoders, mean pooling, cosine head",
+    lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE)),
+    defaults={"head": "mean-cos"}, example="biencoder",
+    lengths=lambda s: {"query_max_tokens": 32}))
+
+#: pattern -> description, for listings
+PRESET_PATTERNS: dict[str, str] = {f.pattern: f.description for f in REGISTRY.values()}
+
+
 # ------------------------------------------------------------------------- helpers
 def _crosses_parts(ls: LayerSpec) -> bool:
     """True when the query part and the document part exchange information in this layer."""
     for src in SEGMENTS:
         if src in ls.frozen:
             continue
+        if src in ls.cross_uniform:
+            return True
         for dst in SEGMENTS:
             if ls.allowed(src, dst) and ((src in QUERY_SIDE) != (dst in QUERY_SIDE)):
                 return True
     return False
 
 
+def _propagate(ls: LayerSpec, informed: set[str], keys: Iterable[str] | None,
+               uniform: frozenset[str] = frozenset()) -> set[str]:
+    keys = set(SEGMENTS) if keys is None else set(keys)
+    new = set(informed)
+    for src in SEGMENTS:
+        if src in ls.frozen:
+            continue
+        if any(ls.allowed(src, d) for d in informed & keys) or \
+                (src in uniform and informed & keys):
+            new.add(src)
+    return new
+
+
 def _check_doc_reaches_cls(spec: InteractionSpec, layers: Iterable[LayerSpec]) -> None:
-    """Raise unless information from the document can reach the scoring [CLS]."""
+    """Raise unless information from the document can reach the scoring [CLS] (sub-layer
+    order respected: in a cross-first layer, what the query reads from the document reaches
+    [CLS] through the self-attention of the same layer)."""
     informed = {"doc", "sep_d"}
     for ls in layers:
         if ls.dropped:
             continue
-        new = set(informed)
-        for src in SEGMENTS:
-            if src in ls.frozen:
-                continue
-            if any(ls.allowed(src, d) for d in informed):
-                new.add(src)
-        informed = new
+        if not ls.cross_keys:
+            informed = _propagate(ls, informed, None)
+            continue
+        self_keys = set(SEGMENTS) - ls.cross_keys
+        steps = [("cross", ls.cross_keys), ("self", self_keys)]
+        if not ls.cross_first:
+            steps.reverse()
+        for kind, keys in steps:
+            informed = _propagate(ls, informed, keys,
+                                  ls.cross_uniform if kind == "cross" else frozenset())
     if "cls" not in informed:
-        raise SpecError(f"{spec}: the document never reaches the scoring [CLS]")
+        raise _invalid(f"{spec}: the document never reaches the scoring [CLS]")
 
 
 def _encode_layer(ls: LayerSpec) -> str:
@@ -343,7 +519,10 @@ def _encode_layer(ls: LayerSpec) -> str:
     if ls.frozen:
         s += "=f" + "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.frozen)
     if ls.cross_keys:
-        s += "=c" + "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.cross_keys)
+        s += ("=C" if ls.cross_first else "=c") + \
+            "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.cross_keys)
+    if ls.cross_uniform:
+        s += "=u" + "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.cross_uniform)
     return s
 
 
@@ -369,7 +548,7 @@ def _decode_layers(text: str) -> tuple[LayerSpec, ...]:
         rep = 1
         if "*" in chunk:
             chunk, r = chunk.rsplit("*", 1)
-            rep = int(r)
+            rep = _int(r)
         if chunk == "x":
             ls = DROPPED
         else:
@@ -377,18 +556,22 @@ def _decode_layers(text: str) -> tuple[LayerSpec, ...]:
             bits = parts[0]
             if len(bits) != 25 or set(bits) - {"0", "1"}:
                 raise SpecError(f"bad custom layer {chunk!r}: need 25 0/1 digits")
-            allow = matrix(*(bits[i : i + 5] for i in range(0, 25, 5)))
-            frozen: frozenset[str] = frozenset()
-            cross: frozenset[str] = frozenset()
+            allow = matrix(*(bits[i: i + 5] for i in range(0, 25, 5)))
+            kw: dict[str, Any] = {}
             for p in parts[1:]:
+                if not p or any(c not in "01234" for c in p[1:]):
+                    raise SpecError(f"bad custom layer flag {p!r}")
                 segs = frozenset(SEGMENTS[int(c)] for c in p[1:])
                 if p[0] == "f":
-                    frozen = segs
-                elif p[0] == "c":
-                    cross = segs
+                    kw["frozen"] = segs
+                elif p[0] in "cC":
+                    kw["cross_keys"] = segs
+                    kw["cross_first"] = p[0] == "C"
+                elif p[0] == "u":
+                    kw["cross_uniform"] = segs
                 else:
                     raise SpecError(f"bad custom layer flag {p!r}")
-            ls = LayerSpec(allow, frozen=frozen, cross_keys=cross)
+            ls = LayerSpec(allow, **kw)
         layers.extend([ls] * rep)
     return tuple(layers)
 
@@ -398,57 +581,77 @@ def _invalid(msg: str) -> SpecError:
 
 
 def valid_names_help() -> str:
-    return (
-        "valid names: ce, mask0, mask1, mask2, mask3-l{k}, prettr-l{k}, mice-l{m}+{n}, "
-        "mice-l{m}+{n}-cross, colbert, biencoder (options in brackets, e.g. "
-        "colbert[head=mean-cos], prettr-l4[doc_tt=1]; custom-joint:/custom-split: per-layer "
-        "patterns)"
-    )
+    pats = ", ".join(f.pattern for f in REGISTRY.values())
+    return (f"valid names: {pats}; options in brackets, e.g. mice-l4+3[order=self], "
+            f"colbert[proj=0,qaug=0], prettr-l4[qlen=32] (options: {', '.join(OPTIONS)}); "
+            "custom-joint:/custom-split: per-layer patterns")
 
 
-def parse(name: str) -> InteractionSpec:
-    """Parse a canonical name (``mice-l4+3``, ``mask3-l4``, ``colbert[doc_tt=1]``, ...)."""
+_OPT_RE = re.compile(r"^(?P<base>[^\[]+)(?:\[(?P<opts>[^\]]*)\])?$")
+
+
+def parse(name: str | InteractionSpec) -> InteractionSpec:
+    """Parse a canonical name (``mice-l4+3``, ``mask3-l4``, ``colbert[proj=0]``, ...)."""
     if isinstance(name, InteractionSpec):
         return name
     text = name.strip().lower()
-    mt = _NAME_RE.match(text)
+    mt = _OPT_RE.match(text)
     if not mt:
         raise SpecError(f"unknown variant {name!r}; {valid_names_help()}")
-    g = mt.groupdict()
-    base = g["base"]
-    kw: dict = {}
-    if base in ("ce", "mask0", "mask1", "mask2"):
-        kw["family"] = base
-    elif base == "colbert":
-        kw.update(family="colbert", head="maxsim")
-    elif base == "biencoder":
-        kw.update(family="biencoder", head="mean-cos")
-    elif g["k3"] is not None:
-        kw.update(family="mask3", k=int(g["k3"]))
-    elif g["kp"] is not None:
-        kw.update(family="prettr", k=int(g["kp"]))
-    elif g["m"] is not None:
-        kw.update(family="mice", m=int(g["m"]), n=int(g["n"]),
-                  mode="cross" if g["cross"] else "joint")
+    base, opts = mt.group("base"), mt.group("opts")
+    kw: dict[str, Any] = {}
+    cm = re.fullmatch(r"custom-(joint|split):([01/x,*=a-zA-Z\d]+)", base)
+    if cm:
+        kw.update(family="custom", custom_layout=cm.group(1),
+                  custom_layers=_decode_layers(cm.group(2)))
     else:
-        kw.update(family="custom", custom_layout=g["clayout"],
-                  custom_layers=_decode_layers(g["clayers"]))
-    if g["opts"]:
-        for opt in g["opts"].split(","):
+        for fam in REGISTRY.values():
+            fm = re.fullmatch(fam.regex, base)
+            if fm:
+                kw["family"] = fam.name
+                kw.update({k: int(v) for k, v in fm.groupdict().items()})
+                break
+        else:
+            hint = ""
+            if base.endswith("-cross") and base.startswith("mice-"):
+                hint = (" (the '-cross' suffix is gone: the paper's cross-attention MICE is "
+                        "now plain mice-l{m}+{n}; self-attention first is [order=self])")
+            raise SpecError(f"unknown variant {name!r}{hint}; {valid_names_help()}")
+    spec = InteractionSpec(**kw)
+    spec = replace(spec, **spec._defaults())
+    if opts:
+        allowed = _allowed_options(spec)
+        changes: dict[str, Any] = {}
+        for opt in opts.split(","):
             if "=" not in opt:
                 raise SpecError(f"bad option {opt!r} in {name!r}; options look like key=value")
             key, val = (x.strip() for x in opt.split("=", 1))
-            if key == "head":
-                kw["head"] = val
-            elif key == "doc_tt":
-                kw["doc_token_type"] = int(val)
-            elif key == "proj":
-                kw["projection"] = val in ("1", "true", "yes")
-            else:
-                raise SpecError(f"unknown option {key!r} in {name!r}; valid: head, doc_tt, proj")
-    spec = InteractionSpec(**kw)
+            if key not in OPTIONS:
+                raise SpecError(f"unknown option {key!r} in {name!r}; valid: "
+                                f"{', '.join(OPTIONS)}")
+            if key not in allowed:
+                raise SpecError(f"option {key!r} does not apply to {base!r}; valid there: "
+                                f"{', '.join(sorted(allowed)) or 'none'}")
+            fname, conv, _ = OPTIONS[key]
+            try:
+                changes[fname] = conv(val)
+            except SpecError as e:
+                raise SpecError(f"option {key} in {name!r}: {e}") from None
+        spec = replace(spec, **changes)
     spec.validate()
     return spec
+
+
+def _allowed_options(spec: InteractionSpec) -> set[str]:
+    allowed = {"head", "doc_tt", "proj"} if spec.layout == "split" else set()
+    if spec.family == "mice":
+        allowed |= {"attn", "order", "cls_doc", "qcls"}
+    elif spec.family == "colbert":
+        allowed |= {"qaug"}
+    elif spec.family == "prettr":
+        allowed |= {"qlen"}
+        allowed.discard("doc_tt")
+    return allowed
 
 
 def custom(layout: str, layers: Iterable[LayerSpec], head: str = "cls",
@@ -463,18 +666,16 @@ def custom(layout: str, layers: Iterable[LayerSpec], head: str = "cls",
 def presets(num_layers: int = 12) -> list[InteractionSpec]:
     """The preset family instantiated with representative parameters for ``num_layers``."""
     L = num_layers
+    m = min(4, L - 1)
     names = ["ce", "mask0", "mask1", "mask2", f"mask3-l{min(4, L - 2)}",
-             f"prettr-l{min(4, L - 1)}"]
-    m = min(4, L - 2)
-    names += [f"mice-l{m}+{min(3, L - m)}", f"mice-l{m}+{min(3, L - m)}-cross",
-              "colbert", "biencoder"]
+             f"prettr-l{min(4, L - 1)}", f"mice-l{m}+{min(3, L - m)}", "colbert", "biencoder"]
     return [parse(n) for n in names]
 
 
 def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[InteractionSpec]:
     """Parse a comma-separated list (or iterable) of names and validate against a model."""
     if isinstance(names, str):
-        names = [x for x in (s.strip() for s in names.split(",")) if x]
+        names = _split_names(names)
     out = []
     for n in names:
         spec = parse(n)
@@ -482,3 +683,26 @@ def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[I
             spec.validate(num_layers)
         out.append(spec)
     return out
+
+
+def _split_names(text: str) -> list[str]:
+    """Split on commas that are not inside option brackets."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            if cur.strip():
+                out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+__all__ = ["SEGMENTS", "LayerSpec", "InteractionSpec", "Family", "REGISTRY", "register",
+           "parse", "resolve", "presets", "custom", "SpecError", "OPTIONS", "fields"]

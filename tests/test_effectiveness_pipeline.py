@@ -145,29 +145,66 @@ def test_run_and_docs_on_fixture(tmp_path, fixture_data):
         assert {"schema", "schema_version", "config", "environment", "aggregates", "per_query",
                 "timing", "run_file"} <= set(r)
         assert (base / "minilm-l6" / r["run_file"]).is_file()
-    rows = {r["variant"]: r for r in summary["rows"]}
-    assert list(rows) == ["bm25", "biencoder", "mice-l4+2"]
-    cell = rows["biencoder"]["cells"]["dl19"]["nDCG@10"]
-    assert 0 <= cell["p"] <= 1 and cell["p_corrected"] >= cell["p"]
-    assert rows["bm25"]["averages"]["id"]["nDCG@10"] == pytest.approx(0.564139, abs=1e-6)
+    assert [r.variant for r in summary.rows] == ["bm25", "biencoder", "mice-l4+2"]
+    # the test and the correction, recomputed independently from the per-query values of
+    # the result files: scipy's paired t-test, Holm by hand over the 2 comparisons
+    from scipy import stats
+
+    bpq = bm25["per_query"]
+    for m in ("nDCG@10", "RR@10"):
+        ps = {}
+        for v in ("biencoder", "mice-l4+2"):
+            vpq = load_result(base / "minilm-l6" / f"{v}.json")["per_query"][m]
+            qs = sorted(bpq[m])
+            x, y = [vpq[q] for q in qs], [bpq[m][q] for q in qs]
+            d = [a - b for a, b in zip(x, y)]
+            ps[v] = 1.0 if all(abs(e) < 1e-12 for e in d) else stats.ttest_rel(x, y).pvalue
+            cell = summary.cell(v, "dl19", m)
+            assert cell.p == pytest.approx(ps[v], rel=1e-9)
+            assert cell.diff == pytest.approx(sum(d) / len(d))
+        (v1, p1), (v2, p2) = sorted(ps.items(), key=lambda kv: kv[1])
+        assert summary.cell(v1, "dl19", m).p_corrected == pytest.approx(min(1, 2 * p1))
+        assert summary.cell(v2, "dl19", m).p_corrected == pytest.approx(
+            max(min(1, 2 * p1), min(1, p2)))
+    assert summary.comparisons == {"nDCG@10": 2, "RR@10": 2, "R@100": 2}
+    assert summary.row("bm25").averages["id"]["nDCG@10"] == pytest.approx(0.564139, abs=1e-6)
     md = (out / "summary.md").read_text()
     assert "| system | dl19 | ID avg |" in md and "holm" in md
-    assert load_result(out / "summary.json", kind="effectiveness-summary")["summary"]["rows"]
+    from mice_bench.effectiveness.summary import EffectivenessSummary
+
+    assert EffectivenessSummary.load(out / "summary.json")[0] == summary   # written = read
 
 
 def test_seeds_mean_std(tmp_path, fixture_data):
     """Two --model values are seeds: the cell holds both, mean and std."""
+    import itertools
+
+    import numpy as np
+
     summary = run_effectiveness(cfg(tmp_path, models=["s1=minilm-l6", "s2=minilm-l6"],
-                                    variants="biencoder", baseline="bm25",
+                                    variants="biencoder,colbert", baseline="bm25",
                                     test="randomization", correction="bonferroni"))
-    row = [r for r in summary["rows"] if r["variant"] == "biencoder"][0]
-    assert row["models"] == ["s1", "s2"]
-    cell = row["cells"]["dl19"]["nDCG@10"]
+    row = summary.row("biencoder")
+    assert row.models == ["s1", "s2"]
+    cell = row.cells["dl19"]["nDCG@10"]
     # same checkpoint twice (seed 0): identical seeds, std 0
-    assert len(cell["seeds"]) == 2 and cell["std"] == pytest.approx(0.0, abs=1e-9)
-    assert cell["mean"] == pytest.approx(cell["seeds"][0])
-    assert 0 < cell["p"] <= 1 and cell["p_corrected"] == pytest.approx(min(1.0, cell["p"]))
-    assert summary["test"] == "randomization"
+    assert len(cell.seeds) == 2 and cell.std == pytest.approx(0.0, abs=1e-9)
+    assert cell.mean == pytest.approx(cell.seeds[0])
+    # 4 queries: the exact sign-flip p-value enumerates the 16 sign vectors; the 10,000
+    # random resamples must land close to it. Bonferroni over the 2 comparisons doubles it.
+    out = tmp_path / "out" / "dl19" / "run-effectiveness-run"
+    b = load_result(out / "bm25.json")["per_query"]["nDCG@10"]
+    for v in ("biencoder", "colbert"):
+        a = load_result(out / "s1" / f"{v}.json")["per_query"]["nDCG@10"]
+        d = np.array([a[q] - b[q] for q in sorted(b)])
+        if np.allclose(d, 0):
+            continue
+        means = [abs(np.dot(s, d)) / len(d) for s in itertools.product((-1, 1), repeat=len(d))]
+        exact = np.mean([m >= abs(d.mean()) - 1e-12 for m in means])
+        c = summary.cell(v, "dl19", "nDCG@10")
+        assert c.p == pytest.approx(exact, abs=0.02)
+        assert c.p_corrected == pytest.approx(min(1.0, 2 * c.p))
+    assert summary.test == "randomization" and summary.correction == "bonferroni"
 
 
 def test_full_first_stage_biencoder(tmp_path, fixture_data, counters):
@@ -176,3 +213,63 @@ def test_full_first_stage_biencoder(tmp_path, fixture_data, counters):
     r = json.loads((tmp_path / "out/dl19/full/minilm-l6/biencoder.json").read_text())
     assert r["num_candidates"] == 4 * 3
     assert counters["docs"]["biencoder"] == 12
+
+
+@pytest.mark.parametrize("option,value", [("doc_max_tokens", 6), ("query_max_tokens", 4),
+                                          ("seed", 1)])
+def test_score_cache_key_covers_every_option_that_changes_scores(tmp_path, fixture_data,
+                                                                 option, value):
+    """A cached score is reused only under the same scoring options: changing the document
+    or query length limit, or the seed of random heads, scores every pair again."""
+    def colbert_timing(out):
+        p = tmp_path / out / "dl19" / "run-effectiveness-run" / "minilm-l6" / "colbert.json"
+        return json.loads(p.read_text())["timing"]
+
+    run_effectiveness(cfg(tmp_path, variants="colbert"))
+    run_effectiveness(cfg(tmp_path, out="same", variants="colbert"))       # control: cached
+    assert colbert_timing("same")["pairs_cached"] == NUM_PAIRS
+    run_effectiveness(cfg(tmp_path, out="changed", variants="colbert", **{option: value}))
+    t = colbert_timing("changed")
+    assert t["pairs_scored"] == NUM_PAIRS and t["pairs_cached"] == 0, option
+
+
+def test_beir_drops_a_document_whose_id_is_the_query_id(tmp_path):
+    """BEIR's ignore_identical_ids: on a BEIR set a document with the query's id is never a
+    candidate (first-stage runs and BM25 alike); on MS MARCO sets it stays."""
+    from mice_bench.effectiveness.firststage import FirstStage, run_first_stage
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps(d) + "\n" for d in (
+        {"doc_id": "q1", "text": "zebra stripes zebra"},
+        {"doc_id": "d1", "text": "zebra habitat"},
+        {"doc_id": "d2", "text": "lions and tigers"})))
+    run = tmp_path / "run.txt"
+    run.write_text("q1 Q0 q1 1 9.0 x\nq1 Q0 d1 2 8.0 x\nq1 Q0 d2 3 7.0 x\n")
+    for name, dropped in (("arguana", True), ("quora", True), ("dl19", False)):
+        info = eds.DATASETS[name]
+        assert info.ignore_identical_ids is dropped
+        coll = eds.Collection(info, {"q1": "zebra stripes"}, {"q1": {"d1": 1}}, docs)
+        for fs in ("bm25", f"run:{run}"):
+            got = run_first_stage(FirstStage.parse(fs), coll, 10, tmp_path / "cache")
+            assert ("q1" in got["q1"]) is not dropped, (name, fs)
+            assert "d1" in got["q1"]
+
+
+def test_real_output_through_the_report(tmp_path, fixture_data):
+    """What `mice-bench effectiveness` writes is what `mice-bench report` shows: the report
+    table's values, marks and row order are the run's summary."""
+    from mice_bench.report import build_report
+
+    results = tmp_path / "results"
+    summary = run_effectiveness(cfg(tmp_path, variants="bm25,ce,colbert,biencoder",
+                                    baseline="bm25", correction="none",
+                                    output_dir=str(results / "effectiveness")))
+    build_report(results, tmp_path / "report", figures=False)
+    table = (tmp_path / "report" / "tables" / "effectiveness-ndcg10.md").read_text()
+    body = [ln for ln in table.splitlines() if ln.startswith("| ") and "·" not in ln]
+    body = [ln for ln in body if not ln.startswith("| *")]
+    assert [ln.split("|")[1].strip() for ln in body] == ["BM25", "ce", "colbert", "biencoder"]
+    for ln, row in zip(body, summary.rows):
+        c = row.cells["dl19"]["nDCG@10"]
+        assert ln.split("|")[2].strip() == f"{100 * c.mean:.1f}" + (f" {c.mark}" if c.mark
+                                                                       else "")

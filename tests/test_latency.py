@@ -212,10 +212,14 @@ def test_phases_add_up_to_the_total(default_run):
     doc, _ = default_run
     for r in doc["rows"]:
         raw = r["raw_s"]
+        covered = []
         for i, total in enumerate(raw["total"]):
             s = sum(raw[p][i] for p in PHASES)
-            assert s <= total + 1e-6
-            assert s >= 0.9 * total - 2e-4, (r["variant"], s, total)
+            assert s <= total + 1e-6          # phases are inside the timed total, always
+            covered.append(s / total if total > 0 else 1.0)
+        # a loaded machine adds untimed gaps to some runs, never to all of them: the phases
+        # must account for (nearly) all of the least disturbed run
+        assert max(covered) >= 0.9, (r["variant"], covered)
     ce = doc["rows"][0]
     assert ce["phases_s"]["tokenize"]["mean"] > 0 and ce["phases_s"]["interaction"]["mean"] > 0
     mice = doc["rows"][1]
@@ -223,7 +227,7 @@ def test_phases_add_up_to_the_total(default_run):
     assert mice["phases_s"]["doc_encode"]["mean"] == 0  # precomputed
 
 
-def test_results_file_validates_against_schema(default_run):
+def test_results_file_validates_against_schema(default_run, tmp_path):
     doc, _ = default_run
     assert validate(doc, LATENCY_SCHEMA) == []
     check(doc)
@@ -237,7 +241,11 @@ def test_results_file_validates_against_schema(default_run):
     assert len(errs) == 3
     with pytest.raises(SchemaError):
         check(broken)
-    assert doc["schema"] == "mice-bench/latency" and load_result is not None
+    # the envelope the reports read: the written document loads back unchanged
+    f = tmp_path / "lat.json"
+    f.write_text(json.dumps(doc))
+    assert load_result(f, "latency") == doc
+    assert doc["schema"] == "mice-bench/latency" and doc["schema_version"] == 1
 
 
 def test_paper_protocol_tiny(tiny_model, app, tmp_path):

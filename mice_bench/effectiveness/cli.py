@@ -92,9 +92,9 @@ def register(app: typer.Typer) -> None:
                               f"under {cfg.cache_path()}; run the same command again to resume.")
             raise typer.Exit(code=130) from None
         if format_ == "json":
-            typer.echo(json.dumps(summary, indent=1, ensure_ascii=False))
+            typer.echo(json.dumps(summary.to_dict(), indent=1, ensure_ascii=False))
         else:
-            for m in summary["measures"]:
+            for m in summary.measures:
                 console.print(rich_table(summary, m))
             console.print(legend(summary), highlight=False)
             console.print(f"results in {output_dir}/ (summary: {summary_name}.md, "

@@ -1,8 +1,5 @@
-"""Dataset names, their ir_datasets ids, and offline-safe loading of queries, qrels and texts.
-
-Names follow the seed paper (MICE, arXiv 2602.16299, Table 1): in-domain (``id``) MS MARCO
-dev small and TREC DL 2019/2020 (judged queries), out-of-domain (``beir``) the 13 BEIR test
-sets. ``irds:<id>`` reaches any other ir_datasets id (group ``other``, not averaged).
+"""Offline-safe loading of queries, qrels and texts of the datasets of the registry
+(:mod:`mice_bench.datasets`), and ``irds:<id>`` for any other ir_datasets id.
 
 ir_datasets downloads files it does not find under ``IR_DATASETS_HOME``. Inside
 :func:`offline_guard` such a download raises :class:`DatasetUnavailable` (a
@@ -29,94 +26,13 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class DatasetInfo:
-    """One evaluation set: short name, ir_datasets id, group (``id``/``ood``/``other``)."""
-
-    name: str
-    irds_id: str
-    group: str
-    #: BEIR convention: a document whose id equals the query id is never a candidate
-    #: (ArguAna, Quora list the query itself in the corpus).
-    ignore_identical_ids: bool = False
-    #: where the document texts come from when ir_datasets cannot provide them offline
-    docs_hint: str | None = None
-
-
-_DL_HINT = ("the MS MARCO passage collection is not available offline: re-rank a first-stage "
-            "run with --first-stage run:PATH and give the passage texts with --docs PATH "
-            "(e.g. shared/data/trec-dl-candidates/bm25/trec_results_{dataset}.txt and "
-            "shared/data/trec-dl-candidates/{dataset}.docs.jsonl)")
-
-_ID: tuple[DatasetInfo, ...] = (
-    DatasetInfo("msmarco-dev", "msmarco-passage/dev/small", "id", docs_hint=_DL_HINT),
-    DatasetInfo("dl19", "msmarco-passage/trec-dl-2019/judged", "id", docs_hint=_DL_HINT),
-    DatasetInfo("dl20", "msmarco-passage/trec-dl-2020/judged", "id", docs_hint=_DL_HINT),
-)
-_BEIR_IDS = {
-    "arguana": "beir/arguana",
-    "climate-fever": "beir/climate-fever",
-    "dbpedia-entity": "beir/dbpedia-entity/test",
-    "fever": "beir/fever/test",
-    "fiqa": "beir/fiqa/test",
-    "hotpotqa": "beir/hotpotqa/test",
-    "nfcorpus": "beir/nfcorpus/test",
-    "nq": "beir/nq",
-    "quora": "beir/quora/test",
-    "scidocs": "beir/scidocs",
-    "scifact": "beir/scifact/test",
-    "trec-covid": "beir/trec-covid",
-    "webis-touche2020": "beir/webis-touche2020/v2",
-}
-_OOD: tuple[DatasetInfo, ...] = tuple(
-    DatasetInfo(n, i, "ood", ignore_identical_ids=True) for n, i in _BEIR_IDS.items()
-)
-
-#: name -> info, in table order (in-domain first)
-DATASETS: dict[str, DatasetInfo] = {d.name: d for d in _ID + _OOD}
-#: group name -> member names
-GROUPS: dict[str, tuple[str, ...]] = {
-    "id": tuple(d.name for d in _ID),
-    "beir": tuple(d.name for d in _OOD),
-    "all": tuple(d.name for d in _ID + _OOD),
-}
-#: aliases users may type
-_ALIASES = {"touche2020": "webis-touche2020", "webis-touche2020/v2": "webis-touche2020",
-            "trec-dl-2019": "dl19", "trec-dl-2020": "dl20", "msmarco": "msmarco-dev",
-            "ood": "beir"}
-
-
-def valid_names() -> str:
-    return ("valid: " + ", ".join(DATASETS) + "; groups: " + ", ".join(GROUPS)
-            + "; or irds:<ir_datasets id>")
+from ..datasets import DATASETS, GROUPS, DatasetInfo, valid_names  # noqa: F401
+from ..datasets import resolve_datasets as _resolve
 
 
 def resolve_datasets(names: str) -> list[DatasetInfo]:
-    """Expand a comma-separated list of names/groups into datasets (order kept, no dups).
-
-    >>> [d.irds_id for d in resolve_datasets("dl19,scifact")]
-    ['msmarco-passage/trec-dl-2019/judged', 'beir/scifact/test']
-    """
-    out: list[DatasetInfo] = []
-    for raw in (x.strip() for x in names.split(",")):
-        if not raw:
-            continue
-        if raw.startswith("irds:"):
-            infos = [_irds_info(raw[5:])]
-        else:
-            key = _ALIASES.get(raw.lower(), raw.lower())
-            if key in GROUPS:
-                infos = [DATASETS[n] for n in GROUPS[key]]
-            elif key in DATASETS:
-                infos = [DATASETS[key]]
-            else:
-                raise UsageError(f"unknown dataset {raw!r}; {valid_names()}")
-        for info in infos:
-            if info not in out:
-                out.append(info)
-    if not out:
-        raise UsageError(f"no dataset given; {valid_names()}")
-    return out
+    """:func:`mice_bench.datasets.resolve_datasets`, with ``irds:<id>`` resolved."""
+    return _resolve(names, irds=_irds_info)
 
 
 def _irds_info(irds_id: str) -> DatasetInfo:

@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from ..results import atomic_write_json, envelope, environment
+from ..results import environment
 from .cache import slug
 from .datasets import Collection, DatasetInfo, load_collection, resolve_datasets
 from .firststage import FirstStage, Run, run_first_stage, write_trec_run
+from .result import EffectivenessResult
 from .metrics import aggregate, measure_names, parse_measures, per_query
 from .progress import Reporter
 from .stats import CORRECTIONS, TESTS
+from .summary import (EffectivenessSummary, SummaryDataset, SummarySettings, default_baseline,
+                      summarize)
 
 BM25 = "bm25"
 
@@ -81,6 +84,14 @@ class Record:
     per_query: dict[str, dict[str, float]]
     aggregates: dict[str, float]
     path: Path
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset.name
+
+    @property
+    def file(self) -> str:
+        return str(self.path)
 
 
 # --------------------------------------------------------------------------- option parsing
@@ -190,7 +201,7 @@ def make_plan(cfg: EffectivenessConfig) -> Plan:
                              f"biencoder); {', '.join(joint)} cannot: use --first-stage bm25")
     baseline = cfg.baseline
     if baseline is None:
-        baseline = "ce" if "ce" in variants else BM25
+        baseline = default_baseline(variants)
     else:
         baseline = BM25 if baseline.lower() == BM25 else baseline
         if baseline != BM25:
@@ -218,17 +229,13 @@ def write_result(path: Path, cfg_block: dict, env: dict, coll: Collection, run: 
     agg = aggregate(pq)
     run_path = path.with_suffix(".trec")
     write_trec_run(run_path, run, tag)
-    doc = envelope("effectiveness", cfg_block, env,
-                   model=model_info,
-                   dataset={"name": coll.name, "irds_id": coll.info.irds_id,
-                            "group": coll.info.group, "num_queries": len(coll.queries),
-                            "docs": str(coll.docs_path) if coll.docs_path else None},
-                   aggregates=agg,
-                   per_query=pq,
-                   num_candidates=sum(len(v) for v in run.values()),
-                   timing=timing,
-                   run_file=run_path.name)
-    atomic_write_json(path, doc)
+    EffectivenessResult(
+        config=cfg_block, environment=env, model=model_info,
+        dataset={"name": coll.name, "irds_id": coll.info.irds_id, "group": coll.info.group,
+                 "num_queries": len(coll.queries),
+                 "docs": str(coll.docs_path) if coll.docs_path else None},
+        aggregates=agg, per_query=pq, num_candidates=sum(len(v) for v in run.values()),
+        timing=timing, run_file=run_path.name).save(path)
     return Record(coll.info, cfg_block["variant"], cfg_block.get("model_label"), pq, agg, path)
 
 
@@ -249,10 +256,9 @@ def _cfg_block(cfg: EffectivenessConfig, plan: Plan, coll: Collection, variant: 
 
 # --------------------------------------------------------------------------- the run
 def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None,
-                      after_query: Callable[[str], None] | None = None) -> dict:
-    """Run everything ``cfg`` asks for; returns the summary dict (also written to disk)."""
-    from .table import build_summary, write_summary
-
+                      after_query: Callable[[str], None] | None = None
+                      ) -> EffectivenessSummary:
+    """Run everything ``cfg`` asks for; returns the summary (also written to disk)."""
     reporter = reporter or Reporter(enabled=False)
     plan = make_plan(cfg)
     out = Path(cfg.output_dir)
@@ -281,9 +287,37 @@ def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None
     if model_vars:
         records += _run_models(cfg, plan, colls, candidates, out, cache_dir, env, reporter,
                                after_query)
-    summary = build_summary(records, plan, cfg)
-    write_summary(summary, out / cfg.summary_name, cfg, env)
+    summary = summary_of(records, plan, cfg)
+    summary.save(out / cfg.summary_name, cfg.as_dict(), env)
     return summary
+
+
+def summary_of(records: list[Record], plan: Plan, cfg: EffectivenessConfig
+               ) -> EffectivenessSummary:
+    """The run's summary (:func:`.summary.summarize` with the run's settings)."""
+    datasets = [SummaryDataset(d.name, d.irds_id, d.group, plan.first_stage[d.name].describe(
+        d.name)) for d in plan.datasets]
+    settings = SummarySettings(baseline=plan.baseline, test=cfg.test,
+                               correction=cfg.correction, alpha=cfg.alpha, seed=cfg.seed)
+    return summarize(records, datasets, plan.variants, settings,
+                     measures=measure_names(plan.measures))
+
+
+def model_revision(name: str, bb, seed: int) -> str:
+    """What pins the weights: the hub commit when known, ``random-weights:seed<N>`` for an
+    architecture without weights, else ``files:<hash>`` of the weight files' names and sizes."""
+    from .cache import key_hash
+    from .rerank import model_identity
+
+    commit = getattr(getattr(bb, "config", None), "_commit_hash", None)
+    if commit:
+        return str(commit)
+    if getattr(bb, "random_weights", False):
+        return f"random-weights:seed{seed}"
+    ident = model_identity(name)
+    if "files" in ident:
+        return "files:" + key_hash([(f, size) for f, size, _ in ident["files"]])
+    return f"unknown:{name}"
 
 
 def _fmt(agg: dict[str, float]) -> str:
@@ -308,6 +342,7 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
         bb = load_backbone(name, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
         load_s = time.perf_counter() - t
         model_info = {"label": label, "name": name, "describe": bb.describe(),
+                      "revision": model_revision(name, bb, cfg.seed),
                       "random_weights": bb.random_weights,
                       "classifier_random": bb.classifier_random, "num_layers": bb.num_layers,
                       "hidden_size": bb.hidden_size}

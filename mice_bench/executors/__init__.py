@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..backbone import Backbone
 from ..errors import UsageError
 from ..spec import InteractionSpec, parse
-from .base import Executor
+from .base import Executor, TextStates
 from .fast import DocStates, JointExecutor, QueryStates, SplitExecutor
 from .inputs import TokenBatch, Tokenizer
 from .reference import ReferenceExecutor
@@ -22,12 +22,17 @@ from .reference import ReferenceExecutor
 EXECUTOR_CHOICES = ("auto", "reference", "fast")
 
 __all__ = ["Executor", "ReferenceExecutor", "JointExecutor", "SplitExecutor", "DocStates",
-           "QueryStates", "TokenBatch", "Tokenizer", "make_executor", "EXECUTOR_CHOICES"]
+           "QueryStates", "TextStates", "TokenBatch", "Tokenizer", "make_executor", "EXECUTOR_CHOICES"]
 
 
 def make_executor(spec: InteractionSpec | str, backbone: Backbone, executor: str = "auto",
-                  query_max_tokens: int = 32, doc_max_tokens: int | None = None) -> Executor:
-    """Build the executor for ``spec``: ``auto`` takes the fast path when the spec has one."""
+                  query_max_tokens: int | None = None,
+                  doc_max_tokens: int | None = None) -> Executor:
+    """Build the executor for ``spec``: ``auto`` takes the fast path when the spec has one.
+
+    Lengths are word pieces (special tokens excluded); ``None`` takes the reference default of
+    the spec (:meth:`~mice_bench.spec.InteractionSpec.default_lengths`). The backbone is never
+    modified."""
     spec = parse(spec) if isinstance(spec, str) else spec
     spec.validate(backbone.num_layers)
     if executor not in EXECUTOR_CHOICES:

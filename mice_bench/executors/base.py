@@ -1,12 +1,46 @@
-"""Common executor plumbing: spec materialisation, tokenizer, pair scoring entry points."""
+"""The executor protocol, shared by every executor.
+
+An executor runs one :class:`~mice_bench.spec.InteractionSpec` on one
+:class:`~mice_bench.backbone.Backbone` (it never modifies the backbone). Every executor offers
+the same methods:
+
+* ``tokenize_pairs(queries, docs)`` -> a batch that ``forward_pairs`` takes;
+* ``forward_pairs(batch)`` -> scores ``[B]`` (fp32) **with autograd** (training);
+* ``score_pairs(queries, docs, batch_size)`` / ``rerank(query, docs, batch_size)`` ->
+  scores ``[N]`` (fp32, cpu) under ``torch.inference_mode``;
+* ``encode_queries(queries)`` / ``encode_documents(docs)`` -> states, then
+  ``score_states(qs, q_index, ds, d_index)`` and ``score_query(qs, ds, d_index)``. Executors
+  with ``has_doc_precompute`` return hidden states at the split layer (documents encoded once,
+  storable); the others return the texts and score them when asked (same API, no saving).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from ..backbone import Backbone
 from ..spec import InteractionSpec
+from .heads import cls_score, maxsim, mean_cos
 from .inputs import Tokenizer
+
+
+@dataclass
+class TextStates:
+    """"States" of an executor without document precomputation: the texts themselves."""
+
+    texts: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def select(self, idx) -> "TextStates":
+        return TextStates([self.texts[int(i)] for i in idx])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(t.encode()) for t in self.texts)
 
 
 class Executor:
@@ -15,25 +49,97 @@ class Executor:
     kind = "base"
     has_doc_precompute = False
 
-    def __init__(self, spec: InteractionSpec, backbone: Backbone, query_max_tokens: int = 32,
-                 doc_max_tokens: int | None = None):
+    def __init__(self, spec: InteractionSpec, backbone: Backbone,
+                 query_max_tokens: int | None = None, doc_max_tokens: int | None = None):
         self.spec = spec
         self.backbone = backbone
         self.layer_specs = spec.layers(backbone.num_layers)
-        if any(ls.cross_keys for ls in self.layer_specs if not ls.dropped):
-            backbone.ensure_cross_weights()
-        self.tokenizer = Tokenizer(backbone.tokenizer, backbone.max_positions,
+        self.tokenizer = Tokenizer(backbone.tokenizer, backbone.max_positions, spec,
                                    query_max_tokens=query_max_tokens,
-                                   doc_max_tokens=doc_max_tokens,
-                                   doc_token_type=spec.doc_token_type)
+                                   doc_max_tokens=doc_max_tokens)
+        #: cross-attention read with the self-attention weights (checkpoint has none)
+        self.cross_from_self = any(ls.cross_keys and lw.cross is None
+                                   for ls, lw in zip(self.layer_specs, backbone.layers)
+                                   if not ls.dropped)
+        self.projection: torch.Tensor | None = None
+        self.projection_random = False
+        if spec.head == "maxsim" and spec.projection:
+            if backbone.projection is not None:
+                self.projection = backbone.projection
+                self.projection_random = bool(getattr(backbone, "projection_random", False))
+            else:  # seeded random, flagged; kept here, the backbone is not modified
+                g = torch.Generator().manual_seed(0)
+                w = torch.randn(128, backbone.hidden_size, generator=g)
+                self.projection = (w / backbone.hidden_size ** 0.5).to(backbone.device,
+                                                                       backbone.dtype)
+                self.projection_random = True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec}, {self.backbone.describe()})"
 
-    def score_pairs(self, queries: list[str], docs: list[str],
-                    batch_size: int = 32) -> torch.Tensor:  # pragma: no cover - abstract
+    @property
+    def flags(self) -> dict:
+        """What in this executor is not the checkpoint's own (for results)."""
+        return {"cross_from_self": self.cross_from_self,
+                "projection_random": self.projection_random,
+                "classifier_random": bool(self.backbone.classifier_random)
+                if self.spec.head == "cls" else False}
+
+    # ------------------------------------------------------------------ heads
+    def head(self, xq, q_mask, xd=None, d_mask=None) -> torch.Tensor:
+        """Scores ``[B]`` (fp32) from query-side states ``xq [B, Tq, H]`` (its ``[CLS]``
+        first) and, for the late-interaction heads, document states ``xd [B, Td, H]``."""
+        spec = self.spec
+        if spec.head == "cls":
+            return cls_score(self.backbone, xq[:, 0])
+        if spec.head == "maxsim":
+            return maxsim(xq, q_mask, xd, d_mask, self.projection)
+        return mean_cos(xq, q_mask, xd, d_mask)
+
+    # ------------------------------------------------------------------ protocol
+    def tokenize_pairs(self, queries: list[str], docs: list[str]):  # pragma: no cover
         raise NotImplementedError
+
+    def forward_pairs(self, batch) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def score_pairs(self, queries: list[str], docs: list[str],
+                    batch_size: int = 32) -> torch.Tensor:
+        """Scores ``[N]`` (fp32, cpu) of aligned (query, document) pairs."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(queries), batch_size):
+                tb = self.tokenize_pairs(list(queries[i:i + batch_size]),
+                                         list(docs[i:i + batch_size]))
+                out.append(self.forward_pairs(tb).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
 
     def rerank(self, query: str, docs: list[str], batch_size: int = 32) -> torch.Tensor:
         """Scores ``[N]`` (fp32, cpu) of one query's candidates."""
         return self.score_pairs([query] * len(docs), list(docs), batch_size=batch_size)
+
+    def encode_queries(self, queries: list[str]):
+        return TextStates(list(queries))
+
+    def encode_documents(self, docs: list[str], **_kw):
+        return TextStates(list(docs))
+
+    def score_states(self, qs, q_index, ds, d_index) -> torch.Tensor:
+        """Scores of pairs ``(qs[q_index[i]], ds[d_index[i]])`` -> ``[P]`` (fp32, cpu)."""
+        q = [qs.texts[int(i)] for i in q_index]
+        d = [ds.texts[int(i)] for i in d_index]
+        return self.score_pairs(q, d, batch_size=max(len(q), 1))
+
+    def score_query(self, qs, ds, d_index=None, batch_size: int = 32,
+                    query: int = 0) -> torch.Tensor:
+        """Scores ``[len(d_index)]`` of query ``qs[query]`` against ``ds[d_index]`` (default:
+        every document), in batches of ``batch_size`` candidates."""
+        if d_index is None:
+            d_index = torch.arange(len(ds))
+        d_index = torch.as_tensor(d_index, dtype=torch.long)
+        out = [self.score_states(qs, torch.full((len(chunk),), query, dtype=torch.long), ds,
+                                 chunk)
+               for chunk in d_index.split(batch_size)]
+        return torch.cat(out) if out else torch.zeros(0)

@@ -22,7 +22,7 @@ import torch
 
 from ..spec import DOC_SIDE, FULL, LayerSpec
 from .base import Executor
-from .heads import cls_score, maxsim, mean_cos, mean_pool
+from .heads import cls_score, mean_pool
 from .inputs import TokenBatch
 from .layers import Extra, embed, layer_forward, project_kv
 
@@ -122,7 +122,6 @@ class JointExecutor(Executor):
     def tokenize_pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
         return self.tokenizer.pairs(queries, docs)
 
-    @torch.inference_mode()
     def forward_pairs(self, tb: TokenBatch) -> torch.Tensor:
         bb = self.backbone
         tb = tb.to(bb.device)
@@ -131,20 +130,17 @@ class JointExecutor(Executor):
         memo: dict = {}
         for lw in bb.layers:
             x = layer_forward(bb, lw, self._full, x, seg, memo=memo)
-        return cls_score(bb, x[:, 0]).float().cpu()
-
-    def score_pairs(self, queries, docs, batch_size: int = 32) -> torch.Tensor:
-        out = [self.forward_pairs(self.tokenize_pairs(queries[i:i + batch_size],
-                                                      docs[i:i + batch_size]))
-               for i in range(0, len(queries), batch_size)]
-        return torch.cat(out) if out else torch.zeros(0)
+        return cls_score(bb, x[:, 0]).float()
 
 
 class SplitExecutor(Executor):
-    """Split-first specs: precomputable documents, queries encoded once, interaction on pairs."""
+    """Split-first specs: precomputable documents, queries encoded once, interaction on pairs.
+
+    PreTTR as the reference scores it (``doc_style == "pair"``: document positions continue
+    after the query) runs here too, on pairs, without document precomputation.
+    """
 
     kind = "fast"
-    has_doc_precompute = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -161,6 +157,10 @@ class SplitExecutor(Executor):
                 break
             self.kv_layers.append(i)
 
+    @property
+    def has_doc_precompute(self) -> bool:  # type: ignore[override]
+        return self.spec.precomputable
+
     # ---------------------------------------------------------------- tokenisation
     def tokenize_queries(self, queries: list[str]) -> TokenBatch:
         return self.tokenizer.query_parts(list(queries))
@@ -168,8 +168,11 @@ class SplitExecutor(Executor):
     def tokenize_docs(self, docs: list[str]) -> TokenBatch:
         return self.tokenizer.doc_parts(list(docs))
 
+    def tokenize_pairs(self, queries: list[str], docs: list[str]) -> tuple[TokenBatch, TokenBatch]:
+        """Aligned (query parts, document parts)."""
+        return self.tokenizer.split_parts(list(queries), list(docs))
+
     # ---------------------------------------------------------------- separate encoding
-    @torch.inference_mode()
     def _encode_part(self, tb: TokenBatch) -> PartStates:
         bb = self.backbone
         tb = tb.to(bb.device)
@@ -180,18 +183,27 @@ class SplitExecutor(Executor):
             x = layer_forward(bb, bb.layers[i], ls, x, seg, memo=memo)
         return PartStates(x, tb.attention_mask, seg)
 
-    @torch.inference_mode()
+    def forward_pairs(self, batch: tuple[TokenBatch, TokenBatch]) -> torch.Tensor:
+        """Scores ``[B]`` of aligned pairs, with autograd (both parts encoded here)."""
+        qtb, dtb = batch
+        q, d = self._encode_part(qtb), self._encode_part(dtb)
+        idx = torch.arange(len(qtb))
+        return self._score_states(q, idx, d, idx)
+
     def encode_documents(self, docs: list[str] | TokenBatch, kv_cache: bool = False,
                          store_dtype: torch.dtype | None = None,
-                         batch_size: int = 64) -> DocStates:
+                         batch_size: int = 64):
         """Document-part states at the split layer, ``hidden [N, Td, H]`` (+ K/V per layer)."""
+        if not self.has_doc_precompute:
+            return super().encode_documents(docs)
         tb = docs if isinstance(docs, TokenBatch) else self.tokenize_docs(docs)
         chunks = []
-        for i in range(0, len(tb), batch_size):
-            part = self._encode_part(tb.select(slice(i, i + batch_size)))
-            if kv_cache:
-                part.kv = self._doc_kv(part)
-            chunks.append(part)
+        with torch.inference_mode():
+            for i in range(0, len(tb), batch_size):
+                part = self._encode_part(tb.select(slice(i, i + batch_size)))
+                if kv_cache:
+                    part.kv = self._doc_kv(part)
+                chunks.append(part)
         ds = DocStates.cat(chunks) if chunks else DocStates(
             torch.zeros(0, 1, self.backbone.hidden_size), torch.zeros(0, 1, dtype=torch.bool),
             torch.zeros(0, 1, dtype=torch.long))
@@ -205,22 +217,30 @@ class SplitExecutor(Executor):
         for i in self.kv_layers:
             ls = self.layer_specs[i]
             lw = bb.layers[i]
-            aw = lw.cross if ls.cross_keys else lw.attn
+            aw = (lw.cross if lw.cross is not None else lw.attn) if ls.cross_keys else lw.attn
             k, v = project_kv(aw, part.hidden, bb.num_heads)
             kv[i] = (k.contiguous(), v.contiguous())
         return kv
 
-    @torch.inference_mode()
-    def encode_queries(self, queries: list[str] | TokenBatch) -> QueryStates:
+    def encode_queries(self, queries: list[str] | TokenBatch):
         """Query-part states at the split layer, ``hidden [Nq, Tq, H]``."""
+        if not self.has_doc_precompute:
+            return super().encode_queries(queries)
         tb = queries if isinstance(queries, TokenBatch) else self.tokenize_queries(queries)
-        p = self._encode_part(tb)
+        with torch.inference_mode():
+            p = self._encode_part(tb)
         return QueryStates(p.hidden, p.mask, p.seg)
 
     # ---------------------------------------------------------------- interaction + head
-    @torch.inference_mode()
-    def score_states(self, qs: QueryStates, q_index, ds: DocStates, d_index) -> torch.Tensor:
-        """Interaction layers + head for pairs ``(qs[q_index[i]], ds[d_index[i]])`` -> ``[P]``."""
+    def score_states(self, qs, q_index, ds, d_index) -> torch.Tensor:
+        """Interaction layers + head for pairs ``(qs[q_index[i]], ds[d_index[i]])`` -> ``[P]``
+        (fp32, cpu)."""
+        if not self.has_doc_precompute:
+            return super().score_states(qs, q_index, ds, d_index)
+        with torch.inference_mode():
+            return self._score_states(qs, q_index, ds, d_index).float().cpu()
+
+    def _score_states(self, qs: PartStates, q_index, ds: PartStates, d_index) -> torch.Tensor:
         bb = self.backbone
         q = qs.select(q_index).to(bb.device, bb.dtype)
         d = ds.select(d_index).to(bb.device, bb.dtype)
@@ -243,26 +263,7 @@ class SplitExecutor(Executor):
                                   torch.cat([segq, segd], 1), memo=memo)
                 xq, xd = x[:, :Tq], x[:, Tq:]
                 doc_fixed = False
-        return self._head(xq, q.mask, xd, d.mask)
-
-    def score_query(self, qs: QueryStates, ds: DocStates, d_index=None,
-                    batch_size: int = 32, query: int = 0) -> torch.Tensor:
-        """Scores ``[len(d_index)]`` of query ``qs[query]`` against ``ds[d_index]`` (default:
-        every document), the query broadcast over batches of ``batch_size`` candidates."""
-        if d_index is None:
-            d_index = torch.arange(len(ds))
-        d_index = torch.as_tensor(d_index, dtype=torch.long)
-        out = [self.score_states(qs, torch.full((len(chunk),), query, dtype=torch.long), ds, chunk)
-               for chunk in d_index.split(batch_size)]
-        return torch.cat(out) if out else torch.zeros(0)
-
-    def _head(self, xq, q_mask, xd, d_mask) -> torch.Tensor:
-        spec = self.spec
-        if spec.head == "cls":
-            return cls_score(self.backbone, xq[:, 0]).float().cpu()
-        if spec.head == "maxsim":
-            return maxsim(self.backbone, xq, q_mask, xd, d_mask, spec.projection).float().cpu()
-        return mean_cos(xq, q_mask, xd, d_mask).float().cpu()
+        return self.head(xq, q.mask, xd, d.mask).float()
 
     def pooled(self, states: PartStates) -> torch.Tensor:
         """Normalised mean-pooled embeddings ``[N, H]`` (bi-encoder retrieval over a corpus)."""
@@ -274,6 +275,10 @@ class SplitExecutor(Executor):
     # ---------------------------------------------------------------- convenience
     def score_pairs(self, queries: list[str], docs: list[str],
                     batch_size: int = 32) -> torch.Tensor:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not self.has_doc_precompute:
+            return super().score_pairs(queries, docs, batch_size)
         uq = list(dict.fromkeys(queries))
         ud = list(dict.fromkeys(docs))
         qpos = {q: i for i, q in enumerate(uq)}
@@ -288,6 +293,8 @@ class SplitExecutor(Executor):
 
     def rerank(self, query: str, docs: list[str], batch_size: int = 32,
                kv_cache: bool = False) -> torch.Tensor:
+        if not self.has_doc_precompute:
+            return super().rerank(query, docs, batch_size)
         qs = self.encode_queries([query])
         ds = self.encode_documents(list(docs), kv_cache=kv_cache, batch_size=max(batch_size, 1))
         return self.score_query(qs, ds, batch_size=batch_size)

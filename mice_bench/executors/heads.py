@@ -2,9 +2,9 @@
 
 * ``cls``: the checkpoint's classifier on the query side's ``[CLS]`` (through the HF pooler
   when the checkpoint has one). With two labels the score is ``logit[1] - logit[0]``.
-* ``maxsim`` (ColBERT): ``sum_i max_j cos(q_i, d_j)`` over the valid tokens of the query part
-  (``[CLS] q [SEP]``) and of the document part (``[CLS] d [SEP]``), after an optional linear
-  projection.
+* ``maxsim`` (ColBERT): ``sum_i max_j cos(P q_i, P d_j)`` over the valid tokens of the query
+  part and of the document part, with ``P`` the optional linear projection (ColBERT's 128-d
+  ``linear``; the identity without one).
 * ``mean-cos`` (bi-encoder): cosine of the mean-pooled query part and document part (over
   valid tokens, special tokens included, as sentence-transformers pools).
 """
@@ -28,18 +28,17 @@ def cls_score(bb: Backbone, h_cls: torch.Tensor) -> torch.Tensor:
     return logits[:, -1] - logits[:, 0]
 
 
-def _project(bb: Backbone, x: torch.Tensor, projection: bool) -> torch.Tensor:
-    x = x.float()
-    if projection and bb.projection is not None:
-        x = x @ bb.projection.to(x.device).float().T
-    return x
+def maxsim(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch.Tensor,
+           projection: torch.Tensor | None = None) -> torch.Tensor:
+    """``q [B, Tq, H]``, ``q_mask [B, Tq]``, ``d [B, Td, H]``, ``d_mask [B, Td]`` -> ``[B]``.
 
-
-def maxsim(bb: Backbone, q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor,
-           d_mask: torch.Tensor, projection: bool = False) -> torch.Tensor:
-    """``q [B, Tq, H]``, ``q_mask [B, Tq]``, ``d [B, Td, H]``, ``d_mask [B, Td] -> [B]``."""
-    qn = F.normalize(_project(bb, q, projection), dim=-1)
-    dn = F.normalize(_project(bb, d, projection), dim=-1)
+    ``projection [D, H]`` (optional) maps token vectors to ``D`` dims before normalising.
+    """
+    q, d = q.float(), d.float()
+    if projection is not None:
+        p = projection.float()
+        q, d = q @ p.T, d @ p.T
+    qn, dn = F.normalize(q, dim=-1), F.normalize(d, dim=-1)
     sim = torch.einsum("bqh,bdh->bqd", qn, dn)
     sim = sim.masked_fill(~d_mask[:, None, :], float("-inf"))
     best = sim.max(-1).values.masked_fill(~q_mask, 0.0)

@@ -54,46 +54,105 @@ def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-def _batch(ids, types, segs) -> TokenBatch:
+def _batch(ids, types, segs, positions=None) -> TokenBatch:
     return TokenBatch(
         input_ids=_pad(ids, 0),
         token_type_ids=_pad(types, 0),
-        position_ids=_pad([list(range(len(s))) for s in ids], 0),
+        position_ids=_pad(positions if positions is not None
+                          else [list(range(len(s))) for s in ids], 0),
         segment_ids=_pad(segs, PAD_SEGMENT),
         attention_mask=_pad([[1] * len(s) for s in ids], 0).bool(),
     )
 
 
-class Tokenizer:
-    """Turns texts into :class:`TokenBatch` objects for one backbone and length budget."""
+def longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+    """Lengths of a pair after Hugging Face's ``longest_first`` truncation to ``budget``
+    tokens (the rule of the Rust ``tokenizers`` library: the shorter sequence keeps its length
+    when it fits in half the budget, the longer one gets the rest; otherwise both get half,
+    the longer one the odd token)."""
+    if n_a + n_b <= budget:
+        return n_a, n_b
+    swap = n_a > n_b
+    short, long_ = (n_b, n_a) if swap else (n_a, n_b)
+    long_ = short if short > budget else max(short, budget - short)
+    if short + long_ > budget:
+        short = budget // 2
+        long_ = short + budget % 2
+    return (long_, short) if swap else (short, long_)
 
-    def __init__(self, tokenizer, max_positions: int, query_max_tokens: int = 32,
-                 doc_max_tokens: int | None = None, doc_token_type: int = 0):
+
+class Tokenizer:
+    """Turns texts into :class:`TokenBatch` objects for one backbone, spec and length budget.
+
+    Lengths are in word pieces, special tokens excluded; ``None`` takes the spec's reference
+    default (:meth:`~mice_bench.spec.InteractionSpec.default_lengths`).
+
+    * joint pairs: the query is cut to ``query_max_tokens`` and the document to
+      ``doc_max_tokens`` (when set), then the pair to ``max_length`` tokens in all with
+      ``longest_first`` truncation, as Hugging Face pair tokenization does;
+    * split query part ``[CLS] q [SEP]`` (cut to ``query_max_tokens``); with ColBERT's query
+      augmentation (``spec.qaug``) padded with ``[MASK]`` tokens, attended and scored, to
+      ``query_max_tokens + 2`` tokens;
+    * split document part, by ``spec.doc_style``: ``cls`` ``[CLS] d [SEP]`` positions from 0,
+      token type ``doc_token_type``; ``pair`` cut from the joint pair (PreTTR); ``offset``
+      ``d [SEP]`` with positions from ``spec.qlen`` and token type 1.
+    """
+
+    def __init__(self, tokenizer, max_positions: int, spec=None,
+                 query_max_tokens: int | None = None, doc_max_tokens: int | None = None,
+                 doc_token_type: int | None = None):
         self.tok = tokenizer
         self.max_positions = max_positions
-        self.query_max_tokens = query_max_tokens
-        self.doc_max_tokens = doc_max_tokens
-        self.doc_token_type = doc_token_type
+        self.spec = spec
+        d = spec.default_lengths() if spec is not None else \
+            {"query_max_tokens": 32, "doc_max_tokens": None, "max_length": 512}
+        self.query_max_tokens = query_max_tokens if query_max_tokens is not None \
+            else d["query_max_tokens"]
+        self.doc_max_tokens = doc_max_tokens if doc_max_tokens is not None \
+            else d["doc_max_tokens"]
+        self.max_length = min(d["max_length"], max_positions)
+        self.truncation = d.get("truncation", "longest_first")
+        self.doc_token_type = doc_token_type if doc_token_type is not None else \
+            (spec.doc_token_type if spec is not None else 0)
+        self.doc_style = (spec.doc_style if spec is not None else None) or "cls"
+        self.qaug = bool(spec is not None and spec.qaug)
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
+        self.mask_id = tokenizer.mask_token_id
 
-    def word_pieces(self, texts: list[str], max_len: int) -> list[list[int]]:
+    def word_pieces(self, texts: list[str], max_len: int | None) -> list[list[int]]:
         if not texts:
             return []
+        max_len = self.max_positions if max_len is None else max_len
         enc = self.tok(list(texts), add_special_tokens=False, truncation=True,
                        max_length=max(max_len, 1))
         return [list(x)[:max_len] for x in enc["input_ids"]]
 
+    def settings(self) -> dict:
+        """The effective limits (for results)."""
+        return {"query_max_tokens": self.query_max_tokens, "doc_max_tokens": self.doc_max_tokens,
+                "max_length": self.max_length, "truncation": self.truncation,
+                "doc_style": self.doc_style, "qaug": self.qaug}
+
     # --------------------------------------------------------------- joint
+    def _pair_pieces(self, queries, docs) -> list[tuple[list[int], list[int]]]:
+        budget = self.max_length - 3
+        qcap = budget if self.query_max_tokens is None else min(self.query_max_tokens, budget)
+        dcap = budget if self.doc_max_tokens is None else min(self.doc_max_tokens, budget)
+        out = []
+        for qi, di in zip(self.word_pieces(queries, qcap), self.word_pieces(docs, dcap)):
+            if self.truncation == "doc_first":
+                nq = min(len(qi), budget)
+                nd = min(len(di), budget - nq)
+            else:
+                nq, nd = longest_first(len(qi), len(di), budget)
+            out.append((qi[:nq], di[:nd]))
+        return out
+
     def pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
-        q = self.word_pieces(queries, self.query_max_tokens)
-        d = self.word_pieces(docs, self.max_positions)
+        """``[CLS] q [SEP] d [SEP]``, positions counted through, token types 0 0 0 1 1."""
         ids, types, segs = [], [], []
-        for qi, di in zip(q, d):
-            budget = self.max_positions - 3 - len(qi)
-            if self.doc_max_tokens is not None:
-                budget = min(budget, self.doc_max_tokens)
-            di = di[:budget]
+        for qi, di in self._pair_pieces(queries, docs):
             ids.append([self.cls_id, *qi, self.sep_id, *di, self.sep_id])
             types.append([0] * (len(qi) + 2) + [1] * (len(di) + 1))
             segs.append([0] + [1] * len(qi) + [2] + [3] * len(di) + [4])
@@ -101,26 +160,76 @@ class Tokenizer:
 
     # --------------------------------------------------------------- split
     def doc_budget(self) -> int:
-        b = self.max_positions - 2
+        if self.doc_style == "offset":
+            b = min(self.max_length, self.max_positions) - self.spec.qlen - 1
+        else:
+            b = self.max_positions - 2
         return min(b, self.doc_max_tokens) if self.doc_max_tokens is not None else b
 
     def query_parts(self, queries: list[str]) -> TokenBatch:
-        q = self.word_pieces(queries, self.query_max_tokens)
+        qmax = self.max_positions - 2
+        if self.query_max_tokens is not None:
+            qmax = min(qmax, self.query_max_tokens)
+        if self.doc_style == "offset":
+            qmax = min(qmax, self.spec.qlen - 2)
+        q = self.word_pieces(queries, qmax)
         ids = [[self.cls_id, *x, self.sep_id] for x in q]
-        return _batch(ids, [[0] * len(x) for x in ids],
-                      [[0] + [1] * (len(x) - 2) + [2] for x in ids])
+        if self.qaug:
+            total = (self.query_max_tokens or 30) + 2
+            ids = [x + [self.mask_id] * (total - len(x)) for x in ids]
+        segs = [[0] + [1] * (len(x) - 2) + [2] if not self.qaug else
+                [0] + [1] * (len(q[i])) + [2] + [1] * (len(x) - len(q[i]) - 2)
+                for i, x in enumerate(ids)]
+        return _batch(ids, [[0] * len(x) for x in ids], segs)
 
     def doc_parts(self, docs: list[str]) -> TokenBatch:
+        if self.doc_style == "pair":
+            raise ValueError("PreTTR documents are cut from the joint pair; use split_pairs")
         d = self.word_pieces(docs, self.doc_budget())
+        if self.doc_style == "offset":
+            ids = [[*x, self.sep_id] for x in d]
+            off = self.spec.qlen
+            return _batch(ids, [[1] * len(x) for x in ids], [[3] * (len(x) - 1) + [4] for x in ids],
+                          positions=[list(range(off, off + len(x))) for x in ids])
         ids = [[self.cls_id, *x, self.sep_id] for x in d]
         tt = self.doc_token_type
         return _batch(ids, [[tt] * len(x) for x in ids], [[3] * (len(x) - 1) + [4] for x in ids])
 
     def split_pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
-        """Query part followed by document part in one sequence, positions restarting."""
+        """Query part followed by document part in one sequence (positions as each part
+        numbers them); for ``pair`` documents exactly the joint pair."""
+        if self.doc_style == "pair":
+            return self.pairs(queries, docs)
         qb, db = self.query_parts(queries), self.doc_parts(docs)
         return concat_parts(qb, db)
 
+    def split_parts(self, queries: list[str], docs: list[str]) -> tuple[TokenBatch, TokenBatch]:
+        """(query parts, document parts) of aligned pairs, for the split fast path."""
+        if self.doc_style == "pair":
+            return split_joint(self.pairs(queries, docs))
+        return self.query_parts(queries), self.doc_parts(docs)
+
+
+def split_joint(tb: TokenBatch) -> tuple[TokenBatch, TokenBatch]:
+    """Cut joint pairs into their query parts (segments 0-2) and document parts (3-4), each
+    left-aligned and keeping its token types and position ids."""
+    qrows, drows = [], []
+    for i in range(len(tb)):
+        seg = tb.segment_ids[i]
+        qsel = (seg >= 0) & (seg <= 2)
+        dsel = seg >= 3
+        qrows.append({f.name: getattr(tb, f.name)[i][qsel].tolist() for f in fields(tb)})
+        drows.append({f.name: getattr(tb, f.name)[i][dsel].tolist() for f in fields(tb)})
+
+    def build(rows):
+        return TokenBatch(
+            input_ids=_pad([r["input_ids"] for r in rows], 0),
+            token_type_ids=_pad([r["token_type_ids"] for r in rows], 0),
+            position_ids=_pad([r["position_ids"] for r in rows], 0),
+            segment_ids=_pad([r["segment_ids"] for r in rows], PAD_SEGMENT),
+            attention_mask=_pad([[1] * len(r["input_ids"]) for r in rows], 0).bool())
+
+    return build(qrows), build(drows)
 
 def concat_parts(qb: TokenBatch, db: TokenBatch) -> TokenBatch:
     """Per row: the valid tokens of ``qb`` then those of ``db`` (then padding)."""

@@ -123,6 +123,12 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
                   memo: dict | None = None) -> torch.Tensor:
     """Run one layer; returns the new states of ``x`` (frozen segments of ``x`` unchanged).
 
+    Sub-layers: self-attention over ``x`` (plus the extra keys that are not read through
+    cross-attention), the cross-attention sub-layer when ``ls.cross_keys`` (before the
+    self-attention when ``ls.cross_first``), then the feed-forward block. Cross-attention uses
+    the layer's own cross weights, or its self-attention weights when the backbone has none
+    (the reference initialises them that way; the backbone is not modified).
+
     ``memo``: a dict shared by the layers of ONE forward call (same ``seg`` / ``extra.seg``)
     so that masks depending only on the segments and the layer pattern are built once, not
     once per layer (each build syncs a GPU).
@@ -130,7 +136,7 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
     n, eps = bb.num_heads, bb.layer_norm_eps
     act = activation(bb.hidden_act)
     cross_idx = [SEG_INDEX[s] for s in ls.cross_keys]
-    mkey = (ls.allow, ls.cross_keys, ls.frozen, tuple(seg.shape),
+    mkey = (ls.allow, ls.cross_keys, ls.cross_uniform, ls.frozen, tuple(seg.shape),
             tuple(extra.seg.shape) if extra is not None else None)
 
     def is_cross(segs: torch.Tensor) -> torch.Tensor:
@@ -138,31 +144,31 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
             return torch.zeros_like(segs, dtype=torch.bool)
         return torch.isin(segs, torch.tensor(cross_idx, device=segs.device))
 
-    aw = lw.attn
-    q = heads(F.linear(x, aw.wq, aw.bq), n)
-    k, v = project_kv(aw, x, n)
     # self-attention keys: x, plus the extra keys that are not read through cross-attention
     extra_self = extra is not None and _memo(
         memo, ("extra_self", *mkey),
         lambda: not bool(is_cross(extra.seg[extra.seg >= 0]).all()))
-    if extra_self:
-        if extra.kv_self is not None:
-            ke, ve = extra.kv_self
-        else:
-            ke, ve = project_kv(aw, extra.states, n)
-        k, v = torch.cat([k, ke], 2), torch.cat([v, ve], 2)
 
-    def self_mask():
-        seg_k = torch.cat([seg, extra.seg], 1) if extra_self else seg
-        return segment_mask(ls, seg, seg_k, cols=~is_cross(seg_k) if cross_idx else None)
+    def self_sub(h: torch.Tensor) -> torch.Tensor:
+        aw = lw.attn
+        q = heads(F.linear(h, aw.wq, aw.bq), n)
+        k, v = project_kv(aw, h, n)
+        if extra_self:
+            if extra.kv_self is not None:
+                ke, ve = extra.kv_self
+            else:
+                ke, ve = project_kv(aw, extra.states, n)
+            k, v = torch.cat([k, ke], 2), torch.cat([v, ve], 2)
 
-    h1 = _out(aw, attend(q, k, v, _memo(memo, ("self", *mkey), self_mask)), x, eps)
-    if cross_idx:
-        if lw.cross is None:
-            raise ValueError("cross mode needs cross-attention weights; call "
-                             "Backbone.ensure_cross_weights()")
-        cw = lw.cross
-        qc = heads(F.linear(h1, cw.wq, cw.bq), n)
+        def self_mask():
+            seg_k = torch.cat([seg, extra.seg], 1) if extra_self else seg
+            return segment_mask(ls, seg, seg_k, cols=~is_cross(seg_k) if cross_idx else None)
+
+        return _out(aw, attend(q, k, v, _memo(memo, ("self", *mkey), self_mask)), h, eps)
+
+    def cross_sub(h: torch.Tensor) -> torch.Tensor:
+        cw = lw.cross if lw.cross is not None else lw.attn
+        qc = heads(F.linear(h, cw.wq, cw.bq), n)
         # reference executor: the cross keys are inside x (and maybe in extra too)
         x_cross = _memo(memo, ("x_cross", *mkey), lambda: bool(is_cross(seg).any()))
         if extra is not None:
@@ -175,12 +181,38 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
                 kx, vx = project_kv(cw, x, n)
                 kc, vc = torch.cat([kx, kc], 2), torch.cat([vx, vc], 2)
                 seg_c = torch.cat([seg, extra.seg], 1)
-        else:
+        else:  # keys read through cross-attention are the layer's input states (frozen)
             kc, vc = project_kv(cw, x, n)
             seg_c = seg
-        cmask = _memo(memo, ("cross", *mkey),
-                      lambda: segment_mask(ls, seg, seg_c, cols=is_cross(seg_c)))
-        h1 = _out(cw, attend(qc, kc, vc, cmask), h1, eps)
+
+        def cross_mask():
+            cols = is_cross(seg_c) & (seg_c >= 0)
+            m = segment_mask(ls, seg, seg_c, cols=cols)
+            uni = None
+            if ls.cross_uniform:
+                uni = torch.isin(seg, torch.tensor([SEG_INDEX[s] for s in ls.cross_uniform],
+                                                   device=seg.device))  # [B, T]
+                m = m.expand(-1, -1, seg.shape[1], -1) | \
+                    (uni[:, None, :, None] & cols[:, None, None, :])
+            reads = m.any(-1)  # [B, 1, T] (or [B, 1, 1]): rows the sub-layer updates
+            all_read = bool(reads[:, 0][seg >= 0].all()) if reads.shape[-1] == seg.shape[1] \
+                else bool(reads.all())
+            return m, uni, None if all_read else reads[:, 0, :, None]
+
+        cmask, uni, reads = _memo(memo, ("cross", *mkey), cross_mask)
+        if uni is not None:  # zero queries: uniform weights over the valid cross keys
+            qc = qc * (~uni)[:, None, :, None].to(qc.dtype)
+        out = _out(cw, attend(qc, kc, vc, cmask), h, eps)
+        if reads is not None:  # rows that read no cross key skip the sub-layer
+            out = torch.where(reads, out, h)
+        return out
+
+    if cross_idx and ls.cross_first:
+        h1 = self_sub(cross_sub(x))
+    elif cross_idx:
+        h1 = cross_sub(self_sub(x))
+    else:
+        h1 = self_sub(x)
     out = ffn(lw, h1, act, eps)
     if ls.frozen:
         fro = _memo(memo, ("frozen", *mkey), lambda: torch.isin(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..results import atomic_write_text
 from .common import Palette, group_label, slug, variant_key
-from .effectiveness_io import EffRecord, load_effectiveness
+from .effectiveness_io import EffRecord, load_effectiveness, load_summaries
 from .latency_io import LatencyRow, RunInfo, load_latency
 from .tables import Table
 
@@ -44,6 +44,8 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
     runs, lat_rows = load_latency(results_dir)
     records = load_effectiveness(results_dir)
     from . import effectiveness_section as es
+
+    summaries = es.report_summaries(records, load_summaries(results_dir))
     from . import latency_section as ls
 
     fig_dir, tab_dir = out / "figures", out / "tables"
@@ -84,10 +86,10 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
                            "latency/")
 
     # ---------------------------------------------------------------- effectiveness
-    measures = sorted({m for r in records for m in r.measures}, key=es.measure_order)
-    eff_tables = [t for t in (es.effectiveness_table(records, m) for m in measures) if t]
+    measures = sorted({m for s in summaries for m in s.summary.measures}, key=es.measure_order)
+    eff_tables = [t for t in (es.effectiveness_table(summaries, m) for m in measures) if t]
     tables += eff_tables
-    study_tables = _study_tables(records, ablations_dir, es)
+    study_tables = _study_tables(summaries, ablations_dir, es)
     tables += [t for _, t in study_tables]
     if records:
         fig("effectiveness", "nDCG@10 vs merge layer",
@@ -165,9 +167,9 @@ def _matrix_figures(lat_rows: list[LatencyRow], records: list[EffRecord], fig_di
                "Independent of device and dtype.")
 
 
-def _study_tables(records: list[EffRecord], ablations_dir, es) -> list[tuple[str, Table]]:
+def _study_tables(summaries, ablations_dir, es) -> list[tuple[str, Table]]:
     """One effectiveness table per study file with an ``[effectiveness]`` section."""
-    if ablations_dir is None or not Path(ablations_dir).is_dir() or not records:
+    if ablations_dir is None or not Path(ablations_dir).is_dir() or not summaries:
         return []
     from ..ablations.study import load_study
 
@@ -179,7 +181,7 @@ def _study_tables(records: list[EffRecord], ablations_dir, es) -> list[tuple[str
             continue
         if st.effectiveness is None:
             continue
-        t = es.effectiveness_table(records, "nDCG@10", name=f"study-{slug(st.name)}",
+        t = es.effectiveness_table(summaries, "nDCG@10", name=f"study-{slug(st.name)}",
                                    title=f"Study {st.name}: {st.description} (nDCG@10 × 100)",
                                    variants=["bm25", *st.variants])
         if t is not None:

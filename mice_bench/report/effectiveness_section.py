@@ -6,31 +6,21 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..datasets import ABBREV, dataset_group, dataset_order
+from ..effectiveness.summary import (BM25, EffectivenessSummary, SummaryDataset,
+                                     SummarySettings, default_baseline, summarize)
 from .common import Palette, group_label, group_slug, short_commit, variant_key
-from .effectiveness_io import EffRecord
+from .effectiveness_io import EffRecord, SummaryFile
 from .figures import new_figure, plain_log_ticks, save
 from .latency_io import LatencyRow
 from .tables import Table
 
-#: the seed paper's column abbreviations (Table 1), in its column order
-ABBREV = {
-    "msmarco-dev": "MSM", "dl19": "DL19", "dl20": "DL20",
-    "arguana": "Ar", "climate-fever": "CF", "dbpedia-entity": "DB", "fever": "FE",
-    "fiqa": "Fi", "hotpotqa": "HPQ", "nfcorpus": "NFC", "nq": "NQ", "quora": "Q",
-    "scidocs": "SD", "scifact": "SF", "webis-touche2020": "T-v2", "trec-covid": "T-C",
-}
-_ORDER = list(ABBREV)
 MEASURE_ORDER = ("nDCG@10", "RR@10", "R@100")
-BASELINE = "ce"
-ALPHA = 0.05
-
-
-def dataset_order(name: str) -> tuple:
-    return (_ORDER.index(name), name) if name in _ORDER else (len(_ORDER), name)
 
 
 def measure_order(m: str) -> tuple:
@@ -41,124 +31,192 @@ def measure_slug(m: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", m.lower())
 
 
-def _significance(records: list[EffRecord], measure: str) -> tuple[dict, str]:
-    """(model, variant, dataset) -> '↑' / '↓' against ``ce`` of the same model: paired
-    t-test per dataset on per-query values, Holm-corrected over every comparison of the
-    table. Returns the marks and a sentence for the caption."""
-    try:
-        from ..effectiveness.stats import holm, paired_ttest
-    except Exception:  # noqa: BLE001 - effectiveness package unavailable
-        return {}, "No significance test (effectiveness statistics unavailable)."
-    base = {(r.model, r.dataset, r.full_ranking): r for r in records if r.variant == BASELINE}
-    tests = []
-    for r in records:
-        if r.variant in (BASELINE, "bm25"):
-            continue
-        b = base.get((r.model, r.dataset, r.full_ranking))
-        if b is None:
-            continue
-        a_pq, b_pq = r.per_query.get(measure), b.per_query.get(measure)
-        if not a_pq or not b_pq or set(a_pq) != set(b_pq) or len(a_pq) < 2:
-            continue
-        qids = sorted(a_pq)
-        a = [a_pq[q] for q in qids]
-        c = [b_pq[q] for q in qids]
-        tests.append(((r.model, r.system, r.dataset), paired_ttest(a, c),
-                      float(np.mean(a)) - float(np.mean(c))))
-    if not tests:
-        return {}, ""
-    adj = holm([p for _, p, _ in tests])
-    marks = {}
-    for (key, _, diff), p in zip(tests, adj):
-        if p is not None and not math.isnan(p) and p < ALPHA and diff != 0:
-            marks[key] = "↑" if diff > 0 else "↓"
-    return marks, (f"↑ / ↓: significantly better / worse than {BASELINE} of the same model "
-                   f"(paired t-test on per-query {measure}, Holm-corrected over the "
-                   f"{len(tests)} comparisons of this table, p < {ALPHA}).")
+# ---------------------------------------------------------------------------- summaries
+class _Input:
+    """An :class:`EffRecord` as :func:`~mice_bench.effectiveness.summary.summarize` reads it."""
+
+    def __init__(self, r: EffRecord):
+        self.variant, self.model, self.dataset_name = r.variant, r.model or None, r.dataset
+        self.per_query, self.aggregates, self.file = r.per_query, r.measures, r.file
 
 
-def effectiveness_table(records: list[EffRecord], measure: str, name: str | None = None,
+def _covers(s: EffectivenessSummary, r: EffRecord) -> bool:
+    fs = {d.name: d.first_stage for d in s.datasets}
+    if fs.get(r.dataset) != r.first_stage:
+        return False
+    return any(row.variant == r.variant and r.dataset in row.cells
+               and (r.variant == BM25 or r.model in row.models) for row in s.rows)
+
+
+def report_summaries(records: list[EffRecord], stored: list[SummaryFile]) -> list[SummaryFile]:
+    """The summaries the report shows: every stored one (as ``mice-bench effectiveness``
+    wrote it), oldest first, then one computed with the command's defaults
+    (:func:`~mice_bench.effectiveness.summary.summarize`) per model for the result files
+    that no stored summary covers (e.g. files copied without their summary)."""
+    out = list(stored)
+    loose = [r for r in records if not any(_covers(s.summary, r) for s in stored)]
+    models = sorted({r.model for r in loose if r.model})
+    for m in models:
+        for full in (False, True):
+            mine = [r for r in loose if r.model == m and r.full_ranking == full]
+            if not mine:
+                continue
+            names = {r.dataset for r in mine}
+            bm25 = [r for r in records if r.variant == BM25 and r.dataset in names
+                    and (r.first_stage == "full") == full]
+            recs = mine + bm25
+            first = {r.dataset: r.first_stage or "" for r in recs}
+            datasets = [SummaryDataset(d, None, dataset_group(d), first[d])
+                        for d in sorted(names, key=dataset_order)]
+            variants = [BM25] + sorted({r.variant for r in mine}, key=variant_key)
+            measures = sorted({k for r in recs for k in r.measures}, key=measure_order)
+            s = summarize([_Input(r) for r in recs], datasets, variants,
+                          SummarySettings(baseline=default_baseline(variants)), measures)
+            out.append(SummaryFile(f"the result files of {m}{' (full ranking)' if full else ''}"
+                                   " that no summary file covers", "", s))
+    if not models:   # bm25 rows alone, without a summary
+        rest = [r for r in loose if r.variant == BM25]
+        if rest:
+            datasets = [SummaryDataset(d, None, dataset_group(d), rest_fs)
+                        for d, rest_fs in sorted({(r.dataset, r.first_stage or "")
+                                                  for r in rest})]
+            measures = sorted({k for r in rest for k in r.measures}, key=measure_order)
+            out.append(SummaryFile("the bm25 result files", "", summarize(
+                [_Input(r) for r in rest], datasets, [BM25], SummarySettings(), measures)))
+    return out
+
+
+@dataclass
+class _Line:
+    section: str                 # model label(s); "" for BM25
+    system: str
+    cells: dict = field(default_factory=dict)     # dataset -> (Cell, SummaryFile)
+
+
+def effectiveness_table(summaries: list[SummaryFile], measure: str, name: str | None = None,
                         title: str | None = None, variants: list[str] | None = None
                         ) -> Table | None:
-    recs = [r for r in records if r.value(measure) is not None
-            and (variants is None or r.variant in variants)]
-    if not recs:
+    """One table of ``measure`` from the runs' summaries: cells, marks and row order as
+    the summaries hold them; for a (row, dataset) in several summaries the latest wins."""
+    lines: dict[tuple[str, str], _Line] = {}
+    # row order: the newest run's order, then rows only older runs have
+    for sf in reversed(summaries):
+        if measure in sf.summary.measures:
+            for key in _row_keys(sf.summary, variants):
+                lines.setdefault(key, _Line(*key))
+    groups: dict[str, str] = {}
+    first_stages: dict[str, set[str]] = defaultdict(set)
+    for sf in summaries:
+        s = sf.summary
+        if measure not in s.measures:
+            continue
+        fs = {d.name: d for d in s.datasets}
+        for row in s.rows:
+            if variants is not None and row.variant not in variants:
+                continue
+            for ds, per in row.cells.items():
+                c = per.get(measure)
+                if c is None or not math.isfinite(c.mean):
+                    continue
+                full = fs[ds].full_ranking and row.variant != BM25
+                key = ("", "BM25") if row.variant == BM25 else (
+                    ", ".join(row.models), row.variant + (" (full ranking)" if full else ""))
+                lines[key].cells[ds] = (c, sf)
+                groups.setdefault(ds, fs[ds].group)
+    lines = {k: ln for k, ln in lines.items() if ln.cells}
+    if not lines:
         return None
-    datasets = sorted({r.dataset for r in recs}, key=dataset_order)
-    ids = [d for d in datasets if _group(recs, d) == "id"]
-    oods = [d for d in datasets if _group(recs, d) == "ood"]
+    used = {id(sf): sf for ln in lines.values() for c, sf in ln.cells.values()
+            if c.p is not None}
+    for ln in lines.values():
+        for ds, (_, sf) in ln.cells.items():
+            f = next(d for d in sf.summary.datasets if d.name == ds)
+            if not (f.full_ranking and ln.system != "BM25"):
+                first_stages[f"run file {Path(f.first_stage[4:]).name}"
+                             if f.first_stage.startswith("run:") else f.first_stage].add(ds)
+    datasets = sorted(groups, key=dataset_order)
+    ids = [d for d in datasets if groups[d] == "id"]
+    oods = [d for d in datasets if groups[d] == "ood"]
     others = [d for d in datasets if d not in ids and d not in oods]
     cols = ids + oods + others
-    marks, sig = _significance(recs, measure)
-    rows: dict[tuple, dict[str, EffRecord]] = defaultdict(dict)
-    for r in recs:
-        key = ("", "bm25") if r.variant == "bm25" else (r.model, r.system)
-        rows[key].setdefault(r.dataset, r)
-    groups = [("", 1)]
+    tgroups = [("", 1)]
     if ids:
-        groups.append(("In-domain", len(ids)))
+        tgroups.append(("In-domain", len(ids)))
     if oods:
-        groups.append(("BEIR (OOD)", len(oods)))
+        tgroups.append(("BEIR (OOD)", len(oods)))
     if others:
-        groups.append(("Other", len(others)))
+        tgroups.append(("Other", len(others)))
     avg_cols = (["ID"] if ids else []) + (["OOD"] if oods else [])
     if avg_cols:
-        groups.append(("Average", len(avg_cols)))
+        tgroups.append(("Average", len(avg_cols)))
     t = Table(name=name or f"effectiveness-{measure_slug(measure)}",
               title=title or f"Re-ranking effectiveness ({measure} × 100)",
               columns=["Re-Ranker"] + [ABBREV.get(d, d) for d in cols] + avg_cols,
-              align="l" + "r" * (len(cols) + len(avg_cols)), groups=groups)
+              align="l" + "r" * (len(cols) + len(avg_cols)), groups=tgroups)
 
-    def line(key, per_ds):
-        cells = [key[1]]
+    def render(ln: _Line) -> list[str]:
+        cells = [ln.system]
         for d in cols:
-            r = per_ds.get(d)
-            v = r.value(measure) if r else None
-            cell = f"{100 * v:.1f}" if v is not None else "–"
-            m = marks.get((r.model, r.system, d)) if r else None
-            cells.append(cell + (f" {m}" if m else ""))
+            c = ln.cells.get(d)
+            cells.append("–" if c is None else f"{100 * c[0].mean:.1f}"
+                         + (f" {c[0].mark}" if c[0].mark else ""))
         for grp in ([ids] if ids else []) + ([oods] if oods else []):
-            vals = [per_ds[d].value(measure) for d in grp if d in per_ds]
+            vals = [ln.cells[d][0].mean for d in grp if d in ln.cells]
             cells.append(f"{100 * float(np.mean(vals)):.1f}" if len(vals) == len(grp)
                          else "–")
         return cells
 
-    if ("", "bm25") in rows:
-        t.add_section(None, [line(("", "BM25"), rows[("", "bm25")])])
-    models = sorted({k[0] for k in rows if k[0]})
-    for m in models:
-        keys = sorted((k for k in rows if k[0] == m), key=lambda k: variant_key(k[1]))
-        t.add_section(m if len(models) > 1 or ("", "bm25") in rows else None,
-                      [line(k, rows[k]) for k in keys])
-    legend = ", ".join(f"{ABBREV[d]} = {d}" for d in cols if d in ABBREV)
+    if ("", "BM25") in lines:
+        t.add_section(None, [render(lines[("", "BM25")])])
+    sections = list(dict.fromkeys(k[0] for k in lines if k[0]))
+    for m in sections:
+        t.add_section(m if len(sections) > 1 or ("", "BM25") in lines else None,
+                      [render(ln) for k, ln in lines.items() if k[0] == m])
     cap = [f"{measure} × 100 of re-ranking"]
-    by_fs: dict[str, set] = defaultdict(set)
-    for r in recs:
-        if r.first_stage and not r.full_ranking:
-            f = r.first_stage
-            by_fs[f"run file {Path(f[4:]).name}" if f.startswith("run:") else f].add(r.dataset)
-    if by_fs:
+    if first_stages:
         cap[0] += " (first stage: " + "; ".join(
             f"{f} on {', '.join(sorted(ds, key=dataset_order))}"
-            for f, ds in sorted(by_fs.items())) + ")"
+            for f, ds in sorted(first_stages.items())) + ")"
     cap[0] += "."
-    if len(models) == 1:
-        cap.append(f"Model: {models[0]}.")
+    if len(sections) == 1:
+        cap.append(f"Model: {sections[0]}.")
     cap.append("ID / OOD: mean over the in-domain / BEIR columns, shown only for rows "
                "that have all of them.")
+    sig = sorted(used.values(), key=lambda x: (x.created, x.file))
     if sig:
-        cap.append(sig)
+        cap.append("↑ / ↓: significantly better / worse than the baseline of the run the "
+                   "cell comes from (paired " + "; ".join(
+                       f"{_TEST[sf.summary.test]}, {sf.summary.correction} correction over "
+                       f"the {_n(sf.summary.comparisons.get(measure, 0), 'comparison')} of "
+                       f"{sf.file}, baseline {sf.summary.baseline}, corrected p < "
+                       f"{sf.summary.alpha}" for sf in sig) + ").")
+    legend = ", ".join(f"{ABBREV[d]} = {d}" for d in cols if d in ABBREV)
     if legend:
         cap.append(f"Columns: {legend}.")
     t.caption = " ".join(cap)
     return t
 
 
-def _group(recs: list[EffRecord], d: str) -> str:
-    for r in recs:
-        if r.dataset == d:
-            return r.group
-    return "other"
+_TEST = {"ttest": "t-test", "randomization": "randomization test"}
+
+
+def _n(k: int, word: str) -> str:
+    return f"{k} {word}{'' if k == 1 else 's'}"
+
+
+def _row_keys(s: EffectivenessSummary, variants: list[str] | None) -> list[tuple[str, str]]:
+    full = {d.name for d in s.datasets if d.full_ranking}
+    keys = []
+    for row in s.rows:
+        if variants is not None and row.variant not in variants:
+            continue
+        if row.variant == BM25:
+            keys.append(("", "BM25"))
+            continue
+        kinds = sorted({d in full for d in row.cells})
+        keys += [(", ".join(row.models), row.variant + (" (full ranking)" if f else ""))
+                 for f in kinds]
+    return keys
 
 
 def _mean_over(recs: dict[str, EffRecord], datasets: list[str], measure: str) -> float | None:
@@ -276,7 +334,7 @@ def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
                 "two merge layers m (study ablations/merge-layer.toml)")
     fig, axes = new_figure(7.0, 4.4)
     ax = axes[0][0]
-    ce = {(r.model, r.dataset): r for r in records if r.variant == BASELINE}
+    ce = {(r.model, r.dataset): r for r in records if r.variant == "ce"}
     styles = {"id": ("-", "In-domain mean"), "ood": ("--", "BEIR (OOD) mean"),
               "all": (":", "mean")}
     lines, used = [], []

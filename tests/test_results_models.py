@@ -1,0 +1,137 @@
+"""Typed result models: every kind written then read back by the same class, old schema
+versions (the committed results/) loading through the upgraders, per-kind versions, and the
+import hygiene of the latency package."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mice_bench import results as resultsmod
+from mice_bench.effectiveness.result import EffectivenessResult
+from mice_bench.effectiveness.summary import EffectivenessSummary
+from mice_bench.results import ResultFileError, load_result, schema_version
+
+REPO = Path(__file__).resolve().parents[1]
+EFF = REPO / "results" / "effectiveness"
+COMMITTED_SUMMARIES = sorted(EFF.glob("*.json"))
+COMMITTED_RECORDS = sorted(p for p in EFF.rglob("*.json") if p.parent != EFF)
+
+
+def test_every_kind_has_its_own_version():
+    assert schema_version("latency") == 1
+    assert schema_version("effectiveness") == 2
+    assert schema_version("effectiveness-summary") == 2
+
+
+@pytest.mark.skipif(not COMMITTED_RECORDS, reason="no committed effectiveness results")
+@pytest.mark.parametrize("path", COMMITTED_RECORDS, ids=lambda p: str(p.relative_to(EFF)))
+def test_committed_effectiveness_files_load_through_the_upgrader(path):
+    raw = json.loads(path.read_text())
+    assert raw["schema_version"] == 1                     # written before version 2
+    res = EffectivenessResult.load(path)
+    assert res.aggregates == pytest.approx(raw["aggregates"])
+    assert res.variant == raw["config"]["variant"] and res.dataset_name == raw["dataset"]["name"]
+    for p in ("ir_datasets", "ir_measures", "bm25s"):      # unknown in version 1
+        assert res.environment[p] is None
+    if res.model is not None:
+        assert res.model["revision"] is None
+
+
+@pytest.mark.skipif(not COMMITTED_SUMMARIES, reason="no committed summaries")
+@pytest.mark.parametrize("path", COMMITTED_SUMMARIES, ids=lambda p: p.name)
+def test_committed_summaries_load_through_the_upgrader(path):
+    raw = json.loads(path.read_text())
+    assert raw["schema_version"] == 1
+    s, _ = EffectivenessSummary.load(path)
+    old = raw["summary"]
+    assert s.baseline == old["baseline"] and s.measures == old["measures"]
+    assert [r.variant for r in s.rows] == [r["variant"] for r in old["rows"]]
+    for r_new, r_old in zip(s.rows, old["rows"]):
+        for ds, per in r_old["cells"].items():
+            assert r_new.files[ds] == per["files"]          # moved out of the cells
+            for m in old["measures"]:
+                c = r_new.cells[ds][m]
+                assert c.mean == pytest.approx(per[m]["mean"])
+                assert c.mark == per[m].get("mark", "")
+                assert c.p_corrected == per[m].get("p_corrected")
+    # the version-1 file counted no comparisons; the upgrader counts the tested cells
+    for m in old["measures"]:
+        assert s.comparisons[m] == sum(1 for r in old["rows"] for per in r["cells"].values()
+                                       if per[m].get("p") is not None)
+
+
+def test_minilm_rerank_comparisons_are_eight():
+    p = EFF / "minilm-rerank.json"
+    if not p.exists():
+        pytest.skip("no committed minilm-rerank summary")
+    s, _ = EffectivenessSummary.load(p)
+    assert s.comparisons["nDCG@10"] == 8     # 2 variants x 4 datasets against bm25
+
+
+def test_effectiveness_result_written_then_read_back(tmp_path):
+    res = EffectivenessResult(
+        config={"dataset": "scifact", "variant": "colbert", "model_label": "m",
+                "first_stage": "bm25"},
+        dataset={"name": "scifact", "irds_id": "beir/scifact/test", "group": "ood",
+                 "num_queries": 2, "docs": None},
+        aggregates={"nDCG@10": 0.5}, per_query={"nDCG@10": {"1": 0.25, "2": 0.75}},
+        num_candidates=200, timing={"pairs_per_s": 10.0}, run_file="colbert.trec",
+        model={"label": "m", "revision": "abc"}, environment={"torch": "x"})
+    p = res.save(tmp_path / "r.json")
+    assert json.loads(p.read_text())["schema_version"] == 2
+    assert EffectivenessResult.load(p) == res
+
+
+def test_summary_written_then_read_back(tmp_path):
+    from mice_bench.effectiveness.summary import SummaryDataset, SummarySettings, summarize
+
+    class R:
+        def __init__(self, v, vals):
+            self.variant, self.model, self.dataset_name, self.file = v, "m", "d", f"{v}.json"
+            self.per_query = {"nDCG@10": {str(i): x for i, x in enumerate(vals)}}
+            self.aggregates = {"nDCG@10": sum(vals) / len(vals)}
+
+    s = summarize([R("bm25", [0.1, 0.2, 0.4]), R("ce", [0.5, 0.6, 0.9])],
+                  [SummaryDataset("d", None, "ood", "bm25")], ["bm25", "ce"],
+                  SummarySettings())
+    s.save(tmp_path / "sum", {"k": 1}, {"torch": "x"})
+    back, doc = EffectivenessSummary.load(tmp_path / "sum.json")
+    assert back == s and doc["schema_version"] == 2 and doc["config"] == {"k": 1}
+    assert (tmp_path / "sum.md").read_text().startswith("### nDCG@10")
+
+
+def test_a_newer_version_is_refused_and_a_missing_upgrader_named(tmp_path, monkeypatch):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": "mice-bench/effectiveness", "schema_version": 3}))
+    with pytest.raises(ResultFileError, match="newer"):
+        load_result(p)
+    p.write_text(json.dumps({"schema": "mice-bench/effectiveness", "schema_version": 1}))
+    import mice_bench.effectiveness.schema  # noqa: F401 - registers the upgraders
+
+    monkeypatch.setitem(resultsmod.UPGRADERS, "effectiveness", {})
+    with pytest.raises(ResultFileError, match="no upgrader"):
+        load_result(p)
+
+
+def test_environment_records_the_data_stack_versions():
+    env = resultsmod.environment(device="cpu", dtype="fp32")
+    from importlib import metadata
+
+    for p in ("ir_datasets", "ir_measures", "bm25s"):
+        assert env[p] == metadata.version(p)
+
+
+def test_import_latency_pulls_no_data_or_plotting_stack():
+    """``mice_bench.latency`` must run where only torch and transformers exist."""
+    code = ("import sys, mice_bench.latency; "
+            "print(','.join(m for m in ('ir_datasets', 'bm25s', 'matplotlib', 'ir_measures') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""
