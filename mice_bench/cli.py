@@ -10,17 +10,10 @@ from __future__ import annotations
 
 import importlib
 import sys
-from functools import wraps
-from typing import Callable
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from .errors import USER_ERRORS
-
-console = Console()
-err_console = Console(stderr=True)
+from .console import console, err_console, user_errors  # noqa: F401 - re-exported
 
 app = typer.Typer(
     name="mice-bench",
@@ -30,21 +23,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Decorator: turn user errors into a red message on stderr and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except USER_ERRORS as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
-                              soft_wrap=True)
-            raise typer.Exit(code=2) from None
-
-    return wrapper
 
 
 # Each module exposes ``register(app)``; a module that is missing is simply skipped.

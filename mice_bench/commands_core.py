@@ -10,7 +10,7 @@ from rich.table import Table
 
 
 def register(app: typer.Typer) -> None:
-    from .cli import console, user_errors
+    from .console import console, user_errors
 
     variants_app = typer.Typer(help="List interaction-spec presets or show one's matrices.",
                                invoke_without_command=True, no_args_is_help=False)

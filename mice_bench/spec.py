@@ -113,7 +113,7 @@ def _bool(v: str) -> bool:
         return True
     if v.lower() in ("0", "false", "no"):
         return False
-    raise SpecError(f"expected 0 or 1, got {v!r}")
+    raise SpecError(f"got {v!r}; valid: 0, 1")
 
 
 def _int(v: str) -> int:
@@ -126,7 +126,7 @@ def _int(v: str) -> int:
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse_choice(v: str) -> str:
         if v not in choices:
-            raise SpecError(f"expected one of {', '.join(choices)}, got {v!r}")
+            raise SpecError(f"got {v!r}; valid: {', '.join(choices)}")
         return v
     return parse_choice
 
@@ -519,7 +519,7 @@ def _encode_layer(ls: LayerSpec) -> str:
     if ls.frozen:
         s += "=f" + "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.frozen)
     if ls.cross_keys:
-        s += ("=C" if ls.cross_first else "=c") + \
+        s += ("=k" if ls.cross_first else "=c") + \
             "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.cross_keys)
     if ls.cross_uniform:
         s += "=u" + "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.cross_uniform)
@@ -564,9 +564,9 @@ def _decode_layers(text: str) -> tuple[LayerSpec, ...]:
                 segs = frozenset(SEGMENTS[int(c)] for c in p[1:])
                 if p[0] == "f":
                     kw["frozen"] = segs
-                elif p[0] in "cC":
+                elif p[0] in "ck":  # k: cross-attention sub-layer first, c: after
                     kw["cross_keys"] = segs
-                    kw["cross_first"] = p[0] == "C"
+                    kw["cross_first"] = p[0] == "k"
                 elif p[0] == "u":
                     kw["cross_uniform"] = segs
                 else:

@@ -14,7 +14,11 @@ SEED = {
     "mask2": ["11100", "01110", "00100", "00011", "00001"],
     "mask3_low": ["11100", "01100", "00100", "00011", "00001"],
     "separate": ["11100", "11100", "11100", "00011", "00011"],
-    "mice_q": ["11100", "01111", "01111"],
+    # MICE interaction layers (the reference's mice_v1 defaults): [CLS] reads cls/query/sep_q
+    # and the document; query and sep_q read query, sep_q and the document, not [CLS]
+    "mice_q": ["11111", "01111", "01111"],
+    "mice_q_cls_no_doc": ["11100", "01111", "01111"],
+    "mice_one_softmax": ["11100", "01111", "01111"],
 }
 
 
@@ -60,11 +64,25 @@ def test_mice_layers():
     assert all(rows(ls) == SEED["separate"] for ls in layers[:4])
     for ls in layers[4:7]:
         assert rows(ls)[:3] == SEED["mice_q"]
-        assert ls.frozen == {"doc", "sep_d"} and not ls.dropped and not ls.cross_keys
+        assert ls.frozen == {"doc", "sep_d"} and not ls.dropped
+        assert ls.cross_keys == {"doc", "sep_d"} and ls.cross_first and not ls.cross_uniform
     assert all(ls.dropped for ls in layers[7:])
     assert sp.split_layer(12) == 4 and sp.fast_path(12) == "split"
-    cross = parse("mice-l4+3-cross").layers(12)
-    assert all(ls.cross_keys == {"doc", "sep_d"} for ls in cross[4:7])
+    selff = parse("mice-l4+3[order=self]").layers(12)
+    assert not any(ls.cross_first for ls in selff[4:7])
+    one = parse("mice-l4+3[attn=joint]").layers(12)
+    assert all(rows(ls)[:3] == SEED["mice_one_softmax"] and not ls.cross_keys
+               for ls in one[4:7])
+
+
+def test_mice_cls_not_reading_document_follows_the_reference():
+    # the reference's fully masked [CLS] row averages the document uniformly, except in the
+    # last layer of the self-first order where [CLS] skips cross-attention
+    cross_first = parse("mice-l4+3[cls_doc=0]").layers(12)
+    assert all(rows(ls)[:3] == SEED["mice_q_cls_no_doc"] and ls.cross_uniform == {"cls"}
+               for ls in cross_first[4:7])
+    self_first = parse("mice-l4+3[order=self,cls_doc=0]").layers(12)
+    assert [ls.cross_uniform for ls in self_first[4:7]] == [{"cls"}, {"cls"}, frozenset()]
 
 
 @pytest.mark.parametrize("name,head", [("colbert", "maxsim"), ("biencoder", "mean-cos")])
@@ -74,10 +92,12 @@ def test_late_interaction(name, head):
     assert all(rows(ls) == SEED["separate"] for ls in sp.layers(12))
 
 
-NAMES = ["ce", "mask0", "mask1", "mask2", "mask3-l4", "prettr-l0", "prettr-l4", "mice-l4+3",
-         "mice-l0+2", "mice-l4+8", "mice-l4+3-cross", "colbert", "biencoder",
-         "colbert[doc_tt=1]", "biencoder[head=maxsim]", "prettr-l2[head=mean-cos,doc_tt=1]",
-         "colbert[proj=1]"]
+NAMES = ["ce", "mask0", "mask1", "mask2", "mask3-l4", "mask3-l0", "prettr-l0", "prettr-l4",
+         "mice-l4+3", "mice-l0+2", "mice-l4+8", "mice-l4+1", "mice-l4+3[order=self]",
+         "mice-l4+3[cls_doc=0]", "mice-l4+3[order=self,cls_doc=0]", "mice-l4+3[qcls=1]",
+         "mice-l4+3[attn=joint]", "colbert", "biencoder", "colbert[doc_tt=1]",
+         "colbert[proj=0,qaug=0]", "biencoder[head=maxsim]", "prettr-l2[head=mean-cos]",
+         "prettr-l4[qlen=32]", "biencoder[proj=1]"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -94,12 +114,15 @@ def test_fast_path_classification():
     assert parse("ce").fast_path(12) == "joint"
     for n in ("mask0", "mask1", "mask2", "mask3-l4"):
         assert parse(n).fast_path(12) is None
-    for n in ("prettr-l4", "mice-l4+3", "mice-l4+3-cross", "colbert", "biencoder"):
+    for n in ("prettr-l4", "mice-l4+3", "mice-l4+3[order=self]", "colbert", "biencoder"):
         assert parse(n).fast_path(12) == "split"
+    assert not parse("prettr-l4").precomputable and parse("prettr-l4[qlen=32]").precomputable
+    assert parse("mice-l4+3").precomputable
 
 
-@pytest.mark.parametrize("bad", ["mice-l4+1", "mask3-l11", "mice-l13+3", "prettr-l12",
-                                 "mask3-l0"])
+@pytest.mark.parametrize("bad", ["mice-l4+1[order=self,cls_doc=0]", "mice-l4+1[attn=joint]",
+                                 "mask3-l11", "mice-l13+3", "prettr-l12", "mice-l4+0",
+                                 "mask3-l12"])
 def test_impossible_specs(bad):
     with pytest.raises(SpecError) as e:
         resolve(bad, 12)
@@ -107,7 +130,8 @@ def test_impossible_specs(bad):
 
 
 @pytest.mark.parametrize("bad", ["foo", "mice-l4", "mask4", "colbert[bogus=1]", "ce[head=x]",
-                                 "ce[head=maxsim]"])
+                                 "ce[head=maxsim]", "mice-l4+3-cross", "ce[order=self]",
+                                 "mice-l4+3[order=sideways]", "colbert[qaug=maybe]"])
 def test_unknown_names(bad):
     with pytest.raises(SpecError) as e:
         parse(bad)
@@ -130,3 +154,17 @@ def test_parse_accepts_spec_and_lists():
     sp = parse("mice-l4+3")
     assert parse(sp) is sp
     assert [str(x) for x in resolve("ce, mice-l4+3,colbert")] == ["ce", "mice-l4+3", "colbert"]
+    assert [str(x) for x in resolve("mice-l4+3[order=self,cls_doc=0],ce")] == \
+        ["mice-l4+3[order=self,cls_doc=0]", "ce"]
+
+
+def test_reference_tokenization_defaults():
+    # read from the reference configs: MICE 512/512 (specials included), ColBERT 32/180,
+    # PreTTR query capped at 256 with the document cut first, pair models 512 longest-first
+    assert parse("mice-l4+3").default_lengths()["query_max_tokens"] == 510
+    assert parse("mice-l4+3").default_lengths()["doc_max_tokens"] == 510
+    assert parse("colbert").default_lengths()["query_max_tokens"] == 30
+    assert parse("colbert").default_lengths()["doc_max_tokens"] == 178
+    assert parse("prettr-l4").default_lengths()["truncation"] == "doc_first"
+    assert parse("ce").default_lengths() == {"query_max_tokens": None, "doc_max_tokens": None,
+                                             "max_length": 512, "truncation": "longest_first"}

@@ -20,7 +20,7 @@ def resolve_study_path(name: str) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import console, user_errors
+    from ..console import console, user_errors
 
     @app.command("run", help=HELP)
     @user_errors

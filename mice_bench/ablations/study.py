@@ -193,16 +193,11 @@ def _effectiveness(path: Path, e: dict, variants: list[str]) -> EffectivenessPla
         raise StudyError(f"{path}: key 'effectiveness.models' needs model names, got {models!r}")
     ds = e["datasets"] if isinstance(e["datasets"], list) else e["datasets"].split(",")
     names = []
-    try:
-        from ..effectiveness.datasets import resolve_datasets
-    except ImportError:  # pragma: no cover - effectiveness package absent
-        resolve_datasets = None
+    from ..effectiveness.datasets import resolve_datasets   # the registry, plus irds:<id>
+
     for i, d in enumerate(ds):
         if not isinstance(d, str) or not d.strip():
             raise StudyError(f"{path}: key 'effectiveness.datasets[{i}]' must be a name")
-        if resolve_datasets is None:
-            names.append(d.strip())
-            continue
         try:
             names += [x.name for x in resolve_datasets(d)]
         except UsageError as err:

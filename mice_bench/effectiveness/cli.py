@@ -15,7 +15,7 @@ and a summary table (Markdown, JSON) under --output-dir. See docs/effectiveness.
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import console, user_errors
+    from ..console import console, user_errors
 
     @app.command("effectiveness", help=HELP)
     @user_errors
@@ -86,7 +86,7 @@ def register(app: typer.Typer) -> None:
         try:
             summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))
         except KeyboardInterrupt:
-            from ..cli import err_console
+            from ..console import err_console
 
             err_console.print("[bold yellow]interrupted[/]: every query scored so far is cached "
                               f"under {cfg.cache_path()}; run the same command again to resume.")

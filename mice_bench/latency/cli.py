@@ -34,7 +34,7 @@ def default_output(protocol: str, device: str) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import console, err_console, user_errors
+    from ..console import console, err_console, user_errors
 
     @app.command("latency", help=HELP)
     @user_errors

@@ -12,7 +12,7 @@ from the same results gives the same files. See docs/report.md."""
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import console, user_errors
+    from ..console import console, user_errors
 
     @app.command("report", help=HELP)
     @user_errors

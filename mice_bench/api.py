@@ -1,0 +1,108 @@
+"""The public Python API: a small facade in the style of sentence-transformers' ``CrossEncoder``.
+
+>>> from mice_bench import Reranker
+>>> rr = Reranker.from_pretrained("minilm-l6", variant="mice-l2+2")   # random weights
+>>> scores = rr.predict([("what is a cat", "a cat is an animal")])   # numpy [1]
+>>> ranked = rr.rank("what is a cat", ["a cat is an animal", "spiders"], top_k=1)
+>>> ranked[0]["corpus_id"] in (0, 1)
+True
+>>> states = rr.encode_documents(["a cat is an animal", "spiders"])  # once, storable
+>>> rr.score_documents("what is a cat", states).shape
+(2,)
+
+Everything runs through one :class:`~mice_bench.model.MiceModel` (weights + variant) and its
+executor (``executor="auto"``: the fast path when the variant has one).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .model import MiceModel
+
+
+class Reranker:
+    """Score (query, document) pairs with any interaction variant of a checkpoint."""
+
+    def __init__(self, model: MiceModel, executor: str = "auto", batch_size: int = 32):
+        self.model = model
+        self.executor_kind = executor
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, model: str | Path, variant: str | None = None,
+                        executor: str = "auto", device: str = "cpu", dtype: Any = "fp32",
+                        batch_size: int = 32, **kw) -> "Reranker":
+        """Load a checkpoint (hub id, local path, mice-bench or MICE reference checkpoint, or
+        an architecture name such as ``minilm-l12`` with random weights)."""
+        return cls(MiceModel.from_pretrained(model, variant=variant, device=device,
+                                             dtype=dtype, **kw), executor, batch_size)
+
+    @property
+    def variant(self) -> str:
+        return str(self.model.spec)
+
+    @property
+    def _ex(self):
+        return self.model.executor(self.executor_kind)
+
+    def predict(self, pairs: Iterable[Sequence[str]], batch_size: int | None = None
+                ) -> np.ndarray:
+        """Scores of ``(query, document)`` pairs as a float32 array."""
+        pairs = list(pairs)
+        q = [p[0] for p in pairs]
+        d = [p[1] for p in pairs]
+        return self._ex.score_pairs(q, d, batch_size=batch_size or self.batch_size).numpy()
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False) -> list[dict]:
+        """Documents sorted by score: ``[{"corpus_id", "score"[, "text"]}, ...]``."""
+        scores = self._ex.rerank(query, list(documents), batch_size=self.batch_size).numpy()
+        order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else None]
+        out = []
+        for i in order:
+            row = {"corpus_id": int(i), "score": float(scores[i])}
+            if return_documents:
+                row["text"] = documents[i]
+            out.append(row)
+        return out
+
+    def encode_documents(self, documents: Sequence[str], kv_cache: bool = False):
+        """Document states, computed once: hidden states at the split layer for the variants
+        that allow it (``precomputable``), the texts otherwise. Save them with ``.save()``
+        where they are tensors."""
+        ex = self._ex
+        if ex.has_doc_precompute:
+            return ex.encode_documents(list(documents), kv_cache=kv_cache,
+                                       batch_size=self.batch_size)
+        return ex.encode_documents(list(documents))
+
+    def score_documents(self, query: str, states, doc_index=None) -> np.ndarray:
+        """Scores of ``query`` against stored document states (all of them by default)."""
+        ex = self._ex
+        qs = ex.encode_queries([query])
+        return ex.score_query(qs, states, d_index=doc_index,
+                              batch_size=self.batch_size).numpy()
+
+    @property
+    def precomputable(self) -> bool:
+        return bool(self._ex.has_doc_precompute)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        return self.model.save_pretrained(path)
+
+    def __repr__(self) -> str:
+        return f"Reranker({self.variant!r}, {self.model.backbone.describe()})"
+
+
+def predict(model: str, variant: str, pairs: Iterable[Sequence[str]], **kw) -> np.ndarray:
+    """One-shot helper: ``Reranker.from_pretrained(model, variant).predict(pairs)``."""
+    return Reranker.from_pretrained(model, variant=variant, **kw).predict(pairs)
+
+
+__all__ = ["Reranker", "MiceModel", "predict"]
+_ = torch  # torch is part of the public types (scores are computed with it)

@@ -1,0 +1,214 @@
+"""The typed configuration of a training run (:class:`TrainConfig`) and the recipes.
+
+Every option of ``mice-bench train`` is a field here; :func:`make_config` merges, in order of
+precedence, the options given explicitly, the recipe's values (``--recipe paper``) and the
+defaults, then validates everything that can be checked without loading a model or data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+LOSSES = ("marginmse", "lce", "bce")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULES = ("linear", "constant")
+VAL_METRICS = ("nDCG@10", "RR@10")
+
+#: the mice_v1 hyper-parameters of the MICE paper (xpmir/mice ``experiments/mice_v1``):
+#: MarginMSE distillation, batch 32, lr 7e-6, 5,000 warm-up steps, no weight decay, adam eps
+#: 1e-8, gradient-norm clipping 1.0, 2,000 "epochs" of 100 steps, validation every 50 epochs,
+#: a checkpoint every 100 epochs, validation on the top 100, seed 12, 3 repetitions.
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {
+        "model": "microsoft/MiniLM-L12-H384-uncased",
+        "loss": "marginmse", "batch_size": 32, "group_size": 2, "lr": 7e-6, "warmup": 5000,
+        "weight_decay": 0.0, "adam_eps": 1e-8, "grad_clip": 1.0, "steps": 200_000,
+        "val_every": 5_000, "checkpoint_every": 10_000, "val_depth": 100, "seed": 12,
+        "repeats": 3, "schedule": "linear",
+    },
+}
+
+#: fields that may change between a run and its ``--resume`` (they do not change the weights)
+RESUME_FREE = ("output", "resume", "overwrite", "progress", "log_dir", "checkpoint_every",
+               "keep_checkpoints", "cache_dir", "device", "repeats", "log_every", "eval_batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (see ``docs/training.md``)."""
+
+    model: str = "minilm-l6"
+    variant: str | None = None          # None: the checkpoint's stored variant, else ``ce``
+    data: str = ""
+    output: str = ""
+    recipe: str | None = None
+    # data
+    first_stage: str = "bm25"           # hard negatives: bm25 | run:PATH
+    docs: str | None = None             # JSONL (doc_id, text) when ir_datasets has no texts
+    negatives_depth: int = 100          # first-stage depth the negatives come from
+    limit_queries: int | None = None    # first N training queries only
+    val_queries: int = 50               # held-out queries (0: no validation)
+    val_depth: int = 100                # first-stage candidates re-ranked for validation
+    val_every: int = 0                  # steps (0: only at the end)
+    val_metric: str = "nDCG@10"
+    # loss
+    loss: str = "lce"
+    teacher: str | None = None
+    teacher_variant: str | None = None
+    group_size: int | None = None       # documents per query: 1 positive + negatives
+    # optimisation
+    steps: int = 1000
+    batch_size: int = 32                # queries (groups) per optimizer step, all ranks
+    grad_accum: int = 1
+    lr: float = 2e-5
+    warmup: int | None = None           # None: 10 % of the steps
+    schedule: str = "linear"            # linear: warm-up then linear decay to 0
+    weight_decay: float = 0.01
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0              # 0: no clipping
+    seed: int = 0
+    repeats: int = 1                    # seeds seed, seed+1, ... (CLI: one output per seed)
+    precision: str = "auto"
+    device: str = "auto"
+    executor: str = "auto"
+    query_max_tokens: int | None = 32
+    doc_max_tokens: int | None = None
+    eval_batch_size: int = 64
+    # bookkeeping
+    checkpoint_every: int = 0           # 0: only at validations and at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    resume: bool = False
+    overwrite: bool = False
+    log_dir: str = "results/training"
+    cache_dir: str | None = None
+    progress: bool = True
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def effective_group_size(self) -> int:
+        if self.group_size is not None:
+            return self.group_size
+        return {"marginmse": 2, "bce": 2, "lce": 8}[self.loss]
+
+    @property
+    def effective_warmup(self) -> int:
+        return self.warmup if self.warmup is not None else self.steps // 10
+
+    @property
+    def work_dir(self) -> Path:
+        """Checkpoints and the best validation model live beside the output."""
+        out = Path(self.output)
+        return out.with_name(out.name + ".train")
+
+    def cache_path(self) -> Path:
+        if self.cache_dir:
+            return Path(self.cache_dir)
+        import os
+
+        env = os.environ.get("MICE_BENCH_CACHE")
+        if env:
+            return Path(env) / "training"
+        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mice-bench" \
+            / "training"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["effective_group_size"] = self.effective_group_size
+        d["effective_warmup"] = self.effective_warmup
+        return d
+
+    def trajectory(self) -> dict[str, Any]:
+        """The fields that determine the weights (compared on ``--resume``)."""
+        return {k: v for k, v in asdict(self).items() if k not in RESUME_FREE}
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.trajectory(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TrainConfig":
+        """Check every option that needs neither a model nor data; UsageError otherwise."""
+        def bad(msg: str):
+            raise UsageError(msg)
+
+        if not self.data:
+            bad("--data is required: an ir_datasets id with training qrels "
+                "(beir/nfcorpus/train, beir/scifact/train, msmarco-passage/train/judged) or "
+                "a JSONL file of (query, positive, negatives[, scores])")
+        if not self.output:
+            bad("--output DIR is required (the trained checkpoint is written there)")
+        if self.loss not in LOSSES:
+            bad(f"unknown --loss {self.loss!r}; valid: {', '.join(LOSSES)}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            bad(f"unknown --recipe {self.recipe!r}; valid: {', '.join(RECIPES)}")
+        if self.precision not in PRECISIONS:
+            bad(f"unknown --precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.schedule not in SCHEDULES:
+            bad(f"unknown --schedule {self.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if self.val_metric not in VAL_METRICS:
+            bad(f"unknown --val-metric {self.val_metric!r}; valid: {', '.join(VAL_METRICS)}")
+        from ..executors import EXECUTOR_CHOICES
+
+        if self.executor not in EXECUTOR_CHOICES:
+            bad(f"unknown --executor {self.executor!r}; valid: {', '.join(EXECUTOR_CHOICES)}")
+        g = self.effective_group_size
+        if self.loss == "marginmse" and g != 2:
+            bad(f"--loss marginmse scores (query, positive, negative) triples: --group-size "
+                f"must be 2, got {g}")
+        if g < 2:
+            bad(f"--group-size must be >= 2 (one positive and at least one negative), got {g}")
+        for name in ("steps", "batch_size", "grad_accum", "repeats", "eval_batch_size",
+                     "negatives_depth", "val_depth", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                bad(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("val_queries", "val_every", "checkpoint_every", "weight_decay",
+                     "grad_clip"):
+            if getattr(self, name) < 0:
+                bad(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.warmup is not None and self.warmup < 0:
+            bad(f"--warmup must be >= 0, got {self.warmup}")
+        if not self.lr > 0:
+            bad(f"--lr must be > 0, got {self.lr}")
+        if not self.adam_eps > 0:
+            bad(f"--adam-eps must be > 0, got {self.adam_eps}")
+        if self.batch_size % self.grad_accum:
+            bad(f"--batch-size {self.batch_size} is not a multiple of --grad-accum "
+                f"{self.grad_accum}")
+        if self.limit_queries is not None and self.limit_queries < 1:
+            bad(f"--limit-queries must be >= 1, got {self.limit_queries}")
+        if self.teacher is None and self.teacher_variant is not None:
+            bad("--teacher-variant needs --teacher MODEL")
+        if not (self.first_stage == "bm25" or (self.first_stage.startswith("run:")
+                                                and len(self.first_stage) > 4)):
+            bad(f"unknown --first-stage {self.first_stage!r}; valid: bm25, run:PATH")
+        if self.resume and self.overwrite:
+            bad("--resume and --overwrite exclude each other")
+        return self
+
+
+def make_config(recipe: str | None = None, **options: Any) -> TrainConfig:
+    """A validated :class:`TrainConfig`: ``options`` (None = not given) over the recipe's
+    values over the defaults."""
+    names = {f.name for f in fields(TrainConfig)}
+    unknown = set(options) - names
+    if unknown:
+        raise TypeError(f"unknown TrainConfig fields: {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    if recipe is not None:
+        if recipe not in RECIPES:
+            raise UsageError(f"unknown --recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+        values.update(RECIPES[recipe])
+    values.update({k: v for k, v in options.items() if v is not None})
+    values["recipe"] = recipe
+    return TrainConfig(**values).validate()
+
+
+__all__ = ["TrainConfig", "make_config", "RECIPES", "LOSSES", "PRECISIONS", "SCHEDULES",
+           "VAL_METRICS"]

@@ -1,0 +1,161 @@
+"""The trainable model: autograd on both executors, checkpoints in the Hugging Face layout,
+the MICE reference layout, and the public API."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import DOCS, QUERIES, tiny_config
+from mice_bench.backbone import from_hf, packaged_tokenizer, random_hf_model
+from mice_bench.errors import UsageError
+from mice_bench.model import MiceModel
+
+GRAD_VARIANTS = ["ce", "mask2", "prettr-l3", "mice-l2+3", "mice-l2+3[order=self,cls_doc=0]",
+                 "colbert", "biencoder"]
+
+
+@pytest.fixture
+def fresh_bb(tiny_hf):
+    return from_hf(tiny_hf, packaged_tokenizer(), name="tiny")
+
+
+@pytest.mark.parametrize("variant", GRAD_VARIANTS)
+def test_gradients_fast_equal_reference(fresh_bb, variant):
+    model = MiceModel(fresh_bb, variant).requires_grad_(True)
+    grads = {}
+    for kind in ("reference", "fast"):
+        try:
+            ex = model.executor(kind)
+        except UsageError:  # masks: reference only
+            continue
+        model.zero_grad()
+        scores = ex.forward_pairs(ex.tokenize_pairs(QUERIES, DOCS))
+        assert scores.requires_grad
+        (scores * torch.arange(1.0, len(QUERIES) + 1)).sum().backward()
+        grads[kind] = {n: p.grad.clone() for n, p in model.named_parameters()
+                       if p.grad is not None}
+    assert grads["reference"], "no gradient reached the weights"
+    if "fast" in grads:
+        assert grads["fast"].keys() == grads["reference"].keys()
+        # relative to the largest gradient (key biases get only rounding noise: softmax is
+        # invariant to them)
+        scale = max(float(g.abs().max()) for g in grads["reference"].values())
+        for n, g in grads["reference"].items():
+            assert (grads["fast"][n] - g).abs().max() <= 1e-5 * scale, n
+
+
+def test_mice_cross_weights_are_trained(fresh_bb):
+    model = MiceModel(fresh_bb, "mice-l2+3").requires_grad_(True)
+    model(QUERIES, DOCS).sum().backward()
+    cross = model.backbone.layers[2].cross
+    assert cross is not model.backbone.layers[2].attn and cross.wq.grad is not None
+    assert model.backbone.layers[0].cross is None  # only interaction layers get one
+    assert model.backbone.layers[5].attn.wq.grad is None  # dropped layer
+
+
+def test_inference_calls_build_no_graph(fresh_bb):
+    model = MiceModel(fresh_bb, "mice-l2+3").requires_grad_(True)
+    s = model.executor().score_pairs(QUERIES, DOCS)
+    assert not s.requires_grad
+
+
+def test_executors_do_not_mutate_the_backbone(fresh_bb):
+    from mice_bench.executors import make_executor
+
+    before = {n: p.clone() for n, p in fresh_bb.named_parameters()}
+    make_executor("mice-l2+3", fresh_bb).score_pairs(QUERIES, DOCS)
+    make_executor("colbert", fresh_bb).score_pairs(QUERIES, DOCS)
+    after = dict(fresh_bb.named_parameters())
+    assert before.keys() == after.keys()
+    assert all(lw.cross is None for lw in fresh_bb.layers) and fresh_bb.projection is None
+
+
+def test_saved_ce_loads_unchanged_in_transformers(fresh_bb, tiny_hf, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    model = MiceModel(fresh_bb, "ce")
+    model.save_pretrained(tmp_path / "ce")
+    hf = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "ce")).eval()
+    for a, b in zip(hf.state_dict().items(), tiny_hf.state_dict().items()):
+        assert a[0] == b[0] and torch.equal(a[1], b[1]), a[0]
+    meta = json.loads((tmp_path / "ce" / "mice_bench.json").read_text())
+    assert meta["variant"] == "ce" and meta["format_version"] == 1
+
+
+def test_mice_checkpoint_round_trip_keeps_cross_weights(fresh_bb, tmp_path):
+    model = MiceModel(fresh_bb, "mice-l2+3[order=self]")
+    with torch.no_grad():  # cross weights different from self-attention, as after training
+        for lw in model.backbone.layers[2:5]:
+            lw.cross.wq.add_(0.3)
+    before = model.executor().score_pairs(QUERIES, DOCS)
+    model.save_pretrained(tmp_path / "m")
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 5  # the dropped layer is not saved
+    loaded = MiceModel.from_pretrained(tmp_path / "m")  # the stored variant is the default
+    assert str(loaded.spec) == "mice-l2+3[order=self]"
+    assert "cross_from_self" in loaded.random_init  # provenance is kept
+    assert torch.equal(loaded.backbone.layers[2].cross.wq, model.backbone.layers[2].cross.wq)
+    assert torch.equal(loaded.executor().score_pairs(QUERIES, DOCS), before)
+
+
+def test_colbert_checkpoint_keeps_projection(fresh_bb, tmp_path):
+    model = MiceModel(fresh_bb, "colbert")
+    model.save_pretrained(tmp_path / "c")
+    loaded = MiceModel.from_pretrained(tmp_path / "c")
+    assert torch.equal(loaded.backbone.projection, model.backbone.projection)
+    assert torch.equal(loaded.executor().score_pairs(QUERIES, DOCS),
+                       model.executor().score_pairs(QUERIES, DOCS))
+
+
+def test_reference_mice_checkpoint_directory(tmp_path):
+    from safetensors.torch import save_file
+
+    from oracle.reference import RefMiceBert, bert_tokenizer, perturbed_bert_cls
+
+    hf = perturbed_bert_cls(num_layers=6, seed=5)
+    tok = bert_tokenizer()
+    ref = RefMiceBert(hf, 2, 3, perturb_cross_seed=1).eval()
+    d = tmp_path / "ref"
+    d.mkdir()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(d / "model.safetensors"))
+    hf.config.save_pretrained(str(d / "contextualization_layers"))
+    tok.save_pretrained(str(d))
+    model = MiceModel.from_pretrained(d)
+    assert str(model.spec) == "mice-l2+3"
+    with torch.no_grad():
+        expected = ref.score(tok, QUERIES, DOCS)
+    got = model.executor().score_pairs(QUERIES, DOCS)
+    assert (got - expected).abs().max() < 1e-5 * float(expected.max() - expected.min()) + 2e-6
+
+
+def test_unknown_layout_and_broken_files_are_usage_errors(tmp_path):
+    from safetensors.torch import save_file
+
+    with pytest.raises(UsageError, match="not the MICE reference layout"):
+        MiceModel.from_reference_mice({"foo.weight": torch.zeros(1), "top_layers.0.x":
+                                       torch.zeros(1)}, config=tiny_config(),
+                                      tokenizer=packaged_tokenizer())
+    d = tmp_path / "broken"
+    d.mkdir()
+    (d / "model.safetensors").write_bytes(b"\x00\x01 not safetensors")
+    with pytest.raises(UsageError, match="model.safetensors"):
+        MiceModel.from_pretrained(d)
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
+
+
+def test_model_that_cannot_hold_the_variant():
+    bb = from_hf(random_hf_model(tiny_config(4), seed=0), packaged_tokenizer())
+    with pytest.raises(Exception, match="exceeds"):
+        MiceModel(bb, "mice-l4+3")
+
+
+def test_readme_example_runs():
+    """The README's Python example, verbatim between its markers."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = text.split("<!-- api-example -->")[1].split("```python")[1].split("```")[0]
+    assert len(code.strip().splitlines()) <= 12
+    exec(compile(code, "README-example", "exec"), {})
