@@ -32,6 +32,7 @@ _COMMAND_MODULES = (
     "mice_bench.effectiveness.cli",
     "mice_bench.report.cli",
     "mice_bench.ablations.cli",
+    "mice_bench.training.cli",
 )
 for _mod in _COMMAND_MODULES:
     try:

@@ -20,8 +20,15 @@ segment mask)::
   paper protocol);
 * with the K/V cache (``kv_cache``), the K/V projections of frozen document tokens in the
   interaction layers move to the offline document encoding;
-* head: ``cls`` = pooler + classifier (``2*H*H + 2*H``), ``maxsim`` = ``2*n_q*n_d*H``,
-  ``mean-cos`` = ``6*H``.
+* a layer with a cross-attention sub-layer (MICE) counts two attention blocks: the
+  self-attention over the non-cross keys as above, and the cross sub-layer with its own
+  ``4*|X|*H*H`` (Q and output projections of the rows ``X`` that read the cross keys, or
+  average them uniformly), ``4*|C|*H*H`` (K and V of the cross keys ``C``, which move to the
+  offline document encoding with the K/V cache) and ``4*H*|X|*|C|``; the feed-forward block is
+  counted once;
+* head: ``cls`` = pooler + classifier (``2*H*H + 2*H``), ``maxsim`` = ``2*n_q*n_d*H`` (after
+  the projection to ``D`` dims: ``2*n_q*n_d*D`` plus ``2*(n_q+n_d)*H*D``), ``mean-cos`` =
+  ``6*H``.
 
 Segment sizes: joint ``[CLS] q [SEP] d [SEP]`` -> cls 1, query q, sep_q 1, doc d, sep_d 1;
 split: query part ``[CLS] q [SEP]`` and document part ``[CLS] d [SEP]`` (the document's own
@@ -51,28 +58,49 @@ class ModelDims:
                    int(backbone.intermediate_size))
 
 
-def segment_sizes(layout: str, query_tokens: int, doc_tokens: int) -> dict[str, int]:
-    """Token count of every segment for a pair (``query_tokens``/``doc_tokens`` = text tokens)."""
-    doc = doc_tokens + (1 if layout == "split" else 0)
+def segment_sizes(layout: str, query_tokens: int, doc_tokens: int,
+                  doc_cls: bool | None = None) -> dict[str, int]:
+    """Token count of every segment for a pair (``query_tokens``/``doc_tokens`` = text tokens).
+
+    The split layout's document part has its own ``[CLS]`` (counted in ``doc``) unless
+    ``doc_cls`` is False (PreTTR: ``d [SEP]``)."""
+    if doc_cls is None:
+        doc_cls = layout == "split"
+    doc = doc_tokens + (1 if doc_cls else 0)
     return {"cls": 1, "query": query_tokens, "sep_q": 1, "doc": doc, "sep_d": 1}
 
 
 def layer_cost(ls: LayerSpec, sizes: dict[str, int], H: int, ffn: int,
                rows: frozenset[str] | set[str], kv_segments: frozenset[str] | set[str]) -> int:
-    """FLOPs of one layer for the given updated row segments and K/V segments."""
+    """FLOPs of one layer for the given updated row segments and K/V segments (keys read
+    through a cross sub-layer included: their K/V are counted when in ``kv_segments``)."""
     if ls.dropped:
         return 0
+    cross = set(ls.cross_keys)
     n_rows = sum(sizes[s] for s in rows)
     n_kv = sum(sizes[s] for s in kv_segments)
-    attended = sum(sizes[s] * sum(sizes[t] for t in SEGMENTS if ls.allowed(s, t)) for s in rows)
-    return (4 * n_rows * H * H          # Q and output projections
-            + 4 * n_rows * H * ffn      # FFN
-            + 4 * n_kv * H * H          # K and V projections
-            + 4 * H * attended)         # QK^T and AV
+    attended = sum(sizes[s] * sum(sizes[t] for t in SEGMENTS
+                                  if ls.allowed(s, t) and t not in cross) for s in rows)
+    total = (4 * n_rows * H * H          # Q and output projections (self-attention)
+             + 4 * n_rows * H * ffn      # FFN
+             + 4 * n_kv * H * H          # K and V projections (self and cross keys)
+             + 4 * H * attended)         # QK^T and AV
+    if cross:
+        n_cross = sum(sizes[t] for t in cross)
+        x_rows = [s for s in rows if s in ls.cross_uniform or
+                  any(ls.allowed(s, t) for t in cross)]
+        total += 4 * sum(sizes[s] for s in x_rows) * H * H  # Q and output (cross)
+        total += 4 * H * sum(sizes[s] * (n_cross if s in ls.cross_uniform else
+                                         sum(sizes[t] for t in cross if ls.allowed(s, t)))
+                             for s in x_rows)
+    return total
 
 
 def _keys_needed(ls: LayerSpec, rows: set[str]) -> set[str]:
-    return {t for s in rows for t in SEGMENTS if ls.allowed(s, t)}
+    keys = {t for s in rows for t in SEGMENTS if ls.allowed(s, t)}
+    if ls.cross_uniform & rows:
+        keys |= set(ls.cross_keys)
+    return keys
 
 
 def head_cost(spec: InteractionSpec, sizes: dict[str, int], H: int) -> int:
@@ -81,6 +109,8 @@ def head_cost(spec: InteractionSpec, sizes: dict[str, int], H: int) -> int:
     if spec.head == "maxsim":
         n_q = sizes["cls"] + sizes["query"] + sizes["sep_q"]
         n_d = sizes["doc"] + sizes["sep_d"]
+        if spec.projection:  # ColBERT: project both sides to 128 dims, then MaxSim
+            return 2 * (n_q + n_d) * H * 128 + 2 * n_q * n_d * 128
         return 2 * n_q * n_d * H
     return 6 * H  # mean-cos
 
@@ -96,10 +126,13 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
     """
     L, H, ffn = dims.num_layers, dims.hidden_size, dims.intermediate_size
     layers = spec.layers(L)
-    sizes = segment_sizes(spec.layout, query_tokens, doc_tokens)
+    sizes = segment_sizes(spec.layout, query_tokens, doc_tokens,
+                          doc_cls=spec.doc_style == "cls" if spec.layout == "split" else False)
+    if spec.qaug:  # ColBERT queries: cut or padded with [MASK] to a fixed length, all attended
+        sizes["query"] = spec.default_lengths()["query_max_tokens"] or sizes["query"]
     split = spec.split_layer(L)
     split_layout = split is not None
-    use_pre = precompute and split_layout
+    use_pre = precompute and split_layout and spec.precomputable
     use_kv = kv_cache and use_pre
     doc_enc = query_enc = inter = kv_pre = 0
     for i, ls in enumerate(layers):

@@ -1,0 +1,208 @@
+"""``mice-bench train``: parse, validate everything before any expensive work, train, print."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+HELP = """Train (fine-tune or distil) a re-ranker in any interaction variant and write a
+checkpoint that `effectiveness --model DIR` and `latency --model DIR` read as it is.
+INIT (--model) is a Hugging Face id or path (a base encoder, a trained cross-encoder) or a
+mice-bench checkpoint; DATA (--data) an ir_datasets id with training qrels (hard negatives
+from --first-stage) or a JSONL of (query, positive, negatives[, scores]). `--recipe paper`
+sets the MICE paper's hyper-parameters (each stays overridable). Under `torchrun
+--nproc-per-node N -m mice_bench.cli train ...` it runs data-parallel with the same global
+batch. See docs/training.md.
+"""
+
+
+class RichReporter:
+    """A Rich progress bar: step, loss, pairs/s, ETA; validation lines above it."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        from ..console import err_console
+
+        self.console = err_console
+        self.enabled = enabled
+        self.progress = Progress(
+            TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[pps]} pairs/s"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=err_console, disable=not enabled, transient=False)
+        self.task = None
+        self._pps = None
+
+    def start(self, total: int, done: int, info: dict) -> None:
+        if not self.enabled:
+            return
+        d = info["data"]
+        self.console.print(
+            f"training {info['variant']} ({info['trainable_params']:,} trainable parameters) "
+            f"on {info['device']} x{info['world_size']}, {info['precision']}; "
+            f"{d['train_queries']} training queries, {d['val_queries']} validation queries"
+            + (f" [resuming at step {done}]" if done else ""), highlight=False)
+        for n in d.get("notes", []):
+            self.console.print(f"note: {n}", highlight=False)
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total, completed=done, loss="-",
+                                           pps="-")
+
+    def step(self, step: int, loss: float, pairs_per_s: float, lr: float) -> None:
+        if self.task is None:
+            return
+        self._pps = pairs_per_s if self._pps is None else 0.9 * self._pps + 0.1 * pairs_per_s
+        self.progress.update(self.task, completed=step, loss=f"{loss:.4f}",
+                             pps=f"{self._pps:.1f}")
+
+    def validation(self, step: int, metrics: dict, best: bool) -> None:
+        if not self.enabled:
+            return
+        vals = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        self.progress.console.print(f"step {step}: validation {vals}" + (" (best)" if best else ""),
+                                    highlight=False)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            (self.progress.console if self.task is not None else self.console).print(
+                text, highlight=False, markup=False)
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.stop()
+
+
+def register(app: typer.Typer) -> None:
+    from ..console import console, user_errors
+
+    @app.command("train", help=HELP)
+    @user_errors
+    def train_cmd(
+        model: Optional[str] = typer.Option(
+            None, "--model", help="INIT: HF id or path, mice-bench checkpoint, minilm-l6|"
+                                  "minilm-l12 (random weights); --recipe paper: "
+                                  "microsoft/MiniLM-L12-H384-uncased"),
+        variant: Optional[str] = typer.Option(
+            None, "--variant", help="interaction variant (default: the checkpoint's, else ce)"),
+        data: str = typer.Option(..., "--data", help="ir_datasets id with qrels, or JSONL"),
+        output: str = typer.Option(..., "--output", help="checkpoint directory to write"),
+        recipe: Optional[str] = typer.Option(None, "--recipe", help="paper"),
+        loss: Optional[str] = typer.Option(None, "--loss", help="marginmse | lce | bce "
+                                                                "(default lce)"),
+        teacher: Optional[str] = typer.Option(None, "--teacher",
+                                              help="teacher model for marginmse (scored once, "
+                                                   "cached)"),
+        teacher_variant: Optional[str] = typer.Option(None, "--teacher-variant"),
+        first_stage: Optional[str] = typer.Option(None, "--first-stage",
+                                                  help="bm25 | run:PATH (hard negatives)"),
+        docs: Optional[str] = typer.Option(None, "--docs",
+                                           help="JSONL (doc_id, text) of the document texts"),
+        negatives_depth: Optional[int] = typer.Option(None, "--negatives-depth",
+                                                      help="negatives from the top N (100)"),
+        limit_queries: Optional[int] = typer.Option(None, "--limit-queries"),
+        val_queries: Optional[int] = typer.Option(None, "--val-queries",
+                                                  help="held-out queries (50; 0: none)"),
+        val_depth: Optional[int] = typer.Option(None, "--val-depth"),
+        val_every: Optional[int] = typer.Option(None, "--val-every",
+                                                help="steps between validations (0: end)"),
+        val_metric: Optional[str] = typer.Option(None, "--val-metric", help="nDCG@10 | RR@10"),
+        steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (1000)"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size",
+                                                 help="queries per step, all ranks (32)"),
+        group_size: Optional[int] = typer.Option(
+            None, "--group-size", help="documents per query: 1 positive + negatives "
+                                       "(lce 8, bce 2, marginmse 2)"),
+        grad_accum: Optional[int] = typer.Option(None, "--grad-accum"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="2e-5"),
+        warmup: Optional[int] = typer.Option(None, "--warmup",
+                                             help="warm-up steps (10 % of --steps)"),
+        schedule: Optional[str] = typer.Option(None, "--schedule", help="linear | constant"),
+        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="0.01"),
+        adam_eps: Optional[float] = typer.Option(None, "--adam-eps"),
+        grad_clip: Optional[float] = typer.Option(None, "--grad-clip",
+                                                  help="max grad norm (1.0; 0: none)"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        repeats: Optional[int] = typer.Option(None, "--repeats",
+                                              help="seeds seed..seed+N-1, outputs "
+                                                   "OUTPUT-seed<S> (paper: 3)"),
+        precision: Optional[str] = typer.Option(None, "--precision",
+                                                help="auto | fp32 | bf16 | fp16"),
+        device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]"),
+        executor: Optional[str] = typer.Option(None, "--executor",
+                                               help="auto | fast | reference"),
+        query_max_tokens: Optional[int] = typer.Option(None, "--query-max-tokens"),
+        doc_max_tokens: Optional[int] = typer.Option(None, "--doc-max-tokens"),
+        eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size"),
+        checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
+        keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints"),
+        resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="start again over OUTPUT"),
+        log_dir: Optional[str] = typer.Option(None, "--log-dir",
+                                              help="training logs (results/training)"),
+        cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        import os
+
+        from .config import make_config
+        from .loop import load_model, load_teacher, preflight, prepare_data, train
+
+        opts = dict(model=model, variant=variant, data=data, output=output, loss=loss,
+                    teacher=teacher, teacher_variant=teacher_variant, first_stage=first_stage,
+                    docs=docs, negatives_depth=negatives_depth, limit_queries=limit_queries,
+                    val_queries=val_queries, val_depth=val_depth, val_every=val_every,
+                    val_metric=val_metric, steps=steps, batch_size=batch_size,
+                    group_size=group_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
+                    schedule=schedule, weight_decay=weight_decay, adam_eps=adam_eps,
+                    grad_clip=grad_clip, seed=seed, repeats=repeats, precision=precision,
+                    device=device, executor=executor, query_max_tokens=query_max_tokens,
+                    doc_max_tokens=doc_max_tokens, eval_batch_size=eval_batch_size,
+                    checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
+                    resume=resume or None, overwrite=overwrite or None, log_dir=log_dir,
+                    cache_dir=cache_dir, progress=progress)
+        base = make_config(recipe, **opts)
+        main = int(os.environ.get("RANK", "0")) == 0
+        if base.loss == "marginmse" and base.teacher is None:
+            from .data import is_jsonl
+
+            if not is_jsonl(base.data):
+                from ..errors import UsageError
+
+                raise UsageError("--loss marginmse needs teacher scores: give --teacher MODEL "
+                                 "or a JSONL whose lines have 'scores'")
+        seeds = [base.seed + i for i in range(base.repeats)]
+        configs = []
+        for s in seeds:
+            o = base.output if base.repeats == 1 else f"{base.output}-seed{s}"
+            configs.append(make_config(recipe, **{**opts, "seed": s, "output": o}))
+        # validate what can fail before any expensive work: outputs (and a resumed run's
+        # configuration), the model and its variant, the teacher
+        for c in configs:
+            preflight(c)
+        first = load_model(configs[0])
+        tch = load_teacher(configs[0])
+        reporter = RichReporter(enabled=progress and main)
+        data_ = prepare_data(configs[0], tch, reporter)
+        del tch
+        results = []
+        for i, c in enumerate(configs):
+            rep = RichReporter(enabled=progress and main) if i else reporter
+            try:
+                mdl = first if i == 0 else load_model(c)
+                results.append(train(c, rep, model=mdl, data=data_))
+            finally:
+                rep.close()
+        if not main:
+            return
+        for r in results:
+            best = (f"; best {r.best_metrics and ', '.join(f'{k} {v:.4f}' for k, v in r.best_metrics.items())}"
+                    f" at step {r.best_step}" if r.best_step else "")
+            pps = f"{r.pairs_per_s:.1f}" if r.pairs_per_s else "-"
+            console.print(f"wrote {r.output} ({r.selected}{best}); {pps} pairs/s; log "
+                          f"{r.log_path}", highlight=False)
+        models = " ".join(f"--model {r.output}" for r in results)
+        console.print(f"evaluate: mice-bench effectiveness {models} --variants "
+                      f"{first.spec} ...", highlight=False, markup=False)
