@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         """List every preset with a one-line description."""
         if ctx.invoked_subcommand is not None:
             return
-        from .spec import PRESET_PATTERNS, parse
+        from .spec import OPTIONS, REGISTRY, parse
 
         table = Table(title=f"interaction-spec presets (examples on {layers} layers)")
         table.add_column("preset", no_wrap=True)
@@ -31,19 +31,21 @@ def register(app: typer.Typer) -> None:
         table.add_column("head")
         table.add_column("fast path", no_wrap=True)
         table.add_column("description")
-        examples = {"mask3-l{k}": "mask3-l4", "prettr-l{k}": "prettr-l4",
-                    "mice-l{m}+{n}": "mice-l4+3", "mice-l{m}+{n}-cross": "mice-l4+3-cross"}
-        for pattern, desc in PRESET_PATTERNS.items():
-            spec = parse(examples.get(pattern, pattern))
+        for fam in REGISTRY.values():
+            pattern, desc = fam.pattern, fam.description
+            spec = parse(fam.example or pattern)
             try:
                 fast = spec.fast_path(layers) or "reference only"
             except Exception:  # noqa: BLE001 - pattern does not fit a tiny layer count
                 fast = "-"
             table.add_row(pattern, spec.layout, spec.head, fast, desc)
         console.print(table)
-        console.print("Options in brackets: head=cls|maxsim|mean-cos, doc_tt=0|1, proj=1 "
-                      "(e.g. colbert[doc_tt=1]). `mice-bench variants show NAME` prints the "
-                      "per-layer matrices.", markup=False, highlight=False)
+        console.print("Options in brackets (e.g. mice-l4+3[order=self], colbert[proj=0,qaug=0]):",
+                      markup=False, highlight=False)
+        for key, (_, _, help_text) in OPTIONS.items():
+            console.print(f"  {key}: {help_text}", markup=False, highlight=False)
+        console.print("`mice-bench variants show NAME` prints the per-layer matrices.",
+                      markup=False, highlight=False)
 
     @variants_app.command("show")
     @user_errors

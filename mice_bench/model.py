@@ -253,6 +253,18 @@ class MiceModel(torch.nn.Module):
         return cls(bb, variant or f"mice-l{m}+{n}")
 
 
+def checkpoint_variant(model: str | Path) -> str | None:
+    """The variant stored in a mice-bench checkpoint directory (``mice_bench.json``), or None
+    for anything else (hub ids, plain Hugging Face checkpoints, architecture names)."""
+    meta_path = Path(str(model)).expanduser() / META_FILE
+    if not meta_path.is_file():
+        return None
+    try:
+        return json.loads(meta_path.read_text()).get("variant")
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{meta_path} is not readable JSON: {e}") from None
+
+
 def _dtype(dtype):
     from .backbone import dtype_from_name
 

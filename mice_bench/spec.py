@@ -675,7 +675,7 @@ def presets(num_layers: int = 12) -> list[InteractionSpec]:
 def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[InteractionSpec]:
     """Parse a comma-separated list (or iterable) of names and validate against a model."""
     if isinstance(names, str):
-        names = _split_names(names)
+        names = split_names(names)
     out = []
     for n in names:
         spec = parse(n)
@@ -685,7 +685,7 @@ def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[I
     return out
 
 
-def _split_names(text: str) -> list[str]:
+def split_names(text: str) -> list[str]:
     """Split on commas that are not inside option brackets."""
     out, depth, cur = [], 0, ""
     for ch in text:

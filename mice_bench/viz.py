@@ -42,8 +42,12 @@ def matrix_text(spec: InteractionSpec, num_layers: int) -> str:
         if ls.frozen:
             notes.append("frozen: " + ", ".join(s for s in SEGMENTS if s in ls.frozen))
         if ls.cross_keys:
-            notes.append("via cross-attention: " + ", ".join(s for s in SEGMENTS
-                                                             if s in ls.cross_keys))
+            notes.append("via a cross-attention sub-layer, "
+                         + ("before" if ls.cross_first else "after") + " self-attention: "
+                         + ", ".join(s for s in SEGMENTS if s in ls.cross_keys))
+        if ls.cross_uniform:
+            notes.append("uniform average of the cross keys: "
+                         + ", ".join(s for s in SEGMENTS if s in ls.cross_uniform))
         lines.append(f"\n{head}" + (f" ({'; '.join(notes)})" if notes else "") + ":")
         lines.append("  from \\ to " + " ".join(f"{c:>7}" for c in LABELS))
         for r, row in zip(LABELS, ls.allow):

@@ -27,8 +27,9 @@ def register(app: typer.Typer) -> None:
         model: List[str] = typer.Option(
             [], "--model",
             help="HF id or local path; repeat for seeds of one system; LABEL=PATH names it"),
-        variants: str = typer.Option(
-            "bm25", "--variants", help="comma-separated: bm25,ce,mask1,mice-l4+3,colbert,..."),
+        variants: Optional[str] = typer.Option(
+            None, "--variants", help="comma-separated: bm25,ce,mask1,mice-l4+3,colbert,... "
+            "(default: bm25 and the variant stored in each mice-bench checkpoint)"),
         first_stage: List[str] = typer.Option(
             ["bm25"], "--first-stage",
             help="bm25 | run:PATH | full; DATASET=SPEC overrides one dataset; {dataset} in "
@@ -49,9 +50,12 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
         executor: str = typer.Option("auto", "--executor", help="auto | fast | reference"),
-        query_max_tokens: int = typer.Option(32, "--query-max-tokens"),
+        query_max_tokens: Optional[int] = typer.Option(
+            None, "--query-max-tokens",
+            help="query word pieces (default: the variant's reference setting, see README)"),
         doc_max_tokens: Optional[int] = typer.Option(
-            None, "--doc-max-tokens", help="document word pieces (default: what fits the model)"),
+            None, "--doc-max-tokens",
+            help="document word pieces (default: the variant's reference setting)"),
         limit_queries: Optional[int] = typer.Option(None, "--limit-queries",
                                                     help="first N judged queries only"),
         seed: int = typer.Option(0, "--seed", help="seed (random heads, randomization test)"),
@@ -69,6 +73,11 @@ def register(app: typer.Typer) -> None:
         from .runner import EffectivenessConfig, run_effectiveness
         from .table import legend, rich_table
 
+        if variants is None:
+            from ..model import checkpoint_variant
+
+            stored = [v for v in (checkpoint_variant(m.split("=", 1)[-1]) for m in model) if v]
+            variants = ",".join(["bm25", *dict.fromkeys(stored)])
         if format_ not in ("table", "json"):
             raise UsageError(f"unknown --format {format_!r}; valid: table, json")
         if device == "auto":

@@ -35,7 +35,7 @@ class ScoringSettings:
 
     batch_size: int = 32
     doc_batch_size: int = 64
-    query_max_tokens: int = 32
+    query_max_tokens: int | None = None
     doc_max_tokens: int | None = None
     dtype: str = "fp32"
     device: str = "cpu"

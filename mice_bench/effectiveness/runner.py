@@ -57,7 +57,7 @@ class EffectivenessConfig:
     dtype: str = "fp32"
     device: str = "cpu"
     executor: str = "auto"
-    query_max_tokens: int = 32
+    query_max_tokens: int | None = None
     doc_max_tokens: int | None = None
     limit_queries: int | None = None
     seed: int = 0
@@ -140,10 +140,10 @@ def model_labels(models: list[str]) -> list[tuple[str, str]]:
 
 def resolve_variants(text: str) -> list[str]:
     """Canonical variant names (``bm25`` first if listed); SpecError for unknown names."""
-    from ..spec import parse
+    from ..spec import parse, split_names
 
     out: list[str] = []
-    for raw in (x.strip() for x in text.split(",")):
+    for raw in split_names(text):
         if not raw:
             continue
         name = BM25 if raw.lower() == BM25 else str(parse(raw))

@@ -33,6 +33,15 @@ def default_output(protocol: str, device: str) -> Path:
     return Path("results") / "latency" / f"latency-{protocol}-{device}-{stamp}.json"
 
 
+def _default_variants(model: str) -> list[str]:
+    """The variant stored in a mice-bench checkpoint, else the default comparison."""
+    from ..model import checkpoint_variant
+    from .runner import DEFAULT_VARIANTS
+
+    stored = checkpoint_variant(model)
+    return [stored] if stored else list(DEFAULT_VARIANTS)
+
+
 def register(app: typer.Typer) -> None:
     from ..console import console, err_console, user_errors
 
@@ -42,7 +51,7 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("minilm-l12", "--model",
                                   help="minilm-l12 | minilm-l6 (random weights), a HF id or "
                                        "a local path"),
-        variants: str = typer.Option("ce,mice-l4+3,colbert", "--variants",
+        variants: Optional[str] = typer.Option(None, "--variants",
                                      help="comma-separated variant names"),
         protocol: str = typer.Option("rerank", "--protocol", help="rerank | paper"),
         batch_size: Optional[str] = typer.Option(
@@ -76,13 +85,14 @@ def register(app: typer.Typer) -> None:
         schedule: str = typer.Option("interleaved", "--schedule", hidden=True),
     ) -> None:
         from ..results import _json_default, atomic_write_json
+        from ..spec import split_names
         from .runner import LatencyConfig, resolve_device, run_latency
         from .schema import check
         from .table import render
 
         cfg = LatencyConfig(
             model=model,
-            variants=[v.strip() for v in variants.split(",") if v.strip()],
+            variants=split_names(variants) if variants else _default_variants(model),
             protocol=protocol,
             batch_sizes=_int_list(batch_size, "--batch-size") if batch_size else None,
             query_tokens=query_tokens,
