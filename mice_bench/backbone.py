@@ -1,18 +1,24 @@
-"""Backbones: borrow the weights of a BERT-family checkpoint, own the forward pass.
+"""Backbones: borrow the weights of a Hugging Face encoder checkpoint, own the forward pass.
 
-A :class:`Backbone` holds plain tensors read from a Hugging Face model (embeddings, per-layer
-attention / feed-forward weights, pooler, classifier). The layer math lives in
+A :class:`Backbone` holds plain tensors (parameters) read from a Hugging Face model
+(embeddings, per-layer attention / feed-forward weights, the classification head) and the
+*family adapter* that knows their math (:mod:`mice_bench.backbones`: BERT, ELECTRA,
+RoBERTa / XLM-RoBERTa, ModernBERT). The shared layer driver lives in
 :mod:`mice_bench.executors.layers`; nothing here subclasses transformers internals, so the
 executors keep working across transformers versions.
 
 Names accepted by :func:`load_backbone`:
 
-* ``minilm-l12`` / ``minilm-l6``: MiniLM-H384 architectures with **random weights** from a config
-  shipped in the package (no download; every output that uses them says "random weights");
-* a Hugging Face hub id (``cross-encoder/ms-marco-MiniLM-L12-v2``) or a local directory.
+* architecture names with **random weights** from a config shipped in the package (no
+  download; every output that uses them says "random weights"): ``minilm-l12`` / ``minilm-l6``
+  (BERT), ``electra-base``, ``roberta-base``, ``modernbert-base``, ``ettin-17m`` /
+  ``ettin-32m`` / ``ettin-68m`` / ``ettin-150m`` (ModernBERT); they all use the packaged BERT
+  WordPiece tokenizer (its ids fit every shipped vocabulary);
+* a Hugging Face hub id (``cross-encoder/ms-marco-MiniLM-L12-v2``) or a local directory whose
+  ``model_type`` is one of :data:`mice_bench.backbones.FAMILIES`.
 
 Checkpoints without a sequence-classification head (bi-encoders, plain encoders) get a seeded
-random linear head (``classifier_random = True``).
+random head (``classifier_random = True``, and a warning).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,12 @@ import torch
 
 from .errors import UsageError
 
-ARCH_ONLY = {"minilm-l12": "minilm-l12.json", "minilm-l6": "minilm-l6.json"}
+#: architecture name -> shipped config (random weights)
+ARCH_ONLY = {"minilm-l12": "minilm-l12.json", "minilm-l6": "minilm-l6.json",
+             "electra-base": "electra-base.json", "roberta-base": "roberta-base.json",
+             "modernbert-base": "modernbert-base.json", "ettin-17m": "ettin-17m.json",
+             "ettin-32m": "ettin-32m.json", "ettin-68m": "ettin-68m.json",
+             "ettin-150m": "ettin-150m.json"}
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -46,6 +58,12 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
 
+def _param(t: torch.Tensor | None) -> torch.nn.Parameter | None:
+    if t is None:
+        return None
+    return torch.nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
+
+
 class _Params(torch.nn.Module):
     """A module whose named tensors are parameters (``None`` allowed)."""
 
@@ -53,72 +71,92 @@ class _Params(torch.nn.Module):
 
     def __init__(self, **tensors: torch.Tensor | None):
         super().__init__()
+        unknown = set(tensors) - set(self._names)
+        if unknown:
+            raise TypeError(f"unknown tensors {sorted(unknown)} for {type(self).__name__}")
         for name in self._names:
-            t = tensors.get(name)
-            self.register_parameter(
-                name, None if t is None else torch.nn.Parameter(t.detach().clone(),
-                                                           requires_grad=t.requires_grad))
+            self.register_parameter(name, _param(tensors.get(name)))
 
     def clone(self):
         return type(self)(**{n: getattr(self, n) for n in self._names})
 
 
 class AttentionWeights(_Params):
-    """One multi-head attention block: projections ``[out, in]`` + output LayerNorm."""
+    """One multi-head attention block: projections ``[out, in]`` and its LayerNorm (post-norm
+    families: the output LayerNorm; pre-norm families: the layer's input norm, ``None`` where
+    the family has none, e.g. ModernBERT's first layer and its cross-attention)."""
 
     _names = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "ln_w", "ln_b")
 
 
 class LayerWeights(torch.nn.Module):
-    """One encoder layer: self-attention, optional cross-attention (MICE), feed-forward."""
+    """One encoder layer: self-attention, optional cross-attention (MICE), feed-forward
+    (``w_in [I, H]`` or ``[2I, H]`` for a gated MLP, ``w_out [H, I]``, its LayerNorm).
+
+    ``local``: the layer attends within a sliding window (ModernBERT's local layers)."""
 
     def __init__(self, attn: AttentionWeights, w_in, b_in, w_out, b_out, ln_w, ln_b,
-                 cross: AttentionWeights | None = None):
+                 cross: AttentionWeights | None = None, local: bool = False):
         super().__init__()
         self.attn = attn
         self.cross = cross
+        self.local = bool(local)
         for name, t in (("w_in", w_in), ("b_in", b_in), ("w_out", w_out), ("b_out", b_out),
                         ("ln_w", ln_w), ("ln_b", ln_b)):
-            self.register_parameter(name, torch.nn.Parameter(t.detach().clone(),
-                                                                requires_grad=t.requires_grad))
+            self.register_parameter(name, _param(t))
 
 
 class Backbone(torch.nn.Module):
-    """A BERT-family encoder's weights (parameters), its tokenizer and its config.
+    """An encoder's weights (parameters), its tokenizer, its config and its family adapter.
 
-    The forward pass lives in :mod:`mice_bench.executors`; this module only owns the weights,
-    so one backbone can serve several executors. ``to`` converts in place (as every
+    The forward pass lives in :mod:`mice_bench.executors` (shared driver) and in the family
+    adapter ``bb.family`` (embeddings, sub-layer math, head); this module only owns the
+    weights, so one backbone can serve several executors. ``to`` converts in place (as every
     ``nn.Module`` does); :meth:`converted` returns a converted copy.
+
+    Family-specific settings: ``position_offset`` (RoBERTa: positions start at
+    ``padding_idx + 1``), ``local_window`` (ModernBERT: half-width of the local layers'
+    window, ``None`` = every layer global), ``rope_theta`` (rotary base per layer kind),
+    ``pooling`` (``cls`` | ``mean``: what the classification head reads), ``head_act``.
     """
 
-    _tensor_names = ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "pooler_w",
-                     "pooler_b", "cls_w", "cls_b", "projection")
+    _tensor_names = ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "emb_proj_w",
+                     "emb_proj_b", "final_ln_w", "final_ln_b", "pooler_w", "pooler_b",
+                     "head_ln_w", "head_ln_b", "cls_w", "cls_b", "projection")
+    _embedding_names = ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "emb_proj_w",
+                        "emb_proj_b", "final_ln_w", "final_ln_b")
+    _head_names = ("pooler_w", "pooler_b", "head_ln_w", "head_ln_b", "cls_w", "cls_b")
 
     def __init__(self, name: str, tokenizer: Any, num_layers: int, hidden_size: int,
                  num_heads: int, intermediate_size: int, vocab_size: int, max_positions: int,
                  type_vocab_size: int, layer_norm_eps: float, hidden_act: str,
-                 word_emb, pos_emb, type_emb, emb_ln_w, emb_ln_b,
-                 layers: list[LayerWeights], pooler_w=None, pooler_b=None, cls_w=None,
-                 cls_b=None, random_weights: bool = False, classifier_random: bool = False,
-                 has_cross_weights: bool = False, projection=None, source: str = "",
-                 projection_random: bool = False, config: Any = None):
+                 layers: list[LayerWeights], family: str = "bert",
+                 random_weights: bool = False, classifier_random: bool = False,
+                 has_cross_weights: bool = False, source: str = "",
+                 projection_random: bool = False, config: Any = None,
+                 position_offset: int = 0, local_window: int | None = None,
+                 rope_theta: dict[str, float] | None = None, pooling: str = "cls",
+                 head_act: str = "tanh", **tensors: torch.Tensor | None):
         super().__init__()
+        from .backbones import get_family
+
+        unknown = set(tensors) - set(self._tensor_names)
+        if unknown:
+            raise TypeError(f"unknown backbone tensors {sorted(unknown)}")
+        self.family = get_family(family)
         self.name, self.tokenizer, self.source = name, tokenizer, source
         self.num_layers, self.hidden_size, self.num_heads = num_layers, hidden_size, num_heads
         self.intermediate_size, self.vocab_size = intermediate_size, vocab_size
         self.max_positions, self.type_vocab_size = max_positions, type_vocab_size
         self.layer_norm_eps, self.hidden_act = layer_norm_eps, hidden_act
+        self.position_offset, self.local_window = int(position_offset), local_window
+        self.rope_theta = dict(rope_theta or {})
+        self.pooling, self.head_act = pooling, head_act
         self.random_weights, self.classifier_random = random_weights, classifier_random
         self.has_cross_weights, self.projection_random = has_cross_weights, projection_random
         self.config = config  # the Hugging Face config it was read from (for saving)
-        vals = dict(word_emb=word_emb, pos_emb=pos_emb, type_emb=type_emb, emb_ln_w=emb_ln_w,
-                    emb_ln_b=emb_ln_b, pooler_w=pooler_w, pooler_b=pooler_b, cls_w=cls_w,
-                    cls_b=cls_b, projection=projection)
         for n in self._tensor_names:
-            t = vals[n]
-            self.register_parameter(
-                n, None if t is None else torch.nn.Parameter(t.detach().clone(),
-                                                             requires_grad=t.requires_grad))
+            self.register_parameter(n, _param(tensors.get(n)))
         self.layers = torch.nn.ModuleList(layers)
 
     @property
@@ -133,23 +171,40 @@ class Backbone(torch.nn.Module):
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    @property
+    def has_token_types(self) -> bool:
+        """Whether token types mean anything (BERT, ELECTRA); RoBERTa's single type and
+        ModernBERT's none read as False: every token gets type 0."""
+        return self.type_emb is not None and self.type_vocab_size > 1
+
     def describe(self) -> str:
-        s = f"{self.name} ({self.num_layers} layers, hidden {self.hidden_size})"
+        s = f"{self.name} ({self.family.name}, {self.num_layers} layers, hidden " \
+            f"{self.hidden_size})"
         if self.random_weights:
             s += " [random weights]"
         elif self.classifier_random:
             s += " [seeded random classifier head]"
+        if self.family.name == "modernbert" and self.local_window is None and \
+                any(lw.local for lw in self.layers):
+            s += " [local layers attend globally, as the MICE reference runs]"
         return s
+
+    def layer_specs(self, spec) -> tuple:
+        """``spec.layers(L)`` as this family runs them (see the family's
+        ``adjust_layers``: e.g. ModernBERT's mean pooling keeps every query row in the last
+        MICE layer)."""
+        return self.family.adjust_layers(self, spec, spec.layers(self.num_layers))
 
     def ensure_cross_weights(self, layers=None) -> bool:
         """Give every layer its own cross-attention sub-layer, initialised from its
         self-attention weights where the checkpoint has none (the MICE reference's
-        ``InitMICEBERTFromHFID``). Returns True when any was created. Mutates this backbone:
-        only the owner of the weights (a :class:`~mice_bench.model.MiceModel`) calls it."""
+        ``InitMICEBERTFromHFID`` / ``InitMICEModernBERTFromHFID``). Returns True when any was
+        created. Mutates this backbone: only the owner of the weights (a
+        :class:`~mice_bench.model.MiceModel`) calls it."""
         created = False
         for i, lw in enumerate(self.layers):
             if lw.cross is None and (layers is None or i in layers):
-                lw.cross = lw.attn.clone()
+                lw.cross = self.family.cross_from_self(lw)
                 created = True
         return created
 
@@ -180,21 +235,25 @@ class Backbone(torch.nn.Module):
         def n(*ts):
             return sum(t.numel() for t in ts if t is not None)
 
-        total = n(self.word_emb, self.pos_emb, self.type_emb, self.emb_ln_w, self.emb_ln_b)
+        def own(lw):  # the layer without its cross-attention sub-layer
+            return n(lw.w_in, lw.b_in, lw.w_out, lw.b_out, lw.ln_w, lw.ln_b) + \
+                sum(p.numel() for p in lw.attn.parameters())
+
+        total = n(*(getattr(self, k) for k in self._embedding_names))
         layer_specs = spec.layers(self.num_layers) if spec is not None else None
         for i, lw in enumerate(self.layers):
             ls = layer_specs[i] if layer_specs is not None else None
             if ls is not None and ls.dropped:
                 continue
-            total += n(lw.w_in, lw.b_in, lw.w_out, lw.b_out, lw.ln_w, lw.ln_b)
-            total += sum(p.numel() for p in lw.attn.parameters())
+            total += own(lw)
             if ls is not None and ls.cross_keys:
-                total += sum(p.numel() for p in (lw.cross or lw.attn).parameters())
+                total += sum(p.numel() for p in (lw.cross or
+                                                  self.family.cross_from_self(lw)).parameters())
             elif ls is None and lw.cross is not None:
                 total += sum(p.numel() for p in lw.cross.parameters())
         head = spec.head if spec is not None else "cls"
         if head == "cls":
-            total += n(self.pooler_w, self.pooler_b, self.cls_w, self.cls_b)
+            total += n(*(getattr(self, k) for k in self._head_names))
         elif head == "maxsim" and spec is not None and spec.projection:
             total += self.projection.numel() if self.projection is not None \
                 else 128 * self.hidden_size
@@ -216,18 +275,49 @@ def packaged_tokenizer():
     return tok
 
 
-def random_hf_model(config_or_name: Any, seed: int = 0):
-    """A randomly initialised ``BertForSequenceClassification`` (seeded)."""
-    from transformers import BertConfig, BertForSequenceClassification
+def arch_config(name: str) -> dict:
+    """The shipped config of an architecture name (a dict with ``model_type``)."""
+    cfg = json.loads(_config_path(name).read_text())
+    cfg.setdefault("model_type", "bert")
+    return cfg
 
-    if isinstance(config_or_name, str):
-        cfg = BertConfig(**json.loads(_config_path(config_or_name).read_text()))
-    elif isinstance(config_or_name, dict):
-        cfg = BertConfig(**config_or_name)
+
+def random_hf_model(config_or_name: Any, seed: int = 0):
+    """A randomly initialised ``*ForSequenceClassification`` of the config's family (seeded):
+    an architecture name, a config dict (``model_type`` defaults to ``bert``) or a config."""
+    from .backbones import family_for
+
+    arch = isinstance(config_or_name, str)
+    if arch:
+        config_or_name = arch_config(config_or_name)
+    if isinstance(config_or_name, dict):
+        d = {k: v for k, v in config_or_name.items() if not k.startswith("_")}
+        model_type = d.pop("model_type", "bert")
+        fam = family_for(model_type)
+        cfg = fam.config_class(model_type)(**d)
     else:
         cfg = config_or_name
+        fam = family_for(getattr(cfg, "model_type", "bert"))
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(cfg)
+    if arch and fam.name != "bert":
+        # shipped architectures of the large-vocabulary families: Hugging Face's own init
+        # takes tens of seconds on CPU; a seeded N(0, initializer_range) is as random
+        from transformers.initialization import no_init_weights
+
+        with no_init_weights():
+            model = fam.hf_classifier_class(cfg)(cfg)
+        g = torch.Generator().manual_seed(seed)
+        std = float(getattr(cfg, "initializer_range", 0.02))
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n.endswith("bias"):
+                    p.zero_()
+                elif "norm" in n.lower() and p.dim() == 1:
+                    p.fill_(1.0)
+                else:
+                    p.normal_(0.0, std, generator=g)
+    else:
+        model = fam.hf_classifier_class(cfg)(cfg)
     model.eval()
     return model
 
@@ -236,6 +326,8 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
                   dtype: torch.dtype | str = torch.float32, seed: int = 0,
                   num_labels: int | None = None) -> Backbone:
     """Load weights by architecture name, HF hub id or local path (see module docstring)."""
+    from .backbones import FAMILIES, family_for
+
     dtype = dtype_from_name(dtype)
     if name in ARCH_ONLY:
         model = random_hf_model(name, seed=seed)
@@ -257,9 +349,11 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
         raise UsageError(f"cannot load model {name!r}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}\n{_model_help(name)}") \
             from None
-    if getattr(cfg, "model_type", None) != "bert":
-        raise UsageError(f"{name!r} is a {cfg.model_type!r} model; mice-bench runs BERT-family "
-                         "checkpoints (model_type 'bert': BERT, MiniLM)")
+    model_type = getattr(cfg, "model_type", None)
+    if model_type not in FAMILIES:
+        raise UsageError(f"{name!r} is a {model_type!r} model; mice-bench runs the families "
+                         f"{', '.join(sorted(FAMILIES))}")
+    fam = family_for(model_type)
     archs = getattr(cfg, "architectures", None) or []
     src = str(local) if is_local else name
     torch.manual_seed(seed)
@@ -267,16 +361,16 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
         model = AutoModelForSequenceClassification.from_pretrained(src)
         classifier_random = False
     else:
-        if num_labels is not None:
-            cfg.num_labels = num_labels
-        else:
-            cfg.num_labels = 1
+        cfg.num_labels = num_labels if num_labels is not None else 1
         model = AutoModelForSequenceClassification.from_pretrained(src, config=cfg)
         classifier_random = True
     model.eval()
     tok = AutoTokenizer.from_pretrained(src)
-    bb = from_hf(model, tok, name=name)
+    bb = fam.from_hf(model, tok, name=name)
     bb.classifier_random = bb.classifier_random or classifier_random
+    if bb.classifier_random:
+        warnings.warn(f"{name}: no sequence-classification head in the checkpoint; the "
+                      "'cls' head is seeded random (flagged in every result)", stacklevel=2)
     bb.source = src
     _load_colbert_projection(bb, local if is_local else None)
     if is_local:
@@ -331,80 +425,28 @@ def _load_colbert_projection(bb: Backbone, path: Path | None) -> None:
 
 
 def _load_extra_weights(bb: Backbone, path: Path) -> None:
-    """Cross-attention sub-layers saved by mice-bench (``bert.encoder.layer.{i}.crossattention.*``
-    in ``model.safetensors``), which Hugging Face's encoder-only classes ignore."""
+    """Cross-attention sub-layers saved by mice-bench (``bert.encoder.layer.{i}.
+    crossattention.*``, ``model.layers.{i}.crossattention.*`` for ModernBERT, as the family
+    names them) in ``model.safetensors``, which Hugging Face's encoder-only classes ignore."""
     main = path / "model.safetensors"
     if not main.exists():
         return
     from safetensors import safe_open
 
-    names = {"self.query.weight": "wq", "self.query.bias": "bq", "self.key.weight": "wk",
-             "self.key.bias": "bk", "self.value.weight": "wv", "self.value.bias": "bv",
-             "output.dense.weight": "wo", "output.dense.bias": "bo",
-             "output.LayerNorm.weight": "ln_w", "output.LayerNorm.bias": "ln_b"}
     with safe_open(str(main), "pt") as f:
-        keys = [k for k in f.keys() if ".crossattention." in k]
+        keys = set(f.keys())
         for i, lw in enumerate(bb.layers):
-            prefix = f"bert.encoder.layer.{i}.crossattention."
-            mine = {names[k[len(prefix):]]: f.get_tensor(k) for k in keys
-                    if k.startswith(prefix) and k[len(prefix):] in names}
-            if len(mine) == len(names):
+            names = bb.family.cross_names(bb, i)
+            mine = {ours: f.get_tensor(k) for k, ours in names.items() if k in keys}
+            if mine and len(mine) == len(names):
                 lw.cross = AttentionWeights(**{k: v.float() for k, v in mine.items()})
                 bb.has_cross_weights = True
 
 
 def from_hf(model: Any, tokenizer: Any, name: str = "hf") -> Backbone:
-    """Read the parameters of a HF BERT model (``BertModel`` or ``BertFor...``)."""
-    bert = getattr(model, "bert", model)
-    cfg = bert.config
-    if getattr(cfg, "position_embedding_type", "absolute") != "absolute":
-        raise UsageError("only absolute position embeddings are supported")
-    e = bert.embeddings
+    """Read the parameters of a Hugging Face model of any supported family (``*Model`` or
+    ``*ForSequenceClassification``; the family comes from ``config.model_type``)."""
+    from .backbones import family_for
 
-    def d(t):
-        return t.detach().clone()
-
-    def attn_weights(sa, so) -> AttentionWeights:
-        return AttentionWeights(wq=d(sa.query.weight), bq=d(sa.query.bias), wk=d(sa.key.weight),
-                                bk=d(sa.key.bias), wv=d(sa.value.weight), bv=d(sa.value.bias),
-                                wo=d(so.dense.weight), bo=d(so.dense.bias),
-                                ln_w=d(so.LayerNorm.weight), ln_b=d(so.LayerNorm.bias))
-
-    layers = []
-    for lyr in bert.encoder.layer:
-        attn = attn_weights(lyr.attention.self, lyr.attention.output)
-        cross = None
-        if getattr(lyr, "crossattention", None) is not None:
-            cross = attn_weights(lyr.crossattention.self, lyr.crossattention.output)
-        layers.append(LayerWeights(attn, d(lyr.intermediate.dense.weight),
-                                   d(lyr.intermediate.dense.bias), d(lyr.output.dense.weight),
-                                   d(lyr.output.dense.bias), d(lyr.output.LayerNorm.weight),
-                                   d(lyr.output.LayerNorm.bias), cross))
-    pooler = getattr(bert, "pooler", None)
-    clf = getattr(model, "classifier", None)
-    if clf is not None and hasattr(clf, "weight"):
-        cls_w, cls_b = d(clf.weight), d(clf.bias)
-        classifier_random = False
-    else:
-        g = torch.Generator().manual_seed(0)
-        cls_w = torch.randn(1, cfg.hidden_size, generator=g) * 0.02
-        cls_b = torch.zeros(1)
-        classifier_random = True
-    act = cfg.hidden_act if isinstance(cfg.hidden_act, str) else "gelu"
-    bb = Backbone(
-        name=name, tokenizer=tokenizer, num_layers=cfg.num_hidden_layers,
-        hidden_size=cfg.hidden_size, num_heads=cfg.num_attention_heads,
-        intermediate_size=cfg.intermediate_size, vocab_size=cfg.vocab_size,
-        max_positions=cfg.max_position_embeddings, type_vocab_size=cfg.type_vocab_size,
-        layer_norm_eps=cfg.layer_norm_eps, hidden_act=act,
-        word_emb=d(e.word_embeddings.weight), pos_emb=d(e.position_embeddings.weight),
-        type_emb=d(e.token_type_embeddings.weight), emb_ln_w=d(e.LayerNorm.weight),
-        emb_ln_b=d(e.LayerNorm.bias), layers=layers,
-        pooler_w=d(pooler.dense.weight) if pooler is not None else None,
-        pooler_b=d(pooler.dense.bias) if pooler is not None else None,
-        cls_w=cls_w, cls_b=cls_b, classifier_random=classifier_random,
-        has_cross_weights=any(lw.cross is not None for lw in layers), config=cfg,
-    )
-    # inference by default: no autograd graph unless a caller (training) asks for one
-    bb.requires_grad_(False)
-    return bb
+    fam = family_for(getattr(model.config, "model_type", "bert"))
+    return fam.from_hf(model, tokenizer, name=name)

@@ -72,8 +72,8 @@ def register(app: typer.Typer) -> None:
                                      help="Comma-separated variants (default: every preset)."),
         pairs: int = typer.Option(8, "--pairs", min=1, help="Random (query, doc) pairs."),
         tolerance: float = typer.Option(1e-4, "--tolerance", help="Max allowed |fast - ref|."),
-        dtype: str = typer.Option("fp32", "--dtype", help="fp32|fp16|bf16"),
-        device: str = typer.Option("cpu", "--device", help="cpu|cuda"),
+        dtype: str = typer.Option("fp32", "--dtype", help="fp32|bf16|fp16 (fp16: CUDA only)"),
+        device: str = typer.Option("cpu", "--device", help="cpu|cuda|cuda:N|auto"),
         seed: int = typer.Option(0, "--seed"),
     ):
         """Run fast and reference executors on random texts; exit 1 if they disagree."""

@@ -7,17 +7,22 @@ ColBERT projection), and records which parts were initialised that way.
 
 Checkpoints use the Hugging Face layout, so other tools read them:
 
-* ``config.json`` (a ``BertForSequenceClassification`` config; layers the variant drops are
-  not saved), ``model.safetensors`` with Hugging Face parameter names, the tokenizer files;
-* extra tensors in the same file: ``bert.encoder.layer.{i}.crossattention.*`` (MICE) and
+* ``config.json`` (the family's ``*ForSequenceClassification`` config: BERT, ELECTRA,
+  RoBERTa / XLM-R, ModernBERT; layers the variant drops are not saved), ``model.safetensors``
+  with Hugging Face parameter names, the tokenizer files;
+* extra tensors in the same file: the MICE cross-attention sub-layers
+  (``bert.encoder.layer.{i}.crossattention.*``, ``electra.``/``roberta.`` likewise;
+  ModernBERT: ``model.layers.{i}.crossattention.{q_proj,k_proj,v_proj,Wo}.*``) and
   ``linear.weight`` (ColBERT's projection, as the original ColBERT checkpoints name it);
 * ``mice_bench.json``: the variant, the base model, the randomly initialised parts, the
   tokenization limits and the mice-bench version.
 
 A saved ``ce`` loads unchanged in ``AutoModelForSequenceClassification``.
-:meth:`MiceModel.from_pretrained` also reads the MICE reference code's own state-dict layout
-(``embeddings.*``, ``bottom_layers.{i}.*``, ``top_layers.{j}.{attention,crossattention,
-intermediate,output}.*``, ``pooler.*``, ``classifier.*``).
+:meth:`MiceModel.from_pretrained` also reads the MICE reference code's own state-dict layouts
+(BERT: ``embeddings.*``, ``bottom_layers.{i}.*``, ``top_layers.{j}.{attention,crossattention,
+intermediate,output}.*``, ``pooler.*``, ``classifier.*``; ModernBERT: ``embeddings.*``,
+``bottom_layers.{i}.*``, ``top_layers.{j}.{attn_norm,attn,crossattention,mlp_norm,mlp}.*``,
+``final_norm.*``, ``head.*``, ``classifier.*``; see :meth:`MiceModel.from_reference_mice`).
 """
 
 from __future__ import annotations
@@ -177,11 +182,24 @@ class MiceModel(torch.nn.Module):
     def from_reference_mice(cls, source: str | Path | dict, config: Any = None,
                             tokenizer: Any = None, variant: str | None = None,
                             device: str | torch.device = "cpu",
-                            dtype: Any = torch.float32) -> "MiceModel":
+                            dtype: Any = torch.float32, local_attention: bool = False,
+                            pooling: str | None = None) -> "MiceModel":
         """Build from the MICE reference code's state-dict layout (a directory with its
         ``model.safetensors`` and config, or an in-memory state dict with ``config`` and
-        ``tokenizer``). ``variant`` defaults to ``mice-l{m}+{n}`` read from the layout."""
-        from transformers import AutoConfig, AutoTokenizer, BertForSequenceClassification
+        ``tokenizer``). ``variant`` defaults to ``mice-l{m}+{n}`` read from the layout.
+
+        Both reference models load: ``BertMiceCrossEncoder`` (``embeddings.*``,
+        ``bottom_layers.{i}.*``, ``top_layers.{j}.{attention,crossattention,intermediate,
+        output}.*``, ``pooler.*``, ``classifier.*``) and ``ModernBertMiceCrossEncoder``
+        (``embeddings.{tok_embeddings,norm}.*``, ``bottom_layers.{i}.*``, ``top_layers.{j}.
+        {attn_norm,attn,crossattention.{q,k,v}_proj,crossattention.Wo,mlp_norm,mlp}.*``,
+        ``final_norm.*``, ``head.*``, ``classifier.*``). ModernBERT: the reference passes one
+        key-padding mask to every layer, so with its (eager / SDPA) attention the local layers
+        attend globally; that is the default here (``local_attention=False``; True applies
+        the checkpoint's sliding window as Hugging Face's ModernBERT does). ``pooling``
+        overrides the config's ``classifier_pooling`` (the reference's ``pooling_method``).
+        """
+        from transformers import AutoConfig, AutoTokenizer
 
         if isinstance(source, dict):
             sd = source
@@ -207,50 +225,108 @@ class MiceModel(torch.nn.Module):
                 f"{name}: not the MICE reference layout (expected embeddings.*, "
                 "bottom_layers.{i}.*, top_layers.{j}.*); found keys like "
                 f"{', '.join(sorted(sd)[:5])}")
+        unsupported = sorted({k.split(".")[0] for k in sd} & {
+            "query_bottom_layers", "document_bottom_layers", "exact_match_heads", "global_cls",
+            "adapter"})
+        if unsupported or any(".lexical_bias_weight" in k for k in sd):
+            raise UsageError(f"{name}: reference options mice-bench does not run: "
+                             f"{', '.join(unsupported) or 'lexical_bias'} (unbound bottom "
+                             "layers, exact-match heads, global [CLS], compress_dim adapter "
+                             "and lexical bias are not interaction specs)")
         m, n = len(bottom), len(top)
-        hf_sd: dict[str, torch.Tensor] = {}
-        cross: dict[int, dict[str, torch.Tensor]] = {}
-        for k, v in sd.items():
-            parts = k.split(".")
-            if parts[0] == "embeddings":
-                hf_sd["bert." + k] = v
-            elif parts[0] == "bottom_layers":
-                hf_sd[f"bert.encoder.layer.{parts[1]}." + ".".join(parts[2:])] = v
-            elif parts[0] == "top_layers":
-                j = int(parts[1])
-                rest = ".".join(parts[2:])
-                if parts[2] == "crossattention":
-                    sub = ".".join(parts[3:])
-                    if sub in _ATT:
-                        cross.setdefault(m + j, {})[_ATT[sub]] = v
-                else:
-                    hf_sd[f"bert.encoder.layer.{m + j}.{rest}"] = v
-            elif parts[0] == "pooler":
-                hf_sd["bert." + k] = v
-            elif parts[0] == "classifier":
-                hf_sd[k] = v
-        cfg = type(config).from_dict(config.to_dict())
-        cfg.num_hidden_layers = m + n
-        cfg.is_decoder = False
-        cfg.add_cross_attention = False
-        cfg.num_labels = hf_sd["classifier.weight"].shape[0] if "classifier.weight" in hf_sd \
-            else 1
-        hf = BertForSequenceClassification(cfg).eval()
-        missing, unexpected = hf.load_state_dict(hf_sd, strict=False)
-        missing = [k for k in missing if not k.endswith("position_ids")]
-        if unexpected or [k for k in missing if not k.startswith("classifier")]:
-            raise UsageError(f"{name}: reference state dict does not fit a {m + n}-layer BERT: "
-                             f"missing {missing[:4]}, unexpected {unexpected[:4]}")
-        bb = from_hf(hf, tokenizer, name=name)
-        bb.classifier_random = any(k.startswith("classifier") for k in missing)
-        for i, w in cross.items():
-            if len(w) != len(_ATT):
-                raise UsageError(f"{name}: incomplete cross-attention weights in layer {i}")
-            bb.layers[i].cross = AttentionWeights(**w)
+        model_type = getattr(config, "model_type", "bert")
+        if model_type == "modernbert" or "embeddings.tok_embeddings.weight" in sd:
+            bb, cross = _reference_modernbert(sd, config, tokenizer, m, n, name)
+            if not local_attention:
+                bb.local_window = None
+            if pooling is not None:
+                bb.pooling = pooling
+        elif model_type == "bert":
+            bb, cross = _reference_bert(sd, config, tokenizer, m, n, name)
+        else:
+            raise UsageError(f"{name}: the MICE reference layout of a {model_type!r} model is "
+                             "not supported (bert and modernbert are)")
         bb.has_cross_weights = bool(cross)
         bb.source = name
         bb.to(device=device, dtype=_dtype(dtype))
         return cls(bb, variant or f"mice-l{m}+{n}")
+
+
+def _load_reference(hf, hf_sd: dict, m: int, n: int, name: str, what: str) -> list[str]:
+    missing, unexpected = hf.load_state_dict(hf_sd, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if unexpected or [k for k in missing if not k.startswith("classifier")]:
+        raise UsageError(f"{name}: reference state dict does not fit a {m + n}-layer {what}: "
+                         f"missing {missing[:4]}, unexpected {unexpected[:4]}")
+    return missing
+
+
+def _reference_bert(sd: dict, config, tokenizer, m: int, n: int, name: str):
+    from transformers import BertForSequenceClassification
+
+    hf_sd: dict[str, torch.Tensor] = {}
+    cross: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in sd.items():
+        parts = k.split(".")
+        if parts[0] == "embeddings":
+            hf_sd["bert." + k] = v
+        elif parts[0] == "bottom_layers":
+            hf_sd[f"bert.encoder.layer.{parts[1]}." + ".".join(parts[2:])] = v
+        elif parts[0] == "top_layers":
+            j = int(parts[1])
+            rest = ".".join(parts[2:])
+            if parts[2] == "crossattention":
+                sub = ".".join(parts[3:])
+                if sub in _ATT:
+                    cross.setdefault(m + j, {})[_ATT[sub]] = v
+            else:
+                hf_sd[f"bert.encoder.layer.{m + j}.{rest}"] = v
+        elif parts[0] == "pooler":
+            hf_sd["bert." + k] = v
+        elif parts[0] == "classifier":
+            hf_sd[k] = v
+    cfg = type(config).from_dict(config.to_dict())
+    cfg.num_hidden_layers = m + n
+    cfg.is_decoder = False
+    cfg.add_cross_attention = False
+    cfg.num_labels = hf_sd["classifier.weight"].shape[0] if "classifier.weight" in hf_sd else 1
+    hf = BertForSequenceClassification(cfg).eval()
+    missing = _load_reference(hf, hf_sd, m, n, name, "BERT")
+    bb = from_hf(hf, tokenizer, name=name)
+    bb.classifier_random = any(k.startswith("classifier") for k in missing)
+    for i, w in cross.items():
+        if len(w) != len(_ATT):
+            raise UsageError(f"{name}: incomplete cross-attention weights in layer {i}")
+        bb.layers[i].cross = AttentionWeights(**w)
+    return bb, cross
+
+
+def _reference_modernbert(sd: dict, config, tokenizer, m: int, n: int, name: str):
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    from .backbones import get_family
+
+    fam = get_family("modernbert")
+    hf_sd, cross = fam.reference_to_hf(sd, m)
+    d = config.to_dict()
+    for k in ("model_type", "transformers_version", "_name_or_path", "id2label", "label2id",
+              "is_decoder", "add_cross_attention"):
+        d.pop(k, None)
+    types = list(getattr(config, "layer_types", None) or [])
+    cfg = ModernBertConfig(**d)
+    cfg.num_hidden_layers = m + n
+    cfg.layer_types = (types or list(cfg.layer_types))[: m + n]
+    cfg.num_labels = hf_sd["classifier.weight"].shape[0] if "classifier.weight" in hf_sd else 1
+    hf = ModernBertForSequenceClassification(cfg).eval()
+    missing = _load_reference(hf, hf_sd, m, n, name, "ModernBERT")
+    bb = fam.from_hf(hf, tokenizer, name=name)
+    bb.classifier_random = any(k.startswith("classifier") for k in missing)
+    bias = bb.layers[0].attn.bo is not None
+    for i, w in cross.items():
+        if len(w) != (8 if bias else 4):
+            raise UsageError(f"{name}: incomplete cross-attention weights in layer {i}")
+        bb.layers[i].cross = AttentionWeights(**w)
+    return bb, cross
 
 
 def checkpoint_variant(model: str | Path) -> str | None:
@@ -283,51 +359,15 @@ def _is_reference_mice(main: Path) -> bool:
 
 
 def hf_config(bb: Backbone, num_layers: int | None = None):
-    """A ``BertConfig`` for ``bb`` as a sequence classifier with ``num_layers`` layers."""
-    from transformers import BertConfig
-
-    base = bb.config.to_dict() if bb.config is not None else {}
-    base.update(vocab_size=bb.vocab_size, hidden_size=bb.hidden_size,
-                num_hidden_layers=num_layers if num_layers is not None else bb.num_layers,
-                num_attention_heads=bb.num_heads, intermediate_size=bb.intermediate_size,
-                hidden_act=bb.hidden_act, max_position_embeddings=bb.max_positions,
-                type_vocab_size=bb.type_vocab_size, layer_norm_eps=bb.layer_norm_eps,
-                architectures=["BertForSequenceClassification"],
-                num_labels=int(bb.cls_w.shape[0]) if bb.cls_w is not None else 1,
-                is_decoder=False, add_cross_attention=False, model_type="bert")
-    for k in ("id2label", "label2id", "_name_or_path", "transformers_version",
-              "_attn_implementation_autoset"):
-        base.pop(k, None)
-    return BertConfig(**{k: v for k, v in base.items() if k != "model_type"})
+    """A Hugging Face config for ``bb`` as a sequence classifier of its family with
+    ``num_layers`` layers (``BertConfig``, ``ElectraConfig``, ``RobertaConfig``,
+    ``XLMRobertaConfig``, ``ModernBertConfig``)."""
+    return bb.family.hf_config(bb, num_layers)
 
 
 def hf_state_dict(bb: Backbone, num_layers: int | None = None,
                   with_cross: bool = True) -> dict[str, torch.Tensor]:
-    """``bb``'s parameters under Hugging Face ``BertForSequenceClassification`` names (plus
-    ``crossattention`` sub-layers and ColBERT's ``linear.weight`` where present)."""
-    L = bb.num_layers if num_layers is None else num_layers
-    sd = {"bert.embeddings.word_embeddings.weight": bb.word_emb,
-          "bert.embeddings.position_embeddings.weight": bb.pos_emb,
-          "bert.embeddings.token_type_embeddings.weight": bb.type_emb,
-          "bert.embeddings.LayerNorm.weight": bb.emb_ln_w,
-          "bert.embeddings.LayerNorm.bias": bb.emb_ln_b}
-    for i, lw in enumerate(list(bb.layers)[:L]):
-        p = f"bert.encoder.layer.{i}."
-        for hf_name, ours in _ATT.items():
-            sd[p + "attention." + hf_name] = getattr(lw.attn, ours)
-            if with_cross and lw.cross is not None:
-                sd[p + "crossattention." + hf_name] = getattr(lw.cross, ours)
-        sd[p + "intermediate.dense.weight"] = lw.w_in
-        sd[p + "intermediate.dense.bias"] = lw.b_in
-        sd[p + "output.dense.weight"] = lw.w_out
-        sd[p + "output.dense.bias"] = lw.b_out
-        sd[p + "output.LayerNorm.weight"] = lw.ln_w
-        sd[p + "output.LayerNorm.bias"] = lw.ln_b
-    if bb.pooler_w is not None:
-        sd["bert.pooler.dense.weight"] = bb.pooler_w
-        sd["bert.pooler.dense.bias"] = bb.pooler_b
-    sd["classifier.weight"] = bb.cls_w
-    sd["classifier.bias"] = bb.cls_b
-    if bb.projection is not None:
-        sd["linear.weight"] = bb.projection
-    return {k: v.detach() for k, v in sd.items()}
+    """``bb``'s parameters under the Hugging Face ``*ForSequenceClassification`` names of its
+    family (plus ``crossattention`` sub-layers and ColBERT's ``linear.weight`` where
+    present)."""
+    return bb.family.hf_state_dict(bb, num_layers, with_cross)

@@ -16,7 +16,8 @@ Every results JSON written by mice-bench has the envelope::
 Each kind has its own ``schema_version`` (:data:`SCHEMA_VERSIONS`). Reports read these files
 only (never re-run models); :func:`load_result` upgrades older versions of a kind, one step at
 a time, through :data:`UPGRADERS` (registered by the module that owns the kind's typed model:
-:mod:`mice_bench.effectiveness.schema` for ``effectiveness`` and ``effectiveness-summary``).
+:mod:`mice_bench.effectiveness.schema` for ``effectiveness`` and ``effectiveness-summary``,
+:mod:`mice_bench.latency.result` for ``latency``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from typing import Any, Callable
 from . import __version__
 
 #: the current schema version of each result kind
-SCHEMA_VERSIONS: dict[str, int] = {"latency": 1, "effectiveness": 2, "effectiveness-summary": 2}
+SCHEMA_VERSIONS: dict[str, int] = {"latency": 2, "effectiveness": 3, "effectiveness-summary": 3}
 #: the module that registers a kind's upgraders in :data:`UPGRADERS` when imported
-_UPGRADER_MODULES = {"effectiveness": "mice_bench.effectiveness.schema",
+_UPGRADER_MODULES = {"latency": "mice_bench.latency.result",
+                     "effectiveness": "mice_bench.effectiveness.schema",
                      "effectiveness-summary": "mice_bench.effectiveness.schema"}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-
 from .backbone import load_backbone
+from .devices import placement
 from .executors import make_executor
 from .spec import presets, resolve
 
@@ -20,8 +20,10 @@ def random_texts(n: int, lo: int, hi: int, rng: random.Random) -> list[str]:
 
 def verify_variants(model: str, variants: str | None = None, pairs: int = 8,
                     dtype: str = "fp32", device: str = "cpu", seed: int = 0):
-    """Per variant: the largest ``|fast - reference|`` score difference (None: no fast path)."""
-    bb = load_backbone(model, device=device, dtype=dtype, seed=seed)
+    """Per variant: the largest ``|fast - reference|`` score difference (None: no fast path).
+    ``device`` / ``dtype`` follow :mod:`mice_bench.devices` (fp16 refused on CPU)."""
+    place = placement(device, dtype)
+    bb = load_backbone(model, device=place.device, dtype=place.dtype, seed=seed)
     specs = resolve(variants, bb.num_layers) if variants else presets(bb.num_layers)
     rng = random.Random(seed)
     queries = random_texts(pairs, 1, 12, rng)

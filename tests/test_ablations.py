@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mice_bench.ablations.runner import plan_study
-from mice_bench.ablations.study import StudyError, load_study
+from mice_bench.study import StudyError, load_study
 from mice_bench.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,11 +114,17 @@ def test_effectiveness_plan_skips_existing_results(tmp_path):
 def test_latency_plan_matches_existing_runs(tmp_path):
     res = tmp_path / "results"
     shutil.copytree(RESULTS / "latency", res / "latency")
-    base = ('variants = ["ce", "colbert"]\n[[latency]]\nname = "a"\nmodel = "tiny-bert-8l"\n'
-            'protocol = "paper"\nbatch_size = 8\ndoc_tokens = 64\ndevice = "cpu"\n')
+    # the fixture is a pre-core-v2 run: its `colbert` rows are colbert[proj=0,qaug=0] now
+    base = ('variants = ["ce", "colbert[proj=0,qaug=0]"]\n[[latency]]\nname = "a"\n'
+            'model = "tiny-bert-8l"\nprotocol = "paper"\nbatch_size = 8\ndoc_tokens = 64\n'
+            'device = "cpu"\n')
     st = load_study(_study(tmp_path, base))
     (t,) = plan_study(st, res)
     assert t.done and t.existing == ["latency/paper.json"]
+    # ... so the current colbert (the paper's) still has to be measured
+    st = load_study(_study(tmp_path, base.replace("colbert[proj=0,qaug=0]", "colbert")))
+    (t,) = plan_study(st, res)
+    assert not t.done
     st = load_study(_study(tmp_path, base.replace("doc_tokens = 64", "doc_tokens = 32")))
     (t,) = plan_study(st, res)
     assert not t.done and t.args[t.args.index("--output") + 1].endswith("latency/s-a.json")

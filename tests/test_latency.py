@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from mice_bench.latency import flops as F
 from mice_bench.latency import runner as R
+from mice_bench.latency import scheduler as S
+from mice_bench.latency.config import LatencyConfig
 from mice_bench.latency.inputs import PAPER_QUERY, make_texts, token_count
 from mice_bench.latency.schema import LATENCY_SCHEMA, SchemaError, check, validate
 from mice_bench.latency.stats import enough, speedup, summarize, throughput
@@ -82,16 +84,6 @@ def test_throughput_speedup_enough():
     assert not enough([0.1] * 4, runs=5, min_seconds=0)
     assert not enough([0.1] * 5, runs=5, min_seconds=1.0)
     assert enough([0.1] * 10, runs=5, min_seconds=1.0 - 1e-9)
-
-
-def test_measure_runs_until_runs_and_min_seconds():
-    def run(t):
-        with t.phase("interaction"):
-            time.sleep(0.01)
-
-    raw = R.measure(run, torch.device("cpu"), warmup=1, runs=3, min_seconds=0.1)
-    assert len(raw["total"]) >= 3 and sum(raw["total"]) >= 0.1
-    assert len(raw["phases"]["interaction"]) == len(raw["total"])
 
 
 # ----------------------------------------------------------------------------- timing
@@ -256,7 +248,7 @@ def test_results_file_validates_against_schema(default_run, tmp_path):
     f = tmp_path / "lat.json"
     f.write_text(json.dumps(doc))
     assert load_result(f, "latency") == doc
-    assert doc["schema"] == "mice-bench/latency" and doc["schema_version"] == 1
+    assert doc["schema"] == "mice-bench/latency" and doc["schema_version"] == 2
 
 
 def test_paper_protocol_tiny(tiny_model, app, tmp_path):
@@ -278,10 +270,10 @@ def test_paper_protocol_tiny(tiny_model, app, tmp_path):
 
 
 def test_sequential_schedule_and_no_warmup(tiny_model):
-    cfg = R.LatencyConfig(model=tiny_model, variants=["ce", "colbert"], batch_sizes=[2],
-                          doc_tokens=[8], query_tokens=4, depth=4, warmup=0, runs=3,
-                          min_seconds=0, threads=1, schedule="sequential")
-    doc = R.run_latency(cfg)
+    cfg = LatencyConfig(model=tiny_model, variants=["ce", "colbert"], batch_sizes=[2],
+                        doc_tokens=[8], query_tokens=4, depth=4, warmup=0, runs=3,
+                        min_seconds=0, threads=1, schedule="sequential")
+    doc = R.run_latency(cfg).to_doc()
     check(doc)
     assert [r["latency_s"]["count"] for r in doc["rows"]] == [3, 3]
     assert doc["config"]["schedule"] == "sequential"
@@ -327,7 +319,7 @@ def test_bad_input_exits_2(tiny_model, app, tmp_path, args, needle):
 
 def test_oom_halves_the_batch(tiny_model, monkeypatch):
     calls = {"n": 0}
-    real = R._memory_pass
+    real = S.memory_pass
 
     def flaky(wl, device, *a, **k):
         calls["n"] += 1
@@ -335,13 +327,134 @@ def test_oom_halves_the_batch(tiny_model, monkeypatch):
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1 GiB")
         return real(wl, device, *a, **k)
 
-    monkeypatch.setattr(R, "_memory_pass", flaky)
+    monkeypatch.setattr(S, "memory_pass", flaky)
     logs = []
-    cfg = R.LatencyConfig(model=tiny_model, variants=["mice-l4+3"], protocol="paper",
-                          batch_sizes=[8], doc_tokens=[16], precompute=True, warmup=0, runs=1,
-                          threads=1)
-    doc = R.run_latency(cfg, log=logs.append)
+    cfg = LatencyConfig(model=tiny_model, variants=["mice-l4+3"], protocol="paper",
+                        batch_sizes=[8], doc_tokens=[16], precompute=True, warmup=0, runs=1,
+                        threads=1)
+    doc = R.run_latency(cfg, log=logs.append).to_doc()
     row = doc["rows"][0]
     assert row["point"]["batch_size"] == 4 and row["point"]["batch_size_requested"] == 8
     assert row["oom_halvings"] == 1 and row["pairs_per_run"] == 4
     assert any("halving to 4" in m for m in logs) and row["notes"]
+
+
+# ----------------------------------------------------------------------------- scheduler
+class _FakeTimer:
+    """Stands in for PhaseTimer: a run lasts what the workload says (``t.fake``) seconds,
+    all of it in the interaction phase; no clock is read."""
+
+    def __init__(self, device):
+        self.fake = None
+
+    def start(self):
+        self.fake = None
+
+    def stop(self):
+        d = self.fake
+        return d, {p: (d if p == "interaction" else 0.0) for p in PHASES}, d
+
+
+class _FakeWorkload:
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def run(self, t):
+        t.fake = self.seconds
+
+
+def _slot(name, seconds):
+    return S.Slot(spec=name, ex=None, wl=_FakeWorkload(seconds), batch=1)
+
+
+def test_scheduler_interleaves_until_runs_and_min_seconds(monkeypatch):
+    monkeypatch.setattr(S, "PhaseTimer", _FakeTimer)
+    a, b = _slot("A", 0.25), _slot("B", 0.5)
+    # A needs 4 runs for 1 s, B 3 runs (runs=3) -> round-robin, A alone at the end
+    order = S.time_slots([a, b], torch.device("cpu"), runs=3, min_seconds=1.0)
+    assert order == ["A", "B", "A", "B", "A", "B", "A"]
+    assert a.total == [0.25] * 4 and b.total == [0.5] * 3
+    assert a.phases["interaction"] == a.total and a.phases["tokenize"] == [0.0] * 4
+    # max_runs stops a row whatever min_seconds asks; a row that has enough is not run
+    c, done = _slot("C", 0.25), _slot("D", 0.25)
+    done.total = [50.0] * 3              # 3 runs, 150 s: enough
+    order = S.time_slots([c, done], torch.device("cpu"), runs=3, min_seconds=100,
+                         max_runs=5)
+    assert order == ["C"] * 5 and len(done.total) == 3
+
+
+def test_prepare_slot_halves_on_oom_only(monkeypatch):
+    monkeypatch.setattr(S, "PhaseTimer", _FakeTimer)
+
+    class WL(_FakeWorkload):
+        def __init__(self, batch, error):
+            super().__init__(0.125)
+            self.batch, self.error = batch, error
+
+        def prepare(self, device):
+            if self.batch > 2:
+                raise self.error
+
+    oom = torch.OutOfMemoryError("CUDA out of memory")
+    logs = []
+    slot = S.prepare_slot("mice-l4+3", None, 8, lambda b: WL(b, oom), torch.device("cpu"),
+                          warmup=0, log=logs.append, doc_tokens=16)
+    assert (slot.batch, slot.halvings) == (2, 2)
+    assert slot.total == [0.125]          # warmup 0: the memory pass is the first timed run
+    assert [n.split(";")[1].strip() for n in slot.notes] == ["halving to 4 and continuing",
+                                                              "halving to 2 and continuing"]
+    with pytest.raises(ValueError, match="boom"):
+        S.prepare_slot("ce", None, 8, lambda b: WL(b, ValueError("boom")),
+                       torch.device("cpu"), warmup=1, log=logs.append, doc_tokens=16)
+
+
+# ----------------------------------------------------------------------------- known answers
+def test_rows_speedup_and_throughput_known_answers(tiny_model, monkeypatch, tmp_path):
+    """With the clock replaced (ce 0.4 s, mice 0.1 s, colbert 0.05 s per run of 8 pairs) the
+    written rows must hold exactly: 20 / 80 / 160 pairs/s and 1 / 4 / 8 x speedup vs ce."""
+    from mice_bench.latency import workloads as W
+    from mice_bench.latency.result import LatencyResult
+
+    seconds = {"ce": 0.4, "mice-l4+3": 0.1, "colbert": 0.05}
+    monkeypatch.setattr(S, "PhaseTimer", _FakeTimer)
+    monkeypatch.setattr(W.Workload, "run",
+                        lambda self, t: setattr(t, "fake", seconds[str(self.ex.spec)]))
+    cfg = LatencyConfig(model=tiny_model, variants=list(seconds), batch_sizes=[4],
+                        doc_tokens=[8], query_tokens=4, depth=8, warmup=1, runs=3,
+                        min_seconds=0, threads=1)
+    R.run_latency(cfg).save(tmp_path / "lat.json")
+    rows = {r.variant: r for r in LatencyResult.load(tmp_path / "lat.json").rows}
+    for v, s, pairs_per_s, sp in (("ce", 0.4, 20.0, 1.0), ("mice-l4+3", 0.1, 80.0, 4.0),
+                                  ("colbert", 0.05, 160.0, 8.0)):
+        r = rows[v]
+        assert r.pairs_per_run == 8 and r.latency_s["count"] == 3
+        assert r.latency_s["mean"] == pytest.approx(s, rel=1e-12)
+        assert r.latency_s["std"] == pytest.approx(0.0, abs=1e-12)
+        assert r.throughput_pairs_per_s == pytest.approx(pairs_per_s, rel=1e-12)
+        assert r.speedup_vs_ce == pytest.approx(sp, rel=1e-12)
+        assert r.phases_s["interaction"]["mean"] == pytest.approx(s, rel=1e-12)
+        assert r.raw_s["total"] == [s] * 3
+        f = r.flops["per_pair"]
+        assert r.achieved_flops_per_s == pytest.approx(f * pairs_per_s, rel=1e-12)
+        assert r.flop_ratio_vs_ce == pytest.approx(rows["ce"].flops["per_pair"] / f)
+
+
+def test_speedup_is_per_pair_when_the_batch_was_halved():
+    """Paper protocol: ce ran 8 pairs in 0.8 s (0.1 s/pair); mice, halved by OOM to 4 pairs,
+    ran them in 0.1 s (0.025 s/pair): 4x, not the 8x of the per-run times."""
+    from mice_bench.latency.result import LatencyRowResult, RowPoint
+    from mice_bench.latency.rows import add_speedups
+
+    def row(v, bs, pairs, mean, fl):
+        return LatencyRowResult(
+            variant=v, point=RowPoint(bs, 8, 64, 64, 5, None, False, False),
+            latency_s={"mean": mean}, pairs_per_run=pairs,
+            throughput_pairs_per_s=pairs / mean if mean else float("nan"),
+            flops={"per_pair": fl})
+
+    rows = [row("ce", 8, 8, 0.8, 1000.0), row("mice-l4+3", 4, 4, 0.1, 250.0),
+            row("colbert", 8, 8, 0.0, 0.0)]
+    add_speedups(rows)
+    assert rows[0].speedup_vs_ce == 1.0 and rows[1].speedup_vs_ce == pytest.approx(4.0)
+    assert rows[1].flop_ratio_vs_ce == 4.0
+    assert rows[2].speedup_vs_ce is None and rows[2].flop_ratio_vs_ce is None   # undefined

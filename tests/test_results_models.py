@@ -18,14 +18,29 @@ from mice_bench.results import ResultFileError, load_result, schema_version
 
 REPO = Path(__file__).resolve().parents[1]
 EFF = REPO / "results" / "effectiveness"
+LAT = REPO / "results" / "latency"
 COMMITTED_SUMMARIES = sorted(EFF.glob("*.json"))
 COMMITTED_RECORDS = sorted(p for p in EFF.rglob("*.json") if p.parent != EFF)
+COMMITTED_LATENCY = sorted(LAT.glob("*.json"))
+# what the committed (pre-core-v2) names measured, written out by hand (docs/report.md)
+RENAMED = {"colbert": "colbert[proj=0,qaug=0]", "mice-l4+3": "mice-l4+3[attn=joint]",
+           "mice-l4+8": "mice-l4+8[attn=joint]", "mice-l2+2-cross": "mice-l2+2[order=self]"}
 
 
 def test_every_kind_has_its_own_version():
-    assert schema_version("latency") == 1
-    assert schema_version("effectiveness") == 2
-    assert schema_version("effectiveness-summary") == 2
+    assert schema_version("latency") == 2
+    assert schema_version("effectiveness") == 3
+    assert schema_version("effectiveness-summary") == 3
+
+
+@pytest.mark.parametrize("old,new", [*RENAMED.items(), ("ce", "ce"), ("biencoder", "biencoder"),
+                                     ("mask3-l4", "mask3-l4"), ("prettr-l4", "prettr-l4"),
+                                     ("colbert[proj=1]", "colbert[qaug=0]")])
+def test_old_variant_names_map_to_what_they_measured(old, new):
+    from mice_bench.legacy import current_name, legacy_note
+
+    assert current_name(old) == new
+    assert (legacy_note(old) is None) == (old in ("ce", "biencoder", "mask3-l4"))
 
 
 @pytest.mark.skipif(not COMMITTED_RECORDS, reason="no committed effectiveness results")
@@ -35,7 +50,12 @@ def test_committed_effectiveness_files_load_through_the_upgrader(path):
     assert raw["schema_version"] == 1                     # written before version 2
     res = EffectivenessResult.load(path)
     assert res.aggregates == pytest.approx(raw["aggregates"])
-    assert res.variant == raw["config"]["variant"] and res.dataset_name == raw["dataset"]["name"]
+    old = raw["config"]["variant"]
+    assert res.variant == RENAMED.get(old, old) and res.dataset_name == raw["dataset"]["name"]
+    if old in RENAMED:                                     # the old name is kept, with why
+        assert res.config["variant_as_written"] == old and "core v2" in res.config["legacy_note"]
+    else:
+        assert "variant_as_written" not in res.config
     for p in ("ir_datasets", "ir_measures", "bm25s"):      # unknown in version 1
         assert res.environment[p] is None
     if res.model is not None:
@@ -50,7 +70,8 @@ def test_committed_summaries_load_through_the_upgrader(path):
     s, _ = EffectivenessSummary.load(path)
     old = raw["summary"]
     assert s.baseline == old["baseline"] and s.measures == old["measures"]
-    assert [r.variant for r in s.rows] == [r["variant"] for r in old["rows"]]
+    assert [r.variant for r in s.rows] == [RENAMED.get(r["variant"], r["variant"])
+                                           for r in old["rows"]]
     for r_new, r_old in zip(s.rows, old["rows"]):
         for ds, per in r_old["cells"].items():
             assert r_new.files[ds] == per["files"]          # moved out of the cells
@@ -83,7 +104,7 @@ def test_effectiveness_result_written_then_read_back(tmp_path):
         num_candidates=200, timing={"pairs_per_s": 10.0}, run_file="colbert.trec",
         model={"label": "m", "revision": "abc"}, environment={"torch": "x"})
     p = res.save(tmp_path / "r.json")
-    assert json.loads(p.read_text())["schema_version"] == 2
+    assert json.loads(p.read_text())["schema_version"] == 3
     assert EffectivenessResult.load(p) == res
 
 
@@ -101,13 +122,13 @@ def test_summary_written_then_read_back(tmp_path):
                   SummarySettings())
     s.save(tmp_path / "sum", {"k": 1}, {"torch": "x"})
     back, doc = EffectivenessSummary.load(tmp_path / "sum.json")
-    assert back == s and doc["schema_version"] == 2 and doc["config"] == {"k": 1}
+    assert back == s and doc["schema_version"] == 3 and doc["config"] == {"k": 1}
     assert (tmp_path / "sum.md").read_text().startswith("### nDCG@10")
 
 
 def test_a_newer_version_is_refused_and_a_missing_upgrader_named(tmp_path, monkeypatch):
     p = tmp_path / "x.json"
-    p.write_text(json.dumps({"schema": "mice-bench/effectiveness", "schema_version": 3}))
+    p.write_text(json.dumps({"schema": "mice-bench/effectiveness", "schema_version": 4}))
     with pytest.raises(ResultFileError, match="newer"):
         load_result(p)
     p.write_text(json.dumps({"schema": "mice-bench/effectiveness", "schema_version": 1}))
@@ -116,6 +137,45 @@ def test_a_newer_version_is_refused_and_a_missing_upgrader_named(tmp_path, monke
     monkeypatch.setitem(resultsmod.UPGRADERS, "effectiveness", {})
     with pytest.raises(ResultFileError, match="no upgrader"):
         load_result(p)
+
+
+@pytest.mark.skipif(not COMMITTED_LATENCY, reason="no committed latency results")
+@pytest.mark.parametrize("path", COMMITTED_LATENCY, ids=lambda p: p.name)
+def test_committed_latency_files_load_through_the_upgrader(path):
+    """Version-1 files: the numbers unchanged, the pre-v2 mice / colbert rows renamed to what
+    they measured and noted, prettr rows noted, the other rows untouched."""
+    from mice_bench.latency.result import LatencyResult
+
+    raw = json.loads(path.read_text())
+    assert raw["schema_version"] == 1
+    res = LatencyResult.load(path)
+    assert len(res.rows) == len(raw["rows"])
+    for new, old in zip(res.rows, raw["rows"]):
+        v = old["variant"]
+        assert new.variant == RENAMED.get(v, v)
+        assert new.latency_s == old["latency_s"] and new.speedup_vs_ce == old["speedup_vs_ce"]
+        assert new.throughput_pairs_per_s == old["throughput_pairs_per_s"]
+        added = new.notes[len(old["notes"]):]
+        assert new.notes[:len(old["notes"])] == old["notes"]
+        if v in RENAMED or v.startswith("prettr"):
+            assert len(added) == 1 and added[0].startswith("pre-v2 definition") and v in added[0]
+        else:
+            assert added == []
+    assert res.config["variants"] == [RENAMED.get(v, v) for v in raw["config"]["variants"]]
+
+
+def test_latency_result_written_then_read_back(tmp_path):
+    """The typed latency result: save (schema-checked) then load gives the same object, and
+    the document is the current version."""
+    from mice_bench.latency.result import LatencyResult
+
+    src = LatencyResult.load(COMMITTED_LATENCY[0]) if COMMITTED_LATENCY else pytest.skip()
+    p = src.save(tmp_path / "lat.json")
+    doc = json.loads(p.read_text())
+    assert doc["schema_version"] == 2 and doc["schema"] == "mice-bench/latency"
+    back = LatencyResult.load(p)
+    assert back.to_doc() == src.to_doc() == doc
+    assert back.rows == src.rows
 
 
 def test_environment_records_the_data_stack_versions():

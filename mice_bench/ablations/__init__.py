@@ -1,9 +1,9 @@
 """Ablation studies: ``ablations/*.toml`` study files and ``mice-bench run``.
 
-* :mod:`.study` parses and validates a study file (errors name the offending key);
+* :mod:`mice_bench.study` parses and validates a study file (errors name the offending key);
 * :mod:`.runner` plans a study against the existing results and runs what is missing
   through the ``latency`` / ``effectiveness`` commands, in-process;
 * :mod:`.cli` the ``run`` sub-command.
 """
 
-from .study import Study, StudyError, load_study  # noqa: F401
+from ..study import Study, StudyError, load_study  # noqa: F401

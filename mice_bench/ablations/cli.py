@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
             None, "--workload", help="only these latency workloads (by name)"),
     ) -> None:
         from .runner import plan_study, run_study
-        from .study import load_study
+        from ..study import load_study
 
         st = load_study(resolve_study_path(study))
         tasks = plan_study(st, results, overwrite=overwrite, only=only, models=model or None,

@@ -1,7 +1,9 @@
 """Plan a study against the results that already exist, then run what is missing.
 
-Work is delegated to the ``latency`` and ``effectiveness`` commands, invoked in-process
-through the Typer app (the same code path and options as on the command line):
+Work is done by the library functions behind the ``latency`` and ``effectiveness`` commands
+(:func:`mice_bench.latency.run_latency`, :func:`mice_bench.effectiveness.runner.
+run_effectiveness`) with typed configurations; each task also keeps the equivalent command
+line, which ``--dry-run`` prints:
 
 * a latency workload is *done* when a file under ``results/latency/`` has the same resolved
   configuration (model, protocol, batch sizes, document / query tokens, depth, precompute,
@@ -20,18 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import UsageError
-from .study import LatencyWorkload, Study, StudyError
+from ..errors import USER_ERRORS, UsageError
+from ..study import LatencyWorkload, Study, StudyError
 
 
 @dataclass
 class Task:
     kind: str                  # latency | effectiveness
     label: str
-    args: list[str]            # CLI arguments (after the program name)
+    args: list[str]            # the equivalent CLI arguments (after the program name)
     done: bool
     existing: list[str] = field(default_factory=list)
     output: str | None = None
+    config: Any = None         # LatencyConfig | EffectivenessConfig (what is run)
 
 
 # ---------------------------------------------------------------------------- latency
@@ -121,7 +124,7 @@ def _latency_args(wl: LatencyWorkload, output: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------- effectiveness
 def _model_matches(given: str, recorded: str) -> bool:
-    from ..report.common import slug
+    from ..naming import slug
 
     g, r = given.rstrip("/"), recorded.rstrip("/")
     try:   # the label `mice-bench effectiveness` gives a --model value
@@ -175,6 +178,56 @@ def _effectiveness_args(study: Study, model: str, datasets: list[str], variants:
     return a + ["--output-dir", str(results / "effectiveness")]
 
 
+def _effectiveness_config(study: Study, model: str, datasets: list[str],
+                          variants: list[str], results: Path):
+    """The typed configuration of :func:`_effectiveness_args` (same values)."""
+    from ..effectiveness.runner import EffectivenessConfig
+
+    o = study.effectiveness.options
+    listed = lambda k: [str(x) for x in (o[k] if isinstance(o[k], list) else [o[k]])]  # noqa
+    kw: dict[str, Any] = {k: o[k] for k in ("depth", "baseline", "test", "correction",
+                                             "batch_size", "dtype", "limit_queries")
+                          if k in o}
+    kw["device"] = o.get("device", "auto")        # resolved when the task runs
+    if "measures" in o:
+        kw["measures"] = ",".join(listed("measures"))
+    return EffectivenessConfig(datasets=",".join(datasets), models=[model],
+                               variants=",".join(variants),
+                               first_stage=listed("first_stage") if "first_stage" in o
+                               else ["bm25"], docs=listed("docs") if "docs" in o else [],
+                               output_dir=str(results / "effectiveness"), **kw)
+
+
+@dataclass(frozen=True)
+class _Existing:
+    file: str
+    variant: str
+    dataset: str
+    model: str
+    first_stage: str
+
+
+def _existing_effectiveness(results: Path) -> list[_Existing]:
+    """Every effectiveness result under ``results/effectiveness`` (summaries skipped)."""
+    import json
+
+    from ..effectiveness.result import KIND, EffectivenessResult
+
+    folder = results / "effectiveness"
+    out = []
+    for f in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        try:
+            kind = str(json.loads(f.read_text()).get("schema", ""))
+        except (OSError, ValueError, AttributeError):
+            kind = ""
+        if kind != f"mice-bench/{KIND}":
+            continue
+        r = EffectivenessResult.load(f)
+        out.append(_Existing(f.relative_to(results).as_posix(), r.variant, r.dataset_name,
+                             r.model_label or "", r.first_stage))
+    return out
+
+
 # ---------------------------------------------------------------------------- plan / run
 def plan_study(study: Study, results: str | Path = "results", overwrite: bool = False,
                only: str | None = None, models: list[str] | None = None,
@@ -202,15 +255,15 @@ def plan_study(study: Study, results: str | Path = "results", overwrite: bool = 
             want = set(cfg.variants)
             hits = [f for f, idn, vs in existing if idn == ident and want <= vs]
             out = results / "latency" / f"{study.name}-{wl.name}.json"
+            cfg.output = out.as_posix()
             tasks.append(Task("latency", f"latency workload {wl.name!r}",
                               _latency_args(wl, out), done=bool(hits) and not overwrite,
-                              existing=hits, output=out.as_posix()))
+                              existing=hits, output=out.as_posix(), config=cfg))
     if study.effectiveness is not None and only in (None, "effectiveness"):
-        from ..report.effectiveness_io import load_effectiveness
         from ..results import ResultFileError
 
         try:
-            recs = load_effectiveness(results, dedupe=False)
+            recs = _existing_effectiveness(results)
         except ResultFileError as e:
             raise UsageError(str(e)) from None
         plan = study.effectiveness
@@ -237,34 +290,32 @@ def plan_study(study: Study, results: str | Path = "results", overwrite: bool = 
                 vs.append(base)   # significance needs the baseline; its scores are cached
             tasks.append(Task("effectiveness", f"effectiveness {model}",
                               _effectiveness_args(study, model, list(missing), vs, results),
-                              done=False, existing=sorted(set(have))))
+                              done=False, existing=sorted(set(have)),
+                              config=_effectiveness_config(study, model, list(missing), vs,
+                                                           results)))
     return tasks
 
 
-def invoke(args: list[str]) -> int:
-    """Run a ``mice-bench`` command in this process; returns its exit code."""
-    import click
-    import typer.main
+def execute(task: Task, log: Callable[[str], None] = print) -> None:
+    """Run one task with the library (no command line in between); UsageError on bad input."""
+    if task.kind == "latency":
+        from ..latency.runner import run_latency
 
-    from ..cli import app
+        res = run_latency(task.config, log=log)
+        res.save(task.config.output)
+    else:
+        from ..devices import placement
+        from ..effectiveness.runner import run_effectiveness
 
-    cmd = typer.main.get_command(app)
-    try:
-        rc = cmd.main(args=list(args), prog_name="mice-bench", standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return int(e.exit_code or 0)
-    except click.ClickException as e:
-        e.show()
-        return int(e.exit_code)
-    except click.exceptions.Abort:
-        return 1
-    return int(rc) if isinstance(rc, int) else 0
+        cfg = task.config     # the same device / dtype policy as the command line
+        cfg.device = placement(cfg.device, cfg.dtype).device
+        run_effectiveness(cfg)
 
 
 def run_study(study: Study, tasks: list[Task], log: Callable[[str], None] = print,
-              runner: Callable[[list[str]], int] | None = None) -> list[Task]:
+              runner: Callable[[Task], None] | None = None) -> list[Task]:
     """Run the tasks that are not done; StudyError (exit 2) when one fails."""
-    runner = runner or invoke
+    runner = runner or (lambda t: execute(t, log))
     ran = []
     for t in tasks:
         if t.done:
@@ -272,9 +323,10 @@ def run_study(study: Study, tasks: list[Task], log: Callable[[str], None] = prin
                 + (" …" if len(t.existing) > 3 else "") + ")")
             continue
         log(f"run  {t.label}: mice-bench {' '.join(t.args)}")
-        rc = runner(t.args)
-        if rc != 0:
-            raise StudyError(f"study {study.name}: {t.label} failed with exit code {rc} "
-                             f"(command: mice-bench {' '.join(t.args)})")
+        try:
+            runner(t)
+        except USER_ERRORS as e:
+            raise StudyError(f"study {study.name}: {t.label} failed: {e} "
+                             f"(command: mice-bench {' '.join(t.args)})") from None
         ran.append(t)
     return ran

@@ -64,7 +64,10 @@ def register(app: typer.Typer) -> None:
             None, "--cache-dir", help="score/state/index caches (default "
                                       "~/.cache/mice-bench/effectiveness, $MICE_BENCH_CACHE)"),
         summary_name: str = typer.Option("summary", "--summary-name",
-                                         help="summary files <output-dir>/<name>.{md,json}"),
+                                         help="summary files OUTPUT-DIR/NAME.md and NAME.json"),
+        doc_store: str = typer.Option(
+            "fp16", "--doc-store", help="document-state store: fp16 | fp32 | int8 (per-token "
+                                        "scaled; a quarter of fp32)"),
         format_: str = typer.Option("table", "--format", help="table | json"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
@@ -84,6 +87,9 @@ def register(app: typer.Typer) -> None:
             import torch
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        from ..devices import check_dtype
+
+        check_dtype(dtype, device)   # the one dtype policy (fp16 refused on CPU, exit 2)
         cfg = EffectivenessConfig(
             datasets=datasets, models=list(model), variants=variants,
             first_stage=list(first_stage) or ["bm25"], docs=list(docs), depth=depth,
@@ -91,7 +97,7 @@ def register(app: typer.Typer) -> None:
             batch_size=batch_size, doc_batch_size=doc_batch_size, dtype=dtype, device=device,
             executor=executor, query_max_tokens=query_max_tokens, doc_max_tokens=doc_max_tokens,
             limit_queries=limit_queries, seed=seed, output_dir=output_dir, cache_dir=cache_dir,
-            summary_name=summary_name)
+            summary_name=summary_name, doc_store=doc_store)
         try:
             summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))
         except KeyboardInterrupt:

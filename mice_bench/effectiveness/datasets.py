@@ -89,6 +89,29 @@ def _quiet_ir_datasets() -> None:
     import ir_datasets
 
     ir_datasets.log.easy().logger().setLevel(logging.WARNING)
+    _silence_irds_bars()
+
+
+def _silence_irds_bars() -> None:
+    """ir_datasets draws tqdm bars on stderr (docstore builds, corpus iteration); tqdm reads
+    ``TQDM_DISABLE`` only when it is imported, so pass ``disable=True`` to them directly."""
+    from ir_datasets import log as irlog
+
+    cls = irlog.Logger
+    if getattr(cls, "_mice_bench_quiet", False):
+        return
+    pbar, pbar_raw = cls.pbar, cls.pbar_raw
+
+    def quiet_pbar(self, it, *args, **kwargs):
+        kwargs.setdefault("disable", True)
+        return pbar(self, it, *args, **kwargs)
+
+    def quiet_pbar_raw(self, *args, **kwargs):
+        kwargs.setdefault("disable", True)
+        return pbar_raw(self, *args, **kwargs)
+
+    cls.pbar, cls.pbar_raw = quiet_pbar, quiet_pbar_raw
+    cls._mice_bench_quiet = True
 
 
 @contextlib.contextmanager
@@ -151,7 +174,16 @@ def read_docs_jsonl(path: str | os.PathLike) -> dict[str, str]:
     if not p.is_file():
         raise UsageError(f"--docs {p}: no such file (expected JSONL with doc_id and text)")
     out: dict[str, str] = {}
-    with p.open() as f:
+    try:
+        return _read_docs_lines(p, out)
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--docs {p}: not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise UsageError(f"--docs {p}: cannot read it ({e.strerror or e})") from None
+
+
+def _read_docs_lines(p: Path, out: dict[str, str]) -> dict[str, str]:
+    with p.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue

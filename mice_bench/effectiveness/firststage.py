@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -66,25 +69,79 @@ class FirstStage:
 
 # --------------------------------------------------------------------------- run files
 def read_trec_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run (``qid Q0 docid rank score tag``; gzip allowed)."""
+    """Read a TREC run (``qid Q0 docid rank score [tag]``; gzip allowed).
+
+    Strict: every line has 5 or 6 columns, an integer rank and a finite numeric score, and a
+    (qid, docid) pair appears once; an empty file is refused. Any violation is a
+    :class:`UsageError` naming the file and line (exit 2), never a silently different run.
+    Parsed runs are memoised by (path, size, mtime): the up-front check and the first stage
+    read the file once.
+    """
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"run file {p}: no such file")
-    opener = _open_text(p)
+    st = p.stat()
+    memo_key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if memo_key in _RUN_MEMO:
+        return {q: dict(d) for q, d in _RUN_MEMO[memo_key].items()}
     run: Run = {}
-    with opener as f:
-        for n, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 5:
-                raise UsageError(f"run file {p}:{n}: expected 'qid Q0 docid rank score [tag]'")
-            try:
-                score = float(parts[4])
-            except ValueError:
-                raise UsageError(f"run file {p}:{n}: score {parts[4]!r} is not a number") from None
-            run.setdefault(parts[0], {})[parts[2]] = score
-    return run
+    fmt = "expected 'qid Q0 docid rank score [tag]'"
+    try:
+        with _open_text(p) as f:
+            for n, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) not in (5, 6):
+                    raise UsageError(f"run file {p}:{n}: {len(parts)} columns, {fmt}")
+                try:
+                    int(parts[3])
+                except ValueError:
+                    raise UsageError(f"run file {p}:{n}: rank {parts[3]!r} is not an integer "
+                                     f"({fmt})") from None
+                try:
+                    score = float(parts[4])
+                except ValueError:
+                    raise UsageError(f"run file {p}:{n}: score {parts[4]!r} is not a number "
+                                     f"({fmt})") from None
+                if not math.isfinite(score):
+                    raise UsageError(f"run file {p}:{n}: score {parts[4]!r} is not finite")
+                docs = run.setdefault(parts[0], {})
+                if parts[2] in docs:
+                    raise UsageError(f"run file {p}:{n}: document {parts[2]!r} is listed twice "
+                                     f"for query {parts[0]!r}")
+                docs[parts[2]] = score
+    except UnicodeDecodeError as e:
+        raise UsageError(f"run file {p}: not a text file ({e})") from None
+    except (OSError, EOFError) as e:   # unreadable, or a truncated/corrupt .gz
+        raise UsageError(f"run file {p}: cannot read it ({type(e).__name__}: {e})") from None
+    if not run:
+        raise UsageError(f"run file {p}: empty (no 'qid Q0 docid rank score [tag]' line)")
+    _RUN_MEMO.clear()            # keep one run in memory at most
+    _RUN_MEMO[memo_key] = run
+    return {q: dict(d) for q, d in run.items()}
+
+
+_RUN_MEMO: dict[tuple, Run] = {}
+
+
+def check_run_coverage(run: Run, queries: dict[str, str], source: str) -> dict:
+    """How many judged queries ``run`` covers; exit 2 when none, a warning when some are
+    missing. Returns ``{"judged_queries", "with_candidates", "missing" (up to 5 ids)}``."""
+    from .safeio import warn
+
+    have = [q for q in queries if run.get(q)]
+    cov = {"judged_queries": len(queries), "with_candidates": len(have),
+           "missing": [q for q in queries if not run.get(q)][:5]}
+    if not have:
+        raise UsageError(f"{source}: none of its {len(run)} query ids matches a judged query of "
+                         f"the dataset (run: {', '.join(list(run)[:3])}...; dataset: "
+                         f"{', '.join(list(queries)[:3])}...); wrong file or dataset?")
+    if len(have) < len(queries):
+        warn(f"{source} has candidates for {len(have)} of {len(queries)} judged queries; the "
+             f"other {len(queries) - len(have)} (e.g. {', '.join(cov['missing'][:3])}) count as "
+             f"0 (coverage is recorded in each result's dataset.coverage)")
+    return cov
 
 
 def _open_text(p: Path):
@@ -105,8 +162,8 @@ def top_k(run: Run, k: int) -> Run:
 
 
 def write_trec_run(path: str | os.PathLike, run: Run, tag: str) -> Path:
-    """Write ``run`` in TREC format (ranked, 1-based ranks), atomically."""
-    from ..results import atomic_write_text
+    """Write ``run`` in TREC format (ranked, 1-based ranks), atomically (fsync + rename)."""
+    from .safeio import atomic_write_text
 
     lines = []
     for q in run:
@@ -157,14 +214,61 @@ def load_or_build_bm25(coll: Collection, cache_dir: Path):
     """The bm25s index of ``coll``'s corpus and its doc ids; built once, cached on disk.
 
     Returns ``(retriever, doc_ids)`` with ``doc_ids[i]`` the id of index row ``i``.
+    The index folder carries ``manifest.json`` (size and SHA-256 of every file); a folder that
+    fails the check is reported and rebuilt. Building happens under a lock (a second run
+    waits and loads the first's index) in a unique temporary folder renamed into place.
     """
-    import bm25s
+    from .safeio import cache_lock
 
     d = Path(cache_dir) / "bm25" / f"{coll.name}-{bm25_cache_key(coll)}"
-    ids_file = d / "doc_ids.json"
-    if ids_file.exists():
+    got = _load_bm25(d)
+    if got is not None:
+        return got
+    with cache_lock(d.with_name(d.name + ".lock"), f"the BM25 index {d}"):
+        got = _load_bm25(d, report=True)
+        if got is not None:
+            return got
+        if d.exists():
+            shutil.rmtree(d)
+        for stale in d.parent.glob(f".{d.name}.*.tmp"):   # a killed build (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        return _build_bm25(coll, d)
+
+
+def _load_bm25(d: Path, report: bool = False):
+    """``(retriever, ids)`` when ``d`` holds a complete index, else None (a notice when
+    ``report`` and the folder exists but fails its check)."""
+    import bm25s
+
+    from .safeio import notice, sha256_file
+
+    if not d.exists():
+        return None
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        for name, (size, sha) in manifest["files"].items():
+            f = d / name
+            if f.stat().st_size != size:
+                raise ValueError(f"{name} has {f.stat().st_size} bytes, expected {size}")
+            if sha256_file(f) != sha:
+                raise ValueError(f"{name} fails its SHA-256 check")
+        ids = json.loads((d / "doc_ids.json").read_text())
         retriever = bm25s.BM25.load(str(d), mmap=False)
-        return retriever, json.loads(ids_file.read_text())
+        if int(retriever.scores.get("num_docs", len(ids))) != len(ids):
+            raise ValueError("index and doc_ids.json disagree")
+        return retriever, ids
+    except Exception as e:  # noqa: BLE001 - any unreadable index is rebuilt
+        if report:
+            notice(f"BM25 index {d} is incomplete or corrupt ({type(e).__name__}: "
+                   f"{str(e)[:100]}); rebuilding it")
+        return None
+
+
+def _build_bm25(coll: Collection, d: Path):
+    import bm25s
+
+    from .safeio import fsync_dir, sha256_file
+
     ids: list[str] = []
     texts: list[str] = []
     for did, text in coll.iter_corpus():
@@ -176,13 +280,25 @@ def load_or_build_bm25(coll: Collection, cache_dir: Path):
     retriever = bm25s.BM25(k1=BM25_PARAMS["k1"], b=BM25_PARAMS["b"],
                            method=BM25_PARAMS["method"])
     retriever.index(tokens, show_progress=False)
-    tmp = d.with_name(d.name + f".tmp{os.getpid()}")
-    retriever.save(str(tmp), show_progress=False)
-    (tmp / "doc_ids.json").write_text(json.dumps(ids))
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{d.name}.", suffix=".tmp", dir=d.parent))
     try:
+        retriever.save(str(tmp), show_progress=False)
+        (tmp / "doc_ids.json").write_text(json.dumps(ids))
+        files = {}
+        for f in sorted(tmp.iterdir()):
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            files[f.name] = [f.stat().st_size, sha256_file(f)]
+        (tmp / "manifest.json").write_text(json.dumps({"files": files}))
+        with open(tmp / "manifest.json", "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o755)
         os.replace(tmp, d)
-    except OSError:  # another process won the race
-        pass
+        fsync_dir(d.parent)
+    finally:
+        if tmp.exists():            # not renamed: never leave the temporary folder behind
+            shutil.rmtree(tmp, ignore_errors=True)
     return retriever, ids
 
 

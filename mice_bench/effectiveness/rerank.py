@@ -21,7 +21,9 @@ from typing import Callable
 import torch
 
 from ..errors import UsageError
-from .cache import DocStateCache, ScoreCache, key_hash, slug
+from .cache import ScoreCache, key_hash, slug
+from .safeio import cache_lock
+from .store import DEFAULT_STORE, DocStateStore
 from .datasets import Collection
 from .firststage import Run, ranked
 from .progress import Reporter
@@ -41,6 +43,7 @@ class ScoringSettings:
     device: str = "cpu"
     executor: str = "auto"
     seed: int = 0
+    doc_store: str = DEFAULT_STORE    # fp16 | fp32 | int8 (split-first variants only)
 
     def key(self) -> dict:
         return {"qmax": self.query_max_tokens, "dmax": self.doc_max_tokens, "dtype": self.dtype,
@@ -97,7 +100,7 @@ class VariantScorer:
                           **settings.key()}
         self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                            / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
-        self.doc_cache: DocStateCache | None = None
+        self.doc_cache: DocStateStore | None = None
         if getattr(ex, "has_doc_precompute", False):
             L = ex.backbone.num_layers
             split = ex.spec.split_layer(L)
@@ -106,25 +109,38 @@ class VariantScorer:
                     "doc_token_type": ex.spec.doc_token_type, "corpus": coll.corpus_fingerprint(),
                     "dmax": settings.doc_max_tokens, "dtype": settings.dtype,
                     "device": torch.device(settings.device).type, "seed": settings.seed}
-            self.doc_cache = DocStateCache(
-                Path(cache_dir) / "docstates" / f"s{split}-{settings.dtype}-{key_hash(dkey)}",
-                meta=dkey)
+            dkey["store"] = settings.doc_store
+            self.score_key["doc_store"] = settings.doc_store
+            self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
+                               / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
+            self.doc_cache = DocStateStore(
+                Path(cache_dir) / "docstates"
+                / f"s{split}-{settings.dtype}-{settings.doc_store}-{key_hash(dkey)}",
+                meta=dkey, fmt=settings.doc_store)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
     def _ensure_docs(self, doc_ids: list[str], texts: Callable[[list[str]], dict[str, str]]):
-        """Encode the missing documents (timed, with a docs/s bar)."""
+        """Encode the missing documents (timed, with a docs/s bar advancing per batch); the
+        store checks its shards first (a corrupt one is encoded again) and locks out a second
+        run, which then reuses this one's work."""
         assert self.doc_cache is not None
         todo = self.doc_cache.missing(doc_ids)
-        if todo:
-            t = time.perf_counter()
-            bs = self.settings.doc_batch_size
-            with self.reporter.task(f"{self.coll.name} {self.variant}: encode docs", len(todo),
-                                    unit="docs") as adv:
-                self.doc_cache.ensure(
-                    todo, texts, lambda tx: self.ex.encode_documents(tx, batch_size=bs), adv)
+        t = time.perf_counter()
+        bs = self.settings.doc_batch_size
+        with self.reporter.task(f"{self.coll.name} {self.variant}: encode docs", len(todo),
+                                unit="docs") as adv:
+            n = self.doc_cache.ensure(
+                doc_ids, texts, lambda tx: self.ex.encode_documents(tx, batch_size=bs),
+                batch_size=bs, progress=adv)
+        if n:
             self.stats.doc_encode_s += time.perf_counter() - t
-            self.stats.docs_encoded += len(todo)
+            self.stats.docs_encoded += n
+
+    def _record_store(self, doc_ids: list[str]) -> None:
+        """Bytes on disk per document of the states this run read (``timing.doc_store``)."""
+        if self.doc_cache is not None:
+            self.stats.extra["doc_store"] = self.doc_cache.usage(doc_ids)
 
     # ----------------------------------------------------------------- re-ranking
     def rerank(self, candidates: Run, after_query: AfterQuery | None = None) -> Run:
@@ -132,20 +148,30 @@ class VariantScorer:
 
         candidates: ``{qid: {doc_id: first-stage score}}``; returns ``{qid: {doc_id: score}}``.
         """
+        def pending_of(stored) -> dict[str, list[str]]:
+            out = {}
+            for q, docs in candidates.items():
+                miss = [d for d in docs if d not in stored.get(q, {})]
+                if miss:
+                    out[q] = miss
+            return out
+
         self.stats = ScoreStats(queries=len(candidates))
+        self.stats.pairs_total = sum(len(d) for d in candidates.values())
+        with ScoreCache(self.score_path, meta=self.score_key) as cache:
+            pending = pending_of(cache.scores())
+        if pending:   # score under the lock; another run may have scored them meanwhile
+            with cache_lock(ScoreCache.lock_path(self.score_path),
+                            f"the scores of {self.variant} on {self.coll.name}"), \
+                    ScoreCache(self.score_path, meta=self.score_key) as cache:
+                pending = pending_of(cache.scores())
+                if pending:
+                    self._score_pending(cache, pending, after_query)
         with ScoreCache(self.score_path, meta=self.score_key) as cache:
             stored = cache.scores()
-            pending: dict[str, list[str]] = {}
-            for q, docs in candidates.items():
-                have = stored.get(q, {})
-                miss = [d for d in docs if d not in have]
-                self.stats.pairs_total += len(docs)
-                self.stats.pairs_cached += len(docs) - len(miss)
-                if miss:
-                    pending[q] = miss
-            if pending:
-                self._score_pending(cache, pending, after_query)
-            stored = cache.scores()
+        self.stats.pairs_cached = self.stats.pairs_total - self.stats.pairs_scored
+        if self.doc_cache is not None:
+            self._record_store(list(dict.fromkeys(d for ds in candidates.values() for d in ds)))
         return {q: {d: stored[q][d] for d in docs} for q, docs in candidates.items()}
 
     def _score_pending(self, cache: ScoreCache, pending: dict[str, list[str]],
@@ -190,16 +216,27 @@ class VariantScorer:
         for did, text in self.coll.iter_corpus():
             corpus[did] = text
         doc_ids = list(corpus)
-        with ScoreCache(self.score_path, meta=self.score_key) as cache:
+        self.stats.pairs_total = len(qids) * len(doc_ids)
+
+        def pending_of(cache) -> list[str]:
             done = cache.full_done()
-            pending = [q for q in qids if done.get(q, -1) < depth]
-            self.stats.pairs_total = len(qids) * len(doc_ids)
-            self.stats.pairs_cached = (len(qids) - len(pending)) * len(doc_ids)
-            if pending:
-                self._ensure_docs(doc_ids, lambda ids: {d: corpus[d] for d in ids})
-                states = self.doc_cache.load(doc_ids)
-                self._full_pending(cache, pending, states, doc_ids, depth, after_query)
+            return [q for q in qids if done.get(q, -1) < depth]
+
+        with ScoreCache(self.score_path, meta=self.score_key) as cache:
+            pending = pending_of(cache)
+        if pending:
+            with cache_lock(ScoreCache.lock_path(self.score_path),
+                            f"the scores of {self.variant} on {self.coll.name}"), \
+                    ScoreCache(self.score_path, meta=self.score_key) as cache:
+                pending = pending_of(cache)
+                if pending:
+                    self._ensure_docs(doc_ids, lambda ids: {d: corpus[d] for d in ids})
+                    states = self.doc_cache.load(doc_ids)
+                    self._full_pending(cache, pending, states, doc_ids, depth, after_query)
+        with ScoreCache(self.score_path, meta=self.score_key) as cache:
             stored = cache.scores()
+        self.stats.pairs_cached = self.stats.pairs_total - self.stats.pairs_scored
+        self._record_store(doc_ids)
         return {q: dict(ranked(stored.get(q, {}))[:depth]) for q in qids}
 
     def _full_pending(self, cache: ScoreCache, pending: list[str], states, doc_ids: list[str],

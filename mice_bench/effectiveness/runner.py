@@ -64,6 +64,7 @@ class EffectivenessConfig:
     output_dir: str = "results/effectiveness"
     cache_dir: str | None = None
     summary_name: str = "summary"
+    doc_store: str = "fp16"          # fp16 | fp32 | int8 (document-state store, see store.py)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -233,6 +234,8 @@ def write_result(path: Path, cfg_block: dict, env: dict, coll: Collection, run: 
         config=cfg_block, environment=env, model=model_info,
         dataset={"name": coll.name, "irds_id": coll.info.irds_id, "group": coll.info.group,
                  "num_queries": len(coll.queries),
+                 "coverage": {"judged_queries": len(coll.queries),
+                              "with_candidates": sum(1 for q in coll.queries if run.get(q))},
                  "docs": str(coll.docs_path) if coll.docs_path else None},
         aggregates=agg, per_query=pq, num_candidates=sum(len(v) for v in run.values()),
         timing=timing, run_file=run_path.name).save(path)
@@ -251,6 +254,7 @@ def _cfg_block(cfg: EffectivenessConfig, plan: Plan, coll: Collection, variant: 
         "executor": cfg.executor, "batch_size": cfg.batch_size,
         "query_max_tokens": cfg.query_max_tokens, "doc_max_tokens": cfg.doc_max_tokens,
         "limit_queries": cfg.limit_queries, "seed": cfg.seed,
+        "doc_store": getattr(cfg, "doc_store", None),
     }
 
 
@@ -259,8 +263,11 @@ def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None
                       after_query: Callable[[str], None] | None = None
                       ) -> EffectivenessSummary:
     """Run everything ``cfg`` asks for; returns the summary (also written to disk)."""
+    from .checks import check_candidates, preflight
+
     reporter = reporter or Reporter(enabled=False)
     plan = make_plan(cfg)
+    preflight(cfg, plan)                 # every option, path, model dir, output folder
     out = Path(cfg.output_dir)
     cache_dir = cfg.cache_path()
     env = environment(device=cfg.device, dtype=cfg.dtype)
@@ -268,6 +275,7 @@ def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None
     colls: dict[str, Collection] = {}
     for info in plan.datasets:
         colls[info.name] = load_collection(info, plan.docs[info.name], cfg.limit_queries)
+    check_candidates(plan, colls)        # run files: well formed, cover judged queries
     candidates: dict[str, Run] = {}
     records: list[Record] = []
     for name, coll in colls.items():
@@ -320,6 +328,23 @@ def model_revision(name: str, bb, seed: int) -> str:
     return f"unknown:{name}"
 
 
+def _load_model(load_backbone, name: str, cfg):
+    """``load_backbone``, with a failure inside a local checkpoint directory reported as a
+    usage error about that directory (exit 2) instead of a traceback."""
+    from ..errors import USER_ERRORS
+
+    try:
+        return load_backbone(name, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    except USER_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers/safetensors raise many kinds
+        if not Path(name).expanduser().exists():
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"model directory {name}: cannot load it ({type(e).__name__}: "
+                         f"{first[:200]})") from None
+
+
 def _fmt(agg: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in agg.items())
 
@@ -335,11 +360,12 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
     settings = ScoringSettings(batch_size=cfg.batch_size, doc_batch_size=cfg.doc_batch_size,
                                query_max_tokens=cfg.query_max_tokens,
                                doc_max_tokens=cfg.doc_max_tokens, dtype=cfg.dtype,
-                               device=cfg.device, executor=cfg.executor, seed=cfg.seed)
+                               device=cfg.device, executor=cfg.executor, seed=cfg.seed,
+                               doc_store=cfg.doc_store)
     records: list[Record] = []
     for label, name in plan.models:
         t = time.perf_counter()
-        bb = load_backbone(name, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+        bb = _load_model(load_backbone, name, cfg)
         load_s = time.perf_counter() - t
         model_info = {"label": label, "name": name, "describe": bb.describe(),
                       "revision": model_revision(name, bb, cfg.seed),

@@ -123,8 +123,6 @@ class EffectivenessSummary:
     rows: list[Row]
     comparisons: dict[str, int] = field(default_factory=dict)   # measure -> tests corrected
 
-    SCHEMA_VERSION = 2
-
     @property
     def primary(self) -> str:
         return self.measures[0]

@@ -53,10 +53,20 @@ class Executor:
                  query_max_tokens: int | None = None, doc_max_tokens: int | None = None):
         self.spec = spec
         self.backbone = backbone
-        self.layer_specs = spec.layers(backbone.num_layers)
+        self.layer_specs = backbone.layer_specs(spec)
+        if spec.doc_token_type and not backbone.has_token_types:
+            from ..errors import UsageError
+
+            raise UsageError(f"{spec}: doc_tt={spec.doc_token_type} needs token types; "
+                             f"{backbone.name} ({backbone.family.name}) has none")
         self.tokenizer = Tokenizer(backbone.tokenizer, backbone.max_positions, spec,
                                    query_max_tokens=query_max_tokens,
-                                   doc_max_tokens=doc_max_tokens)
+                                   doc_max_tokens=doc_max_tokens,
+                                   pair_separators=backbone.family.pair_separators,
+                                   token_types=backbone.has_token_types)
+        #: the 'cls' head pools over the whole pair (joint input: ce, masks, PreTTR) or over
+        #: the query part only (two-part input: MICE, as the reference pools x_q)
+        self.pool_pair = spec.layout == "joint" or spec.doc_style in ("pair", "offset")
         #: cross-attention read with the self-attention weights (checkpoint has none)
         self.cross_from_self = any(ls.cross_keys and lw.cross is None
                                    for ls, lw in zip(self.layer_specs, backbone.layers)
@@ -87,11 +97,22 @@ class Executor:
 
     # ------------------------------------------------------------------ heads
     def head(self, xq, q_mask, xd=None, d_mask=None) -> torch.Tensor:
-        """Scores ``[B]`` (fp32) from query-side states ``xq [B, Tq, H]`` (its ``[CLS]``
-        first) and, for the late-interaction heads, document states ``xd [B, Td, H]``."""
-        spec = self.spec
+        """Scores ``[B]`` (fp32) from the last states of the query side ``xq [B, Tq, H]`` (its
+        ``[CLS]`` first) and of the document side ``xd [B, Td, H]`` (``xd is xq`` when one
+        sequence holds both parts, the masks then select each part). The family's final norm
+        is applied first (ModernBERT), then the head."""
+        spec, bb = self.spec, self.backbone
+        fam = bb.family
+        same = xd is xq
+        xq = fam.final(bb, xq)
+        if xd is not None:
+            xd = xq if same else fam.final(bb, xd)
         if spec.head == "cls":
-            return cls_score(self.backbone, xq[:, 0])
+            if bb.pooling == "mean" and self.pool_pair and xd is not None:
+                if same:
+                    return cls_score(bb, xq, q_mask | d_mask)
+                return cls_score(bb, torch.cat([xq, xd], 1), torch.cat([q_mask, d_mask], 1))
+            return cls_score(bb, xq, q_mask)
         if spec.head == "maxsim":
             return maxsim(xq, q_mask, xd, d_mask, self.projection)
         return mean_cos(xq, q_mask, xd, d_mask)

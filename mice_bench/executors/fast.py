@@ -24,7 +24,7 @@ from ..spec import DOC_SIDE, FULL, LayerSpec
 from .base import Executor
 from .heads import cls_score, mean_pool
 from .inputs import TokenBatch
-from .layers import Extra, embed, layer_forward, project_kv
+from .layers import Extra, doc_kv, embed, layer_forward
 
 
 def _pad_cat(ts: list[torch.Tensor], value) -> torch.Tensor:
@@ -44,13 +44,16 @@ class PartStates:
     """Hidden states of one part (queries or documents) at the split layer.
 
     ``hidden [N, T, H]``, ``mask [N, T]`` (bool, True = token), ``seg [N, T]`` (segment ids,
-    -1 = padding), ``kv``: ``{layer: (K, V)}`` with ``K, V [N, h, T, d]`` (documents only).
+    -1 = padding), ``kv``: ``{layer: (K, V)}`` with ``K, V [N, h, T, d]`` (documents only),
+    ``pos [N, T]``: position ids (rotary families and local windows read them; None = the
+    part's own numbering, which the executor rebuilds from the spec).
     """
 
     hidden: torch.Tensor
     mask: torch.Tensor
     seg: torch.Tensor
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+    pos: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.hidden.shape[0]
@@ -72,14 +75,16 @@ class PartStates:
         kv = None
         if self.kv is not None:
             kv = {l: (k[idx][:, :, :T], v[idx][:, :, :T]) for l, (k, v) in self.kv.items()}
-        return type(self)(self.hidden[idx][:, :T], mask[:, :T], self.seg[idx][:, :T], kv)
+        pos = self.pos[idx][:, :T] if self.pos is not None else None
+        return type(self)(self.hidden[idx][:, :T], mask[:, :T], self.seg[idx][:, :T], kv, pos)
 
     def to(self, device=None, dtype=None) -> "PartStates":
         def mv(t):
             return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
 
         kv = {l: (mv(k), mv(v)) for l, (k, v) in self.kv.items()} if self.kv else self.kv
-        return type(self)(mv(self.hidden), self.mask.to(device), self.seg.to(device), kv)
+        pos = self.pos.to(device) if self.pos is not None else None
+        return type(self)(mv(self.hidden), self.mask.to(device), self.seg.to(device), kv, pos)
 
     @classmethod
     def cat(cls, parts: list["PartStates"]) -> "PartStates":
@@ -89,8 +94,11 @@ class PartStates:
             for l in parts[0].kv:
                 kv[l] = (_pad_cat([p.kv[l][0].transpose(1, 2) for p in parts], 0).transpose(1, 2),
                          _pad_cat([p.kv[l][1].transpose(1, 2) for p in parts], 0).transpose(1, 2))
+        pos = None
+        if all(p.pos is not None for p in parts):
+            pos = _pad_cat([p.pos for p in parts], 0)
         return cls(_pad_cat([p.hidden for p in parts], 0), _pad_cat([p.mask for p in parts], False),
-                   _pad_cat([p.seg for p in parts], -1), kv)
+                   _pad_cat([p.seg for p in parts], -1), kv, pos)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
@@ -126,11 +134,11 @@ class JointExecutor(Executor):
         bb = self.backbone
         tb = tb.to(bb.device)
         x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
-        seg = tb.segment_ids
+        seg, pos = tb.segment_ids, tb.position_ids
         memo: dict = {}
         for lw in bb.layers:
-            x = layer_forward(bb, lw, self._full, x, seg, memo=memo)
-        return cls_score(bb, x[:, 0]).float()
+            x = layer_forward(bb, lw, self._full, x, seg, memo=memo, pos=pos)
+        return cls_score(bb, bb.family.final(bb, x), tb.attention_mask).float()
 
 
 class SplitExecutor(Executor):
@@ -177,11 +185,11 @@ class SplitExecutor(Executor):
         bb = self.backbone
         tb = tb.to(bb.device)
         x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
-        seg = tb.segment_ids
+        seg, pos = tb.segment_ids, tb.position_ids
         memo: dict = {}
         for i, ls in self.sep_layers:
-            x = layer_forward(bb, bb.layers[i], ls, x, seg, memo=memo)
-        return PartStates(x, tb.attention_mask, seg)
+            x = layer_forward(bb, bb.layers[i], ls, x, seg, memo=memo, pos=pos)
+        return PartStates(x, tb.attention_mask, seg, pos=pos)
 
     def forward_pairs(self, batch: tuple[TokenBatch, TokenBatch]) -> torch.Tensor:
         """Scores ``[B]`` of aligned pairs, with autograd (both parts encoded here)."""
@@ -214,13 +222,20 @@ class SplitExecutor(Executor):
     def _doc_kv(self, part: PartStates) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         bb = self.backbone
         kv = {}
+        pos = self._part_pos(part, doc=True)
         for i in self.kv_layers:
-            ls = self.layer_specs[i]
-            lw = bb.layers[i]
-            aw = (lw.cross if lw.cross is not None else lw.attn) if ls.cross_keys else lw.attn
-            k, v = project_kv(aw, part.hidden, bb.num_heads)
+            k, v = doc_kv(bb, bb.layers[i], self.layer_specs[i], part.hidden, pos)
             kv[i] = (k.contiguous(), v.contiguous())
         return kv
+
+    def _part_pos(self, part: PartStates, doc: bool) -> torch.Tensor:
+        """Position ids of a part (stored, or rebuilt: queries and ``cls`` documents count
+        from 0, ``offset`` documents from ``qlen``)."""
+        if part.pos is not None:
+            return part.pos
+        N, T = part.seg.shape
+        start = self.spec.qlen if doc and self.spec.doc_style == "offset" else 0
+        return (torch.arange(T, device=part.seg.device) + start).expand(N, T)
 
     def encode_queries(self, queries: list[str] | TokenBatch):
         """Query-part states at the split layer, ``hidden [Nq, Tq, H]``."""
@@ -229,7 +244,7 @@ class SplitExecutor(Executor):
         tb = queries if isinstance(queries, TokenBatch) else self.tokenize_queries(queries)
         with torch.inference_mode():
             p = self._encode_part(tb)
-        return QueryStates(p.hidden, p.mask, p.seg)
+        return QueryStates(p.hidden, p.mask, p.seg, pos=p.pos)
 
     # ---------------------------------------------------------------- interaction + head
     def score_states(self, qs, q_index, ds, d_index) -> torch.Tensor:
@@ -246,6 +261,7 @@ class SplitExecutor(Executor):
         d = ds.select(d_index).to(bb.device, bb.dtype)
         xq, segq = q.hidden, q.seg
         xd, segd = d.hidden, d.seg
+        posq, posd = self._part_pos(q, doc=False), self._part_pos(d, doc=True)
         cached = d.kv or {}
         doc_fixed = True  # document states still those of the split layer
         Tq = xq.shape[1]
@@ -256,11 +272,13 @@ class SplitExecutor(Executor):
                 kv = cached.get(i) if doc_fixed else None
                 extra = Extra(seg=segd, states=xd,
                               kv_self=kv if (kv is not None and not ls.cross_keys) else None,
-                              kv_cross=kv if (kv is not None and ls.cross_keys) else None)
-                xq = layer_forward(bb, lw, ls, xq, segq, extra, memo=memo)
+                              kv_cross=kv if (kv is not None and ls.cross_keys) else None,
+                              pos=posd)
+                xq = layer_forward(bb, lw, ls, xq, segq, extra, memo=memo, pos=posq)
             else:
                 x = layer_forward(bb, lw, ls, torch.cat([xq, xd], 1),
-                                  torch.cat([segq, segd], 1), memo=memo)
+                                  torch.cat([segq, segd], 1), memo=memo,
+                                  pos=torch.cat([posq, posd], 1))
                 xq, xd = x[:, :Tq], x[:, Tq:]
                 doc_fixed = False
         return self.head(xq, q.mask, xd, d.mask).float()
@@ -270,7 +288,11 @@ class SplitExecutor(Executor):
         if self.inter_layers or self.spec.head != "mean-cos":
             raise ValueError(f"{self.spec}: pooled embeddings need a mean-cos head and no "
                              "interaction layers")
-        return torch.nn.functional.normalize(mean_pool(states.hidden, states.mask), dim=-1)
+        bb = self.backbone
+        hidden = states.hidden
+        if bb.final_ln_w is not None:  # the family's final norm (ModernBERT)
+            hidden = bb.family.final(bb, hidden.to(bb.device, bb.dtype))
+        return torch.nn.functional.normalize(mean_pool(hidden, states.mask), dim=-1)
 
     # ---------------------------------------------------------------- convenience
     def score_pairs(self, queries: list[str], docs: list[str],

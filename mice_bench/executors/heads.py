@@ -1,7 +1,9 @@
 """Scoring heads. All return fp32 scores ``[B]`` whatever the compute dtype.
 
-* ``cls``: the checkpoint's classifier on the query side's ``[CLS]`` (through the HF pooler
-  when the checkpoint has one). With two labels the score is ``logit[1] - logit[0]``.
+* ``cls``: the checkpoint's classification head as its family defines it (BERT: pooler +
+  classifier on ``[CLS]``; ELECTRA / RoBERTa: their dense + out_proj heads; ModernBERT: ``cls``
+  or ``mean`` pooling, dense + act + norm, classifier), on the query side. With two labels
+  the score is ``logit[1] - logit[0]``.
 * ``maxsim`` (ColBERT): ``sum_i max_j cos(P q_i, P d_j)`` over the valid tokens of the query
   part and of the document part, with ``P`` the optional linear projection (ColBERT's 128-d
   ``linear``; the identity without one).
@@ -17,15 +19,15 @@ import torch.nn.functional as F
 from ..backbone import Backbone
 
 
-def cls_score(bb: Backbone, h_cls: torch.Tensor) -> torch.Tensor:
-    """``h_cls [B, H] -> [B]``."""
-    x = h_cls
-    if bb.pooler_w is not None:
-        x = torch.tanh(F.linear(x, bb.pooler_w, bb.pooler_b))
-    logits = F.linear(x, bb.cls_w, bb.cls_b).float()
-    if logits.shape[-1] == 1:
-        return logits[:, 0]
-    return logits[:, -1] - logits[:, 0]
+def cls_score(bb: Backbone, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The family's classification head on final states ``x [B, T, H]`` (``[CLS]`` first;
+    ``mask [B, T]``: the tokens a mean-pooling head averages) -> ``[B]`` fp32. A ``[B, H]``
+    input is read as the ``[CLS]`` states."""
+    if x.dim() == 2:
+        x = x[:, None]
+    if mask is None:
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    return bb.family.cls_score(bb, x, mask)
 
 
 def maxsim(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch.Tensor,

@@ -2,7 +2,9 @@
 
 Segment ids: 0 ``cls``, 1 ``query``, 2 ``sep_q``, 3 ``doc``, 4 ``sep_d``, -1 padding.
 
-* joint pair: ``[CLS] q [SEP] d [SEP]``, positions 0..n-1, token types 0 0 0 1 1.
+* joint pair: ``[CLS] q [SEP] d [SEP]``, positions 0..n-1, token types 0 0 0 1 1 (RoBERTa:
+  ``<s> q </s></s> d </s>``, both middle separators in segment ``sep_q``; families without
+  token types get type 0 everywhere).
 * split query part: ``[CLS] q [SEP]``, positions from 0, token type 0, segments 0 1 2.
 * split document part: ``[CLS] d [SEP]``, positions from 0, token type ``doc_token_type``,
   segments 3 3 4 (the document part's own ``[CLS]`` belongs to segment ``doc``).
@@ -54,9 +56,9 @@ def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
-def _batch(ids, types, segs, positions=None) -> TokenBatch:
+def _batch(ids, types, segs, positions=None, pad_id: int = 0) -> TokenBatch:
     return TokenBatch(
-        input_ids=_pad(ids, 0),
+        input_ids=_pad(ids, pad_id),
         token_type_ids=_pad(types, 0),
         position_ids=_pad(positions if positions is not None
                           else [list(range(len(s))) for s in ids], 0),
@@ -100,8 +102,11 @@ class Tokenizer:
 
     def __init__(self, tokenizer, max_positions: int, spec=None,
                  query_max_tokens: int | None = None, doc_max_tokens: int | None = None,
-                 doc_token_type: int | None = None):
+                 doc_token_type: int | None = None, pair_separators: int = 1,
+                 token_types: bool = True):
         self.tok = tokenizer
+        self.pair_separators = int(pair_separators)
+        self.token_types = bool(token_types)
         self.max_positions = max_positions
         self.spec = spec
         d = spec.default_lengths() if spec is not None else \
@@ -119,6 +124,11 @@ class Tokenizer:
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.mask_id = tokenizer.mask_token_id
+        pad = getattr(tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else 0
+
+    def _types(self, types: list[list[int]]) -> list[list[int]]:
+        return types if self.token_types else [[0] * len(t) for t in types]
 
     def word_pieces(self, texts: list[str], max_len: int | None) -> list[list[int]]:
         if not texts:
@@ -136,7 +146,7 @@ class Tokenizer:
 
     # --------------------------------------------------------------- joint
     def _pair_pieces(self, queries, docs) -> list[tuple[list[int], list[int]]]:
-        budget = self.max_length - 3
+        budget = self.max_length - 2 - self.pair_separators
         qcap = budget if self.query_max_tokens is None else min(self.query_max_tokens, budget)
         dcap = budget if self.doc_max_tokens is None else min(self.doc_max_tokens, budget)
         out = []
@@ -152,11 +162,12 @@ class Tokenizer:
     def pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
         """``[CLS] q [SEP] d [SEP]``, positions counted through, token types 0 0 0 1 1."""
         ids, types, segs = [], [], []
+        k = self.pair_separators
         for qi, di in self._pair_pieces(queries, docs):
-            ids.append([self.cls_id, *qi, self.sep_id, *di, self.sep_id])
-            types.append([0] * (len(qi) + 2) + [1] * (len(di) + 1))
-            segs.append([0] + [1] * len(qi) + [2] + [3] * len(di) + [4])
-        return _batch(ids, types, segs)
+            ids.append([self.cls_id, *qi, *[self.sep_id] * k, *di, self.sep_id])
+            types.append([0] * (len(qi) + 1 + k) + [1] * (len(di) + 1))
+            segs.append([0] + [1] * len(qi) + [2] * k + [3] * len(di) + [4])
+        return _batch(ids, self._types(types), segs, pad_id=self.pad_id)
 
     # --------------------------------------------------------------- split
     def doc_budget(self) -> int:
@@ -180,7 +191,7 @@ class Tokenizer:
         segs = [[0] + [1] * (len(x) - 2) + [2] if not self.qaug else
                 [0] + [1] * (len(q[i])) + [2] + [1] * (len(x) - len(q[i]) - 2)
                 for i, x in enumerate(ids)]
-        return _batch(ids, [[0] * len(x) for x in ids], segs)
+        return _batch(ids, [[0] * len(x) for x in ids], segs, pad_id=self.pad_id)
 
     def doc_parts(self, docs: list[str]) -> TokenBatch:
         if self.doc_style == "pair":
@@ -189,11 +200,14 @@ class Tokenizer:
         if self.doc_style == "offset":
             ids = [[*x, self.sep_id] for x in d]
             off = self.spec.qlen
-            return _batch(ids, [[1] * len(x) for x in ids], [[3] * (len(x) - 1) + [4] for x in ids],
-                          positions=[list(range(off, off + len(x))) for x in ids])
+            return _batch(ids, self._types([[1] * len(x) for x in ids]),
+                          [[3] * (len(x) - 1) + [4] for x in ids],
+                          positions=[list(range(off, off + len(x))) for x in ids],
+                          pad_id=self.pad_id)
         ids = [[self.cls_id, *x, self.sep_id] for x in d]
         tt = self.doc_token_type
-        return _batch(ids, [[tt] * len(x) for x in ids], [[3] * (len(x) - 1) + [4] for x in ids])
+        return _batch(ids, self._types([[tt] * len(x) for x in ids]),
+                      [[3] * (len(x) - 1) + [4] for x in ids], pad_id=self.pad_id)
 
     def split_pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
         """Query part followed by document part in one sequence (positions as each part

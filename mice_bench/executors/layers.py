@@ -1,13 +1,18 @@
-"""The BERT layer math, written with ``scaled_dot_product_attention`` over borrowed weights.
+"""The shared layer driver, written with ``scaled_dot_product_attention`` over borrowed weights.
 
 Shapes: ``B`` batch, ``T`` query-side (updated) tokens, ``S`` key tokens, ``H`` hidden,
 ``h`` heads, ``d = H / h``.
 
-One function, :func:`layer_forward`, runs a layer for every executor: it updates the rows of
-``x`` (whose segments are ``seg``), attending to the keys ``cat(x, extra)`` as the layer's
-5x5 segment matrix allows. The reference executor passes the whole sequence as ``x``; the fast
-split executor passes the query part as ``x`` and frozen document states (or their cached K/V)
-as ``extra``. A row with no allowed key gets a zero attention output (never NaN).
+One function, :func:`layer_forward`, runs a layer for every executor and every family: it
+updates the rows of ``x`` (whose segments are ``seg`` and positions ``pos``), attending to the
+keys ``cat(x, extra)`` as the layer's 5x5 segment matrix allows (ANDed with the family's local
+window, if the layer has one). The reference executor passes the whole sequence as ``x``; the
+fast split executor passes the query part as ``x`` and frozen document states (or their cached
+K/V) as ``extra``. A row with no allowed key gets a zero attention output (never NaN).
+
+The sub-layer math (embeddings, projections, rotary positions, pre-/post-norm residuals,
+feed-forward, head) belongs to the backbone's family adapter (``bb.family``,
+:mod:`mice_bench.backbones`); this module only builds masks, picks keys and orders sub-layers.
 """
 
 from __future__ import annotations
@@ -18,34 +23,29 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import AttentionWeights, Backbone, LayerWeights
+from ..backbones.base import activation, memo_get as _memo, split_heads as heads  # noqa: F401
 from ..spec import SEG_INDEX, LayerSpec
 
 
-def activation(name: str):
-    if name == "gelu":
-        return F.gelu
-    if name in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast"):
-        return lambda x: F.gelu(x, approximate="tanh")
-    if name == "relu":
-        return F.relu
-    raise ValueError(f"unsupported activation {name!r}")
-
-
 def embed(bb: Backbone, input_ids, token_type_ids, position_ids) -> torch.Tensor:
-    """Embeddings + LayerNorm: ``[B, T] -> [B, T, H]``."""
-    x = bb.word_emb[input_ids] + bb.pos_emb[position_ids] + bb.type_emb[token_type_ids]
-    return F.layer_norm(x, (bb.hidden_size,), bb.emb_ln_w, bb.emb_ln_b, bb.layer_norm_eps)
-
-
-def heads(x: torch.Tensor, n: int) -> torch.Tensor:
-    """``[B, T, H] -> [B, h, T, d]``."""
-    B, T, H = x.shape
-    return x.view(B, T, n, H // n).transpose(1, 2)
+    """Embeddings of the backbone's family: ``[B, T] -> [B, T, H]``."""
+    return bb.family.embed(bb, input_ids, token_type_ids, position_ids)
 
 
 def project_kv(aw: AttentionWeights, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keys and values of ``x [B, S, H]`` as ``[B, h, S, d]`` each."""
+    """Plain keys and values of ``x [B, S, H]`` as ``[B, h, S, d]`` each (no norm, no
+    positions; the family hooks ``self_kv`` / ``cross_kv`` are what layers use)."""
     return heads(F.linear(x, aw.wk, aw.bk), n), heads(F.linear(x, aw.wv, aw.bv), n)
+
+
+def doc_kv(bb: Backbone, lw: LayerWeights, ls: LayerSpec, states: torch.Tensor,
+           pos: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """K/V that layer ``lw`` reads from frozen states (cross sub-layer keys when the layer has
+    one, else self-attention keys), exactly as :func:`layer_forward` computes them."""
+    fam = bb.family
+    if ls.cross_keys:
+        return fam.cross_kv(bb, lw, lw.cross if lw.cross is not None else lw.attn, states)
+    return fam.self_kv(bb, lw, states, _positions(pos, states), None)
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -65,16 +65,6 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     B, n, T, d = out.shape
     return out.transpose(1, 2).reshape(B, T, n * d)
-
-
-def _out(aw: AttentionWeights, ctx: torch.Tensor, resid: torch.Tensor, eps: float) -> torch.Tensor:
-    return F.layer_norm(F.linear(ctx, aw.wo, aw.bo) + resid, (resid.shape[-1],), aw.ln_w,
-                        aw.ln_b, eps)
-
-
-def ffn(lw: LayerWeights, x: torch.Tensor, act, eps: float) -> torch.Tensor:
-    y = F.linear(act(F.linear(x, lw.w_in, lw.b_in)), lw.w_out, lw.b_out)
-    return F.layer_norm(y + x, (x.shape[-1],), lw.ln_w, lw.ln_b, eps)
 
 
 def segment_mask(ls: LayerSpec, seg_q: torch.Tensor, seg_k: torch.Tensor,
@@ -100,44 +90,61 @@ def segment_mask(ls: LayerSpec, seg_q: torch.Tensor, seg_k: torch.Tensor,
     return m[:, None]
 
 
+def window_mask(mask: torch.Tensor, pos_q: torch.Tensor, pos_k: torch.Tensor,
+                window: int) -> torch.Tensor:
+    """``mask`` ANDed with the local window ``|pos_q - pos_k| <= window`` (``[B, 1, T, S]``);
+    unchanged when no pair of positions is farther apart than the window."""
+    span = torch.cat([pos_q, pos_k], 1)
+    if int(span.max() - span.min()) <= window:
+        return mask
+    near = (pos_q[:, :, None] - pos_k[:, None, :]).abs() <= window
+    return mask & near[:, None]
+
+
+def _positions(pos: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    if pos is not None:
+        return pos
+    B, T = x.shape[:2]
+    return torch.arange(T, device=x.device).expand(B, T)
+
+
 @dataclass
 class Extra:
-    """Keys from outside ``x``: frozen states ``[B, S, H]`` or cached ``(K, V)`` per weight set."""
+    """Keys from outside ``x``: frozen states ``[B, S, H]`` or cached ``(K, V)`` per weight set,
+    their segments and (for rotary families and local windows) their positions."""
 
     seg: torch.Tensor  # [B, S]
     states: torch.Tensor | None = None
     kv_self: tuple[torch.Tensor, torch.Tensor] | None = None
     kv_cross: tuple[torch.Tensor, torch.Tensor] | None = None
-
-
-def _memo(memo: dict | None, key: tuple, make):
-    if memo is None:
-        return make()
-    if key not in memo:
-        memo[key] = make()
-    return memo[key]
+    pos: torch.Tensor | None = None  # [B, S]
 
 
 def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor,
                   seg: torch.Tensor, extra: Extra | None = None,
-                  memo: dict | None = None) -> torch.Tensor:
+                  memo: dict | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
     """Run one layer; returns the new states of ``x`` (frozen segments of ``x`` unchanged).
 
     Sub-layers: self-attention over ``x`` (plus the extra keys that are not read through
     cross-attention), the cross-attention sub-layer when ``ls.cross_keys`` (before the
-    self-attention when ``ls.cross_first``), then the feed-forward block. Cross-attention uses
-    the layer's own cross weights, or its self-attention weights when the backbone has none
-    (the reference initialises them that way; the backbone is not modified).
+    self-attention when ``ls.cross_first``), then the feed-forward block; their math is the
+    family's (``bb.family``). Cross-attention uses the layer's own cross weights, or its
+    self-attention weights when the backbone has none (the reference initialises them that
+    way; the backbone is not modified).
 
-    ``memo``: a dict shared by the layers of ONE forward call (same ``seg`` / ``extra.seg``)
-    so that masks depending only on the segments and the layer pattern are built once, not
-    once per layer (each build syncs a GPU).
+    ``pos [B, T]``: position ids of ``x`` (rotary families, local windows; default 0..T-1).
+    ``memo``: a dict shared by the layers of ONE forward call (same ``seg`` / ``extra.seg`` /
+    positions) so that masks and rotary tables are built once, not once per layer (each build
+    syncs a GPU).
     """
-    n, eps = bb.num_heads, bb.layer_norm_eps
-    act = activation(bb.hidden_act)
+    fam = bb.family
+    window = fam.window(bb, lw)
+    positional = window is not None or fam.rotary
+    if positional:
+        pos = _positions(pos, x)
     cross_idx = [SEG_INDEX[s] for s in ls.cross_keys]
     mkey = (ls.allow, ls.cross_keys, ls.cross_uniform, ls.frozen, tuple(seg.shape),
-            tuple(extra.seg.shape) if extra is not None else None)
+            tuple(extra.seg.shape) if extra is not None else None, window)
 
     def is_cross(segs: torch.Tensor) -> torch.Tensor:
         if not cross_idx:
@@ -148,41 +155,44 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
     extra_self = extra is not None and _memo(
         memo, ("extra_self", *mkey),
         lambda: not bool(is_cross(extra.seg[extra.seg >= 0]).all()))
+    extra_pos = _positions(extra.pos, extra.seg) if extra is not None and positional else None
 
     def self_sub(h: torch.Tensor) -> torch.Tensor:
-        aw = lw.attn
-        q = heads(F.linear(h, aw.wq, aw.bq), n)
-        k, v = project_kv(aw, h, n)
+        q, k, v = fam.self_qkv(bb, lw, h, pos, memo)
         if extra_self:
             if extra.kv_self is not None:
                 ke, ve = extra.kv_self
             else:
-                ke, ve = project_kv(aw, extra.states, n)
+                ke, ve = fam.self_kv(bb, lw, extra.states, extra_pos, memo)
             k, v = torch.cat([k, ke], 2), torch.cat([v, ve], 2)
 
         def self_mask():
             seg_k = torch.cat([seg, extra.seg], 1) if extra_self else seg
-            return segment_mask(ls, seg, seg_k, cols=~is_cross(seg_k) if cross_idx else None)
+            m = segment_mask(ls, seg, seg_k, cols=~is_cross(seg_k) if cross_idx else None)
+            if window is not None:
+                pos_k = torch.cat([pos, extra_pos], 1) if extra_self else pos
+                m = window_mask(m, pos, pos_k, window)
+            return m
 
-        return _out(aw, attend(q, k, v, _memo(memo, ("self", *mkey), self_mask)), h, eps)
+        return fam.self_out(bb, lw, attend(q, k, v, _memo(memo, ("self", *mkey), self_mask)), h)
 
     def cross_sub(h: torch.Tensor) -> torch.Tensor:
         cw = lw.cross if lw.cross is not None else lw.attn
-        qc = heads(F.linear(h, cw.wq, cw.bq), n)
+        qc = fam.cross_q(bb, lw, cw, h)
         # reference executor: the cross keys are inside x (and maybe in extra too)
         x_cross = _memo(memo, ("x_cross", *mkey), lambda: bool(is_cross(seg).any()))
         if extra is not None:
             if extra.kv_cross is not None:
                 kc, vc = extra.kv_cross
             else:
-                kc, vc = project_kv(cw, extra.states, n)
+                kc, vc = fam.cross_kv(bb, lw, cw, extra.states)
             seg_c = extra.seg
             if x_cross:
-                kx, vx = project_kv(cw, x, n)
+                kx, vx = fam.cross_kv(bb, lw, cw, x)
                 kc, vc = torch.cat([kx, kc], 2), torch.cat([vx, vc], 2)
                 seg_c = torch.cat([seg, extra.seg], 1)
         else:  # keys read through cross-attention are the layer's input states (frozen)
-            kc, vc = project_kv(cw, x, n)
+            kc, vc = fam.cross_kv(bb, lw, cw, x)
             seg_c = seg
 
         def cross_mask():
@@ -202,7 +212,7 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
         cmask, uni, reads = _memo(memo, ("cross", *mkey), cross_mask)
         if uni is not None:  # zero queries: uniform weights over the valid cross keys
             qc = qc * (~uni)[:, None, :, None].to(qc.dtype)
-        out = _out(cw, attend(qc, kc, vc, cmask), h, eps)
+        out = fam.cross_out(bb, lw, cw, attend(qc, kc, vc, cmask), h)
         if reads is not None:  # rows that read no cross key skip the sub-layer
             out = torch.where(reads, out, h)
         return out
@@ -213,7 +223,7 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
         h1 = cross_sub(self_sub(x))
     else:
         h1 = self_sub(x)
-    out = ffn(lw, h1, act, eps)
+    out = fam.ffn(bb, lw, h1)
     if ls.frozen:
         fro = _memo(memo, ("frozen", *mkey), lambda: torch.isin(
             seg, torch.tensor([SEG_INDEX[s] for s in ls.frozen], device=seg.device)))

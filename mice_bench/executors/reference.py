@@ -31,12 +31,12 @@ class ReferenceExecutor(Executor):
         bb = self.backbone
         tb = tb.to(bb.device)
         x = embed(bb, tb.input_ids, tb.token_type_ids, tb.position_ids)
-        seg = tb.segment_ids
+        seg, pos = tb.segment_ids, tb.position_ids
         memo: dict = {}
         for lw, ls in zip(bb.layers, self.layer_specs):
             if ls.dropped:
                 continue
-            x = layer_forward(bb, lw, ls, x, seg, memo=memo)
+            x = layer_forward(bb, lw, ls, x, seg, memo=memo, pos=pos)
         q_mask = (seg >= 0) & (seg <= 2)
         d_mask = seg >= 3
         return self.head(x, q_mask, x, d_mask).float()

@@ -36,7 +36,7 @@ def default_output(protocol: str, device: str) -> Path:
 def _default_variants(model: str) -> list[str]:
     """The variant stored in a mice-bench checkpoint, else the default comparison."""
     from ..model import checkpoint_variant
-    from .runner import DEFAULT_VARIANTS
+    from .config import DEFAULT_VARIANTS
 
     stored = checkpoint_variant(model)
     return [stored] if stored else list(DEFAULT_VARIANTS)
@@ -44,6 +44,8 @@ def _default_variants(model: str) -> list[str]:
 
 def register(app: typer.Typer) -> None:
     from ..console import console, err_console, user_errors
+    from ..results import _json_default
+    from ..spec import split_names
 
     @app.command("latency", help=HELP)
     @user_errors
@@ -84,10 +86,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed", hidden=True),
         schedule: str = typer.Option("interleaved", "--schedule", hidden=True),
     ) -> None:
-        from ..results import _json_default, atomic_write_json
-        from ..spec import split_names
-        from .runner import LatencyConfig, resolve_device, run_latency
-        from .schema import check
+        from .config import LatencyConfig
+        from .runner import run_latency
         from .table import render
 
         cfg = LatencyConfig(
@@ -103,23 +103,22 @@ def register(app: typer.Typer) -> None:
             output=str(output) if output else None, format=format_,
         )
         cfg.resolved()  # fail fast on bad options
-        dev = resolve_device(cfg.device)
 
         def log(msg: str) -> None:
             err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
 
-        doc = run_latency(cfg, log=log)
-        out = Path(cfg.output) if cfg.output else default_output(cfg.protocol, dev.type)
-        doc["config"]["output"] = str(out)
-        check(doc)
-        atomic_write_json(out, doc)
+        res = run_latency(cfg, log=log)
+        out = Path(cfg.output) if cfg.output else default_output(
+            cfg.protocol, str(res.environment["device"]).split(":")[0])
+        res.config["output"] = str(out)
+        res.save(out)
         if cfg.format == "json":
-            typer.echo(json.dumps(doc, indent=1, default=_json_default))
+            typer.echo(json.dumps(res.to_doc(), indent=1, default=_json_default))
         else:
             from rich.console import Console
 
             # piped output: do not squeeze the wide table into 80 columns
             out_console = console if console.is_terminal else Console(width=200)
-            for t in render(doc):
-                out_console.print(t)
+            for t in render(res, str(out)):
+                out_console.print(t.rich())
         err_console.print(f"results written to {out}", highlight=False)

@@ -26,6 +26,10 @@ segment mask)::
   average them uniformly), ``4*|C|*H*H`` (K and V of the cross keys ``C``, which move to the
   offline document encoding with the K/V cache) and ``4*H*|X|*|C|``; the feed-forward block is
   counted once;
+* family dimensions (:class:`ModelDims`, from the backbone's family adapter): a gated
+  feed-forward block (ModernBERT's GeGLU) costs ``6*|U|*H*I``; in ModernBERT's local layers a
+  row reads at most ``2*w + 1`` self-attention keys (``w`` the half window), an upper bound
+  of the true count;
 * head: ``cls`` = pooler + classifier (``2*H*H + 2*H``), ``maxsim`` = ``2*n_q*n_d*H`` (after
   the projection to ``D`` dims: ``2*n_q*n_d*D`` plus ``2*(n_q+n_d)*H*D``), ``mean-cos`` =
   ``6*H``.
@@ -48,12 +52,23 @@ from ..spec import DOC_SIDE, QUERY_SIDE, SEGMENTS, InteractionSpec, LayerSpec
 
 @dataclass(frozen=True)
 class ModelDims:
+    """What the FLOP model needs of a backbone. ``glu``: gated feed-forward (ModernBERT's
+    GeGLU: ``W_i`` is ``[2I, H]``, so the block costs ``6*H*I`` per row instead of ``4*H*I``);
+    ``local_layers`` / ``local_window``: layers whose self-attention reads at most
+    ``2*local_window + 1`` keys per row (ModernBERT's sliding window)."""
+
     num_layers: int
     hidden_size: int
     intermediate_size: int
+    glu: bool = False
+    local_window: int | None = None
+    local_layers: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, backbone: Any) -> "ModelDims":
+        fam = getattr(backbone, "family", None)
+        if fam is not None:
+            return cls(**fam.flop_dims(backbone))
         return cls(int(backbone.num_layers), int(backbone.hidden_size),
                    int(backbone.intermediate_size))
 
@@ -71,18 +86,24 @@ def segment_sizes(layout: str, query_tokens: int, doc_tokens: int,
 
 
 def layer_cost(ls: LayerSpec, sizes: dict[str, int], H: int, ffn: int,
-               rows: frozenset[str] | set[str], kv_segments: frozenset[str] | set[str]) -> int:
+               rows: frozenset[str] | set[str], kv_segments: frozenset[str] | set[str],
+               glu: bool = False, window: int | None = None) -> int:
     """FLOPs of one layer for the given updated row segments and K/V segments (keys read
-    through a cross sub-layer included: their K/V are counted when in ``kv_segments``)."""
+    through a cross sub-layer included: their K/V are counted when in ``kv_segments``).
+    ``glu``: gated FFN (``6*H*ffn`` per row); ``window``: a local layer, each row reads at
+    most ``2*window + 1`` self-attention keys."""
     if ls.dropped:
         return 0
     cross = set(ls.cross_keys)
     n_rows = sum(sizes[s] for s in rows)
     n_kv = sum(sizes[s] for s in kv_segments)
-    attended = sum(sizes[s] * sum(sizes[t] for t in SEGMENTS
-                                  if ls.allowed(s, t) and t not in cross) for s in rows)
+    cap = 2 * window + 1 if window is not None else None
+    attended = 0
+    for s in rows:
+        a = sum(sizes[t] for t in SEGMENTS if ls.allowed(s, t) and t not in cross)
+        attended += sizes[s] * (min(a, cap) if cap is not None else a)
     total = (4 * n_rows * H * H          # Q and output projections (self-attention)
-             + 4 * n_rows * H * ffn      # FFN
+             + (6 if glu else 4) * n_rows * H * ffn  # FFN (gated: W_i is [2*ffn, H])
              + 4 * n_kv * H * H          # K and V projections (self and cross keys)
              + 4 * H * attended)         # QK^T and AV
     if cross:
@@ -140,10 +161,12 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
             continue
         rows = {s for s in SEGMENTS if s not in ls.frozen}
         keys = _keys_needed(ls, rows)
+        fam_kw = {"glu": dims.glu,
+                  "window": dims.local_window if i in dims.local_layers else None}
         if split_layout and i < split:
             # separate encoding: no segment crosses parts in these layers
             for side, acc in ((DOC_SIDE, "doc"), (QUERY_SIDE, "query")):
-                c = layer_cost(ls, sizes, H, ffn, rows & side, keys & side)
+                c = layer_cost(ls, sizes, H, ffn, rows & side, keys & side, **fam_kw)
                 if acc == "doc":
                     doc_enc += c
                 else:
@@ -154,7 +177,7 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
             cached = {t for t in keys if t in DOC_SIDE and t in ls.frozen}
             kv_online -= cached
             kv_pre += 4 * sum(sizes[t] for t in cached) * H * H
-        inter += layer_cost(ls, sizes, H, ffn, rows, kv_online)
+        inter += layer_cost(ls, sizes, H, ffn, rows, kv_online, **fam_kw)
     head = head_cost(spec, sizes, H)
     ppq = max(1, int(pairs_per_query))
     online = inter + head + query_enc / ppq + (0 if use_pre else doc_enc)

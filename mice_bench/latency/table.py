@@ -1,148 +1,226 @@
-"""Rich tables for latency results (rerank layout and the paper's layout)."""
+"""The latency tables: one renderer for what ``mice-bench latency`` prints and what
+``mice-bench report`` writes (format-neutral :class:`~mice_bench.tables.Table`, shown with
+Rich or written as Markdown / LaTeX).
+
+* :func:`side_by_side_table`: the seed's efficiency table (paper protocol: ``#param``,
+  latency mean ± std, docs/s, peak memory) beside the rerank protocol (ms per query, pairs/s,
+  speedup vs ``ce`` with the FLOP bound), in *With* / *Without docs precompute* sections;
+* :func:`all_rows_table`: every measurement point;
+* :func:`render`: both, for the rows of one run (the command's output).
+
+Rows measured with a definition from before core v2 (:mod:`mice_bench.legacy`) carry ``†``
+and the caption says so. Numbers of different device groups never share a table.
+"""
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from collections import defaultdict
+from typing import Callable, Iterable
 
-from rich.table import Table
-
-from .timing import PHASES
-
-
-def _ms(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "-"
-    return f"{x * 1e3:.2f}" if x < 10 else f"{x * 1e3:.0f}"
+from ..legacy import MARK
+from ..naming import group_label, group_slug, variant_key
+from ..tables import Table, fmt_ms, fmt_ms_pm, fmt_params, fmt_rate, fmt_ratio
+from .records import LatencyRow, records
+from .result import LatencyResult
 
 
-def _num(x: float | None, fmt: str = "{:.1f}") -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return fmt.format(x)
+def dedupe(rows: Iterable[LatencyRow]) -> list[LatencyRow]:
+    """One row per measurement point; a repeated point keeps the latest run."""
+    best: dict[tuple, LatencyRow] = {}
+    for r in rows:
+        k = (r.run.protocol, r.variant, r.batch_size_requested, r.doc_tokens, r.depth,
+             r.query_tokens, r.precompute_applied, r.kv_cache_applied, r.compiled,
+             bool(r.run.config.get("kv_cache")))  # a --kv-cache run is its own point
+        old = best.get(k)
+        if old is None or (r.run.created, r.run.file) >= (old.run.created, old.run.file):
+            best[k] = r
+    return sorted(best.values(), key=_row_order)
 
 
-def _params(n: int) -> str:
-    return f"{n / 1e6:.1f}M"
+def _row_order(r: LatencyRow) -> tuple:
+    return (r.run.protocol, r.compiled, r.kv_cache_applied, r.batch_size_requested,
+            r.doc_tokens, r.depth or 0, r.query_tokens, not r.precompute_applied,
+            variant_key(r.variant))
 
 
-def _notes(doc: dict[str, Any]) -> list[str]:
-    out: dict[str, None] = {}
-    for r in doc["rows"]:
-        for n in r["notes"]:
-            out[n if n.startswith(r["variant"] + ":") else f"{r['variant']}: {n}"] = None
-    env = doc["environment"]
-    if env.get("cpu_busy_warning"):
-        out[f"warning: machine busy during the run (load average {env.get('loadavg_before')} "
-            f"on {env.get('cpu_count')} cores): CPU timings of small kernels are inflated"] = None
-    return list(out)
+def by_group(rows: Iterable[LatencyRow]) -> dict[tuple, list[LatencyRow]]:
+    out: dict[tuple, list[LatencyRow]] = defaultdict(list)
+    for r in rows:
+        out[r.run.group].append(r)
+    return {g: dedupe(out[g]) for g in sorted(out)}
 
 
-def _mem(m: dict[str, Any], cuda: bool) -> str:
-    # GPU: max allocated (absolute, as the seed reports); CPU: peak RSS growth
-    return f"{m['peak_mb']:.0f} MB" if cuda else f"+{m['growth_mb']:.0f} MB"
+def _mem(r: LatencyRow) -> str:
+    if r.run.device.startswith("cuda"):
+        return f"{r.mem_peak_mb:.0f} MB" if r.mem_peak_mb is not None else "–"
+    return f"+{r.mem_growth_mb:.0f} MB" if r.mem_growth_mb is not None else "–"
 
 
-def render(doc: dict[str, Any]) -> list[Table]:
-    cfg = doc["config"]
-    if cfg["protocol"] == "paper":
-        return [paper_table(doc)]
-    return [rerank_table(doc)]
+def _mem_header(group: tuple) -> str:
+    return "Peak Mem" if group[0] == "cuda" else "Peak RSS growth"
 
 
-def _title(doc: dict[str, Any]) -> str:
-    cfg, env, m = doc["config"], doc["environment"], doc["model"]
-    peak = doc["matmul_peak"]["flops_per_s"] / 1e9
-    w = " random weights" if m.get("random_weights") else ""
-    return (f"mice-bench latency · {cfg['protocol']} · {m['name']}{w} · "
-            f"{env.get('device_name', env.get('device'))} · {cfg['dtype']} · "
-            f"{env.get('threads')} threads · matmul peak {peak:.0f} GFLOP/s"
-            + (" · compiled" if cfg.get("compile") else ""))
+def _best_point(rows: list[LatencyRow], key: Callable[[LatencyRow], tuple]):
+    """The point (``key``) covering most rows; ties: larger values of the key win."""
+    count: dict[tuple, int] = defaultdict(int)
+    for r in rows:
+        count[key(r)] += 1
+    if not count:
+        return None
+    return max(count, key=lambda k: (count[k], k))
 
 
-def rerank_table(doc: dict[str, Any]) -> Table:
-    cuda = str(doc["environment"].get("device", "")).startswith("cuda")
-    cfg = doc["config"]
-    t = Table(title=_title(doc), title_justify="left", header_style="bold")
-    sweep = len(cfg["batch_sizes"]) > 1 or len(cfg["doc_tokens"]) > 1
-    t.add_column("variant")
-    if sweep:
-        t.add_column("batch", justify="right")
-        t.add_column("doc tok", justify="right")
-    t.add_column("params", justify="right")
-    t.add_column("ms/run mean ± std", justify="right")
-    t.add_column("p50 / p99", justify="right")
-    t.add_column("pairs/s", justify="right")
-    t.add_column("vs ce (FLOP bound)", justify="right")
-    t.add_column("ms: tok/doc/qry/int", justify="right")
-    t.add_column("peak mem" if cuda else "RSS growth", justify="right")
-    t.add_column("GFLOP/pair", justify="right")
-    t.add_column("% peak", justify="right")
-    for r in doc["rows"]:
-        lat, p = r["latency_s"], r["point"]
-        sp = r.get("speedup_vs_ce")
-        fr = r.get("flop_ratio_vs_ce")
-        cells = [r["variant"] + (" (pre)" if r["precompute_applied"] else "")
-                 + (" +kv" if r["kv_cache_applied"] else "")]
-        if sweep:
-            cells += [str(p["batch_size"]), str(p["doc_tokens"])]
-        cells += [
-            _params(r["params"]),
-            f"{_ms(lat['mean'])} ± {_ms(lat['std'])}",
-            f"{_ms(lat['p50'])} / {_ms(lat['p99'])}",
-            _num(r["throughput_pairs_per_s"]),
-            (f"{sp:.1f}×" if sp is not None else "-")
-            + (f" ({fr:.1f}×)" if fr is not None else ""),
-            " / ".join(_ms(r["phases_s"][ph]["mean"]) for ph in PHASES),
-            _mem(r["memory"], cuda),
-            _num(r["flops"]["per_pair"] / 1e9, "{:.3f}"),
-            _num(100 * r["peak_fraction"] if r["peak_fraction"] is not None else None,
-                 "{:.0f}%"),
-        ]
-        t.add_row(*cells)
-    cap = [f"rerank: 1 query, depth {cfg['depth']}, query {cfg['query_tokens_effective']} tok; "
-           f"{cfg['warmup']} warm-up, ≥{cfg['runs']} runs and ≥{cfg['min_seconds']} s"]
-    cap += _notes(doc)
-    t.caption = "\n".join(cap)
-    t.caption_justify = "left"
-    return t
+def _one_run(rows: list[LatencyRow]) -> list[LatencyRow]:
+    """Rows of a single results file (the one with most rows; ties: the newest), so that one
+    table never silently mixes measurements of different runs."""
+    if not rows:
+        return rows
+    count: dict[tuple, int] = defaultdict(int)
+    for r in rows:
+        count[(r.run.file, r.run.created)] += 1
+    best = max(count, key=lambda k: (count[k], k[1], k[0]))
+    return [r for r in rows if (r.run.file, r.run.created) == best]
 
 
-def paper_table(doc: dict[str, Any]) -> Table:
-    """The seed's table_eff.tex columns: #param, latency mean ± std, docs/s, peak memory."""
-    cuda = str(doc["environment"].get("device", "")).startswith("cuda")
-    cfg = doc["config"]
-    t = Table(title=_title(doc), title_justify="left", header_style="bold")
-    t.add_column("Model")
-    sweep = len(cfg["batch_sizes"]) > 1 or len(cfg["doc_tokens"]) > 1
-    if sweep:
-        t.add_column("batch", justify="right")
-        t.add_column("doc tok", justify="right")
-    t.add_column("#param", justify="right")
-    t.add_column("Latency (ms)", justify="right")
-    t.add_column("Docs/s", justify="right")
-    t.add_column("Peak Mem" if cuda else "Peak RSS growth", justify="right")
-    t.add_column("speedup vs ce", justify="right")
+def _rerank_key(r: LatencyRow) -> tuple:
+    return (r.doc_tokens, r.depth or 0, r.batch_size_requested, r.query_tokens)
+
+
+def _paper_key(r: LatencyRow) -> tuple:
+    return (r.doc_tokens, r.batch_size_requested)
+
+
+def _sp(r: LatencyRow | None) -> str:
+    if r is None:
+        return "–"
+    s = fmt_ratio(r.speedup_vs_ce)
+    if r.flop_ratio_vs_ce is not None and r.speedup_vs_ce is not None:
+        s += f" ({fmt_ratio(r.flop_ratio_vs_ce)})"
+    return s
+
+
+def side_by_side_table(group: tuple, rows: list[LatencyRow]) -> Table | None:
+    """The seed's efficiency table (paper protocol) beside the rerank protocol."""
+    paper = [r for r in rows if r.run.protocol == "paper" and not r.compiled
+             and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
+    rerank = [r for r in rows if r.run.protocol == "rerank" and not r.compiled
+              and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
+    pp = _best_point(paper, _paper_key)
+    rp = _best_point(rerank, _rerank_key)
+    paper = _one_run([r for r in paper if _paper_key(r) == pp])
+    rerank = _one_run([r for r in rerank if _rerank_key(r) == rp])
+    if not paper and not rerank:
+        return None
+    P = {(r.variant, r.precompute_applied): r for r in paper}
+    R = {(r.variant, r.precompute_applied): r for r in rerank}
+    cols, align, groups = ["Model", "#param"], "lr", [("", 2)]
+    if paper:
+        cols += ["Latency (ms)", "Docs/s", _mem_header(group), "speedup vs ce"]
+        align += "rrrr"
+        groups.append(("Paper protocol", 4))
+    if rerank:
+        cols += ["ms / query", "pairs/s", "speedup vs ce (FLOP bound)", _mem_header(group)]
+        align += "rrrr"
+        groups.append(("Rerank protocol", 4))
+    title = ("Latency, paper protocol beside rerank protocol" if paper and rerank
+             else "Latency, paper protocol" if paper else "Latency, rerank protocol")
+    t = Table(name=f"latency-{group_slug(group)}", title=f"{title} — {group_label(group)}",
+              columns=cols, align=align, groups=groups)
     for pre, label in ((True, "With docs precompute"), (False, "Without docs precompute")):
-        rows = [r for r in doc["rows"] if r["point"]["precompute"] == pre]
-        if not rows:
-            continue
-        t.add_section()
-        t.add_row(f"[italic]{label}[/]", *[""] * (len(t.columns) - 1))
-        for r in rows:
-            lat, p = r["latency_s"], r["point"]
-            sp = r.get("speedup_vs_ce")
-            cells = [r["variant"]]
-            if sweep:
-                cells += [str(p["batch_size"]), str(p["doc_tokens"])]
-            cells += [_params(r["params"]), f"{_ms(lat['mean'])} ± {_ms(lat['std'])}",
-                      _num(r["throughput_pairs_per_s"], "{:.0f}"), _mem(r["memory"], cuda),
-                      f"{sp:.1f}×" if sp is not None else "-"]
-            t.add_row(*cells)
-    cap = [f"paper protocol: batch of {cfg['batch_sizes']} pairs, query "
-           f"{cfg.get('query_text')!r} ({cfg['query_tokens_effective']} tok) re-encoded per "
-           f"pair, documents {cfg['doc_tokens']} tok, {cfg['warmup']} warm-up + "
-           f"{cfg['runs']} timed runs, whole call incl. tokenization"]
-    t.caption = "\n".join(cap + _notes(doc))
-    t.caption_justify = "left"
+        keys = sorted({k for k in (*P, *R) if k[1] == pre}, key=lambda k: variant_key(k[0]))
+        body = []
+        for k in keys:
+            p, r = P.get(k), R.get(k)
+            any_r = p or r
+            cells = [k[0] + (f" {MARK}" if (p and p.legacy) or (r and r.legacy) else ""),
+                     fmt_params(any_r.params)]
+            if paper:
+                cells += [fmt_ms_pm(p.lat_mean, p.lat_std) if p else "–",
+                          fmt_rate(p.throughput) if p else "–", _mem(p) if p else "–",
+                          fmt_ratio(p.speedup_vs_ce) if p else "–"]
+            if rerank:
+                cells += [fmt_ms_pm(r.lat_mean, r.lat_std) if r else "–",
+                          fmt_rate(r.throughput) if r else "–", _sp(r),
+                          _mem(r) if r else "–"]
+            body.append(cells)
+        t.add_section(label, body)
+    cap = [f"Measured: {group_label(group)}."]
+    if paper:
+        p0 = paper[0]
+        q = p0.run.config.get("query_text")
+        cap.append(f"Paper protocol: one call on {p0.batch_size_requested} (query, document) "
+                   f"pairs, documents of {p0.doc_tokens} tokens, the query"
+                   + (f" {q!r}" if q else "") + " re-encoded for every pair, timing the whole "
+                   "call including tokenization; latency per call (mean ± std over "
+                   f"{p0.count} runs).")
+    if rerank:
+        r0 = rerank[0]
+        cap.append(f"Rerank protocol: one query of {r0.query_tokens} tokens and {r0.depth} "
+                   f"candidates of {r0.doc_tokens} tokens in batches of "
+                   f"{r0.batch_size_requested}, the query encoded once, document states "
+                   "precomputed where the variant allows; latency per query (mean ± std).")
+    cap.append("Speedups are against ce measured in the same run; joint variants have nothing "
+               "to precompute. Memory: " + ("peak allocated GPU memory."
+                                            if group[0].startswith("cuda")
+                                            else "peak resident-set growth during the run."))
+    cap += _legacy_caption(paper + rerank)
+    files = sorted({r.run.file for r in paper + rerank})
+    cap.append("Sources: " + ", ".join(files) + ".")
+    t.caption = " ".join(cap)
     return t
+
+
+def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
+    t = Table(
+        name=f"latency-all-{group_slug(group)}",
+        title=f"Every latency measurement — {group_label(group)}",
+        columns=["protocol", "variant", "batch", "doc tok", "depth", "pre", "kv", "compiled",
+                 "ms / run", "p50", "p99", "pairs/s", "speedup vs ce (FLOP bound)",
+                 _mem_header(group)],
+        align="llrrrcccrrrrrr",
+    )
+    body = []
+    for r in rows:
+        body.append([r.run.protocol, r.variant + (f" {MARK}" if r.legacy else ""),
+                     str(r.batch_size) + ("" if r.batch_size == r.batch_size_requested
+                                          else f" (of {r.batch_size_requested})"),
+                     str(r.doc_tokens_effective), str(r.depth) if r.depth else "–",
+                     "yes" if r.precompute_applied else "no",
+                     "yes" if r.kv_cache_applied else "no", "yes" if r.compiled else "no",
+                     fmt_ms_pm(r.lat_mean, r.lat_std), fmt_ms(r.lat_p50), fmt_ms(r.lat_p99),
+                     fmt_rate(r.throughput), _sp(r), _mem(r)])
+    t.add_section(None, body)
+    t.caption = (f"Measured: {group_label(group)}. One row per measurement point (a repeated "
+                 "point shows its latest run). ms / run: paper protocol one call, rerank "
+                 "protocol one query with all its candidates. Speedups against ce of the same "
+                 "run. " + "".join(f"{s} " for s in _legacy_caption(rows))
+                 + "Sources: " + ", ".join(sorted({r.run.file for r in rows})) + ".")
+    return t
+
+
+def _legacy_caption(rows: list[LatencyRow]) -> list[str]:
+    legacy = [r for r in rows if r.legacy]
+    if not legacy:
+        return []
+    renamed = sorted({r.variant for r in legacy if any("written as" in n for n in r.notes)},
+                     key=variant_key)
+    kept = sorted({r.variant for r in legacy} - set(renamed), key=variant_key)
+    parts = []
+    if renamed:
+        parts.append(f"renamed to what they measured: {', '.join(renamed)}")
+    if kept:
+        parts.append(f"no current equivalent: {', '.join(kept)}")
+    return [f"{MARK} Measured with the definitions from before core v2 ({'; '.join(parts)}; "
+            "see the row notes of the results files)."]
+
+
+def render(res: LatencyResult, file: str = "") -> list[Table]:
+    """What ``mice-bench latency`` prints: the tables of the report, for this run's rows."""
+    _, rows = records(res, file or str(res.config.get("output") or "this run"))
+    out: list[Table] = []
+    for g, grp in by_group(rows).items():
+        sbs = side_by_side_table(g, grp)
+        if sbs is not None:
+            out.append(sbs)
+        out.append(all_rows_table(g, grp))
+    return out

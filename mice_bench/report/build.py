@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..results import atomic_write_text
-from .common import Palette, group_label, slug, variant_key
+from ..naming import group_label, slug, variant_key
+from ..latency import table as lt
+from .common import Palette
 from .effectiveness_io import EffRecord, load_effectiveness, load_summaries
 from .latency_io import LatencyRow, RunInfo, load_latency
-from .tables import Table
+from ..tables import Table
 
 GENERATED_EXT = (".md", ".tex", ".png", ".pdf")
 
@@ -68,11 +70,11 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
             written.extend([f"figures/{stem}.png", f"figures/{stem}.pdf"])
 
     # ---------------------------------------------------------------- latency
-    groups = ls.by_group(lat_rows)
+    groups = lt.by_group(lat_rows)
     lat_tables: list[tuple[tuple, Table | None, Table]] = []
     for g, rows in groups.items():
-        sbs = ls.side_by_side_table(g, rows)
-        allt = ls.all_rows_table(g, rows)
+        sbs = lt.side_by_side_table(g, rows)
+        allt = lt.all_rows_table(g, rows)
         lat_tables.append((g, sbs, allt))
         tables += [t for t in (sbs, allt) if t is not None]
         fig("latency", f"Latency and speedup vs document length — {group_label(g)}",
@@ -171,7 +173,7 @@ def _study_tables(summaries, ablations_dir, es) -> list[tuple[str, Table]]:
     """One effectiveness table per study file with an ``[effectiveness]`` section."""
     if ablations_dir is None or not Path(ablations_dir).is_dir() or not summaries:
         return []
-    from ..ablations.study import load_study
+    from ..study import load_study
 
     out = []
     for f in sorted(Path(ablations_dir).glob("*.toml")):

@@ -14,11 +14,12 @@ import numpy as np
 from ..datasets import ABBREV, dataset_group, dataset_order
 from ..effectiveness.summary import (BM25, EffectivenessSummary, SummaryDataset,
                                      SummarySettings, default_baseline, summarize)
-from .common import Palette, group_label, group_slug, short_commit, variant_key
+from ..naming import group_label, group_slug, short_commit, variant_key
+from .common import Palette
 from .effectiveness_io import EffRecord, SummaryFile
 from .figures import new_figure, plain_log_ticks, save
 from .latency_io import LatencyRow
-from .tables import Table
+from ..tables import Table
 
 MEASURE_ORDER = ("nDCG@10", "RR@10", "R@100")
 
@@ -316,18 +317,19 @@ def pareto_figure(group: tuple, lat_rows: list[LatencyRow], records: list[EffRec
     return stem, cap
 
 
-_MICE = re.compile(r"^mice-l(\d+)\+(\d+)$")
+_MICE = re.compile(r"^mice-l(\d+)\+(\d+)(\[[^\]]*\])?$")
 
 
 def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
                        measure: str = "nDCG@10") -> tuple[str, str] | str:
-    series: dict[tuple[str, int], dict[int, dict[str, EffRecord]]] = defaultdict(
+    # one series per (model, n, options): mice-l{m}+3 and mice-l{m}+3[attn=joint] never mix
+    series: dict[tuple[str, int, str], dict[int, dict[str, EffRecord]]] = defaultdict(
         lambda: defaultdict(dict))
     records = [r for r in records if not r.full_ranking]
     for r in records:
         m = _MICE.match(r.variant)
         if m and r.value(measure) is not None:
-            series[(r.model, int(m.group(2)))][int(m.group(1))][r.dataset] = r
+            series[(r.model, int(m.group(2)), m.group(3) or "")][int(m.group(1))][r.dataset] = r
     series = {k: v for k, v in series.items() if len(v) >= 2}
     if not series:
         return (f"{measure} vs merge layer: needs {measure} of mice-l{{m}}+{{n}} for at least "
@@ -338,8 +340,8 @@ def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
     styles = {"id": ("-", "In-domain mean"), "ood": ("--", "BEIR (OOD) mean"),
               "all": (":", "mean")}
     lines, used = [], []
-    for i, (model, n) in enumerate(sorted(series)):
-        per_m = series[(model, n)]
+    for i, (model, n, opts) in enumerate(sorted(series)):
+        per_m = series[(model, n, opts)]
         common = sorted(set.intersection(*(set(d) for d in per_m.values())), key=dataset_order)
         grp = {"id": [d for d in common if per_m[min(per_m)][d].group == "id"],
                "ood": [d for d in common if per_m[min(per_m)][d].group == "ood"]}
@@ -353,7 +355,8 @@ def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
             ys = [_mean_over(per_m[x], ds, measure) for x in xs]
             pts = [(x, 100 * y) for x, y in zip(xs, ys) if y is not None]
             ls, glabel = styles[g]
-            label = f"mice-l{{m}}+{n}, {glabel}" + (f" ({model})" if len(series) > 1 else "")
+            label = f"mice-l{{m}}+{n}{opts}, {glabel}" + (f" ({model})" if len(series) > 1
+                                                          else "")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, linestyle=ls,
                     marker="o", label=label)
             cev = _mean_over({d: ce[(model, d)] for d in ds if (model, d) in ce}, ds, measure)

@@ -1,4 +1,6 @@
-"""Latency tables and figures, one set per (device type, device name, dtype) group.
+"""Latency figures and the runs table, one set per (device type, device name, dtype) group
+(the latency tables themselves are :mod:`mice_bench.latency.table`, shared with
+``mice-bench latency``).
 
 Numbers of different devices or dtypes never share a table, a curve or a speedup: every
 speedup shown is the ``speedup_vs_ce`` that the latency runner computed inside one run.
@@ -9,183 +11,12 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable
 
-from .common import Palette, group_label, group_slug, short_commit, variant_key
+from ..naming import group_label, group_slug, short_commit, variant_key
+from ..tables import Table
+from .common import Palette
 from .figures import new_figure, plain_log_ticks, save
 from .latency_io import LatencyRow, RunInfo
-from .tables import Table, fmt_ms, fmt_ms_pm, fmt_params, fmt_rate, fmt_ratio
-
-
-def dedupe(rows: Iterable[LatencyRow]) -> list[LatencyRow]:
-    """One row per measurement point; a repeated point keeps the latest run."""
-    best: dict[tuple, LatencyRow] = {}
-    for r in rows:
-        k = (r.run.protocol, r.variant, r.batch_size_requested, r.doc_tokens, r.depth,
-             r.query_tokens, r.precompute_applied, r.kv_cache_applied, r.compiled,
-             bool(r.run.config.get("kv_cache")))  # a --kv-cache run is its own point
-        old = best.get(k)
-        if old is None or (r.run.created, r.run.file) >= (old.run.created, old.run.file):
-            best[k] = r
-    return sorted(best.values(), key=_row_order)
-
-
-def _row_order(r: LatencyRow) -> tuple:
-    return (r.run.protocol, r.compiled, r.kv_cache_applied, r.batch_size_requested,
-            r.doc_tokens, r.depth or 0, r.query_tokens, not r.precompute_applied,
-            variant_key(r.variant))
-
-
-def by_group(rows: Iterable[LatencyRow]) -> dict[tuple, list[LatencyRow]]:
-    out: dict[tuple, list[LatencyRow]] = defaultdict(list)
-    for r in rows:
-        out[r.run.group].append(r)
-    return {g: dedupe(out[g]) for g in sorted(out)}
-
-
-def _mem(r: LatencyRow) -> str:
-    if r.run.device.startswith("cuda"):
-        return f"{r.mem_peak_mb:.0f} MB" if r.mem_peak_mb is not None else "–"
-    return f"+{r.mem_growth_mb:.0f} MB" if r.mem_growth_mb is not None else "–"
-
-
-def _mem_header(group: tuple) -> str:
-    return "Peak Mem" if group[0] == "cuda" else "Peak RSS growth"
-
-
-def _best_point(rows: list[LatencyRow], key: Callable[[LatencyRow], tuple]):
-    """The point (``key``) covering most rows; ties: larger values of the key win."""
-    count: dict[tuple, int] = defaultdict(int)
-    for r in rows:
-        count[key(r)] += 1
-    if not count:
-        return None
-    return max(count, key=lambda k: (count[k], k))
-
-
-def _one_run(rows: list[LatencyRow]) -> list[LatencyRow]:
-    """Rows of a single results file (the one with most rows; ties: the newest), so that one
-    table never silently mixes measurements of different runs."""
-    if not rows:
-        return rows
-    count: dict[tuple, int] = defaultdict(int)
-    for r in rows:
-        count[(r.run.file, r.run.created)] += 1
-    best = max(count, key=lambda k: (count[k], k[1], k[0]))
-    return [r for r in rows if (r.run.file, r.run.created) == best]
-
-
-def _rerank_key(r: LatencyRow) -> tuple:
-    return (r.doc_tokens, r.depth or 0, r.batch_size_requested, r.query_tokens)
-
-
-def _paper_key(r: LatencyRow) -> tuple:
-    return (r.doc_tokens, r.batch_size_requested)
-
-
-def _sp(r: LatencyRow | None) -> str:
-    if r is None:
-        return "–"
-    s = fmt_ratio(r.speedup_vs_ce)
-    if r.flop_ratio_vs_ce is not None and r.speedup_vs_ce is not None:
-        s += f" ({fmt_ratio(r.flop_ratio_vs_ce)})"
-    return s
-
-
-def side_by_side_table(group: tuple, rows: list[LatencyRow]) -> Table | None:
-    """The seed's efficiency table (paper protocol) beside the rerank protocol."""
-    paper = [r for r in rows if r.run.protocol == "paper" and not r.compiled
-             and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
-    rerank = [r for r in rows if r.run.protocol == "rerank" and not r.compiled
-              and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
-    pp = _best_point(paper, _paper_key)
-    rp = _best_point(rerank, _rerank_key)
-    paper = _one_run([r for r in paper if _paper_key(r) == pp])
-    rerank = _one_run([r for r in rerank if _rerank_key(r) == rp])
-    if not paper and not rerank:
-        return None
-    P = {(r.variant, r.precompute_applied): r for r in paper}
-    R = {(r.variant, r.precompute_applied): r for r in rerank}
-    cols, align, groups = ["Model", "#param"], "lr", [("", 2)]
-    if paper:
-        cols += ["Latency (ms)", "Docs/s", _mem_header(group), "speedup vs ce"]
-        align += "rrrr"
-        groups.append(("Paper protocol", 4))
-    if rerank:
-        cols += ["ms / query", "pairs/s", "speedup vs ce (FLOP bound)", _mem_header(group)]
-        align += "rrrr"
-        groups.append(("Rerank protocol", 4))
-    title = ("Latency, paper protocol beside rerank protocol" if paper and rerank
-             else "Latency, paper protocol" if paper else "Latency, rerank protocol")
-    t = Table(name=f"latency-{group_slug(group)}", title=f"{title} — {group_label(group)}",
-              columns=cols, align=align, groups=groups)
-    for pre, label in ((True, "With docs precompute"), (False, "Without docs precompute")):
-        keys = sorted({k for k in (*P, *R) if k[1] == pre}, key=lambda k: variant_key(k[0]))
-        body = []
-        for k in keys:
-            p, r = P.get(k), R.get(k)
-            any_r = p or r
-            cells = [k[0], fmt_params(any_r.params)]
-            if paper:
-                cells += [fmt_ms_pm(p.lat_mean, p.lat_std) if p else "–",
-                          fmt_rate(p.throughput) if p else "–", _mem(p) if p else "–",
-                          fmt_ratio(p.speedup_vs_ce) if p else "–"]
-            if rerank:
-                cells += [fmt_ms_pm(r.lat_mean, r.lat_std) if r else "–",
-                          fmt_rate(r.throughput) if r else "–", _sp(r),
-                          _mem(r) if r else "–"]
-            body.append(cells)
-        t.add_section(label, body)
-    cap = [f"Measured: {group_label(group)}."]
-    if paper:
-        p0 = paper[0]
-        q = p0.run.config.get("query_text")
-        cap.append(f"Paper protocol: one call on {p0.batch_size_requested} (query, document) "
-                   f"pairs, documents of {p0.doc_tokens} tokens, the query"
-                   + (f" {q!r}" if q else "") + " re-encoded for every pair, timing the whole "
-                   "call including tokenization; latency per call (mean ± std over "
-                   f"{p0.count} runs).")
-    if rerank:
-        r0 = rerank[0]
-        cap.append(f"Rerank protocol: one query of {r0.query_tokens} tokens and {r0.depth} "
-                   f"candidates of {r0.doc_tokens} tokens in batches of "
-                   f"{r0.batch_size_requested}, the query encoded once, document states "
-                   "precomputed where the variant allows; latency per query (mean ± std).")
-    cap.append("Speedups are against ce measured in the same run; joint variants have nothing "
-               "to precompute. Memory: " + ("peak allocated GPU memory."
-                                            if group[0].startswith("cuda")
-                                            else "peak resident-set growth during the run."))
-    files = sorted({r.run.file for r in paper + rerank})
-    cap.append("Sources: " + ", ".join(files) + ".")
-    t.caption = " ".join(cap)
-    return t
-
-
-def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
-    t = Table(
-        name=f"latency-all-{group_slug(group)}",
-        title=f"Every latency measurement — {group_label(group)}",
-        columns=["protocol", "variant", "batch", "doc tok", "depth", "pre", "kv", "compiled",
-                 "ms / run", "p50", "p99", "pairs/s", "speedup vs ce (FLOP bound)",
-                 _mem_header(group)],
-        align="llrrrcccrrrrrr",
-    )
-    body = []
-    for r in rows:
-        body.append([r.run.protocol, r.variant,
-                     str(r.batch_size) + ("" if r.batch_size == r.batch_size_requested
-                                          else f" (of {r.batch_size_requested})"),
-                     str(r.doc_tokens_effective), str(r.depth) if r.depth else "–",
-                     "yes" if r.precompute_applied else "no",
-                     "yes" if r.kv_cache_applied else "no", "yes" if r.compiled else "no",
-                     fmt_ms_pm(r.lat_mean, r.lat_std), fmt_ms(r.lat_p50), fmt_ms(r.lat_p99),
-                     fmt_rate(r.throughput), _sp(r), _mem(r)])
-    t.add_section(None, body)
-    t.caption = (f"Measured: {group_label(group)}. One row per measurement point (a repeated "
-                 "point shows its latest run). ms / run: paper protocol one call, rerank "
-                 "protocol one query with all its candidates. Speedups against ce of the same "
-                 "run. Sources: " + ", ".join(sorted({r.run.file for r in rows})) + ".")
-    return t
 
 
 # ---------------------------------------------------------------------------- figures

@@ -336,7 +336,8 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
         opt, lambda s: lr_factor(s, warm, total, cfg.schedule))
     scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     # ---- log state (restored on resume)
-    log: dict[str, Any] = {"loss": [], "validation": [], "best": None, "step_times": []}
+    log: dict[str, Any] = {"loss": [], "validation": [], "best": None, "step_times": [],
+                           "pending": [0.0, 0]}  # loss sum and count since the last entry
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -399,7 +400,6 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
         rep.validation(done, m, best)
 
     # ---- the loop
-    loss_acc, loss_n = 0.0, 0
     for step in range(start, cfg.steps):
         t0 = time.perf_counter()
         groups = sample_groups(data, step, cfg.batch_size, G, cfg.seed)
@@ -450,13 +450,13 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
         pps = cfg.batch_size * G / dt if dt > 0 else float("nan")
         log["step_times"].append(round(dt, 6))
         del log["step_times"][:-1000]  # the last 1,000 step times (throughput)
-        loss_acc += lv
-        loss_n += 1
+        log["pending"] = [log["pending"][0] + lv, log["pending"][1] + 1]
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            log["loss"].append({"step": done, "loss": loss_acc / loss_n, "lr": lr_now,
+            acc, n = log["pending"]
+            log["loss"].append({"step": done, "loss": acc / n, "lr": lr_now,
                                 "pairs_per_s": pps})
-            loss_acc, loss_n = 0.0, 0
+            log["pending"] = [0.0, 0]
         rep.step(done, lv, pps, lr_now)
         validated = False
         if (cfg.val_every and done % cfg.val_every == 0) or done == cfg.steps:

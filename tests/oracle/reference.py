@@ -356,3 +356,216 @@ class RefMasked(nn.Module):
                 h = layer(h, attention_mask=(1.0 - m[:, None].to(dt)) * mn)
             pooled = self.model.dropout(bert.pooler(h))
             return self.model.classifier(pooled).squeeze(-1).float()
+
+
+# ----------------------------------------------------------------------------- ModernBERT
+def perturbed_modernbert_cls(num_layers=8, hidden=64, heads=4, intermediate=96, local_attention=8,
+                             pooling="cls", seed=0, attention_bias=False):
+    """A tiny eager ``ModernBertForSequenceClassification`` (BERT WordPiece ids; local window
+    ``local_attention`` tokens, every other layer global) whose every parameter is seeded
+    noise: norm weights in 1 +- 0.2, everything else N(0, 0.15)."""
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    cfg = ModernBertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=num_layers,
+                           num_attention_heads=heads, intermediate_size=intermediate,
+                           max_position_embeddings=512, local_attention=local_attention,
+                           global_attn_every_n_layers=2, num_labels=1,
+                           classifier_pooling=pooling, attention_bias=attention_bias,
+                           pad_token_id=0, cls_token_id=101, sep_token_id=102, bos_token_id=101,
+                           eos_token_id=102, attn_implementation="eager")
+    model = ModernBertForSequenceClassification(cfg)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters()):
+            if "norm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.2 * (2 * torch.rand(p.shape, generator=g) - 1))
+            else:
+                p.copy_(0.15 * torch.randn(p.shape, generator=g))
+    return model.eval()
+
+
+class RefModernBertCrossAttention(nn.Module):
+    """``ModernBertCrossAttention`` (src/MICE/modeling/mice.py @b4dc361): separate
+    ``q_proj``/``k_proj``/``v_proj`` (bias = ``attention_bias``), no rotary positions, eager
+    attention ``softmax(q k^T / sqrt(d) + mask) v``, then ``Wo``."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        H, b = cfg.hidden_size, cfg.attention_bias
+        self.heads, self.head_dim = cfg.num_attention_heads, H // cfg.num_attention_heads
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(H, H, bias=b) for _ in range(3))
+        self.Wo = nn.Linear(H, H, bias=b)
+
+    def forward(self, query, key, value, attention_mask):
+        def split(x):
+            return x.view(*x.shape[:-1], self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = split(self.q_proj(query)), split(self.k_proj(key)), split(self.v_proj(value))
+        w = torch.matmul(q, k.transpose(2, 3)) * self.head_dim ** -0.5 + attention_mask
+        w = F.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(w, v).transpose(1, 2).reshape(*query.shape[:-1], -1)
+        return self.Wo(out)
+
+
+class RefModernBertCrossLayer(nn.Module):
+    """``ModernBertCrossAttentionLayer``: ``attn_norm`` (identity in layer 0), HF
+    ``ModernBertAttention``, the cross-attention above, ``mlp_norm``, HF ``ModernBertMLP``.
+    ``forward`` = self-attention residual, then cross-attention residual with ``attn_norm``
+    applied to the query rows AND to the document states, then the MLP residual."""
+
+    def __init__(self, cfg, layer_id):
+        super().__init__()
+        from transformers.models.modernbert.modeling_modernbert import (ModernBertAttention,
+                                                                         ModernBertMLP)
+
+        eps, bias = cfg.norm_eps, cfg.norm_bias
+        self.attn_norm = nn.Identity() if layer_id == 0 else nn.LayerNorm(
+            cfg.hidden_size, eps=eps, bias=bias)
+        self.attn = ModernBertAttention(cfg, layer_idx=layer_id)
+        self.crossattention = RefModernBertCrossAttention(cfg)
+        self.mlp_norm = nn.LayerNorm(cfg.hidden_size, eps=eps, bias=bias)
+        self.mlp = ModernBertMLP(cfg)
+        self.attention_type = cfg.layer_types[layer_id]
+
+    def self_res(self, x, mask, pos_emb):
+        return x + self.attn(self.attn_norm(x), attention_mask=mask,
+                             position_embeddings=pos_emb)[0]
+
+    def cross_res(self, x, d, mask):
+        dn = self.attn_norm(d)
+        return x + self.crossattention(self.attn_norm(x), dn, dn, mask)
+
+    def mlp_res(self, x):
+        return x + self.mlp(self.mlp_norm(x))
+
+    def forward(self, x, mask, d, d_mask, pos_emb):
+        return self.mlp_res(self.cross_res(self.self_res(x, mask, pos_emb), d, d_mask))
+
+
+class RefMiceModernBert(nn.Module):
+    """Reproduces ``ModernBertMiceCrossEncoder`` (src/MICE/modeling/mice.py @b4dc361):
+    ``encode_queries``/``encode_documents`` (embeddings, rotary positions from 0 per part, the
+    HF ``ModernBertEncoderLayer`` bottom layers, each given the same key-padding mask, so with
+    eager attention the local layers attend globally), ``forward_inverted_transformer``
+    (cross_attn_first=True: cross residual, self residual, last layer cut to [CLS] with cls
+    pooling, MLP) and ``forward_vanilla_transformer`` (False: the full layer; with cls pooling
+    the last layer runs self-attention on every row, cuts to [CLS], skips cross-attention when
+    ``mask_cls_to_doc``, then the MLP), then ``final_norm``, pooling (``cls``: first token;
+    ``mean``: ``x.mean(1)`` over every position, padding included), ``head``, dropout,
+    ``classifier``.  Masks as ``get_self_attention_mask`` / ``get_cross_attention_mask``.
+    Weights as ``InitMICEModernBERTFromHFID``: bottom and top layers from the HF layers,
+    cross q/k/v from the ``Wqkv`` slices and ``Wo`` copied; final_norm and head from the HF
+    model; the classifier (fresh in the reference) is copied so scores are comparable."""
+
+    def __init__(self, hf_cls_model, m, n, cross_attn_first=True, mask_cls_to_doc=False,
+                 mask_query_to_cls=True, pooling_method=None, perturb_cross_seed=None,
+                 max_query_length=512, max_doc_length=512):
+        super().__init__()
+        from transformers.models.modernbert.modeling_modernbert import (
+            ModernBertEncoderLayer, ModernBertRotaryEmbedding)
+
+        src = hf_cls_model.model
+        cfg = copy.deepcopy(hf_cls_model.config)
+        cfg._attn_implementation = "eager"
+        assert m + n <= cfg.num_hidden_layers
+        self.cfg = cfg
+        self.cross_attn_first, self.mask_cls_to_doc = cross_attn_first, mask_cls_to_doc
+        self.mask_query_to_cls = mask_query_to_cls
+        self.pm = pooling_method or getattr(cfg, "classifier_pooling", "cls")
+        self.max_query_length, self.max_doc_length = max_query_length, max_doc_length
+        self.rotary_emb = ModernBertRotaryEmbedding(cfg)
+        self.embeddings = copy.deepcopy(src.embeddings)
+        self.bottom_layers = nn.ModuleList()
+        for i in range(m):
+            layer = ModernBertEncoderLayer(cfg, i)
+            layer.load_state_dict(src.layers[i].state_dict())
+            self.bottom_layers.append(layer)
+        self.top_layers = nn.ModuleList()
+        H = cfg.hidden_size
+        for j in range(n):
+            s, t = src.layers[m + j], RefModernBertCrossLayer(cfg, m + j)
+            t.attn_norm.load_state_dict(s.attn_norm.state_dict())
+            t.attn.load_state_dict(s.attn.state_dict())
+            t.mlp_norm.load_state_dict(s.mlp_norm.state_dict())
+            t.mlp.load_state_dict(s.mlp.state_dict())
+            with torch.no_grad():
+                for k, proj in enumerate((t.crossattention.q_proj, t.crossattention.k_proj,
+                                          t.crossattention.v_proj)):
+                    proj.weight.copy_(s.attn.Wqkv.weight[k * H:(k + 1) * H])
+                    if s.attn.Wqkv.bias is not None:
+                        proj.bias.copy_(s.attn.Wqkv.bias[k * H:(k + 1) * H])
+                t.crossattention.Wo.load_state_dict(s.attn.Wo.state_dict())
+            self.top_layers.append(t)
+        if perturb_cross_seed is not None:
+            g = torch.Generator().manual_seed(perturb_cross_seed)
+            with torch.no_grad():
+                for layer in self.top_layers:
+                    for _, p in sorted(layer.crossattention.named_parameters()):
+                        p.add_(0.1 * torch.randn(p.shape, generator=g))
+        self.final_norm = copy.deepcopy(src.final_norm)
+        self.head = copy.deepcopy(hf_cls_model.head)
+        self.classifier = nn.Linear(H, 1)
+        self.classifier.load_state_dict(hf_cls_model.classifier.state_dict())
+        self.eval()
+
+    def _pos_embeds(self, x, mask):
+        b, s = mask.shape
+        pos = torch.arange(s).unsqueeze(0).expand(b, s)
+        return {lt: self.rotary_emb(x, pos, layer_type=lt) for lt in set(self.cfg.layer_types)}
+
+    def _encode(self, ids, mask):  # encode_queries / encode_documents
+        x = self.embeddings(ids)
+        ext = _ext_mask(mask, torch.float32)
+        pe = self._pos_embeds(x, mask)
+        for layer in self.bottom_layers:
+            x = layer(x, ext, position_embeddings=pe[layer.attention_type])
+        return x
+
+    def self_attention_mask(self, mask, dtype):  # get_self_attention_mask
+        valid = mask.bool()[:, None, :, None] & mask.bool()[:, None, None, :]
+        if self.mask_query_to_cls:
+            valid[:, :, 1:, 0] = False
+        return torch.zeros(valid.shape, dtype=dtype).masked_fill_(~valid, torch.finfo(dtype).min)
+
+    def cross_attention_mask(self, q_mask, d_mask, dtype):  # get_cross_attention_mask
+        valid = q_mask.bool()[:, :, None] & d_mask.bool()[:, None, :]
+        if self.mask_cls_to_doc:
+            valid[:, 0, :] = False
+        out = torch.zeros((valid.size(0), 1, valid.size(1), valid.size(2)), dtype=dtype)
+        return out.masked_fill_(~valid[:, None], torch.finfo(dtype).min)
+
+    def forward_tokenized(self, q_ids, q_mask, d_ids, d_mask):
+        q = self._encode(q_ids, q_mask)
+        d = self._encode(d_ids, d_mask)
+        pe = self._pos_embeds(q, q_mask)
+        q_self = self.self_attention_mask(q_mask, q.dtype)
+        cross = self.cross_attention_mask(q_mask, d_mask, q.dtype)
+        last = len(self.top_layers) - 1
+        for i, layer in enumerate(self.top_layers):
+            p = pe[layer.attention_type]
+            if self.cross_attn_first:  # forward_inverted_transformer
+                q = layer.self_res(layer.cross_res(q, d, cross), q_self, p)
+                if i == last and self.pm == "cls":
+                    q = q[:, 0:1]
+                q = layer.mlp_res(q)
+            elif i == last and self.pm == "cls":  # forward_vanilla_transformer, last layer
+                q = layer.self_res(q, q_self, p)[:, 0:1]
+                if not self.mask_cls_to_doc:
+                    q = layer.cross_res(q, d, cross[:, :, 0:1])
+                q = layer.mlp_res(q)
+            else:
+                q = layer(q, q_self, d, cross, p)
+        q = self.final_norm(q)
+        pooled = q[:, 0] if self.pm == "cls" else q.mean(dim=1)
+        return self.classifier(self.head(pooled)).squeeze(-1)
+
+    def tokenize(self, tokenizer, texts, max_length):
+        return tokenizer(list(texts), add_special_tokens=True, truncation=True,
+                         max_length=max_length, padding=True, return_tensors="pt")
+
+    def score(self, tokenizer, queries, docs):
+        q = self.tokenize(tokenizer, queries, self.max_query_length)
+        d = self.tokenize(tokenizer, docs, self.max_doc_length)
+        with torch.no_grad():
+            return self.forward_tokenized(q["input_ids"], q["attention_mask"],
+                                          d["input_ids"], d["attention_mask"]).float()

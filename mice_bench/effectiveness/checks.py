@@ -1,0 +1,217 @@
+"""Everything ``mice-bench effectiveness`` can check before it does any work.
+
+:func:`preflight` runs after the plan is made and before a dataset is loaded, a first stage
+runs or a model loads: every numeric option, the device, the dtype, the executor, the
+document store, every ``--docs`` and ``run:`` file, every local model directory (config,
+weight files complete), every variant against the model's depth (when it is known without
+loading), and that the output and cache folders are writable. Each problem is a
+:class:`~mice_bench.errors.UsageError` (one line, exit 2) naming the option or the path.
+
+:func:`check_candidates` runs after the datasets are loaded, before the first stage: each
+``run:`` file must be well formed and cover at least one judged query (a warning with the
+coverage when it covers only some).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import UsageError
+from .store import DEFAULT_STORE, STORE_FORMATS
+
+__all__ = ["preflight", "check_candidates", "check_model_dir", "check_writable",
+           "check_device", "model_layers"]
+
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
+
+
+def preflight(cfg, plan) -> None:
+    """Validate every option, path and output location of ``cfg``/``plan`` (see module)."""
+    _positive("--batch-size", cfg.batch_size)
+    _positive("--doc-batch-size", cfg.doc_batch_size)
+    _positive("--query-max-tokens", cfg.query_max_tokens, optional=True)
+    _positive("--doc-max-tokens", cfg.doc_max_tokens, optional=True)
+    if str(cfg.dtype) not in DTYPE_NAMES:
+        raise UsageError(f"unknown --dtype {cfg.dtype!r}; valid: fp32, fp16, bf16")
+    from ..executors import EXECUTOR_CHOICES
+
+    if str(cfg.executor) not in EXECUTOR_CHOICES:
+        raise UsageError(f"unknown --executor {cfg.executor!r}; valid: "
+                         f"{', '.join(EXECUTOR_CHOICES)}")
+    store = getattr(cfg, "doc_store", DEFAULT_STORE)
+    if store not in STORE_FORMATS:
+        raise UsageError(f"unknown --doc-store {store!r}; valid: {', '.join(STORE_FORMATS)}")
+    name = str(cfg.summary_name)
+    if not name or "/" in name or os.sep in name or name in (".", ".."):
+        raise UsageError(f"--summary-name {name!r} must be a plain file name (no folder)")
+    model_vars = [v for v in plan.variants if v != "bm25"]
+    if model_vars:
+        check_device(str(cfg.device))
+    for ds, path in plan.docs.items():
+        if path is not None:
+            _readable_file(Path(path), f"--docs {path}" + (f" (dataset {ds})" if ds else ""),
+                           "JSONL with doc_id and text")
+    for ds, fs in plan.first_stage.items():
+        if fs.kind == "run":
+            p = fs.run_path(ds)
+            _readable_file(p, f"--first-stage run:{p} (dataset {ds})",
+                           "a TREC run 'qid Q0 docid rank score [tag]'")
+    for label, name in plan.models:
+        layers = model_layers(name)
+        if layers is None:
+            continue
+        from ..spec import parse
+
+        for v in model_vars:
+            spec = parse(v)
+            spec.validate(layers)
+            if str(cfg.executor) == "fast" and spec.fast_path(layers) is None:
+                raise UsageError(f"{spec} has no fast path (only ce and split-first variants: "
+                                 "prettr, mice, colbert, biencoder); use --executor reference "
+                                 "or auto")
+    check_writable(Path(cfg.output_dir), "--output-dir")
+    check_writable(cfg.cache_path(), "--cache-dir")
+
+
+def _positive(option: str, value, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{option} must be a whole number >= 1, got {value!r}")
+
+
+def _readable_file(p: Path, what: str, expect: str) -> None:
+    if not p.exists():
+        raise UsageError(f"{what}: no such file (expected {expect})")
+    if not p.is_file():
+        raise UsageError(f"{what}: not a file (expected {expect})")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{what}: not readable")
+
+
+def check_device(device: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that exists on this machine (the package's one
+    device policy, :func:`mice_bench.devices.resolve_device`); returns the resolved name."""
+    from ..devices import resolve_device
+
+    return resolve_device(device)
+
+
+def check_writable(folder: Path, option: str) -> None:
+    """Create ``folder`` if needed and prove a file can be created and renamed in it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{option} {folder}: exists and is not a folder") from None
+    except OSError as e:
+        raise UsageError(f"{option} {folder}: cannot create it ({e.strerror or e})") from None
+    if not folder.is_dir():
+        raise UsageError(f"{option} {folder}: exists and is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.replace(tmp, tmp + ".renamed")
+        os.unlink(tmp + ".renamed")
+    except OSError as e:
+        raise UsageError(f"{option} {folder}: not writable ({e.strerror or e}); choose another "
+                         "folder") from None
+
+
+# --------------------------------------------------------------------------- models
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or name in (".", "..") or \
+        name.endswith(os.sep) or os.sep + os.sep in name
+
+
+def model_layers(name: str) -> int | None:
+    """The model's number of layers when it is known without loading weights (architecture
+    names, local directories; None for hub ids). Checks local directories on the way."""
+    from ..backbone import ARCH_ONLY
+
+    if name in ARCH_ONLY:
+        from ..backbone import _config_path
+
+        return int(json.loads(_config_path(name).read_text())["num_hidden_layers"])
+    p = Path(name).expanduser()
+    if p.exists():
+        cfg = check_model_dir(p, name)
+        n = cfg.get("num_hidden_layers")
+        return int(n) if isinstance(n, int) else None
+    if _looks_like_path(name):
+        raise UsageError(f"--model {name}: no such directory")
+    return None
+
+
+def check_model_dir(p: Path, name: str | None = None) -> dict:
+    """A local checkpoint directory that can be loaded: ``config.json`` (valid JSON),
+    weight files present, every ``*.safetensors`` complete. Returns the config."""
+    what = f"model directory {p}"
+    if not p.is_dir():
+        raise UsageError(f"--model {name or p}: {p} is a file, not a checkpoint directory")
+    cfg_p = p / "config.json"
+    if not cfg_p.is_file():
+        raise UsageError(f"{what} has no config.json: not a Hugging Face checkpoint "
+                         "(expected config.json, model.safetensors and tokenizer files)")
+    try:
+        cfg = json.loads(cfg_p.read_text())
+        if not isinstance(cfg, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"{what}: config.json is not valid JSON ({e})") from None
+    weights = sorted(p.glob("*.safetensors")) + sorted(p.glob("pytorch_model*.bin"))
+    if not weights:
+        raise UsageError(f"{what} has no weight file (model.safetensors or pytorch_model.bin)")
+    for f in p.glob("*.safetensors"):
+        problem = safetensors_problem(f)
+        if problem:
+            raise UsageError(f"{what}: {f.name} is broken ({problem}); copy or download the "
+                             "checkpoint again")
+    return cfg
+
+
+def safetensors_problem(f: Path) -> str | None:
+    """Why a ``.safetensors`` file cannot be complete (header unreadable, data truncated), or
+    None. Reads the header only."""
+    try:
+        size = f.stat().st_size
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than a header"
+            n = int.from_bytes(head, "little")
+            if n <= 0 or 8 + n > size:
+                return f"header of {n} bytes does not fit in {size} bytes (truncated?)"
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        return f"unreadable header: {type(e).__name__}"
+    end = 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        try:
+            end = max(end, int(v["data_offsets"][1]))
+        except (KeyError, TypeError, ValueError, IndexError):
+            return f"tensor {k!r} has no data offsets"
+    if 8 + n + end != size:
+        return f"{size} bytes, its header needs {8 + n + end} (truncated?)"
+    return None
+
+
+# --------------------------------------------------------------------------- candidates
+def check_candidates(plan, colls) -> dict[str, dict]:
+    """Read every ``run:`` file now (strictly, see :func:`.firststage.read_trec_run`) and check
+    it against the judged queries: exit 2 when it matches none, a warning when it covers only
+    some. Returns ``{dataset: coverage}`` for the ``run:`` datasets."""
+    from .firststage import check_run_coverage, read_trec_run
+
+    out = {}
+    for name, coll in colls.items():
+        fs = plan.first_stage[name]
+        if fs.kind != "run":
+            continue
+        path = fs.run_path(name)
+        out[name] = check_run_coverage(read_trec_run(path), coll.queries, f"run file {path}")
+    return out

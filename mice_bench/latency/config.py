@@ -1,0 +1,121 @@
+"""The typed configuration of a latency run, its protocol defaults and its checks."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..devices import DTYPES, resolve_device
+from ..errors import UsageError
+from ..spec import InteractionSpec, parse
+
+PROTOCOLS = ("rerank", "paper")
+SCHEDULES = ("interleaved", "sequential")
+DEFAULT_VARIANTS = ("ce", "mice-l4+3", "colbert")
+PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # sized so that the default command finishes well under 2 minutes on 2 CPU cores
+    "rerank": dict(batch_sizes=[16], query_tokens=32, doc_tokens=[128], depth=32, warmup=1,
+                   runs=5, min_seconds=1.0),
+    # the seed's protocol: 128 pairs x 512-token documents, 5 warm-up + 10 timed runs
+    "paper": dict(batch_sizes=[128], query_tokens=None, doc_tokens=[512], depth=None, warmup=5,
+                  runs=10, min_seconds=0.0),
+}
+#: the most timed runs of one row, whatever ``min_seconds`` asks
+MAX_RUNS = 10_000
+
+
+@dataclass
+class LatencyConfig:
+    """Every option of ``mice-bench latency`` (lists are lists: the CLI parses ``4,8``)."""
+
+    model: str = "minilm-l12"
+    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
+    protocol: str = "rerank"
+    batch_sizes: list[int] | None = None
+    query_tokens: int | None = None
+    doc_tokens: list[int] | None = None
+    depth: int | None = None
+    precompute: bool | None = None  # None: protocol default (rerank: True; paper: both)
+    kv_cache: bool = False
+    dtype: str = "fp32"
+    device: str = "auto"
+    compile: bool = False
+    warmup: int | None = None
+    runs: int | None = None
+    min_seconds: float | None = None
+    threads: int | None = None
+    executor: str = "auto"
+    schedule: str = "interleaved"  # interleaved | sequential (timed runs of a sweep point)
+    seed: int = 0
+    output: str | None = None
+    format: str = "table"
+
+    def resolved(self) -> "LatencyConfig":
+        """A copy with protocol defaults filled in and values checked (raises UsageError)."""
+        if self.protocol not in PROTOCOLS:
+            raise UsageError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        d = PROTOCOL_DEFAULTS[self.protocol]
+        c = LatencyConfig(**asdict(self))
+        for k in ("batch_sizes", "query_tokens", "doc_tokens", "depth", "warmup", "runs",
+                  "min_seconds"):
+            if getattr(c, k) is None:
+                setattr(c, k, d[k])
+        if not c.variants:
+            raise UsageError("no variants given")
+        for name, vals in (("--batch-size", c.batch_sizes), ("--doc-tokens", c.doc_tokens)):
+            if not vals or any(int(v) < 1 for v in vals):
+                raise UsageError(f"{name} needs positive integers, got {vals!r}")
+        if c.protocol == "rerank":
+            if c.query_tokens is None or c.query_tokens < 1:
+                raise UsageError("--query-tokens must be >= 1")
+            if c.depth is None or c.depth < 1:
+                raise UsageError("--depth must be >= 1")
+        if c.warmup < 0 or c.runs < 1 or c.min_seconds < 0:
+            raise UsageError("--warmup must be >= 0, --runs >= 1, --min-seconds >= 0")
+        if c.threads is not None and c.threads < 1:
+            raise UsageError("--threads must be >= 1")
+        if c.kv_cache and c.precompute is False:
+            raise UsageError("--kv-cache stores per-layer K/V of precomputed documents; it "
+                             "needs --precompute")
+        if c.dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {c.dtype!r}; valid: {', '.join(DTYPES)}")
+        if c.schedule not in SCHEDULES:
+            raise UsageError(f"unknown schedule {c.schedule!r}; valid: {', '.join(SCHEDULES)}")
+        if c.format not in ("table", "json"):
+            raise UsageError(f"unknown format {c.format!r}; valid: table, json")
+        return c
+
+    def device_type(self) -> str:
+        """``cpu`` / ``cuda`` of ``device`` (``auto`` resolved here; checks availability)."""
+        return resolve_device(self.device).split(":")[0]
+
+
+def parse_variants(names: list[str]) -> list[InteractionSpec]:
+    """Specs in the given order, duplicates (same canonical name) dropped."""
+    out, seen = [], set()
+    for n in names:
+        spec = parse(n)
+        if str(spec) not in seen:
+            seen.add(str(spec))
+            out.append(spec)
+    return out
+
+
+def check_sizes(specs: list[InteractionSpec], max_positions: int, query_tokens: int,
+                doc_tokens: list[int], protocol: str) -> None:
+    """Every (variant, document length) must fit the model's positions."""
+    for d in doc_tokens:
+        for spec in specs:
+            if protocol == "paper":
+                # the seed truncates every sequence to the model's max length (512)
+                if d > max_positions:
+                    raise UsageError(f"--doc-tokens {d} is above the model's {max_positions} "
+                                     "positions")
+                continue
+            need = query_tokens + d + 3 if spec.layout == "joint" else max(query_tokens, d) + 2
+            if need > max_positions:
+                what = ("[CLS] query [SEP] doc [SEP]" if spec.layout == "joint"
+                        else "[CLS] text [SEP]")
+                raise UsageError(
+                    f"{spec}: {what} needs {need} positions with --query-tokens {query_tokens} "
+                    f"--doc-tokens {d}, above the model's {max_positions} maximum positions")

@@ -1,0 +1,134 @@
+"""Flat views of latency results for tables and figures: one :class:`RunInfo` per results
+file, one :class:`LatencyRow` per row, made from the typed
+:class:`~mice_bench.latency.result.LatencyResult` (:func:`records`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..legacy import is_legacy
+from .result import LatencyResult
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One latency results file: where and how it was measured."""
+
+    file: str                 # path relative to the results folder (posix)
+    created: str
+    protocol: str
+    model: str
+    model_description: str
+    num_layers: int
+    random_weights: bool
+    hidden_size: int | None
+    device: str               # cpu | cuda | cuda:0 ...
+    device_name: str
+    dtype: str
+    threads: Any
+    compiled: bool
+    environment: dict = field(hash=False, compare=False, default_factory=dict)
+    config: dict = field(hash=False, compare=False, default_factory=dict)
+    git_commit: str | None = None
+    mice_bench_version: str | None = None
+    matmul_peak_flops: float | None = None
+
+    @property
+    def group(self) -> tuple[str, str, str, str, str]:
+        """Measurements are only compared inside one (device type, device name, dtype, CPU
+        threads, model) group; threads only count on the CPU."""
+        dev = self.device.split(":")[0]
+        threads = str(self.threads) if dev == "cpu" and self.threads is not None else ""
+        model = Path(self.model.rstrip("/")).name if "/" in self.model else self.model
+        return (dev, self.device_name, self.dtype, threads, model)
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    run: RunInfo
+    variant: str
+    layout: str
+    batch_size: int
+    batch_size_requested: int
+    doc_tokens: int
+    doc_tokens_effective: int
+    query_tokens: int
+    depth: int | None
+    precompute: bool          # requested
+    precompute_applied: bool
+    kv_cache_applied: bool
+    pairs_per_run: int
+    params: int
+    lat_mean: float           # seconds per run
+    lat_std: float
+    lat_p50: float
+    lat_p99: float
+    count: int
+    throughput: float         # pairs/s
+    mem_peak_mb: float | None
+    mem_growth_mb: float | None
+    speedup_vs_ce: float | None
+    flop_ratio_vs_ce: float | None
+    flops_per_pair: float | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def compiled(self) -> bool:
+        return self.run.compiled
+
+    @property
+    def per_pair_s(self) -> float:
+        return self.lat_mean / self.pairs_per_run if self.pairs_per_run else float("nan")
+
+    @property
+    def legacy(self) -> bool:
+        """Measured with a definition from before core v2 (see :mod:`mice_bench.legacy`)."""
+        return is_legacy(self.notes)
+
+
+def _num(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def records(res: LatencyResult, file: str) -> tuple[RunInfo, list[LatencyRow]]:
+    """The run and its rows; ``file`` is how tables name the results file."""
+    env, cfg, model = res.environment, res.config, res.model
+    device = str(env.get("device") or cfg.get("device") or "cpu")
+    info = RunInfo(
+        file=file, created=res.created, protocol=str(cfg["protocol"]),
+        model=str(model.get("name", cfg.get("model", "?"))),
+        model_description=str(model.get("description", model.get("name", cfg.get("model", "?")))),
+        num_layers=int(model.get("num_layers", 12)),
+        random_weights=bool(model.get("random_weights", False)),
+        hidden_size=model.get("hidden_size"), device=device,
+        device_name=str(env.get("device_name") or env.get("cpu_model") or device),
+        dtype=str(env.get("dtype") or cfg.get("dtype") or "fp32"),
+        threads=env.get("threads", env.get("torch_threads")),
+        compiled=bool(cfg.get("compile", False)), environment=env, config=cfg,
+        git_commit=res.git_commit, mice_bench_version=res.mice_bench_version or None,
+        matmul_peak_flops=_num(res.matmul_peak.get("flops_per_s")))
+    rows = []
+    for r in res.rows:
+        p, lat, mem = r.point, r.latency_s, r.memory
+        rows.append(LatencyRow(
+            run=info, variant=r.variant, layout=r.layout, batch_size=p.batch_size,
+            batch_size_requested=p.batch_size_requested, doc_tokens=p.doc_tokens,
+            doc_tokens_effective=p.doc_tokens_effective, query_tokens=p.query_tokens,
+            depth=p.depth, precompute=p.precompute, precompute_applied=r.precompute_applied,
+            kv_cache_applied=r.kv_cache_applied, pairs_per_run=r.pairs_per_run,
+            params=r.params, lat_mean=float(lat["mean"]), lat_std=float(lat.get("std", 0.0)),
+            lat_p50=float(lat.get("p50", lat["mean"])), lat_p99=float(lat.get("p99", lat["mean"])),
+            count=int(lat.get("count", 0)), throughput=float(r.throughput_pairs_per_s),
+            mem_peak_mb=_num(mem.get("peak_mb")), mem_growth_mb=_num(mem.get("growth_mb")),
+            speedup_vs_ce=_num(r.speedup_vs_ce), flop_ratio_vs_ce=_num(r.flop_ratio_vs_ce),
+            flops_per_pair=_num(r.flops.get("per_pair")), notes=tuple(r.notes)))
+    return info, rows

@@ -1,0 +1,141 @@
+"""Workloads: what one timed *run* of a variant does under each protocol.
+
+* ``rerank``: one query, ``depth`` candidates scored in batches of ``batch_size``; the query
+  is tokenized and encoded once per run; document states are precomputed in memory before
+  timing (``precompute``; optionally with per-layer K/V, ``kv_cache``) or tokenized and
+  encoded inside the run.
+* ``paper``: the seed's measurement (xpmir/mice ``scripts/compare_latency_footprint.py``): one
+  call on ``batch_size`` (query, document) pairs with one fixed short query repeated
+  (re-encoded per pair), timing the whole call including tokenization.
+
+Each run is split into the phases of :data:`~mice_bench.latency.timing.PHASES`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..spec import InteractionSpec
+from .config import LatencyConfig
+from .timing import PhaseTimer
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of the sweep (requested batch size, document tokens, precompute)."""
+
+    batch_size: int
+    doc_tokens: int
+    precompute: bool
+
+
+def sweep_points(c: LatencyConfig) -> list[SweepPoint]:
+    """Every point of a resolved config: documents x batch sizes x precompute settings."""
+    pres = [c.precompute] if c.precompute is not None else (
+        [False, True] if c.protocol == "paper" else [True])
+    return [SweepPoint(b, d, p) for d in c.doc_tokens for b in c.batch_sizes for p in pres]
+
+
+def effective_doc_tokens(spec: InteractionSpec, protocol: str, d: int, qlen: int,
+                         max_pos: int) -> int:
+    """Document tokens actually fed: the paper protocol truncates to the model's positions
+    (as the seed's tokenizer calls do)."""
+    if protocol != "paper":
+        return d
+    return min(d, max_pos - 3 - qlen) if spec.layout == "joint" else min(d, max_pos - 2)
+
+
+class Workload:
+    """One (variant, point): ``prepare()`` outside timing, then ``run(timer)`` per run."""
+
+    def __init__(self, ex, protocol: str, batch_size: int, query: str, docs: list[str],
+                 precompute: bool, kv_cache: bool):
+        self.ex = ex
+        self.protocol = protocol
+        self.batch_size = batch_size
+        self.query = query
+        self.docs = docs
+        self.split = bool(getattr(ex, "has_doc_precompute", False))
+        self.precompute = precompute and self.split
+        # only executors with interaction layers over frozen documents have K/V to cache
+        self.kv_cache = kv_cache and self.precompute and bool(getattr(ex, "kv_layers", None))
+        self.pairs_per_run = len(docs)
+        self.ds = None
+        self.offline: dict[str, Any] = {}
+
+    def prepare(self, device: torch.device) -> None:
+        if not self.precompute:
+            return
+        t = time.perf_counter()
+        self.ds = self.ex.encode_documents(self.docs, kv_cache=self.kv_cache,
+                                           batch_size=max(self.batch_size, 1))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.offline = {"doc_encode_s": time.perf_counter() - t,
+                        "doc_states_mb": self.ds.nbytes / 2**20,
+                        "docs": len(self.docs)}
+
+    def run(self, t: PhaseTimer) -> None:
+        with torch.inference_mode():
+            if self.protocol == "paper":
+                self._run_paper(t)
+            else:
+                self._run_rerank(t)
+
+    # rerank: one query, its candidates in batches
+    def _run_rerank(self, t: PhaseTimer) -> None:
+        ex, B, docs = self.ex, self.batch_size, self.docs
+        if not self.split:
+            for i in range(0, len(docs), B):
+                chunk = docs[i:i + B]
+                with t.phase("tokenize"):
+                    tb = ex.tokenize_pairs([self.query] * len(chunk), chunk)
+                with t.phase("interaction"):
+                    ex.forward_pairs(tb)
+            return
+        with t.phase("tokenize"):
+            tq = ex.tokenize_queries([self.query])
+        with t.phase("query_encode"):
+            qs = ex.encode_queries(tq)
+        for i in range(0, len(docs), B):
+            n = min(B, len(docs) - i)
+            if self.precompute:
+                ds, idx = self.ds, torch.arange(i, i + n)
+            else:
+                with t.phase("tokenize"):
+                    td = ex.tokenize_docs(docs[i:i + n])
+                with t.phase("doc_encode"):
+                    ds = ex.encode_documents(td, batch_size=n)
+                idx = torch.arange(n)
+            with t.phase("interaction"):
+                ex.score_states(qs, torch.zeros(n, dtype=torch.long), ds, idx)
+
+    # paper: one call on B pairs, the query repeated and re-encoded for every pair
+    def _run_paper(self, t: PhaseTimer) -> None:
+        ex, docs = self.ex, self.docs
+        queries = [self.query] * len(docs)
+        if not self.split:
+            with t.phase("tokenize"):
+                tb = ex.tokenize_pairs(queries, docs)
+            with t.phase("interaction"):
+                ex.forward_pairs(tb)
+            return
+        idx = torch.arange(len(docs))
+        with t.phase("tokenize"):
+            tq = ex.tokenize_queries(queries)
+            # as the reference script does, documents are tokenized inside the timed call
+            # even when their states are precomputed
+            td = ex.tokenize_docs(docs)
+        if self.precompute:
+            ds = self.ds
+        else:
+            with t.phase("doc_encode"):
+                ds = ex.encode_documents(td, batch_size=len(docs))
+        with t.phase("query_encode"):
+            qs = ex.encode_queries(tq)
+        with t.phase("interaction"):
+            ex.score_states(qs, idx, ds, idx)

@@ -1,0 +1,62 @@
+"""Names shared by every command: file-name slugs, the variant sort order and the labels of
+latency device groups. Pure Python (no torch, numpy or plotting)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+_FAMILY = ("bm25", "ce", "mask0", "mask1", "mask2", "mask3", "prettr", "mice", "colbert",
+           "biencoder")
+
+
+def key_hash(obj) -> str:
+    """A short stable hash of a JSON-able object."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def slug(text: str, max_len: int = 60) -> str:
+    """The one file-system-safe name of mice-bench (result files, caches, report files):
+    ``mice-l4+3`` stays, ``colbert[proj=0,qaug=0]`` -> ``colbert_proj_0_qaug_0``,
+    ``AMD EPYC (x)`` -> ``AMD_EPYC_-x``; longer than ``max_len`` -> cut + a hash of the text."""
+    s = re.sub(r"[\[\],=:/\\ ]+", "_", str(text).strip()).strip("_")
+    s = re.sub(r"[^A-Za-z0-9._+\-]+", "-", s).strip("-")
+    if len(s) > max_len:
+        s = s[: max_len - 13] + "-" + key_hash(text)
+    return s or key_hash(text)
+
+
+def variant_key(name: str) -> tuple:
+    """Sort key: paper order of families, then numbers inside the name."""
+    base = re.split(r"[-\[+]", name, maxsplit=1)[0]
+    fam = _FAMILY.index(base) if base in _FAMILY else len(_FAMILY)
+    nums = tuple(int(x) for x in re.findall(r"\d+", name[len(base):]))
+    return (fam, nums, name)
+
+
+def _parts(group: tuple) -> tuple[str, str, str, str, str]:
+    g = tuple(group) + ("",) * (5 - len(group))
+    return g[:5]  # type: ignore[return-value]
+
+
+def group_label(group: tuple) -> str:
+    """``minilm-l12 on AMD EPYC (cpu), fp32, 2 threads`` / ``... NVIDIA H100 (cuda), bf16``."""
+    dev, name, dtype, threads, model = _parts(group)
+    t = f", {threads} thread{'s' if threads != '1' else ''}" if threads else ""
+    m = f"{model} on " if model else ""
+    return f"{m}{name} ({dev}), {dtype}{t}"
+
+
+def group_slug(group: tuple) -> str:
+    """The lower-case file-name part of a latency device group."""
+    dev, name, dtype, threads, model = _parts(group)
+    parts = [model, dev, name, dtype, f"{threads}t" if threads else ""]
+    return "-".join(slug(p, max_len=60) for p in parts if p).lower()
+
+
+def short_commit(commit: str | None) -> str:
+    """``abc123def456`` (+ ``-dirty`` when the tree had uncommitted changes)."""
+    if not commit:
+        return "–"
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
