@@ -47,8 +47,9 @@ def tiny_model(variant: str = "ce", hidden: int = 64, layers: int = 3, heads: in
 
 
 def synthetic(n_train: int = 200, n_val: int = 20, n_cand: int = 10, per_word: int = 15,
-              seed: int = 0) -> TrainingData:
-    """Queries of 1-3 filler words and one rare word; every training document (15 per rare
+              seed: int = 0, q_fill: tuple[int, int] = (0, 1),
+              d_fill: tuple[int, int] = (3, 6)) -> TrainingData:
+    """Queries of 0-1 filler words and one rare word, documents of 3-6 filler words and one; every training document (15 per rare
     word) is a positive of the queries of its word and a negative of all others, so that
     nothing but matching the rare word solves it. Validation: fresh documents, 1 positive and
     9 negatives per query (chance RR ~ 0.29)."""
@@ -64,22 +65,22 @@ def synthetic(n_train: int = 200, n_val: int = 20, n_cand: int = 10, per_word: i
     for w in RARE:
         for j in range(per_word):
             d = f"t-{w}-{j}"
-            texts[d] = text(w, 5, 9)
+            texts[d] = text(w, *d_fill)
             by_word.setdefault(w, []).append(d)
     queries, pos, neg = {}, {}, {}
     for i in range(n_train):
         w = rng.choice(RARE)
-        queries[f"q{i}"] = text(w, 1, 3)
+        queries[f"q{i}"] = text(w, *q_fill)
         pos[f"q{i}"] = list(by_word[w])
         neg[f"q{i}"] = [d for x in RARE if x != w for d in by_word[x]]
     vq, vqr, vc = {}, {}, {}
     for i in range(n_val):
         w = rng.choice(RARE)
-        vq[f"v{i}"] = text(w, 1, 3)
+        vq[f"v{i}"] = text(w, *q_fill)
         ids = [f"v{i}-p"] + [f"v{i}-n{j}" for j in range(n_cand - 1)]
-        texts[ids[0]] = text(w, 5, 9)
+        texts[ids[0]] = text(w, *d_fill)
         for d in ids[1:]:
-            texts[d] = text(rng.choice([x for x in RARE if x != w]), 5, 9)
+            texts[d] = text(rng.choice([x for x in RARE if x != w]), *d_fill)
         vqr[f"v{i}"] = {ids[0]: 1}
         vc[f"v{i}"] = ids
     return TrainingData("synthetic", queries, pos, neg, texts, None, vq, vqr, vc)

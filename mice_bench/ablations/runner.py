@@ -39,7 +39,7 @@ class Task:
 
 # ---------------------------------------------------------------------------- latency
 def _latency_config(wl: LatencyWorkload):
-    from ..latency.runner import LatencyConfig
+    from ..latency.config import LatencyConfig
 
     o = wl.options
     cfg = LatencyConfig(
