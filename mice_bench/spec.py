@@ -273,7 +273,29 @@ class InteractionSpec:
 
     def description(self) -> str:
         fam = self.fam
-        return fam.description if fam is not None else "custom per-layer interaction pattern"
+        if fam is None:
+            return "custom per-layer interaction pattern"
+        text = fam.description
+        if self.family == "mice" and self.attn == "joint":
+            text = ("MICE one-softmax ablation: m separate layers, then n layers where the query "
+                    "side reads the frozen document inside its own self-attention (self-attention "
+                    "weights, [CLS] reads the query only); the rest dropped")
+        notes = []
+        if self.family == "mice" and self.attn == "cross":
+            if self.order == "self":
+                notes.append("self-attention before cross-attention")
+            if not self.cls_doc:
+                notes.append("[CLS] does not read the document")
+            if self.qcls:
+                notes.append("query tokens read [CLS]")
+        if self.family == "colbert" and not (self.projection and self.qaug):
+            text = "late interaction: separate encoders, MaxSim head"
+            notes.append("128-d projection" if self.projection else "no projection")
+            notes.append("[MASK]-augmented 32-token queries" if self.qaug
+                         else "no query augmentation")
+        if self.family == "prettr" and self.qlen is not None:
+            notes.append(f"document positions from {self.qlen} (precomputable)")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
 
     # ----------------------------------------------------------------- layers
     def layers(self, num_layers: int) -> tuple[LayerSpec, ...]:
