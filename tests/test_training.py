@@ -222,13 +222,23 @@ def test_irds_training_data_with_bm25_negatives(shared_data, tmp_path, monkeypat
 
 
 # --------------------------------------------------------------------------- learning
-@pytest.mark.parametrize("variant,steps,lr", [("ce", 300, 2e-3), ("mice-l1+2", 200, 2e-3),
-                                              ("colbert", 100, 1e-3)])
-def test_tiny_model_learns_the_synthetic_task(tmp_path, variant, steps, lr):
-    torch.manual_seed(0)
+@pytest.fixture
+def one_thread():
+    """Training a tiny model from scratch is chaotic: pin the float summation order (one
+    thread) so that the fixed seed gives the same trajectory wherever the test runs."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("variant,steps,batch,lr", [("ce", 300, 32, 2e-3),
+                                                    ("mice-l1+2", 400, 16, 2e-3),
+                                                    ("colbert", 100, 16, 1e-3)])
+def test_tiny_model_learns_the_synthetic_task(tmp_path, one_thread, variant, steps, batch, lr):
     data = synthetic()
     model = tiny_model(variant)
-    cfg = cfg_for(tmp_path, variant=variant, loss="lce", group_size=8, batch_size=16,
+    cfg = cfg_for(tmp_path, variant=variant, loss="lce", group_size=8, batch_size=batch,
                   steps=steps, lr=lr, warmup=10, weight_decay=0.0, val_every=50,
                   val_queries=20, val_metric="RR@10")
     before = validate_model(model, data, cfg)["RR@10"]

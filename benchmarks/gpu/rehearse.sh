@@ -20,6 +20,7 @@
 # Environment: MICE_REHEARSAL_PYTHON (a Python 3.12; default the pyenv 3.12.1, else
 # python3.12), MICE_GPU_STEPS / MICE_GPU_PYTEST_K / MICE_GPU_BUDGET_S (passed to run.sh).
 set -euo pipefail
+{ # one compound command: read whole before it runs (safe against edits during a run)
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 T0=$(date +%s)
@@ -76,3 +77,4 @@ if [[ -f $OUTDIR/mice-gpu-results.tar.gz ]]; then
 fi
 echo "# rehearsal: run.sh $(( T2 - T1 ))s, in all $(( $(date +%s) - T0 ))s; status $status"
 exit $status
+}

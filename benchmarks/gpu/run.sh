@@ -13,7 +13,7 @@
 #            colbert: paper protocol (128 pairs x 512 tokens, with and without precomputed
 #            documents) in fp32 and bf16; rerank protocol (1 query, 512 candidates in
 #            batches of 128, 32 + 477 tokens) in bf16 eager and --compile, each with and
-#            without the K/V cache, then fp32 eager
+#            without the K/V cache (fp32 eager on request: MICE_GPU_LATENCY)
 #   train    (optional) the mini-replication: all-MiniLM-L6-v2 fine-tuned as ce and as
 #            mice-l2+2 on NFCorpus train (BM25 negatives), then BM25 top-100 of DL19, DL20
 #            and NFCorpus test re-ranked into TREC runs (benchmarks/gpu/study.py); skipped
@@ -25,15 +25,18 @@
 # killed run still returns what it finished), summary.txt, run.log. Back here:
 #   python benchmarks/gpu/evaluate.py /work/.device/.../mice-gpu-results.tar.gz
 #
-# Environment: OUT (default gpu-out/), MICE_GPU_BUDGET_S (default 420: the whole run),
+# Environment: OUT (default gpu-out/), MICE_GPU_BUDGET_S (default 450: the whole run),
 # MICE_GPU_STEPS (default "env tests latency train"; a subset reruns part), MICE_GPU_CAP_SCALE
-# (multiplies every step's time limit; rehearsal 12), MICE_GPU_PYTEST_K (a pytest -k expression),
-# MICE_GPU_LATENCY (latency sub-steps to run, default all: paper-fp32 paper-bf16
-# rerank-bf16-eager rerank-bf16-eager-kv rerank-bf16-compile rerank-bf16-compile-kv
-# rerank-fp32-eager), MICE_GPU_TRAIN_VARIANTS (default ce,mice-l2+2), PYTHON (default
+# (multiplies every step's time limit; rehearsal 12), MICE_GPU_PYTEST_K (a pytest -k
+# expression; default "not latency_compile_flag", empty: every test),
+# MICE_GPU_LATENCY (latency sub-steps, in this order; default all but the last: paper-bf16
+# rerank-bf16-eager rerank-bf16-eager-kv paper-fp32 rerank-bf16-compile
+# rerank-bf16-compile-kv rerank-fp32-eager), MICE_GPU_TRAIN_VARIANTS (default ce,mice-l2+2), PYTHON (default
 # python3), MICE_GPU_REHEARSAL=1 (tiny sizes on the CPU: benchmarks/gpu/rehearse.sh).
 # Installs nothing from a network: wheels in gpu-carry/wheels, if any, with --no-index.
 set -u
+{ # the whole script is one compound command: bash reads it completely before running it,
+  # so editing this file during a run cannot derail that run
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 PY=${PYTHON:-python3}
@@ -42,10 +45,10 @@ REHEARSAL=${MICE_GPU_REHEARSAL:-0}
 if [[ $REHEARSAL == 1 ]]; then
   BUDGET=${MICE_GPU_BUDGET_S:-3600}; CAP_SCALE=${MICE_GPU_CAP_SCALE:-12}
 else
-  BUDGET=${MICE_GPU_BUDGET_S:-420}; CAP_SCALE=${MICE_GPU_CAP_SCALE:-1}
+  BUDGET=${MICE_GPU_BUDGET_S:-450}; CAP_SCALE=${MICE_GPU_CAP_SCALE:-1}
 fi
 STEPS=${MICE_GPU_STEPS:-env tests latency train}
-LAT_STEPS=${MICE_GPU_LATENCY:-paper-fp32 paper-bf16 rerank-bf16-eager rerank-bf16-eager-kv rerank-bf16-compile rerank-bf16-compile-kv rerank-fp32-eager}
+LAT_STEPS=${MICE_GPU_LATENCY:-paper-bf16 rerank-bf16-eager rerank-bf16-eager-kv paper-fp32 rerank-bf16-compile rerank-bf16-compile-kv}
 TRAIN_VARIANTS=${MICE_GPU_TRAIN_VARIANTS:-ce,mice-l2+2}
 CARRY=${MICE_GPU_CARRY:-$REPO/gpu-carry}
 WORK=${MICE_GPU_WORK:-/tmp/mice-gpu}
@@ -159,8 +162,11 @@ fi
 
 # ---- GPU tests
 if want tests; then
-  kexpr=()
-  [[ -n ${MICE_GPU_PYTEST_K:-} ]] && kexpr=(-k "$MICE_GPU_PYTEST_K")
+  # the latency --compile steps check `latency --compile` themselves (summary: "compiled")
+  kexpr=(-k "${MICE_GPU_PYTEST_K-not latency_compile_flag}")
+  [[ -z ${kexpr[1]} ]] && kexpr=()
+  # one hung test must not take the whole step (pytest-timeout is in the image)
+  $PY -c "import pytest_timeout" 2>/dev/null && kexpr+=(--timeout $(( 90 * CAP_SCALE )))
   step tests 150 $PY -m pytest tests/gpu -m gpu -o addopts= -p no:cacheprovider -v -rA \
     --junitxml="$WORK/tests/junit.xml" "${kexpr[@]}"
 fi
@@ -172,11 +178,11 @@ lat() {  # lat NAME CAP ARGS...
   step "latency-$name" "$cap" $PY -m mice_bench.cli latency --device "$DEVICE" \
     --model "$LAT_MODEL" --variants "$LAT_VARIANTS" --output "$WORK/latency/$name.json" "$@"
 }
-if want latency; then
-  lat paper-fp32 45 --protocol paper "${PAPER_SIZE[@]}" --dtype fp32
+if want latency; then  # the steps that the paper table and the two targets need first
   lat paper-bf16 40 --protocol paper "${PAPER_SIZE[@]}" --dtype bf16
   lat rerank-bf16-eager 40 --protocol rerank "${RERANK_SIZE[@]}" --dtype bf16
   lat rerank-bf16-eager-kv 40 --protocol rerank "${RERANK_SIZE[@]}" --dtype bf16 --kv-cache
+  lat paper-fp32 45 --protocol paper "${PAPER_SIZE[@]}" --dtype fp32
   lat rerank-bf16-compile 100 --protocol rerank "${RERANK_SIZE[@]}" --dtype bf16 --compile
   lat rerank-bf16-compile-kv 80 --protocol rerank "${RERANK_SIZE[@]}" --dtype bf16 --compile \
     --kv-cache
@@ -198,11 +204,13 @@ if want train; then
   fi
 fi
 
-# ---- summary
+# ---- summary (printed last: the device tool's reply ends with it)
 timeout -k 5 30 $PY benchmarks/gpu/summary.py "$WORK" >"$WORK/logs/summary.log" 2>&1 ||
   echo "!! summary failed (see logs/summary.log)"
-pack
 echo
 cat "$WORK/summary.txt" 2>/dev/null || tail -n 20 "$WORK/logs/summary.log"
-echo "# done in $(elapsed)s; results: $OUT/mice-gpu-results.tar.gz"
+echo "# done in $(elapsed)s; results: $OUT/mice-gpu-results.tar.gz, summary.txt, run.log"
+sleep 1  # let tee write the last lines into run.log
+pack
 exit 0
+}

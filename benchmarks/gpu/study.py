@@ -39,7 +39,7 @@ def log(msg: str) -> None:
 
 
 def slug(variant: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in variant)
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in variant)
 
 
 def train(args, variant: str, output: Path, data: Path, steps: int, log_dir: Path,

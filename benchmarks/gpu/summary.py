@@ -206,7 +206,7 @@ def render(work: Path, s: dict) -> str:
         for name, f in lat["files"].items():
             L.append(f"  -- {name}: {f['protocol']} {f['dtype']}"
                      f"{' compile' if f['compile'] else ''}{' kv' if f['kv_cache'] else ''}; "
-                     f"matmul peak {_fmt(f['peak_tflops'], '.0f')} TFLOP/s")
+                     f"matmul peak {_fmt(f['peak_tflops'], '.3g')} TFLOP/s")
             for r in f["rows"]:
                 sp = (f"{_fmt(r['speedup'], '.1f')}x ({_fmt(r['flop_ratio'], '.1f')}x)")
                 pf = _fmt(r["peak_fraction"] * 100 if r["peak_fraction"] is not None else None,
@@ -225,6 +225,11 @@ def render(work: Path, s: dict) -> str:
                 f"{_fmt(lat['paper'][d].get(label)):>8}" for d in dts))
         L.append("  " + f"{'CE / ColBERT (no precompute)':<36}{'':>8}" + "".join(
             f"{_fmt(lat['paper'][d].get('CE / ColBERT (no precompute)')):>8}" for d in dts))
+    comp = [(n, r) for n, f in lat["files"].items() if f["compile"] for r in f["rows"]]
+    if comp:
+        eager = [f"{n}:{r['variant']}" for n, r in comp if not r["compiled"]]
+        L.append("== --compile: " + ("every row compiled" if not eager else
+                                      "ran eager (compile failed): " + ", ".join(eager)))
     L.append(f"== T1: {MICE} >= {T1_MIN:.0%} of its FLOP-bound speedup over ce (bf16, rerank)")
     if not lat["t1"]:
         L.append("  no measurement")
