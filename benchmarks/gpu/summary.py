@@ -188,7 +188,7 @@ def render(work: Path, s: dict) -> str:
              f"{env.get('torch', '?')}, CUDA {env.get('cuda', '?')}")
     L.append("== steps")
     for st in s["steps"]:
-        L.append(f"  {st['name']:<28} {st['status']:<8} {st['seconds']:>5}s")
+        L.append(f"  {st['name']:<32} {st['status']:<8} {st['seconds']:>5}s")
     t = s["tests"]
     L.append(f"== GPU tests ({t.get('source')}): {t['passed']} passed, {t['failed']} failed, "
              f"{t['errors']} errors, {t['skipped']} skipped")

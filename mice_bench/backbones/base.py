@@ -25,7 +25,6 @@ orders the sub-layers and keeps frozen rows; it asks the adapter for the rest:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -154,4 +153,4 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 __all__ = ["Family", "activation", "split_heads", "layer_norm", "memo_get", "rope_cos_sin",
-           "apply_rope", "math"]
+           "apply_rope"]

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import AttentionWeights, Backbone, LayerWeights
-from ..backbones.base import activation, memo_get as _memo, split_heads as heads  # noqa: F401
+from ..backbones.base import memo_get as _memo, split_heads as heads
 from ..spec import SEG_INDEX, LayerSpec
 
 
