@@ -155,6 +155,11 @@ class Backbone(torch.nn.Module):
         self.random_weights, self.classifier_random = random_weights, classifier_random
         self.has_cross_weights, self.projection_random = has_cross_weights, projection_random
         self.config = config  # the Hugging Face config it was read from (for saving)
+        from .checkpoints import CheckpointSettings
+
+        #: the checkpoint's own scoring settings (lengths, pooling, markers, ...), read by
+        #: :func:`load_backbone`; executors read them, nothing modifies them
+        self.checkpoint = CheckpointSettings()
         for n in self._tensor_names:
             self.register_parameter(n, _param(tensors.get(n)))
         self.layers = torch.nn.ModuleList(layers)
@@ -372,6 +377,9 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
         warnings.warn(f"{name}: no sequence-classification head in the checkpoint; the "
                       "'cls' head is seeded random (flagged in every result)", stacklevel=2)
     bb.source = src
+    from .checkpoints import read_checkpoint_settings
+
+    bb.checkpoint = read_checkpoint_settings(src, tok, cfg)
     _load_colbert_projection(bb, local if is_local else None)
     if is_local:
         _load_extra_weights(bb, local)

@@ -7,6 +7,28 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
+
+#: what ``--model`` takes (verify, variants show; latency/cli.py says the same)
+MODEL_HELP = ("an architecture with random weights: minilm-l12 | minilm-l6 (BERT), "
+              "electra-base, roberta-base, modernbert-base, ettin-17m | ettin-32m | ettin-68m | "
+              "ettin-150m (ModernBERT); a Hugging Face id or a local checkpoint directory")
+
+
+def model_layers(model: str) -> int:
+    """The layer count of an architecture name, hub id or checkpoint (config only)."""
+    from .backbone import ARCH_ONLY, arch_config
+    from .errors import UsageError
+
+    if model in ARCH_ONLY:
+        return int(arch_config(model)["num_hidden_layers"])
+    try:
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(model).num_hidden_layers)
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"--model {model}: cannot read its config ({type(e).__name__}); "
+                         f"valid: {MODEL_HELP}") from None
 
 
 def register(app: typer.Typer) -> None:
@@ -51,11 +73,16 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def show(name: str = typer.Argument(..., help="Variant name, e.g. mice-l4+3."),
              layers: int = typer.Option(12, "--layers", min=1, help="Number of model layers."),
-             png: Optional[Path] = typer.Option(None, "--png", help="Save a heatmap figure.")):
+             png: Optional[Path] = typer.Option(None, "--png", help="Save a heatmap figure."),
+             model: Optional[str] = typer.Option(
+                 None, "--model", help="Take the layer count from this model (" + MODEL_HELP
+                 + "); overrides --layers.")):
         """Print the per-layer segment-to-segment interaction matrix of a variant."""
         from .spec import parse
         from .viz import matrix_text, plot_matrices
 
+        if model is not None:
+            layers = model_layers(model)
         spec = parse(name)
         spec.validate(layers)
         console.print(matrix_text(spec, layers), highlight=False)
@@ -66,8 +93,7 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     @user_errors
     def verify(
-        model: str = typer.Option("minilm-l6", "--model",
-                                  help="minilm-l6|minilm-l12 (random weights), HF id or path."),
+        model: str = typer.Option("minilm-l6", "--model", help=MODEL_HELP + "."),
         variants: str = typer.Option("", "--variants",
                                      help="Comma-separated variants (default: every preset)."),
         pairs: int = typer.Option(8, "--pairs", min=1, help="Random (query, doc) pairs."),
@@ -81,17 +107,22 @@ def register(app: typer.Typer) -> None:
 
         rows, bb = verify_variants(model, variants or None, pairs=pairs, dtype=dtype,
                                    device=device, seed=seed)
-        table = Table(title=f"fast vs reference on {bb.describe()}, {pairs} pairs, {dtype}")
+        from rich.markup import escape
+
+        table = Table(title=escape(f"fast vs reference on {bb.describe()}, {pairs} pairs, "
+                                   f"{dtype}"))
         for c in ("variant", "fast path", "max |fast - ref|", "status"):
             table.add_column(c)
         bad = False
         for r in rows:
             if r["max_abs_diff"] is None:
-                table.add_row(r["variant"], "none", "-", "reference only")
+                table.add_row(Text(r["variant"]), "none", "-", "reference only")
                 continue
             ok = r["max_abs_diff"] <= tolerance
             bad |= not ok
-            table.add_row(r["variant"], r["fast_path"], f"{r['max_abs_diff']:.2e}",
+            # variant names carry [options]: literal text, not rich markup
+            table.add_row(Text(r["variant"]), Text(str(r["fast_path"])),
+                          f"{r['max_abs_diff']:.2e}",
                           "[green]ok[/]" if ok else f"[red]FAIL (> {tolerance:g})[/]")
         console.print(table)
         if bad:

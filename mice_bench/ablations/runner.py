@@ -34,7 +34,7 @@ class Task:
     done: bool
     existing: list[str] = field(default_factory=list)
     output: str | None = None
-    config: Any = None         # LatencyConfig | EffectivenessConfig (what is run)
+    config: Any = None         # LatencyConfig | EffectivenessConfig | training_study.Step
 
 
 # ---------------------------------------------------------------------------- latency
@@ -157,6 +157,13 @@ def _fs_for(opt: str | list[str], dataset: str) -> str:
     return _fs_kind(out)
 
 
+def _expand(value: str) -> str:
+    """``{shared_data}`` in a study's paths (``$MICE_BENCH_SHARED_DATA``, ../shared/data)."""
+    from .training_study import expand
+
+    return expand(value)
+
+
 def _effectiveness_args(study: Study, model: str, datasets: list[str], variants: list[str],
                         results: Path) -> list[str]:
     o = study.effectiveness.options
@@ -164,8 +171,9 @@ def _effectiveness_args(study: Study, model: str, datasets: list[str], variants:
          "--variants", ",".join(variants)]
     for key, flag in (("first_stage", "--first-stage"), ("docs", "--docs")):
         for val in (o[key] if isinstance(o.get(key), list) else [o[key]] if key in o else []):
-            a += [flag, str(val)]
-    for key, flag in (("depth", "--depth"),
+            a += [flag, _expand(str(val))]
+    for key, flag in (("depth", "--depth"), ("query_max_tokens", "--query-max-tokens"),
+                      ("doc_max_tokens", "--doc-max-tokens"),
                       ("baseline", "--baseline"), ("test", "--test"),
                       ("correction", "--correction"), ("batch_size", "--batch-size"),
                       ("dtype", "--dtype"), ("device", "--device"),
@@ -184,9 +192,11 @@ def _effectiveness_config(study: Study, model: str, datasets: list[str],
     from ..effectiveness.runner import EffectivenessConfig
 
     o = study.effectiveness.options
-    listed = lambda k: [str(x) for x in (o[k] if isinstance(o[k], list) else [o[k]])]  # noqa
+    listed = lambda k: [_expand(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa
+                                                  else [o[k]])]
     kw: dict[str, Any] = {k: o[k] for k in ("depth", "baseline", "test", "correction",
-                                             "batch_size", "dtype", "limit_queries")
+                                             "batch_size", "dtype", "limit_queries",
+                                             "query_max_tokens", "doc_max_tokens")
                           if k in o}
     kw["device"] = o.get("device", "auto")        # resolved when the task runs
     if "measures" in o:
@@ -229,6 +239,30 @@ def _existing_effectiveness(results: Path) -> list[_Existing]:
 
 
 # ---------------------------------------------------------------------------- plan / run
+def _latency_tasks(study: Study, results: Path, overwrite: bool,
+                   workloads: list[str] | None) -> list[Task]:
+    """One task per latency workload, into ``results/latency/<study>-<workload>.json``."""
+    tasks = []
+    existing = _existing_latency(results)
+    for i, wl in enumerate(study.latency):
+        if workloads and wl.name not in workloads:
+            continue
+        try:
+            cfg = _latency_config(wl)
+        except UsageError as e:
+            raise StudyError(f"{study.path}: latency workload {wl.name!r} "
+                             f"(key 'latency[{i}]'): {e}") from None
+        ident = latency_identity(cfg)
+        want = set(cfg.variants)
+        hits = [f for f, idn, vs in existing if idn == ident and want <= vs]
+        out = results / "latency" / f"{study.name}-{wl.name}.json"
+        cfg.output = out.as_posix()
+        tasks.append(Task("latency", f"latency workload {wl.name!r}",
+                          _latency_args(wl, out), done=bool(hits) and not overwrite,
+                          existing=hits, output=out.as_posix(), config=cfg))
+    return tasks
+
+
 def plan_study(study: Study, results: str | Path = "results", overwrite: bool = False,
                only: str | None = None, models: list[str] | None = None,
                workloads: list[str] | None = None) -> list[Task]:
@@ -241,24 +275,13 @@ def plan_study(study: Study, results: str | Path = "results", overwrite: bool = 
     tasks: list[Task] = []
     if only not in (None, "latency", "effectiveness"):
         raise UsageError(f"--only {only!r}: valid: latency, effectiveness")
+    if study.training is not None:
+        if only == "latency":     # its latency workloads go to the study's own folder
+            return _latency_tasks(study, study.results_root(results), overwrite, workloads)
+        raise UsageError(f"study {study.name} trains its models: plan it with "
+                         "mice_bench.ablations.training_study.plan_training_study")
     if study.latency and only in (None, "latency"):
-        existing = _existing_latency(results)
-        for i, wl in enumerate(study.latency):
-            if workloads and wl.name not in workloads:
-                continue
-            try:
-                cfg = _latency_config(wl)
-            except UsageError as e:
-                raise StudyError(f"{study.path}: latency workload {wl.name!r} "
-                                 f"(key 'latency[{i}]'): {e}") from None
-            ident = latency_identity(cfg)
-            want = set(cfg.variants)
-            hits = [f for f, idn, vs in existing if idn == ident and want <= vs]
-            out = results / "latency" / f"{study.name}-{wl.name}.json"
-            cfg.output = out.as_posix()
-            tasks.append(Task("latency", f"latency workload {wl.name!r}",
-                              _latency_args(wl, out), done=bool(hits) and not overwrite,
-                              existing=hits, output=out.as_posix(), config=cfg))
+        tasks += _latency_tasks(study, results, overwrite, workloads)
     if study.effectiveness is not None and only in (None, "effectiveness"):
         from ..results import ResultFileError
 
@@ -298,6 +321,9 @@ def plan_study(study: Study, results: str | Path = "results", overwrite: bool = 
 
 def execute(task: Task, log: Callable[[str], None] = print) -> None:
     """Run one task with the library (no command line in between); UsageError on bad input."""
+    if hasattr(task.config, "run"):          # a training study's step (training_study.Step)
+        task.config.run(log)
+        return
     if task.kind == "latency":
         from ..latency.runner import run_latency
 
@@ -322,11 +348,12 @@ def run_study(study: Study, tasks: list[Task], log: Callable[[str], None] = prin
             log(f"skip {t.label}: results exist ({', '.join(t.existing[:3])}"
                 + (" …" if len(t.existing) > 3 else "") + ")")
             continue
-        log(f"run  {t.label}: mice-bench {' '.join(t.args)}")
+        log(f"run  {t.label}" + (f": mice-bench {' '.join(t.args)}" if t.args else ""))
         try:
             runner(t)
         except USER_ERRORS as e:
-            raise StudyError(f"study {study.name}: {t.label} failed: {e} "
-                             f"(command: mice-bench {' '.join(t.args)})") from None
+            raise StudyError(f"study {study.name}: {t.label} failed: {e}"
+                             + (f" (command: mice-bench {' '.join(t.args)})" if t.args
+                                else "")) from None
         ran.append(t)
     return ran

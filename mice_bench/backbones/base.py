@@ -25,10 +25,55 @@ orders the sub-layers and keeps frozen rows; it asks the adapter for the rest:
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+_DROPOUT = threading.local()
+
+
+@contextlib.contextmanager
+def train_dropout(rates: dict[str, float]):
+    """Within this block the layer math applies dropout at ``rates`` (``hidden``,
+    ``attention``, ``classifier``, ``embedding``), as Hugging Face modules do in train mode.
+    Outside it (eval, inference, every executor by default) there is none."""
+    prev = getattr(_DROPOUT, "rates", None)
+    _DROPOUT.rates = {k: float(v) for k, v in rates.items() if v}
+    try:
+        yield
+    finally:
+        _DROPOUT.rates = prev
+
+
+def dropout_p(kind: str) -> float:
+    rates = getattr(_DROPOUT, "rates", None)
+    return rates.get(kind, 0.0) if rates else 0.0
+
+
+def dropout(x: torch.Tensor, kind: str = "hidden") -> torch.Tensor:
+    """``F.dropout`` at the active rate of ``kind`` (identity outside :func:`train_dropout`)."""
+    p = dropout_p(kind)
+    return F.dropout(x, p, True) if p > 0 else x
+
+
+def dropout_rates(bb) -> dict[str, float]:
+    """The checkpoint's configured dropout rates (BERT-like: ``hidden_dropout_prob``,
+    ``attention_probs_dropout_prob``, ``classifier_dropout`` (default: hidden); ModernBERT:
+    ``attention_dropout``, ``mlp_dropout``, ``embedding_dropout``, ``classifier_dropout``)."""
+    cfg = bb.config
+    if cfg is None:
+        return {}
+    g = lambda k, d=0.0: float(getattr(cfg, k, None) or d)  # noqa: E731
+    if getattr(cfg, "model_type", "") == "modernbert":
+        return {"attention": g("attention_dropout"), "hidden": g("mlp_dropout"),
+                "embedding": g("embedding_dropout"), "classifier": g("classifier_dropout")}
+    hidden = g("hidden_dropout_prob")
+    return {"hidden": hidden, "embedding": hidden,
+            "attention": g("attention_probs_dropout_prob"),
+            "classifier": g("classifier_dropout", hidden)}
 
 
 def activation(name: str):
@@ -153,4 +198,4 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 __all__ = ["Family", "activation", "split_heads", "layer_norm", "memo_get", "rope_cos_sin",
-           "apply_rope"]
+           "apply_rope", "train_dropout", "dropout", "dropout_p", "dropout_rates"]

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .base import Family, activation, d, split_heads
+from .base import Family, activation, d, dropout, split_heads
 
 #: Hugging Face attention sub-module names -> AttentionWeights fields
 ATT_NAMES = {"self.query.weight": "wq", "self.query.bias": "bq", "self.key.weight": "wk",
@@ -41,7 +41,8 @@ class PostNormFamily(Family):
         x = bb.word_emb[input_ids] + bb.pos_emb[position_ids]
         if bb.type_emb is not None:
             x = x + (bb.type_emb[token_type_ids] if bb.type_vocab_size > 1 else bb.type_emb[0])
-        x = F.layer_norm(x, (x.shape[-1],), bb.emb_ln_w, bb.emb_ln_b, bb.layer_norm_eps)
+        x = dropout(F.layer_norm(x, (x.shape[-1],), bb.emb_ln_w, bb.emb_ln_b, bb.layer_norm_eps),
+                    "embedding")
         if bb.emb_proj_w is not None:
             x = F.linear(x, bb.emb_proj_w, bb.emb_proj_b)
         return x
@@ -58,8 +59,8 @@ class PostNormFamily(Family):
 
     def self_out(self, bb, lw, ctx, h):
         aw = lw.attn
-        return F.layer_norm(F.linear(ctx, aw.wo, aw.bo) + h, (h.shape[-1],), aw.ln_w, aw.ln_b,
-                            bb.layer_norm_eps)
+        return F.layer_norm(dropout(F.linear(ctx, aw.wo, aw.bo)) + h, (h.shape[-1],), aw.ln_w,
+                            aw.ln_b, bb.layer_norm_eps)
 
     def cross_q(self, bb, lw, cw, h):
         return split_heads(F.linear(h, cw.wq, cw.bq), bb.num_heads)
@@ -70,12 +71,12 @@ class PostNormFamily(Family):
             split_heads(F.linear(states, cw.wv, cw.bv), n)
 
     def cross_out(self, bb, lw, cw, ctx, h):
-        return F.layer_norm(F.linear(ctx, cw.wo, cw.bo) + h, (h.shape[-1],), cw.ln_w, cw.ln_b,
-                            bb.layer_norm_eps)
+        return F.layer_norm(dropout(F.linear(ctx, cw.wo, cw.bo)) + h, (h.shape[-1],), cw.ln_w,
+                            cw.ln_b, bb.layer_norm_eps)
 
     def ffn(self, bb, lw, h):
-        y = F.linear(activation(bb.hidden_act)(F.linear(h, lw.w_in, lw.b_in)), lw.w_out,
-                     lw.b_out)
+        y = dropout(F.linear(activation(bb.hidden_act)(F.linear(h, lw.w_in, lw.b_in)),
+                             lw.w_out, lw.b_out))
         return F.layer_norm(y + h, (h.shape[-1],), lw.ln_w, lw.ln_b, bb.layer_norm_eps)
 
     def cls_score(self, bb, x, mask) -> torch.Tensor:
@@ -83,8 +84,10 @@ class PostNormFamily(Family):
         ``logit[1] - logit[0]``."""
         h = x[:, 0]
         if bb.pooler_w is not None:
+            if self.name != "bert":  # ELECTRA / RoBERTa heads: dropout before dense too
+                h = dropout(h, "classifier")
             h = activation(bb.head_act)(F.linear(h, bb.pooler_w, bb.pooler_b))
-        return _logits_to_score(F.linear(h, bb.cls_w, bb.cls_b))
+        return _logits_to_score(F.linear(dropout(h, "classifier"), bb.cls_w, bb.cls_b))
 
     # ------------------------------------------------------------------ reading HF models
     def encoder_of(self, model):

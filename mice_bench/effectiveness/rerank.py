@@ -98,6 +98,13 @@ class VariantScorer:
         self.score_key = {"model": ident, "variant": self.variant, "dataset": coll.info.irds_id,
                           "corpus": coll.corpus_fingerprint(), "executor_kind": ex.kind,
                           **settings.key()}
+        # settings the checkpoint itself chose (lengths, pooling, markers, ...) are part of
+        # the keys; runs without any keep their old keys
+        eff = ex.settings() if hasattr(ex, "settings") else {}
+        from_ckpt = {k: eff.get(k) for k, v in eff.get("sources", {}).items()
+                     if str(v).startswith("checkpoint")}
+        if from_ckpt:
+            self.score_key["checkpoint_settings"] = from_ckpt
         self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                            / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
         self.doc_cache: DocStateStore | None = None
@@ -110,6 +117,8 @@ class VariantScorer:
                     "dmax": settings.doc_max_tokens, "dtype": settings.dtype,
                     "device": torch.device(settings.device).type, "seed": settings.seed}
             dkey["store"] = settings.doc_store
+            if from_ckpt:
+                dkey["checkpoint_settings"] = from_ckpt
             self.score_key["doc_store"] = settings.doc_store
             self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                                / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")

@@ -372,6 +372,9 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                       "random_weights": bb.random_weights,
                       "classifier_random": bb.classifier_random, "num_layers": bb.num_layers,
                       "hidden_size": bb.hidden_size}
+        from ..model import checkpoint_provenance
+
+        model_info.update(checkpoint_provenance(name))  # mice-bench checkpoints: trained?
         for dname, coll in colls.items():
             fs = plan.first_stage[dname]
             for variant in (v for v in plan.variants if v != BM25):
@@ -389,7 +392,9 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                 if cfg.device.startswith("cuda") and torch.cuda.is_available():
                     timing["max_memory_allocated"] = torch.cuda.max_memory_allocated()
                 block = _cfg_block(cfg, plan, coll, variant, (label, name))
-                info = dict(model_info, params=bb.param_count(ex.spec))
+                # effective lengths / pooling / markers and where each came from
+                info = dict(model_info, params=bb.param_count(ex.spec),
+                            settings=ex.settings())
                 path = result_path(out, dname, fs.tag(dname), variant, label)
                 rec = write_result(path, block, env, coll, run, plan.measures, timing, info,
                                    f"mice-bench-{slug(variant)}")

@@ -23,7 +23,7 @@ import torch
 from ..backbone import Backbone
 from ..spec import InteractionSpec
 from .heads import cls_score, maxsim, mean_cos
-from .inputs import Tokenizer
+from .inputs import SKIP_DOC, Tokenizer
 
 
 @dataclass
@@ -59,11 +59,18 @@ class Executor:
 
             raise UsageError(f"{spec}: doc_tt={spec.doc_token_type} needs token types; "
                              f"{backbone.name} ({backbone.family.name}) has none")
+        cs = getattr(backbone, "checkpoint", None)
         self.tokenizer = Tokenizer(backbone.tokenizer, backbone.max_positions, spec,
                                    query_max_tokens=query_max_tokens,
                                    doc_max_tokens=doc_max_tokens,
                                    pair_separators=backbone.family.pair_separators,
-                                   token_types=backbone.has_token_types)
+                                   token_types=backbone.has_token_types, checkpoint=cs)
+        #: pooling of the ``mean-cos`` head: the checkpoint's (sentence-transformers
+        #: ``Pooling``), else mean
+        self.pooling: tuple[str, ...] = ("mean",)
+        self.pooling_source = "preset"
+        if spec.head == "mean-cos" and cs is not None and cs.pooling:
+            self.pooling, self.pooling_source = tuple(cs.pooling), cs.source("pooling")
         #: the 'cls' head pools over the whole pair (joint input: ce, masks, PreTTR) or over
         #: the query part only (two-part input: MICE, as the reference pools x_q)
         self.pool_pair = spec.layout == "joint" or spec.doc_style in ("pair", "offset")
@@ -95,8 +102,43 @@ class Executor:
                 "classifier_random": bool(self.backbone.classifier_random)
                 if self.spec.head == "cls" else False}
 
+    def settings(self) -> dict:
+        """The effective scoring settings and where each came from (for results): lengths,
+        markers, prompts, query expansion, skip-list (:meth:`Tokenizer.settings`), the head,
+        its pooling / normalisation / projection / score rule, and what the checkpoint said
+        (``checkpoint``). ``sources``: ``flag`` | ``checkpoint:<file>`` | ``preset``."""
+        bb, spec = self.backbone, self.spec
+        cs = getattr(bb, "checkpoint", None)
+        out = self.tokenizer.settings()
+        src = out.pop("sources")
+        out["head"] = spec.head
+        if spec.head == "mean-cos":
+            out["pooling"] = list(self.pooling)
+            src["pooling"] = self.pooling_source
+            norm = cs.normalize if cs is not None and cs.normalize is not None else True
+            out["normalize"] = norm
+            src["normalize"] = cs.source("normalize") if cs is not None and \
+                cs.normalize is not None else "preset"
+            out["score"] = "cosine"
+        elif spec.head == "maxsim":
+            out["projection"] = None if self.projection is None else \
+                int(self.projection.shape[0])
+            src["projection"] = "none" if self.projection is None else \
+                ("random" if self.projection_random else "checkpoint")
+            out["score"] = "sum of max cosine"
+        else:
+            n = int(bb.cls_w.shape[0]) if bb.cls_w is not None else 1
+            out["num_labels"] = n
+            out["score"] = "logit" if n == 1 else f"logit[{n - 1}] - logit[0]"
+            if cs is not None and cs.activation:
+                out["checkpoint_activation"] = cs.activation
+                src["checkpoint_activation"] = cs.source("activation")
+        out["checkpoint"] = cs.kind if cs is not None else "none"
+        out["sources"] = src
+        return out
+
     # ------------------------------------------------------------------ heads
-    def head(self, xq, q_mask, xd=None, d_mask=None) -> torch.Tensor:
+    def head(self, xq, q_mask, xd=None, d_mask=None, d_seg=None) -> torch.Tensor:
         """Scores ``[B]`` (fp32) from the last states of the query side ``xq [B, Tq, H]`` (its
         ``[CLS]`` first) and of the document side ``xd [B, Td, H]`` (``xd is xq`` when one
         sequence holds both parts, the masks then select each part). The family's final norm
@@ -114,8 +156,10 @@ class Executor:
                 return cls_score(bb, torch.cat([xq, xd], 1), torch.cat([q_mask, d_mask], 1))
             return cls_score(bb, xq, q_mask)
         if spec.head == "maxsim":
+            if d_seg is not None:  # the checkpoint's skip-list: attended, not scored
+                d_mask = d_mask & (d_seg != SKIP_DOC)
             return maxsim(xq, q_mask, xd, d_mask, self.projection)
-        return mean_cos(xq, q_mask, xd, d_mask)
+        return mean_cos(xq, q_mask, xd, d_mask, self.pooling)
 
     # ------------------------------------------------------------------ protocol
     def tokenize_pairs(self, queries: list[str], docs: list[str]):  # pragma: no cover

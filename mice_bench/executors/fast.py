@@ -22,7 +22,7 @@ import torch
 
 from ..spec import DOC_SIDE, FULL, LayerSpec
 from .base import Executor
-from .heads import cls_score, mean_pool
+from .heads import cls_score, pool
 from .inputs import TokenBatch
 from .layers import Extra, doc_kv, embed, layer_forward
 
@@ -101,11 +101,30 @@ class PartStates:
                    _pad_cat([p.seg for p in parts], -1), kv, pos)
 
     def save(self, path: str | Path) -> None:
+        """Write atomically: a unique temporary file in the same folder, fsync'd, renamed."""
+        import os
+        import tempfile
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        torch.save({f.name: getattr(self, f.name) for f in fields(self)}, tmp)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save({f_.name: getattr(self, f_.name) for f_ in fields(self)}, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        try:  # make the rename durable
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError:
+            pass
 
     @classmethod
     def load(cls, path: str | Path, device="cpu") -> "PartStates":
@@ -281,7 +300,7 @@ class SplitExecutor(Executor):
                                   pos=torch.cat([posq, posd], 1))
                 xq, xd = x[:, :Tq], x[:, Tq:]
                 doc_fixed = False
-        return self.head(xq, q.mask, xd, d.mask).float()
+        return self.head(xq, q.mask, xd, d.mask, d_seg=d.seg).float()
 
     def pooled(self, states: PartStates) -> torch.Tensor:
         """Normalised mean-pooled embeddings ``[N, H]`` (bi-encoder retrieval over a corpus)."""
@@ -292,7 +311,7 @@ class SplitExecutor(Executor):
         hidden = states.hidden
         if bb.final_ln_w is not None:  # the family's final norm (ModernBERT)
             hidden = bb.family.final(bb, hidden.to(bb.device, bb.dtype))
-        return torch.nn.functional.normalize(mean_pool(hidden, states.mask), dim=-1)
+        return torch.nn.functional.normalize(pool(hidden, states.mask, self.pooling), dim=-1)
 
     # ---------------------------------------------------------------- convenience
     def score_pairs(self, queries: list[str], docs: list[str],

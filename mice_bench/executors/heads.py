@@ -7,8 +7,9 @@
 * ``maxsim`` (ColBERT): ``sum_i max_j cos(P q_i, P d_j)`` over the valid tokens of the query
   part and of the document part, with ``P`` the optional linear projection (ColBERT's 128-d
   ``linear``; the identity without one).
-* ``mean-cos`` (bi-encoder): cosine of the mean-pooled query part and document part (over
-  valid tokens, special tokens included, as sentence-transformers pools).
+* ``mean-cos`` (bi-encoder): cosine of the pooled query part and document part (over
+  valid tokens, special tokens included, as sentence-transformers pools; mean pooling unless
+  the checkpoint's ``Pooling`` module says ``cls`` / ``max`` / ...).
 """
 
 from __future__ import annotations
@@ -53,7 +54,33 @@ def mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x.float() * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 
+def pool(x: torch.Tensor, mask: torch.Tensor, modes=("mean",)) -> torch.Tensor:
+    """sentence-transformers ``Pooling``: ``x [B, T, H]``, ``mask [B, T]`` -> ``[B, H * k]``
+    (fp32), the modes concatenated in the order given: ``cls`` (first token), ``mean``,
+    ``max`` (padding at -1e9), ``mean_sqrt_len`` (sum / sqrt(tokens)), ``lasttoken``."""
+    out = []
+    m = mask.to(torch.float32)[..., None]
+    for mode in modes:
+        if mode == "cls":  # the part's first token (a part may start inside x: reference)
+            first = mask.long().argmax(1)
+            out.append(x.float()[torch.arange(x.shape[0], device=x.device), first])
+        elif mode == "mean":
+            out.append(mean_pool(x, mask))
+        elif mode == "max":
+            out.append(x.float().masked_fill(~mask.bool()[..., None], -1e9).max(1).values)
+        elif mode == "mean_sqrt_len":
+            out.append((x.float() * m).sum(1) / m.sum(1).clamp(min=1e-9).sqrt())
+        elif mode == "lasttoken":
+            T = mask.shape[1]
+            last = T - 1 - mask.long().flip(1).argmax(1)
+            out.append(x.float()[torch.arange(x.shape[0], device=x.device), last])
+        else:
+            raise ValueError(f"unknown pooling mode {mode!r}")
+    return out[0] if len(out) == 1 else torch.cat(out, -1)
+
+
 def mean_cos(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor,
-             d_mask: torch.Tensor) -> torch.Tensor:
-    """Cosine of mean-pooled parts: ``[B, Tq, H], [B, Td, H] -> [B]``."""
-    return F.cosine_similarity(mean_pool(q, q_mask), mean_pool(d, d_mask), dim=-1)
+             d_mask: torch.Tensor, pooling=("mean",)) -> torch.Tensor:
+    """Cosine of pooled parts (mean pooling unless the checkpoint pools otherwise):
+    ``[B, Tq, H], [B, Td, H] -> [B]``."""
+    return F.cosine_similarity(pool(q, q_mask, pooling), pool(d, d_mask, pooling), dim=-1)

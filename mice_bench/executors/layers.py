@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import AttentionWeights, Backbone, LayerWeights
-from ..backbones.base import memo_get as _memo, split_heads as heads
+from ..backbones.base import (dropout_p, dropout_rates, memo_get as _memo,  # noqa: F401
+                              split_heads as heads, train_dropout)
 from ..spec import SEG_INDEX, LayerSpec
+from .inputs import key_segments, row_segments
 
 
 def embed(bb: Backbone, input_ids, token_type_ids, position_ids) -> torch.Tensor:
@@ -52,8 +54,12 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
            mask: torch.Tensor | None) -> torch.Tensor:
     """SDPA with a boolean mask (True = may attend) ``[B, 1, T, S]`` (or ``[B, 1, 1, S]``).
 
-    Rows without any allowed key return zeros. Output ``[B, T, H]``.
+    Rows without any allowed key return zeros. Output ``[B, T, H]``. Attention dropout only
+    inside :func:`~mice_bench.backbones.base.train_dropout` (training with ``dropout``).
     """
+    p = dropout_p("attention")
+    if p > 0:
+        return _attend_dropout(q, k, v, mask, p)
     if mask is not None and mask.shape[-2] != 1:
         has = mask.any(-1, keepdim=True)  # [B, 1, T, 1]
         if not bool(has.all()):
@@ -63,6 +69,17 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    B, n, T, d = out.shape
+    return out.transpose(1, 2).reshape(B, T, n * d)
+
+
+def _attend_dropout(q, k, v, mask, p: float) -> torch.Tensor:
+    if mask is not None and mask.shape[-2] != 1:
+        has = mask.any(-1, keepdim=True)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask | ~has, dropout_p=p)
+        out = out * has.to(out.dtype)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
     B, n, T, d = out.shape
     return out.transpose(1, 2).reshape(B, T, n * d)
 
@@ -145,6 +162,11 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
     cross_idx = [SEG_INDEX[s] for s in ls.cross_keys]
     mkey = (ls.allow, ls.cross_keys, ls.cross_uniform, ls.frozen, tuple(seg.shape),
             tuple(extra.seg.shape) if extra is not None else None, window)
+    # rows and keys by the segment they behave as (skip-list and expansion tokens, see
+    # :mod:`.inputs`): ``seg`` for rows, ``seg_key`` / ``extra_key`` for keys
+    seg, seg_key, extra_key = _memo(memo, ("canon", *mkey), lambda: (
+        row_segments(seg), key_segments(seg),
+        key_segments(extra.seg) if extra is not None else None))
 
     def is_cross(segs: torch.Tensor) -> torch.Tensor:
         if not cross_idx:
@@ -154,7 +176,7 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
     # self-attention keys: x, plus the extra keys that are not read through cross-attention
     extra_self = extra is not None and _memo(
         memo, ("extra_self", *mkey),
-        lambda: not bool(is_cross(extra.seg[extra.seg >= 0]).all()))
+        lambda: not bool(is_cross(extra_key[extra_key >= 0]).all()))
     extra_pos = _positions(extra.pos, extra.seg) if extra is not None and positional else None
 
     def self_sub(h: torch.Tensor) -> torch.Tensor:
@@ -167,7 +189,7 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
             k, v = torch.cat([k, ke], 2), torch.cat([v, ve], 2)
 
         def self_mask():
-            seg_k = torch.cat([seg, extra.seg], 1) if extra_self else seg
+            seg_k = torch.cat([seg_key, extra_key], 1) if extra_self else seg_key
             m = segment_mask(ls, seg, seg_k, cols=~is_cross(seg_k) if cross_idx else None)
             if window is not None:
                 pos_k = torch.cat([pos, extra_pos], 1) if extra_self else pos
@@ -180,20 +202,20 @@ def layer_forward(bb: Backbone, lw: LayerWeights, ls: LayerSpec, x: torch.Tensor
         cw = lw.cross if lw.cross is not None else lw.attn
         qc = fam.cross_q(bb, lw, cw, h)
         # reference executor: the cross keys are inside x (and maybe in extra too)
-        x_cross = _memo(memo, ("x_cross", *mkey), lambda: bool(is_cross(seg).any()))
+        x_cross = _memo(memo, ("x_cross", *mkey), lambda: bool(is_cross(seg_key).any()))
         if extra is not None:
             if extra.kv_cross is not None:
                 kc, vc = extra.kv_cross
             else:
                 kc, vc = fam.cross_kv(bb, lw, cw, extra.states)
-            seg_c = extra.seg
+            seg_c = extra_key
             if x_cross:
                 kx, vx = fam.cross_kv(bb, lw, cw, x)
                 kc, vc = torch.cat([kx, kc], 2), torch.cat([vx, vc], 2)
-                seg_c = torch.cat([seg, extra.seg], 1)
+                seg_c = torch.cat([seg_key, extra_key], 1)
         else:  # keys read through cross-attention are the layer's input states (frozen)
             kc, vc = fam.cross_kv(bb, lw, cw, x)
-            seg_c = seg
+            seg_c = seg_key
 
         def cross_mask():
             cols = is_cross(seg_c) & (seg_c >= 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .base import Executor
-from .inputs import TokenBatch
+from .inputs import TokenBatch, doc_side, query_side
 from .layers import embed, layer_forward
 
 
@@ -37,6 +37,6 @@ class ReferenceExecutor(Executor):
             if ls.dropped:
                 continue
             x = layer_forward(bb, lw, ls, x, seg, memo=memo, pos=pos)
-        q_mask = (seg >= 0) & (seg <= 2)
-        d_mask = seg >= 3
-        return self.head(x, q_mask, x, d_mask).float()
+        q_mask = query_side(seg)
+        d_mask = doc_side(seg)
+        return self.head(x, q_mask, x, d_mask, d_seg=seg).float()

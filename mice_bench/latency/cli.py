@@ -51,8 +51,10 @@ def register(app: typer.Typer) -> None:
     @user_errors
     def latency(
         model: str = typer.Option("minilm-l12", "--model",
-                                  help="minilm-l12 | minilm-l6 (random weights), a HF id or "
-                                       "a local path"),
+                                  help="an architecture with random weights: minilm-l12 | "
+                                       "minilm-l6 (BERT), electra-base, roberta-base, "
+                                       "modernbert-base, ettin-17m | ettin-32m | ettin-68m | "
+                                       "ettin-150m (ModernBERT); a HF id or a local path"),
         variants: Optional[str] = typer.Option(None, "--variants",
                                      help="comma-separated variant names"),
         protocol: str = typer.Option("rerank", "--protocol", help="rerank | paper"),

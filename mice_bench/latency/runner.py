@@ -146,6 +146,8 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
         "params_total": bb.param_count(None),
         "load_s": load_s,
         "dtype": dtype_name(bb.dtype),
+        # per variant: the effective lengths / pooling / markers and where each came from
+        "settings": {name: ex.settings() for name, ex in executors.items()},
     }
     return LatencyResult.new(config, env, model, peak, rows)
 

@@ -36,7 +36,7 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 #: fields that may change between a run and its ``--resume`` (they do not change the weights)
 RESUME_FREE = ("output", "resume", "overwrite", "progress", "log_dir", "checkpoint_every",
-               "keep_checkpoints", "cache_dir", "device", "repeats", "log_every", "eval_batch_size")
+               "keep_checkpoints", "save_checkpoints", "cache_dir", "device", "repeats", "log_every", "eval_batch_size")
 
 
 @dataclass
@@ -83,6 +83,7 @@ class TrainConfig:
     # bookkeeping
     checkpoint_every: int = 0           # 0: only at validations and at the end
     keep_checkpoints: int = 2
+    save_checkpoints: bool = True       # False: no checkpoint-*.pt (no --resume); studies
     log_every: int = 10
     resume: bool = False
     overwrite: bool = False

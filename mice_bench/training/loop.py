@@ -185,9 +185,18 @@ def load_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
     name) as ``cfg.variant`` (UsageError/SpecError when it cannot hold it)."""
     from ..model import MiceModel
 
-    return MiceModel.from_pretrained(cfg.model, variant=cfg.variant, device=device,
-                                     seed=cfg.seed, query_max_tokens=cfg.query_max_tokens,
-                                     doc_max_tokens=cfg.doc_max_tokens)
+    model = MiceModel.from_pretrained(cfg.model, variant=cfg.variant, device=device,
+                                      seed=cfg.seed, query_max_tokens=cfg.query_max_tokens,
+                                      doc_max_tokens=cfg.doc_max_tokens)
+    model.dropout = bool(getattr(cfg, "dropout", False))  # train-mode dropout (opt-in)
+    return model
+
+
+def _provenance(cfg, log: dict, done: int, fingerprint) -> dict:
+    """What ``mice_bench.json`` records about the training (``trained``)."""
+    last = log["loss"][-1]["loss"] if log.get("loss") else None
+    return {"steps": int(done), "loss": last, "loss_fn": cfg.loss, "data": cfg.data,
+            "data_fingerprint": fingerprint, "from": cfg.model, "seed": cfg.seed}
 
 
 def load_teacher(cfg: TrainConfig, device: torch.device | str = "cpu"):
@@ -372,6 +381,9 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
     def checkpoint(done: int) -> None:
         if not env.main:
             return
+        if not cfg.save_checkpoints:   # a study's run: the output and the log suffice
+            write_log("running")
+            return
         st = {"version": CKPT_VERSION, "step": done, "fingerprint": cfg.fingerprint(),
               "config": {"trajectory": cfg.trajectory(), "full": cfg.as_dict()},
               "model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -396,7 +408,8 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
         log["validation"].append({"step": done, **m})
         if best:
             log["best"] = {"step": done, "metric": cfg.val_metric, "value": value, "metrics": m}
-            model.save_pretrained(work / "best")
+            model.save_pretrained(work / "best", trained=_provenance(
+                cfg, log, done, info["data_fingerprint"]))
         rep.validation(done, m, best)
 
     # ---- the loop
@@ -478,7 +491,8 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
             selected = f"best@{log['best']['step']}"
             _install(work / "best", out)
         else:
-            model.save_pretrained(out)
+            model.save_pretrained(out, trained=_provenance(cfg, log, cfg.steps,
+                                                           info["data_fingerprint"]))
         _write_json(out / "training.json", {
             "selected": selected, "log": str(log_path) if log_path else None,
             "config": cfg.as_dict(), "best": log["best"],

@@ -82,9 +82,8 @@ def test_trec_and_training_groups_round_trip(tmp_path):
     out = tmp_path / "train.jsonl"
     info = carrylib.expand_training_jsonl(groups, docs, out)
     assert info["queries"] == 1 and info["positives"] == 2 and info["negatives"] == 3
-    from mice_bench.training.data import read_jsonl
-
-    td = read_jsonl(str(out), val_queries=0)
+    data = pytest.importorskip("mice_bench.training.data")
+    td = data.read_jsonl(str(out), val_queries=0)
     (qid,) = td.queries
     assert td.queries[qid] == "q one"
     assert sorted(td.texts[d] for d in td.positives[qid]) == ["text of p1", "text of p2"]
