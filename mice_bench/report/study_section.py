@@ -99,10 +99,12 @@ def find_training_studies(results_dir: Path, ablations_dir: Path | None,
         if st.training is None:
             continue
         found = False
+        missing: list[str | None] = []
         for size in (st.sizes or [None]):
             s = load_study(f, size) if size else st
             root = s.results_root(results_dir)
             if not (root / "summary.json").is_file():
+                missing.append(size)
                 continue
             found = True
             summary, doc = EffectivenessSummary.load(root / "summary.json")
@@ -117,11 +119,15 @@ def find_training_studies(results_dir: Path, ablations_dir: Path | None,
                               dict(doc.get("config") or {}), rec)
             sr.arch = _arch(root)
             out.append(sr)
-        if not found:
+        if found:
+            for size in missing:
+                skipped.append(f"study {st.name}, size {size}: no results under "
+                               f"{slug(st.name)}/{slug(size)}/ (run `mice-bench run "
+                               f"{f.parent.name}/{f.name} --size {size}`)")
+        else:
             sizes = ", ".join(st.sizes) if st.sizes else "-"
             skipped.append(f"study {st.name} ({f.name}; sizes {sizes}): no results under "
-                           f"{st.results_root('.').as_posix().lstrip('./')}"
-                           f"{'/<size>' if st.sizes and st.size else ''}/ (run `mice-bench "
+                           f"{slug(st.name)}/{'<size>/' if st.sizes else ''} (run `mice-bench "
                            f"run {f.parent.name}/{f.name}"
                            f"{' --size ' + st.sizes[0] if st.sizes else ''}`)")
     return out
