@@ -196,3 +196,69 @@ def test_add_speedups_groups_without_ce_and_undefined_values():
     assert rows[3].speedup_vs_ce == pytest.approx(8.0) and rows[3].flop_ratio_vs_ce is None
     assert rows[5].speedup_vs_ce is None                     # ce time undefined
     assert rows[5].flop_ratio_vs_ce == pytest.approx(2.0)
+
+
+# ------------------------------------------------------------------- effectiveness/stats.py
+from mice_bench.effectiveness import stats as E  # noqa: E402
+
+
+def test_paired_samples_must_be_equal_1d():
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        E.paired_ttest([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        E.paired_randomization([[1.0, 2.0]], [[0.0, 1.0]])
+
+
+def test_paired_ttest_degenerate_and_scipy():
+    from scipy.stats import ttest_rel
+
+    assert E.paired_ttest([0.5], [0.1]) == 1.0                        # one query: no test
+    assert E.paired_ttest([0.3, 0.5, 0.7], [0.3, 0.5, 0.7]) == 1.0    # no difference
+    assert E.paired_ttest([0.4, 0.6, 0.8], [0.3, 0.5, 0.7]) == 0.0    # constant, non-zero
+    a, b = [0.1, 0.9, 0.4, 0.7, 0.3], [0.2, 0.5, 0.45, 0.3, 0.1]
+    assert E.paired_test("ttest", a, b) == pytest.approx(ttest_rel(a, b).pvalue, rel=1e-12)
+
+
+def test_paired_randomization_against_exact_enumeration():
+    """d = (1, 1, 1, 1): |mean(s d)| >= 1 only for the 2 constant sign vectors of 16, so the
+    exact p is 1/8; 10 000 seeded flips land within 0.01 of it (binomial sd 0.0033)."""
+    a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0]
+    p = E.paired_randomization(a, b, seed=3)
+    assert p == pytest.approx(0.125, abs=0.01)
+    assert E.paired_test("randomization", a, b, seed=3) == p          # seed passed through
+    assert E.paired_randomization(a, a) == 1.0 and E.paired_randomization([], []) == 1.0
+    # d = (1, -1, 2, -2): mean 0, every sign vector reaches it: p = 1
+    assert E.paired_randomization([1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, 2.0]) == 1.0
+    # few resamples: p = (hits + 1) / (R + 1) is never 0 and at most 1
+    p7 = E.paired_randomization(a, b, n_resamples=7, seed=0)
+    assert p7 in {k / 8 for k in range(1, 9)}
+
+
+def test_unknown_test_and_correction_name_the_choices():
+    with pytest.raises(ValueError, match="unknown test 'wilcoxon'; valid: ttest, randomization"):
+        E.paired_test("wilcoxon", [1.0, 2.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="unknown correction 'bh'; valid: holm, bonferroni, none"):
+        E.correct("bh", [0.1])
+
+
+def test_corrections_skip_nans_by_hand():
+    nan = float("nan")
+    h = E.correct("holm", [0.04, nan, 0.01, 0.03])
+    # m = 3: sorted 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
+    assert h[0] == pytest.approx(0.06) and math.isnan(h[1])
+    assert h[2] == pytest.approx(0.03) and h[3] == pytest.approx(0.06)
+    bo = E.correct("bonferroni", [0.04, nan, 0.5])                   # m = 2
+    assert bo[0] == pytest.approx(0.08) and math.isnan(bo[1]) and bo[2] == 1.0
+    assert all(math.isnan(x) for x in E.holm([nan, nan]))
+    assert E.correct("none", [0.2, 0.5]) == [0.2, 0.5]
+    assert E.holm([0.9, 0.6]) == [pytest.approx(1.0), pytest.approx(1.0)]   # capped at 1
+
+
+def test_paired_randomization_partial_last_chunk_and_default_seed():
+    """R = 2500 is not a multiple of the 2000-flip chunk: still 2500 flips in all (p near the
+    exact 1/8, never the ~0.2 of 4000 hits counted over 2501); the default seed is 0."""
+    a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0]
+    assert E.paired_randomization(a, b, n_resamples=2500, seed=1) == pytest.approx(0.125,
+                                                                                   abs=0.03)
+    assert E.paired_randomization(a, b) == E.paired_randomization(a, b, seed=0)
+    assert E.paired_test("randomization", a, b) == E.paired_randomization(a, b, seed=0)
