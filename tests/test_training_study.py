@@ -346,6 +346,19 @@ def test_report_without_study_results_notes_it(tmp_path):
 
 
 # --------------------------------------------------------------------------- end to end
+def _run_cli(*args: str, env: dict) -> "subprocess.CompletedProcess":
+    """`mice-bench` in a fresh process: ir_datasets fixes its home folder when first
+    imported, so an in-process run would not see this test's IR_DATASETS_HOME."""
+    import os
+    import subprocess
+    import sys
+
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+         "TOKENIZERS_PARALLELISM": "false", **env}
+    return subprocess.run([sys.executable, "-m", "mice_bench.cli", *args], cwd=REPO, env=e,
+                          capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.data
 @pytest.mark.slow
 def test_tiny_training_study_runs_then_skips(shared_data, tmp_path, monkeypatch):
@@ -360,8 +373,8 @@ def test_tiny_training_study_runs_then_skips(shared_data, tmp_path, monkeypatch)
     home = tmp_path / "irds"
     subprocess.run(["bash", str(shared_data / "stage-ir-datasets.sh"), str(home)], check=True,
                    capture_output=True)
-    monkeypatch.setenv("IR_DATASETS_HOME", str(home))
-    monkeypatch.setenv("MICE_BENCH_SHARED_DATA", str(shared_data))
+    env = {"IR_DATASETS_HOME": str(home), "MICE_BENCH_SHARED_DATA": str(shared_data),
+           "MICE_BENCH_CACHE": str(tmp_path / "cache")}
     base = make_tiny_model(tmp_path / "base", num_layers=3, hidden_size=32)
     lines = []
     for i in range(6):
@@ -412,11 +425,11 @@ runs = 1
 min_seconds = 0.0
 device = "cpu"
 [sizes.s]
-description = "tiny"
+description = "tiny smoke size"
 ''')
     res = tmp_path / "results"
-    r = CliRunner().invoke(app, ["run", str(study), "--results", str(res)])
-    assert r.exit_code == 0, r.output
+    r = _run_cli("run", str(study), "--results", str(res), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
     root = res / "tiny" / "s"
     for f in ("summary.json", "summary.md", "study.json", "README.md",
               "latency/tiny-rr.json"):
@@ -433,10 +446,75 @@ description = "tiny"
     assert "smoke-size numbers" in (root / "README.md").read_text()
     before = {p: p.read_bytes() for p in (root / "effectiveness").rglob("*.json")}
     # everything exists: the second run trains and evaluates nothing
-    r = CliRunner().invoke(app, ["run", str(study), "--results", str(res)])
-    assert r.exit_code == 0, r.output
-    assert "0torun" in "".join(r.output.split())
+    r = _run_cli("run", str(study), "--results", str(res), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0torun" in "".join(r.stdout.split())
     assert before == {p: p.read_bytes() for p in (root / "effectiveness").rglob("*.json")}
     rep = build_report(res, tmp_path / "report", study.parent)
     assert "tables/study-tiny-s.md" in rep.files
     assert any(f.startswith("figures/study-tiny-s-pareto-") for f in rep.files), rep.skipped
+
+
+@pytest.mark.data
+def test_auto_steps_are_derived_and_recorded(shared_data, tmp_path, monkeypatch):
+    """steps = "auto" on a tiny model: both calibrations run, calibration.json holds the
+    measured pairs/s and the derivations, every student gets the same steps."""
+    import subprocess
+
+    from mice_bench.latency.testing import make_tiny_model
+
+    home = tmp_path / "irds"
+    subprocess.run(["bash", str(shared_data / "stage-ir-datasets.sh"), str(home)], check=True,
+                   capture_output=True)
+    env = {"IR_DATASETS_HOME": str(home), "MICE_BENCH_SHARED_DATA": str(shared_data),
+           "MICE_BENCH_CACHE": str(tmp_path / "cache")}
+    base = make_tiny_model(tmp_path / "base", num_layers=2, hidden_size=16)
+    lines = [json.dumps({"query": f"what is topic {i}", "positive": f"topic {i} is x",
+                         "negatives": [f"other {j} thing" for j in range(3)]})
+             for i in range(6)]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n")
+    study = tmp_path / "auto.toml"
+    study.write_text(f'''name = "auto"
+variants = ["ce", "mice-l1+1"]
+[training]
+base = "{base}"
+data = "{tmp_path / 'train.jsonl'}"
+val_queries = 0
+query_max_tokens = 8
+doc_max_tokens = 16
+device = "cpu"
+steps = "auto"
+batch_size = 2
+eval_batch_size = 8
+[training.teacher]
+group_size = 3
+[effectiveness]
+datasets = ["dl19"]
+first_stage = "dl19=run:{{shared_data}}/trec-dl-candidates/bm25/trec_results_{{dataset}}.txt"
+docs = "dl19={{shared_data}}/trec-dl-candidates/{{dataset}}.docs.jsonl"
+measures = ["nDCG@10"]
+limit_queries = 1
+depth = 3
+device = "cpu"
+query_max_tokens = 8
+doc_max_tokens = 16
+[auto]
+budget_s = 600
+teacher_share = 0.01
+calib_steps = 4
+min_steps = 2
+max_steps = 6
+round_to = 2
+''')
+    res = tmp_path / "results"
+    r = _run_cli("run", str(study), "--results", str(res), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    cal = json.loads((res / "auto" / "calibration.json").read_text())
+    assert cal["teacher"]["pairs_per_s"] > 0 and "pairs per step" in cal["teacher"]["derivation"]
+    assert cal["teacher_eval_s"] >= 0 and cal["students"]["rows"]
+    assert {row["label"] for row in cal["students"]["rows"]} == {"ce", "mice-l1+1"}
+    assert 2 <= cal["steps"]["ce"] == cal["steps"]["mice-l1+1"] <= 6
+    logs = {p.stem: json.loads(p.read_text()) for p in (res / "training").glob("*.json")}
+    assert logs["auto-ce"]["config"]["steps"] == cal["steps"]["ce"]
+    assert logs["auto-teacher"]["config"]["steps"] == cal["steps"]["teacher"]
+    assert "How the steps were derived" in (res / "auto" / "README.md").read_text()
