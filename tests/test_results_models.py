@@ -21,7 +21,11 @@ EFF = REPO / "results" / "effectiveness"
 LAT = REPO / "results" / "latency"
 COMMITTED_SUMMARIES = sorted(EFF.glob("*.json"))
 COMMITTED_RECORDS = sorted(p for p in EFF.rglob("*.json") if p.parent != EFF)
-COMMITTED_LATENCY = sorted(LAT.glob("*.json"))
+COMMITTED_LATENCY_ALL = sorted(LAT.glob("*.json"))
+# version-1 files (measured before core v2) go through the upgrader; newer ones load as written
+COMMITTED_LATENCY = [p for p in COMMITTED_LATENCY_ALL
+                     if json.loads(p.read_text()).get("schema_version") == 1]
+COMMITTED_LATENCY_CURRENT = [p for p in COMMITTED_LATENCY_ALL if p not in COMMITTED_LATENCY]
 # what the committed (pre-core-v2) names measured, written out by hand (docs/report.md)
 RENAMED = {"colbert": "colbert[proj=0,qaug=0]", "mice-l4+3": "mice-l4+3[attn=joint]",
            "mice-l4+8": "mice-l4+8[attn=joint]", "mice-l2+2-cross": "mice-l2+2[order=self]"}
@@ -162,6 +166,17 @@ def test_committed_latency_files_load_through_the_upgrader(path):
         else:
             assert added == []
     assert res.config["variants"] == [RENAMED.get(v, v) for v in raw["config"]["variants"]]
+
+
+@pytest.mark.skipif(not COMMITTED_LATENCY_CURRENT, reason="no current latency results")
+@pytest.mark.parametrize("path", COMMITTED_LATENCY_CURRENT, ids=lambda p: p.name)
+def test_committed_current_latency_files_load_unchanged(path):
+    from mice_bench.latency.result import LatencyResult
+
+    raw = json.loads(path.read_text())
+    res = LatencyResult.load(path)
+    assert [r.variant for r in res.rows] == [r["variant"] for r in raw["rows"]]
+    assert all(not any(n.startswith("pre-v2") for n in r.notes) for r in res.rows)
 
 
 def test_latency_result_written_then_read_back(tmp_path):

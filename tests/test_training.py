@@ -192,6 +192,17 @@ def test_jsonl_bad_lines_are_named(tmp_path):
 
 @pytest.mark.data
 def test_irds_training_data_with_bm25_negatives(shared_data, tmp_path, monkeypatch):
+    import os
+    import sys
+
+    if "ir_datasets" in sys.modules and not os.environ.get("MB_IRDS_SUBPROCESS"):
+        # ir_datasets fixes its data folder when first imported: run in a fresh interpreter
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"{__file__}::test_irds_training_data_with_bm25_negatives"],
+                           env=dict(os.environ, MB_IRDS_SUBPROCESS="1"), capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+        return
     home = tmp_path / "irds"
     subprocess.run(["bash", str(shared_data / "stage-ir-datasets.sh"), str(home)], check=True,
                    capture_output=True)
