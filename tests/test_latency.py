@@ -458,3 +458,14 @@ def test_speedup_is_per_pair_when_the_batch_was_halved():
     assert rows[0].speedup_vs_ce == 1.0 and rows[1].speedup_vs_ce == pytest.approx(4.0)
     assert rows[1].flop_ratio_vs_ce == 4.0
     assert rows[2].speedup_vs_ce is None and rows[2].flop_ratio_vs_ce is None   # undefined
+
+
+def test_default_variants_follow_the_model_depth():
+    """`mice-bench latency --model minilm-l6` with no --variants: mice-l4+3 needs 7 layers,
+    so the default comparison uses the MICE that fits 6 (issue 10)."""
+    from mice_bench.latency.cli import _default_variants
+
+    assert _default_variants("minilm-l12") == ["ce", "mice-l4+3", "colbert"]
+    assert _default_variants("minilm-l6") == ["ce", "mice-l4+2", "colbert"]
+    # unknown depth (a hub id offline): the plain defaults, checked later with a clear error
+    assert _default_variants("org/not-local") == ["ce", "mice-l4+3", "colbert"]
