@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-import torch
 
 from .model import MiceModel
 
@@ -105,4 +104,3 @@ def predict(model: str, variant: str, pairs: Iterable[Sequence[str]], **kw) -> n
 
 
 __all__ = ["Reranker", "MiceModel", "predict"]
-_ = torch  # torch is part of the public types (scores are computed with it)

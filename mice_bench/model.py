@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -177,15 +178,13 @@ class MiceModel(torch.nn.Module):
         if cs is not None and not cs.empty:
             meta["checkpoint_settings"] = cs.as_dict()
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        # replace an existing checkpoint: move it aside, move the new one in, then delete
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier save
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old) if not old.exists() else None
-            os.replace(tmp, path)
-            import shutil
-
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
         return path
 
     @classmethod

@@ -433,22 +433,16 @@ def _prettr_check(spec: InteractionSpec, L: int) -> None:
         raise _invalid(f"{spec}: qlen must be at least 3 ([CLS] q [SEP])")
 
 
-register(Family(
-    "ce", "ce", r"ce", "joint",
-    "full cross-encoder: every token attends every token in every layer",
-    lambda s, L: _rep(L, lambda i: LayerSpec(FULL)), example="ce"))
-register(Family(
-    "mask0", "mask0", r"mask0", "joint",
-    "no attention sinks: nobody attends [CLS], SEPs attend only themselves, doc not to the "
-    "first SEP, query not to the last",
-    lambda s, L: _rep(L, lambda i: LayerSpec(MASK0)), example="mask0"))
-register(Family(
-    "mask1", "mask1", r"mask1", "joint", "Mask0 + [CLS] does not read the document",
-    lambda s, L: _rep(L, lambda i: LayerSpec(MASK1)), example="mask1"))
-register(Family(
-    "mask2", "mask2", r"mask2", "joint",
-    "Mask1 + the document does not read the query (document states precomputable)",
-    lambda s, L: _rep(L, lambda i: LayerSpec(MASK2)), example="mask2"))
+# families with one matrix in every layer (the joint-input masking study)
+for _name, _matrix, _desc in (
+        ("ce", FULL, "full cross-encoder: every token attends every token in every layer"),
+        ("mask0", MASK0, "no attention sinks: nobody attends [CLS], SEPs attend only "
+                         "themselves, doc not to the first SEP, query not to the last"),
+        ("mask1", MASK1, "Mask0 + [CLS] does not read the document"),
+        ("mask2", MASK2, "Mask1 + the document does not read the query (document states "
+                         "precomputable)")):
+    register(Family(_name, _name, _name, "joint", _desc,
+                    lambda s, L, m=_matrix: _rep(L, lambda i: LayerSpec(m)), example=_name))
 register(Family(
     "mask3", "mask3-l{k}", r"mask3-l(?P<k>\d+)", "joint",
     "Mask2 + the query does not read the document in layers < k",

@@ -159,3 +159,17 @@ def test_readme_example_runs():
     code = text.split("<!-- api-example -->")[1].split("```python")[1].split("```")[0]
     assert len(code.strip().splitlines()) <= 12
     exec(compile(code, "README-example", "exec"), {})
+
+
+def test_save_over_an_existing_checkpoint_and_a_stale_backup(fresh_bb, tmp_path):
+    """Saving twice replaces the checkpoint, also when an interrupted earlier save left its
+    ``.NAME.old`` folder behind."""
+    first = MiceModel(fresh_bb, "ce")
+    first.save_pretrained(tmp_path / "m")
+    (tmp_path / ".m.old").mkdir()
+    (tmp_path / ".m.old" / "junk").write_text("x")
+    second = MiceModel(fresh_bb, "mice-l2+2")
+    second.save_pretrained(tmp_path / "m")
+    assert MiceModel.from_pretrained(tmp_path / "m").spec == second.spec
+    assert not (tmp_path / ".m.old").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
