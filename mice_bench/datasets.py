@@ -12,7 +12,7 @@ ir_datasets id (group ``other``, not averaged; resolved in
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import UsageError
 
@@ -82,15 +82,19 @@ def valid_names() -> str:
             + "; or irds:<ir_datasets id>")
 
 
-def resolve_datasets(names: str, irds: Callable[[str], DatasetInfo] | None = None
-                     ) -> list[DatasetInfo]:
-    """Expand a comma-separated list of names/groups into datasets (order kept, no dups).
+def resolve_datasets(names: str | Sequence[str],
+                     irds: Callable[[str], DatasetInfo] | None = None) -> list[DatasetInfo]:
+    """Expand names / groups (a list, or the command line's comma-separated text) into
+    datasets (order kept, no duplicates).
 
-    >>> [d.irds_id for d in resolve_datasets("dl19,scifact")]
+    >>> [d.irds_id for d in resolve_datasets(["dl19", "scifact"])]
     ['msmarco-passage/trec-dl-2019/judged', 'beir/scifact/test']
+    >>> [d.name for d in resolve_datasets("id")]
+    ['msmarco-dev', 'dl19', 'dl20']
     """
+    items = names.split(",") if isinstance(names, str) else list(names)
     out: list[DatasetInfo] = []
-    for raw in (x.strip() for x in names.split(",")):
+    for raw in (x.strip() for x in items):
         if not raw:
             continue
         if raw.startswith("irds:"):

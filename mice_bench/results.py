@@ -22,6 +22,7 @@ a time, through :data:`UPGRADERS` (registered by the module that owns the kind's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -31,7 +32,7 @@ import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 from . import __version__
 
@@ -142,15 +143,63 @@ def envelope(kind: str, config: dict[str, Any], env: dict[str, Any] | None = Non
     }
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
-    """Write JSON to ``path`` atomically (temp file in the same folder, then rename)."""
+#: result kinds with a default ad-hoc results folder (:func:`default_results_dir`)
+RESULT_KINDS = ("latency", "effectiveness", "training")
+#: the environment variable that moves ad-hoc results (``$MICE_BENCH_RESULTS/<kind>``)
+RESULTS_ENV = "MICE_BENCH_RESULTS"
+#: the ad-hoc results folder under the current directory when the variable is not set
+#: (git-ignored: the committed ``results/`` is only written with an explicit ``--output``)
+ADHOC_RESULTS = "mice-bench-results"
+
+
+def default_results_dir(kind: str) -> Path:
+    """Where a command writes its results when no ``--output`` is given:
+    ``$MICE_BENCH_RESULTS/<kind>`` if the variable is set, else
+    ``./mice-bench-results/<kind>`` -- never the committed ``results/`` tree (``mice-bench run``
+    studies write where their study file says; committed results are produced by passing
+    ``--output results/...`` explicitly)."""
+    if kind not in RESULT_KINDS:
+        raise ValueError(f"unknown result kind {kind!r}; valid: {', '.join(RESULT_KINDS)}")
+    base = os.environ.get(RESULTS_ENV, "").strip()
+    root = Path(base).expanduser() if base else Path(ADHOC_RESULTS)
+    return root / kind
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w",
+                encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open a temp file beside ``path`` for writing; on success flush, ``fsync`` and
+    ``os.replace`` it onto ``path`` (readers see the old file or the new one, never a part);
+    on any error the temp file is removed and ``path`` is left as it was. Temp names are
+    unique (``tempfile.NamedTemporaryFile(dir=..., delete=False)``), so concurrent writers
+    never share one. ``mode``: ``"w"`` (text, ``encoding``) or ``"wb"``."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_file writes new files: mode 'w' or 'wb', not {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    f = tempfile.NamedTemporaryFile(mode=mode, dir=path.parent, prefix=f".{path.name}.",
+                                    suffix=".tmp", delete=False,
+                                    encoding=None if "b" in mode else encoding)
+    tmp = f.name
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=indent, sort_keys=False, default=_json_default)
-            f.write("\n")
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -159,18 +208,28 @@ def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1
         except OSError:
             pass
         raise
-    return path
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
+    """Write JSON to ``path`` atomically (:func:`atomic_file`). The document is serialised
+    before the temp file is created, so a value that cannot be written leaves nothing."""
+    text = json.dumps(data, indent=indent, sort_keys=False, default=_json_default) + "\n"
+    return atomic_write_text(path, text)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
+    """Write UTF-8 text to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path, "w") as f:
         f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
+    return Path(path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` atomically (:func:`atomic_file`)."""
+    with atomic_file(path, "wb") as f:
+        f.write(data)
+    return Path(path)
 
 
 def _json_default(o: Any) -> Any:
@@ -239,3 +298,34 @@ def load_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
                                   f"{type(e).__name__}: {e}") from None
         v = data["schema_version"] = v + 1
     return data
+
+
+def check_output(path: Path, option: str = "--output") -> None:
+    """Prove the results file can be written before any model is loaded or measured: create
+    its folder, create and remove a temp file in it (UsageError naming the path)."""
+    import os
+    import tempfile
+
+    from .errors import UsageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: is a folder; give the path of a .json file")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UsageError(f"{option} {path}: {folder} exists and is not a folder") from None
+    except OSError as e:
+        raise UsageError(f"{option} {path}: cannot create the folder {folder} "
+                         f"({e.strerror or e}); choose another location") from None
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: {folder} exists and is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test.", suffix=".tmp"):
+            pass
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(13, "the file exists and is read-only")
+    except OSError as e:
+        raise UsageError(f"{option} {path}: not writable ({e.strerror or e}); choose another "
+                         "location") from None

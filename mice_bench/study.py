@@ -137,6 +137,9 @@ class EffectivenessPlan:
     datasets: list[str]                 # expanded names
     variants: list[str]
     options: dict[str, Any] = field(default_factory=dict)   # other keys, as given
+    #: ``datasets`` as the file wrote it (groups such as ``all`` unexpanded; ``--dry-run``
+    #: warns about ``all``)
+    datasets_as_written: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -531,7 +534,8 @@ def _effectiveness(path: Path, e: dict, variants: list[str], trained: bool = Fal
                              f"among the datasets ({', '.join(names)})")
     opts = {k: x for k, x in e.items() if k not in ("models", "datasets", "variants")}
     return EffectivenessPlan(models=list(models), datasets=list(dict.fromkeys(names)),
-                             variants=v, options=opts)
+                             variants=v, options=opts,
+                             datasets_as_written=[d.strip() for d in ds])
 
 
 def _workload(path: Path, i: int, w: dict, variants: list[str]) -> LatencyWorkload:

@@ -103,7 +103,10 @@ def plot_matrices(spec: InteractionSpec, num_layers: int, path: str | Path | Non
                  "(blue: may attend, grey: masked)", fontsize=9)
     fig.tight_layout()
     if path is not None:
+        from .results import atomic_file
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
+        fmt = path.suffix.lstrip(".").lower() or "png"
+        with atomic_file(path, "wb") as f:       # temp file, fsync, rename
+            fig.savefig(f, format=fmt, dpi=150)
     return fig

@@ -169,3 +169,111 @@ device = "cpu"
 
     rep = build_report(res, tmp_path / "report")
     assert "tables/latency-all-model-cpu-" in " ".join(rep.files)
+
+
+# ---------------------------------------------------------------------------- issue 10
+def _dry_run(tmp: Path, text: str, *extra: str):
+    p = _study(tmp, text)
+    return CliRunner().invoke(app, ["run", str(p), "--dry-run", "--results",
+                                    str(tmp / "results"), *extra])
+
+
+def _warnings(output: str) -> list[str]:
+    """The warning lines (Rich may wrap a long line: join the continuation lines)."""
+    out, cur = [], None
+    for ln in output.splitlines():
+        if ln.startswith("warning:"):
+            cur = ln
+            out.append(cur)
+        elif cur is not None and ln and not ln.startswith(("  [", "study ")):
+            out[-1] += " " + ln
+        else:
+            cur = None
+    return out
+
+
+def test_dry_run_warns_about_hub_models_and_all_datasets(tmp_path, monkeypatch):
+    """A hub id that is not in the local Hugging Face cache and `datasets = "all"` cannot
+    run offline: --dry-run says so (exit 0); architecture names and local directories are
+    fine."""
+    from mice_bench.ablations import offline
+
+    r = _dry_run(tmp_path, 'variants = ["bm25", "ce"]\n[effectiveness]\n'
+                           'models = ["some-org/not-cached-model"]\ndatasets = ["all"]\n'
+                           '[[latency]]\nname = "a"\nmodel = "minilm-l12"\ndevice = "cpu"\n')
+    assert r.exit_code == 0, r.output
+    w = _warnings(r.output)
+    assert any("'some-org/not-cached-model'" in x and "not in the local cache" in x
+               and "offline" in x for x in w), w
+    assert any('datasets = "all"' in x for x in w), w
+    assert not any("minilm-l12" in x for x in w), w
+    assert "Traceback" not in r.output and "[to run]" in r.output
+    # nothing planned needs the network: no warning
+    monkeypatch.setattr(offline, "dataset_offline_problem", lambda *a, **k: None)
+    r = _dry_run(tmp_path, 'variants = ["bm25", "ce"]\n[effectiveness]\n'
+                           f'models = ["minilm-l6", "{tmp_path}"]\ndatasets = ["scifact"]\n')
+    assert r.exit_code == 0, r.output
+    assert _warnings(r.output) == [], r.output
+    # a model in the Hugging Face cache is fine too
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache",
+                        lambda repo, f, **k: str(tmp_path / "s.toml"))
+    assert offline.model_offline_problem("org/cached") is None
+    assert "no such local directory" in offline.model_offline_problem("./not/here")
+
+
+def test_dry_run_warns_about_datasets_not_staged(tmp_path, monkeypatch):
+    """A planned dataset whose ir_datasets files are not in IR_DATASETS_HOME is named; one
+    whose files are present (or whose documents the study gives) is not."""
+    from mice_bench.ablations import offline
+
+    seen = []
+
+    def problem(name, irds_id, docs=True):
+        seen.append((name, docs))
+        return None if name == "scifact" else f"dataset {name!r} ({irds_id}): not available"
+
+    monkeypatch.setattr(offline, "dataset_offline_problem", problem)
+    r = _dry_run(tmp_path, 'variants = ["bm25"]\n[effectiveness]\nmodels = ["minilm-l6"]\n'
+                           'datasets = ["scifact", "dl19"]\ndocs = ["dl19=x/{dataset}.jsonl"]\n')
+    assert r.exit_code == 0, r.output
+    w = _warnings(r.output)
+    assert len(w) == 1 and "'dl19'" in w[0] and "not available" in w[0], w
+    assert seen == [("scifact", True), ("dl19", False)]
+    # results exist for everything planned: nothing to warn about
+    assert offline.offline_warnings(load_study(tmp_path / "s.toml"), []) == []
+
+
+def test_dataset_offline_check_reads_the_ir_datasets_files(tmp_path):
+    """The real check on an unstaged dataset: names the missing file, downloads nothing."""
+    from mice_bench.ablations.offline import dataset_offline_problem
+
+    got = dataset_offline_problem("fiqa", "beir/fiqa/test")
+    if got is None:
+        pytest.skip("beir/fiqa is staged on this machine")
+    assert "'fiqa'" in got and "not available offline" in got and "source.zip" in got
+    assert "ir_datasets cannot load" in dataset_offline_problem("x", "no/such/dataset")
+
+
+def test_study_checks_the_latency_output_before_measuring(tmp_path, monkeypatch):
+    """A study whose results folder cannot hold the latency file exits 2 naming it, and
+    never reaches the measurement."""
+    import mice_bench.latency.runner as lr
+
+    def boom(*a, **k):
+        raise AssertionError("measured before checking the output")
+
+    monkeypatch.setattr(lr, "run_latency", boom)
+    p = _study(tmp_path, '''name = "t"
+variants = ["ce"]
+[[latency]]
+name = "rr"
+model = "minilm-l6"
+device = "cpu"
+''')
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "latency").write_text("a file where the folder should be")
+    r = CliRunner().invoke(app, ["run", str(p), "--results", str(res)])
+    assert r.exit_code == 2, r.output
+    assert "latency" in r.output and "not a folder" in r.output
+    assert "Traceback" not in r.output

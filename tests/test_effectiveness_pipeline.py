@@ -14,8 +14,9 @@ import pytest
 
 from mice_bench.effectiveness import datasets as eds
 from mice_bench.effectiveness import runner
-from mice_bench.effectiveness.runner import EffectivenessConfig, run_effectiveness
+from mice_bench.effectiveness.runner import EffectivenessConfig, ModelRef, run_effectiveness
 from mice_bench.results import load_result
+from mice_bench.spec import split_names
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "effectiveness"
 RUN = f"run:{FIX}/run.txt"
@@ -74,10 +75,11 @@ def counters(monkeypatch):
 
 
 def cfg(tmp_path: Path, cache: str = "cache", out: str = "out", **kw) -> EffectivenessConfig:
-    base = dict(datasets="dl19", models=["minilm-l6"], variants="bm25,ce,colbert",
-                first_stage=[RUN], docs=[DOCS], depth=100, batch_size=2,
+    base = dict(datasets=["dl19"], models=["minilm-l6"], variants="bm25,ce,colbert",
+                first_stage=RUN, docs=DOCS, depth=100, batch_size=2,
                 output_dir=str(tmp_path / out), cache_dir=str(tmp_path / cache))
     base.update(kw)
+    base["variants"] = split_names(base["variants"])      # test shorthand: "bm25,ce"
     return EffectivenessConfig(**base)
 
 
@@ -181,7 +183,7 @@ def test_seeds_mean_std(tmp_path, fixture_data):
 
     import numpy as np
 
-    summary = run_effectiveness(cfg(tmp_path, models=["s1=minilm-l6", "s2=minilm-l6"],
+    summary = run_effectiveness(cfg(tmp_path, models=[ModelRef("minilm-l6", "s1"), ModelRef("minilm-l6", "s2")],
                                     variants="biencoder,colbert", baseline="bm25",
                                     test="randomization", correction="bonferroni"))
     row = summary.row("biencoder")
@@ -209,7 +211,7 @@ def test_seeds_mean_std(tmp_path, fixture_data):
 
 def test_full_first_stage_biencoder(tmp_path, fixture_data, counters):
     """``full`` scores every corpus document (here: the 12 of --docs) and keeps the top."""
-    run_effectiveness(cfg(tmp_path, variants="biencoder", first_stage=["full"], depth=3))
+    run_effectiveness(cfg(tmp_path, variants="biencoder", first_stage="full", depth=3))
     r = json.loads((tmp_path / "out/dl19/full/minilm-l6/biencoder.json").read_text())
     assert r["num_candidates"] == 4 * 3
     assert counters["docs"]["biencoder"] == 12

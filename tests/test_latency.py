@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -469,3 +470,129 @@ def test_default_variants_follow_the_model_depth():
     assert _default_variants("minilm-l6") == ["ce", "mice-l4+2", "colbert"]
     # unknown depth (a hub id offline): the plain defaults, checked later with a clear error
     assert _default_variants("org/not-local") == ["ce", "mice-l4+3", "colbert"]
+
+
+# ----------------------------------------------------------------------------- issue 10
+FAST = ["--threads", "1", "--warmup", "0", "--runs", "1", "--min-seconds", "0",
+        "--variants", "ce", "--depth", "4", "--doc-tokens", "16", "--batch-size", "4"]
+
+
+def _assert_exit_2(res, *needles):
+    """Exit 2, one clear ``error:`` line naming the input, no traceback."""
+    out = res.output
+    assert res.exit_code == 2, (res.exit_code, out, res.exception)
+    assert isinstance(res.exception, SystemExit) and "Traceback" not in out
+    errors = [ln for ln in out.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, out
+    msg = " ".join(out.split())
+    for n in needles:
+        assert n in msg, (n, msg)
+
+
+def test_default_results_dir(monkeypatch, tmp_path):
+    from mice_bench.results import default_results_dir
+
+    monkeypatch.delenv("MICE_BENCH_RESULTS", raising=False)
+    for kind in ("latency", "effectiveness", "training"):
+        assert default_results_dir(kind) == Path("mice-bench-results") / kind
+    monkeypatch.setenv("MICE_BENCH_RESULTS", str(tmp_path / "elsewhere"))
+    assert default_results_dir("latency") == tmp_path / "elsewhere" / "latency"
+    with pytest.raises(ValueError, match="unknown result kind"):
+        default_results_dir("bogus")
+    # ignored by git, so ad-hoc runs never show up as changes to the committed results
+    repo = Path(__file__).resolve().parents[1]
+    assert "/mice-bench-results/" in (repo / ".gitignore").read_text().split()
+
+
+def test_latency_without_output_writes_outside_the_committed_results(tiny_model, app,
+                                                                     tmp_path, monkeypatch):
+    """The README's main job must not write into the committed results/latency/."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MICE_BENCH_RESULTS", raising=False)
+    (tmp_path / "results" / "latency").mkdir(parents=True)
+    res = _invoke(app, ["latency", "--model", tiny_model, *FAST])
+    assert res.exit_code == 0, res.output
+    written = list((tmp_path / "mice-bench-results" / "latency").glob("latency-rerank-cpu-*.json"))
+    assert len(written) == 1 and not list((tmp_path / "results").rglob("*.json"))
+    doc = json.loads(written[0].read_text())
+    assert doc["config"]["output"] == str(Path("mice-bench-results/latency") / written[0].name)
+    # $MICE_BENCH_RESULTS moves it
+    monkeypatch.setenv("MICE_BENCH_RESULTS", str(tmp_path / "adhoc"))
+    res = _invoke(app, ["latency", "--model", tiny_model, *FAST])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "adhoc" / "latency").glob("*.json"))) == 1
+
+
+def _no_measurement(monkeypatch):
+    """Fail the test if the model is loaded or anything is measured."""
+    from mice_bench.latency import runner
+
+    def boom(*a, **k):
+        raise AssertionError("the model was loaded / measured before the output was checked")
+
+    monkeypatch.setattr(runner, "run_latency", boom)
+
+
+def test_unwritable_output_exits_2_before_the_model_loads(tiny_model, app, tmp_path,
+                                                          monkeypatch):
+    import tempfile
+
+    _no_measurement(monkeypatch)
+    base = ["latency", "--model", tiny_model, *FAST, "--output"]
+    # parent is a file
+    (tmp_path / "file").write_text("x")
+    _assert_exit_2(_invoke(app, [*base, str(tmp_path / "file" / "r.json")]),
+                   str(tmp_path / "file" / "r.json"), "not a folder")
+    # the output is a folder
+    (tmp_path / "dir.json").mkdir()
+    _assert_exit_2(_invoke(app, [*base, str(tmp_path / "dir.json")]),
+                   str(tmp_path / "dir.json"), "is a folder")
+    # a read-only folder (simulated: tests may run as root, which ignores permissions)
+    real = tempfile.NamedTemporaryFile
+
+    def read_only(*a, dir=None, **kw):
+        if dir is not None and Path(dir) == tmp_path / "ro":
+            raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **kw)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    _assert_exit_2(_invoke(app, [*base, str(tmp_path / "ro" / "r.json")]),
+                   str(tmp_path / "ro" / "r.json"), "not writable")
+    assert not list((tmp_path / "ro").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.json", "file", "ro"]
+    assert not list((tmp_path / "dir.json").iterdir())
+
+
+def test_progress_bar_shows_variant_and_runs(tiny_model):
+    """A Rich bar on a terminal: rows done, the variant being timed and its runs."""
+    import io
+
+    from rich.console import Console
+
+    from mice_bench.latency.progress import LatencyProgress
+
+    buf = io.StringIO()
+    con = Console(file=buf, force_terminal=True, width=160, color_system=None)
+    prog = LatencyProgress(True, con)
+    assert prog.enabled
+    cfg = LatencyConfig(model=tiny_model, variants=["ce", "colbert"], batch_sizes=[4],
+                        doc_tokens=[16], depth=4, warmup=0, runs=2, min_seconds=0.0,
+                        threads=1)
+    R.run_latency(cfg, progress=prog)
+    out = buf.getvalue()
+    assert "latency" in out and "rows 2/2" in out
+    assert "timing, 2 runs" in out and ("ce" in out and "colbert" in out)
+    assert prog._prog is None                         # stopped
+    # not a terminal (pipes, CI) or --no-progress: no bar
+    assert not LatencyProgress(True, Console(file=io.StringIO())).enabled
+    assert not LatencyProgress(False, con).enabled
+
+
+def test_no_progress_option_and_no_bar_when_piped(tiny_model, app, tmp_path):
+    for extra in ([], ["--no-progress"]):
+        res = _invoke(app, ["latency", "--model", tiny_model, *FAST, *extra,
+                            "--output", str(tmp_path / "r.json")])
+        assert res.exit_code == 0, res.output
+        assert "rows 1/1" not in res.output and "timing, 1 run" not in res.output
+        assert "results written to" in res.output

@@ -467,3 +467,82 @@ def test_ir_datasets_progress_bars_are_disabled():
 def test_summary_name_help_renders_the_placeholder():
     r = CliRunner().invoke(app, ["effectiveness", "--help"], env={"COLUMNS": "200"})
     assert "NAME.md" in r.output and "--doc-store" in r.output
+
+
+# --------------------------------------------------------------------------- atomic writes
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_interrupted_result_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
+    """Every results / report file goes through a unique temp file in the same folder, fsync
+    and os.replace: an exception mid-write leaves the old file as it was and no temp file."""
+    import os
+
+    from mice_bench import results as R
+
+    target = tmp_path / "r.json"
+    R.atomic_write_json(target, {"v": 1})
+    old = target.read_bytes()
+    # interrupted while writing (after part of the new content reached the temp file)
+    with pytest.raises(KeyboardInterrupt):
+        with R.atomic_file(target, "w") as f:
+            f.write('{"v": 2, "partial": ')
+            raise KeyboardInterrupt
+    assert target.read_bytes() == old and _leftovers(tmp_path) == []
+    # the rename fails (e.g. the disk is gone): same
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(R.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    monkeypatch.setattr(R.os, "replace", lambda a, b: (_ for _ in ()).throw(OSError(28, "full")))
+    for write in (lambda: R.atomic_write_json(target, {"v": 3}),
+                  lambda: R.atomic_write_text(target, "text"),
+                  lambda: R.atomic_write_bytes(target, b"bytes")):
+        with pytest.raises(OSError):
+            write()
+        assert target.read_bytes() == old and _leftovers(tmp_path) == []
+    assert synced, "the temp file is fsynced before the rename"
+    monkeypatch.undo()
+    # a value that cannot be serialised: nothing is created
+    with pytest.raises(TypeError):
+        R.atomic_write_json(tmp_path / "new.json", {"x": object()})
+    assert not (tmp_path / "new.json").exists() and _leftovers(tmp_path) == []
+    # unique temp names: two writers of one file never share a temp file
+    names = []
+    with R.atomic_file(target, "w") as a, R.atomic_file(target, "w") as b:
+        names = [a.name, b.name]
+        a.write("a")
+        b.write("b")
+    assert names[0] != names[1] and target.read_text() == "a"   # the last rename wins
+    assert _leftovers(tmp_path) == []
+
+
+def test_interrupted_figure_write_keeps_the_old_figure(tmp_path, monkeypatch):
+    """Report figures (PNG + PDF) and `variants show --png` are written atomically too."""
+    import matplotlib.figure
+
+    from mice_bench.report.figures import new_figure, save
+    from mice_bench.spec import parse
+    from mice_bench.viz import plot_matrices
+
+    fig, axes = new_figure()
+    axes[0][0].plot([1, 2], [3, 4])
+    save(fig, tmp_path, "f")
+    old = {n: (tmp_path / n).read_bytes() for n in ("f.png", "f.pdf")}
+    real = matplotlib.figure.Figure.savefig
+
+    def broken(self, fname, *a, **kw):
+        fname.write(b"\x89PNG partial")
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
+    fig, axes = new_figure()
+    with pytest.raises(RuntimeError):
+        save(fig, tmp_path, "f")
+    with pytest.raises(RuntimeError):
+        plot_matrices(parse("ce"), 2, tmp_path / "f.png")
+    assert {n: (tmp_path / n).read_bytes() for n in old} == old
+    assert _leftovers(tmp_path) == []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", real)
+    plot_matrices(parse("ce"), 2, tmp_path / "m.png")
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG" and _leftovers(tmp_path) == []

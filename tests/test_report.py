@@ -267,3 +267,118 @@ def test_side_by_side_table_never_mixes_runs():
     kv_runs = [r for r in ls.dedupe(rows) if r.run.config.get("kv_cache")]
     plain = [r for r in ls.dedupe(rows) if not r.run.config.get("kv_cache")]
     assert {r.variant for r in kv_runs} & {r.variant for r in plain}  # both kept
+
+
+# ---------------------------------------------------------------------------- issue 10
+def _latency_copy(src: Path, dst: Path, busy: bool | None, created: str, scale: float,
+                  load: float | None = None) -> None:
+    """A copy of a fixture latency file with its busy flag, date and latencies changed."""
+    d = json.loads(src.read_text())
+    env = d["environment"]
+    if busy is None:
+        env.pop("cpu_busy_warning", None)
+    else:
+        env["cpu_busy_warning"] = busy
+    if load is not None:
+        env["loadavg_before"] = [load, load, load]
+        env["cpu_count"] = 2
+    d["created"] = created
+    for r in d["rows"]:
+        r["latency_s"] = {k: (v * scale if k != "count" else v)
+                          for k, v in r["latency_s"].items()}
+        r.pop("throughput_pairs_per_s", None)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_text(json.dumps(d))
+
+
+def test_busy_run_never_replaces_an_idle_measurement(tmp_path):
+    """A newer run of the same points on a busy machine does not replace the idle run's rows
+    (the README's main job once replaced ce 2,042 ms by 14,997 ms); the busy flag shows."""
+    from mice_bench.latency import table as lt
+    from mice_bench.report import latency_io as lio
+
+    src = RESULTS / "latency" / "rerank-d16.json"
+    res = tmp_path / "results"
+    _latency_copy(src, res / "latency" / "a-idle.json", False, "2026-01-01T00:00:00+00:00", 1.0)
+    _latency_copy(src, res / "latency" / "b-busy.json", True, "2026-06-01T00:00:00+00:00", 7.0)
+    runs, rows = lio.load_latency(res)
+    assert {r.file: r.busy for r in runs} == {"latency/a-idle.json": False,
+                                             "latency/b-busy.json": True}
+    shown = [r for g in lt.by_group(rows).values() for r in g]
+    assert shown and {r.run.file for r in shown} == {"latency/a-idle.json"}
+    build_report(res, tmp_path / "out", figures=False)
+    out = tmp_path / "out"
+    allt = next((out / "tables").glob("latency-all-*.md")).read_text()
+    assert "| busy |" in allt.splitlines()[2] and "| no |" in allt
+    assert "b-busy.json" not in allt and "a-idle.json" in allt
+    readme = (out / "README.md").read_text()
+    assert "busy machine" in readme
+    line = next(ln for ln in readme.splitlines() if ln.startswith("| latency/b-busy.json"))
+    assert "| yes" in line
+    line = next(ln for ln in readme.splitlines() if ln.startswith("| latency/a-idle.json"))
+    assert "| no" in line
+    # the busy run alone: shown, and flagged in the tables
+    (res / "latency" / "a-idle.json").unlink()
+    build_report(res, tmp_path / "out", figures=False)
+    allt = next((out / "tables").glob("latency-all-*.md")).read_text()
+    assert "b-busy.json (busy machine)" in allt and "| yes |" in allt
+    side = next(p for p in (out / "tables").glob("latency-*.md")
+                if not p.name.startswith("latency-all-")).read_text()
+    assert "b-busy.json (busy machine)" in side
+
+
+def test_idle_preference_then_newest_and_old_files_without_the_flag(tmp_path):
+    """Among idle runs the newest wins; a file without the flag is judged by its recorded
+    load average with the same rule; unknown ranks between idle and busy."""
+    from mice_bench.latency import table as lt
+    from mice_bench.report import latency_io as lio
+
+    src = RESULTS / "latency" / "rerank-d16.json"
+    res = tmp_path / "results"
+    L = res / "latency"
+    _latency_copy(src, L / "old-idle.json", False, "2026-01-01T00:00:00+00:00", 1.0)
+    _latency_copy(src, L / "new-idle.json", None, "2026-02-01T00:00:00+00:00", 2.0, load=0.3)
+    _latency_copy(src, L / "newest-busy.json", None, "2026-03-01T00:00:00+00:00", 3.0, load=1.9)
+    runs, rows = lio.load_latency(res)
+    assert {r.file.split("/")[-1]: r.busy for r in runs} == {
+        "old-idle.json": False, "new-idle.json": False, "newest-busy.json": True}
+    shown = [r for g in lt.by_group(rows).values() for r in g]
+    assert {r.run.file for r in shown} == {"latency/new-idle.json"}
+    env = json.loads((L / "newest-busy.json").read_text())
+    env["environment"].pop("loadavg_before")
+    (L / "newest-busy.json").write_text(json.dumps(env))
+    runs, _ = lio.load_latency(res)
+    assert {r.file.split("/")[-1]: r.busy for r in runs}["newest-busy.json"] is None
+
+
+def _with_doc_store(path: Path, store: str, bytes_per_doc: float, created: str) -> None:
+    d = json.loads(path.read_text())
+    d["timing"] = dict(d.get("timing") or {}, doc_store={"store": store,
+                                                          "bytes_per_doc": bytes_per_doc,
+                                                          "tokens_per_doc": 40.0})
+    d["created"] = created
+    path.write_text(json.dumps(d))
+
+
+def test_storage_table_is_written_when_results_record_their_store(tmp_path):
+    res = _copy_results(tmp_path)
+    base = res / "effectiveness" / "dl19" / "bm25" / "tiny-ce"
+    shutil.copy(base / "colbert.json", base / "colbert-fp32.json")
+    _with_doc_store(base / "colbert-fp32.json", "fp32", 40 * 32 * 4.0,
+                    "2026-11-27T09:00:00+00:00")
+    _with_doc_store(base / "colbert.json", "fp16", 40 * 32 * 2.0, "2026-11-27T09:30:00+00:00")
+    r = build_report(res, tmp_path / "out", figures=False)
+    assert "tables/storage-ndcg10.md" in r.files
+    table = (tmp_path / "out" / "tables" / "storage-ndcg10.md").read_text()
+    assert table.startswith("# Storage of document states against nDCG@10")
+    lines = [ln for ln in table.splitlines() if ln.startswith("| tiny-ce")]
+    assert [ln.split(" | ")[2] for ln in lines] == ["fp32", "fp16"]
+    assert "colbert[proj=0,qaug=0]" in lines[0] and "(0.50×)" in lines[1]
+    assert "5.0" in lines[0] and "2.5 (0.50×)" in lines[1]      # KiB per document
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "### Storage of document states against nDCG@10" in readme
+    assert "tables/storage-ndcg10.md" in readme and lines[1] in readme
+    # without any recorded store the table (and a stale copy) is gone
+    r = build_report(RESULTS, tmp_path / "out", figures=False)
+    assert "tables/storage-ndcg10.md" not in r.files
+    assert not (tmp_path / "out" / "tables" / "storage-ndcg10.md").exists()

@@ -171,3 +171,18 @@ def test_summary_round_trip_and_averages():
     assert s.row("bm25").averages["id"]["nDCG@10"] == pytest.approx(base["d1"].mean())
     assert s.row("bm25").averages["ood"]["nDCG@10"] == pytest.approx(base["d2"].mean())
     assert [r.variant for r in s.rows] == ["bm25", "up", "down"]     # the given order
+
+
+def test_paired_ttest_does_not_depend_on_query_order():
+    """The degenerate-case checks look at all differences, not the first query's: the same
+    per-query differences in any order give the same p (found by mutation testing)."""
+    import itertools
+
+    from mice_bench.effectiveness.stats import paired_ttest
+
+    for d in ([1.9e-8, 1e-8, 1e-8], [0.3, 0.1, -0.2, 0.05], [0.0, 0.0, 2e-9]):
+        ps = {paired_ttest(list(perm), [0.0] * len(perm)) for perm in
+              itertools.permutations(d)}
+        assert len({round(p, 12) for p in ps}) == 1, (d, ps)
+    assert paired_ttest([0.0, 0.0, 2e-9], [0, 0, 0]) == 1.0      # float noise: no effect
+    assert paired_ttest([0.2, 0.2, 0.2], [0.1, 0.1, 0.1]) == 0.0  # constant: certain effect

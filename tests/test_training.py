@@ -410,3 +410,57 @@ def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path, tiny_dir):
     from mice_bench.model import MiceModel
 
     assert str(MiceModel.from_pretrained(tmp_path / "two").spec) == "colbert"
+
+
+def test_paper_recipe_is_the_reference_yaml_and_stays_overridable():
+    """``--recipe paper`` against the values of xpmir/mice experiments/mice_v1/
+    mice_MiniLM_l4.yaml at b4dc361, typed here by hand (steps_per_epoch 100 x max_epochs
+    2000; validation_interval 50 and checkpoint_interval 100 are in epochs)."""
+    c = make_config("paper", data="x.jsonl", output="o", teacher="t")
+    want = dict(model="microsoft/MiniLM-L12-H384-uncased", loss="marginmse", batch_size=32,
+                lr=7e-6, warmup=5000, weight_decay=0.0, adam_eps=1e-8, grad_clip=1.0,
+                steps=100 * 2000, val_every=50 * 100, checkpoint_every=100 * 100,
+                val_depth=100, seed=12, repeats=3, schedule="linear", dropout=True)
+    assert {k: getattr(c, k) for k in want} == want
+    assert c.effective_group_size == 2                       # (query, positive, negative)
+    d = make_config("paper", data="x.jsonl", output="o", teacher="t", lr=1e-5,
+                    dropout=False, steps=10)
+    assert (d.lr, d.dropout, d.steps, d.batch_size) == (1e-5, False, 10, 32)
+    assert make_config(data="x.jsonl", output="o").dropout is False     # off by default
+
+
+def test_dropout_is_random_in_training_only_and_resume_keeps_it_exact(tmp_path):
+    """With dropout the training forward pass differs between two calls (masks), never in
+    eval mode; a run killed and resumed ends with the weights of an uninterrupted one (the
+    RNG state is in the checkpoint)."""
+    m = tiny_model("ce", hidden=32)
+    m.dropout = True
+    m.train()
+    qs, ds = ["alpha beta"] * 3, ["alpha gamma delta", "beta", "zeta eta"]
+    with torch.enable_grad():
+        a, b = m(qs, ds), m(qs, ds)
+    assert not torch.allclose(a, b)
+    m.eval()
+    with torch.enable_grad():
+        assert torch.equal(m(qs, ds), m(qs, ds))
+    m.train()
+    m.dropout = False
+    with torch.enable_grad():
+        assert torch.equal(m(qs, ds), m(qs, ds))
+
+    data = synthetic(n_train=40, n_val=4)
+    kw = dict(variant="ce", group_size=4, batch_size=8, steps=8, lr=1e-3, warmup=2,
+              checkpoint_every=3, val_every=4, val_queries=4, dropout=True)
+    a = tiny_model("ce", hidden=32)
+    train(cfg_for(tmp_path, "a", **kw), model=a, data=data)
+    nodrop = tiny_model("ce", hidden=32)
+    train(cfg_for(tmp_path, "n", **{**kw, "dropout": False}), model=nodrop, data=data)
+    b = tiny_model("ce", hidden=32)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg_for(tmp_path, "b", **kw), _Kill(5), model=b, data=data)
+    c = tiny_model("ce", hidden=32, seed=5)
+    train(cfg_for(tmp_path, "b", resume=True, **kw), model=c, data=data)
+    sa, sc, sn = a.state_dict(), c.state_dict(), nodrop.state_dict()
+    for k in sa:
+        assert torch.equal(sa[k], sc[k]), k
+    assert any(not torch.equal(sa[k], sn[k]) for k in sa)   # dropout did change the run

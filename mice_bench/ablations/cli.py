@@ -20,7 +20,9 @@ def resolve_study_path(name: str) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    from ..console import console, user_errors
+    from rich.markup import escape
+
+    from ..console import console, err_console, user_errors
 
     @app.command("run", help=HELP)
     @user_errors
@@ -71,6 +73,11 @@ def register(app: typer.Typer) -> None:
         console.print(f"study {st.name}{where}: {len(tasks)} task(s), {len(todo)} to run, "
                       f"{len(tasks) - len(todo)} with existing results", highlight=False)
         if dry_run:
+            from .offline import offline_warnings
+
+            for w in offline_warnings(st, tasks, base_model=base_model):
+                err_console.print(f"[yellow]warning:[/] {escape(w)}", highlight=False,
+                                  soft_wrap=True)
             for t in tasks:
                 state = "exists" if t.done else "to run"
                 cmd = "" if t.done or not t.args else f": mice-bench {' '.join(t.args)}"

@@ -128,9 +128,9 @@ def _model_matches(given: str, recorded: str) -> bool:
 
     g, r = given.rstrip("/"), recorded.rstrip("/")
     try:   # the label `mice-bench effectiveness` gives a --model value
-        from ..effectiveness.runner import model_labels
+        from ..effectiveness.runner import ModelRef, model_labels
 
-        if model_labels([given])[0][0] == recorded:
+        if model_labels([ModelRef.parse(given)])[0][0] == recorded:
             return True
     except Exception:  # noqa: BLE001 - effectiveness package absent or changed
         pass
@@ -166,30 +166,16 @@ def _expand(value: str) -> str:
 
 def _effectiveness_args(study: Study, model: str, datasets: list[str], variants: list[str],
                         results: Path) -> list[str]:
-    o = study.effectiveness.options
-    a = ["effectiveness", "--datasets", ",".join(datasets), "--model", model,
-         "--variants", ",".join(variants)]
-    for key, flag in (("first_stage", "--first-stage"), ("docs", "--docs")):
-        for val in (o[key] if isinstance(o.get(key), list) else [o[key]] if key in o else []):
-            a += [flag, _expand(str(val))]
-    for key, flag in (("depth", "--depth"), ("query_max_tokens", "--query-max-tokens"),
-                      ("doc_max_tokens", "--doc-max-tokens"),
-                      ("baseline", "--baseline"), ("test", "--test"),
-                      ("correction", "--correction"), ("batch_size", "--batch-size"),
-                      ("dtype", "--dtype"), ("device", "--device"),
-                      ("limit_queries", "--limit-queries")):
-        if key in o:
-            a += [flag, str(o[key])]
-    if "measures" in o:
-        m = o["measures"]
-        a += ["--measures", ",".join(m) if isinstance(m, list) else m]
-    return a + ["--output-dir", str(results / "effectiveness")]
+    """The equivalent ``mice-bench effectiveness`` command line (printed by ``--dry-run``)."""
+    from ..effectiveness.cli import config_to_args
+
+    return config_to_args(_effectiveness_config(study, model, datasets, variants, results))
 
 
 def _effectiveness_config(study: Study, model: str, datasets: list[str],
                           variants: list[str], results: Path):
-    """The typed configuration of :func:`_effectiveness_args` (same values)."""
-    from ..effectiveness.runner import EffectivenessConfig
+    """The typed configuration of one effectiveness task of ``study``."""
+    from ..effectiveness.runner import EffectivenessConfig, ModelRef
 
     o = study.effectiveness.options
     listed = lambda k: [_expand(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa
@@ -200,12 +186,25 @@ def _effectiveness_config(study: Study, model: str, datasets: list[str],
                           if k in o}
     kw["device"] = o.get("device", "auto")        # resolved when the task runs
     if "measures" in o:
-        kw["measures"] = ",".join(listed("measures"))
-    return EffectivenessConfig(datasets=",".join(datasets), models=[model],
-                               variants=",".join(variants),
-                               first_stage=listed("first_stage") if "first_stage" in o
-                               else ["bm25"], docs=listed("docs") if "docs" in o else [],
+        kw["measures"] = listed("measures")
+    return EffectivenessConfig(datasets=list(datasets), models=[ModelRef.parse(model)],
+                               variants=list(variants),
+                               **_per_dataset(listed("first_stage") if "first_stage" in o
+                                              else [], datasets, "first_stage"),
+                               **_per_dataset(listed("docs") if "docs" in o else [],
+                                              datasets, "docs"),
                                output_dir=str(results / "effectiveness"), **kw)
+
+
+def _per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
+    """A study's ``first_stage`` / ``docs`` list -> the typed config's ``key`` and
+    ``key_for`` fields (the same spelling as the command line)."""
+    from ..effectiveness.datasets import resolve_datasets
+    from ..effectiveness.runner import split_overrides
+
+    names = [d.name for d in resolve_datasets(list(datasets))]
+    default, over = split_overrides(values, names, key)
+    return {key: default, f"{key}_for": over} if default is not None else {f"{key}_for": over}
 
 
 @dataclass(frozen=True)
@@ -326,7 +325,9 @@ def execute(task: Task, log: Callable[[str], None] = print) -> None:
         return
     if task.kind == "latency":
         from ..latency.runner import run_latency
+        from ..results import check_output
 
+        check_output(Path(task.config.output))   # before the model loads (exit 2)
         res = run_latency(task.config, log=log)
         res.save(task.config.output)
     else:

@@ -333,7 +333,8 @@ def _train_args(ctx: Context, r: TrainRole) -> list[str]:
 
 
 def _eval_config(ctx: Context, r: TrainRole):
-    from ..effectiveness.runner import EffectivenessConfig
+    from ..effectiveness.runner import EffectivenessConfig, ModelRef
+    from .runner import _per_dataset
 
     o = ctx.study.effectiveness.options
     listed = lambda k: [expand(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa: E731
@@ -341,30 +342,22 @@ def _eval_config(ctx: Context, r: TrainRole):
     kw = {k: o[k] for k in ("depth", "test", "correction", "batch_size", "dtype",
                             "limit_queries", "query_max_tokens", "doc_max_tokens") if k in o}
     if "measures" in o:
-        kw["measures"] = ",".join(listed("measures"))
+        kw["measures"] = listed("measures")
+    datasets = list(ctx.study.effectiveness.datasets)
     return EffectivenessConfig(
-        datasets=",".join(ctx.study.effectiveness.datasets),
-        models=[f"{slug(r.label)}={ctx.output(r)}"], variants=r.variant, baseline="bm25",
-        first_stage=listed("first_stage") if "first_stage" in o else ["bm25"],
-        docs=listed("docs") if "docs" in o else [], device=o.get("device", "auto"),
-        output_dir=str(ctx.root / "effectiveness"), summary_name=f"summary-{slug(r.label)}",
-        **kw)
+        datasets=datasets, models=[ModelRef(str(ctx.output(r)), slug(r.label))],
+        variants=[r.variant], baseline="bm25",
+        **_per_dataset(listed("first_stage") if "first_stage" in o else [], datasets,
+                       "first_stage"),
+        **_per_dataset(listed("docs") if "docs" in o else [], datasets, "docs"),
+        device=o.get("device", "auto"), output_dir=str(ctx.root / "effectiveness"),
+        summary_name=f"summary-{slug(r.label)}", **kw)
 
 
 def _eval_args(ctx: Context, r: TrainRole) -> list[str]:
-    c = _eval_config(ctx, r)
-    a = ["effectiveness", "--datasets", c.datasets, "--model", c.models[0], "--variants",
-         c.variants, "--baseline", "bm25"]
-    for fs in c.first_stage:
-        a += ["--first-stage", fs]
-    for d in c.docs:
-        a += ["--docs", d]
-    for k in ("depth", "measures", "batch_size", "dtype", "device", "limit_queries",
-              "query_max_tokens", "doc_max_tokens"):
-        v = getattr(c, k)
-        if v is not None:
-            a += [f"--{k.replace('_', '-')}", str(v)]
-    return a + ["--output-dir", c.output_dir, "--summary-name", c.summary_name]
+    from ..effectiveness.cli import config_to_args
+
+    return config_to_args(_eval_config(ctx, r))
 
 
 # ---------------------------------------------------------------------------- work

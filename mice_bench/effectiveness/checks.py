@@ -48,8 +48,14 @@ def preflight(cfg, plan) -> None:
     if not name or "/" in name or os.sep in name or name in (".", ".."):
         raise UsageError(f"--summary-name {name!r} must be a plain file name (no folder)")
     model_vars = [v for v in plan.variants if v != "bm25"]
+    from ..devices import check_dtype, placement
+
+    # the one device / dtype policy (fp16 refused on CPU, exit 2); the device itself only
+    # matters when a model runs
     if model_vars:
-        check_device(str(cfg.device))
+        placement(str(cfg.device), str(cfg.dtype))
+    else:
+        check_dtype(str(cfg.dtype), str(cfg.device))
     for ds, path in plan.docs.items():
         if path is not None:
             _readable_file(Path(path), f"--docs {path}" + (f" (dataset {ds})" if ds else ""),

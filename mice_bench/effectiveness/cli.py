@@ -14,6 +14,70 @@ and a summary table (Markdown, JSON) under --output-dir. See docs/effectiveness.
 """
 
 
+def config_from_options(datasets: str, models: list[str], variants: str | None,
+                        first_stage: list[str], docs: list[str], measures: str, **kw):
+    """The command line's spellings -> a typed :class:`EffectivenessConfig`.
+
+    ``--datasets``, ``--variants`` and ``--measures`` are comma-separated; ``--model`` is
+    ``PATH`` or ``LABEL=PATH``; ``--first-stage`` / ``--docs`` take one value for every
+    dataset and ``DATASET=VALUE`` for one (a value may itself hold ``=``, as in
+    ``run:a=b.trec``: only a known dataset name before ``=`` makes it an override).
+    Without ``--variants``: ``bm25`` and the variant stored in each mice-bench checkpoint.
+    """
+    from ..spec import split_names
+    from .datasets import resolve_datasets
+    from .metrics import split_measures
+    from .runner import BM25, EffectivenessConfig, ModelRef, split_overrides
+
+    refs = [ModelRef.parse(m) for m in models]
+    if variants is None:
+        from ..model import checkpoint_variant
+
+        stored = [v for v in (checkpoint_variant(r.name) for r in refs) if v]
+        variant_list = [BM25, *dict.fromkeys(stored)]
+    else:
+        variant_list = split_names(variants)
+    dataset_list = [x.strip() for x in datasets.split(",") if x.strip()]
+    names = [d.name for d in resolve_datasets(dataset_list)]
+
+    fs, fs_for = split_overrides(first_stage, names, "--first-stage")
+    dc, dc_for = split_overrides(docs, names, "--docs")
+    return EffectivenessConfig(
+        datasets=dataset_list, models=refs, variants=variant_list,
+        first_stage=fs or BM25, first_stage_for=fs_for, docs=dc, docs_for=dc_for,
+        measures=split_measures(measures), **kw)
+
+
+def config_to_args(cfg) -> list[str]:
+    """The ``mice-bench effectiveness`` command line that gives ``cfg`` (the inverse of
+    :func:`config_from_options`; studies print it as the equivalent command). Options at
+    their default are left out."""
+    from dataclasses import fields
+
+    from .runner import EffectivenessConfig
+
+    default = EffectivenessConfig()
+    a = ["effectiveness", "--datasets", ",".join(cfg.datasets)]
+    for m in cfg.models:
+        a += ["--model", f"{m.label}={m.name}" if m.label else m.name]
+    a += ["--variants", ",".join(cfg.variants)]
+    for opt, value, per in (("--first-stage", cfg.first_stage, cfg.first_stage_for),
+                            ("--docs", cfg.docs, cfg.docs_for)):
+        if value is not None and not (opt == "--first-stage" and value == "bm25"):
+            a += [opt, value]
+        for ds, v in per.items():
+            a += [opt, f"{ds}={v}"]
+    if cfg.measures != default.measures:
+        a += ["--measures", ",".join(cfg.measures)]
+    skip = {"datasets", "models", "variants", "first_stage", "first_stage_for", "docs",
+            "docs_for", "measures", "alpha"}
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name not in skip and v is not None and v != getattr(default, f.name):
+            a += [f"--{f.name.replace('_', '-')}", str(v)]
+    return a
+
+
 def register(app: typer.Typer) -> None:
     from ..console import console, user_errors
 
@@ -59,7 +123,10 @@ def register(app: typer.Typer) -> None:
         limit_queries: Optional[int] = typer.Option(None, "--limit-queries",
                                                     help="first N judged queries only"),
         seed: int = typer.Option(0, "--seed", help="seed (random heads, randomization test)"),
-        output_dir: str = typer.Option("results/effectiveness", "--output-dir"),
+        output_dir: Optional[str] = typer.Option(
+            None, "--output-dir", help="where result files go (default ./mice-bench-results/"
+            "effectiveness or $MICE_BENCH_RESULTS/effectiveness; never the committed results/ "
+            "unless given)"),
         cache_dir: Optional[str] = typer.Option(
             None, "--cache-dir", help="score/state/index caches (default "
                                       "~/.cache/mice-bench/effectiveness, $MICE_BENCH_CACHE)"),
@@ -73,30 +140,19 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from ..errors import UsageError
         from .progress import Reporter
-        from .runner import EffectivenessConfig, run_effectiveness
+        from .runner import run_effectiveness
         from .table import legend, rich_table
 
-        if variants is None:
-            from ..model import checkpoint_variant
-
-            stored = [v for v in (checkpoint_variant(m.split("=", 1)[-1]) for m in model) if v]
-            variants = ",".join(["bm25", *dict.fromkeys(stored)])
         if format_ not in ("table", "json"):
             raise UsageError(f"unknown --format {format_!r}; valid: table, json")
-        if device == "auto":
-            import torch
-
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        from ..devices import check_dtype
-
-        check_dtype(dtype, device)   # the one dtype policy (fp16 refused on CPU, exit 2)
-        cfg = EffectivenessConfig(
+        cfg = config_from_options(
             datasets=datasets, models=list(model), variants=variants,
-            first_stage=list(first_stage) or ["bm25"], docs=list(docs), depth=depth,
+            first_stage=list(first_stage), docs=list(docs), depth=depth,
             measures=measures, baseline=baseline, test=test, correction=correction,
             batch_size=batch_size, doc_batch_size=doc_batch_size, dtype=dtype, device=device,
             executor=executor, query_max_tokens=query_max_tokens, doc_max_tokens=doc_max_tokens,
-            limit_queries=limit_queries, seed=seed, output_dir=output_dir, cache_dir=cache_dir,
+            limit_queries=limit_queries, seed=seed, cache_dir=cache_dir,
+            **({"output_dir": output_dir} if output_dir else {}),
             summary_name=summary_name, doc_store=doc_store)
         try:
             summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))
@@ -106,11 +162,15 @@ def register(app: typer.Typer) -> None:
             err_console.print("[bold yellow]interrupted[/]: every query scored so far is cached "
                               f"under {cfg.cache_path()}; run the same command again to resume.")
             raise typer.Exit(code=130) from None
+        import os
+
+        if int(os.environ.get("RANK", "0")) != 0:      # torchrun: rank 0 prints
+            return
         if format_ == "json":
             typer.echo(json.dumps(summary.to_dict(), indent=1, ensure_ascii=False))
         else:
             for m in summary.measures:
                 console.print(rich_table(summary, m))
             console.print(legend(summary), highlight=False)
-            console.print(f"results in {output_dir}/ (summary: {summary_name}.md, "
+            console.print(f"results in {cfg.output_dir}/ (summary: {summary_name}.md, "
                           f"{summary_name}.json)", highlight=False)

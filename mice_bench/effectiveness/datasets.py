@@ -30,7 +30,7 @@ from ..datasets import DATASETS, GROUPS, DatasetInfo, valid_names  # noqa: F401
 from ..datasets import resolve_datasets as _resolve
 
 
-def resolve_datasets(names: str) -> list[DatasetInfo]:
+def resolve_datasets(names: str | list[str]) -> list[DatasetInfo]:
     """:func:`mice_bench.datasets.resolve_datasets`, with ``irds:<id>`` resolved."""
     return _resolve(names, irds=_irds_info)
 

@@ -16,11 +16,32 @@ DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100")
 _ALIASES = {"mrr@10": "RR@10", "mrr": "RR", "ndcg@10": "nDCG@10", "recall@100": "R@100"}
 
 
-def parse_measures(text: str | Sequence[str]) -> list:
-    """Parse ``"nDCG@10,RR@10"`` into ir_measures measure objects (unknown -> UsageError)."""
+def split_measures(text: str) -> list[str]:
+    """The command line's ``--measures`` text -> names; commas inside parentheses belong to
+    the measure (``P(rel=2,judged_only=True)@10``).
+
+    >>> split_measures("nDCG@10, RR(rel=2)@10,P(rel=2,judged_only=True)@5")
+    ['nDCG@10', 'RR(rel=2)@10', 'P(rel=2,judged_only=True)@5']
+    """
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [x for x in out if x]
+
+
+def parse_measures(names: Sequence[str]) -> list:
+    """Measure names (``["nDCG@10", "RR@10"]``) -> ir_measures measure objects (unknown ->
+    UsageError)."""
     import ir_measures
 
-    names = [x.strip() for x in text.split(",")] if isinstance(text, str) else list(text)
+    if isinstance(names, str):
+        raise TypeError("parse_measures takes a list of names (split_measures splits text)")
     out = []
     for n in (x for x in names if x):
         try:

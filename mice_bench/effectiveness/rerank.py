@@ -88,8 +88,15 @@ class VariantScorer:
     """Scores queries of one collection with one executor (one model x variant)."""
 
     def __init__(self, ex, model_name: str, coll: Collection,
-                 cache_dir: Path, settings: ScoringSettings, reporter: Reporter | None = None):
+                 cache_dir: Path, settings: ScoringSettings, reporter: Reporter | None = None,
+                 shard: tuple[int, int] | None = None, rank_store: bool = False):
+        """``shard=(rank, world)`` under ``torchrun``: this process scores a disjoint share
+        of the queries, so it locks only its share of the (shared) score file; with
+        ``rank_store`` it encodes the documents of its queries into a store of its own
+        (``<store>-rank<r>of<w>``), so that ranks encode in parallel instead of waiting for
+        one another on the shared store's lock."""
         self.ex = ex
+        self.shard = shard if shard and shard[1] > 1 else None
         self.coll = coll
         self.settings = settings
         self.reporter = reporter or Reporter(enabled=False)
@@ -122,13 +129,20 @@ class VariantScorer:
             self.score_key["doc_store"] = settings.doc_store
             self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                                / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
-            self.doc_cache = DocStateStore(
-                Path(cache_dir) / "docstates"
-                / f"s{split}-{settings.dtype}-{settings.doc_store}-{key_hash(dkey)}",
-                meta=dkey, fmt=settings.doc_store)
+            store_dir = (Path(cache_dir) / "docstates"
+                         / f"s{split}-{settings.dtype}-{settings.doc_store}-{key_hash(dkey)}")
+            if self.shard and rank_store:
+                store_dir = store_dir.with_name(
+                    f"{store_dir.name}-rank{self.shard[0]}of{self.shard[1]}")
+            self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
+    def _lock_path(self) -> Path:
+        """The score file's writer lock; a shard's own under torchrun (disjoint queries)."""
+        path = ScoreCache.lock_path(self.score_path)
+        return Path(f"{path}.rank{self.shard[0]}of{self.shard[1]}") if self.shard else path
+
     def _ensure_docs(self, doc_ids: list[str], texts: Callable[[list[str]], dict[str, str]]):
         """Encode the missing documents (timed, with a docs/s bar advancing per batch); the
         store checks its shards first (a corrupt one is encoded again) and locks out a second
@@ -170,7 +184,7 @@ class VariantScorer:
         with ScoreCache(self.score_path, meta=self.score_key) as cache:
             pending = pending_of(cache.scores())
         if pending:   # score under the lock; another run may have scored them meanwhile
-            with cache_lock(ScoreCache.lock_path(self.score_path),
+            with cache_lock(self._lock_path(),
                             f"the scores of {self.variant} on {self.coll.name}"), \
                     ScoreCache(self.score_path, meta=self.score_key) as cache:
                 pending = pending_of(cache.scores())
@@ -214,12 +228,15 @@ class VariantScorer:
         self.stats.scoring_s += time.perf_counter() - t0
 
     # ----------------------------------------------------------------- full corpus
-    def full(self, depth: int, after_query: AfterQuery | None = None) -> Run:
-        """Top-``depth`` of the whole corpus for every query (split-first variants only)."""
+    def full(self, depth: int, after_query: AfterQuery | None = None,
+             queries: list[str] | None = None) -> Run:
+        """Top-``depth`` of the whole corpus for every query (split-first variants only), or
+        for ``queries`` (a rank's share under torchrun; the corpus is encoded once, into the
+        shared store, by whichever rank takes its lock first)."""
         if self.doc_cache is None:
             raise UsageError(f"{self.variant}: --first-stage full needs a variant whose documents "
                              "can be precomputed (prettr, mice, colbert, biencoder)")
-        qids = list(self.coll.queries)
+        qids = list(self.coll.queries) if queries is None else list(queries)
         self.stats = ScoreStats(queries=len(qids))
         corpus: dict[str, str] = {}
         for did, text in self.coll.iter_corpus():
@@ -234,7 +251,7 @@ class VariantScorer:
         with ScoreCache(self.score_path, meta=self.score_key) as cache:
             pending = pending_of(cache)
         if pending:
-            with cache_lock(ScoreCache.lock_path(self.score_path),
+            with cache_lock(self._lock_path(),
                             f"the scores of {self.variant} on {self.coll.name}"), \
                     ScoreCache(self.score_path, meta=self.score_key) as cache:
                 pending = pending_of(cache)

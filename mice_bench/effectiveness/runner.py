@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from ..results import environment
+from ..results import default_results_dir, environment
 from .cache import slug
 from .datasets import Collection, DatasetInfo, load_collection, resolve_datasets
 from .firststage import FirstStage, Run, run_first_stage, write_trec_run
@@ -37,17 +37,46 @@ def default_cache_dir() -> Path:
         "effectiveness"
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A model to evaluate: a Hugging Face id, a local directory or an architecture name
+    (random weights), and the label that names it in result paths and tables (derived from
+    the name when ``None``: :func:`model_labels`)."""
+
+    name: str
+    label: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelRef":
+        """The CLI's ``--model`` value: ``PATH`` or ``LABEL=PATH``.
+
+        >>> ModelRef.parse("s1=minilm-l6"), ModelRef.parse("org/model")
+        (ModelRef(name='minilm-l6', label='s1'), ModelRef(name='org/model', label=None))
+        """
+        if "=" in text and "/" not in text.split("=", 1)[0] and not Path(text).exists():
+            label, name = text.split("=", 1)
+            return cls(name, label)
+        return cls(text)
+
+
+_LISTS = ("datasets", "variants", "measures")
+
+
 @dataclass
 class EffectivenessConfig:
-    """Every option of the command (see ``docs/effectiveness.md``)."""
+    """Every option of the command, typed (see ``docs/effectiveness.md``). Lists are lists:
+    the comma-separated and ``DATASET=SPEC`` spellings of the command line are parsed by the
+    CLI (:func:`mice_bench.effectiveness.cli.config_from_options`), not here."""
 
-    datasets: str = "scifact"
-    models: list[str] = field(default_factory=list)
-    variants: str = BM25
-    first_stage: list[str] = field(default_factory=lambda: [BM25])
-    docs: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=lambda: ["scifact"])  # names, groups, irds:ID
+    models: list[ModelRef] = field(default_factory=list)
+    variants: list[str] = field(default_factory=lambda: [BM25])
+    first_stage: str = BM25                  # bm25 | run:PATH | full, for every dataset
+    first_stage_for: dict[str, str] = field(default_factory=dict)   # dataset -> override
+    docs: str | None = None                  # JSONL of document texts ({dataset} expanded)
+    docs_for: dict[str, str] = field(default_factory=dict)          # dataset -> override
     depth: int = 100
-    measures: str = "nDCG@10,RR@10,R@100"
+    measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100"])
     baseline: str | None = None
     test: str = "ttest"
     correction: str = "holm"
@@ -61,10 +90,19 @@ class EffectivenessConfig:
     doc_max_tokens: int | None = None
     limit_queries: int | None = None
     seed: int = 0
-    output_dir: str = "results/effectiveness"
+    output_dir: str = field(default_factory=lambda: str(default_results_dir("effectiveness")))
     cache_dir: str | None = None
     summary_name: str = "summary"
     doc_store: str = "fp16"          # fp16 | fp32 | int8 (document-state store, see store.py)
+
+    def __post_init__(self) -> None:
+        for name in _LISTS:
+            if isinstance(getattr(self, name), str):
+                raise TypeError(f"EffectivenessConfig.{name} is a list of names, not "
+                                f"{getattr(self, name)!r} (comma-separated text is parsed "
+                                "by the command line)")
+        self.models = [m if isinstance(m, ModelRef) else ModelRef(str(m))
+                       for m in self.models]
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -96,36 +134,47 @@ class Record:
 
 
 # --------------------------------------------------------------------------- option parsing
-def per_dataset_option(values: list[str], datasets: list[DatasetInfo], option: str,
-                       default: str | None) -> dict[str, str | None]:
-    """``["X", "dl19=Y"]`` -> ``{dataset: X or Y}`` (``{dataset}`` expanded later)."""
-    names = {d.name for d in datasets}
-    out: dict[str, str | None] = {d.name: default for d in datasets}
-    base = [v for v in values if not _is_override(v, names)]
+def split_overrides(values: list[str], names: list[str], option: str
+                    ) -> tuple[str | None, dict[str, str]]:
+    """The front ends' spelling (command line, study files) of a per-dataset option:
+    ``VALUE`` for every dataset, ``DATASET=VALUE`` for one -> ``(default, overrides)``.
+    A value may hold ``=`` itself (``run:a=b.trec``): only a dataset name before it makes
+    an override.
+
+    >>> split_overrides(["bm25", "dl19=run:a=b.trec"], ["dl19", "dl20"], "--first-stage")
+    ('bm25', {'dl19': 'run:a=b.trec'})
+    """
+    over = [v for v in values if "=" in v and v.split("=", 1)[0] in names]
+    base = [v for v in values if v not in over]
     if len(base) > 1:
         raise UsageError(f"{option} given twice without a DATASET= prefix: {base}")
-    if base:
-        out = {d.name: base[0] for d in datasets}
-    for v in values:
-        if _is_override(v, names):
-            k, val = v.split("=", 1)
-            out[k] = val
-    return out
+    return (base[0] if base else None), dict(v.split("=", 1) for v in over)
 
 
-def _is_override(v: str, names: set[str]) -> bool:
-    return "=" in v and v.split("=", 1)[0] in names
+def per_dataset(default: str | None, overrides: dict[str, str],
+                datasets: list[DatasetInfo], option: str) -> dict[str, str | None]:
+    """``default`` for every dataset, ``overrides[name]`` where given; an override naming a
+    dataset that is not run is an error (a typo would silently do nothing)."""
+    names = [d.name for d in datasets]
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise UsageError(f"{option} {unknown[0]}=...: {unknown[0]!r} is not among the "
+                         f"datasets run ({', '.join(names)})")
+    return {n: overrides.get(n, default) for n in names}
 
 
-def model_labels(models: list[str]) -> list[tuple[str, str]]:
-    """``[(label, name or path)]``; ``label=PATH`` sets the label, else it is derived."""
+def model_labels(models: list[ModelRef]) -> list[tuple[str, str]]:
+    """``[(label, name or path)]``: the given label, else one derived from the name (the
+    directory, or its parent for generic names such as ``model`` / ``final``); repeated
+    labels get ``-2``, ``-3``."""
     out: list[tuple[str, str]] = []
-    for m in models:
-        if "=" in m and "/" not in m.split("=", 1)[0] and not Path(m).exists():
-            label, name = m.split("=", 1)
+    for ref in models:
+        ref = ref if isinstance(ref, ModelRef) else ModelRef(str(ref))
+        name = ref.name
+        if ref.label:
+            label = ref.label
         else:
-            name = m
-            p = Path(m.rstrip("/"))
+            p = Path(name.rstrip("/"))
             label = p.name
             generic = ("model", "checkpoint", "final", "best", "hf", "")
             if label.lower() in generic and p.parent.name:
@@ -139,12 +188,12 @@ def model_labels(models: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def resolve_variants(text: str) -> list[str]:
-    """Canonical variant names (``bm25`` first if listed); SpecError for unknown names."""
-    from ..spec import parse, split_names
+def resolve_variants(names: list[str]) -> list[str]:
+    """Canonical variant names, order kept, duplicates dropped; SpecError for unknown names."""
+    from ..spec import parse
 
     out: list[str] = []
-    for raw in split_names(text):
+    for raw in (n.strip() for n in names):
         if not raw:
             continue
         name = BM25 if raw.lower() == BM25 else str(parse(raw))
@@ -183,9 +232,10 @@ def make_plan(cfg: EffectivenessConfig) -> Plan:
         raise UsageError("--depth must be >= 1")
     if cfg.limit_queries is not None and cfg.limit_queries < 1:
         raise UsageError("--limit-queries must be >= 1")
-    fs_raw = per_dataset_option(cfg.first_stage, datasets, "--first-stage", BM25)
+    fs_raw = per_dataset(cfg.first_stage or BM25, cfg.first_stage_for, datasets,
+                         "--first-stage")
     first_stage = {n: FirstStage.parse(v or BM25) for n, v in fs_raw.items()}
-    docs_raw = per_dataset_option(cfg.docs, datasets, "--docs", None)
+    docs_raw = per_dataset(cfg.docs, cfg.docs_for, datasets, "--docs")
     docs = {n: (v.replace("{dataset}", n) if v else None) for n, v in docs_raw.items()}
     model_vars = [v for v in variants if v != BM25]
     models = model_labels(cfg.models)
@@ -265,12 +315,26 @@ def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None
     """Run everything ``cfg`` asks for; returns the summary (also written to disk)."""
     from .checks import check_candidates, preflight
 
+    from dataclasses import replace
+
+    from ..devices import resolve_device
+    from ..distributed import init_from_env
+
     reporter = reporter or Reporter(enabled=False)
+    if cfg.device == "auto":              # results record the device that ran
+        cfg = replace(cfg, device=resolve_device("auto"))
     plan = make_plan(cfg)
     preflight(cfg, plan)                 # every option, path, model dir, output folder
+    denv, dev = init_from_env(cfg.device)   # torchrun: this rank's place and device
+    if denv.active:
+        cfg = replace(cfg, device=str(dev))
+        if not denv.main:
+            reporter = Reporter(enabled=False)   # rank 0 reports and writes
     out = Path(cfg.output_dir)
     cache_dir = cfg.cache_path()
     env = environment(device=cfg.device, dtype=cfg.dtype)
+    if denv.active:
+        env["world_size"] = denv.world
 
     colls: dict[str, Collection] = {}
     for info in plan.datasets:
@@ -278,11 +342,15 @@ def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None
     check_candidates(plan, colls)        # run files: well formed, cover judged queries
     candidates: dict[str, Run] = {}
     records: list[Record] = []
+    if not denv.main:
+        denv.barrier()                   # rank 0 builds (and caches) the first stages first
     for name, coll in colls.items():
         fs = plan.first_stage[name]
         t = time.perf_counter()
         candidates[name] = run_first_stage(fs, coll, cfg.depth, cache_dir)
         fs_s = time.perf_counter() - t
+        if not denv.main:
+            continue
         tag = fs.tag(name)
         path = result_path(out, name, tag, BM25, None)
         block = _cfg_block(cfg, plan, coll, BM25, None)
@@ -290,14 +358,18 @@ def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None
         records.append(write_result(path, block, env, coll, candidates[name], plan.measures,
                                     {"first_stage_s": fs_s}, None, "mice-bench-bm25"))
         reporter.log(f"[dim]{name}[/] bm25 ({fs.describe(name)}): " + _fmt(records[-1].aggregates))
+    if denv.main:
+        denv.barrier()
 
     model_vars = [v for v in plan.variants if v != BM25]
     if model_vars:
         records += _run_models(cfg, plan, colls, candidates, out, cache_dir, env, reporter,
-                               after_query)
-    summary = summary_of(records, plan, cfg)
-    summary.save(out / cfg.summary_name, cfg.as_dict(), env)
-    return summary
+                               after_query, denv)
+    summary = None
+    if denv.main:
+        summary = summary_of(records, plan, cfg)
+        summary.save(out / cfg.summary_name, cfg.as_dict(), env)
+    return denv.broadcast(summary)
 
 
 def summary_of(records: list[Record], plan: Plan, cfg: EffectivenessConfig
@@ -350,8 +422,15 @@ def _fmt(agg: dict[str, float]) -> str:
 
 
 def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, env: dict,
-                reporter: Reporter, after_query) -> list[Record]:
+                reporter: Reporter, after_query, denv=None) -> list[Record]:
+    """Score every (model, dataset, variant) and write its result (rank 0). Under torchrun
+    each rank scores every ``world``-th query and rank 0 merges the runs: the written files
+    are those of one process (the scores of a pair do not depend on which rank scored it)."""
     import torch
+
+    from ..distributed import DistEnv
+
+    denv = denv or DistEnv()
 
     from ..backbone import load_backbone
     from ..executors import make_executor
@@ -381,14 +460,28 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                 ex = make_executor(variant, bb, executor=cfg.executor,
                                    query_max_tokens=cfg.query_max_tokens,
                                    doc_max_tokens=cfg.doc_max_tokens)
-                scorer = VariantScorer(ex, name, coll, cache_dir, settings, reporter)
+                scorer = VariantScorer(ex, name, coll, cache_dir, settings, reporter,
+                                       shard=(denv.rank, denv.world),
+                                       rank_store=fs.kind != "full")
                 t = time.perf_counter()
                 if fs.kind == "full":
-                    run = scorer.full(cfg.depth, after_query)
+                    run = scorer.full(cfg.depth, after_query, queries=denv.shard(
+                        list(coll.queries)) if denv.active else None)
                 else:
-                    run = scorer.rerank(candidates[dname], after_query)
-                timing = {"model_load_s": load_s, "total_s": time.perf_counter() - t,
-                          "executor": ex.kind, **scorer.stats.as_dict()}
+                    cands = candidates[dname]
+                    run = scorer.rerank({q: cands[q] for q in denv.shard(list(cands))},
+                                        after_query)
+                stats = scorer.stats.as_dict()
+                parts = denv.gather((run, stats, time.perf_counter() - t))
+                if not denv.main:
+                    continue
+                if denv.active:
+                    run, stats, total_s = _merge_shards(parts, list(
+                        coll.queries if fs.kind == "full" else candidates[dname]))
+                else:
+                    total_s = parts[0][2]
+                timing = {"model_load_s": load_s, "total_s": total_s,
+                          "executor": ex.kind, **stats}
                 if cfg.device.startswith("cuda") and torch.cuda.is_available():
                     timing["max_memory_allocated"] = torch.cuda.max_memory_allocated()
                 block = _cfg_block(cfg, plan, coll, variant, (label, name))
@@ -400,7 +493,33 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                                    f"mice-bench-{slug(variant)}")
                 records.append(rec)
                 reporter.log(f"[dim]{dname}[/] {label} {variant}: " + _fmt(rec.aggregates)
-                             + f"  ({scorer.stats.pairs_scored} pairs scored, "
-                             f"{scorer.stats.pairs_cached} cached)")
+                             + f"  ({stats['pairs_scored']} pairs scored, "
+                             f"{stats['pairs_cached']} cached)")
         del bb
     return records
+
+
+_SUMMED = ("queries", "queries_scored", "pairs_total", "pairs_scored", "pairs_cached",
+           "docs_encoded")
+
+
+def _merge_shards(parts: list, qids: list[str]) -> tuple[Run, dict, float]:
+    """Rank 0's view of a sharded scoring: the ranks' runs in the one-process query order,
+    counts summed, seconds the slowest rank's (wall clock), throughput over the job."""
+    run_all: dict = {}
+    for run, _, _ in parts:
+        run_all.update(run)
+    run = {q: run_all[q] for q in qids if q in run_all}
+    stats = dict(parts[0][1])
+    for k in _SUMMED:
+        stats[k] = sum(p[1].get(k) or 0 for p in parts)
+    for k in ("doc_encode_s", "scoring_s"):
+        stats[k] = max(p[1].get(k) or 0.0 for p in parts)
+    stats["pairs_per_s"] = stats["pairs_scored"] / stats["scoring_s"] \
+        if stats["scoring_s"] > 0 else None
+    stats["docs_per_s"] = stats["docs_encoded"] / stats["doc_encode_s"] \
+        if stats["doc_encode_s"] > 0 else None
+    stats["world_size"] = len(parts)
+    stats["per_rank"] = [{k: p[1].get(k) for k in ("queries", "pairs_scored", "scoring_s",
+                                                      "docs_encoded")} for p in parts]
+    return run, stats, max(p[2] for p in parts)

@@ -216,7 +216,7 @@ def summarize(records: Sequence[SummaryInput], datasets: Sequence[SummaryDataset
     comparisons: dict[str, int] = {}
     for m in measures:
         keys, pvals = [], []
-        for v in variants:
+        for v in dict.fromkeys(variants):   # a variant listed twice is one row, one test
             if v == base:
                 continue
             for d in names:

@@ -11,7 +11,7 @@ import typer
 
 HELP = """Measure latency, throughput, peak memory and FLOPs of interaction variants.
 
-Default: MiniLM-L12-H384 architecture with random weights, variants ce,mice-l4+3,colbert, rerank protocol (1 query of 32 tokens, 32 candidates of 128 tokens in batches of 16, documents precomputed), device auto. Prints a table and writes results/latency/*.json. See docs/latency.md.
+Default: MiniLM-L12-H384 architecture with random weights, variants ce,mice-l4+3,colbert, rerank protocol (1 query of 32 tokens, 32 candidates of 128 tokens in batches of 16, documents precomputed), device auto. Prints a table and writes ./mice-bench-results/latency/*.json ($MICE_BENCH_RESULTS/latency if set; committed results: pass --output results/latency/NAME.json). See docs/latency.md.
 """
 
 
@@ -29,8 +29,13 @@ def _int_list(text: str, name: str) -> list[int]:
 
 
 def default_output(protocol: str, device: str) -> Path:
+    """The results file of a run without ``--output``: in the ad-hoc results folder
+    (:func:`mice_bench.results.default_results_dir`: ``$MICE_BENCH_RESULTS/latency`` or
+    ``./mice-bench-results/latency``), never in the committed ``results/latency/``."""
+    from ..results import default_results_dir
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("results") / "latency" / f"latency-{protocol}-{device}-{stamp}.json"
+    return default_results_dir("latency") / f"latency-{protocol}-{device}-{stamp}.json"
 
 
 def _default_variants(model: str) -> list[str]:
@@ -111,13 +116,20 @@ def register(app: typer.Typer) -> None:
             None, "--min-seconds", help="minimum timed seconds (rerank 1, paper 0)"),
         threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
         output: Optional[Path] = typer.Option(
-            None, "--output", help="results JSON (default results/latency/latency-*.json)"),
+            None, "--output", help="results JSON (default ./mice-bench-results/latency/"
+                                   "latency-*.json, or under $MICE_BENCH_RESULTS)"),
         format_: str = typer.Option("table", "--format", help="table | json"),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="progress bar on stderr (only on a terminal)"),
         executor: str = typer.Option("auto", "--executor", hidden=True),
         seed: int = typer.Option(0, "--seed", hidden=True),
         schedule: str = typer.Option("interleaved", "--schedule", hidden=True),
     ) -> None:
-        from .config import LatencyConfig
+        from rich.markup import escape
+
+        from ..devices import placement
+        from .config import LatencyConfig, parse_variants
+        from .progress import LatencyProgress
         from .runner import run_latency
         from .table import render
 
@@ -133,14 +145,20 @@ def register(app: typer.Typer) -> None:
             threads=threads, executor=executor, seed=seed, schedule=schedule,
             output=str(output) if output else None, format=format_,
         )
-        cfg.resolved()  # fail fast on bad options
+        c = cfg.resolved()  # fail fast on bad options, then on bad variants, device, dtype
+        parse_variants(c.variants)
+        placement(c.device, c.dtype)
+        # where the results go, checked before the model is loaded or anything measured
+        out = Path(cfg.output) if cfg.output else default_output(cfg.protocol,
+                                                                 cfg.device_type())
+        from ..results import check_output
+
+        check_output(out)
 
         def log(msg: str) -> None:
-            err_console.print(f"[dim]{msg}[/]", highlight=False, soft_wrap=True)
+            err_console.print(f"[dim]{escape(msg)}[/]", highlight=False, soft_wrap=True)
 
-        res = run_latency(cfg, log=log)
-        out = Path(cfg.output) if cfg.output else default_output(
-            cfg.protocol, str(res.environment["device"]).split(":")[0])
+        res = run_latency(cfg, log=log, progress=LatencyProgress(progress))
         res.config["output"] = str(out)
         res.save(out)
         if cfg.format == "json":

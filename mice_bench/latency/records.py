@@ -13,6 +13,18 @@ from ..legacy import is_legacy
 from .result import LatencyResult
 
 
+def busy_machine(load1: float, cores: int) -> bool:
+    """The busy-machine rule of ``mice-bench latency`` (CPU runs): the 1-minute load average
+    before the run is above the core count minus one half, i.e. other processes compete for
+    the cores the measurement needs."""
+    return load1 > max(int(cores), 1) - 0.5
+
+
+def idle_rank(busy: bool | None) -> int:
+    """Preference among repeated measurements of one point: idle (2) > unknown (1) > busy (0)."""
+    return 1 if busy is None else 0 if busy else 2
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """One latency results file: where and how it was measured."""
@@ -35,6 +47,42 @@ class RunInfo:
     git_commit: str | None = None
     mice_bench_version: str | None = None
     matmul_peak_flops: float | None = None
+
+    @property
+    def busy(self) -> bool | None:
+        """Whether the machine was busy when the run started: the run's own
+        ``environment.cpu_busy_warning`` (what ``mice-bench latency`` warned about), else, for
+        files written before the flag, the same rule on ``loadavg_before`` and ``cpu_count``
+        (:func:`busy_machine`); None when the file cannot tell (no load average recorded)."""
+        env = self.environment
+        if isinstance(env.get("cpu_busy_warning"), bool):
+            return env["cpu_busy_warning"]
+        if self.device.split(":")[0] != "cpu":
+            return False        # the flag is about CPU contention; GPU runs never set it
+        load = env.get("loadavg_before")
+        if not isinstance(load, (list, tuple)) or not load:
+            return None
+        try:
+            return busy_machine(float(load[0]), int(env.get("cpu_count") or 1))
+        except (TypeError, ValueError):
+            return None
+
+    @property
+    def load_text(self) -> str:
+        """``yes (load 1.82 / 2 cores)``, ``no (...)`` or ``–`` (unknown): the busy flag and
+        its evidence, as tables show it."""
+        b = self.busy
+        if b is None:
+            return "–"
+        load = self.environment.get("loadavg_before")
+        cores = self.environment.get("cpu_count")
+        ev = ""
+        if isinstance(load, (list, tuple)) and load and cores:
+            try:
+                ev = f" (load {float(load[0]):.2f} / {int(cores)} cores)"
+            except (TypeError, ValueError):
+                ev = ""
+        return ("yes" if b else "no") + ev
 
     @property
     def group(self) -> tuple[str, str, str, str, str]:

@@ -24,14 +24,27 @@ from . import scheduler
 from .compile import compile_executor
 from .config import LatencyConfig, check_sizes, parse_variants
 from .inputs import PAPER_QUERY, make_texts, token_count
+from .progress import NoProgress
+from .records import busy_machine
 from .result import LatencyResult, LatencyRowResult
 from .rows import add_speedups, make_row
 from .workloads import Workload, sweep_points
 
 
 def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
-                backbone=None) -> LatencyResult:
-    """Run the benchmark described by ``cfg``; returns the typed result (not written)."""
+                backbone=None, progress: NoProgress | None = None) -> LatencyResult:
+    """Run the benchmark described by ``cfg``; returns the typed result (not written).
+    ``progress``: the bar's callbacks (:class:`~.progress.LatencyProgress`); stopped on
+    return and on errors."""
+    progress = progress if progress is not None else NoProgress()
+    try:
+        return _run_latency(cfg, log, backbone, progress)
+    finally:
+        progress.stop()
+
+
+def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
+                 progress: NoProgress) -> LatencyResult:
     from .. import results as resultsmod
     from ..backbone import dtype_from_name, dtype_name, load_backbone
     from ..executors import make_executor
@@ -68,7 +81,7 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
 
     load_before = _loadavg()
     busy = (device.type == "cpu" and load_before is not None
-            and load_before[0] > (os.cpu_count() or 1) - 0.5)
+            and busy_machine(load_before[0], os.cpu_count() or 1))
     if busy:
         log(f"warning: the machine is busy (load average {load_before[0]:.1f} on "
             f"{os.cpu_count()} cores): other processes inflate CPU timings, small kernels "
@@ -84,12 +97,24 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
                                                            seed=c.seed)
         return texts_cache[(n_docs, doc_tokens)]
 
-    for pt in sweep_points(c):
+    def skipped(spec, pt) -> bool:      # like the seed: joint models have nothing to precompute
+        return c.protocol == "paper" and pt.precompute and spec.layout != "split"
+
+    points = sweep_points(c)
+    progress.start(sum(not skipped(s, pt) for pt in points for s in specs))
+
+    def on_run(slot: scheduler.Slot) -> None:
+        # a row is done when it has both --runs runs and --min-seconds seconds
+        n, secs = len(slot.total), sum(slot.total)
+        frac = min(n / max(c.runs, 1), secs / c.min_seconds if c.min_seconds > 0 else 1.0)
+        progress.run_done(str(slot.spec), n, frac)
+
+    for pt in points:
         slots: list[scheduler.Slot] = []
         for spec in specs:
             name = str(spec)
-            if c.protocol == "paper" and pt.precompute and spec.layout != "split":
-                continue  # like the seed: joint models have nothing to precompute
+            if skipped(spec, pt):
+                continue
             if name not in executors:
                 ex = make_executor(spec, bb, executor=c.executor,
                                    query_max_tokens=max(qlen, 1))
@@ -102,19 +127,22 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
                 docs = docs_for(batch if c.protocol == "paper" else c.depth, pt.doc_tokens)
                 return Workload(ex, c.protocol, batch, query, docs, pt.precompute, c.kv_cache)
 
+            progress.stage(name, "warm-up")
             slot = scheduler.prepare_slot(spec, ex, pt.batch_size, make_workload, device,
                                           c.warmup, log, pt.doc_tokens)
             if c.schedule == "sequential":
-                scheduler.time_slots([slot], device, c.runs, c.min_seconds)
+                scheduler.time_slots([slot], device, c.runs, c.min_seconds, on_run=on_run)
                 rows.append(make_row(c, slot, bb, dims, peak, pt, qlen, log))
                 slot.wl.ds = None
+                progress.row_done(name)
             else:
                 slots.append(slot)
         if slots:
-            scheduler.time_slots(slots, device, c.runs, c.min_seconds)
+            scheduler.time_slots(slots, device, c.runs, c.min_seconds, on_run=on_run)
             for slot in slots:
                 rows.append(make_row(c, slot, bb, dims, peak, pt, qlen, log))
                 slot.wl.ds = None
+                progress.row_done(str(slot.spec))
     add_speedups(rows)
     env = resultsmod.environment(place.device, c.dtype)
     env["threads"] = torch.get_num_threads()

@@ -102,9 +102,11 @@ def prepare_slot(spec, ex, batch: int, make_workload: Callable[[int], Any],
 
 
 def time_slots(slots: list[Slot], device: torch.device, runs: int, min_seconds: float,
-               max_runs: int = MAX_RUNS) -> list[str]:
+               max_runs: int = MAX_RUNS,
+               on_run: Callable[[Slot], None] | None = None) -> list[str]:
     """Timed runs, round-robin over ``slots`` until each meets ``runs`` and ``min_seconds``
-    (or ``max_runs``). Returns the order in which rows ran (variant names; for tests)."""
+    (or ``max_runs``); ``on_run(slot)`` after each (the progress bar). Returns the order in
+    which rows ran (variant names; for tests)."""
     timer = PhaseTimer(device)
     order: list[str] = []
     active = [s for s in slots if not enough(s.total, runs, min_seconds)
@@ -115,6 +117,8 @@ def time_slots(slots: list[Slot], device: torch.device, runs: int, min_seconds: 
             s.wl.run(timer)
             s.record(*timer.stop())
             order.append(str(s.spec))
+            if on_run is not None:
+                on_run(s)
             if enough(s.total, runs, min_seconds) or len(s.total) >= max_runs:
                 active.remove(s)
     return order

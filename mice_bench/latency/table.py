@@ -20,19 +20,28 @@ from typing import Callable, Iterable
 from ..legacy import MARK
 from ..naming import group_label, group_slug, variant_key
 from ..tables import Table, fmt_ms, fmt_ms_pm, fmt_params, fmt_rate, fmt_ratio
-from .records import LatencyRow, records
+from .records import LatencyRow, idle_rank, records
 from .result import LatencyResult
 
 
+def _preference(run) -> tuple:
+    """Which run of a repeated point is shown: an idle machine's over a busy one's
+    (:attr:`RunInfo.busy <mice_bench.latency.records.RunInfo.busy>`; unknown in between),
+    then the latest (``created``, then file name)."""
+    return (idle_rank(run.busy), run.created, run.file)
+
+
 def dedupe(rows: Iterable[LatencyRow]) -> list[LatencyRow]:
-    """One row per measurement point; a repeated point keeps the latest run."""
+    """One row per measurement point; a repeated point keeps the run of an idle machine if
+    there is one, else the latest run (:func:`_preference`): a newer run on a busy machine
+    never replaces an idle-machine measurement."""
     best: dict[tuple, LatencyRow] = {}
     for r in rows:
         k = (r.run.protocol, r.variant, r.batch_size_requested, r.doc_tokens, r.depth,
              r.query_tokens, r.precompute_applied, r.kv_cache_applied, r.compiled,
              bool(r.run.config.get("kv_cache")))  # a --kv-cache run is its own point
         old = best.get(k)
-        if old is None or (r.run.created, r.run.file) >= (old.run.created, old.run.file):
+        if old is None or _preference(r.run) >= _preference(old.run):
             best[k] = r
     return sorted(best.values(), key=_row_order)
 
@@ -71,14 +80,16 @@ def _best_point(rows: list[LatencyRow], key: Callable[[LatencyRow], tuple]):
 
 
 def _one_run(rows: list[LatencyRow]) -> list[LatencyRow]:
-    """Rows of a single results file (the one with most rows; ties: the newest), so that one
-    table never silently mixes measurements of different runs."""
+    """Rows of a single results file (the one with most rows; ties: an idle machine's, then
+    the newest), so that one table never silently mixes measurements of different runs."""
     if not rows:
         return rows
     count: dict[tuple, int] = defaultdict(int)
+    idle: dict[tuple, int] = {}
     for r in rows:
         count[(r.run.file, r.run.created)] += 1
-    best = max(count, key=lambda k: (count[k], k[1], k[0]))
+        idle[(r.run.file, r.run.created)] = idle_rank(r.run.busy)
+    best = max(count, key=lambda k: (count[k], idle[k], k[1], k[0]))
     return [r for r in rows if (r.run.file, r.run.created) == best]
 
 
@@ -164,10 +175,17 @@ def side_by_side_table(group: tuple, rows: list[LatencyRow]) -> Table | None:
                                             if group[0].startswith("cuda")
                                             else "peak resident-set growth during the run."))
     cap += _legacy_caption(paper + rerank)
-    files = sorted({r.run.file for r in paper + rerank})
-    cap.append("Sources: " + ", ".join(files) + ".")
+    cap.append(_sources(paper + rerank))
     t.caption = " ".join(cap)
     return t
+
+
+def _sources(rows: list[LatencyRow]) -> str:
+    """``Sources: a.json, b.json (busy machine).``: every results file behind ``rows`` with
+    its busy-machine flag (the load average before the run above the core count - 0.5)."""
+    runs = {r.run.file: r.run for r in rows}
+    names = [f + (" (busy machine)" if runs[f].busy else "") for f in sorted(runs)]
+    return "Sources: " + ", ".join(names) + "."
 
 
 def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
@@ -176,8 +194,8 @@ def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
         title=f"Every latency measurement — {group_label(group)}",
         columns=["protocol", "variant", "batch", "doc tok", "depth", "pre", "kv", "compiled",
                  "ms / run", "p50", "p99", "pairs/s", "speedup vs ce (FLOP bound)",
-                 _mem_header(group)],
-        align="llrrrcccrrrrrr",
+                 _mem_header(group), "busy"],
+        align="llrrrcccrrrrrrc",
     )
     body = []
     for r in rows:
@@ -188,14 +206,21 @@ def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
                      "yes" if r.precompute_applied else "no",
                      "yes" if r.kv_cache_applied else "no", "yes" if r.compiled else "no",
                      fmt_ms_pm(r.lat_mean, r.lat_std), fmt_ms(r.lat_p50), fmt_ms(r.lat_p99),
-                     fmt_rate(r.throughput), _sp(r), _mem(r)])
+                     fmt_rate(r.throughput), _sp(r), _mem(r), _busy(r)])
     t.add_section(None, body)
     t.caption = (f"Measured: {group_label(group)}. One row per measurement point (a repeated "
-                 "point shows its latest run). ms / run: paper protocol one call, rerank "
-                 "protocol one query with all its candidates. Speedups against ce of the same "
-                 "run. " + "".join(f"{s} " for s in _legacy_caption(rows))
-                 + "Sources: " + ", ".join(sorted({r.run.file for r in rows})) + ".")
+                 "point shows its run on an idle machine if there is one, else its latest "
+                 "run). ms / run: paper protocol one call, rerank protocol one query with all "
+                 "its candidates. Speedups against ce of the same run. busy: the machine was "
+                 "busy when the run started (load average above the core count − 0.5; other "
+                 "processes inflate CPU timings), – unknown. "
+                 + "".join(f"{s} " for s in _legacy_caption(rows)) + _sources(rows))
     return t
+
+
+def _busy(r: LatencyRow) -> str:
+    b = r.run.busy
+    return "–" if b is None else "yes" if b else "no"
 
 
 def _legacy_caption(rows: list[LatencyRow]) -> list[str]:

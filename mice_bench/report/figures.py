@@ -34,14 +34,22 @@ def apply_style(fig) -> None:
 
 
 def save(fig, out_dir: Path, stem: str) -> list[str]:
-    """Write ``stem.png`` and ``stem.pdf`` without timestamps; returns the relative names."""
+    """Write ``stem.png`` and ``stem.pdf`` without timestamps, each atomically (temp file in
+    ``out_dir``, fsync, rename: :func:`mice_bench.results.atomic_file`); returns the
+    relative names."""
+    from ..results import atomic_file
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    with plt.rc_context(STYLE):
-        fig.savefig(out_dir / f"{stem}.png", dpi=150, metadata=PNG_METADATA,
-                    bbox_inches="tight", pad_inches=0.1)
-        fig.savefig(out_dir / f"{stem}.pdf", metadata=PDF_METADATA, bbox_inches="tight",
-                    pad_inches=0.1)
-    plt.close(fig)
+    try:
+        with plt.rc_context(STYLE):
+            with atomic_file(out_dir / f"{stem}.png", "wb") as f:
+                fig.savefig(f, format="png", dpi=150, metadata=PNG_METADATA,
+                            bbox_inches="tight", pad_inches=0.1)
+            with atomic_file(out_dir / f"{stem}.pdf", "wb") as f:
+                fig.savefig(f, format="pdf", metadata=PDF_METADATA, bbox_inches="tight",
+                            pad_inches=0.1)
+    finally:
+        plt.close(fig)
     return [f"{stem}.png", f"{stem}.pdf"]
 
 

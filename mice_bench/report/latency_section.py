@@ -167,16 +167,20 @@ def throughput_figure(group: tuple, rows: list[LatencyRow], out: Path,
 
 
 def runs_table(runs: list[RunInfo]) -> Table:
+    """Every latency results file with its environment and busy-machine flag (the 1-minute
+    load average before the run against the core count; a busy run never replaces an
+    idle-machine measurement of the same point, :func:`mice_bench.latency.table.dedupe`)."""
     t = Table(name="runs-latency", title="Latency runs and their environment",
               columns=["file", "created", "protocol", "model", "device", "dtype", "threads",
-                       "compiled", "torch", "transformers", "CUDA", "mice-bench", "git commit"],
-              align="lllllllclllll")
+                       "compiled", "busy machine", "torch", "transformers", "CUDA",
+                       "mice-bench", "git commit"],
+              align="lllllllcllllll")
     body = []
     for r in sorted(runs, key=lambda r: r.file):
         env = r.environment
         body.append([r.file, r.created, r.protocol, r.model_description,
                      f"{r.device_name} ({r.device})", r.dtype, str(r.threads),
-                     "yes" if r.compiled else "no", str(env.get("torch", "–")),
+                     "yes" if r.compiled else "no", r.load_text, str(env.get("torch", "–")),
                      str(env.get("transformers", "–")), str(env.get("cuda") or "–"),
                      str(r.mice_bench_version or "–"), short_commit(r.git_commit)])
     t.add_section(None, body)

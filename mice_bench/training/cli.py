@@ -124,6 +124,9 @@ def register(app: typer.Typer) -> None:
         adam_eps: Optional[float] = typer.Option(None, "--adam-eps"),
         grad_clip: Optional[float] = typer.Option(None, "--grad-clip",
                                                   help="max grad norm (1.0; 0: none)"),
+        dropout: Optional[bool] = typer.Option(
+            None, "--dropout/--no-dropout",
+            help="the checkpoint's dropout while training (off; --recipe paper: on)"),
         seed: Optional[int] = typer.Option(None, "--seed"),
         repeats: Optional[int] = typer.Option(None, "--repeats",
                                               help="seeds seed..seed+N-1, outputs "
@@ -157,7 +160,8 @@ def register(app: typer.Typer) -> None:
                     val_metric=val_metric, steps=steps, batch_size=batch_size,
                     group_size=group_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
                     schedule=schedule, weight_decay=weight_decay, adam_eps=adam_eps,
-                    grad_clip=grad_clip, seed=seed, repeats=repeats, precision=precision,
+                    grad_clip=grad_clip, dropout=dropout, seed=seed, repeats=repeats,
+                    precision=precision,
                     device=device, executor=executor, query_max_tokens=query_max_tokens,
                     doc_max_tokens=doc_max_tokens, eval_batch_size=eval_batch_size,
                     checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,

@@ -23,14 +23,15 @@ VAL_METRICS = ("nDCG@10", "RR@10")
 #: the mice_v1 hyper-parameters of the MICE paper (xpmir/mice ``experiments/mice_v1``):
 #: MarginMSE distillation, batch 32, lr 7e-6, 5,000 warm-up steps, no weight decay, adam eps
 #: 1e-8, gradient-norm clipping 1.0, 2,000 "epochs" of 100 steps, validation every 50 epochs,
-#: a checkpoint every 100 epochs, validation on the top 100, seed 12, 3 repetitions.
+#: a checkpoint every 100 epochs, validation on the top 100, seed 12, 3 repetitions; the
+#: reference trains Hugging Face modules in train mode, so with their dropout (0.1 on BERT).
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {
         "model": "microsoft/MiniLM-L12-H384-uncased",
         "loss": "marginmse", "batch_size": 32, "group_size": 2, "lr": 7e-6, "warmup": 5000,
         "weight_decay": 0.0, "adam_eps": 1e-8, "grad_clip": 1.0, "steps": 200_000,
         "val_every": 5_000, "checkpoint_every": 10_000, "val_depth": 100, "seed": 12,
-        "repeats": 3, "schedule": "linear",
+        "repeats": 3, "schedule": "linear", "dropout": True,
     },
 }
 
@@ -72,6 +73,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     adam_eps: float = 1e-8
     grad_clip: float = 1.0              # 0: no clipping
+    dropout: bool = False               # the checkpoint's hidden/attention dropout in training
     seed: int = 0
     repeats: int = 1                    # seeds seed, seed+1, ... (CLI: one output per seed)
     precision: str = "auto"

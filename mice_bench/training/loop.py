@@ -4,10 +4,11 @@
   to 0 (``schedule="linear"``, Hugging Face's ``get_linear_schedule_with_warmup``) or constant;
   gradient accumulation; gradient-norm clipping; bf16/fp16 autocast where the device supports
   it (scores and losses in fp32; fp16 with a gradient scaler).
-* Batches are a pure function of ``(seed, step)`` (:func:`~.data.sample_groups`), the model
-  has no dropout and every checkpoint holds the weights, the optimizer, the scheduler and the
-  RNG states, so a run resumed from a checkpoint ends with the same weights as an
-  uninterrupted one (CPU, same seed).
+* Batches are a pure function of ``(seed, step)`` (:func:`~.data.sample_groups`), dropout is
+  off unless ``dropout`` asks for it (then its masks come from the saved RNG states), and
+  every checkpoint holds the weights, the optimizer, the scheduler and the RNG states, so a
+  run resumed from a checkpoint ends with the same weights as an uninterrupted one (CPU,
+  same seed), with or without dropout.
 * Data-parallel when ``torch.distributed`` is initialised or ``WORLD_SIZE > 1`` (``torchrun``):
   DistributedDataParallel (NCCL on GPUs, Gloo on CPUs); each rank takes its share of the same
   global batch, so the result equals one process with that batch; only rank 0 validates and
@@ -79,43 +80,7 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- distributed
-@dataclass
-class DistEnv:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-
-def _dist_env(device_pref: str) -> tuple[DistEnv, torch.device]:
-    """Initialise torch.distributed from the torchrun variables when needed; pick the
-    device (``auto``: ``cuda:<local rank>`` when CUDA is there, else CPU)."""
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_pref == "auto":
-        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(device_pref)
-        if device.type == "cuda" and device.index is None:
-            device = torch.device(f"cuda:{local}")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {device_pref}: CUDA is not available here; use cpu")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if dist.is_available() and dist.is_initialized():
-        return DistEnv(dist.get_rank(), dist.get_world_size(), local), device
-    return DistEnv(), device
+from ..distributed import DistEnv, init_from_env as _dist_env  # noqa: E402,F401  (shared)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -188,7 +153,7 @@ def load_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
     model = MiceModel.from_pretrained(cfg.model, variant=cfg.variant, device=device,
                                       seed=cfg.seed, query_max_tokens=cfg.query_max_tokens,
                                       doc_max_tokens=cfg.doc_max_tokens)
-    model.dropout = bool(getattr(cfg, "dropout", False))  # train-mode dropout (opt-in)
+    model.dropout = cfg.dropout          # train-mode dropout (opt-in; --recipe paper sets it)
     return model
 
 
@@ -255,7 +220,7 @@ def validate_model(model, data: TrainingData, cfg: TrainConfig,
     run: dict[str, dict[str, float]] = {q: {} for q in data.val_queries}
     for (q, d), s in zip(keys, scores):
         run[q][d] = float(s)
-    ms = parse_measures(",".join(("nDCG@10", "RR@10")))
+    ms = parse_measures(["nDCG@10", "RR@10"])
     return aggregate(per_query(data.val_qrels, run, ms))
 
 
@@ -312,6 +277,7 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
         model = load_model(cfg, device)
     else:
         model = model.to(device)
+    model.dropout = cfg.dropout          # the config decides, also for a model passed in
     if data is None:
         t = teacher if teacher is not None else (
             load_teacher(cfg, device) if cfg.teacher else None)

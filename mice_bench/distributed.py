@@ -1,0 +1,95 @@
+"""``torchrun`` support shared by ``train`` (data-parallel) and ``effectiveness`` (sharded
+scoring): the process group from the torchrun variables, the device of each rank, and the few
+collectives the commands use. Outside torchrun (``WORLD_SIZE`` unset or 1) every function is a
+no-op on a one-process :class:`DistEnv`, so the commands need no separate code path.
+
+NCCL on GPUs, Gloo on CPUs; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence, TypeVar
+
+import torch
+
+from .errors import UsageError
+
+T = TypeVar("T")
+
+
+@dataclass
+class DistEnv:
+    """This process's place in the job (rank 0 of 1 outside torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's share of ``items``: every ``world``-th one from ``rank`` (order kept).
+
+        >>> DistEnv(1, 3).shard("abcdefg")
+        ['b', 'e']
+        """
+        return list(items[self.rank::self.world])
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` on rank 0 (in rank order), ``None`` elsewhere."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] | None = [None] * self.world if self.main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.active:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj if self.main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def init_from_env(device_pref: str) -> tuple[DistEnv, torch.device]:
+    """Initialise torch.distributed from the torchrun variables when ``WORLD_SIZE > 1`` (or
+    use the group already there); pick this rank's device (``auto``: ``cuda:<local rank>``
+    when CUDA is there, else CPU; ``cuda`` without an index: ``cuda:<local rank>``)."""
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_pref == "auto":
+        device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(device_pref)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device(f"cuda:{local}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UsageError(f"--device {device_pref}: CUDA is not available here; use cpu")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return DistEnv(dist.get_rank(), dist.get_world_size(), local), device
+    return DistEnv(), device

@@ -1,0 +1,94 @@
+"""``effectiveness`` under ``torchrun``: two Gloo processes on the CPU shard the queries (and
+the documents they need) and rank 0 merges; every written result equals the one-process run.
+
+The one-process run is the independent check: it never touches the sharding code (one rank,
+no gather), and the comparison is on the files a user reads (per-query values, TREC runs,
+summary cells and marks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures" / "effectiveness"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(tmp: Path, out: str, nproc: int, *args: str) -> subprocess.CompletedProcess:
+    home = tmp / "irds"
+    dl = home / "msmarco-passage" / "trec-dl-2019"
+    if not dl.exists():
+        dl.mkdir(parents=True)
+        shutil.copy(FIX / "queries.tsv", dl / "queries.tsv")
+        shutil.copy(FIX / "qrels.txt", dl / "qrels")
+    env = dict(os.environ, IR_DATASETS_HOME=str(home), HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", MICE_BENCH_ALLOW_DOWNLOAD="0", OMP_NUM_THREADS="1")
+    launcher = [sys.executable, "-m", "mice_bench.cli"] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--master-port", str(_free_port()), "-m", "mice_bench.cli"]
+    return subprocess.run(
+        [*launcher, "effectiveness", "--datasets", "dl19", "--model", "minilm-l6",
+         "--docs", str(FIX / "docs.jsonl"), "--batch-size", "4", "--no-progress",
+         "--output-dir", str(tmp / out), "--cache-dir", str(tmp / f"cache-{out}"), *args],
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _results(folder: Path) -> dict[str, dict]:
+    return {str(f.relative_to(folder)): json.loads(f.read_text())
+            for f in sorted(folder.rglob("*.json")) if f.name != "summary.json"}
+
+
+def _cells(folder: Path) -> dict:
+    s = json.loads((folder / "summary.json").read_text())["summary"]
+    return {r["variant"]: r["cells"] for r in s["rows"]}
+
+
+@pytest.mark.parametrize("args", [
+    ["--variants", "bm25,ce,colbert,mice-l4+2", "--first-stage", f"run:{FIX}/run.txt"],
+    ["--variants", "biencoder", "--first-stage", "full", "--depth", "5"],
+], ids=["rerank", "full"])
+def test_two_gloo_ranks_write_what_one_process_writes(tmp_path, args):
+    one = _run(tmp_path, "one", 1, *args)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = _run(tmp_path, "two", 2, *args)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _results(tmp_path / "one"), _results(tmp_path / "two")
+    assert a.keys() == b.keys() and len(a) >= 2
+    model_files = 0
+    for name in a:
+        assert b[name]["per_query"].keys() == a[name]["per_query"].keys(), name
+        for q, vals in a[name]["per_query"].items():
+            assert b[name]["per_query"][q] == pytest.approx(vals, abs=1e-9), (name, q)
+        run_a = (tmp_path / "one" / name).with_suffix(".trec").read_text().splitlines()
+        run_b = (tmp_path / "two" / name).with_suffix(".trec").read_text().splitlines()
+        assert [x.split()[:4] for x in run_a] == [x.split()[:4] for x in run_b], name
+        for x, y in zip(run_a, run_b):     # the same scores: a pair's score is the pair's
+            assert float(x.split()[4]) == pytest.approx(float(y.split()[4]), rel=1e-5,
+                                                        abs=1e-6)
+        if "bm25" not in name:
+            model_files += 1
+            t = b[name]["timing"]
+            assert t["world_size"] == 2
+            # both ranks did work, and together exactly the one process's pairs
+            assert all(r["queries"] > 0 for r in t["per_rank"]), t["per_rank"]
+            assert sum(r["pairs_scored"] for r in t["per_rank"]) == \
+                a[name]["timing"]["pairs_scored"]
+    assert model_files >= 1
+    assert _cells(tmp_path / "two") == _cells(tmp_path / "one")
+    # rank 0 prints the tables once
+    assert two.stdout.count("results in") == 1
