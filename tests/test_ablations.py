@@ -277,3 +277,61 @@ device = "cpu"
     assert r.exit_code == 2, r.output
     assert "latency" in r.output and "not a folder" in r.output
     assert "Traceback" not in r.output
+
+
+def test_study_effectiveness_task_runs_through_the_typed_library_path(tmp_path, monkeypatch,
+                                                                      tiny_bb):
+    """A plain study's effectiveness task end to end: planned into a typed
+    EffectivenessConfig (lists, ModelRef, per-dataset first stage and docs), run by the
+    library (no command line), its files read back, then skipped on the second run. The
+    per-dataset overrides of the study file must reach the run (the fixture's run file and
+    documents; a wrong override would load the dataset's own BM25 and fail offline)."""
+    import mice_bench.backbone
+    from mice_bench.effectiveness import runner as eff_runner
+    from mice_bench.effectiveness.result import EffectivenessResult
+    from mice_bench.effectiveness.runner import EffectivenessConfig, ModelRef
+    from test_effectiveness_pipeline import DOCS, FIX, fixture_collection
+
+    monkeypatch.setattr(eff_runner, "load_collection", fixture_collection)
+    monkeypatch.setattr(mice_bench.backbone, "load_backbone", lambda name, **kw: tiny_bb)
+    seen = []
+    real = eff_runner.run_effectiveness
+
+    def spy(cfg, *a, **k):
+        seen.append(cfg)
+        return real(cfg, *a, **k)
+
+    monkeypatch.setattr(eff_runner, "run_effectiveness", spy)
+    p = _study(tmp_path, f'''name = "e2e"
+variants = ["bm25", "ce", "colbert"]
+[effectiveness]
+models = ["mine=minilm-l6"]
+datasets = ["dl19"]
+first_stage = ["bm25", "dl19=run:{FIX}/run.txt"]
+docs = ["dl19={DOCS}"]
+depth = 100
+batch_size = 2
+device = "cpu"
+measures = ["nDCG@10", "RR@10"]
+''')
+    res = tmp_path / "results"
+    r = CliRunner().invoke(app, ["run", str(p), "--results", str(res)])
+    assert r.exit_code == 0, r.output
+    (cfg,) = seen
+    assert isinstance(cfg, EffectivenessConfig)
+    assert cfg.datasets == ["dl19"] and cfg.variants == ["bm25", "ce", "colbert"]
+    assert cfg.models == [ModelRef("minilm-l6", "mine")]
+    assert cfg.first_stage == "bm25" and cfg.first_stage_for == {"dl19": f"run:{FIX}/run.txt"}
+    assert cfg.docs is None and cfg.docs_for == {"dl19": DOCS}
+    assert cfg.measures == ["nDCG@10", "RR@10"]
+    files = sorted((res / "effectiveness").rglob("*.json"))
+    got = {EffectivenessResult.load(f).variant for f in files if f.name != "summary.json"}
+    assert got == {"bm25", "ce", "colbert"}
+    for f in files:
+        if f.name != "summary.json":
+            r0 = EffectivenessResult.load(f)
+            assert set(r0.aggregates) == {"nDCG@10", "RR@10"}
+            assert r0.first_stage.startswith("run:")
+    r = CliRunner().invoke(app, ["run", str(p), "--results", str(res)])
+    assert r.exit_code == 0 and "0 to run" in r.output, r.output
+    assert len(seen) == 1

@@ -596,3 +596,43 @@ def test_no_progress_option_and_no_bar_when_piped(tiny_model, app, tmp_path):
         assert res.exit_code == 0, res.output
         assert "rows 1/1" not in res.output and "timing, 1 run" not in res.output
         assert "results written to" in res.output
+
+
+def test_other_processes_cpu_is_measured_and_decides_busy(default_run):
+    """The busy verdict comes from what other processes used during the run (/proc), not
+    from the load average, which also counts this benchmark's own earlier runs."""
+    import subprocess
+    import sys
+    import time as _time
+
+    from mice_bench.latency.records import OTHER_CPU_BUSY, busy_from_environment
+    from mice_bench.latency.runner import OtherCpu
+
+    import os
+
+    env = default_run[0]["environment"]
+    assert isinstance(env["other_cpu_cores"], float) and env["other_cpu_cores"] >= 0
+    assert env["cpu_busy_warning"] == (env["other_cpu_cores"] > OTHER_CPU_BUSY)
+    # a competing process is seen (it spins ~1.5 s while this one sleeps)
+    probe = OtherCpu.start()
+    subprocess.run([sys.executable, "-c",
+                    "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"],
+                   check=True)
+    other = probe.stop()
+    assert other is not None and other > 0.3, other
+    # ... and this process's own work is not (it spins while nothing else is started)
+    probe = OtherCpu.start()
+    t = _time.perf_counter()
+    own0 = _time.process_time()
+    while _time.perf_counter() - t < 1.0:
+        pass
+    own = (_time.process_time() - own0) / (_time.perf_counter() - t)
+    other = probe.stop()
+    assert other is not None and other + own <= (os.cpu_count() or 1) + 0.2
+    # the verdict's order of evidence (hand-written environments)
+    assert busy_from_environment({"other_cpu_cores": 0.1, "cpu_busy_warning": True}) is False
+    assert busy_from_environment({"other_cpu_cores": 0.9, "cpu_busy_warning": False}) is True
+    assert busy_from_environment({"cpu_busy_warning": True}) is True
+    assert busy_from_environment({"loadavg_before": [0.2, 0, 0], "cpu_count": 2}) is False
+    assert busy_from_environment({"loadavg_before": [1.6, 0, 0], "cpu_count": 2}) is True
+    assert busy_from_environment({}) is None

@@ -20,6 +20,33 @@ def busy_machine(load1: float, cores: int) -> bool:
     return load1 > max(int(cores), 1) - 0.5
 
 
+#: other processes' CPU use during a run (cores' worth) above which it counts as busy
+OTHER_CPU_BUSY = 0.25
+
+
+def busy_from_environment(env: dict) -> bool | None:
+    """The busy verdict of a run's ``environment``: the CPU time other processes used while
+    it ran (``other_cpu_cores``, measured from ``/proc`` since 2026-11-27) when recorded --
+    the load average also counts the benchmark's own earlier runs, so back-to-back runs on an
+    idle machine looked busy --, else the run's own ``cpu_busy_warning``, else the load
+    average rule on ``loadavg_before``; None when the file cannot tell.
+
+    >>> busy_from_environment({"other_cpu_cores": 0.03, "cpu_busy_warning": True})
+    False
+    >>> busy_from_environment({"loadavg_before": [1.9, 2, 2], "cpu_count": 2})
+    True
+    """
+    other = env.get("other_cpu_cores")
+    if isinstance(other, (int, float)):
+        return other > OTHER_CPU_BUSY
+    if isinstance(env.get("cpu_busy_warning"), bool):
+        return env["cpu_busy_warning"]
+    load = env.get("loadavg_before")
+    if isinstance(load, (list, tuple)) and load and isinstance(load[0], (int, float)):
+        return busy_machine(float(load[0]), int(env.get("cpu_count") or 1))
+    return None
+
+
 def idle_rank(busy: bool | None) -> int:
     """Preference among repeated measurements of one point: idle (2) > unknown (1) > busy (0)."""
     return 1 if busy is None else 0 if busy else 2
@@ -50,20 +77,14 @@ class RunInfo:
 
     @property
     def busy(self) -> bool | None:
-        """Whether the machine was busy when the run started: the run's own
-        ``environment.cpu_busy_warning`` (what ``mice-bench latency`` warned about), else, for
-        files written before the flag, the same rule on ``loadavg_before`` and ``cpu_count``
-        (:func:`busy_machine`); None when the file cannot tell (no load average recorded)."""
+        """Whether other processes competed for the CPU during the run
+        (:func:`busy_from_environment`); GPU runs without CPU evidence are never busy."""
         env = self.environment
-        if isinstance(env.get("cpu_busy_warning"), bool):
-            return env["cpu_busy_warning"]
-        if self.device.split(":")[0] != "cpu":
-            return False        # the flag is about CPU contention; GPU runs never set it
-        load = env.get("loadavg_before")
-        if not isinstance(load, (list, tuple)) or not load:
-            return None
+        if self.device.split(":")[0] != "cpu" and "other_cpu_cores" not in env \
+                and not isinstance(env.get("cpu_busy_warning"), bool):
+            return False        # the flag is about CPU contention
         try:
-            return busy_machine(float(load[0]), int(env.get("cpu_count") or 1))
+            return busy_from_environment(env)
         except (TypeError, ValueError):
             return None
 
@@ -76,8 +97,11 @@ class RunInfo:
             return "–"
         load = self.environment.get("loadavg_before")
         cores = self.environment.get("cpu_count")
+        other = self.environment.get("other_cpu_cores")
         ev = ""
-        if isinstance(load, (list, tuple)) and load and cores:
+        if isinstance(other, (int, float)):
+            ev = f" (others used {other:.2f} cores)"
+        elif isinstance(load, (list, tuple)) and load and cores:
             try:
                 ev = f" (load {float(load[0]):.2f} / {int(cores)} cores)"
             except (TypeError, ValueError):

@@ -25,7 +25,7 @@ from .compile import compile_executor
 from .config import LatencyConfig, check_sizes, parse_variants
 from .inputs import PAPER_QUERY, make_texts, token_count
 from .progress import NoProgress
-from .records import busy_machine
+from .records import OTHER_CPU_BUSY, busy_machine
 from .result import LatencyResult, LatencyRowResult
 from .rows import add_speedups, make_row
 from .workloads import Workload, sweep_points
@@ -87,6 +87,7 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
             f"{os.cpu_count()} cores): other processes inflate CPU timings, small kernels "
             "(query encoding, MICE interaction) far more than large ones; for a fair "
             "comparison rerun on an idle machine or with --threads 1")
+    cpu_probe = OtherCpu.start()
     rows: list[LatencyRowResult] = []
     executors: dict[str, Any] = {}
     texts_cache: dict[tuple[int, int], list[str]] = {}
@@ -149,6 +150,13 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
     # other processes competing for the CPU distort CPU timings: keep the evidence
     env["loadavg_before"] = load_before
     env["loadavg_after"] = _loadavg()
+    other = cpu_probe.stop()
+    if other is not None:      # measured: what other processes used while this one ran
+        env["other_cpu_cores"] = round(other, 3)
+        busy = device.type == "cpu" and other > OTHER_CPU_BUSY
+        if busy:
+            log(f"warning: other processes used {other:.2f} cores during the measurement; "
+                "its CPU timings are pessimistic (recorded as a busy-machine run)")
     env["cpu_busy_warning"] = bool(busy)
     if device.type == "cuda":
         env["matmul_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
@@ -178,6 +186,44 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
         "settings": {name: ex.settings() for name, ex in executors.items()},
     }
     return LatencyResult.new(config, env, model, peak, rows)
+
+
+class OtherCpu:
+    """CPU time other processes use while this one runs, in cores' worth (Linux ``/proc``):
+    the whole machine's busy jiffies minus this process's (all its threads), over the wall
+    time. Unlike the load average it neither remembers the previous minute nor counts this
+    process's own threads. ``stop()`` is None where ``/proc`` cannot be read."""
+
+    def __init__(self, sample):
+        self.t0, self.sample = time.perf_counter(), sample
+
+    @classmethod
+    def start(cls) -> "OtherCpu":
+        return cls(_cpu_jiffies())
+
+    def stop(self) -> float | None:
+        end, wall = _cpu_jiffies(), time.perf_counter() - self.t0
+        if self.sample is None or end is None or wall <= 0:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (end[0] - self.sample[0]) - (end[1] - self.sample[1])
+        return max(busy / hz / wall, 0.0)
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy jiffies of all CPUs, jiffies of this process) from /proc/stat and
+    /proc/self/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            parts = [int(x) for x in f.readline().split()[1:]]
+        idle = parts[3] + (parts[4] if len(parts) > 4 else 0)      # idle + iowait
+        total = sum(parts[:8])                                      # without guest time
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        own = int(fields[11]) + int(fields[12])                     # utime + stime
+        return total - idle, own
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _loadavg() -> list[float] | None:
