@@ -375,6 +375,7 @@ def test_storage_table_is_written_when_results_record_their_store(tmp_path):
     assert [ln.split(" | ")[2] for ln in lines] == ["fp32", "fp16"]
     assert "colbert[proj=0,qaug=0]" in lines[0] and "(0.50×)" in lines[1]
     assert "5.0" in lines[0] and "2.5 (0.50×)" in lines[1]      # KiB per document
+    assert [ln.rstrip(" |").split(" | ")[-1] for ln in lines] == ["40", "40"]  # tokens/doc
     readme = (tmp_path / "out" / "README.md").read_text()
     assert "### Storage of document states against nDCG@10" in readme
     assert "tables/storage-ndcg10.md" in readme and lines[1] in readme

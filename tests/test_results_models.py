@@ -19,8 +19,20 @@ from mice_bench.results import ResultFileError, load_result, schema_version
 REPO = Path(__file__).resolve().parents[1]
 EFF = REPO / "results" / "effectiveness"
 LAT = REPO / "results" / "latency"
-COMMITTED_SUMMARIES = sorted(EFF.glob("*.json"))
-COMMITTED_RECORDS = sorted(p for p in EFF.rglob("*.json") if p.parent != EFF)
+def _version(p: Path) -> int | None:
+    return json.loads(p.read_text()).get("schema_version")
+
+
+def _kind(p: Path) -> str:
+    return str(json.loads(p.read_text()).get("schema", ""))
+
+
+# version-1 files (written before version 2) go through the upgraders; newer ones (e.g.
+# results/effectiveness/storage/) load as written
+COMMITTED_SUMMARIES = sorted(p for p in EFF.glob("*.json") if _version(p) == 1)
+COMMITTED_RECORDS = sorted(p for p in EFF.rglob("*.json")
+                           if p.parent != EFF and _version(p) == 1)
+COMMITTED_CURRENT = sorted(p for p in EFF.rglob("*.json") if _version(p) != 1)
 COMMITTED_LATENCY_ALL = sorted(LAT.glob("*.json"))
 # version-1 files (measured before core v2) go through the upgrader; newer ones load as written
 COMMITTED_LATENCY = [p for p in COMMITTED_LATENCY_ALL
@@ -64,6 +76,23 @@ def test_committed_effectiveness_files_load_through_the_upgrader(path):
         assert res.environment[p] is None
     if res.model is not None:
         assert res.model["revision"] is None
+
+
+@pytest.mark.skipif(not COMMITTED_CURRENT, reason="no current-version effectiveness files")
+@pytest.mark.parametrize("path", COMMITTED_CURRENT, ids=lambda p: str(p.relative_to(EFF)))
+def test_committed_current_effectiveness_files_load_as_written(path):
+    """Files of the current schema version load without an upgrader, with their values."""
+    raw = json.loads(path.read_text())
+    if _kind(path).endswith("effectiveness-summary"):
+        assert raw["schema_version"] == schema_version("effectiveness-summary")
+        s, _ = EffectivenessSummary.load(path)
+        assert [r.variant for r in s.rows] == [r["variant"] for r in raw["summary"]["rows"]]
+        return
+    assert raw["schema_version"] == schema_version("effectiveness")
+    res = EffectivenessResult.load(path)
+    assert res.aggregates == raw["aggregates"] and res.variant == raw["config"]["variant"]
+    for p in ("ir_datasets", "ir_measures", "bm25s"):      # recorded since version 2
+        assert res.environment[p] is not None
 
 
 @pytest.mark.skipif(not COMMITTED_SUMMARIES, reason="no committed summaries")

@@ -73,23 +73,26 @@ def storage_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | Non
     head = ["model", "variant", "store"]
     for d, fs in datasets:
         name = f"{d} ({fs})" if multi_fs else d
-        head += [f"{name} {measure}", f"{name} KiB/doc"]
+        head += [f"{name} {measure}", f"{name} KiB/doc", f"{name} tokens/doc"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m, v, s in systems:
         vals = [m, v, s]
         for d, fs in datasets:
             r = cell.get((m, v, s, d, fs))
             if r is None:
-                vals += ["–", "–"]
+                vals += ["–", "–", "–"]
                 continue
             ref = cell.get((m, v, "fp32", d, fs))
             ratio = f" ({r.bytes_per_doc / ref.bytes_per_doc:.2f}×)" if ref and s != "fp32" \
                 else ""
             vals += ["–" if r.ndcg10 is None else f"{r.ndcg10:.4f}",
-                     f"{r.bytes_per_doc / 1024:.1f}{ratio}"]
+                     f"{r.bytes_per_doc / 1024:.1f}{ratio}",
+                     "–" if r.tokens_per_doc is None else f"{float(r.tokens_per_doc):.0f}"]
         lines.append("| " + " | ".join(vals) + " |")
     lines += ["", f"KiB/doc: bytes on disk of the stored document states (split-layer hidden "
               f"states of the real tokens, safetensors shards) per document; in parentheses "
-              f"the ratio to the fp32 store of the same variant. {measure} of re-ranking with "
-              "states read back from that store (scores are computed in fp32)."]
+              f"the ratio to the fp32 store of the same variant; tokens/doc: stored tokens per "
+              f"document (each variant's document length: a longer one costs more). {measure} "
+              "of re-ranking with states read back from that store (scores are computed in "
+              "fp32)."]
     return "\n".join(lines) + "\n"
