@@ -11,6 +11,29 @@ _FAMILY = ("bm25", "ce", "mask0", "mask1", "mask2", "mask3", "prettr", "mice", "
            "biencoder")
 
 
+def split_top_level(text: str, brackets: str = "[]") -> list[str]:
+    """Split ``text`` on the commas outside ``brackets`` (an opening and a closing
+    character), stripped, empty parts dropped: the command line's comma lists whose items
+    may hold commas themselves.
+
+    >>> split_top_level("ce, colbert[proj=0,qaug=0],")
+    ['ce', 'colbert[proj=0,qaug=0]']
+    >>> split_top_level("nDCG@10,P(rel=2,judged_only=True)@5", "()")
+    ['nDCG@10', 'P(rel=2,judged_only=True)@5']
+    """
+    opening, closing = brackets
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += (ch == opening) - (ch == closing)
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [x for x in out if x]
+
+
 def key_hash(obj) -> str:
     """A short stable hash of a JSON-able object."""
     return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -165,7 +165,7 @@ def default_results_dir(kind: str) -> Path:
     return root / kind
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
     """Make a rename durable (best effort: not every platform can open a folder)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -208,7 +208,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w",
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:

@@ -703,21 +703,9 @@ def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[I
 
 def split_names(text: str) -> list[str]:
     """Split on commas that are not inside option brackets."""
-    out, depth, cur = [], 0, ""
-    for ch in text:
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if ch == "," and depth == 0:
-            if cur.strip():
-                out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    if cur.strip():
-        out.append(cur.strip())
-    return out
+    from .naming import split_top_level
+
+    return split_top_level(text, "[]")
 
 
 __all__ = ["SEGMENTS", "LayerSpec", "InteractionSpec", "Family", "REGISTRY", "register",

@@ -266,6 +266,18 @@ def _int_list(path: Path, key: str, v: Any) -> list[int]:
     return vals
 
 
+def study_files(folder: str | Path | None):
+    """``(path, study)`` of every ``*.toml`` study in ``folder`` that parses, sorted by name;
+    files that do not parse are skipped (``mice-bench run`` reports their errors)."""
+    if folder is None or not Path(folder).is_dir():
+        return
+    for f in sorted(Path(folder).glob("*.toml")):
+        try:
+            yield f, load_study(f)
+        except Exception:  # noqa: BLE001 - any malformed study file
+            continue
+
+
 def load_study(path: str | Path, size: str | None = None) -> Study:
     """Parse and validate a study file; StudyError (exit 2) names the offending key.
 

@@ -23,16 +23,9 @@ def split_measures(text: str) -> list[str]:
     >>> split_measures("nDCG@10, RR(rel=2)@10,P(rel=2,judged_only=True)@5")
     ['nDCG@10', 'RR(rel=2)@10', 'P(rel=2,judged_only=True)@5']
     """
-    out, depth, cur = [], 0, ""
-    for ch in text:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "," and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    out.append(cur.strip())
-    return [x for x in out if x]
+    from ..naming import split_top_level
+
+    return split_top_level(text, "()")
 
 
 def parse_measures(names: Sequence[str]) -> list:

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,36 +47,17 @@ def notice(message: str) -> None:
 
 def fsync_dir(path: str | os.PathLike) -> None:
     """Persist a rename in ``path`` (best effort: not every file system allows it)."""
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    from ..results import fsync_dir as _fsync
+
+    _fsync(Path(path))
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> Path:
-    """Write ``data`` to ``path``: unique temp file, fsync, rename, fsync of the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-    return path
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path``: :func:`mice_bench.results.atomic_file` (unique temp file,
+    fsync, rename, fsync of the folder), the package's one atomic writer."""
+    from ..results import atomic_write_bytes as _write
+
+    return _write(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -85,6 +65,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
+    """Cache metadata: keys sorted (stable files whatever the insertion order)."""
     return atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=True,
                                               default=str) + "\n")
 

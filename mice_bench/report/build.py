@@ -218,16 +218,12 @@ def _storage_table(results_dir: Path) -> str | None:
 
 def _study_tables(summaries, ablations_dir, es) -> list[tuple[str, Table]]:
     """One effectiveness table per study file with an ``[effectiveness]`` section."""
-    if ablations_dir is None or not Path(ablations_dir).is_dir() or not summaries:
+    if not summaries:
         return []
-    from ..study import load_study
+    from ..study import study_files
 
     out = []
-    for f in sorted(Path(ablations_dir).glob("*.toml")):
-        try:
-            st = load_study(f)
-        except Exception:  # noqa: BLE001 - `mice-bench run` reports study errors
-            continue
+    for _, st in study_files(ablations_dir):
         if st.effectiveness is None or st.training is not None:
             continue   # a training study has its own section (study_section)
         t = es.effectiveness_table(summaries, "nDCG@10", name=f"study-{slug(st.name)}",

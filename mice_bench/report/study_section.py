@@ -85,17 +85,11 @@ def find_training_studies(results_dir: Path, ablations_dir: Path | None,
                           skipped: list[str]) -> list[StudyResults]:
     """Every (training study, size) with a results folder; a study file without results
     adds a line to ``skipped``."""
-    if ablations_dir is None or not Path(ablations_dir).is_dir():
-        return []
     from ..effectiveness.summary import EffectivenessSummary
-    from ..study import load_study
+    from ..study import load_study, study_files
 
     out = []
-    for f in sorted(Path(ablations_dir).glob("*.toml")):
-        try:
-            st = load_study(f)
-        except Exception:  # noqa: BLE001 - `mice-bench run` reports study errors
-            continue
+    for f, st in study_files(ablations_dir):
         if st.training is None:
             continue
         found = False

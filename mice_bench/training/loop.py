@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from ..distributed import init_from_env
 from ..errors import UsageError
 from .config import TrainConfig
 from .data import TrainingData, load_training_data, sample_groups, teacher_scores
@@ -77,10 +78,6 @@ class TrainResult:
     loss_curve: list[dict] = field(default_factory=list)
     validation_curve: list[dict] = field(default_factory=list)
     world_size: int = 1
-
-
-# --------------------------------------------------------------------------- distributed
-from ..distributed import DistEnv, init_from_env as _dist_env  # noqa: E402,F401  (shared)
 
 
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
@@ -265,7 +262,7 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
     rep = reporter or TrainReporter()
     out, work = Path(cfg.output), cfg.work_dir
     state = preflight(cfg)
-    env, device = _dist_env(cfg.device)
+    env, device = init_from_env(cfg.device)   # mice_bench.distributed (torchrun)
     amp = _autocast_dtype(cfg.precision, device)
     per_rank = cfg.batch_size // env.world if env.world else cfg.batch_size
     if cfg.batch_size % (env.world * cfg.grad_accum):
