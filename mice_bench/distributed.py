@@ -8,9 +8,10 @@ NCCL on GPUs, Gloo on CPUs; only rank 0 writes files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
 import torch
 
@@ -93,3 +94,27 @@ def init_from_env(device_pref: str) -> tuple[DistEnv, torch.device]:
     if dist.is_available() and dist.is_initialized():
         return DistEnv(dist.get_rank(), dist.get_world_size(), local), device
     return DistEnv(), device
+
+
+@contextlib.contextmanager
+def session(device_pref: str) -> Iterator[tuple[DistEnv, torch.device]]:
+    """:func:`init_from_env` for the length of a command, and an orderly end: when the
+    block succeeds every rank waits for the others (so that no rank closes its connections
+    while another still receives the last broadcast), and the process group this call
+    created is destroyed on every exit. Without that, a Gloo rank could abort at interpreter
+    exit ("terminate called without an active exception") after all its work was done.
+    A group that existed before (a caller's) is left to its owner."""
+    import torch.distributed as dist
+
+    owned = not (dist.is_available() and dist.is_initialized())
+    env, device = init_from_env(device_pref)
+    owned = owned and env.active
+    ok = False
+    try:
+        yield env, device
+        ok = True
+    finally:
+        if owned and dist.is_initialized():
+            if ok:
+                env.barrier()
+            dist.destroy_process_group()

@@ -313,19 +313,27 @@ def run_effectiveness(cfg: EffectivenessConfig, reporter: Reporter | None = None
                       after_query: Callable[[str], None] | None = None
                       ) -> EffectivenessSummary:
     """Run everything ``cfg`` asks for; returns the summary (also written to disk)."""
-    from .checks import check_candidates, preflight
-
     from dataclasses import replace
 
+    from .checks import preflight
     from ..devices import resolve_device
-    from ..distributed import init_from_env
+    from ..distributed import session
 
     reporter = reporter or Reporter(enabled=False)
     if cfg.device == "auto":              # results record the device that ran
         cfg = replace(cfg, device=resolve_device("auto"))
     plan = make_plan(cfg)
     preflight(cfg, plan)                 # every option, path, model dir, output folder
-    denv, dev = init_from_env(cfg.device)   # torchrun: this rank's place and device
+    with session(cfg.device) as (denv, dev):   # torchrun: this rank's place and device
+        return _run_planned(cfg, plan, denv, dev, reporter, after_query)
+
+
+def _run_planned(cfg: EffectivenessConfig, plan: Plan, denv, dev, reporter: Reporter,
+                 after_query: Callable[[str], None] | None) -> EffectivenessSummary:
+    from dataclasses import replace
+
+    from .checks import check_candidates
+
     if denv.active:
         cfg = replace(cfg, device=str(dev))
         if not denv.main:

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from ..distributed import init_from_env
+from ..distributed import session
 from ..errors import UsageError
 from .config import TrainConfig
 from .data import TrainingData, load_training_data, sample_groups, teacher_scores
@@ -259,10 +259,15 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
     can; nothing already written is removed unless ``cfg.overwrite``.
     """
     cfg.validate()
+    state = preflight(cfg)
+    with session(cfg.device) as (env, device):   # mice_bench.distributed (torchrun)
+        return _train(cfg, reporter, model, data, teacher, state, env, device)
+
+
+def _train(cfg: TrainConfig, reporter: TrainReporter | None, model, data: TrainingData | None,
+           teacher, state: dict | None, env, device: torch.device) -> TrainResult:
     rep = reporter or TrainReporter()
     out, work = Path(cfg.output), cfg.work_dir
-    state = preflight(cfg)
-    env, device = init_from_env(cfg.device)   # mice_bench.distributed (torchrun)
     amp = _autocast_dtype(cfg.precision, device)
     per_rank = cfg.batch_size // env.world if env.world else cfg.batch_size
     if cfg.batch_size % (env.world * cfg.grad_accum):
