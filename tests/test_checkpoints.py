@@ -255,8 +255,31 @@ def test_colbert_original_format(tmp_path):
     ex = make_executor("colbert", bb, "fast")
     ds = ex.encode_documents(DOCS_P)
     qs = ex.encode_queries(QUERIES[:1])
-    assert (ex.score_query(qs, ds) - _colbert_reference(model, tok, w, QUERIES[:1] * len(DOCS_P),
-                                                        DOCS_P)).abs().max() < 1e-5
+    expected_1 = _colbert_reference(model, tok, w, QUERIES[:1] * len(DOCS_P), DOCS_P)
+    assert (ex.score_query(qs, ds) - expected_1).abs().max() < 1e-5
+    # a ColBERT index: the projected unit vectors (8-d here, not the 32-d states), scored
+    # without the document side, straight and through the store in each format
+    dv = ex.encode_documents(DOCS_P, vectors=True)
+    assert dv.vectors and dv.hidden.shape[-1] == 8 and dv.kv is None
+    assert torch.allclose(dv.hidden[dv.mask].norm(dim=-1), torch.ones(int(dv.mask.sum())))
+    assert (ex.score_query(qs, dv) - expected_1).abs().max() < 1e-5
+    spread = float(expected_1.max() - expected_1.min())
+    from mice_bench.effectiveness.store import DocStateStore
+
+    ids = [f"d{i}" for i in range(len(DOCS_P))]
+    by_id = dict(zip(ids, DOCS_P))
+    for fmt, tol in (("fp32", 1e-5), ("fp16", 2e-3), ("int8", 2e-2)):
+        st = DocStateStore(tmp_path / f"store-{fmt}", fmt=fmt, vectors=True)
+        st.ensure(ids, lambda xs: {d: by_id[d] for d in xs},
+                  lambda tx: ex.encode_documents(tx, vectors=True), batch_size=2)
+        back = DocStateStore(tmp_path / f"store-{fmt}", fmt=fmt, vectors=True).load(ids)
+        assert back.vectors and back.hidden.shape[-1] == 8
+        assert (ex.score_query(qs, back) - expected_1).abs().max() <= tol * spread, fmt
+        assert st.usage()["content"] == "vectors"
+    # only late interaction has document vectors
+    for variant in ("mice-l1+1", "biencoder"):
+        with pytest.raises(ValueError, match="late-interaction"):
+            make_executor(variant, bb, "fast").encode_documents(DOCS_P, vectors=True)
 
 
 def test_cross_encoder_settings(tmp_path):

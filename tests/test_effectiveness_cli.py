@@ -105,7 +105,7 @@ def test_fixture_run_and_docs_through_ir_datasets(tmp_path, fixture_home):
     summary = json.loads(r.stdout)
     assert summary["rows"][0]["cells"]["dl19"]["nDCG@10"]["mean"] == pytest.approx(0.564139,
                                                                                   abs=1e-6)
-    assert (tmp_path / "out" / "dl19" / "run-effectiveness-run" / "bm25.trec").is_file()
+    assert (tmp_path / "out" / "dl19" / "run-effectiveness-run" / "bm25.trec.gz").is_file()
     assert (tmp_path / "out" / "summary.md").is_file()
 
 

@@ -8,6 +8,7 @@ summary cells and marks).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -74,8 +75,9 @@ def test_two_gloo_ranks_write_what_one_process_writes(tmp_path, args):
         assert b[name]["per_query"].keys() == a[name]["per_query"].keys(), name
         for q, vals in a[name]["per_query"].items():
             assert b[name]["per_query"][q] == pytest.approx(vals, abs=1e-9), (name, q)
-        run_a = (tmp_path / "one" / name).with_suffix(".trec").read_text().splitlines()
-        run_b = (tmp_path / "two" / name).with_suffix(".trec").read_text().splitlines()
+        run_a, run_b = (gzip.decompress((tmp_path / side / name).with_suffix(".trec.gz")
+                                        .read_bytes()).decode().splitlines()
+                        for side in ("one", "two"))
         assert [x.split()[:4] for x in run_a] == [x.split()[:4] for x in run_b], name
         for x, y in zip(run_a, run_b):     # the same scores: a pair's score is the pair's
             assert float(x.split()[4]) == pytest.approx(float(y.split()[4]), rel=1e-5,

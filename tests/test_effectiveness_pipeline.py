@@ -6,6 +6,7 @@ The collection comes from ``tests/fixtures/effectiveness`` (queries, qrels, ``--
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from pathlib import Path
@@ -44,7 +45,7 @@ def fixture_collection(info: eds.DatasetInfo, docs_path, limit_queries=None) -> 
 @pytest.fixture
 def fixture_data(monkeypatch, tiny_bb):
     """The fixture collection, and the tiny random backbone of conftest for any --model."""
-    import mice_bench.backbone
+    import mice_bench.backbone   # (conftest imported the modules that bind it by name)
 
     monkeypatch.setattr(runner, "load_collection", fixture_collection)
     monkeypatch.setattr(mice_bench.backbone, "load_backbone", lambda name, **kw: tiny_bb)
@@ -123,8 +124,9 @@ def test_resume_after_interrupt_scores_every_pair_once(tmp_path, fixture_data, c
     run_effectiveness(fresh)
     assert per_query_values(tmp_path / "out2") == resumed
     for name in ("ce", "colbert"):
-        rel = Path("dl19/run-effectiveness-run/minilm-l6") / f"{name}.trec"
-        assert (tmp_path / "out" / rel).read_text() == (tmp_path / "out2" / rel).read_text()
+        rel = Path("dl19/run-effectiveness-run/minilm-l6") / f"{name}.trec.gz"
+        # byte-identical: the gzip stream has no time stamp
+        assert (tmp_path / "out" / rel).read_bytes() == (tmp_path / "out2" / rel).read_bytes()
 
 
 def test_run_and_docs_on_fixture(tmp_path, fixture_data):
@@ -138,7 +140,8 @@ def test_run_and_docs_on_fixture(tmp_path, fixture_data):
     assert bm25["aggregates"]["RR@10"] == pytest.approx(5 / 12)
     assert set(bm25["per_query"]["nDCG@10"]) == {"101", "102", "103", "104"}
     assert bm25["config"]["first_stage"] == RUN and bm25["config"]["docs"] == DOCS
-    assert (base / "bm25.trec").read_text().splitlines()[0].startswith("101 Q0 d3 1 12.5")
+    with gzip.open(base / "bm25.trec.gz", "rt") as f:
+        assert f.readline().startswith("101 Q0 d3 1 12.5")
     for v in ("biencoder", "mice-l4+2"):
         r = load_result(base / "minilm-l6" / f"{v}.json", kind="effectiveness")
         assert r["num_candidates"] == NUM_PAIRS

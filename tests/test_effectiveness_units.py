@@ -273,3 +273,29 @@ def test_plan_validation():
         make_plan(EffectivenessConfig(variants=["mice-l4"], models=["m"]))
     with pytest.raises(UsageError, match="--test"):
         make_plan(EffectivenessConfig(test="wilcoxon"))
+
+
+def test_config_to_args_is_what_the_command_line_parses_back(tmp_path, monkeypatch):
+    """Studies print ``config_to_args(cfg)`` as the equivalent command: the real CLI, given
+    those arguments, must hand the library the same config (booleans as --no-X flags)."""
+    from typer.testing import CliRunner
+
+    from mice_bench.cli import app
+    from mice_bench.effectiveness import runner as eff_runner
+    from mice_bench.effectiveness.cli import config_to_args
+
+    cfg = EffectivenessConfig(
+        datasets=["dl19", "scifact"], models=[ModelRef("minilm-l6", "s1")],
+        variants=["bm25", "colbert", "mice-l4+2"], first_stage="bm25",
+        first_stage_for={"dl19": "run:a.trec"}, docs_for={"scifact": "d.jsonl"}, depth=20,
+        measures=["nDCG@10"], doc_store="int8", gzip_runs=False, limit_queries=3,
+        output_dir=str(tmp_path / "o"), cache_dir=str(tmp_path / "c"), device="cpu")
+    seen = []
+    monkeypatch.setattr(eff_runner, "run_effectiveness",
+                        lambda c, *a, **k: (seen.append(c), (_ for _ in ()).throw(
+                            UsageError("stop here")))[1])
+    args = config_to_args(cfg)
+    assert "--no-gzip-runs" in args and "--doc-store" in args
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and seen, r.output
+    assert seen[0] == cfg

@@ -271,3 +271,16 @@ def test_ettin_architecture_name_runs_offline():
     for v in ("ce", "mice-l4+3", "colbert"):
         s = make_executor(v, bb).score_pairs(QUERIES, DOCS)
         assert torch.isfinite(s).all()
+
+
+@pytest.mark.parametrize("variant", ["colbert", "colbert[proj=0,qaug=0]"])
+def test_colbert_document_vectors_every_family(fam_bb, variant):
+    """Stored head vectors (final norm, projection, unit length) score as the reference
+    executor scores the texts, in every family (ModernBERT's final norm included)."""
+    name, _, bb = fam_bb
+    ex, ref = make_executor(variant, bb, "fast"), make_executor(variant, bb, "reference")
+    dv = ex.encode_documents(DOCS, vectors=True, batch_size=2)
+    qs = ex.encode_queries(QUERIES[:1])
+    got = ex.score_query(qs, dv)
+    want = ref.score_pairs(QUERIES[:1] * len(DOCS), DOCS)
+    assert (got - want).abs().max() < 1e-5 * max(float(want.max() - want.min()), 1.0), name

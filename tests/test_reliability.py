@@ -7,6 +7,7 @@ conftest's tiny random BERT; a few seconds in all.
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 import threading
@@ -371,7 +372,11 @@ def test_fp16_and_int8_stores_score_like_fp32(tmp_path, fixture_data):
                              .read_text())
             assert res["config"]["doc_store"] == store
             bpd[store, v] = res["timing"]["doc_store"]["bytes_per_doc"]
-            run = (tmp_path / store / RUN_DIR / "minilm-l6" / f"{v}.trec").read_text()
+            # colbert stores its head's vectors (a ColBERT index), MICE its layer-m states
+            assert res["timing"]["doc_store"]["content"] == \
+                ("vectors" if v == "colbert" else "states")
+            run = gzip.decompress((tmp_path / store / RUN_DIR / "minilm-l6" / f"{v}.trec.gz")
+                                  .read_bytes()).decode()
             scores[store, v] = {tuple(ln.split()[0:3:2]): float(ln.split()[4])
                                 for ln in run.splitlines()}
     for v in ("colbert", "mice-l4+2"):
@@ -432,8 +437,8 @@ def test_two_concurrent_runs_on_one_cache_do_the_work_once(tmp_path, fixture_dat
     assert counters["docs"]["colbert"] == UNIQUE_DOCS
     assert counters["pairs"] == {"ce": NUM_PAIRS, "colbert": NUM_PAIRS}
     for name in ("ce", "colbert"):
-        a = (tmp_path / "o0" / RUN_DIR / "minilm-l6" / f"{name}.trec").read_text()
-        assert a == (tmp_path / "o1" / RUN_DIR / "minilm-l6" / f"{name}.trec").read_text()
+        a = (tmp_path / "o0" / RUN_DIR / "minilm-l6" / f"{name}.trec.gz").read_bytes()
+        assert a == (tmp_path / "o1" / RUN_DIR / "minilm-l6" / f"{name}.trec.gz").read_bytes()
     assert not [p for p in (tmp_path / "cache").rglob("*.tmp")]
 
 

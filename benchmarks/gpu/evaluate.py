@@ -6,9 +6,11 @@
 
 * unpacks the archive (or copies a folder) into ``results/gpu/<tag>/`` (``--dest``):
   ``latency/*.json`` (mice-bench latency results), ``tests/`` (junit.xml, sdpa-kernels.json),
-  ``training/`` (training logs, study.json), ``runs/*.trec``, ``logs/``, ``run.log``,
+  ``training/`` (training logs, study.json), ``runs/*.trec.gz`` (plain ``.trec`` from older
+  runs is gzipped here, so that committed results stay small enough to travel), ``logs/``,
+  ``run.log``,
   ``env.txt``, ``summary.txt`` (regenerated);
-* evaluates every ``runs/<variant>.<dataset>.trec`` (dl19, dl20, nfcorpus) with ir_measures
+* evaluates every ``runs/<variant>.<dataset>.trec[.gz]`` (dl19, dl20, nfcorpus) with ir_measures
   against the qrels in ``../shared/data`` (nDCG@10 and RR@10), beside the BM25 first stage
   the run re-ranked (``gpu-carry/data/<dataset>.bm25.trec.gz``), with a paired t-test
   against BM25 (scipy), over the same queries; writes ``effectiveness.json`` and
@@ -92,16 +94,36 @@ def default_tag(folder: Path) -> str:
     return f"{gpu}-{stamp}"
 
 
+def run_files(folder: Path) -> list[Path]:
+    """The TREC runs of a result folder (``runs/<variant>.<dataset>.trec[.gz]``), probes out."""
+    d = folder / "runs"
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if p.name.endswith((".trec", ".trec.gz"))
+                  and not p.name.startswith("probe."))
+
+
+def gzip_runs(folder: Path) -> None:
+    """Replace plain ``.trec`` runs by deterministic gzip files (mtime 0)."""
+    import gzip
+
+    for p in run_files(folder):
+        if p.name.endswith(".trec"):
+            gz = p.with_name(p.name + ".gz")
+            gz.write_bytes(gzip.compress(p.read_bytes(), mtime=0))
+            p.unlink()
+
+
 def evaluate(folder: Path, carry: Path) -> dict:
     import ir_measures
 
     sd = shared_data()
     ms = [ir_measures.parse_measure(m) for m in MEASURES]
     out: dict = {"measures": list(MEASURES), "datasets": {}}
-    runs = sorted(p for p in (folder / "runs").glob("*.trec") if not p.name.startswith("probe."))
+    runs = run_files(folder)
     by_ds: dict[str, dict[str, Path]] = {}
     for p in runs:
-        variant, _, ds = p.stem.rpartition(".")
+        variant, _, ds = p.name.removesuffix(".gz").removesuffix(".trec").rpartition(".")
         by_ds.setdefault(ds, {})[variant] = p
     for ds, variants in sorted(by_ds.items()):
         if ds not in QRELS or not (sd / QRELS[ds]).exists():
@@ -192,7 +214,8 @@ def main(argv=None) -> int:
     study = None
     if (folder / "training" / "study.json").exists():
         study = json.loads((folder / "training" / "study.json").read_text())
-    if list((folder / "runs").glob("*.trec")):
+    gzip_runs(folder)
+    if run_files(folder):
         ev = evaluate(folder, args.carry)
         (folder / "effectiveness.json").write_text(json.dumps(ev, indent=1) + "\n")
         md = render(ev, study)

@@ -7,7 +7,7 @@ all-MiniLM-L6-v2 (carried, fp16 weights loaded in fp32) is fine-tuned once per v
 groups of 1 positive + 7 negatives, the same steps, data and seed for every variant, through
 ``mice-bench train`` (bf16 autocast on CUDA). Each trained model then re-ranks the carried
 BM25 top-100 of DL19, DL20 and NFCorpus test; the scores are written as TREC runs
-(``runs/<variant>.<dataset>.trec``), evaluated back here by ``evaluate.py``.
+(``runs/<variant>.<dataset>.trec.gz``), evaluated back here by ``evaluate.py``.
 
 The number of steps fits the time budget: a short calibration run of ``ce`` (the most
 expensive variant) measures the step time, the training overhead and the scoring rate; the
@@ -107,7 +107,7 @@ def score_sets(model_dir: Path, device: str, sets: dict, batch: int, out_dir: Pa
             run: dict = {}
             for (q, d), v in zip(keys, scores):
                 run.setdefault(q, {})[d] = float(v)
-            write_trec(out_dir / f"{tag}.{name}.trec", run, tag)
+            write_trec(out_dir / f"{tag}.{name}.trec.gz", run, tag)  # gzip: ~5x smaller
         if limit_pairs is not None:
             break  # the probe times one set
     return stats

@@ -266,7 +266,7 @@ def render(work: Path, s: dict) -> str:
                      f"{_fmt(thr.get('pairs_per_s'), '.0f')} pairs/s  loss "
                      f"{_fmt(r.get('loss_first'), '.3f')} -> {_fmt(r.get('loss_last'), '.3f')}"
                      f"  train {_fmt(r.get('train_wall_s'), '.0f')} s")
-    runs = sorted(p.name for p in (work / "runs").glob("*.trec") if not
+    runs = sorted(p.name for p in (work / "runs").glob("*.trec*") if not
                   p.name.startswith("probe."))
     if runs:
         L.append(f"  runs: {', '.join(runs)}")

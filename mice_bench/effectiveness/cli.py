@@ -56,7 +56,7 @@ def config_to_args(cfg) -> list[str]:
 
     from .runner import EffectivenessConfig
 
-    default = EffectivenessConfig()
+    default = EffectivenessConfig(device="auto")    # the command line's defaults
     a = ["effectiveness", "--datasets", ",".join(cfg.datasets)]
     for m in cfg.models:
         a += ["--model", f"{m.label}={m.name}" if m.label else m.name]
@@ -74,7 +74,9 @@ def config_to_args(cfg) -> list[str]:
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         if f.name not in skip and v is not None and v != getattr(default, f.name):
-            a += [f"--{f.name.replace('_', '-')}", str(v)]
+            opt = f.name.replace('_', '-')
+            a += [f"--{opt}" if v else f"--no-{opt}"] if isinstance(v, bool) else \
+                [f"--{opt}", str(v)]
     return a
 
 
@@ -135,6 +137,9 @@ def register(app: typer.Typer) -> None:
         doc_store: str = typer.Option(
             "fp16", "--doc-store", help="document-state store: fp16 | fp32 | int8 (per-token "
                                         "scaled; a quarter of fp32)"),
+        gzip_runs: bool = typer.Option(
+            True, "--gzip-runs/--no-gzip-runs",
+            help="write each TREC run as <variant>.trec.gz (ir_measures reads it) or plain"),
         format_: str = typer.Option("table", "--format", help="table | json"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
@@ -153,7 +158,7 @@ def register(app: typer.Typer) -> None:
             executor=executor, query_max_tokens=query_max_tokens, doc_max_tokens=doc_max_tokens,
             limit_queries=limit_queries, seed=seed, cache_dir=cache_dir,
             **({"output_dir": output_dir} if output_dir else {}),
-            summary_name=summary_name, doc_store=doc_store)
+            summary_name=summary_name, doc_store=doc_store, gzip_runs=gzip_runs)
         try:
             summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))
         except KeyboardInterrupt:

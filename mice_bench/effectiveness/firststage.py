@@ -162,13 +162,20 @@ def top_k(run: Run, k: int) -> Run:
 
 
 def write_trec_run(path: str | os.PathLike, run: Run, tag: str) -> Path:
-    """Write ``run`` in TREC format (ranked, 1-based ranks), atomically (fsync + rename)."""
-    from .safeio import atomic_write_text
+    """Write ``run`` in TREC format (ranked, 1-based ranks), atomically (fsync + rename);
+    gzip-compressed when ``path`` ends in ``.gz`` (deterministic bytes: no time stamp, so a
+    resumed run writes the same file). ``ir_measures`` and :func:`read_trec_run` read both.
+    """
+    from .safeio import atomic_write_bytes, atomic_write_text
 
     lines = []
     for q in run:
         for rank, (d, s) in enumerate(ranked(run[q]), 1):
             lines.append(f"{q} Q0 {d} {rank} {s:.6f} {tag}\n")
+    if str(path).endswith(".gz"):
+        import gzip
+
+        return atomic_write_bytes(path, gzip.compress("".join(lines).encode(), mtime=0))
     return atomic_write_text(path, "".join(lines))
 
 

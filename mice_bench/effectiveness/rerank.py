@@ -115,6 +115,7 @@ class VariantScorer:
         self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                            / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
         self.doc_cache: DocStateStore | None = None
+        self.doc_vectors = False
         if getattr(ex, "has_doc_precompute", False):
             L = ex.backbone.num_layers
             split = ex.spec.split_layer(L)
@@ -124,9 +125,15 @@ class VariantScorer:
                     "dmax": settings.doc_max_tokens, "dtype": settings.dtype,
                     "device": torch.device(settings.device).type, "seed": settings.seed}
             dkey["store"] = settings.doc_store
+            # late interaction: the store is the head's document vectors (a ColBERT index)
+            self.doc_vectors = bool(getattr(ex, "late_interaction", False))
+            if self.doc_vectors:
+                dkey["content"] = "vectors"
             if from_ckpt:
                 dkey["checkpoint_settings"] = from_ckpt
             self.score_key["doc_store"] = settings.doc_store
+            if self.doc_vectors:
+                self.score_key["doc_content"] = "vectors"
             self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                                / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
             store_dir = (Path(cache_dir) / "docstates"
@@ -134,7 +141,8 @@ class VariantScorer:
             if self.shard and rank_store:
                 store_dir = store_dir.with_name(
                     f"{store_dir.name}-rank{self.shard[0]}of{self.shard[1]}")
-            self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store)
+            self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store,
+                                           vectors=self.doc_vectors)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
@@ -154,7 +162,8 @@ class VariantScorer:
         with self.reporter.task(f"{self.coll.name} {self.variant}: encode docs", len(todo),
                                 unit="docs") as adv:
             n = self.doc_cache.ensure(
-                doc_ids, texts, lambda tx: self.ex.encode_documents(tx, batch_size=bs),
+                doc_ids, texts,
+                lambda tx: self.ex.encode_documents(tx, batch_size=bs, vectors=self.doc_vectors),
                 batch_size=bs, progress=adv)
         if n:
             self.stats.doc_encode_s += time.perf_counter() - t

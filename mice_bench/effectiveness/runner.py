@@ -94,6 +94,7 @@ class EffectivenessConfig:
     cache_dir: str | None = None
     summary_name: str = "summary"
     doc_store: str = "fp16"          # fp16 | fp32 | int8 (document-state store, see store.py)
+    gzip_runs: bool = True           # TREC runs as <variant>.trec.gz (about 5x smaller)
 
     def __post_init__(self) -> None:
         for name in _LISTS:
@@ -274,11 +275,13 @@ def result_path(out: Path, ds: str, fs_tag: str, variant: str, model: str | None
 
 
 def write_result(path: Path, cfg_block: dict, env: dict, coll: Collection, run: Run,
-                 measures: list, timing: dict, model_info: dict | None, tag: str) -> Record:
-    """Evaluate ``run`` on ``coll`` and write ``path`` (JSON) and the TREC run beside it."""
+                 measures: list, timing: dict, model_info: dict | None, tag: str,
+                 gzip_run: bool = True) -> Record:
+    """Evaluate ``run`` on ``coll`` and write ``path`` (JSON) and the TREC run beside it
+    (``<stem>.trec.gz``, or ``<stem>.trec`` without ``gzip_run``)."""
     pq = per_query(coll.qrels, run, measures)
     agg = aggregate(pq)
-    run_path = path.with_suffix(".trec")
+    run_path = path.with_suffix(".trec.gz" if gzip_run else ".trec")
     write_trec_run(run_path, run, tag)
     EffectivenessResult(
         config=cfg_block, environment=env, model=model_info,
@@ -364,7 +367,8 @@ def _run_planned(cfg: EffectivenessConfig, plan: Plan, denv, dev, reporter: Repo
         block = _cfg_block(cfg, plan, coll, BM25, None)
         block["first_stage_row"] = "bm25 retrieval" if fs.kind != "run" else "run file scores"
         records.append(write_result(path, block, env, coll, candidates[name], plan.measures,
-                                    {"first_stage_s": fs_s}, None, "mice-bench-bm25"))
+                                    {"first_stage_s": fs_s}, None, "mice-bench-bm25",
+                                    cfg.gzip_runs))
         reporter.log(f"[dim]{name}[/] bm25 ({fs.describe(name)}): " + _fmt(records[-1].aggregates))
     if denv.main:
         denv.barrier()
@@ -498,7 +502,7 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                             settings=ex.settings())
                 path = result_path(out, dname, fs.tag(dname), variant, label)
                 rec = write_result(path, block, env, coll, run, plan.measures, timing, info,
-                                   f"mice-bench-{slug(variant)}")
+                                   f"mice-bench-{slug(variant)}", cfg.gzip_runs)
                 records.append(rec)
                 reporter.log(f"[dim]{dname}[/] {label} {variant}: " + _fmt(rec.aggregates)
                              + f"  ({stats['pairs_scored']} pairs scored, "

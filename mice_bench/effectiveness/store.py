@@ -17,7 +17,9 @@ Formats (``--doc-store``): ``fp32``; ``fp16`` (the default: half the bytes, scor
 1e-3 of fp32 states); ``int8`` (per-token symmetric scaling ``h ~ q * scale``,
 ``scale = max|h| / 127``: a quarter of fp32 plus 4 bytes per token). Only the hidden states at
 the split layer are stored: that is all a split-first variant reads (interaction-layer K/V
-are recomputed per query batch).
+are recomputed per query batch). A late-interaction variant (``colbert``: maxsim head, no
+interaction layer) stores its head's document vectors instead (``content: vectors``: final
+norm, 128-d projection, unit length, as a ColBERT index does), a third of the 384-d states.
 
 Faults: every file is written atomically (unique temp file, fsync, rename). The index records
 each shard's size and SHA-256; a shard that is missing, truncated or altered is reported by
@@ -63,13 +65,17 @@ class DocStateStore:
     """Document states stored in shards under one directory (see the module docstring)."""
 
     def __init__(self, directory: str | os.PathLike, meta: dict | None = None,
-                 fmt: str = DEFAULT_STORE, flush_s: float = 5.0, max_shard_docs: int = 1024):
+                 fmt: str = DEFAULT_STORE, flush_s: float = 5.0, max_shard_docs: int = 1024,
+                 vectors: bool = False):
+        """``vectors``: the store holds a late-interaction head's document vectors (what
+        ``encode(..., vectors=True)`` returns), and :meth:`load` marks them so."""
         if fmt not in STORE_FORMATS:
             raise ValueError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fmt = fmt
-        self.meta = dict(meta or {}, store=fmt)
+        self.vectors = bool(vectors)
+        self.meta = dict(meta or {}, store=fmt, content="vectors" if vectors else "states")
         self.flush_s = flush_s
         self.max_shard_docs = max_shard_docs
         self.shards: list[dict] = []
@@ -205,7 +211,8 @@ class DocStateStore:
             nbytes += e["bytes"]
             ndocs += len(e["ids"])
             ntok += e.get("tokens", 0)
-        return {"store": self.fmt, "docs": ndocs, "bytes": nbytes,
+        return {"store": self.fmt, "content": "vectors" if self.vectors else "states",
+                "docs": ndocs, "bytes": nbytes,
                 "bytes_per_doc": nbytes / ndocs if ndocs else None,
                 "tokens_per_doc": ntok / ndocs if ndocs else None}
 
@@ -304,7 +311,8 @@ class DocStateStore:
             hidden[i, :t] = h
             mask[i, :t] = True
             seg[i, :t] = sg
-        return DocStates(hidden.to(device), mask.to(device), seg.to(device), None)
+        return DocStates(hidden.to(device), mask.to(device), seg.to(device), None,
+                         vectors=self.vectors)
 
 
 # --------------------------------------------------------------------------- packing

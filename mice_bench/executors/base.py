@@ -138,16 +138,20 @@ class Executor:
         return out
 
     # ------------------------------------------------------------------ heads
-    def head(self, xq, q_mask, xd=None, d_mask=None, d_seg=None) -> torch.Tensor:
+    def head(self, xq, q_mask, xd=None, d_mask=None, d_seg=None,
+             d_vectors: bool = False) -> torch.Tensor:
         """Scores ``[B]`` (fp32) from the last states of the query side ``xq [B, Tq, H]`` (its
         ``[CLS]`` first) and of the document side ``xd [B, Td, H]`` (``xd is xq`` when one
         sequence holds both parts, the masks then select each part). The family's final norm
-        is applied first (ModernBERT), then the head."""
+        is applied first (ModernBERT), then the head. ``d_vectors``: ``xd`` already holds the
+        ``maxsim`` head's document vectors (normed, projected, unit length)."""
         spec, bb = self.spec, self.backbone
         fam = bb.family
         same = xd is xq
+        if d_vectors and spec.head != "maxsim":
+            raise ValueError(f"{spec}: document vectors are scored by a maxsim head only")
         xq = fam.final(bb, xq)
-        if xd is not None:
+        if xd is not None and not d_vectors:
             xd = xq if same else fam.final(bb, xd)
         if spec.head == "cls":
             if bb.pooling == "mean" and self.pool_pair and xd is not None:
@@ -158,7 +162,7 @@ class Executor:
         if spec.head == "maxsim":
             if d_seg is not None:  # the checkpoint's skip-list: attended, not scored
                 d_mask = d_mask & (d_seg != SKIP_DOC)
-            return maxsim(xq, q_mask, xd, d_mask, self.projection)
+            return maxsim(xq, q_mask, xd, d_mask, self.projection, d_vectors=d_vectors)
         return mean_cos(xq, q_mask, xd, d_mask, self.pooling)
 
     # ------------------------------------------------------------------ protocol

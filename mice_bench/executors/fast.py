@@ -46,7 +46,9 @@ class PartStates:
     ``hidden [N, T, H]``, ``mask [N, T]`` (bool, True = token), ``seg [N, T]`` (segment ids,
     -1 = padding), ``kv``: ``{layer: (K, V)}`` with ``K, V [N, h, T, d]`` (documents only),
     ``pos [N, T]``: position ids (rotary families and local windows read them; None = the
-    part's own numbering, which the executor rebuilds from the spec).
+    part's own numbering, which the executor rebuilds from the spec). ``vectors``: ``hidden``
+    holds the head's document vectors ``[N, T, D]`` (late interaction: final norm, projection,
+    L2 normalisation already applied, as a ColBERT index stores them), not layer states.
     """
 
     hidden: torch.Tensor
@@ -54,6 +56,7 @@ class PartStates:
     seg: torch.Tensor
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
     pos: torch.Tensor | None = None
+    vectors: bool = False
 
     def __len__(self) -> int:
         return self.hidden.shape[0]
@@ -76,7 +79,8 @@ class PartStates:
         if self.kv is not None:
             kv = {l: (k[idx][:, :, :T], v[idx][:, :, :T]) for l, (k, v) in self.kv.items()}
         pos = self.pos[idx][:, :T] if self.pos is not None else None
-        return type(self)(self.hidden[idx][:, :T], mask[:, :T], self.seg[idx][:, :T], kv, pos)
+        return type(self)(self.hidden[idx][:, :T], mask[:, :T], self.seg[idx][:, :T], kv, pos,
+                          self.vectors)
 
     def to(self, device=None, dtype=None) -> "PartStates":
         def mv(t):
@@ -84,7 +88,8 @@ class PartStates:
 
         kv = {l: (mv(k), mv(v)) for l, (k, v) in self.kv.items()} if self.kv else self.kv
         pos = self.pos.to(device) if self.pos is not None else None
-        return type(self)(mv(self.hidden), self.mask.to(device), self.seg.to(device), kv, pos)
+        return type(self)(mv(self.hidden), self.mask.to(device), self.seg.to(device), kv, pos,
+                          self.vectors)
 
     @classmethod
     def cat(cls, parts: list["PartStates"]) -> "PartStates":
@@ -97,8 +102,10 @@ class PartStates:
         pos = None
         if all(p.pos is not None for p in parts):
             pos = _pad_cat([p.pos for p in parts], 0)
+        if len({p.vectors for p in parts}) > 1:
+            raise ValueError("cannot concatenate head vectors with layer states")
         return cls(_pad_cat([p.hidden for p in parts], 0), _pad_cat([p.mask for p in parts], False),
-                   _pad_cat([p.seg for p in parts], -1), kv, pos)
+                   _pad_cat([p.seg for p in parts], -1), kv, pos, parts[0].vectors)
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a unique temporary file in the same folder, fsync'd, renamed."""
@@ -188,6 +195,12 @@ class SplitExecutor(Executor):
     def has_doc_precompute(self) -> bool:  # type: ignore[override]
         return self.spec.precomputable
 
+    @property
+    def late_interaction(self) -> bool:
+        """Documents meet the query only in the head (``maxsim``, no interaction layer): a
+        document is fully described by its head vectors, which is what a store keeps."""
+        return self.has_doc_precompute and not self.inter_layers and self.spec.head == "maxsim"
+
     # ---------------------------------------------------------------- tokenisation
     def tokenize_queries(self, queries: list[str]) -> TokenBatch:
         return self.tokenizer.query_parts(list(queries))
@@ -219,10 +232,15 @@ class SplitExecutor(Executor):
 
     def encode_documents(self, docs: list[str] | TokenBatch, kv_cache: bool = False,
                          store_dtype: torch.dtype | None = None,
-                         batch_size: int = 64):
-        """Document-part states at the split layer, ``hidden [N, Td, H]`` (+ K/V per layer)."""
+                         batch_size: int = 64, vectors: bool = False):
+        """Document-part states at the split layer, ``hidden [N, Td, H]`` (+ K/V per layer);
+        with ``vectors`` (late interaction only) the head's document vectors ``[N, Td, D]``
+        instead (:meth:`doc_vectors`)."""
         if not self.has_doc_precompute:
             return super().encode_documents(docs)
+        if vectors and not self.late_interaction:
+            raise ValueError(f"{self.spec}: only a late-interaction variant (maxsim head, no "
+                             "interaction layer) has document vectors")
         tb = docs if isinstance(docs, TokenBatch) else self.tokenize_docs(docs)
         chunks = []
         with torch.inference_mode():
@@ -230,13 +248,32 @@ class SplitExecutor(Executor):
                 part = self._encode_part(tb.select(slice(i, i + batch_size)))
                 if kv_cache:
                     part.kv = self._doc_kv(part)
-                chunks.append(part)
+                chunks.append(self.doc_vectors(part) if vectors else part)
         ds = DocStates.cat(chunks) if chunks else DocStates(
             torch.zeros(0, 1, self.backbone.hidden_size), torch.zeros(0, 1, dtype=torch.bool),
             torch.zeros(0, 1, dtype=torch.long))
         if store_dtype is not None:
             ds = ds.to(dtype=store_dtype)
         return ds
+
+    def doc_vectors(self, states: PartStates) -> DocStates:
+        """The head's vectors of split-layer document states (late interaction): the
+        family's final norm, the projection ``P`` when there is one, then L2 normalisation, in
+        fp32: ``hidden [N, Td, D]`` with ``vectors=True``. :meth:`score_states` scores them
+        without touching the document side again, so a store of them is a ColBERT index
+        (``D = 128`` with the projection, instead of the ``H``-dim states)."""
+        if not self.late_interaction:
+            raise ValueError(f"{self.spec}: only a late-interaction variant (maxsim head, no "
+                             "interaction layer) has document vectors")
+        if states.vectors:
+            return states
+        bb = self.backbone
+        with torch.inference_mode():
+            x = bb.family.final(bb, states.hidden.to(bb.device, bb.dtype)).float()
+            if self.projection is not None:
+                x = x @ self.projection.float().T
+            x = torch.nn.functional.normalize(x, dim=-1)
+        return DocStates(x, states.mask, states.seg, None, states.pos, True)
 
     def _doc_kv(self, part: PartStates) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         bb = self.backbone
@@ -277,6 +314,10 @@ class SplitExecutor(Executor):
     def _score_states(self, qs: PartStates, q_index, ds: PartStates, d_index) -> torch.Tensor:
         bb = self.backbone
         q = qs.select(q_index).to(bb.device, bb.dtype)
+        if ds.vectors:            # late interaction on stored head vectors: the head only
+            d = ds.select(d_index).to(bb.device)
+            return self.head(q.hidden, q.mask, d.hidden, d.mask, d_seg=d.seg,
+                             d_vectors=True).float()
         d = ds.select(d_index).to(bb.device, bb.dtype)
         xq, segq = q.hidden, q.seg
         xd, segd = d.hidden, d.seg

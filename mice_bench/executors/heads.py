@@ -32,16 +32,27 @@ def cls_score(bb: Backbone, x: torch.Tensor, mask: torch.Tensor | None = None) -
 
 
 def maxsim(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch.Tensor,
-           projection: torch.Tensor | None = None) -> torch.Tensor:
+           projection: torch.Tensor | None = None, d_vectors: bool = False) -> torch.Tensor:
     """``q [B, Tq, H]``, ``q_mask [B, Tq]``, ``d [B, Td, H]``, ``d_mask [B, Td]`` -> ``[B]``.
 
     ``projection [D, H]`` (optional) maps token vectors to ``D`` dims before normalising.
+    ``d_vectors``: ``d [B, Td, D]`` is already projected and normalised (a stored index);
+    only the query side is.
+
+    >>> q = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])          # two query tokens
+    >>> d = torch.tensor([[[3.0, 0.0], [1.0, 1.0], [0.0, 0.0]]])
+    >>> m = torch.tensor([[True, True, False]])               # the last token is padding
+    >>> maxsim(q, torch.tensor([[True, True]]), d, m)          # 1 + cos(45 deg)
+    tensor([1.7071])
     """
     q, d = q.float(), d.float()
     if projection is not None:
         p = projection.float()
-        q, d = q @ p.T, d @ p.T
-    qn, dn = F.normalize(q, dim=-1), F.normalize(d, dim=-1)
+        q = q @ p.T
+        if not d_vectors:
+            d = d @ p.T
+    qn = F.normalize(q, dim=-1)
+    dn = d if d_vectors else F.normalize(d, dim=-1)
     sim = torch.einsum("bqh,bdh->bqd", qn, dn)
     sim = sim.masked_fill(~d_mask[:, None, :], float("-inf"))
     best = sim.max(-1).values.masked_fill(~q_mask, 0.0)

@@ -147,3 +147,38 @@ def test_summary_reads_a_run_folder(run_folder):
     assert "T1:" in text and "T2:" in text and "FAIL tests/gpu/test_gpu_checks.py::test_b" in text
     assert summary.main([str(run_folder)]) == 0
     assert (run_folder / "summary.txt").read_text() == text
+
+
+def test_evaluate_reads_and_keeps_gzipped_runs(tmp_path):
+    """What comes back from the device is evaluated from ``.trec.gz`` as from ``.trec``, and
+    the committed folder keeps gzip files only (results must stay small enough to travel)."""
+    ev_mod = _load("mice_gpu_evaluate", REPO / "benchmarks" / "gpu" / "evaluate.py")
+    sd = ev_mod.shared_data()
+    qrels_file = sd / ev_mod.QRELS["dl19"]
+    if not qrels_file.exists():
+        pytest.skip(f"no DL19 qrels in {sd}")
+    import ir_measures
+
+    qrels: dict = {}
+    for q in ir_measures.read_trec_qrels(str(qrels_file)):
+        qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
+    qids = sorted(qrels)[:5]
+    # a run that ranks judged documents by a fixed made-up score
+    run = {q: {d: float((hash(d) % 97) + rel) for d, rel in sorted(qrels[q].items())[:30]}
+           for q in qids}
+    src = tmp_path / "src"
+    carrylib.write_trec(src / "runs" / "ce.dl19.trec", run, "ce")
+    carrylib.write_trec(src / "runs" / "colbert.dl19.trec.gz", run, "colbert")
+    carrylib.write_trec(src / "runs" / "probe.dl19.trec", run, "probe")
+    assert ev_mod.main([str(src), "--tag", "t", "--dest", str(tmp_path / "out"),
+                        "--carry", str(tmp_path / "no-carry")]) == 0
+    folder = tmp_path / "out" / "t"
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == \
+        ["ce.dl19.trec.gz", "colbert.dl19.trec.gz"]
+    assert carrylib.read_trec(folder / "runs" / "ce.dl19.trec.gz") == run
+    rows = json.loads((folder / "effectiveness.json").read_text())["datasets"]["dl19"]["rows"]
+    want = ir_measures.calc_aggregate([ir_measures.parse_measure("nDCG@10")],
+                                      {q: qrels[q] for q in qids}, run)
+    (value,) = want.values()
+    for v in ("ce", "colbert"):
+        assert rows[v]["nDCG@10"] == pytest.approx(value)
