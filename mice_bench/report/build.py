@@ -282,7 +282,9 @@ def _readme(results_dir: Path, runs: list[RunInfo], records: list[EffRecord],
     if storage_md is not None:
         L += [f"### {STORAGE_TITLE}", "",
               "Split-first variants (`colbert`, `mice-*`, ...) re-rank from stored document "
-              "states; each row is one store (`--doc-store fp32 | fp16 | int8`). The MICE "
+              "states (`colbert`: its 128-d head vectors, as a ColBERT index; MICE: its "
+              "layer-m states, which the interaction layers read); each row is one store "
+              "(`--doc-store fp32 | fp16 | int8`). The MICE "
               f"paper does not measure this trade-off. Also in [tables/{STORAGE_TABLE}.md]"
               f"(tables/{STORAGE_TABLE}.md).", "",
               storage_md.split("\n", 2)[2].rstrip("\n"), ""]
