@@ -72,12 +72,14 @@ class Reranker:
 
     def encode_documents(self, documents: Sequence[str], kv_cache: bool = False):
         """Document states, computed once: hidden states at the split layer for the variants
-        that allow it (``precomputable``), the texts otherwise. Save them with ``.save()``
-        where they are tensors."""
+        that allow it (``precomputable``), the head's projected unit vectors for a
+        late-interaction variant (``colbert``: what a ColBERT index keeps), the texts
+        otherwise. Save them with ``.save()`` where they are tensors."""
         ex = self._ex
         if ex.has_doc_precompute:
             return ex.encode_documents(list(documents), kv_cache=kv_cache,
-                                       batch_size=self.batch_size)
+                                       batch_size=self.batch_size,
+                                       vectors=bool(getattr(ex, "late_interaction", False)))
         return ex.encode_documents(list(documents))
 
     def score_documents(self, query: str, states, doc_index=None) -> np.ndarray:

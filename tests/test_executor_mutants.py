@@ -1246,3 +1246,68 @@ def test_tokenizer_settings_edges(tok):
     # a tokenizer without a padding id pads with 0
     tb = Tokenizer(_NoPad(tok), 128, parse("ce")).pairs(["dog", "dog dog"], ["dog", "dog"])
     assert rows(tb.input_ids)[0] == [CLS, dog, SEP, dog, SEP, 0]
+
+
+# =========================================================================== doc vectors
+def test_doc_vectors_flag_survives_select_cat_to_save(tmp_path):
+    h = torch.arange(12, dtype=torch.float32).reshape(2, 3, 2)
+    m = torch.tensor([[1, 1, 0], [1, 1, 1]]).bool()
+    s = torch.tensor([[3, 4, -1], [3, 4, 4]])
+    v = DocStates(h, m, s, None, None, True)
+    assert v.select([1]).vectors and v.to(dtype=torch.float16).vectors
+    assert DocStates.cat([v, v]).vectors and not DocStates.cat([DocStates(h, m, s)] * 2).vectors
+    with pytest.raises(ValueError, match="head vectors with layer states"):
+        DocStates.cat([v, DocStates(h, m, s)])
+    v.save(tmp_path / "v.pt")
+    assert DocStates.load(tmp_path / "v.pt").vectors
+
+
+def test_doc_vectors_by_hand(tiny_bb):
+    """``doc_vectors`` = normalize(states @ P.T) per token (BERT: no final norm), and the
+    head scores them as a naive MaxSim loop over the query's projected unit vectors does,
+    skip-list tokens (segment SKIP_DOC) out."""
+    ex = make_executor("colbert", tiny_bb, "fast")
+    P = ex.projection.float()
+    ds = ex.encode_documents(DOCS[:3])
+    dv = ex.encode_documents(DOCS[:3], vectors=True, batch_size=2)
+    assert dv.vectors and not ds.vectors and dv.hidden.dtype == torch.float32
+    assert dv.hidden.shape == (*ds.hidden.shape[:2], P.shape[0])
+    assert torch.equal(dv.mask, ds.mask) and torch.equal(dv.seg, ds.seg)
+    for i in range(3):
+        for t in range(int(ds.mask[i].sum())):
+            want = ds.hidden[i, t].float() @ P.T
+            want = want / want.norm()
+            assert torch.allclose(dv.hidden[i, t], want, atol=1e-6), (i, t)
+    assert ex.doc_vectors(dv) is dv                      # already vectors: unchanged
+    qs = ex.encode_queries(QUERIES[:1])
+    got = ex.score_query(qs, dv)
+    q = qs.hidden[0][qs.mask[0]].float() @ P.T
+    q = q / q.norm(dim=-1, keepdim=True)
+    for i in range(3):
+        best = 0.0
+        for qt in q:
+            sims = [float(qt @ dv.hidden[i, t]) for t in range(dv.hidden.shape[1])
+                    if dv.mask[i, t] and dv.seg[i, t] != IN.SKIP_DOC]
+            best += max(sims)
+        assert got[i] == pytest.approx(best, abs=1e-5), i
+    # only a maxsim head reads vectors; only late interaction makes them
+    with pytest.raises(ValueError, match="maxsim head only"):
+        make_executor("biencoder", tiny_bb, "fast").head(qs.hidden, qs.mask, dv.hidden,
+                                                         dv.mask, d_vectors=True)
+    for variant in ("mice-l2+2", "biencoder", "prettr-l2[qlen=20]"):
+        other = make_executor(variant, tiny_bb, "fast")
+        assert not other.late_interaction
+        with pytest.raises(ValueError, match="late-interaction"):
+            other.doc_vectors(ds)
+    assert make_executor("colbert[proj=0,qaug=0]", tiny_bb, "fast").late_interaction
+
+
+def test_maxsim_with_stored_vectors_skips_the_document_projection():
+    q = torch.tensor([[[1.0, 0.0, 0.0]]])
+    P = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])          # [D=2, H=3]
+    d_states = torch.tensor([[[3.0, 4.0, 5.0]]])
+    d_vec = F.normalize(d_states @ P.T, dim=-1)      # P d = (3, 8), unit: (3, 8) / sqrt 73
+    m = torch.tensor([[True]])
+    a = H.maxsim(q, m, d_states, m, P)
+    b = H.maxsim(q, m, d_vec, m, P, d_vectors=True)
+    assert a == pytest.approx(b) and float(a) == pytest.approx(3 / math.hypot(3, 8))

@@ -173,3 +173,19 @@ def test_save_over_an_existing_checkpoint_and_a_stale_backup(fresh_bb, tmp_path)
     assert MiceModel.from_pretrained(tmp_path / "m").spec == second.spec
     assert not (tmp_path / ".m.old").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_reranker_stores_colbert_documents_as_head_vectors(fresh_bb):
+    """The facade's document store for a late-interaction variant is a ColBERT index (the
+    projected unit vectors), and scoring from it equals scoring the texts."""
+    from mice_bench import Reranker
+    from mice_bench.model import MiceModel
+
+    docs = ["a cat is an animal", "spiders have eight legs", "cats purr"]
+    rr = Reranker(MiceModel(fresh_bb, "colbert"))
+    states = rr.encode_documents(docs)
+    assert states.vectors and states.hidden.shape[-1] == rr.model.executor().projection.shape[0]
+    want = rr.predict([("what is a cat", d) for d in docs])
+    assert rr.score_documents("what is a cat", states) == pytest.approx(want, abs=1e-5)
+    mice = Reranker(MiceModel(fresh_bb, "mice-l2+2")).encode_documents(docs)
+    assert not mice.vectors and mice.hidden.shape[-1] == fresh_bb.hidden_size

@@ -182,3 +182,25 @@ def test_evaluate_reads_and_keeps_gzipped_runs(tmp_path):
     (value,) = want.values()
     for v in ("ce", "colbert"):
         assert rows[v]["nDCG@10"] == pytest.approx(value)
+
+
+def test_tracked_tree_leaves_room_for_the_gpu_carry():
+    """A device call sends the working tree and gpu-carry/ together, 64 MiB at most; the
+    committed results once grew past what was left (plain TREC runs), which only the rehearsal
+    noticed. Every commit keeps the tracked files under the limit minus the default carry."""
+    prepare = _load("mice_gpu_prepare", REPO / "benchmarks" / "gpu" / "prepare.py")
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=REPO,
+                             capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    sizes = {}
+    for rel in out.split(b"\0"):
+        p = REPO / rel.decode() if rel else None
+        if p is not None and p.is_file():
+            sizes[rel.decode()] = p.stat().st_size
+    budget = (prepare.TRAVEL_LIMIT_MIB - 2 - prepare.CARRY_DEFAULT_MIB) * 2 ** 20
+    big = sorted(sizes.items(), key=lambda kv: -kv[1])[:5]
+    assert sum(sizes.values()) <= budget, (
+        f"tracked files take {sum(sizes.values()) / 2**20:.1f} MiB, more than the "
+        f"{budget / 2**20:.1f} MiB a GPU call leaves beside gpu-carry/; largest: {big}")
