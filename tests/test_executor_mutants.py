@@ -684,6 +684,12 @@ def test_colbert_skiplist_and_markers_against_hugging_face(tiny_hf, tok):
     for kind in ("fast", "reference"):
         ex = make_executor("colbert[proj=0,qaug=0]", bb, kind)
         assert (ex.score_pairs(queries, docs) - exp).abs().max() < 1e-4, kind
+    # stored head vectors keep the skip-list (their segment ids) through scoring
+    ex = make_executor("colbert[proj=0,qaug=0]", bb, "fast")
+    dv = ex.encode_documents(docs, vectors=True)
+    got = torch.stack([ex.score_query(ex.encode_queries([q]), dv, [i])[0]
+                       for i, q in enumerate(queries)])
+    assert (got - exp).abs().max() < 1e-4
     st = make_executor("colbert[proj=0,qaug=0]", bb).settings()
     assert st["skiplist_ids"] == 2 and st["sources"]["skiplist"] == "checkpoint:artifact.metadata"
     assert st["projection"] is None and st["sources"]["projection"] == "none"
