@@ -171,6 +171,19 @@ def test_flops_bounds_minilm_l12_match_the_issue():
     assert colbert["head_per_pair"] == 2 * (32 + 258) * 384 * 128 + 2 * 32 * 258 * 128
     probe = F.pair_flops(parse("colbert[proj=0,qaug=0]"), dims, 32, 256, pairs_per_query=64)
     assert probe["head_per_pair"] == 2 * 34 * 258 * 384
+    # stored head vectors (a ColBERT index): the 258 document tokens' projection is offline
+    vec = F.pair_flops(parse("colbert"), dims, 32, 256, pairs_per_query=64, doc_vectors=True)
+    assert vec["doc_vectors"] is True and colbert["doc_vectors"] is False
+    assert vec["head_per_pair"] == 2 * 32 * 384 * 128 + 2 * 32 * 258 * 128
+    assert vec["doc_encode_per_doc"] == colbert["doc_encode_per_doc"] + 2 * 258 * 384 * 128
+    assert vec["per_pair"] == colbert["per_pair"] - 2 * 258 * 384 * 128
+    # nothing changes where documents are not precomputed, or interaction layers read states
+    for spec, kw in (("colbert", {"precompute": False}), ("mice-l4+3", {}),
+                     ("colbert[proj=0,qaug=0]", {})):
+        a = F.pair_flops(parse(spec), dims, 32, 256, pairs_per_query=64, **kw)
+        b = F.pair_flops(parse(spec), dims, 32, 256, pairs_per_query=64, doc_vectors=True, **kw)
+        assert a["per_pair"] == b["per_pair"], spec
+        assert b["doc_vectors"] is (spec == "colbert[proj=0,qaug=0]")
 
 
 def test_matmul_peak_cpu():
@@ -210,6 +223,10 @@ def test_default_command_end_to_end(default_run):
     # dropped layers are not counted, MICE's cross-attention sub-layers are
     assert mice["params"] != ce["params"]
     assert mice["flop_ratio_vs_ce"] > 1
+    # colbert's precomputed documents are its head vectors (a ColBERT index), MICE's are states
+    assert colbert["offline"]["doc_content"] == "vectors" and colbert["flops"]["doc_vectors"]
+    assert mice["offline"]["doc_content"] == "states" and not mice["flops"]["doc_vectors"]
+    assert any("ColBERT index" in n for n in colbert["notes"])
 
 
 def test_phases_add_up_to_the_total(default_run):
@@ -273,11 +290,14 @@ def test_paper_protocol_tiny(tiny_model, app, tmp_path):
 def test_sequential_schedule_and_no_warmup(tiny_model):
     cfg = LatencyConfig(model=tiny_model, variants=["ce", "colbert"], batch_sizes=[2],
                         doc_tokens=[8], query_tokens=4, depth=4, warmup=0, runs=3,
-                        min_seconds=0, threads=1, schedule="sequential")
+                        min_seconds=0, threads=1, schedule="sequential", doc_vectors=False)
     doc = R.run_latency(cfg).to_doc()
     check(doc)
     assert [r["latency_s"]["count"] for r in doc["rows"]] == [3, 3]
     assert doc["config"]["schedule"] == "sequential"
+    # --no-doc-vectors: colbert's documents precomputed as last-layer states (projected online)
+    colbert = doc["rows"][1]
+    assert colbert["offline"]["doc_content"] == "states" and not colbert["flops"]["doc_vectors"]
 
 
 def test_sweep_gives_one_row_per_point(tiny_model, app, tmp_path):

@@ -68,7 +68,7 @@ class _BB:
 
 def _wl(**kw):
     base = dict(pairs_per_run=8, precompute=False, kv_cache=False, split=True,
-                offline={"doc_states": "none"})
+                doc_vectors=False, offline={"doc_states": "none"})
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -106,7 +106,7 @@ def test_make_row_rerank_every_field(fake_flops):
                    SweepPoint(batch_size=8, doc_tokens=100, precompute=True), 5,
                    log=logs.append)
     assert fake_flops == [((5, 100), {"precompute": False, "kv_cache": True,
-                                       "pairs_per_query": 8})]
+                                       "pairs_per_query": 8, "doc_vectors": False})]
     assert row.variant == "mice-l4+3" and row.description == "a description"
     assert row.layout == "joint" and row.executor == "fast"
     assert row.compiled is False
@@ -138,18 +138,20 @@ def test_make_row_paper_protocol_truncation_and_compiled(fake_flops):
     left after ``[CLS] q [SEP] ... [SEP]`` (64 - 3 - 5 = 56), a successful compile."""
     c = LatencyConfig(protocol="paper", depth=100, compile=True, kv_cache=False)
     ex = SimpleNamespace(kind="fast", _mb_compile={"failed": []})
-    wl = _wl(precompute=True, kv_cache=False, split=True, pairs_per_run=4)
+    wl = _wl(precompute=True, kv_cache=False, split=True, pairs_per_run=4, doc_vectors=True)
     row = make_row(c, _slot(ex, wl, [0.1, 0.1, 0.1]), _BB(), None, {"flops_per_s": 0.0},
                    SweepPoint(batch_size=4, doc_tokens=100, precompute=True), 5)
     assert fake_flops == [((5, 56), {"precompute": True, "kv_cache": False,
-                                      "pairs_per_query": 1})]
+                                      "pairs_per_query": 1, "doc_vectors": True})]
     assert row.point.depth is None and row.point.doc_tokens_effective == 56
     assert row.point.doc_tokens == 100 and row.point.kv_cache is False
     assert row.compiled is True
     assert row.peak_fraction is None                                  # no peak known
     assert row.achieved_flops_per_s == pytest.approx(1500.0 * 4 / 0.1)
     assert row.notes == ["documents truncated to 56 tokens to fit 64 positions "
-                         "(as in the seed)"]
+                         "(as in the seed)",
+                         "documents precomputed as the head's projected unit vectors (a "
+                         "ColBERT index): the document projection is offline"]
 
 
 def test_make_row_no_compile_no_kind_zero_time(fake_flops):

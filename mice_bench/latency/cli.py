@@ -105,6 +105,10 @@ def register(app: typer.Typer) -> None:
             help="documents encoded before timing (rerank default: on; paper: both)"),
         kv_cache: bool = typer.Option(False, "--kv-cache/--no-kv-cache",
                                       help="also precompute per-layer document K/V"),
+        doc_vectors: bool = typer.Option(
+            True, "--doc-vectors/--no-doc-vectors",
+            help="colbert with precomputed documents: store the projected unit vectors (a "
+                 "ColBERT index; default) or the last-layer states (projected online)"),
         dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the executors"),
@@ -140,7 +144,8 @@ def register(app: typer.Typer) -> None:
             batch_sizes=_int_list(batch_size, "--batch-size") if batch_size else None,
             query_tokens=query_tokens,
             doc_tokens=_int_list(doc_tokens, "--doc-tokens") if doc_tokens else None,
-            depth=depth, precompute=precompute, kv_cache=kv_cache, dtype=dtype, device=device,
+            depth=depth, precompute=precompute, kv_cache=kv_cache, doc_vectors=doc_vectors,
+            dtype=dtype, device=device,
             compile=compile_, warmup=warmup, runs=runs, min_seconds=min_seconds,
             threads=threads, executor=executor, seed=seed, schedule=schedule,
             output=str(output) if output else None, format=format_,

@@ -37,6 +37,10 @@ class LatencyConfig:
     depth: int | None = None
     precompute: bool | None = None  # None: protocol default (rerank: True; paper: both)
     kv_cache: bool = False
+    # late interaction (colbert) with precomputed documents: store the head's projected unit
+    # vectors (a ColBERT index) instead of last-layer states; the document projection is then
+    # offline work, as in effectiveness
+    doc_vectors: bool = True
     dtype: str = "fp32"
     device: str = "auto"
     compile: bool = False

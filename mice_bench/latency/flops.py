@@ -138,12 +138,15 @@ def head_cost(spec: InteractionSpec, sizes: dict[str, int], H: int) -> int:
 
 def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_tokens: int, *,
                precompute: bool = True, kv_cache: bool = False,
-               pairs_per_query: int = 1) -> dict[str, Any]:
+               pairs_per_query: int = 1, doc_vectors: bool = False) -> dict[str, Any]:
     """FLOPs per pair, split into components; ``per_pair`` is what is timed online.
 
     ``precompute``/``kv_cache`` only apply to split-layout specs (documents encoded offline up
     to the split layer; K/V of frozen document tokens stored per layer). ``pairs_per_query``
     amortises query encoding (rerank: depth; paper protocol: 1, the query is re-encoded).
+    ``doc_vectors`` (late interaction with precomputed documents): the documents are stored
+    as the head's projected vectors, so the document side of the head's projection
+    (``2*n_d*H*D``) is offline work, counted in ``doc_encode_per_doc``.
     """
     L, H, ffn = dims.num_layers, dims.hidden_size, dims.intermediate_size
     layers = spec.layers(L)
@@ -179,6 +182,11 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
             kv_pre += 4 * sum(sizes[t] for t in cached) * H * H
         inter += layer_cost(ls, sizes, H, ffn, rows, kv_online, **fam_kw)
     head = head_cost(spec, sizes, H)
+    use_vec = bool(doc_vectors and use_pre and spec.head == "maxsim" and inter == 0)
+    if use_vec and spec.projection:        # the document side of the projection: offline
+        doc_proj = 2 * (sizes["doc"] + sizes["sep_d"]) * H * 128
+        head -= doc_proj
+        doc_enc += doc_proj
     ppq = max(1, int(pairs_per_query))
     online = inter + head + query_enc / ppq + (0 if use_pre else doc_enc)
     return {
@@ -192,6 +200,7 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
         "kv_precompute_per_doc": int(kv_pre),
         "precompute": bool(use_pre),
         "kv_cache": bool(use_kv),
+        "doc_vectors": use_vec,
         "pairs_per_query": ppq,
         "segment_tokens": sizes,
         "split_layer": split,

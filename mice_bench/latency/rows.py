@@ -36,7 +36,8 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
                      "(as in the seed)")
     ppq = wl.pairs_per_run if c.protocol == "rerank" else 1
     fl = flopsmod.pair_flops(spec, dims, qlen, dlen, precompute=wl.precompute,
-                             kv_cache=wl.kv_cache, pairs_per_query=ppq)
+                             kv_cache=wl.kv_cache, pairs_per_query=ppq,
+                             doc_vectors=wl.doc_vectors)
     lat = summarize(slot.total)
     pairs = wl.pairs_per_run
     mean = lat["mean"]
@@ -44,6 +45,9 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
     st = getattr(ex, "_mb_compile", None)
     if c.compile and st and st["failed"]:
         notes.append(f"torch.compile failed for {', '.join(st['failed'])}: ran eager")
+    if wl.doc_vectors:
+        notes.append("documents precomputed as the head's projected unit vectors (a ColBERT "
+                     "index): the document projection is offline")
     if pt.precompute and not wl.split:
         notes.append("no document precompute for this executor (joint/reference): "
                      "documents are encoded inside every run")

@@ -126,7 +126,8 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
 
             def make_workload(batch: int, ex=ex, pt=pt) -> Workload:
                 docs = docs_for(batch if c.protocol == "paper" else c.depth, pt.doc_tokens)
-                return Workload(ex, c.protocol, batch, query, docs, pt.precompute, c.kv_cache)
+                return Workload(ex, c.protocol, batch, query, docs, pt.precompute, c.kv_cache,
+                                doc_vectors=c.doc_vectors)
 
             progress.stage(name, "warm-up")
             slot = scheduler.prepare_slot(spec, ex, pt.batch_size, make_workload, device,

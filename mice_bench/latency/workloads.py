@@ -2,8 +2,9 @@
 
 * ``rerank``: one query, ``depth`` candidates scored in batches of ``batch_size``; the query
   is tokenized and encoded once per run; document states are precomputed in memory before
-  timing (``precompute``; optionally with per-layer K/V, ``kv_cache``) or tokenized and
-  encoded inside the run.
+  timing (``precompute``; optionally with per-layer K/V, ``kv_cache``; for late interaction,
+  ``colbert``, the head's projected unit vectors, as a ColBERT index holds them, unless
+  ``doc_vectors`` is off) or tokenized and encoded inside the run.
 * ``paper``: the seed's measurement (xpmir/mice ``scripts/compare_latency_footprint.py``): one
   call on ``batch_size`` (query, document) pairs with one fixed short query repeated
   (re-encoded per pair), timing the whole call including tokenization.
@@ -53,7 +54,7 @@ class Workload:
     """One (variant, point): ``prepare()`` outside timing, then ``run(timer)`` per run."""
 
     def __init__(self, ex, protocol: str, batch_size: int, query: str, docs: list[str],
-                 precompute: bool, kv_cache: bool):
+                 precompute: bool, kv_cache: bool, doc_vectors: bool = True):
         self.ex = ex
         self.protocol = protocol
         self.batch_size = batch_size
@@ -63,6 +64,9 @@ class Workload:
         self.precompute = precompute and self.split
         # only executors with interaction layers over frozen documents have K/V to cache
         self.kv_cache = kv_cache and self.precompute and bool(getattr(ex, "kv_layers", None))
+        # late interaction: precomputed documents are the head's vectors (a ColBERT index)
+        self.doc_vectors = bool(doc_vectors and self.precompute
+                                and getattr(ex, "late_interaction", False))
         self.pairs_per_run = len(docs)
         self.ds = None
         self.offline: dict[str, Any] = {}
@@ -72,12 +76,14 @@ class Workload:
             return
         t = time.perf_counter()
         self.ds = self.ex.encode_documents(self.docs, kv_cache=self.kv_cache,
-                                           batch_size=max(self.batch_size, 1))
+                                           batch_size=max(self.batch_size, 1),
+                                           vectors=self.doc_vectors)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         self.offline = {"doc_encode_s": time.perf_counter() - t,
                         "doc_states_mb": self.ds.nbytes / 2**20,
-                        "docs": len(self.docs)}
+                        "docs": len(self.docs),
+                        "doc_content": "vectors" if self.doc_vectors else "states"}
 
     def run(self, t: PhaseTimer) -> None:
         with torch.inference_mode():
