@@ -383,3 +383,37 @@ def test_storage_table_is_written_when_results_record_their_store(tmp_path):
     r = build_report(RESULTS, tmp_path / "out", figures=False)
     assert "tables/storage-ndcg10.md" not in r.files
     assert not (tmp_path / "out" / "tables" / "storage-ndcg10.md").exists()
+
+
+def test_a_partial_rerun_of_a_point_does_not_blank_the_side_by_side_table(tmp_path):
+    """A newer file that measures two of a file's variants again (here ce and the first
+    other one, as `latency --variants ce,colbert` did) wins those points in the all-rows
+    table, but the side-by-side table still shows one whole file: it once showed the older
+    file's remaining rows with ce and colbert blank."""
+    from mice_bench.latency import table as lt
+    from mice_bench.report import latency_io as lio
+
+    src = RESULTS / "latency" / "rerank-d16.json"
+    res = tmp_path / "results"
+    _latency_copy(src, res / "latency" / "a-full.json", False, "2026-01-01T00:00:00+00:00", 1.0)
+    d = json.loads((res / "latency" / "a-full.json").read_text())
+    keep = ["ce", next(r["variant"] for r in d["rows"] if r["variant"] != "ce")]
+    d["rows"] = [r for r in d["rows"] if r["variant"] in keep]
+    d["created"] = "2026-06-01T00:00:00+00:00"
+    (res / "latency" / "b-partial.json").write_text(json.dumps(d))
+    _, rows = lio.load_latency(res)
+    full = {r.variant for r in rows if r.run.file == "latency/a-full.json"}
+    assert len(full) > 2
+    for g, every in lt.by_group(rows, deduped=False).items():
+        deduped = lt.by_group(rows)[g]
+        assert {r.run.file for r in deduped if r.variant in keep} == {"latency/b-partial.json"}
+    build_report(res, tmp_path / "out", figures=False)
+    for side in (tmp_path / "out" / "tables").glob("latency-*.md"):
+        if side.name.startswith("latency-all-"):
+            continue
+        text = side.read_text()
+        assert "a-full.json" in text and "b-partial.json" not in text
+        for v in full:
+            lines = [ln for ln in text.splitlines() if ln.startswith(f"| {v}")]
+            assert lines, (v, text)
+            assert all("| – | – | – |" not in ln for ln in lines), lines

@@ -146,6 +146,7 @@ class LatencyRow:
     flop_ratio_vs_ce: float | None
     flops_per_pair: float | None
     notes: tuple[str, ...] = ()
+    doc_vectors: bool = False  # precomputed documents held as head vectors (colbert index)
 
     @property
     def compiled(self) -> bool:
@@ -202,5 +203,6 @@ def records(res: LatencyResult, file: str) -> tuple[RunInfo, list[LatencyRow]]:
             count=int(lat.get("count", 0)), throughput=float(r.throughput_pairs_per_s),
             mem_peak_mb=_num(mem.get("peak_mb")), mem_growth_mb=_num(mem.get("growth_mb")),
             speedup_vs_ce=_num(r.speedup_vs_ce), flop_ratio_vs_ce=_num(r.flop_ratio_vs_ce),
-            flops_per_pair=_num(r.flops.get("per_pair")), notes=tuple(r.notes)))
+            flops_per_pair=_num(r.flops.get("per_pair")), notes=tuple(r.notes),
+            doc_vectors=bool(r.flops.get("doc_vectors", False))))
     return info, rows

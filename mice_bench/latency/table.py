@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from ..legacy import MARK
 from ..naming import group_label, group_slug, variant_key
 from ..tables import Table, fmt_ms, fmt_ms_pm, fmt_params, fmt_rate, fmt_ratio
-from .records import LatencyRow, idle_rank, records
+from .records import OTHER_CPU_BUSY, LatencyRow, idle_rank, records
 from .result import LatencyResult
 
 
@@ -39,7 +39,8 @@ def dedupe(rows: Iterable[LatencyRow]) -> list[LatencyRow]:
     for r in rows:
         k = (r.run.protocol, r.variant, r.batch_size_requested, r.doc_tokens, r.depth,
              r.query_tokens, r.precompute_applied, r.kv_cache_applied, r.compiled,
-             bool(r.run.config.get("kv_cache")))  # a --kv-cache run is its own point
+             bool(r.run.config.get("kv_cache")),  # a --kv-cache run is its own point
+             r.doc_vectors)                       # so is a colbert index (head vectors)
         old = best.get(k)
         if old is None or _preference(r.run) >= _preference(old.run):
             best[k] = r
@@ -52,11 +53,15 @@ def _row_order(r: LatencyRow) -> tuple:
             variant_key(r.variant))
 
 
-def by_group(rows: Iterable[LatencyRow]) -> dict[tuple, list[LatencyRow]]:
+def by_group(rows: Iterable[LatencyRow], deduped: bool = True
+             ) -> dict[tuple, list[LatencyRow]]:
+    """Rows per device group: one per measurement point (:func:`dedupe`), or every row
+    (``deduped=False``: what :func:`side_by_side_table` needs, which shows one file)."""
     out: dict[tuple, list[LatencyRow]] = defaultdict(list)
     for r in rows:
         out[r.run.group].append(r)
-    return {g: dedupe(out[g]) for g in sorted(out)}
+    return {g: dedupe(out[g]) if deduped else sorted(out[g], key=_row_order)
+            for g in sorted(out)}
 
 
 def _mem(r: LatencyRow) -> str:
@@ -203,7 +208,7 @@ def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
                      str(r.batch_size) + ("" if r.batch_size == r.batch_size_requested
                                           else f" (of {r.batch_size_requested})"),
                      str(r.doc_tokens_effective), str(r.depth) if r.depth else "–",
-                     "yes" if r.precompute_applied else "no",
+                     ("vectors" if r.doc_vectors else "yes") if r.precompute_applied else "no",
                      "yes" if r.kv_cache_applied else "no", "yes" if r.compiled else "no",
                      fmt_ms_pm(r.lat_mean, r.lat_std), fmt_ms(r.lat_p50), fmt_ms(r.lat_p99),
                      fmt_rate(r.throughput), _sp(r), _mem(r), _busy(r)])
@@ -211,9 +216,10 @@ def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
     t.caption = (f"Measured: {group_label(group)}. One row per measurement point (a repeated "
                  "point shows its run on an idle machine if there is one, else its latest "
                  "run). ms / run: paper protocol one call, rerank protocol one query with all "
-                 "its candidates. Speedups against ce of the same run. busy: the machine was "
-                 "busy when the run started (load average above the core count − 0.5; other "
-                 "processes inflate CPU timings), – unknown. "
+                 "its candidates. Speedups against ce of the same run. busy: other processes "
+                 f"used more than {OTHER_CPU_BUSY:g} CPU cores while the run measured (from "
+                 "/proc; files without that record: the load average when the run started "
+                 "above the core count − 0.5); they inflate CPU timings; – unknown. "
                  + "".join(f"{s} " for s in _legacy_caption(rows)) + _sources(rows))
     return t
 
@@ -243,8 +249,9 @@ def render(res: LatencyResult, file: str = "") -> list[Table]:
     """What ``mice-bench latency`` prints: the tables of the report, for this run's rows."""
     _, rows = records(res, file or str(res.config.get("output") or "this run"))
     out: list[Table] = []
+    every = by_group(rows, deduped=False)
     for g, grp in by_group(rows).items():
-        sbs = side_by_side_table(g, grp)
+        sbs = side_by_side_table(g, every[g])
         if sbs is not None:
             out.append(sbs)
         out.append(all_rows_table(g, grp))

@@ -74,9 +74,10 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
 
     # ---------------------------------------------------------------- latency
     groups = lt.by_group(lat_rows)
+    every = lt.by_group(lat_rows, deduped=False)     # the side-by-side table shows one file
     lat_tables: list[tuple[tuple, Table | None, Table]] = []
     for g, rows in groups.items():
-        sbs = lt.side_by_side_table(g, rows)
+        sbs = lt.side_by_side_table(g, every[g])
         allt = lt.all_rows_table(g, rows)
         lat_tables.append((g, sbs, allt))
         tables += [t for t in (sbs, allt) if t is not None]
