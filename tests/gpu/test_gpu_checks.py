@@ -225,6 +225,12 @@ def test_fast_equals_reference_on_device(bb32, device, pairs, variant):
             dst = fast.encode_documents(uniq, kv_cache=kv, batch_size=8)
             c = fast.score_states(qst, q_index, dst, d_index)
             assert float((c.float().cpu() - b).abs().max()) <= tol, f"kv_cache={kv}"
+        if getattr(fast, "late_interaction", False):
+            # a ColBERT index: the stored head vectors on the device
+            vst = fast.encode_documents(uniq, batch_size=8, vectors=True)
+            assert vst.vectors and vst.hidden.device.type == device.type
+            c = fast.score_states(qst, q_index, vst, d_index)
+            assert float((c.float().cpu() - b).abs().max()) <= tol, "doc vectors"
 
 
 # --------------------------------------------------------------------------- SDPA kernels
