@@ -79,7 +79,7 @@ class Reranker:
         if ex.has_doc_precompute:
             return ex.encode_documents(list(documents), kv_cache=kv_cache,
                                        batch_size=self.batch_size,
-                                       vectors=bool(getattr(ex, "late_interaction", False)))
+                                       vectors=ex.late_interaction)
         return ex.encode_documents(list(documents))
 
     def score_documents(self, query: str, states, doc_index=None) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from mice_bench.effectiveness.summary import (Cell, EffectivenessSummary, Row, S
                                               SummarySettings, default_baseline, mark_for,
                                               summarize)
 from mice_bench.results import ResultFileError
+from test_statistics import Rec  # the tests' one stand-in for a result record
 
 NAN = float("nan")
 
@@ -315,14 +315,6 @@ def test_load_refuses_another_kind_and_names_a_malformed_file(tmp_path):
 
 
 # ------------------------------------------------------- summarize on a per-query fixture
-@dataclass
-class Rec:
-    variant: str
-    model: str | None
-    dataset_name: str
-    per_query: dict
-    aggregates: dict
-    file: str
 
 
 Q = ("q1", "q2", "q3", "q4")

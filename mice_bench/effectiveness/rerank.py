@@ -128,12 +128,10 @@ class VariantScorer:
             # late interaction: the store is the head's document vectors (a ColBERT index)
             self.doc_vectors = bool(getattr(ex, "late_interaction", False))
             if self.doc_vectors:
-                dkey["content"] = "vectors"
+                dkey["content"] = self.score_key["doc_content"] = "vectors"
             if from_ckpt:
                 dkey["checkpoint_settings"] = from_ckpt
             self.score_key["doc_store"] = settings.doc_store
-            if self.doc_vectors:
-                self.score_key["doc_content"] = "vectors"
             self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                                / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
             store_dir = (Path(cache_dir) / "docstates"

@@ -48,6 +48,8 @@ class Executor:
 
     kind = "base"
     has_doc_precompute = False
+    #: documents meet the query only in the head (see ``SplitExecutor.late_interaction``)
+    late_interaction = False
 
     def __init__(self, spec: InteractionSpec, backbone: Backbone,
                  query_max_tokens: int | None = None, doc_max_tokens: int | None = None):

@@ -238,9 +238,8 @@ class SplitExecutor(Executor):
         instead (:meth:`doc_vectors`)."""
         if not self.has_doc_precompute:
             return super().encode_documents(docs)
-        if vectors and not self.late_interaction:
-            raise ValueError(f"{self.spec}: only a late-interaction variant (maxsim head, no "
-                             "interaction layer) has document vectors")
+        if vectors:
+            self._require_late_interaction()     # before any encoding work
         tb = docs if isinstance(docs, TokenBatch) else self.tokenize_docs(docs)
         chunks = []
         with torch.inference_mode():
@@ -256,15 +255,18 @@ class SplitExecutor(Executor):
             ds = ds.to(dtype=store_dtype)
         return ds
 
+    def _require_late_interaction(self) -> None:
+        if not self.late_interaction:
+            raise ValueError(f"{self.spec}: only a late-interaction variant (maxsim head, no "
+                             "interaction layer) has document vectors")
+
     def doc_vectors(self, states: PartStates) -> DocStates:
         """The head's vectors of split-layer document states (late interaction): the
         family's final norm, the projection ``P`` when there is one, then L2 normalisation, in
         fp32: ``hidden [N, Td, D]`` with ``vectors=True``. :meth:`score_states` scores them
         without touching the document side again, so a store of them is a ColBERT index
         (``D = 128`` with the projection, instead of the ``H``-dim states)."""
-        if not self.late_interaction:
-            raise ValueError(f"{self.spec}: only a late-interaction variant (maxsim head, no "
-                             "interaction layer) has document vectors")
+        self._require_late_interaction()
         if states.vectors:
             return states
         bb = self.backbone
