@@ -96,25 +96,52 @@ def init_from_env(device_pref: str) -> tuple[DistEnv, torch.device]:
     return DistEnv(), device
 
 
-@contextlib.contextmanager
-def session(device_pref: str) -> Iterator[tuple[DistEnv, torch.device]]:
-    """:func:`init_from_env` for the length of a command, and an orderly end: when the
-    block succeeds every rank waits for the others (so that no rank closes its connections
-    while another still receives the last broadcast), and the process group this call
-    created is destroyed on every exit. Without that, a Gloo rank could abort at interpreter
-    exit ("terminate called without an active exception") after all its work was done.
-    A group that existed before (a caller's) is left to its owner."""
+_OWN_GROUP = False   # whether the process group was created here (by a session)
+
+
+def shutdown() -> None:
+    """Destroy the process group a :func:`session` created (no-op otherwise). Registered with
+    :mod:`atexit` when the group is created, so that it runs before the interpreter tears
+    Gloo down; callable early by a library user who is done with the group."""
+    global _OWN_GROUP
     import torch.distributed as dist
 
-    owned = not (dist.is_available() and dist.is_initialized())
+    if _OWN_GROUP and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _OWN_GROUP = False
+
+
+@contextlib.contextmanager
+def session(device_pref: str) -> Iterator[tuple[DistEnv, torch.device]]:
+    """:func:`init_from_env` for the length of a command, and an orderly end.
+
+    * When the block succeeds every rank waits for the others, so that no rank closes its
+      connections while another still receives the last broadcast.
+    * The group the first session creates is kept for later sessions of the same process
+      (``train`` then ``effectiveness`` in one study) and destroyed at interpreter exit
+      (:func:`shutdown`, via :mod:`atexit`). Without that a Gloo rank could abort at exit
+      ("terminate called without an active exception") after all its work was done.
+      Destroying it at the end of each session is not safe either: the next session's
+      ``env://`` rendezvous reuses ``MASTER_PORT``, and a fast rank could reach a slow rank's
+      old store and read the destroyed group's addresses ("connectFullMesh ... refused").
+    * When the block raises, a group created here is destroyed at once (no barrier: the other
+      ranks may never arrive), so the failing rank exits promptly and torchrun stops the job.
+    * A group made by the caller is left to its owner.
+    """
+    global _OWN_GROUP
+    import atexit
+
+    import torch.distributed as dist
+
+    before = dist.is_available() and dist.is_initialized()
     env, device = init_from_env(device_pref)
-    owned = owned and env.active
-    ok = False
+    if env.active and not before:
+        _OWN_GROUP = True
+        atexit.unregister(shutdown)
+        atexit.register(shutdown)
     try:
         yield env, device
-        ok = True
-    finally:
-        if owned and dist.is_initialized():
-            if ok:
-                env.barrier()
-            dist.destroy_process_group()
+    except BaseException:
+        shutdown()
+        raise
+    env.barrier()

@@ -22,12 +22,18 @@ REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "effectiveness"
 
 
-def _free_port() -> int:
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held open together, so none is handed out twice)."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _run(tmp: Path, out: str, nproc: int, *args: str) -> subprocess.CompletedProcess:
@@ -41,7 +47,7 @@ def _run(tmp: Path, out: str, nproc: int, *args: str) -> subprocess.CompletedPro
                TRANSFORMERS_OFFLINE="1", MICE_BENCH_ALLOW_DOWNLOAD="0", OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "mice_bench.cli"] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-        "--master-port", str(_free_port()), "-m", "mice_bench.cli"]
+        "--master-port", str(_free_ports(1)[0]), "-m", "mice_bench.cli"]
     return subprocess.run(
         [*launcher, "effectiveness", "--datasets", "dl19", "--model", "minilm-l6",
          "--docs", str(FIX / "docs.jsonl"), "--batch-size", "4", "--no-progress",
@@ -97,13 +103,15 @@ def test_two_gloo_ranks_write_what_one_process_writes(tmp_path, args):
 
 
 # --------------------------------------------------------------------------- session()
-def _session_worker(rank: int, port: int, out: str) -> None:
-    """One rank: ``session`` creates the group, the block runs, the group is gone after."""
+def _session_worker(rank: int, ports: list[int], out: str) -> None:
+    """One rank: the first session creates the group, later sessions reuse it, ``shutdown``
+    destroys it; a failing session destroys its own group; a caller's group is left alone."""
     import torch.distributed as dist
 
+    from mice_bench import distributed
     from mice_bench.distributed import session
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(ports[0]), RANK=str(rank),
                       LOCAL_RANK=str(rank), WORLD_SIZE="2")
     seen = {}
     with session("cpu") as (env, dev):
@@ -111,29 +119,56 @@ def _session_worker(rank: int, port: int, out: str) -> None:
         seen["rank"], seen["world"] = env.rank, env.world
         seen["gathered"] = env.gather(rank * 10)
         seen["bcast"] = env.broadcast("from rank 0" if env.main else None)
-    seen["after"] = dist.is_initialized()
+    seen["kept"] = dist.is_initialized()
+    group = dist.group.WORLD
+    # train then effectiveness in one process (the training study): the same group serves
+    with session("cpu") as (env, _):
+        seen["same_group"] = dist.group.WORLD is group
+        seen["again"] = env.gather(rank + 1)
+    distributed.shutdown()
+    seen["after_shutdown"] = dist.is_initialized()
+    # a session that raises destroys the group it made (its own rendezvous port: the first
+    # group's store may still be up on the other rank)
+    os.environ["MASTER_PORT"] = str(ports[1])
+    try:
+        with session("cpu"):
+            raise KeyError("boom")
+    except KeyError:
+        seen["after_failure"] = dist.is_initialized()
     # a group that exists before the session belongs to the caller and outlives it
-    dist.init_process_group("gloo")
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{ports[2]}", rank=rank,
+                            world_size=2)
     with session("cpu") as (env, _):
         env.barrier()
+    distributed.shutdown()
     seen["caller_group_kept"] = dist.is_initialized()
     dist.destroy_process_group()
+    # the last group is left to the atexit hook: the process must still exit cleanly
+    os.environ["MASTER_PORT"] = str(ports[3])
+    with session("cpu") as (env, _):
+        seen["last"] = env.gather(rank)
     Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
 
 
-def test_session_owns_and_destroys_its_process_group(tmp_path):
+def test_session_creates_reuses_and_destroys_its_process_group(tmp_path):
     """The Gloo abort at exit ("terminate called without an active exception", seen in CI
-    once in about six two-rank runs) came from ranks leaving with the group alive; the
-    session destroys what it created, after a final barrier, and nothing else."""
+    once in about six two-rank runs) came from ranks leaving with the group alive; the group
+    a session creates is destroyed at exit (or at once when the block fails), and a second
+    session in the same process reuses it rather than rendezvous again on the same port
+    (that raced in CI: "connectFullMesh ... Connection refused")."""
     import torch.multiprocessing as mp
 
-    mp.spawn(_session_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_session_worker, args=(_free_ports(4), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
         seen = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert seen["inside"] and not seen["after"] and seen["caller_group_kept"]
+        assert seen["inside"] and seen["kept"] and seen["same_group"], seen
+        assert not seen["after_shutdown"] and not seen["after_failure"], seen
+        assert seen["caller_group_kept"], seen
         assert (seen["rank"], seen["world"]) == (rank, 2)
         assert seen["bcast"] == "from rank 0"
         assert seen["gathered"] == ([0, 10] if rank == 0 else None)
+        assert seen["again"] == ([1, 2] if rank == 0 else None)
+        assert seen["last"] == ([0, 1] if rank == 0 else None)
 
 
 def test_session_outside_torchrun_is_a_no_op(monkeypatch):
