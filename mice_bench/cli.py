@@ -45,7 +45,20 @@ for _mod in _COMMAND_MODULES:
 
 
 def main() -> None:  # console script entry point
-    app()
+    """Run the command. Under ``torchrun`` a rank that got as far as an exit code (success or
+    a clear error) ends with :func:`mice_bench.distributed.end_rank`: streams flushed, then
+    ``os._exit``, skipping the C++ teardown that can abort a finished Gloo rank."""
+    from .distributed import end_rank, under_torchrun
+
+    if not under_torchrun():
+        app()
+        return
+    try:
+        app()
+        code: int | str | None = 0
+    except SystemExit as e:
+        code = e.code
+    end_rank(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

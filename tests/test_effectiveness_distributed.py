@@ -180,3 +180,59 @@ def test_session_outside_torchrun_is_a_no_op(monkeypatch):
     with session("cpu") as (env, dev):
         assert (env.rank, env.world, env.active, str(dev)) == (0, 1, False, "cpu")
         assert not dist.is_initialized()
+
+
+# --------------------------------------------------------------------------- end_rank()
+class _Exited(Exception):
+    pass
+
+
+@pytest.fixture
+def fake_exit(monkeypatch):
+    """``os._exit`` replaced by a recorder (the real one would end pytest)."""
+    codes: list[int] = []
+
+    def _exit(code):
+        codes.append(code)
+        raise _Exited
+
+    monkeypatch.setattr(os, "_exit", _exit)
+    return codes
+
+
+@pytest.mark.parametrize("code, status", [(0, 0), (None, 0), (2, 2), ("boom", 1)])
+def test_end_rank_flushes_and_leaves_with_the_exit_status(fake_exit, capsys, code, status):
+    from mice_bench.distributed import end_rank
+
+    print("last line", end="")          # unflushed output must reach the stream first
+    with pytest.raises(_Exited):
+        end_rank(code)
+    assert fake_exit == [status]
+    out, err = capsys.readouterr()
+    assert out == "last line"
+    assert err == ("boom\n" if code == "boom" else "")
+
+
+@pytest.mark.parametrize("argv, status", [(["variants", "--layers", "6"], 0),
+                                          (["variants", "--layers", "0"], 2)])
+def test_cli_under_torchrun_ends_each_rank_through_end_rank(monkeypatch, fake_exit, argv,
+                                                             status):
+    """Under torchrun the command's exit code reaches ``os._exit`` (after the command ran);
+    outside it ``main`` returns or raises SystemExit as usual."""
+    from mice_bench import cli
+
+    monkeypatch.setattr(sys, "argv", ["mice-bench", *argv])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(_Exited):
+        cli.main()
+    assert fake_exit == [status]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    if status:
+        with pytest.raises(SystemExit) as e:
+            cli.main()
+        assert e.value.code == status
+    else:
+        with pytest.raises(SystemExit) as e:   # Typer's standalone mode exits 0
+            cli.main()
+        assert e.value.code in (0, None)
+    assert fake_exit == [status]
