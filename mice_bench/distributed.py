@@ -87,8 +87,7 @@ def init_from_env(device_pref: str) -> tuple[DistEnv, torch.device]:
             device = torch.device(f"cuda:{local}")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UsageError(f"--device {device_pref}: CUDA is not available here; use cpu")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    if under_torchrun() and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -162,9 +161,10 @@ def end_rank(code: int | str | None) -> NoReturn:
     written its results, a Gloo rank still aborted now and then in the C++ teardown at
     interpreter exit ("terminate called without an active exception", SIGABRT: in CI, and
     in 2 of 7 full local test-suite runs under load, with the group destroyed at exit
-    first), and ``torchrun`` then reports the whole job as failed. Nothing is left to do at that point: result files are
-    written atomically (fsync, rename) before the command returns, and the sockets close
-    with the process (the other ranks have passed the barrier and no longer read them)."""
+    first), and ``torchrun`` then reports the whole job as failed. Nothing is left to do at
+    that point: result files are written atomically (fsync, rename) before the command
+    returns, and the sockets close with the process (the other ranks have passed the
+    barrier and no longer read them)."""
     import logging
 
     if code is None:

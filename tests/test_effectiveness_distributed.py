@@ -236,3 +236,26 @@ def test_cli_under_torchrun_ends_each_rank_through_end_rank(monkeypatch, fake_ex
             cli.main()
         assert e.value.code in (0, None)
     assert fake_exit == [status]
+
+
+def test_end_rank_loses_no_buffered_output_in_a_real_process(tmp_path):
+    """``os._exit`` skips Python's own flush: what a rank printed to a pipe must still arrive
+    (the pipe, not pytest's capture, is what torchrun reads), with the command's status.
+    Python's own buffering is on, as for most users (this machine sets PYTHONUNBUFFERED)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    script = ("import logging, sys; from mice_bench.distributed import end_rank; "
+              "logging.basicConfig(stream=sys.stderr); logging.warning('logged'); "
+              "print('printed', end=''); end_rank(3)")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path, env=env)
+    assert p.returncode == 3
+    assert p.stdout == "printed"
+    assert "logged" in p.stderr
+    cli = subprocess.run([sys.executable, "-m", "mice_bench.cli", "variants", "--layers", "6"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                         env=dict(env, WORLD_SIZE="2"))
+    plain = subprocess.run([sys.executable, "-m", "mice_bench.cli", "variants", "--layers",
+                            "6"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                           env=dict(env, WORLD_SIZE="1"))
+    assert cli.returncode == plain.returncode == 0
+    assert cli.stdout == plain.stdout and "mice" in cli.stdout
