@@ -214,7 +214,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w",
 def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
     """Write JSON to ``path`` atomically (:func:`atomic_file`). The document is serialised
     before the temp file is created, so a value that cannot be written leaves nothing."""
-    text = json.dumps(data, indent=indent, sort_keys=False, default=_json_default) + "\n"
+    text = json.dumps(data, indent=indent, sort_keys=False, default=json_default) + "\n"
     return atomic_write_text(path, text)
 
 
@@ -232,7 +232,9 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return Path(path)
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    """``json.dumps``' ``default`` of every result file: numpy scalars and arrays, paths,
+    sets (sorted); anything else is an error (a result holds plain data)."""
     try:
         import numpy as np
 

@@ -166,7 +166,7 @@ def write_trec_run(path: str | os.PathLike, run: Run, tag: str) -> Path:
     gzip-compressed when ``path`` ends in ``.gz`` (deterministic bytes: no time stamp, so a
     resumed run writes the same file). ``ir_measures`` and :func:`read_trec_run` read both.
     """
-    from .safeio import atomic_write_bytes, atomic_write_text
+    from ..results import atomic_write_bytes, atomic_write_text
 
     lines = []
     for q in run:
@@ -274,7 +274,8 @@ def _load_bm25(d: Path, report: bool = False):
 def _build_bm25(coll: Collection, d: Path):
     import bm25s
 
-    from .safeio import fsync_dir, sha256_file
+    from ..results import fsync_dir
+    from .safeio import sha256_file
 
     ids: list[str] = []
     texts: list[str] = []

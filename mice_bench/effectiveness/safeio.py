@@ -1,8 +1,7 @@
-"""Fault-safe file handling for the caches and result files of ``mice-bench effectiveness``.
+"""Fault-safe handling of the caches of ``mice-bench effectiveness`` (files are written
+atomically by :func:`mice_bench.results.atomic_file` and its ``atomic_write_*`` helpers).
 
-* :func:`atomic_write_bytes` / :func:`atomic_write_text` / :func:`atomic_write_json`: a unique
-  temporary file in the target folder, ``fsync``, ``os.replace``, then ``fsync`` of the folder:
-  a reader sees the old file or the whole new one, never a partial one, even after a crash.
+* :func:`sha256_bytes` / :func:`sha256_file`: the checksums a cache verifies its files by.
 * :func:`cache_lock`: an inter-process lock (the maintained ``filelock`` package) around work
   that two runs on one cache must not both do; a waiting run says what it waits for.
 * :func:`warn` / :func:`notice`: one line on stderr, always shown (also with ``--no-progress``
@@ -13,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "cache_lock",
-           "warn", "notice", "sha256_file", "fsync_dir", "LOCK_TIMEOUT_S"]
+__all__ = ["cache_lock", "warn", "notice", "sha256_bytes", "sha256_file", "LOCK_TIMEOUT_S"]
 
 #: How long a run waits for another run's lock before giving up (seconds).
 LOCK_TIMEOUT_S = float(os.environ.get("MICE_BENCH_LOCK_TIMEOUT", 24 * 3600))
@@ -43,31 +40,6 @@ def notice(message: str) -> None:
     from rich.markup import escape
 
     _console().print(f"[bold cyan]notice:[/] {escape(message)}", highlight=False)
-
-
-def fsync_dir(path: str | os.PathLike) -> None:
-    """Persist a rename in ``path`` (best effort: not every file system allows it)."""
-    from ..results import fsync_dir as _fsync
-
-    _fsync(Path(path))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path``: :func:`mice_bench.results.atomic_file` (unique temp file,
-    fsync, rename, fsync of the folder), the package's one atomic writer."""
-    from ..results import atomic_write_bytes as _write
-
-    return _write(path, data)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, data: Any, indent: int | None = 1) -> Path:
-    """Cache metadata: keys sorted (stable files whatever the insertion order)."""
-    return atomic_write_text(path, json.dumps(data, indent=indent, sort_keys=True,
-                                              default=str) + "\n")
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -40,8 +40,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .safeio import (atomic_write_bytes, atomic_write_json, cache_lock, notice, sha256_bytes,
-                     sha256_file)
+from ..results import atomic_write_bytes, atomic_write_json
+from .safeio import cache_lock, notice, sha256_bytes, sha256_file
 
 __all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore"]
 

@@ -78,7 +78,7 @@ def _num_layers(model: str) -> int | None:
 
 def register(app: typer.Typer) -> None:
     from ..console import console, err_console, user_errors
-    from ..results import _json_default
+    from ..results import json_default
     from ..spec import split_names
 
     @app.command("latency", help=HELP)
@@ -167,7 +167,7 @@ def register(app: typer.Typer) -> None:
         res.config["output"] = str(out)
         res.save(out)
         if cfg.format == "json":
-            typer.echo(json.dumps(res.to_doc(), indent=1, default=_json_default))
+            typer.echo(json.dumps(res.to_doc(), indent=1, default=json_default))
         else:
             from rich.console import Console
 
