@@ -23,24 +23,27 @@ random head (``classifier_random = True``, and a warning).
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import warnings
+import socket
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 
+from .backbones import AttentionWeights, Backbone, LayerWeights, family_for
+from .backbones.files import ARCH_CONFIGS, arch_config_path, check_model_dir
 from .errors import UsageError
 
+__all__ = ["ARCH_ONLY", "AttentionWeights", "Backbone", "LayerWeights", "load_backbone",
+           "from_hf", "random_hf_model", "arch_config", "packaged_tokenizer",
+           "dtype_from_name", "dtype_name", "hub_offline_reason", "check_hub_model",
+           "check_tokenizer"]
+
 #: architecture name -> shipped config (random weights)
-ARCH_ONLY = {"minilm-l12": "minilm-l12.json", "minilm-l6": "minilm-l6.json",
-             "electra-base": "electra-base.json", "roberta-base": "roberta-base.json",
-             "modernbert-base": "modernbert-base.json", "ettin-17m": "ettin-17m.json",
-             "ettin-32m": "ettin-32m.json", "ettin-68m": "ettin-68m.json",
-             "ettin-150m": "ettin-150m.json"}
+ARCH_ONLY = ARCH_CONFIGS
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -58,217 +61,6 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
 
 
-def _param(t: torch.Tensor | None) -> torch.nn.Parameter | None:
-    if t is None:
-        return None
-    return torch.nn.Parameter(t.detach().clone(), requires_grad=t.requires_grad)
-
-
-class _Params(torch.nn.Module):
-    """A module whose named tensors are parameters (``None`` allowed)."""
-
-    _names: tuple[str, ...] = ()
-
-    def __init__(self, **tensors: torch.Tensor | None):
-        super().__init__()
-        unknown = set(tensors) - set(self._names)
-        if unknown:
-            raise TypeError(f"unknown tensors {sorted(unknown)} for {type(self).__name__}")
-        for name in self._names:
-            self.register_parameter(name, _param(tensors.get(name)))
-
-    def clone(self):
-        return type(self)(**{n: getattr(self, n) for n in self._names})
-
-
-class AttentionWeights(_Params):
-    """One multi-head attention block: projections ``[out, in]`` and its LayerNorm (post-norm
-    families: the output LayerNorm; pre-norm families: the layer's input norm, ``None`` where
-    the family has none, e.g. ModernBERT's first layer and its cross-attention)."""
-
-    _names = ("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "ln_w", "ln_b")
-
-
-class LayerWeights(torch.nn.Module):
-    """One encoder layer: self-attention, optional cross-attention (MICE), feed-forward
-    (``w_in [I, H]`` or ``[2I, H]`` for a gated MLP, ``w_out [H, I]``, its LayerNorm).
-
-    ``local``: the layer attends within a sliding window (ModernBERT's local layers)."""
-
-    def __init__(self, attn: AttentionWeights, w_in, b_in, w_out, b_out, ln_w, ln_b,
-                 cross: AttentionWeights | None = None, local: bool = False):
-        super().__init__()
-        self.attn = attn
-        self.cross = cross
-        self.local = bool(local)
-        for name, t in (("w_in", w_in), ("b_in", b_in), ("w_out", w_out), ("b_out", b_out),
-                        ("ln_w", ln_w), ("ln_b", ln_b)):
-            self.register_parameter(name, _param(t))
-
-
-class Backbone(torch.nn.Module):
-    """An encoder's weights (parameters), its tokenizer, its config and its family adapter.
-
-    The forward pass lives in :mod:`mice_bench.executors` (shared driver) and in the family
-    adapter ``bb.family`` (embeddings, sub-layer math, head); this module only owns the
-    weights, so one backbone can serve several executors. ``to`` converts in place (as every
-    ``nn.Module`` does); :meth:`converted` returns a converted copy.
-
-    Family-specific settings: ``position_offset`` (RoBERTa: positions start at
-    ``padding_idx + 1``), ``local_window`` (ModernBERT: half-width of the local layers'
-    window, ``None`` = every layer global), ``rope_theta`` (rotary base per layer kind),
-    ``pooling`` (``cls`` | ``mean``: what the classification head reads), ``head_act``.
-    """
-
-    _tensor_names = ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "emb_proj_w",
-                     "emb_proj_b", "final_ln_w", "final_ln_b", "pooler_w", "pooler_b",
-                     "head_ln_w", "head_ln_b", "cls_w", "cls_b", "projection")
-    _embedding_names = ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "emb_proj_w",
-                        "emb_proj_b", "final_ln_w", "final_ln_b")
-    _head_names = ("pooler_w", "pooler_b", "head_ln_w", "head_ln_b", "cls_w", "cls_b")
-
-    def __init__(self, name: str, tokenizer: Any, num_layers: int, hidden_size: int,
-                 num_heads: int, intermediate_size: int, vocab_size: int, max_positions: int,
-                 type_vocab_size: int, layer_norm_eps: float, hidden_act: str,
-                 layers: list[LayerWeights], family: str = "bert",
-                 random_weights: bool = False, classifier_random: bool = False,
-                 has_cross_weights: bool = False, source: str = "",
-                 projection_random: bool = False, config: Any = None,
-                 position_offset: int = 0, local_window: int | None = None,
-                 rope_theta: dict[str, float] | None = None, pooling: str = "cls",
-                 head_act: str = "tanh", **tensors: torch.Tensor | None):
-        super().__init__()
-        from .backbones import get_family
-
-        unknown = set(tensors) - set(self._tensor_names)
-        if unknown:
-            raise TypeError(f"unknown backbone tensors {sorted(unknown)}")
-        self.family = get_family(family)
-        self.name, self.tokenizer, self.source = name, tokenizer, source
-        self.num_layers, self.hidden_size, self.num_heads = num_layers, hidden_size, num_heads
-        self.intermediate_size, self.vocab_size = intermediate_size, vocab_size
-        self.max_positions, self.type_vocab_size = max_positions, type_vocab_size
-        self.layer_norm_eps, self.hidden_act = layer_norm_eps, hidden_act
-        self.position_offset, self.local_window = int(position_offset), local_window
-        self.rope_theta = dict(rope_theta or {})
-        self.pooling, self.head_act = pooling, head_act
-        self.random_weights, self.classifier_random = random_weights, classifier_random
-        self.has_cross_weights, self.projection_random = has_cross_weights, projection_random
-        self.config = config  # the Hugging Face config it was read from (for saving)
-        from .checkpoints import CheckpointSettings
-
-        #: the checkpoint's own scoring settings (lengths, pooling, markers, ...), read by
-        #: :func:`load_backbone`; executors read them, nothing modifies them
-        self.checkpoint = CheckpointSettings()
-        for n in self._tensor_names:
-            self.register_parameter(n, _param(tensors.get(n)))
-        self.layers = torch.nn.ModuleList(layers)
-
-    @property
-    def device(self) -> torch.device:
-        return self.word_emb.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.word_emb.dtype
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_heads
-
-    @property
-    def has_token_types(self) -> bool:
-        """Whether token types mean anything (BERT, ELECTRA); RoBERTa's single type and
-        ModernBERT's none read as False: every token gets type 0."""
-        return self.type_emb is not None and self.type_vocab_size > 1
-
-    def describe(self) -> str:
-        s = f"{self.name} ({self.family.name}, {self.num_layers} layers, hidden " \
-            f"{self.hidden_size})"
-        if self.random_weights:
-            s += " [random weights]"
-        elif self.classifier_random:
-            s += " [seeded random classifier head]"
-        if self.family.name == "modernbert" and self.local_window is None and \
-                any(lw.local for lw in self.layers):
-            s += " [local layers attend globally, as the MICE reference runs]"
-        return s
-
-    def layer_specs(self, spec) -> tuple:
-        """``spec.layers(L)`` as this family runs them (see the family's
-        ``adjust_layers``: e.g. ModernBERT's mean pooling keeps every query row in the last
-        MICE layer)."""
-        return self.family.adjust_layers(self, spec, spec.layers(self.num_layers))
-
-    def ensure_cross_weights(self, layers=None) -> bool:
-        """Give every layer its own cross-attention sub-layer, initialised from its
-        self-attention weights where the checkpoint has none (the MICE reference's
-        ``InitMICEBERTFromHFID`` / ``InitMICEModernBERTFromHFID``). Returns True when any was
-        created. Mutates this backbone: only the owner of the weights (a
-        :class:`~mice_bench.model.MiceModel`) calls it."""
-        created = False
-        for i, lw in enumerate(self.layers):
-            if lw.cross is None and (layers is None or i in layers):
-                lw.cross = self.family.cross_from_self(lw)
-                created = True
-        return created
-
-    def ensure_projection(self, dim: int = 128, seed: int = 0) -> bool:
-        """Create a seeded random ColBERT projection ``[dim, H]`` when there is none."""
-        if self.projection is not None:
-            return False
-        g = torch.Generator().manual_seed(seed)
-        w = torch.randn(dim, self.hidden_size, generator=g) / self.hidden_size ** 0.5
-        self.projection = torch.nn.Parameter(w.to(self.device, self.dtype))
-        self.projection_random = True
-        return True
-
-    def converted(self, device: str | torch.device | None = None,
-                  dtype: torch.dtype | None = None) -> "Backbone":
-        """A copy on ``device`` in ``dtype`` (this backbone is left unchanged)."""
-        tok, self.tokenizer = self.tokenizer, None
-        try:
-            new = copy.deepcopy(self)
-        finally:
-            self.tokenizer = tok
-        new.tokenizer = tok
-        return new.to(device=device, dtype=dtype)
-
-    def param_count(self, spec=None) -> int:
-        """Parameters that ``spec`` uses (dropped layers excluded, a cross-attention sub-layer
-        counted where the spec has one); all of them when None. Counted from the tensors."""
-        def n(*ts):
-            return sum(t.numel() for t in ts if t is not None)
-
-        def own(lw):  # the layer without its cross-attention sub-layer
-            return n(lw.w_in, lw.b_in, lw.w_out, lw.b_out, lw.ln_w, lw.ln_b) + \
-                sum(p.numel() for p in lw.attn.parameters())
-
-        total = n(*(getattr(self, k) for k in self._embedding_names))
-        layer_specs = spec.layers(self.num_layers) if spec is not None else None
-        for i, lw in enumerate(self.layers):
-            ls = layer_specs[i] if layer_specs is not None else None
-            if ls is not None and ls.dropped:
-                continue
-            total += own(lw)
-            if ls is not None and ls.cross_keys:
-                total += sum(p.numel() for p in (lw.cross or
-                                                  self.family.cross_from_self(lw)).parameters())
-            elif ls is None and lw.cross is not None:
-                total += sum(p.numel() for p in lw.cross.parameters())
-        head = spec.head if spec is not None else "cls"
-        if head == "cls":
-            total += n(*(getattr(self, k) for k in self._head_names))
-        elif head == "maxsim" and spec is not None and spec.projection:
-            total += self.projection.numel() if self.projection is not None \
-                else 128 * self.hidden_size
-        return int(total)
-
-
-def _config_path(name: str) -> Path:
-    return Path(str(resources.files("mice_bench") / "configs" / ARCH_ONLY[name]))
-
-
 def packaged_tokenizer():
     """The BERT uncased WordPiece tokenizer shipped with the package (vocab.txt)."""
     from transformers import BertTokenizerFast
@@ -282,7 +74,7 @@ def packaged_tokenizer():
 
 def arch_config(name: str) -> dict:
     """The shipped config of an architecture name (a dict with ``model_type``)."""
-    cfg = json.loads(_config_path(name).read_text())
+    cfg = json.loads(arch_config_path(name).read_text())
     cfg.setdefault("model_type", "bert")
     return cfg
 
@@ -290,8 +82,6 @@ def arch_config(name: str) -> dict:
 def random_hf_model(config_or_name: Any, seed: int = 0):
     """A randomly initialised ``*ForSequenceClassification`` of the config's family (seeded):
     an architecture name, a config dict (``model_type`` defaults to ``bert``) or a config."""
-    from .backbones import family_for
-
     arch = isinstance(config_or_name, str)
     if arch:
         config_or_name = arch_config(config_or_name)
@@ -330,8 +120,13 @@ def random_hf_model(config_or_name: Any, seed: int = 0):
 def load_backbone(name: str, device: str | torch.device = "cpu",
                   dtype: torch.dtype | str = torch.float32, seed: int = 0,
                   num_labels: int | None = None) -> Backbone:
-    """Load weights by architecture name, HF hub id or local path (see module docstring)."""
-    from .backbones import FAMILIES, family_for
+    """Load weights by architecture name, HF hub id or local path (see module docstring).
+
+    A local directory is checked first (:func:`~mice_bench.backbones.files.check_model_dir`:
+    config, complete weights, a tokenizer) and any failure inside it is one
+    :class:`UsageError` naming the directory; a hub id that is not cached while the hub cannot
+    be reached (``HF_HUB_OFFLINE``, no network) is refused at once."""
+    from .backbones import FAMILIES
 
     dtype = dtype_from_name(dtype)
     if name in ARCH_ONLY:
@@ -346,11 +141,19 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
     _quiet_transformers()
     local = Path(name).expanduser()
     is_local = local.exists()
-    if not is_local and os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
-        raise UsageError(_model_help(name))
+    hub_kw: dict = {}
+    if is_local:
+        check_model_dir(local, name)
+    else:
+        check_hub_model(name)
+        if hub_offline_reason():
+            hub_kw["local_files_only"] = True
+    src = str(local) if is_local else name
     try:
-        cfg = AutoConfig.from_pretrained(str(local) if is_local else name)
+        cfg = AutoConfig.from_pretrained(src, **hub_kw)
     except Exception as e:  # noqa: BLE001 - hub errors are many and version-dependent
+        if is_local:
+            raise _local_failure(name, e) from None
         raise UsageError(f"cannot load model {name!r}: {type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''}\n{_model_help(name)}") \
             from None
@@ -360,22 +163,29 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
                          f"{', '.join(sorted(FAMILIES))}")
     fam = family_for(model_type)
     archs = getattr(cfg, "architectures", None) or []
-    src = str(local) if is_local else name
     torch.manual_seed(seed)
-    if any(a.endswith("ForSequenceClassification") for a in archs):
-        model = AutoModelForSequenceClassification.from_pretrained(src)
-        classifier_random = False
-    else:
-        cfg.num_labels = num_labels if num_labels is not None else 1
-        model = AutoModelForSequenceClassification.from_pretrained(src, config=cfg)
-        classifier_random = True
-    model.eval()
-    tok = AutoTokenizer.from_pretrained(src)
+    try:
+        if any(a.endswith("ForSequenceClassification") for a in archs):
+            model = AutoModelForSequenceClassification.from_pretrained(src, **hub_kw)
+            classifier_random = False
+        else:
+            cfg.num_labels = num_labels if num_labels is not None else 1
+            model = AutoModelForSequenceClassification.from_pretrained(src, config=cfg,
+                                                                       **hub_kw)
+            classifier_random = True
+        model.eval()
+        tok = AutoTokenizer.from_pretrained(src, **hub_kw)
+    except UsageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - transformers/safetensors raise many kinds
+        if is_local:
+            raise _local_failure(name, e) from None
+        raise UsageError(f"cannot load model {name!r}: {type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
+    check_tokenizer(tok, name, getattr(cfg, "vocab_size", None))
     bb = fam.from_hf(model, tok, name=name)
+    # only the variants that read the 'cls' head report (and warn about) a random one
     bb.classifier_random = bb.classifier_random or classifier_random
-    if bb.classifier_random:
-        warnings.warn(f"{name}: no sequence-classification head in the checkpoint; the "
-                      "'cls' head is seeded random (flagged in every result)", stacklevel=2)
     bb.source = src
     from .checkpoints import read_checkpoint_settings
 
@@ -384,6 +194,66 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
     if is_local:
         _load_extra_weights(bb, local)
     return bb.to(device=device, dtype=dtype)
+
+
+def check_tokenizer(tok, name: str, vocab_size: int | None = None) -> None:
+    """Refuse a tokenizer that cannot be what the weights were trained with: a vocabulary of
+    a handful of entries (what transformers builds when a checkpoint has no tokenizer files)
+    or one that reads ordinary English words as the unknown token."""
+    n = len(tok) if hasattr(tok, "__len__") else None
+    unk = getattr(tok, "unk_token_id", None)
+    probe = tok("the of and to in is", add_special_tokens=False)["input_ids"]
+    if (n is not None and n < 100) or not probe or (unk is not None and
+                                                   all(i == unk for i in probe)):
+        raise UsageError(f"model {name}: its tokenizer is unusable ({n} entries"
+                         + (f" for a vocabulary of {vocab_size}" if vocab_size else "")
+                         + ", ordinary words read as unknown); save the checkpoint's tokenizer "
+                         "with it (tokenizer.save_pretrained(<directory>))")
+
+
+def _local_failure(name: str, e: Exception) -> UsageError:
+    first = str(e).splitlines()[0] if str(e) else ""
+    return UsageError(f"model directory {name}: cannot load it ({type(e).__name__}: "
+                      f"{first[:200]})")
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub cannot be reached, decided at once (``HF_HUB_OFFLINE`` /
+    ``TRANSFORMERS_OFFLINE`` set, or the hub's host does not resolve or answer within 2 s);
+    None when it can."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http"
+                                                                 else 443)
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return None
+    except (OSError, AssertionError) as e:
+        return f"no network: {host} unreachable ({type(e).__name__})"
+
+
+def check_hub_model(name: str) -> None:
+    """Refuse at once a hub id that cannot load here: not in the local cache while the hub
+    cannot be reached (see :func:`hub_offline_reason`). Architecture names and local paths
+    pass (their files are checked by :func:`load_backbone`)."""
+    if name in ARCH_ONLY or Path(name).expanduser().exists():
+        return
+    offline = hub_offline_reason()
+    if offline and not _hub_cached(name):
+        raise UsageError(f"model {name!r}: not in the local Hugging Face cache and the hub "
+                         f"cannot be reached ({offline}). {_model_help(name)}")
+
+
+def _hub_cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        got = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - an invalid repo id is simply not cached
+        return False
+    return isinstance(got, str)
 
 
 def _quiet_transformers() -> None:
@@ -454,7 +324,5 @@ def _load_extra_weights(bb: Backbone, path: Path) -> None:
 def from_hf(model: Any, tokenizer: Any, name: str = "hf") -> Backbone:
     """Read the parameters of a Hugging Face model of any supported family (``*Model`` or
     ``*ForSequenceClassification``; the family comes from ``config.model_type``)."""
-    from .backbones import family_for
-
     fam = family_for(getattr(model.config, "model_type", "bert"))
     return fam.from_hf(model, tokenizer, name=name)

@@ -16,12 +16,14 @@ MODEL_HELP = ("an architecture with random weights: minilm-l12 | minilm-l6 (BERT
 
 
 def model_layers(model: str) -> int:
-    """The layer count of an architecture name, hub id or checkpoint (config only)."""
-    from .backbone import ARCH_ONLY, arch_config
+    """The layer count of an architecture name, hub id or checkpoint (config only):
+    :func:`~mice_bench.backbones.files.checkpoint_layers`, and a hub id's config."""
+    from .backbones.files import checkpoint_layers
     from .errors import UsageError
 
-    if model in ARCH_ONLY:
-        return int(arch_config(model)["num_hidden_layers"])
+    n = checkpoint_layers(model)
+    if n is not None:
+        return n
     try:
         from transformers import AutoConfig
 

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from .base import Family, activation, d, dropout, split_heads
+from .weights import AttentionWeights, Backbone, LayerWeights
 
 #: Hugging Face attention sub-module names -> AttentionWeights fields
 ATT_NAMES = {"self.query.weight": "wq", "self.query.bias": "bq", "self.key.weight": "wk",
@@ -101,9 +103,6 @@ class PostNormFamily(Family):
         return {}
 
     def from_hf(self, model: Any, tokenizer: Any, name: str = "hf"):
-        from ..backbone import AttentionWeights, Backbone, LayerWeights
-        from ..errors import UsageError
-
         enc = self.encoder_of(model)
         cfg = enc.config
         if getattr(cfg, "position_embedding_type", "absolute") not in (None, "absolute"):

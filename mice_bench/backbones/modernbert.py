@@ -29,8 +29,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from .base import Family, activation, apply_rope, d, layer_norm, memo_get, rope_cos_sin, \
     split_heads
+from .weights import AttentionWeights, Backbone, LayerWeights
 
 CROSS_NAMES = {"q_proj": ("wq", "bq"), "k_proj": ("wk", "bk"), "v_proj": ("wv", "bv"),
                "Wo": ("wo", "bo")}
@@ -108,7 +110,6 @@ class ModernBertFamily(Family):
         return logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1] - logits[:, 0]
 
     def cross_from_self(self, lw):
-        from ..backbone import AttentionWeights
 
         a = lw.attn
         return AttentionWeights(wq=a.wq, bq=a.bq, wk=a.wk, bk=a.bk, wv=a.wv, bv=a.bv, wo=a.wo,
@@ -135,9 +136,6 @@ class ModernBertFamily(Family):
 
     # ------------------------------------------------------------------ reading HF models
     def from_hf(self, model: Any, tokenizer: Any, name: str = "hf"):
-        from ..backbone import AttentionWeights, Backbone, LayerWeights
-        from ..errors import UsageError
-
         enc = getattr(model, "model", model)
         cfg = enc.config
         H, n = cfg.hidden_size, cfg.num_attention_heads

@@ -14,16 +14,16 @@ coverage when it covers only some).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
 
+from ..backbones.files import check_model_dir, checkpoint_layers, safetensors_problem
 from ..errors import UsageError
 from .store import DEFAULT_STORE, STORE_FORMATS
 
 __all__ = ["preflight", "check_candidates", "check_model_dir", "check_writable",
-           "check_device", "model_layers"]
+           "check_device", "model_layers", "safetensors_problem"]
 
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
 
@@ -67,7 +67,10 @@ def preflight(cfg, plan) -> None:
                            "a TREC run 'qid Q0 docid rank score [tag]'")
     for label, name in plan.models:
         layers = model_layers(name)
-        if layers is None:
+        if layers is None:               # a hub id: refused at once when it cannot load here
+            from ..backbone import check_hub_model
+
+            check_hub_model(name)
             continue
         from ..spec import parse
 
@@ -127,83 +130,11 @@ def check_writable(folder: Path, option: str) -> None:
 
 
 # --------------------------------------------------------------------------- models
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or name in (".", "..") or \
-        name.endswith(os.sep) or os.sep + os.sep in name
-
-
 def model_layers(name: str) -> int | None:
     """The model's number of layers when it is known without loading weights (architecture
-    names, local directories; None for hub ids). Checks local directories on the way."""
-    from ..backbone import ARCH_ONLY
-
-    if name in ARCH_ONLY:
-        from ..backbone import _config_path
-
-        return int(json.loads(_config_path(name).read_text())["num_hidden_layers"])
-    p = Path(name).expanduser()
-    if p.exists():
-        cfg = check_model_dir(p, name)
-        n = cfg.get("num_hidden_layers")
-        return int(n) if isinstance(n, int) else None
-    if _looks_like_path(name):
-        raise UsageError(f"--model {name}: no such directory")
-    return None
-
-
-def check_model_dir(p: Path, name: str | None = None) -> dict:
-    """A local checkpoint directory that can be loaded: ``config.json`` (valid JSON),
-    weight files present, every ``*.safetensors`` complete. Returns the config."""
-    what = f"model directory {p}"
-    if not p.is_dir():
-        raise UsageError(f"--model {name or p}: {p} is a file, not a checkpoint directory")
-    cfg_p = p / "config.json"
-    if not cfg_p.is_file():
-        raise UsageError(f"{what} has no config.json: not a Hugging Face checkpoint "
-                         "(expected config.json, model.safetensors and tokenizer files)")
-    try:
-        cfg = json.loads(cfg_p.read_text())
-        if not isinstance(cfg, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UsageError(f"{what}: config.json is not valid JSON ({e})") from None
-    weights = sorted(p.glob("*.safetensors")) + sorted(p.glob("pytorch_model*.bin"))
-    if not weights:
-        raise UsageError(f"{what} has no weight file (model.safetensors or pytorch_model.bin)")
-    for f in p.glob("*.safetensors"):
-        problem = safetensors_problem(f)
-        if problem:
-            raise UsageError(f"{what}: {f.name} is broken ({problem}); copy or download the "
-                             "checkpoint again")
-    return cfg
-
-
-def safetensors_problem(f: Path) -> str | None:
-    """Why a ``.safetensors`` file cannot be complete (header unreadable, data truncated), or
-    None. Reads the header only."""
-    try:
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return f"{size} bytes, shorter than a header"
-            n = int.from_bytes(head, "little")
-            if n <= 0 or 8 + n > size:
-                return f"header of {n} bytes does not fit in {size} bytes (truncated?)"
-            header = json.loads(fh.read(n))
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        return f"unreadable header: {type(e).__name__}"
-    end = 0
-    for k, v in header.items():
-        if k == "__metadata__":
-            continue
-        try:
-            end = max(end, int(v["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError):
-            return f"tensor {k!r} has no data offsets"
-    if 8 + n + end != size:
-        return f"{size} bytes, its header needs {8 + n + end} (truncated?)"
-    return None
+    names, local directories; None for hub ids). Checks local directories on the way
+    (:func:`~mice_bench.backbones.files.checkpoint_layers`)."""
+    return checkpoint_layers(name)
 
 
 # --------------------------------------------------------------------------- candidates

@@ -183,20 +183,49 @@ def read_docs_jsonl(path: str | os.PathLike) -> dict[str, str]:
 
 
 def _read_docs_lines(p: Path, out: dict[str, str]) -> dict[str, str]:
+    """Strict: every line a JSON object with a string (or integer) ``doc_id`` (or ``_id``)
+    and a string ``text`` (``title``: a string or absent); a ``doc_id`` repeated with another
+    text is refused (an identical repeat is harmless). Errors name the line and the id."""
+    first_line: dict[str, int] = {}
+    expect = "expected a JSON object with a string doc_id and a string text"
     with p.open(encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"--docs {p}:{n}"
             try:
                 obj = json.loads(line)
-                did = str(obj.get("doc_id", obj.get("_id")))
-                text = obj["text"]
-            except (json.JSONDecodeError, KeyError, AttributeError) as e:
-                raise UsageError(f"--docs {p}:{n}: expected a JSON object with doc_id and "
-                                 f"text ({e})") from None
-            title = obj.get("title") or ""
-            out[did] = f"{title} {text}".strip() if title else text
+            except json.JSONDecodeError as e:
+                raise UsageError(f"{where}: not JSON ({e.msg}); {expect}") from None
+            if not isinstance(obj, dict):
+                raise UsageError(f"{where}: a JSON {type(obj).__name__}, {expect}")
+            key = "doc_id" if "doc_id" in obj else "_id" if "_id" in obj else None
+            if key is None:
+                raise UsageError(f"{where}: no doc_id; {expect}")
+            raw = obj[key]
+            if isinstance(raw, bool) or not isinstance(raw, (str, int)) or \
+                    (isinstance(raw, str) and not raw.strip()):
+                raise UsageError(f"{where}: {key} {raw!r} is not a non-empty string; {expect}")
+            did = str(raw)
+            if "text" not in obj:
+                raise UsageError(f"{where}: document {did!r} has no text; {expect}")
+            text, title = obj["text"], obj.get("title")
+            if not isinstance(text, str):
+                raise UsageError(f"{where}: document {did!r} has text {_show(text)}; {expect}")
+            if title is not None and not isinstance(title, str):
+                raise UsageError(f"{where}: document {did!r} has title {_show(title)}; "
+                                 "expected a string or no title")
+            full = f"{title} {text}".strip() if title else text
+            if did in out and out[did] != full:
+                raise UsageError(f"{where}: doc_id {did!r} repeats line {first_line[did]} with "
+                                 "another text; each doc_id once (or identical repeats)")
+            first_line.setdefault(did, n)
+            out[did] = full
     return out
+
+
+def _show(v) -> str:
+    return "null" if v is None else f"{json.dumps(v)[:40]} (a {type(v).__name__})"
 
 
 def _doc_text(doc) -> str:
@@ -253,6 +282,13 @@ class Collection:
             raise UsageError(f"{self.info.irds_id}: {len(missing)} candidate documents are not in "
                              f"the corpus, e.g. {missing[:3]}")
         return {d: _doc_text(got[d]) for d in doc_ids}
+
+    def check_docs(self, doc_ids) -> None:
+        """Read the ``--docs`` file now (strictly) and prove every id of ``doc_ids`` has a
+        text: what :meth:`doc_texts` would refuse later, refused before any result is
+        written. Nothing to do for an ir_datasets corpus (its docstore is read when scored)."""
+        if self.docs_path is not None:
+            self.doc_texts(list(dict.fromkeys(doc_ids)))
 
     def _jsonl_docs(self) -> dict[str, str]:
         if self._docs is None:

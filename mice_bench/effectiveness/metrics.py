@@ -44,7 +44,49 @@ def parse_measures(names: Sequence[str]) -> list:
                              "RR(rel=2)@10, AP") from None
     if not out:
         raise UsageError("no measure given")
+    for n, m in zip((x for x in names if x), out):
+        check_measure(m, n)
     return out
+
+
+def check_measure(m, name: str | None = None) -> None:
+    """Every parameter of an ir_measures measure is one it supports, of its type and in its
+    range: a cutoff is a whole number >= 1, ``rel`` a grade >= 1, a choice one of its choices,
+    ``gains`` a mapping of whole numbers. pytrec_eval aborts the process (SIGABRT) on some
+    values (``nDCG@0``), so they are refused here, before any evaluation."""
+    what = f"measure {name or m!s}"
+    supported = getattr(m, "SUPPORTED_PARAMS", {}) or {}
+    for k, v in (getattr(m, "params", {}) or {}).items():
+        if v is None:
+            continue
+        info = supported.get(k)
+        if info is None:
+            raise UsageError(f"{what}: unknown parameter {k!r}; valid: "
+                             f"{', '.join(sorted(supported)) or 'none'}")
+        dtype = getattr(info, "dtype", None)
+        choices = getattr(info, "choices", None)
+        if isinstance(choices, (list, tuple)) and v not in choices:
+            raise UsageError(f"{what}: {k}={v!r} is not one of {', '.join(map(str, choices))}")
+        if dtype is int and (isinstance(v, bool) or not isinstance(v, int)):
+            raise UsageError(f"{what}: {k}={v!r} must be a whole number")
+        if dtype is bool and not isinstance(v, bool):
+            raise UsageError(f"{what}: {k}={v!r} must be True or False")
+        if k == "cutoff" and v < 1:
+            raise UsageError(f"{what}: the cutoff @{v} must be >= 1 (e.g. nDCG@10)")
+        if k == "rel" and v < 1:
+            raise UsageError(f"{what}: rel={v} must be a relevance grade >= 1")
+        if dtype is dict and (not isinstance(v, dict) or not all(
+                isinstance(a, int) and isinstance(b, int) and not isinstance(a, bool)
+                and not isinstance(b, bool) for a, b in v.items())):
+            raise UsageError(f"{what}: {k} must map whole-number grades to whole numbers")
+
+
+def measures_beyond_depth(measures: Iterable, depth: int) -> list[str]:
+    """The measures whose cutoff is above ``depth`` (e.g. ``R@100`` over 20 candidates, which
+    would equal recall@20 under another name)."""
+    return [str(m) for m in measures
+            if isinstance((getattr(m, "params", {}) or {}).get("cutoff"), int)
+            and m.params["cutoff"] > depth]
 
 
 def measure_names(measures: Iterable) -> list[str]:

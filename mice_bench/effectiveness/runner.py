@@ -20,9 +20,12 @@ from .cache import slug
 from .datasets import Collection, DatasetInfo, load_collection, resolve_datasets
 from .firststage import FirstStage, Run, run_first_stage, write_trec_run
 from .result import EffectivenessResult
-from .metrics import aggregate, measure_names, parse_measures, per_query
+from .metrics import (DEFAULT_MEASURES, aggregate, measure_names, measures_beyond_depth,
+                      parse_measures, per_query)
 from .progress import Reporter
+from .safeio import warn
 from .stats import CORRECTIONS, TESTS
+from .table import write_summary
 from .summary import (EffectivenessSummary, SummaryDataset, SummarySettings, default_baseline,
                       summarize)
 
@@ -76,7 +79,7 @@ class EffectivenessConfig:
     docs: str | None = None                  # JSONL of document texts ({dataset} expanded)
     docs_for: dict[str, str] = field(default_factory=dict)          # dataset -> override
     depth: int = 100
-    measures: list[str] = field(default_factory=lambda: ["nDCG@10", "RR@10", "R@100"])
+    measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
     baseline: str | None = None
     test: str = "ttest"
     correction: str = "holm"
@@ -229,10 +232,18 @@ def make_plan(cfg: EffectivenessConfig) -> Plan:
     if cfg.correction not in CORRECTIONS:
         raise UsageError(f"unknown --correction {cfg.correction!r}; valid: "
                          f"{', '.join(CORRECTIONS)}")
-    if cfg.depth < 1:
-        raise UsageError("--depth must be >= 1")
-    if cfg.limit_queries is not None and cfg.limit_queries < 1:
-        raise UsageError("--limit-queries must be >= 1")
+    if isinstance(cfg.depth, bool) or not isinstance(cfg.depth, int) or cfg.depth < 1:
+        raise UsageError(f"--depth must be a whole number >= 1, got {cfg.depth!r}")
+    beyond = measures_beyond_depth(measures, cfg.depth)
+    if beyond and list(cfg.measures) != list(DEFAULT_MEASURES):
+        raise UsageError(f"--measures {', '.join(beyond)}: cutoff above --depth {cfg.depth} "
+                         "(the first stage gives at most that many candidates, so the number "
+                         f"would be a measure at {cfg.depth}); raise --depth or lower the "
+                         "cutoff")
+    if beyond:                           # the default measures: flagged, in every result
+        warn(f"{', '.join(beyond)} cut off above --depth {cfg.depth}: over {cfg.depth} "
+             "candidates they measure the first stage's depth (recorded as "
+             "'beyond_depth' in every result); pass --measures to choose others")
     fs_raw = per_dataset(cfg.first_stage or BM25, cfg.first_stage_for, datasets,
                          "--first-stage")
     first_stage = {n: FirstStage.parse(v or BM25) for n, v in fs_raw.items()}
@@ -308,6 +319,7 @@ def _cfg_block(cfg: EffectivenessConfig, plan: Plan, coll: Collection, variant: 
         "query_max_tokens": cfg.query_max_tokens, "doc_max_tokens": cfg.doc_max_tokens,
         "limit_queries": cfg.limit_queries, "seed": cfg.seed,
         "doc_store": getattr(cfg, "doc_store", None),
+        "beyond_depth": measures_beyond_depth(plan.measures, cfg.depth),
     }
 
 
@@ -352,6 +364,7 @@ def _run_planned(cfg: EffectivenessConfig, plan: Plan, denv, dev, reporter: Repo
         colls[info.name] = load_collection(info, plan.docs[info.name], cfg.limit_queries)
     check_candidates(plan, colls)        # run files: well formed, cover judged queries
     candidates: dict[str, Run] = {}
+    fs_seconds: dict[str, float] = {}
     records: list[Record] = []
     if not denv.main:
         denv.barrier()                   # rank 0 builds (and caches) the first stages first
@@ -359,28 +372,41 @@ def _run_planned(cfg: EffectivenessConfig, plan: Plan, denv, dev, reporter: Repo
         fs = plan.first_stage[name]
         t = time.perf_counter()
         candidates[name] = run_first_stage(fs, coll, cfg.depth, cache_dir)
-        fs_s = time.perf_counter() - t
-        if not denv.main:
-            continue
-        tag = fs.tag(name)
-        path = result_path(out, name, tag, BM25, None)
-        block = _cfg_block(cfg, plan, coll, BM25, None)
-        block["first_stage_row"] = "bm25 retrieval" if fs.kind != "run" else "run file scores"
-        records.append(write_result(path, block, env, coll, candidates[name], plan.measures,
-                                    {"first_stage_s": fs_s}, None, "mice-bench-bm25",
-                                    cfg.gzip_runs))
-        reporter.log(f"[dim]{name}[/] bm25 ({fs.describe(name)}): " + _fmt(records[-1].aggregates))
+        fs_seconds[name] = time.perf_counter() - t
+        # every candidate needs a text: a bad or incomplete --docs file is refused here,
+        # before the first result is written
+        coll.check_docs(d for ranked in candidates[name].values() for d in ranked)
     if denv.main:
         denv.barrier()
 
+    def write_first_stage_rows() -> None:
+        """The bm25 (first-stage) rows; written once every input has been checked."""
+        if not denv.main:
+            return
+        for name, coll in colls.items():
+            fs = plan.first_stage[name]
+            path = result_path(out, name, fs.tag(name), BM25, None)
+            block = _cfg_block(cfg, plan, coll, BM25, None)
+            block["first_stage_row"] = "bm25 retrieval" if fs.kind != "run" \
+                else "run file scores"
+            records.append(write_result(path, block, env, coll, candidates[name],
+                                        plan.measures, {"first_stage_s": fs_seconds[name]},
+                                        None, "mice-bench-bm25", cfg.gzip_runs))
+            reporter.log(f"[dim]{name}[/] bm25 ({fs.describe(name)}): "
+                         + _fmt(records[-1].aggregates))
+
     model_vars = [v for v in plan.variants if v != BM25]
     if model_vars:
-        records += _run_models(cfg, plan, colls, candidates, out, cache_dir, env, reporter,
-                               after_query, denv)
+        # the first model is loaded and its executors built before anything is written
+        records_m = _run_models(cfg, plan, colls, candidates, out, cache_dir, env, reporter,
+                                after_query, denv, before_first=write_first_stage_rows)
+        records += records_m
+    else:
+        write_first_stage_rows()
     summary = None
     if denv.main:
         summary = summary_of(records, plan, cfg)
-        summary.save(out / cfg.summary_name, cfg.as_dict(), env)
+        write_summary(summary, out / cfg.summary_name, cfg.as_dict(), env)
     return denv.broadcast(summary)
 
 
@@ -434,7 +460,8 @@ def _fmt(agg: dict[str, float]) -> str:
 
 
 def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, env: dict,
-                reporter: Reporter, after_query, denv=None) -> list[Record]:
+                reporter: Reporter, after_query, denv=None,
+                before_first: Callable[[], None] | None = None) -> list[Record]:
     """Score every (model, dataset, variant) and write its result (rank 0). Under torchrun
     each rank scores every ``world``-th query and rank 0 merges the runs: the written files
     are those of one process (the scores of a pair do not depend on which rank scored it)."""
@@ -460,18 +487,27 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
         load_s = time.perf_counter() - t
         model_info = {"label": label, "name": name, "describe": bb.describe(),
                       "revision": model_revision(name, bb, cfg.seed),
-                      "random_weights": bb.random_weights,
-                      "classifier_random": bb.classifier_random, "num_layers": bb.num_layers,
+                      "random_weights": bb.random_weights, "num_layers": bb.num_layers,
                       "hidden_size": bb.hidden_size}
         from ..model import checkpoint_provenance
 
         model_info.update(checkpoint_provenance(name))  # mice-bench checkpoints: trained?
+        if before_first is not None:     # every variant builds on this model: inputs checked
+            for variant in (v for v in plan.variants if v != BM25):
+                make_executor(variant, bb, executor=cfg.executor,
+                              query_max_tokens=cfg.query_max_tokens,
+                              doc_max_tokens=cfg.doc_max_tokens)
+            before_first()
+            before_first = None
         for dname, coll in colls.items():
             fs = plan.first_stage[dname]
             for variant in (v for v in plan.variants if v != BM25):
                 ex = make_executor(variant, bb, executor=cfg.executor,
                                    query_max_tokens=cfg.query_max_tokens,
                                    doc_max_tokens=cfg.doc_max_tokens)
+                if ex.flags["classifier_random"] and denv.main:
+                    warn(f"{label}: no sequence-classification head in the checkpoint; "
+                         f"{variant}'s 'cls' head is seeded random (flagged in its result)")
                 scorer = VariantScorer(ex, name, coll, cache_dir, settings, reporter,
                                        shard=(denv.rank, denv.world),
                                        rank_store=fs.kind != "full")
@@ -498,8 +534,11 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                     timing["max_memory_allocated"] = torch.cuda.max_memory_allocated()
                 block = _cfg_block(cfg, plan, coll, variant, (label, name))
                 # effective lengths / pooling / markers and where each came from
+                # what this variant uses that is not the checkpoint's own (a random
+                # classifier head matters only to variants that read the 'cls' head)
                 info = dict(model_info, params=bb.param_count(ex.spec),
-                            settings=ex.settings())
+                            settings=ex.settings(),
+                            classifier_random=ex.flags["classifier_random"])
                 path = result_path(out, dname, fs.tag(dname), variant, label)
                 rec = write_result(path, block, env, coll, run, plan.measures, timing, info,
                                    f"mice-bench-{slug(variant)}", cfg.gzip_runs)

@@ -40,13 +40,14 @@ def default_output(protocol: str, device: str) -> Path:
 
 def _default_variants(model: str) -> list[str]:
     """The variant stored in a mice-bench checkpoint, else the default comparison."""
+    from ..backbones.files import checkpoint_layers
     from ..model import checkpoint_variant
     from .config import DEFAULT_VARIANTS
 
     stored = checkpoint_variant(model)
     if stored:
         return [stored]
-    layers = _num_layers(model)
+    layers = checkpoint_layers(model)
     if layers is None:
         return list(DEFAULT_VARIANTS)
     # the default comparison, its MICE fitted to the model's depth (mice-l4+3 needs 7 layers)
@@ -62,18 +63,6 @@ def _default_variants(model: str) -> list[str]:
                 m = max(1, min(4, layers - 2))
                 out.append(f"mice-l{m}+{min(3, layers - m)}")
     return out
-
-
-def _num_layers(model: str) -> int | None:
-    """The layer count of an architecture name or a local checkpoint, read from its config
-    without loading weights; None when it cannot be known cheaply (hub ids)."""
-    from ..backbone import ARCH_ONLY, _config_path
-
-    path = _config_path(model) if model in ARCH_ONLY else Path(model).expanduser() / "config.json"
-    try:
-        return int(json.loads(Path(path).read_text())["num_hidden_layers"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -22,6 +23,12 @@ PROTOCOL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 #: the most timed runs of one row, whatever ``min_seconds`` asks
 MAX_RUNS = 10_000
+#: upper bounds of the size options: beyond them a run cannot finish in any useful time (and
+#: its inputs would not fit any machine's memory); refused before any work
+LIMITS = {"--batch-size": 65_536, "--doc-tokens": 1_000_000, "--query-tokens": 1_000_000,
+          "--depth": 100_000, "--warmup": 1_000, "--runs": MAX_RUNS, "--threads": 4_096}
+#: the most timed seconds a row may ask for (one hour)
+MAX_MIN_SECONDS = 3600.0
 
 
 @dataclass
@@ -67,17 +74,35 @@ class LatencyConfig:
         if not c.variants:
             raise UsageError("no variants given")
         for name, vals in (("--batch-size", c.batch_sizes), ("--doc-tokens", c.doc_tokens)):
-            if not vals or any(int(v) < 1 for v in vals):
+            if not vals or any(_not_int(v) or int(v) < 1 for v in vals):
                 raise UsageError(f"{name} needs positive integers, got {vals!r}")
+            _at_most(name, max(int(v) for v in vals))
         if c.protocol == "rerank":
-            if c.query_tokens is None or c.query_tokens < 1:
-                raise UsageError("--query-tokens must be >= 1")
-            if c.depth is None or c.depth < 1:
-                raise UsageError("--depth must be >= 1")
-        if c.warmup < 0 or c.runs < 1 or c.min_seconds < 0:
-            raise UsageError("--warmup must be >= 0, --runs >= 1, --min-seconds >= 0")
-        if c.threads is not None and c.threads < 1:
-            raise UsageError("--threads must be >= 1")
+            if _not_int(c.query_tokens) or c.query_tokens < 1:
+                raise UsageError(f"--query-tokens must be a whole number >= 1, got "
+                                 f"{c.query_tokens!r}")
+            if _not_int(c.depth) or c.depth < 1:
+                raise UsageError(f"--depth must be a whole number >= 1, got {c.depth!r}")
+            _at_most("--query-tokens", c.query_tokens)
+            _at_most("--depth", c.depth)
+        if _not_int(c.warmup) or c.warmup < 0:
+            raise UsageError(f"--warmup must be a whole number >= 0, got {c.warmup!r}")
+        if _not_int(c.runs) or c.runs < 1:
+            raise UsageError(f"--runs must be a whole number >= 1, got {c.runs!r}")
+        _at_most("--warmup", c.warmup)
+        _at_most("--runs", c.runs)
+        try:
+            ms = float(c.min_seconds)
+        except (TypeError, ValueError):
+            ms = float("nan")
+        if isinstance(c.min_seconds, bool) or not math.isfinite(ms) or ms < 0 or \
+                ms > MAX_MIN_SECONDS:
+            raise UsageError(f"--min-seconds must be a finite number of seconds from 0 to "
+                             f"{MAX_MIN_SECONDS:g}, got {c.min_seconds!r}")
+        if c.threads is not None:
+            if _not_int(c.threads) or c.threads < 1:
+                raise UsageError(f"--threads must be a whole number >= 1, got {c.threads!r}")
+            _at_most("--threads", c.threads)
         if c.kv_cache and c.precompute is False:
             raise UsageError("--kv-cache stores per-layer K/V of precomputed documents; it "
                              "needs --precompute")
@@ -92,6 +117,16 @@ class LatencyConfig:
     def device_type(self) -> str:
         """``cpu`` / ``cuda`` of ``device`` (``auto`` resolved here; checks availability)."""
         return resolve_device(self.device).split(":")[0]
+
+
+def _not_int(v) -> bool:
+    return isinstance(v, bool) or not isinstance(v, int)
+
+
+def _at_most(option: str, value: int) -> None:
+    if value > LIMITS[option]:
+        raise UsageError(f"{option} {value} is above the largest this benchmark runs "
+                         f"({LIMITS[option]:,}); valid: at most {LIMITS[option]:,}")
 
 
 def parse_variants(names: list[str]) -> list[InteractionSpec]:
