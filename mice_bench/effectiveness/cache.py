@@ -17,6 +17,7 @@ import sqlite3
 from pathlib import Path
 
 from ..naming import key_hash, slug  # re-exported: one slug for every command
+from .store import DocStateStore as DocStateCache  # the store, under its old name
 
 __all__ = ["ScoreCache", "DocStateCache", "key_hash", "slug"]
 
@@ -106,5 +107,3 @@ class ScoreCache:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-from .store import DocStateStore as DocStateCache  # noqa: E402  (the store, under its old name)

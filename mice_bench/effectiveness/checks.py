@@ -44,6 +44,10 @@ def preflight(cfg, plan) -> None:
     store = getattr(cfg, "doc_store", DEFAULT_STORE)
     if store not in STORE_FORMATS:
         raise UsageError(f"unknown --doc-store {store!r}; valid: {', '.join(STORE_FORMATS)}")
+    from .codecs import unavailable
+
+    if unavailable(store):
+        raise UsageError(unavailable(store))
     name = str(cfg.summary_name)
     if not name or "/" in name or os.sep in name or name in (".", ".."):
         raise UsageError(f"--summary-name {name!r} must be a plain file name (no folder)")

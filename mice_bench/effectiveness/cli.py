@@ -136,7 +136,9 @@ def register(app: typer.Typer) -> None:
                                          help="summary files OUTPUT-DIR/NAME.md and NAME.json"),
         doc_store: str = typer.Option(
             "fp16", "--doc-store", help="document-state store: fp16 | fp32 | int8 (per-token "
-                                        "scaled; a quarter of fp32)"),
+                                        "scaled; a quarter of fp32) | residual1 | residual2 | "
+                                        "residual4 (ColBERTv2-style centroid id + b bits per "
+                                        "dimension; needs the storage extra, faiss-cpu)"),
         gzip_runs: bool = typer.Option(
             True, "--gzip-runs/--no-gzip-runs",
             help="write each TREC run as <variant>.trec.gz (ir_measures reads it) or plain"),

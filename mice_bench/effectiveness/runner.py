@@ -96,7 +96,7 @@ class EffectivenessConfig:
     output_dir: str = field(default_factory=lambda: str(default_results_dir("effectiveness")))
     cache_dir: str | None = None
     summary_name: str = "summary"
-    doc_store: str = "fp16"          # fp16 | fp32 | int8 (document-state store, see store.py)
+    doc_store: str = "fp16"          # fp16 | fp32 | int8 | residual1|2|4 (see store.py)
     gzip_runs: bool = True           # TREC runs as <variant>.trec.gz (about 5x smaller)
 
     def __post_init__(self) -> None:

@@ -8,26 +8,38 @@ Layout of one store directory (one per model x split layer x document settings x
     shard-<n>-<hash>.safetensors  one flush of encoded documents (see below)
     .lock                         held while a run repairs or encodes (``filelock``)
 
-A shard holds only the **real tokens** of its documents (no padding), concatenated:
-``hidden [tokens, H]`` in the store format, ``seg [tokens]`` (int8 segment ids),
-``lengths [n]`` (int32), and for ``int8`` ``scale [tokens]`` (fp32); the safetensors metadata
-repeats the document ids, so a lost ``index.json`` is rebuilt from the shards.
+    codec-<hash>.safetensors      residual formats: centroids, bucket cut-offs and weights
+
+A shard holds only the **real tokens** of its documents (no padding), concatenated: the
+codec's per-token tensors (:mod:`.codecs`: ``hidden [tokens, H]`` for fp32/fp16, plus
+``scale [tokens]`` for int8; ``centroid [tokens]`` and packed ``codes`` for the residual
+formats), ``seg [tokens]`` (int8 segment ids) and ``lengths [n]`` (int32); the safetensors
+metadata repeats the document ids, the format and (residual formats) the SHA-256 of the codec
+file the codes belong to, so a lost ``index.json`` is rebuilt from the shards.
 
 Formats (``--doc-store``): ``fp32``; ``fp16`` (the default: half the bytes, scores within
 1e-3 of fp32 states); ``int8`` (per-token symmetric scaling ``h ~ q * scale``,
-``scale = max|h| / 127``: a quarter of fp32 plus 4 bytes per token). Only the hidden states at
-the split layer are stored: that is all a split-first variant reads (interaction-layer K/V
+``scale = max|h| / 127``: a quarter of fp32 plus 4 bytes per token); ``residual1`` |
+``residual2`` | ``residual4`` (ColBERTv2 / PLAID residual compression: a centroid id and b bits
+per dimension; centroids trained with ``faiss.Kmeans`` on a seeded sample of the documents
+being stored, before the first shard is written; see :mod:`.codecs`). Only the hidden states
+at the split layer are stored: that is all a split-first variant reads (interaction-layer K/V
 are recomputed per query batch). A late-interaction variant (``colbert``: maxsim head, no
 interaction layer) stores its head's document vectors instead (``content: vectors``: final
-norm, 128-d projection, unit length, as a ColBERT index does), a third of the 384-d states.
+norm, 128-d projection, unit length, as a ColBERT index does), a third of the 384-d states;
+a bi-encoder (``biencoder``: mean-cos head) its one pooled, normalised vector per document
+(``content: pooled``).
 
 Faults: every file is written atomically (unique temp file, fsync, rename). The index records
 each shard's size and SHA-256; a shard that is missing, truncated or altered is reported by
 name and its documents are encoded again; an unreadable ``index.json`` is rebuilt from the
 shards; shards written after the last index update (a kill between the two) are adopted. A
-shard is written every ``flush_s`` seconds (and at most ``max_shard_docs`` documents), so a
-killed run loses only the batch in flight and the last few seconds. Encoding happens under
-an inter-process lock: a second run on the same store waits and then reuses the first's work.
+missing or altered codec file invalidates every shard coded with it: all are encoded again
+with a freshly trained codec. A store written in one format and opened as another is refused
+(:class:`StoreFormatError`), never repaired. A shard is written every ``flush_s`` seconds
+(and at most ``max_shard_docs`` documents), so a killed run loses only the batch in flight
+and the last few seconds. Encoding happens under an inter-process lock: a second run on the
+same store waits and then reuses the first's work.
 """
 
 from __future__ import annotations
@@ -40,25 +52,31 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from ..errors import UsageError
+from ..naming import key_hash
 from ..results import atomic_write_bytes, atomic_write_json
+from .codecs import CODEC_NAMES, get_codec, residual_centroids
+from .docpack import CONTENTS, finish, flatten, padded, split_heldout
 from .safeio import cache_lock, notice, sha256_bytes, sha256_file
 
-__all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore"]
+__all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore",
+           "StoreFormatError", "token_ranges"]
 
-STORE_FORMATS = ("fp16", "fp32", "int8")
+STORE_FORMATS = CODEC_NAMES
 DEFAULT_STORE = "fp16"
 INDEX_VERSION = 2
-_FLOAT = {"fp32": torch.float32, "fp16": torch.float16}
+#: residual formats: documents drawn (seeded) until this many tokens train the centroids
+SAMPLE_TOKENS = 65_536
+#: residual formats: the most centroids (ColBERTv2's rule otherwise, see codecs)
+MAX_CENTROIDS = 1024
 
 
 class CorruptStore(RuntimeError):
     """A shard failed its check after the run had verified it (changed under the run)."""
 
 
-def _hash_ids(ids: Sequence[str]) -> str:
-    from .cache import key_hash
-
-    return key_hash(list(ids))
+class StoreFormatError(UsageError):
+    """The store directory holds another format (or content) than the one asked for."""
 
 
 class DocStateStore:
@@ -66,22 +84,56 @@ class DocStateStore:
 
     def __init__(self, directory: str | os.PathLike, meta: dict | None = None,
                  fmt: str = DEFAULT_STORE, flush_s: float = 5.0, max_shard_docs: int = 1024,
-                 vectors: bool = False):
+                 vectors: bool = False, content: str | None = None, seed: int = 0,
+                 centroids: int | None = None):
         """``vectors``: the store holds a late-interaction head's document vectors (what
-        ``encode(..., vectors=True)`` returns), and :meth:`load` marks them so."""
+        ``encode(..., vectors=True)`` returns), and :meth:`load` marks them so; ``content``
+        names what is stored (``states`` | ``vectors`` | ``pooled``; overrides ``vectors``).
+        Residual formats: ``seed`` draws the k-means sample and seeds ``faiss.Kmeans``;
+        ``centroids`` (default: ColBERTv2's rule on the sample, at most
+        :data:`MAX_CENTROIDS`)."""
         if fmt not in STORE_FORMATS:
             raise ValueError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
+        content = content or ("vectors" if vectors else "states")
+        if content not in CONTENTS:
+            raise ValueError(f"unknown store content {content!r}; valid: {', '.join(CONTENTS)}")
         self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
         self.fmt = fmt
-        self.vectors = bool(vectors)
-        self.meta = dict(meta or {}, store=fmt, content="vectors" if vectors else "states")
+        self.codec = get_codec(fmt)
+        self.content = content
+        self.vectors = content == "vectors"
+        self.seed = int(seed)
+        self.centroids = centroids
+        self.meta = dict(meta or {}, store=fmt, content=content)
+        if self.codec.trained:
+            self.meta.update(codec_seed=self.seed, codec_centroids=centroids,
+                             codec_sample_tokens=SAMPLE_TOKENS)
+        self._refuse_other_format()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.codec_entry: dict | None = None    # {"file", "bytes", "sha256"} (residual formats)
+        self.params: dict[str, torch.Tensor] = {}
         self.flush_s = flush_s
         self.max_shard_docs = max_shard_docs
         self.shards: list[dict] = []
         self._verified: set[tuple[str, str]] = set()   # (file, sha256) checked by this process
         self.encoded_now = 0                            # documents encoded by this process
         self._load_index(quiet=True)
+
+    def _refuse_other_format(self) -> None:
+        """A store of another format or content in this directory: refuse (one line)."""
+        meta_p = self.dir / "meta.json"
+        try:
+            old = json.loads(meta_p.read_text())
+        except (OSError, ValueError):
+            return                     # no store yet, or a damaged meta.json (repaired)
+        if not isinstance(old, dict):
+            return
+        for key, want in (("store", self.fmt), ("content", self.content)):
+            have = old.get(key, "states" if key == "content" else None)
+            if have is not None and have != want:
+                raise StoreFormatError(
+                    f"document store {self.dir} holds {key} {have!r}, not {want!r}: open it "
+                    f"with {key}={have!r}, or use another directory for {want!r}")
 
     # ------------------------------------------------------------------ index
     @property
@@ -92,18 +144,31 @@ class DocStateStore:
         """Read ``index.json``; False (and an empty index) when it is absent or unreadable."""
         p = self.index_path
         self.shards = []
+        self.codec_entry = None
         if not p.exists():
             return False
         try:
             doc = json.loads(p.read_text())
+            if isinstance(doc, dict) and doc.get("version") == INDEX_VERSION \
+                    and doc.get("format") not in (None, self.fmt):
+                raise StoreFormatError(
+                    f"document store {self.dir} holds format {doc['format']!r}, not "
+                    f"{self.fmt!r}: open it as {doc['format']!r}, or use another directory")
             if not (isinstance(doc, dict) and doc.get("version") == INDEX_VERSION
                     and doc.get("format") == self.fmt and isinstance(doc.get("shards"), list)):
                 raise ValueError("not a version-2 index of this store format")
             for e in doc["shards"]:
                 if not (isinstance(e, dict) and {"file", "ids", "bytes", "sha256"} <= set(e)):
                     raise ValueError("a shard entry lacks file/ids/bytes/sha256")
+            codec = doc.get("codec")
+            if self.codec.trained and codec is not None and not (
+                    isinstance(codec, dict) and {"file", "bytes", "sha256"} <= set(codec)):
+                raise ValueError("the codec entry lacks file/bytes/sha256")
             self.shards = doc["shards"]
+            self.codec_entry = codec if self.codec.trained else None
             return True
+        except StoreFormatError:
+            raise
         except (ValueError, OSError, UnicodeDecodeError) as e:
             if not quiet:
                 notice(f"document-state index {p} is unreadable ({type(e).__name__}: "
@@ -111,12 +176,15 @@ class DocStateStore:
             return False
 
     def _write_index(self) -> None:
-        atomic_write_json(self.index_path, {"version": INDEX_VERSION, "format": self.fmt,
-                                            "shards": self.shards}, indent=None)
+        doc = {"version": INDEX_VERSION, "format": self.fmt, "shards": self.shards}
+        if self.codec.trained:
+            doc["codec"] = self.codec_entry
+        atomic_write_json(self.index_path, doc, indent=None)
 
     def _repair(self) -> None:
         """Under the lock: re-read the index, rebuild or extend it from shard files on disk,
-        drop shards that fail their size/checksum check, remove stale temp files."""
+        drop shards that fail their size/checksum check (or belong to no valid codec file),
+        remove stale temp files."""
         meta_p = self.dir / "meta.json"
         try:
             ok_meta = json.loads(meta_p.read_text()) == json.loads(json.dumps(
@@ -130,6 +198,8 @@ class DocStateStore:
         had_index = self.index_path.exists()
         ok = self._load_index(quiet=not had_index)
         changed = not ok and had_index
+        if self.codec.trained:
+            changed = self._repair_codec() or changed
         good: list[dict] = []
         for e in self.shards:
             if self._check(e):
@@ -150,9 +220,91 @@ class DocStateStore:
         if changed or not self.index_path.exists():
             self._write_index()
 
+    # ------------------------------------------------------------------ codec file
+    def _repair_codec(self) -> bool:
+        """Check (or, with the index lost, find) the codec file; without a valid one every
+        shard is dropped (its codes mean nothing without their centroids). True if the
+        index changes."""
+        e = self.codec_entry
+        if e is None:                                  # index lost or never written
+            for f in sorted(self.dir.glob("codec-*.safetensors")):
+                data = f.read_bytes()
+                try:
+                    self._set_params(data)
+                except StoreFormatError:
+                    raise
+                except Exception as err:  # noqa: BLE001 - unreadable: trained again
+                    notice(f"document-store codec file {f} is unreadable "
+                           f"({type(err).__name__}); training it again")
+                    f.unlink(missing_ok=True)
+                    continue
+                self.codec_entry = {"file": f.name, "bytes": len(data),
+                                    "sha256": sha256_bytes(data)}
+                return True
+            self.params = {}
+            return False
+        f = self.dir / e["file"]
+        problem = None
+        if not f.exists():
+            problem = "is missing"
+        elif f.stat().st_size != e["bytes"]:
+            problem = f"has {f.stat().st_size} bytes, the index says {e['bytes']} (truncated?)"
+        else:
+            data = f.read_bytes()
+            if sha256_bytes(data) != e["sha256"]:
+                problem = "fails its SHA-256 check"
+            else:
+                try:
+                    self._set_params(data)
+                except StoreFormatError:
+                    raise
+                except Exception as err:  # noqa: BLE001
+                    problem = f"is unreadable ({type(err).__name__})"
+        if problem is None:
+            return False
+        notice(f"document-store codec file {f} {problem}: training the codec again and "
+               f"encoding all {sum(len(s['ids']) for s in self.shards)} stored documents again")
+        f.unlink(missing_ok=True)
+        for s in self.shards:
+            (self.dir / s["file"]).unlink(missing_ok=True)
+        for orphan in self.dir.glob("shard-*.safetensors"):
+            orphan.unlink(missing_ok=True)
+        self.shards, self.codec_entry, self.params = [], None, {}
+        return True
+
+    def _set_params(self, data: bytes) -> None:
+        from safetensors.torch import load
+
+        meta = _metadata(data)
+        if meta.get("format") != self.fmt:
+            raise StoreFormatError(f"document store {self.dir} holds a codec file of format "
+                                   f"{meta.get('format')!r}, not {self.fmt!r}")
+        params = load(data)
+        if not {"centroids", "cutoffs", "weights"} <= set(params):
+            raise ValueError("centroids, cutoffs or weights missing")
+        self.params = params
+
+    def _write_codec(self, params: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save
+
+        data = save({k: v.contiguous() for k, v in params.items()},
+                    metadata=_one_key({"format": self.fmt, "seed": self.seed}))
+        sha = sha256_bytes(data)
+        name = f"codec-{sha[:16]}.safetensors"
+        atomic_write_bytes(self.dir / name, data)
+        self.codec_entry = {"file": name, "bytes": len(data), "sha256": sha}
+        self.params = params
+        self._write_index()
+
     def _check(self, e: dict) -> bool:
         """Size and SHA-256 of one shard against its index entry (notice + delete on failure)."""
         f = self.dir / e["file"]
+        if self.codec.trained and (self.codec_entry is None
+                                   or e.get("codec") != self.codec_entry["sha256"]):
+            notice(f"document-state shard {f} was coded with another codec file: encoding its "
+                   f"{len(e['ids'])} documents again")
+            f.unlink(missing_ok=True)
+            return False
         if (e["file"], e["sha256"]) in self._verified and f.exists() \
                 and f.stat().st_size == e["bytes"]:
             return True
@@ -174,9 +326,19 @@ class DocStateStore:
     def _adopt(self, f: Path) -> dict | None:
         try:
             data = f.read_bytes()
+            meta = _metadata(data)
+        except Exception:  # noqa: BLE001 - unreadable header: handled below
+            meta = {}
+        if meta.get("format") not in (None, self.fmt):
+            raise StoreFormatError(f"document store {self.dir} holds a shard of format "
+                                   f"{meta['format']!r} ({f.name}), not {self.fmt!r}")
+        try:
             tensors, ids = _unpack_bytes(data)
             if len(ids) != tensors["lengths"].numel():
                 raise ValueError("ids and lengths disagree")
+            if self.codec.trained and (self.codec_entry is None
+                                       or meta.get("codec") != self.codec_entry["sha256"]):
+                raise ValueError("coded with another codec file")
         except Exception as e:  # noqa: BLE001 - anything unreadable is recomputed
             notice(f"document-state shard {f} is unreadable ({type(e).__name__}); encoding its "
                    "documents again")
@@ -184,8 +346,11 @@ class DocStateStore:
             return None
         sha = sha256_bytes(data)
         self._verified.add((f.name, sha))
-        return {"file": f.name, "ids": ids, "bytes": len(data), "sha256": sha,
-                "tokens": int(tensors["lengths"].sum())}
+        entry = {"file": f.name, "ids": ids, "bytes": len(data), "sha256": sha,
+                 "tokens": int(tensors["lengths"].sum())}
+        if self.codec.trained:
+            entry["codec"] = self.codec_entry["sha256"]
+        return entry
 
     # ------------------------------------------------------------------ queries
     def location(self) -> dict[str, tuple[int, int]]:
@@ -202,7 +367,9 @@ class DocStateStore:
         return [d for d in dict.fromkeys(doc_ids) if d not in have]
 
     def usage(self, doc_ids: Iterable[str] | None = None) -> dict:
-        """Bytes on disk of the shards holding ``doc_ids`` (all when None), per document."""
+        """Bytes on disk of the shards holding ``doc_ids`` (all when None), per document and
+        per token; ``codec_bytes``: the codec file (centroids, cut-offs, weights), counted
+        separately (once per store, whatever its size)."""
         want = None if doc_ids is None else set(doc_ids)
         nbytes = ndocs = ntok = 0
         for e in self.shards:
@@ -211,10 +378,16 @@ class DocStateStore:
             nbytes += e["bytes"]
             ndocs += len(e["ids"])
             ntok += e.get("tokens", 0)
-        return {"store": self.fmt, "content": "vectors" if self.vectors else "states",
-                "docs": ndocs, "bytes": nbytes,
-                "bytes_per_doc": nbytes / ndocs if ndocs else None,
-                "tokens_per_doc": ntok / ndocs if ndocs else None}
+        out = {"store": self.fmt, "content": self.content,
+               "docs": ndocs, "bytes": nbytes,
+               "bytes_per_doc": nbytes / ndocs if ndocs else None,
+               "tokens_per_doc": ntok / ndocs if ndocs else None,
+               "bytes_per_token": nbytes / ntok if ntok else None}
+        if self.codec.trained:
+            out["codec_bytes"] = self.codec_entry["bytes"] if self.codec_entry else 0
+            c = self.params.get("centroids")
+            out["centroids"] = int(c.shape[0]) if c is not None else None
+        return out
 
     # ------------------------------------------------------------------ encoding
     def ensure(self, doc_ids: Sequence[str], texts: Callable[[list[str]], dict[str, str]],
@@ -228,7 +401,9 @@ class DocStateStore:
         ``[n, T, H]``. Documents are encoded by length (little padding) ``batch_size`` at a
         time; ``progress(n)`` after each batch; a shard is flushed every ``flush_s`` seconds.
         ``on_todo(n)`` is called once with the number of documents left to encode (after
-        the lock is held and the store repaired).
+        the lock is held and the store repaired). A residual store without its codec first
+        encodes a seeded sample of the documents (about :data:`SAMPLE_TOKENS` tokens),
+        trains the codec on it and stores the sample as its first shards.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -239,14 +414,18 @@ class DocStateStore:
                 on_todo(len(todo))
             if not todo:
                 return 0
+            n_todo = len(todo)
             txt = texts(todo)
+            if self.codec.trained and not self.params:
+                done = self._train(todo, txt, encode, batch_size, progress)
+                todo = [d for d in todo if d not in done]
             todo.sort(key=lambda d: len(txt[d]))
             buf: list[dict[str, torch.Tensor]] = []
             buf_ids: list[str] = []
             last = time.monotonic()
             for i in range(0, len(todo), batch_size):
                 ids = todo[i: i + batch_size]
-                buf.append(_pack(encode([txt[d] for d in ids]), self.fmt))
+                buf.append(self._pack(flatten(encode([txt[d] for d in ids]))))
                 buf_ids.extend(ids)
                 if progress is not None:
                     progress(len(ids))
@@ -255,34 +434,74 @@ class DocStateStore:
                     buf, buf_ids, last = [], [], time.monotonic()
             if buf_ids:
                 self._flush(buf, buf_ids)
-            return len(todo)
+            return n_todo
+
+    def _train(self, todo: list[str], txt: dict[str, str], encode, batch_size: int,
+               progress) -> set[str]:
+        """Encode a seeded sample of ``todo``, train the codec on its tokens (5 % held out
+        for the residual statistics), write the codec file, then the sample's shards."""
+        g = torch.Generator().manual_seed(self.seed)
+        order = [todo[i] for i in torch.randperm(len(todo), generator=g).tolist()]
+        flat: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        ids: list[str] = []
+        ntok = 0
+        for i in range(0, len(order), batch_size):
+            part = order[i: i + batch_size]
+            flat.append(flatten(encode([txt[d] for d in part])))
+            ids.extend(part)
+            ntok += int(flat[-1][2].sum())
+            if progress is not None:
+                progress(len(part))
+            if ntok >= SAMPLE_TOKENS:
+                break
+        x = torch.cat([f[0] for f in flat])
+        train, held = split_heldout(x, self.seed)
+        k = self.centroids or residual_centroids(train.shape[0], cap=MAX_CENTROIDS)
+        self._write_codec(self.codec.fit(train, held, seed=self.seed, centroids=k))
+        start = 0
+        for j in range(0, len(flat), max(1, self.max_shard_docs // batch_size)):
+            group = flat[j: j + max(1, self.max_shard_docs // batch_size)]
+            n = sum(f[2].numel() for f in group)
+            self._flush([self._pack(f) for f in group], ids[start: start + n])
+            start += n
+        return set(ids)
+
+    def _pack(self, flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+              ) -> dict[str, torch.Tensor]:
+        x, seg, lengths = flat
+        return {**self.codec.encode(x, self.params), "seg": seg, "lengths": lengths}
 
     def _flush(self, parts: list[dict[str, torch.Tensor]], ids: list[str]) -> None:
         tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        data = _to_bytes(tensors, ids, self.fmt)
-        name = f"shard-{len(self.shards):05d}-{_hash_ids(ids)}.safetensors"
+        codec_sha = self.codec_entry["sha256"] if self.codec.trained else None
+        data = _to_bytes(tensors, ids, self.fmt, codec_sha)
+        name = f"shard-{len(self.shards):05d}-{key_hash(list(ids))}.safetensors"
         atomic_write_bytes(self.dir / name, data)
         sha = sha256_bytes(data)
         self._verified.add((name, sha))
-        self.shards.append({"file": name, "ids": ids, "bytes": len(data), "sha256": sha,
-                            "tokens": int(tensors["lengths"].sum())})
+        entry = {"file": name, "ids": ids, "bytes": len(data), "sha256": sha,
+                 "tokens": int(tensors["lengths"].sum())}
+        if codec_sha:
+            entry["codec"] = codec_sha
+        self.shards.append(entry)
         self._write_index()
         self.encoded_now += len(ids)
 
     # ------------------------------------------------------------------ loading
     def load(self, doc_ids: Sequence[str], device: str = "cpu"):
         """DocStates of ``doc_ids`` in that order (``hidden [N, T, H]`` padded to the longest;
-        fp32 for an fp32 store, else fp16)."""
-        from ..executors import DocStates
-
+        fp32 for an fp32 store, else fp16), decoded in one batch per shard on ``device``."""
         loc = self.location()
         missing = [d for d in doc_ids if d not in loc]
         if missing:
             raise KeyError(f"{len(missing)} documents are not stored, e.g. {missing[:3]}")
+        if self.codec.trained and not self.params:
+            self._repair_codec()
         by_shard: dict[int, list[int]] = {}
         for d in dict.fromkeys(doc_ids):
             by_shard.setdefault(loc[d][0], []).append(loc[d][1])
-        rows: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        xs, segs, starts, lens = [], [], {}, {}
+        base = 0
         for s, want in by_shard.items():
             e = self.shards[s]
             f = self.dir / e["file"]
@@ -292,73 +511,71 @@ class DocStateStore:
                     raise CorruptStore(f"document-state shard {f} changed while this run used it")
                 self._verified.add((e["file"], e["sha256"]))
             tensors, _ = _unpack_bytes(data)
-            hidden = _dequantize(tensors, self.fmt)
-            off = torch.zeros(len(tensors["lengths"]) + 1, dtype=torch.long)
-            off[1:] = torch.cumsum(tensors["lengths"].long(), 0)
-            for r in want:
-                a, b = int(off[r]), int(off[r + 1])
-                rows[(s, r)] = (hidden[a:b], tensors["seg"][a:b].long())
-        seq = [rows[loc[d]] for d in doc_ids]
-        n = len(seq)
-        T = max([h.shape[0] for h, _ in seq] + [1])
-        H = seq[0][0].shape[1] if seq else 1
+            lengths = tensors.pop("lengths").long()
+            seg = tensors.pop("seg")
+            off = torch.zeros(len(lengths) + 1, dtype=torch.long)
+            off[1:] = torch.cumsum(lengths, 0)
+            w = torch.tensor(want, dtype=torch.long)
+            idx = token_ranges(off[w], lengths[w])
+            x = self.codec.decode({k: v[idx] for k, v in tensors.items()}, self.params, device)
+            xs.append(finish(x, self.codec, self.content))
+            segs.append(seg[idx])
+            wl = lengths[w]
+            wo = torch.zeros(len(want), dtype=torch.long)
+            wo[1:] = torch.cumsum(wl, 0)[:-1]
+            for r, o, n in zip(want, wo.tolist(), wl.tolist()):
+                starts[(s, r)], lens[(s, r)] = base + o, n
+            base += int(wl.sum())
+        H = xs[0].shape[1] if xs else 1
+        flat = torch.cat(xs) if xs else torch.zeros(0, H, device=device)
+        seg_all = torch.cat(segs) if segs else torch.zeros(0, dtype=torch.int8)
+        st = torch.tensor([starts[loc[d]] for d in doc_ids], dtype=torch.long)
+        ln = torch.tensor([lens[loc[d]] for d in doc_ids], dtype=torch.long)
+        idx = token_ranges(st, ln)
         dt = torch.float32 if self.fmt == "fp32" else torch.float16
-        hidden = torch.zeros(n, T, H, dtype=dt)
-        mask = torch.zeros(n, T, dtype=torch.bool)
-        seg = torch.full((n, T), -1, dtype=torch.long)
-        for i, (h, sg) in enumerate(seq):
-            t = h.shape[0]
-            hidden[i, :t] = h
-            mask[i, :t] = True
-            seg[i, :t] = sg
-        return DocStates(hidden.to(device), mask.to(device), seg.to(device), None,
-                         vectors=self.vectors)
+        return padded(flat[idx.to(flat.device)].to(dt), seg_all[idx], ln, self.content)
 
 
-# --------------------------------------------------------------------------- packing
-def _pack(states, fmt: str) -> dict[str, torch.Tensor]:
-    """DocStates ``[n, T, H]`` -> the real tokens, flat (see the module docstring)."""
-    mask = states.mask.bool().cpu()
-    lengths = mask.sum(1)
-    T = mask.shape[1]
-    prefix = torch.arange(T)[None, :] < lengths[:, None]
-    if not bool((prefix == mask).all()):
-        raise ValueError("document states are not right-padded; the store keeps real tokens "
-                         "as a prefix of each row")
-    hidden = states.hidden.detach().cpu().float()[mask]           # [tokens, H]
-    out = {"lengths": lengths.to(torch.int32), "seg": states.seg.cpu()[mask].to(torch.int8)}
-    if fmt == "int8":
-        scale = hidden.abs().amax(1).clamp_min(1e-12) / 127.0      # [tokens]
-        out["hidden"] = torch.round(hidden / scale[:, None]).clamp(-127, 127).to(torch.int8)
-        out["scale"] = scale.to(torch.float32)
-    else:
-        out["hidden"] = hidden.to(_FLOAT[fmt])
-    return out
+# --------------------------------------------------------------------------- helpers
+def token_ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The concatenation of ``arange(s, s + n)`` for every (start, length), vectorised."""
+    lengths = lengths.long()
+    total = int(lengths.sum())
+    if total == 0:
+        return torch.zeros(0, dtype=torch.long)
+    before = torch.cumsum(lengths, 0) - lengths
+    return torch.repeat_interleave(starts.long() - before, lengths) + torch.arange(total)
 
 
-def _to_bytes(tensors: dict[str, torch.Tensor], ids: list[str], fmt: str) -> bytes:
+def _to_bytes(tensors: dict[str, torch.Tensor], ids: list[str], fmt: str,
+              codec_sha: str | None = None) -> bytes:
     from safetensors.torch import save
 
-    return save({k: v.contiguous() for k, v in tensors.items()},
-                metadata={"ids": json.dumps(ids), "format": fmt})
+    meta = {"ids": ids, "format": fmt}
+    if codec_sha:
+        meta["codec"] = codec_sha
+    return save({k: v.contiguous() for k, v in tensors.items()}, metadata=_one_key(meta))
 
 
 def _unpack_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], list[str]]:
     from safetensors.torch import load
 
     tensors = load(data)
-    ids = json.loads(_metadata(data)["ids"])
+    ids = _metadata(data)["ids"]
+    if isinstance(ids, str):           # shards written before the one-key metadata
+        ids = json.loads(ids)
     return tensors, [str(x) for x in ids]
+
+
+def _one_key(meta: dict) -> dict[str, str]:
+    """safetensors metadata as one key: the library writes a map of several keys in a
+    different order from one call to the next, so a seeded store would not be the same
+    bytes twice."""
+    return {"mice_bench": json.dumps(meta, sort_keys=True)}
 
 
 def _metadata(data: bytes) -> dict:
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8: 8 + n])
-    return header.get("__metadata__", {})
-
-
-def _dequantize(tensors: dict[str, torch.Tensor], fmt: str) -> torch.Tensor:
-    h = tensors["hidden"]
-    if fmt == "int8":
-        return (h.float() * tensors["scale"][:, None]).to(torch.float16)
-    return h
+    meta = header.get("__metadata__", {})
+    return json.loads(meta["mice_bench"]) if "mice_bench" in meta else meta
