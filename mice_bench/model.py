@@ -177,6 +177,10 @@ class MiceModel(torch.nn.Module):
         cs = getattr(bb, "checkpoint", None)
         if cs is not None and not cs.empty:
             meta["checkpoint_settings"] = cs.as_dict()
+        from .integrations import checkpoint_extras
+
+        # sentence-transformers / PyLate files where they read the variant, and the model card
+        meta = checkpoint_extras(self, tmp, meta, name=path.name)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         # replace an existing checkpoint: move it aside, move the new one in, then delete
         old = path.with_name(f".{path.name}.old")
