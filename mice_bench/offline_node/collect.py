@@ -1,43 +1,38 @@
-#!/usr/bin/env python
-"""Back here after a GPU run: unpack what came back, evaluate its TREC runs, write results/.
-
-    python benchmarks/gpu/evaluate.py /work/.device/<...>/mice-gpu-results.tar.gz
-    python benchmarks/gpu/evaluate.py ARCHIVE --tag h100-first --latency-to-report
+"""``mice-bench offline-node collect``: what a node run brought back, into results/ and the
+report.
 
 * unpacks the archive (or copies a folder) into ``results/gpu/<tag>/`` (``--dest``):
   ``latency/*.json`` (mice-bench latency results), ``tests/`` (junit.xml, sdpa-kernels.json),
-  ``training/`` (training logs, study.json), ``runs/*.trec.gz`` (plain ``.trec`` from older
-  runs is gzipped here, so that committed results stay small enough to travel), ``logs/``,
-  ``run.log``,
-  ``env.txt``, ``summary.txt`` (regenerated);
-* evaluates every ``runs/<variant>.<dataset>.trec[.gz]`` (dl19, dl20, nfcorpus) with ir_measures
-  against the qrels in ``../shared/data`` (nDCG@10 and RR@10), beside the BM25 first stage
-  the run re-ranked (``gpu-carry/data/<dataset>.bm25.trec.gz``), with a paired t-test
-  against BM25 (scipy), over the same queries; writes ``effectiveness.json`` and
-  ``effectiveness.md`` there and prints the table;
-* ``--latency-to-report`` also copies the latency files to ``results/latency/gpu-<tag>/``,
-  so that ``mice-bench report`` puts them into ``report/`` (run it, then commit both).
+  ``training/`` (training logs, study.json), ``runs/*.trec.gz`` (plain ``.trec`` runs are
+  gzipped, deterministically), ``logs/``, ``run.log``, ``env.txt``, ``summary.txt``
+  (regenerated);
+* evaluates every ``runs/<variant>.<dataset>.trec[.gz]`` (dl19, dl20, nfcorpus) with
+  ir_measures against the qrels in ``shared/data`` (nDCG@10 and RR@10), beside the BM25 first
+  stage the run re-ranked (``<staged folder>/data/<dataset>.bm25.trec.gz``), with a paired
+  t-test against BM25 (scipy) over the same queries; writes ``effectiveness.json`` and
+  ``effectiveness.md`` there;
+* with ``--report`` (the default) copies the GPU latency files to
+  ``results/latency/gpu-<tag>/`` and regenerates ``report/`` (a run on the CPU, i.e. a
+  rehearsal, never goes into the report).
 
 The tag defaults to ``<gpu>-<UTC date and time of the run>``, e.g. ``h100-20261127-153000``.
 """
 
 from __future__ import annotations
 
-import argparse
+import gzip
 import json
 import re
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO))
-from carrylib import read_trec  # noqa: E402
+from ..errors import UsageError
+from .formats import read_trec
+from .summary import render as render_summary
+from .summary import summarize
 
 QRELS = {
     "dl19": "trec-dl-2019/qrels.dl19-passage.txt",
@@ -48,15 +43,12 @@ MEASURES = ("nDCG@10", "RR@10")
 
 
 def shared_data() -> Path:
-    try:
-        from mice_bench.effectiveness.datasets import shared_data_dir
+    from ..effectiveness.datasets import shared_data_dir
 
-        d = shared_data_dir()
-        if d is not None:
-            return d
-    except ImportError:
-        pass
-    return REPO.parent / "shared" / "data"
+    d = shared_data_dir()
+    if d is None:
+        raise UsageError("shared/data (the qrels) not found; set MICE_BENCH_SHARED_DATA")
+    return d
 
 
 def unpack(src: Path, dest: Path) -> None:
@@ -70,7 +62,7 @@ def unpack(src: Path, dest: Path) -> None:
         except TypeError:  # Python without extraction filters
             for m in tf.getmembers():
                 if m.name.startswith("/") or ".." in Path(m.name).parts:
-                    raise SystemExit(f"{src}: unsafe member {m.name}")
+                    raise UsageError(f"{src}: unsafe member {m.name}")
             tf.extractall(dest)
 
 
@@ -105,8 +97,6 @@ def run_files(folder: Path) -> list[Path]:
 
 def gzip_runs(folder: Path) -> None:
     """Replace plain ``.trec`` runs by deterministic gzip files (mtime 0)."""
-    import gzip
-
     for p in run_files(folder):
         if p.name.endswith(".trec"):
             gz = p.with_name(p.name + ".gz")
@@ -167,7 +157,7 @@ def evaluate(folder: Path, carry: Path) -> dict:
 
 
 def render(ev: dict, study: dict | None) -> str:
-    L = ["# GPU run: re-ranking effectiveness (BM25 top-100 re-ranked)", ""]
+    L = ["# Node run: re-ranking effectiveness (BM25 top-100 re-ranked)", ""]
     if study and not study.get("skipped"):
         h = study.get("hyper", {})
         L.append(f"all-MiniLM-L6-v2 fine-tuned on NFCorpus train ({study.get('data')}), "
@@ -190,52 +180,61 @@ def render(ev: dict, study: dict | None) -> str:
     return "\n".join(L) + "\n"
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("source", type=Path, help="mice-gpu-results.tar.gz or an unpacked folder")
-    ap.add_argument("--dest", type=Path, default=REPO / "results" / "gpu")
-    ap.add_argument("--tag", default=None)
-    ap.add_argument("--carry", type=Path, default=REPO / "gpu-carry",
-                    help="the gpu-carry/ the run used (its BM25 candidates)")
-    ap.add_argument("--latency-to-report", action="store_true",
-                    help="copy latency/*.json to results/latency/gpu-<tag>/")
-    args = ap.parse_args(argv)
+def ran_on_gpu(folder: Path) -> bool:
+    env = folder / "env.txt"
+    return env.exists() and '"cuda_available": true' in env.read_text(errors="replace")
+
+
+@dataclass
+class Collected:
+    folder: Path
+    effectiveness_md: str | None = None
+    latency_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def collect(source: Path, dest: Path, staged: Path, tag: str | None = None,
+            latency_results: Path | None = None) -> Collected:
+    """Unpack ``source`` into ``dest/<tag>``, summarise it, evaluate its TREC runs; with
+    ``latency_results`` (e.g. ``results/latency``) copy a GPU run's latency files into
+    ``latency_results/gpu-<tag>/``."""
+    if not source.exists():
+        raise UsageError(f"{source} does not exist (the archive a node run wrote: "
+                         "OUT/mice-gpu-results.tar.gz, or its unpacked folder)")
+    if source.is_file() and not tarfile.is_tarfile(source):
+        raise UsageError(f"{source} is not a tar archive (expected mice-gpu-results.tar.gz)")
     with tempfile.TemporaryDirectory() as tmp:
-        unpack(args.source, Path(tmp))
-        tag = args.tag or default_tag(Path(tmp))
-        folder = args.dest / tag
+        unpack(source, Path(tmp))
+        tag = tag or default_tag(Path(tmp))
+        folder = dest / tag
         if folder.exists():
             shutil.rmtree(folder)
         shutil.copytree(tmp, folder)
+    res = Collected(folder)
     for p in (folder / "runs").glob("probe.*"):
         p.unlink()
-    subprocess.run([sys.executable, str(HERE / "summary.py"), str(folder)],
-                   stdout=subprocess.DEVNULL, check=False)
+    s = summarize(folder)
+    (folder / "summary.json").write_text(json.dumps(s, indent=1, default=str) + "\n")
+    (folder / "summary.txt").write_text(render_summary(folder, s))
     study = None
     if (folder / "training" / "study.json").exists():
         study = json.loads((folder / "training" / "study.json").read_text())
     gzip_runs(folder)
     if run_files(folder):
-        ev = evaluate(folder, args.carry)
+        ev = evaluate(folder, staged)
         (folder / "effectiveness.json").write_text(json.dumps(ev, indent=1) + "\n")
-        md = render(ev, study)
-        (folder / "effectiveness.md").write_text(md)
-        print(md)
+        res.effectiveness_md = render(ev, study)
+        (folder / "effectiveness.md").write_text(res.effectiveness_md)
     else:
-        print("no TREC runs in the archive (the training study did not run)")
-    if args.latency_to_report:
-        dst = REPO / "results" / "latency" / f"gpu-{tag}"
-        dst.mkdir(parents=True, exist_ok=True)
-        for p in (folder / "latency").glob("*.json"):
-            shutil.copy2(p, dst / p.name)
-        print(f"latency results copied to {dst}: now run `mice-bench report` and commit "
-              "results/ and report/ together")
-    summary = folder / "summary.txt"
-    if summary.exists():
-        print(summary.read_text())
-    print(f"wrote {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        res.notes.append("no TREC runs in the archive (the training study did not run)")
+    if latency_results is not None:
+        lat = sorted((folder / "latency").glob("*.json"))
+        if not ran_on_gpu(folder):
+            res.notes.append("the run had no GPU (a rehearsal): its latency stays out of the "
+                             "report")
+        elif lat:
+            res.latency_dir = latency_results / f"gpu-{tag}"
+            res.latency_dir.mkdir(parents=True, exist_ok=True)
+            for p in lat:
+                shutil.copy2(p, res.latency_dir / p.name)
+    return res

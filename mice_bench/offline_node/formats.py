@@ -1,15 +1,17 @@
-"""Plain-file formats of ``gpu-carry/`` and the GPU run's outputs (standard library + numpy).
+"""Plain-file formats of a staged folder and of what a node run writes (standard library +
+numpy only).
 
-Used by ``prepare.py`` (here), ``run.sh`` / ``study.py`` (on the device, where ir_datasets,
-ir_measures and bm25s are absent) and ``evaluate.py`` (here again). Nothing in this module
-imports mice_bench, torch or an IR library.
+Used by :mod:`~mice_bench.offline_node.stage` (on the connected machine), by the node run
+(``node.sh``, :mod:`~mice_bench.offline_node.study`; the node needs no IR library) and by
+:mod:`~mice_bench.offline_node.collect` (back on the connected machine). Nothing here imports
+torch or an IR library.
 
 The model weights travel byte-shuffled and deflated (``model.safetensors.shz``): the two
 bytes of every fp16 value are split into two planes before zlib, which packs the
-all-MiniLM-L6-v2 fp16 weights into ~37 MiB instead of 43 (the device call sends 64 MiB at
-most, working tree included). ``unpack_model`` restores the exact safetensors file.
+all-MiniLM-L6-v2 fp16 weights into ~37 MiB instead of 43. ``unpack_model`` restores the exact
+safetensors file::
 
-    python benchmarks/gpu/carrylib.py unpack-model gpu-carry/model DST   # DST: a model dir
+    python -m mice_bench.offline_node.formats unpack-model STAGED/model DST
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 
 SHZ_MAGIC = b"MBSHZ1\0\0"
 SHZ_NAME = "model.safetensors.shz"
+#: the datasets a staged folder may hold (candidates, queries, texts)
+DATASETS = ("dl19", "dl20", "nfcorpus")
 
 Run = dict[str, dict[str, float]]
 

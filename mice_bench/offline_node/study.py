@@ -1,13 +1,15 @@
-#!/usr/bin/env python
-"""The training mini-replication of the GPU run (called by ``run.sh``; needs no IR library).
+"""The training mini-replication of a node run (``node.sh`` runs it; needs no IR library)::
 
-all-MiniLM-L6-v2 (carried, fp16 weights loaded in fp32) is fine-tuned once per variant
+    python -m mice_bench.offline_node.study --work WORK --carry FOLDER --model MODEL_DIR
+
+all-MiniLM-L6-v2 (staged, fp16 weights loaded in fp32) is fine-tuned once per variant
 (default ``ce`` and ``mice-l2+2``, the paper's MICE shape on 6 layers: 2 layers below,
 2 interaction layers, 2 dropped) on NFCorpus train with BM25 hard negatives, LCE loss over
 groups of 1 positive + 7 negatives, the same steps, data and seed for every variant, through
-``mice-bench train`` (bf16 autocast on CUDA). Each trained model then re-ranks the carried
+``mice-bench train`` (bf16 autocast on CUDA). Each trained model then re-ranks the staged
 BM25 top-100 of DL19, DL20 and NFCorpus test; the scores are written as TREC runs
-(``runs/<variant>.<dataset>.trec.gz``), evaluated back here by ``evaluate.py``.
+(``runs/<variant>.<dataset>.trec.gz``), evaluated on the connected machine by
+``mice-bench offline-node collect``.
 
 The number of steps fits the time budget: a short calibration run of ``ce`` (the most
 expensive variant) measures the step time, the training overhead and the scoring rate; the
@@ -25,21 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-from carrylib import expand_training_jsonl, ranked, read_docs, read_queries, read_trec, \
-    write_trec  # noqa: E402
-
-DATASETS = ("dl19", "dl20", "nfcorpus")
+from ..naming import slug
+from .formats import DATASETS, expand_training_jsonl, ranked, read_docs, read_queries, \
+    read_trec, write_trec
 
 
 def log(msg: str) -> None:
     print(f"[study {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def slug(variant: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in variant)
 
 
 def train(args, variant: str, output: Path, data: Path, steps: int, log_dir: Path,
@@ -116,7 +110,7 @@ def score_sets(model_dir: Path, device: str, sets: dict, batch: int, out_dir: Pa
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--carry", type=Path, default=REPO / "gpu-carry")
+    ap.add_argument("--carry", type=Path, required=True, help="the staged folder")
     ap.add_argument("--model", required=True, help="the unpacked all-MiniLM-L6-v2 folder")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--variants", default="ce,mice-l2+2")
@@ -131,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--min-steps", type=int, default=100)
     ap.add_argument("--max-steps", type=int, default=1000)
     ap.add_argument("--calib-steps", type=int, default=20)
-    ap.add_argument("--tmp", default="/tmp/mice-gpu-train")
+    ap.add_argument("--tmp", default="/tmp/mice-offline-node-train")
     ap.add_argument("--rehearsal", action="store_true", help="tiny sizes (CPU check)")
     args = ap.parse_args(argv)
     t_start = time.time()
@@ -163,7 +157,7 @@ def main(argv=None) -> int:
         return 0
     groups = args.carry / "data" / "nfcorpus-train.groups.jsonl.gz"
     if not groups.exists():
-        study["skipped"] = f"{groups} is missing (prepare.py --no-training?)"
+        study["skipped"] = f"{groups} is missing (staged with --no-training?)"
         save()
         log(study["skipped"])
         return 0

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
-"""Summarise a GPU run's folder (``run.sh``'s work folder, or an unpacked archive).
+"""Summarise a node run's folder (the run's work folder, or an unpacked archive)::
 
-    python benchmarks/gpu/summary.py DIR        # prints; writes DIR/summary.txt and .json
+    python -m mice_bench.offline_node.summary DIR    # prints; writes DIR/summary.txt and .json
 
 Reads ``steps.tsv``, ``env.txt``, ``tests/junit.xml`` (else the pytest log), ``tests/
 sdpa-kernels.json``, ``latency/*.json`` (mice-bench latency results) and ``training/
@@ -12,7 +11,7 @@ documents, 241 ms without; ColBERT 130 ms), and the two targets measured in the 
 * T1: mice-l4+3 reaches >= 70 % of its FLOP-bound speedup over ce, bf16, rerank protocol;
 * T2: ce reaches >= 50 % of the run's measured bf16 matmul peak at batch 128 x 512.
 
-Standard library only (runs on the device and here).
+Standard library only (runs on the node and on the connected machine).
 """
 
 from __future__ import annotations
@@ -184,7 +183,7 @@ def training_summary(work: Path) -> dict | None:
 def render(work: Path, s: dict) -> str:
     L: list[str] = []
     env = s.get("env") or {}
-    L.append(f"== mice-bench GPU run: {env.get('gpu', env.get('device', '?'))}, torch "
+    L.append(f"== mice-bench offline-node run: {env.get('gpu', env.get('device', '?'))}, torch "
              f"{env.get('torch', '?')}, CUDA {env.get('cuda', '?')}")
     L.append("== steps")
     for st in s["steps"]:
@@ -250,7 +249,8 @@ def render(work: Path, s: dict) -> str:
                  f"{_fmt(ft and ft * 100, '.0f')}% (tokenization included), model "
                  f"{_fmt(fm and fm * 100, '.0f')}%  [{'PASS' if ok else 'FAIL'}]")
     tr = s.get("training")
-    L.append("== training mini-replication (NFCorpus train; TREC runs evaluated back here)")
+    L.append("== training mini-replication (NFCorpus train; TREC runs evaluated by "
+             "offline-node collect)")
     if not tr:
         L.append("  not run")
     elif tr.get("skipped"):
