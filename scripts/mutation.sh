@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the core math (issue 9): spec.py, executors/, the effectiveness
+# Mutation testing of the core math: spec.py, executors/, the effectiveness
 # statistics and summary, the latency row math. Tool: mutmut 3.x (docs/testing.md,
 # "Mutation testing"). Mutants are written ONLY into a private copy of the repository,
 # never into this checkout.
