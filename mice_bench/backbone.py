@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 import torch
 
 from .backbones import AttentionWeights, Backbone, LayerWeights, family_for
-from .backbones.files import ARCH_CONFIGS, arch_config_path, check_model_dir
+from .backbones.files import ARCH_CONFIGS, arch_config_path, check_model_dir, looks_like_path
 from .errors import UsageError
 
 __all__ = ["ARCH_ONLY", "AttentionWeights", "Backbone", "LayerWeights", "load_backbone",
@@ -240,6 +240,8 @@ def check_hub_model(name: str) -> None:
     pass (their files are checked by :func:`load_backbone`)."""
     if name in ARCH_ONLY or Path(name).expanduser().exists():
         return
+    if looks_like_path(name):
+        raise UsageError(f"--model {name}: no such directory")
     offline = hub_offline_reason()
     if offline and not _hub_cached(name):
         raise UsageError(f"model {name!r}: not in the local Hugging Face cache and the hub "
