@@ -283,8 +283,10 @@ def test_accessors():
 
 
 def test_save_and_load_the_envelope(tmp_path):
+    from mice_bench.effectiveness.table import write_summary
+
     s = _tiny()
-    s.save(tmp_path / "sum", {"variants": "bm25,v"}, {"python": "3.x"})
+    write_summary(s, tmp_path / "sum", {"variants": "bm25,v"}, {"python": "3.x"})
     doc = json.loads((tmp_path / "sum.json").read_text())
     assert doc["schema"] == "mice-bench/effectiveness-summary"
     assert doc["config"] == {"variants": "bm25,v"} and doc["environment"] == {"python": "3.x"}

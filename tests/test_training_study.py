@@ -290,8 +290,10 @@ def _latency_file(root: Path, variants: list[str], layers=6, hidden=384) -> None
 def _write_summary(st, root: Path) -> None:
     from mice_bench.ablations.training_study import study_summary
 
+    from mice_bench.effectiveness.table import write_summary
+
     s, cfg = study_summary(st, root)
-    s.save(root / "summary", cfg, {})
+    write_summary(s, root / "summary", cfg, {})
     sys_ = [{"label": r.label, "train_pairs_per_s": 12.5, "steps": 3}
             for r in st.training.systems]
     (root / "study.json").write_text(json.dumps({"systems": sys_}))

@@ -562,7 +562,9 @@ def write_summary(ctx: Context) -> None:
     from ..results import environment
 
     env = environment(device=_device(ctx.study.training.options.get("device", "auto")))
-    summary.save(ctx.root / SUMMARY, cfg, env)
+    from ..effectiveness import table
+
+    table.write_summary(summary, ctx.root / SUMMARY, cfg, env)
     rec = _study_record(ctx, summary, env)
     from ..results import atomic_write_json, atomic_write_text
 
@@ -698,6 +700,8 @@ def _busy(start, end) -> bool | None:
 
 def study_readme(rec: dict, summary) -> str:
     """``<root>/README.md``: what the folder holds, its size and machine, the nDCG@10 table."""
+    from ..effectiveness.table import percent_markdown
+
     size = rec.get("size") or "-"
     m = rec.get("machine", {})
     busy = rec.get("busy_machine")
@@ -737,7 +741,7 @@ def study_readme(rec: dict, summary) -> str:
           "+ AdamW; `throughput` of the training log, the first 3 steps not counted when "
           "there are more). Training loss: first → last logged value (every 10 steps and "
           "the last).", ""]
-    L += ["## nDCG@10", "", _summary_md(summary, "nDCG@10"), ""]
+    L += ["## nDCG@10", "", percent_markdown(summary, "nDCG@10"), ""]
     cal = rec.get("calibration")
     if cal:
         L += ["## How the steps were derived", ""]
@@ -758,28 +762,3 @@ def study_readme(rec: dict, summary) -> str:
 def _fmt_load(v) -> str:
     return ", ".join(f"{x:.1f}" for x in v) if v else "–"
 
-
-def _summary_md(summary, measure: str) -> str:
-    ds = summary.datasets
-    head = "| system | " + " | ".join(d.name + (" (ID)" if d.group == "id" else "")
-                                       for d in ds) + " |"
-    L = [head, "|---|" + "---:|" * len(ds)]
-    for row in summary.rows:
-        cells = []
-        for d in ds:
-            c = row.cells.get(d.name, {}).get(measure)
-            cells.append("–" if c is None else f"{100 * c.mean:.1f}" + (f" {c.mark}" if c.mark
-                                                                       else ""))
-        L.append(f"| {row.variant} | " + " | ".join(cells) + " |")
-    n = summary.comparisons.get(measure, 0)
-    test = {"ttest": "t-test", "randomization": "randomization test"}.get(summary.test,
-                                                                          summary.test)
-    L += ["", f"{measure} × 100; ↑ / ↓: significantly better / worse than `{summary.baseline}` "
-          f"(paired {test}, {summary.correction} correction over {n} comparisons, "
-          f"corrected p < {summary.alpha}); none marked: no difference is significant."
-          if not any(c.mark for r in summary.rows for d in r.cells.values()
-                     for c in d.values()) else
-          f"{measure} × 100; ↑ / ↓: significantly better / worse than `{summary.baseline}` "
-          f"(paired {test}, {summary.correction} correction over {n} comparisons, "
-          f"corrected p < {summary.alpha})."]
-    return "\n".join(L)

@@ -1,7 +1,8 @@
 """The effectiveness summary: one typed object, computed once, used everywhere.
 
 ``mice-bench effectiveness`` computes it (:func:`summarize`) and writes it
-(:meth:`EffectivenessSummary.save`); ``mice-bench report`` reads it back
+(:func:`mice_bench.effectiveness.table.write_summary`: the JSON and its Markdown view);
+``mice-bench report`` reads it back
 (:meth:`EffectivenessSummary.load`, the same class) and renders its cells, marks and row order
 as they are. The report only calls :func:`summarize` itself for result files that no summary
 file covers, with the same defaults as the command (:class:`SummarySettings`).
@@ -171,14 +172,13 @@ class EffectivenessSummary:
                    datasets=[SummaryDataset(**x) for x in d["datasets"]], rows=rows,
                    comparisons={str(k): int(v) for k, v in d["comparisons"].items()})
 
-    def save(self, stem: str | Path, config: dict, env: dict) -> None:
-        """``<stem>.json`` (envelope kind ``effectiveness-summary``) and ``<stem>.md``."""
-        from ..results import atomic_write_json, atomic_write_text, envelope
-        from .table import markdown
+    def write_json(self, path: str | Path, config: dict, env: dict) -> Path:
+        """The summary file (envelope kind ``effectiveness-summary``); its Markdown twin is
+        written beside it by :func:`mice_bench.effectiveness.table.write_summary`."""
+        from ..results import atomic_write_json, envelope
 
-        atomic_write_json(Path(f"{stem}.json"), envelope(KIND, config, env,
-                                                         summary=self.to_dict()))
-        atomic_write_text(Path(f"{stem}.md"), markdown(self))
+        return atomic_write_json(Path(path), envelope(KIND, config, env,
+                                                      summary=self.to_dict()))
 
     @classmethod
     def load(cls, path: str | Path) -> tuple["EffectivenessSummary", dict[str, Any]]:

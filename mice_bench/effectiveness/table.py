@@ -1,17 +1,38 @@
-"""Renderers of the :class:`~.summary.EffectivenessSummary` of one ``mice-bench
-effectiveness`` run: systems x datasets (+ ID/OOD averages), like Table 1 of the MICE paper,
-as Markdown (``<summary-name>.md``) and as Rich tables (the terminal). They render what the
-summary holds (means, std over seeds, marks) and compute nothing.
+"""The one view of an :class:`~.summary.EffectivenessSummary`: systems x datasets (+ ID/OOD
+averages), like Table 1 of the MICE paper, as Markdown (``<summary-name>.md``, the study
+README's table), as Rich tables (the terminal), and the cell text the report's tables use.
+It renders what the summary holds (means, std over seeds, marks) and computes nothing.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .summary import GROUP_LABEL
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .summary import EffectivenessSummary, Row
+    from .summary import Cell, EffectivenessSummary, Row
+
+#: how the report and study READMEs name the tests
+TEST_NAMES = {"ttest": "t-test", "randomization": "randomization test"}
+
+
+def write_summary(summary: "EffectivenessSummary", stem: str | Path, config: dict,
+                  env: dict) -> None:
+    """``<stem>.json`` (the summary file) and ``<stem>.md`` (its :func:`markdown`)."""
+    from ..results import atomic_write_text
+
+    summary.write_json(Path(f"{stem}.json"), config, env)
+    atomic_write_text(Path(f"{stem}.md"), markdown(summary))
+
+
+def percent_cell(cell: "Cell | None") -> str:
+    """A cell as the report prints it: mean x 100 with one decimal, then the mark
+    (``41.2 ↑``); ``–`` for a missing cell."""
+    if cell is None:
+        return "–"
+    return f"{100 * cell.mean:.1f}" + (f" {cell.mark}" if cell.mark else "")
 
 
 def columns(summary: "EffectivenessSummary") -> list[tuple[str, str]]:
@@ -60,11 +81,11 @@ def markdown(summary: "EffectivenessSummary") -> str:
             out.append(f"| {row_name(row)} | "
                        + " | ".join(cell_text(row, k, key, m) for k, key in cols) + " |")
         out.append("")
-    out.append(_legend(summary))
+    out.append(legend(summary))
     return "\n".join(out) + "\n"
 
 
-def _legend(summary: "EffectivenessSummary") -> str:
+def legend(summary: "EffectivenessSummary") -> str:
     fs = ", ".join(f"{d.name}: {d.first_stage}" for d in summary.datasets)
     return (f"↑/↓: significantly better/worse than `{summary.baseline}` "
             f"({summary.test} test, {summary.correction} correction across all "
@@ -72,8 +93,24 @@ def _legend(summary: "EffectivenessSummary") -> str:
             f"Several models of one variant are seeds: mean ± std. First stage: {fs}.")
 
 
-def legend(summary: "EffectivenessSummary") -> str:
-    return _legend(summary)
+def percent_markdown(summary: "EffectivenessSummary", measure: str) -> str:
+    """One measure x 100 as a Markdown table (a row per system, a column per dataset, ID
+    datasets marked) and its legend: the table of a training study's README."""
+    ds = summary.datasets
+    head = "| system | " + " | ".join(d.name + (" (ID)" if d.group == "id" else "")
+                                       for d in ds) + " |"
+    lines = [head, "|---|" + "---:|" * len(ds)]
+    for row in summary.rows:
+        cells = [percent_cell(row.cells.get(d.name, {}).get(measure)) for d in ds]
+        lines.append(f"| {row.variant} | " + " | ".join(cells) + " |")
+    n = summary.comparisons.get(measure, 0)
+    test = TEST_NAMES.get(summary.test, summary.test)
+    marked = any(c.mark for r in summary.rows for d in r.cells.values() for c in d.values())
+    lines += ["", f"{measure} × 100; ↑ / ↓: significantly better / worse than "
+              f"`{summary.baseline}` (paired {test}, {summary.correction} correction over {n} "
+              f"comparisons, corrected p < {summary.alpha})"
+              + ("." if marked else "; none marked: no difference is significant.")]
+    return "\n".join(lines)
 
 
 def rich_table(summary: "EffectivenessSummary", measure: str | None = None):

@@ -14,6 +14,7 @@ import numpy as np
 from ..datasets import ABBREV, dataset_group, dataset_order
 from ..effectiveness.summary import (BM25, EffectivenessSummary, SummaryDataset,
                                      SummarySettings, default_baseline, summarize)
+from ..effectiveness.table import TEST_NAMES, percent_cell
 from ..naming import group_label, group_slug, short_commit, variant_key
 from .common import Palette
 from .effectiveness_io import EffRecord, SummaryFile
@@ -159,8 +160,7 @@ def effectiveness_table(summaries: list[SummaryFile], measure: str, name: str | 
         cells = [ln.system]
         for d in cols:
             c = ln.cells.get(d)
-            cells.append("–" if c is None else f"{100 * c[0].mean:.1f}"
-                         + (f" {c[0].mark}" if c[0].mark else ""))
+            cells.append(percent_cell(None if c is None else c[0]))
         for grp in ([ids] if ids else []) + ([oods] if oods else []):
             vals = [ln.cells[d][0].mean for d in grp if d in ln.cells]
             cells.append(f"{100 * float(np.mean(vals)):.1f}" if len(vals) == len(grp)
@@ -187,7 +187,7 @@ def effectiveness_table(summaries: list[SummaryFile], measure: str, name: str | 
     if sig:
         cap.append("↑ / ↓: significantly better / worse than the baseline of the run the "
                    "cell comes from (paired " + "; ".join(
-                       f"{_TEST[sf.summary.test]}, {sf.summary.correction} correction over "
+                       f"{TEST_NAMES[sf.summary.test]}, {sf.summary.correction} correction over "
                        f"the {_n(sf.summary.comparisons.get(measure, 0), 'comparison')} of "
                        f"{sf.file}, baseline {sf.summary.baseline}, corrected p < "
                        f"{sf.summary.alpha}" for sf in sig) + ").")
@@ -196,9 +196,6 @@ def effectiveness_table(summaries: list[SummaryFile], measure: str, name: str | 
         cap.append(f"Columns: {legend}.")
     t.caption = " ".join(cap)
     return t
-
-
-_TEST = {"ttest": "t-test", "randomization": "randomization test"}
 
 
 def _n(k: int, word: str) -> str:

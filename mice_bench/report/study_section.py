@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..effectiveness.table import percent_cell
 from ..naming import group_label, group_slug, slug
 from ..tables import Table
 from .figures import new_figure, plain_log_ticks, save
@@ -169,9 +170,7 @@ def study_table(sr: StudyResults) -> Table:
         cells = [row.variant if row.variant != "bm25" else "BM25", s.get("variant", "–"),
                  s.get("init", "–"), s.get("loss", "–")]
         for d in cols:
-            c = row.cells.get(d, {}).get(MEASURE)
-            cells.append("–" if c is None else f"{100 * c.mean:.1f}"
-                         + (f" {c.mark}" if c.mark else ""))
+            cells.append(percent_cell(row.cells.get(d, {}).get(MEASURE)))
         for grp in ([g["id"]] if g["id"] else []) + ([g["ood"]] if g["ood"] else []):
             v = sr.value(row.variant, grp)
             cells.append("–" if v is None else f"{100 * v:.1f}")
