@@ -1,6 +1,6 @@
-"""Variant names written before core v2, and what they mean now.
+"""Variant names written with the earlier definitions, and what they mean now.
 
-Core v2 (the paper's semantics) changed what three names measure:
+The paper's definitions changed what three names measure:
 
 * ``colbert`` is now the paper's ColBERT (128-d projection, ``[MASK]``-padded 32-token
   queries, 180-token documents); the old ``colbert`` (projection-free MaxSim over the
@@ -51,7 +51,8 @@ def _join(base: str, opts: dict[str, str]) -> str:
 
 
 def current_name(old: str) -> str:
-    """The current name of what ``old`` measured before core v2 (``old`` when unchanged)."""
+    """The current name of what ``old`` measured with the earlier definitions (``old`` when
+    unchanged)."""
     m = _COLBERT.match(old)
     if m:
         o = _opts(m.group("opts"))
@@ -74,10 +75,10 @@ def legacy_note(old: str) -> str | None:
     """The note an upgraded row carries (None when ``old`` means the same now)."""
     new = current_name(old)
     if new != old:
-        return (f"{NOTE_PREFIX}: written as {old!r} before core v2; that measurement is "
-                f"{new!r} now")
+        return (f"{NOTE_PREFIX}: written as {old!r} with the earlier definitions; that "
+                f"measurement is {new!r} now")
     if _PRETTR.match(old):
-        return (f"{NOTE_PREFIX}: {old!r} measured before core v2 (query and document "
+        return (f"{NOTE_PREFIX}: {old!r} measured with the earlier definitions (query and document "
                 "encoded separately, each with its own [CLS] and positions from 0); the "
                 "current prettr uses the joint input")
     return None

@@ -10,7 +10,7 @@ results (``tests/test_results_models.py``).
   upgrader sets them to None (unknown).
 * ``effectiveness-summary`` 1 -> 2: see :func:`upgrade_summary_v1`.
 * ``effectiveness`` 2 -> 3 and ``effectiveness-summary`` 2 -> 3: variant names written
-  before core v2 are renamed to what they measured (:func:`mice_bench.legacy.current_name`:
+  with the earlier definitions are renamed to what they measured (:func:`mice_bench.legacy.current_name`:
   ``colbert`` -> ``colbert[proj=0,qaug=0]``, ``mice-l{m}+{n}`` -> ``mice-l{m}+{n}[attn=joint]``,
   ``mice-l{m}+{n}-cross`` -> ``mice-l{m}+{n}[order=self]``); a renamed result keeps the old
   name in ``config.variant_as_written`` and the reason in ``config.legacy_note``.

@@ -158,7 +158,7 @@ class LatencyRow:
 
     @property
     def legacy(self) -> bool:
-        """Measured with a definition from before core v2 (see :mod:`mice_bench.legacy`)."""
+        """Measured with an earlier definition of its variant (see :mod:`mice_bench.legacy`)."""
         return is_legacy(self.notes)
 
 

@@ -7,7 +7,7 @@ run_latency`) and :meth:`saves <LatencyResult.save>` it (checked against
 ``schema_version``\\ s go through :func:`mice_bench.results.load_result` and the upgraders
 registered here:
 
-* ``latency`` 1 -> 2: rows of variants whose meaning changed in core v2 are renamed to what
+* ``latency`` 1 -> 2: rows of variants whose meaning changed since are renamed to what
   they measured (:func:`mice_bench.legacy.current_name`: ``colbert`` ->
   ``colbert[proj=0,qaug=0]``, ``mice-l4+3`` -> ``mice-l4+3[attn=joint]``,
   ``mice-l4+3-cross`` -> ``mice-l4+3[order=self]``) and noted

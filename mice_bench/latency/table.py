@@ -8,7 +8,7 @@ Rich or written as Markdown / LaTeX).
 * :func:`all_rows_table`: every measurement point;
 * :func:`render`: both, for the rows of one run (the command's output).
 
-Rows measured with a definition from before core v2 (:mod:`mice_bench.legacy`) carry ``†``
+Rows measured with an earlier definition of their variant (:mod:`mice_bench.legacy`) carry ``†``
 and the caption says so. Numbers of different device groups never share a table.
 """
 
@@ -241,7 +241,7 @@ def _legacy_caption(rows: list[LatencyRow]) -> list[str]:
         parts.append(f"renamed to what they measured: {', '.join(renamed)}")
     if kept:
         parts.append(f"no current equivalent: {', '.join(kept)}")
-    return [f"{MARK} Measured with the definitions from before core v2 ({'; '.join(parts)}; "
+    return [f"{MARK} Measured with the earlier definitions ({'; '.join(parts)}; "
             "see the row notes of the results files)."]
 
 
