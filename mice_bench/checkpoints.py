@@ -282,8 +282,4 @@ def _check_dense(dcfg: dict, where: Path) -> None:
                          "supported (mice-bench applies a bias-free linear projection)")
 
 
-def settings_dict(cs: CheckpointSettings | None) -> dict:
-    return cs.as_dict() if cs is not None else {"kind": "none", "sources": {}}
-
-
 __all__ = ["CheckpointSettings", "read_checkpoint_settings", "POOLING_MODES", "asdict"]

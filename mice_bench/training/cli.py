@@ -11,7 +11,8 @@ checkpoint that `effectiveness --model DIR` and `latency --model DIR` read as it
 INIT (--model) is a Hugging Face id or path (a base encoder, a trained cross-encoder) or a
 mice-bench checkpoint; DATA (--data) an ir_datasets id with training qrels (hard negatives
 from --first-stage) or a JSONL of (query, positive, negatives[, scores]). `--recipe paper`
-sets the MICE paper's hyper-parameters (each stays overridable). Under `torchrun
+sets the MICE paper's hyper-parameters (each stays overridable). A loss, gradient or weight
+that becomes non-finite stops the run (exit 1) and nothing of that step is saved. Under `torchrun
 --nproc-per-node N -m mice_bench.cli train ...` it runs data-parallel with the same global
 batch. See docs/training.md.
 """
@@ -73,6 +74,7 @@ class RichReporter:
     def close(self) -> None:
         if self.task is not None:
             self.progress.stop()
+            self.task = None
 
 
 def register(app: typer.Typer) -> None:
@@ -143,8 +145,10 @@ def register(app: typer.Typer) -> None:
         keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints"),
         resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
         overwrite: bool = typer.Option(False, "--overwrite", help="start again over OUTPUT"),
-        log_dir: Optional[str] = typer.Option(None, "--log-dir",
-                                              help="training logs (results/training)"),
+        log_dir: Optional[str] = typer.Option(
+            None, "--log-dir", help="training logs (default ./mice-bench-results/training or "
+                                    "$MICE_BENCH_RESULTS/training; committed logs: "
+                                    "--log-dir results/training)"),
         cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
@@ -152,6 +156,7 @@ def register(app: typer.Typer) -> None:
 
         from .config import make_config
         from .loop import load_model, load_teacher, preflight, prepare_data, train
+        from .trainer import TrainingDiverged
 
         opts = dict(model=model, variant=variant, data=data, output=output, loss=loss,
                     teacher=teacher, teacher_variant=teacher_variant, first_stage=first_stage,
@@ -197,6 +202,15 @@ def register(app: typer.Typer) -> None:
             try:
                 mdl = first if i == 0 else load_model(c)
                 results.append(train(c, rep, model=mdl, data=data_))
+            except TrainingDiverged as e:   # a loud stop: one line, exit 1, nothing saved
+                rep.close()
+                from rich.markup import escape
+
+                from ..console import err_console
+
+                err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False,
+                                  soft_wrap=True)
+                raise typer.Exit(code=1) from None
             finally:
                 rep.close()
         if not main:

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..results import default_results_dir
 
 LOSSES = ("marginmse", "lce", "bce")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULES = ("linear", "constant")
 VAL_METRICS = ("nDCG@10", "RR@10")
+#: the largest --lr accepted: AdamW moves every weight by about lr per step, so a fine-tuning
+#: rate above this one destroys the model in a step
+MAX_LR = 1.0
 
 #: the mice_v1 hyper-parameters of the MICE paper (xpmir/mice ``experiments/mice_v1``):
 #: MarginMSE distillation, batch 32, lr 7e-6, 5,000 warm-up steps, no weight decay, adam eps
@@ -89,7 +94,9 @@ class TrainConfig:
     log_every: int = 10
     resume: bool = False
     overwrite: bool = False
-    log_dir: str = "results/training"
+    #: training logs; default: the ad-hoc results folder ($MICE_BENCH_RESULTS/training or
+    #: ./mice-bench-results/training), never the committed results/ unless asked
+    log_dir: str = field(default_factory=lambda: str(default_results_dir("training")))
     cache_dir: str | None = None
     progress: bool = True
 
@@ -177,8 +184,13 @@ class TrainConfig:
                 bad(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.warmup is not None and self.warmup < 0:
             bad(f"--warmup must be >= 0, got {self.warmup}")
-        if not self.lr > 0:
-            bad(f"--lr must be > 0, got {self.lr}")
+        for name in ("lr", "adam_eps", "weight_decay", "grad_clip"):
+            if not math.isfinite(getattr(self, name)):
+                bad(f"--{name.replace('_', '-')} must be a finite number, got "
+                    f"{getattr(self, name)}")
+        if not 0 < self.lr <= MAX_LR:
+            bad(f"--lr must be > 0 and <= {MAX_LR:g} (fine-tuning rates are about 1e-6 to "
+                f"1e-3), got {self.lr:g}")
         if not self.adam_eps > 0:
             bad(f"--adam-eps must be > 0, got {self.adam_eps}")
         if self.batch_size % self.grad_accum:

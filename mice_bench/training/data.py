@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import math
 import random
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -37,6 +38,14 @@ from typing import Callable
 from ..errors import UsageError
 
 VAL_SEED = "mice-bench-validation"
+#: teacher scores are used in fp32: larger magnitudes are not finite there
+MAX_SCORE = 3.0e38
+
+
+def finite_score(x) -> bool:
+    """A number (not a bool) that is finite in fp32."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) \
+        and abs(x) <= MAX_SCORE
 
 
 def _h(text: str) -> str:
@@ -99,10 +108,16 @@ class TrainingData:
             if set(pos) & set(neg):
                 raise AssertionError(f"query {q}: a positive is among the negatives")
             if self.teacher is not None:
-                miss = [d for d in pos + neg if d not in self.teacher.get(q, {})]
+                tq = self.teacher.get(q, {})
+                miss = [d for d in pos + neg if d not in tq]
                 if miss:
                     raise UsageError(f"{self.source}: no teacher score for query {q!r} and "
                                      f"document {miss[0]!r}")
+                broken = [d for d in pos + neg if not finite_score(tq[d])]
+                if broken:
+                    raise UsageError(f"{self.source}: the teacher score of query {q!r} and "
+                                     f"document {broken[0]!r} is {tq[broken[0]]!r}, not a "
+                                     "finite number")
 
 
 @dataclass(frozen=True)
@@ -188,8 +203,9 @@ def _split(qids: list[str], val_queries: int) -> tuple[list[str], list[str]]:
 
 def read_jsonl(path: str, val_queries: int = 50, limit_queries: int | None = None
                ) -> TrainingData:
-    """Read (query, positive, negatives[, scores]) lines; a bad line is a UsageError naming
-    the file and line."""
+    """Read (query, positive, negatives[, scores]) lines (``.gz``: gzip-compressed); a bad
+    line is a UsageError naming the file and line, a file that is not (gzip) UTF-8 text one
+    naming the file."""
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"--data {p}: no such file (a JSONL of query, positive, negatives"
@@ -199,62 +215,90 @@ def read_jsonl(path: str, val_queries: int = 50, limit_queries: int | None = Non
     neg: dict[str, list[str]] = {}
     texts: dict[str, str] = {}
     teacher: dict[str, dict[str, float]] = {}
-    with_scores: bool | None = None
-    opener = gzip.open(p, "rt", encoding="utf-8") if p.suffix == ".gz" else \
-        p.open(encoding="utf-8")
-    with opener as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    seen: dict[str, bool] = {}
+    gz = p.suffix == ".gz"
+    if gz:
+        with p.open("rb") as f:
+            if f.read(2) != b"\x1f\x8b":
+                raise UsageError(f"--data {p}: not a gzip file (its name ends in .gz); "
+                                 "compress it with gzip or drop the .gz")
+    n = 0
+    try:
+        with (gzip.open(p, "rt", encoding="utf-8") if gz else p.open(encoding="utf-8")) as f:
+            for n, line in enumerate(f, 1):
+                _read_line(p, n, line, queries, pos, neg, texts, teacher, seen)
+    except (OSError, EOFError, UnicodeDecodeError) as e:   # a damaged gzip, not UTF-8
+        what = "damaged gzip data" if gz and not isinstance(e, UnicodeDecodeError) else \
+            "not UTF-8 text"
+        raise UsageError(f"--data {p}: {what} after line {n} ({type(e).__name__})"
+                         ) from None
+    return _assemble(p, queries, pos, neg, texts, teacher, seen.get("scores", False),
+                     val_queries, limit_queries)
 
-            def bad(msg: str):
-                raise UsageError(f"--data {p}:{n}: {msg}; expected {{\"query\": str, "
-                                 "\"positive\": str, \"negatives\": [str, ...], \"scores\": "
-                                 "[positive, negative...] (optional)}")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                bad(f"not JSON ({e})")
-            if not isinstance(obj, dict):
-                bad("not a JSON object")
-            q, ps, ns = obj.get("query"), obj.get("positive"), obj.get("negatives")
-            if not isinstance(q, str) or not q.strip():
-                bad("'query' must be a non-empty string")
-            if not isinstance(ps, str) or not ps.strip():
-                bad("'positive' must be a non-empty string")
-            if not isinstance(ns, list) or not ns or not all(isinstance(x, str) and x.strip()
-                                                            for x in ns):
-                bad("'negatives' must be a non-empty list of non-empty strings")
-            sc = obj.get("scores")
-            if sc is not None:
-                if not isinstance(sc, list) or len(sc) != 1 + len(ns) or not all(
-                        isinstance(x, (int, float)) and not isinstance(x, bool) for x in sc):
-                    bad(f"'scores' must be {1 + len(ns)} numbers (the positive's, then one per "
-                        "negative)")
-            has = sc is not None
-            if with_scores is None:
-                with_scores = has
-            elif has != with_scores:
-                bad("every line needs 'scores' or none does (line "
-                    f"{'without' if with_scores else 'with'} scores after lines "
-                    f"{'with' if with_scores else 'without'})")
-            qid = "q" + _h(q)
-            queries.setdefault(qid, q)
-            ids = []
-            for t in [ps, *ns]:
-                did = "d" + _h(t)
-                texts[did] = t
-                ids.append(did)
-            if ids[0] not in pos.setdefault(qid, []):
-                pos[qid].append(ids[0])
-            lst = neg.setdefault(qid, [])
-            for d in ids[1:]:
-                if d not in lst:
-                    lst.append(d)
-            if has:
-                tq = teacher.setdefault(qid, {})
-                for d, s in zip(ids, sc):
-                    tq[d] = float(s)
+
+def _read_line(p: Path, n: int, line: str, queries: dict, pos: dict, neg: dict, texts: dict,
+               teacher: dict, seen: dict) -> None:
+    """Parse line ``n`` of a JSONL training file into the accumulators (UsageError naming
+    ``FILE:LINE`` when it is malformed)."""
+    if not line.strip():
+        return
+
+    def bad(msg: str):
+        raise UsageError(f"--data {p}:{n}: {msg}; expected {{\"query\": str, "
+                         "\"positive\": str, \"negatives\": [str, ...], \"scores\": "
+                         "[positive, negative...] (optional)}")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        bad(f"not JSON ({e})")
+    if not isinstance(obj, dict):
+        bad("not a JSON object")
+    q, ps, ns = obj.get("query"), obj.get("positive"), obj.get("negatives")
+    if not isinstance(q, str) or not q.strip():
+        bad("'query' must be a non-empty string")
+    if not isinstance(ps, str) or not ps.strip():
+        bad("'positive' must be a non-empty string")
+    if not isinstance(ns, list) or not ns or not all(isinstance(x, str) and x.strip()
+                                                    for x in ns):
+        bad("'negatives' must be a non-empty list of non-empty strings")
+    sc = obj.get("scores")
+    if sc is not None:
+        if not isinstance(sc, list) or len(sc) != 1 + len(ns) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in sc):
+            bad(f"'scores' must be {1 + len(ns)} numbers (the positive's, then one per "
+                "negative)")
+        wrong = [x for x in sc if not finite_score(x)]
+        if wrong:
+            bad(f"'scores' holds {wrong[0]!r}: teacher scores must be finite numbers")
+    has = sc is not None
+    with_scores = seen.setdefault("scores", has)
+    if has != with_scores:
+        bad("every line needs 'scores' or none does (line "
+            f"{'without' if with_scores else 'with'} scores after lines "
+            f"{'with' if with_scores else 'without'})")
+    qid = "q" + _h(q)
+    queries.setdefault(qid, q)
+    ids = []
+    for t in [ps, *ns]:
+        did = "d" + _h(t)
+        texts[did] = t
+        ids.append(did)
+    if ids[0] not in pos.setdefault(qid, []):
+        pos[qid].append(ids[0])
+    lst = neg.setdefault(qid, [])
+    for d in ids[1:]:
+        if d not in lst:
+            lst.append(d)
+    if has:
+        tq = teacher.setdefault(qid, {})
+        for d, s in zip(ids, sc):
+            tq[d] = float(s)
+
+
+def _assemble(p: Path, queries: dict, pos: dict, neg: dict, texts: dict, teacher: dict,
+              with_scores: bool, val_queries: int, limit_queries: int | None) -> TrainingData:
+    """The :class:`TrainingData` of a read JSONL: negatives that are positives dropped,
+    the validation split, the texts that are used."""
     if not queries:
         raise UsageError(f"--data {p}: no training lines")
     notes = []
@@ -366,8 +410,10 @@ def teacher_scores(data: TrainingData, teacher, teacher_name: str, cache_dir: Pa
     path = Path(cache_dir) / "teacher" / f"{key}.json"
     if path.exists():
         try:
-            return json.loads(path.read_text())["scores"]
-        except (OSError, ValueError, KeyError):
+            cached = json.loads(path.read_text())["scores"]
+            if all(finite_score(v) for tq in cached.values() for v in tq.values()):
+                return cached
+        except (OSError, ValueError, KeyError, AttributeError):
             pass  # a broken cache file is recomputed
     pairs = [(q, d) for q in data.queries for d in data.positives[q] + data.negatives[q]]
     out: dict[str, dict[str, float]] = {}
@@ -379,6 +425,12 @@ def teacher_scores(data: TrainingData, teacher, teacher_name: str, cache_dir: Pa
             out.setdefault(q, {})[d] = float(v)
         if progress:
             progress(min(i + batch_size, len(pairs)), len(pairs))
+    broken = [(q, d, v) for q, tq in out.items() for d, v in tq.items() if not finite_score(v)]
+    if broken:
+        q, d, v = broken[0]
+        raise UsageError(f"--teacher {teacher_name}: {len(broken)} of {len(pairs)} teacher "
+                         f"scores are not finite (query {q!r}, document {d!r}: {v}); nothing "
+                         "cached")
     atomic_write_json(path, {"teacher": teacher_name, "variant": str(teacher.spec),
                              "scores": out}, indent=None)
     return out
