@@ -171,7 +171,7 @@ device = "cpu"
     assert "tables/latency-all-model-cpu-" in " ".join(rep.files)
 
 
-# ---------------------------------------------------------------------------- issue 10
+# ---------------------------------------------------------------------------- dry run and bad input
 def _dry_run(tmp: Path, text: str, *extra: str):
     p = _study(tmp, text)
     return CliRunner().invoke(app, ["run", str(p), "--dry-run", "--results",

@@ -1,4 +1,4 @@
-"""Checkpoints score as their authors configured them (issue 14).
+"""Checkpoints score as their authors configured them.
 
 Random weights saved in each library's layout:
 

@@ -140,7 +140,7 @@ def test_biencoder_full_scifact_matches_mteb(request, tmp_path, shared_home, min
     """all-MiniLM-L6-v2 over the whole SciFact corpus: MTEB reports nDCG@10 0.6451.
 
     No length flags: the checkpoint's own ``max_seq_length`` (256 tokens: [CLS] + 254 +
-    [SEP], from sentence_bert_config.json), mean pooling and Normalize apply (issue 14).
+    [SEP], from sentence_bert_config.json), mean pooling and Normalize apply.
     7-11 minutes on 2 CPU cores (encoding 5,183 abstracts), so plain ``pytest`` skips it:
     run ``pytest -m slow tests/test_effectiveness_cli.py`` (or set MICE_BENCH_SLOW=1).
     """

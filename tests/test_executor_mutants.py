@@ -1,5 +1,5 @@
 """Tests written to kill mutants of ``mice_bench/executors/*.py`` that survived
-``scripts/mutation.sh executors`` (issue 9; docs/testing.md, *Mutation testing*).
+``scripts/mutation.sh executors`` (docs/testing.md, *Mutation testing*).
 
 Every expectation is independent of the code under test: token / segment / position lists
 written by hand (word-piece ids from the Hugging Face tokenizer), Hugging Face's own pair

@@ -483,7 +483,7 @@ def test_speedup_is_per_pair_when_the_batch_was_halved():
 
 def test_default_variants_follow_the_model_depth():
     """`mice-bench latency --model minilm-l6` with no --variants: mice-l4+3 needs 7 layers,
-    so the default comparison uses the MICE that fits 6 (issue 10)."""
+    so the default comparison uses the MICE that fits 6."""
     from mice_bench.latency.cli import _default_variants
 
     assert _default_variants("minilm-l12") == ["ce", "mice-l4+3", "colbert"]
@@ -492,7 +492,7 @@ def test_default_variants_follow_the_model_depth():
     assert _default_variants("org/not-local") == ["ce", "mice-l4+3", "colbert"]
 
 
-# ----------------------------------------------------------------------------- issue 10
+# ----------------------------------------------------------------------------- bad input
 FAST = ["--threads", "1", "--warmup", "0", "--runs", "1", "--min-seconds", "0",
         "--variants", "ce", "--depth", "4", "--doc-tokens", "16", "--batch-size", "4"]
 

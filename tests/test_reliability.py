@@ -1,4 +1,4 @@
-"""Issue 10: bad input is a clear exit 2 (never a silently wrong number or a traceback), caches
+"""Bad input is a clear exit 2 (never a silently wrong number or a traceback), caches
 survive faults, two runs on one cache do the work once, and the compact document-state store.
 
 In-process (typer's CliRunner) on the tiny fixture of ``tests/fixtures/effectiveness`` with

@@ -269,7 +269,7 @@ def test_side_by_side_table_never_mixes_runs():
     assert {r.variant for r in kv_runs} & {r.variant for r in plain}  # both kept
 
 
-# ---------------------------------------------------------------------------- issue 10
+# ---------------------------------------------------------------------------- busy / idle runs
 def _latency_copy(src: Path, dst: Path, busy: bool | None, created: str, scale: float,
                   load: float | None = None) -> None:
     """A copy of a fixture latency file with its busy flag, date and latencies changed."""

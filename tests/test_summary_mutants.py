@@ -1,5 +1,5 @@
 """Kill tests for the mutants of ``effectiveness/stats.py`` and ``effectiveness/summary.py``
-(issue 9, docs/testing.md "Mutation testing").
+(docs/testing.md "Mutation testing").
 
 Every expectation is independent of the code under test: p-values by hand (the Cauchy
 closed form of Student's t with 1 df, exact enumeration of every sign vector), scipy's
