@@ -213,6 +213,11 @@ class SplitExecutor(Executor):
         return self.tokenizer.split_parts(list(queries), list(docs))
 
     # ---------------------------------------------------------------- separate encoding
+    def encode_part(self, tb: TokenBatch) -> PartStates:
+        """Split-layer states of one tokenized part (queries or documents) as one batch, not
+        trimmed nor chunked, with autograd when enabled (what an exported graph traces)."""
+        return self._encode_part(tb)
+
     def _encode_part(self, tb: TokenBatch) -> PartStates:
         bb = self.backbone
         tb = tb.to(bb.device)
@@ -316,11 +321,17 @@ class SplitExecutor(Executor):
     def _score_states(self, qs: PartStates, q_index, ds: PartStates, d_index) -> torch.Tensor:
         bb = self.backbone
         q = qs.select(q_index).to(bb.device, bb.dtype)
-        if ds.vectors:            # late interaction on stored head vectors: the head only
-            d = ds.select(d_index).to(bb.device)
+        d = ds.select(d_index)
+        return self.interact(q, d.to(bb.device) if d.vectors else d.to(bb.device, bb.dtype))
+
+    def interact(self, q: PartStates, d: PartStates) -> torch.Tensor:
+        """Interaction layers + head of aligned query / document part states ``[P, ...]``
+        already on the backbone's device -> scores ``[P]`` (fp32, with autograd when enabled).
+        Stored head vectors (``d.vectors``, late interaction) go to the head directly."""
+        bb = self.backbone
+        if d.vectors:            # late interaction on stored head vectors: the head only
             return self.head(q.hidden, q.mask, d.hidden, d.mask, d_seg=d.seg,
                              d_vectors=True).float()
-        d = ds.select(d_index).to(bb.device, bb.dtype)
         xq, segq = q.hidden, q.seg
         xd, segd = d.hidden, d.seg
         posq, posd = self._part_pos(q, doc=False), self._part_pos(d, doc=True)

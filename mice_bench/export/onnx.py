@@ -1,0 +1,189 @@
+"""Export an executor to ONNX graphs, check them against the PyTorch path, describe them.
+
+:func:`export_onnx` writes into one folder:
+
+* ``pairs.onnx`` (``ce``), or ``documents.onnx`` + ``scores.onnx`` (variants with document
+  precomputation), see :mod:`.graphs`; batch and lengths are dynamic axes;
+* ``export.json``: the manifest (variant, model, graphs with their inputs and outputs, the
+  tokenizer settings the inputs must follow, and the check).
+
+The check (:func:`check_export`, onnxruntime) scores probe texts of unequal lengths through
+the graphs and through the executor: the largest absolute difference must be within
+``1e-4`` of the spread (max - min) of the PyTorch scores, else the export is removed and
+refused. Tracing runs with ``torch.onnx.export(dynamo=False)``; the layer code's data-dependent
+branches are taken at their general case by tracing on padded inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import UsageError
+from .graphs import DocumentsGraph, PairsGraph, ScoresGraph, check_exportable
+
+MANIFEST = "export.json"
+FORMATS = ("onnx",)
+#: the largest |ONNX - PyTorch| score difference, as a fraction of the PyTorch score spread
+TOLERANCE = 1e-4
+OPSET = 17
+
+#: probe texts of unequal lengths: every part padded, so traced branches are the general ones
+PROBE_QUERIES = ["what is a cat", "how many legs does a spider have on an ordinary day", "x"]
+PROBE_DOCS = ["a cat is a small animal that likes milk and sleeps a lot",
+              "spiders have eight legs and build webs to catch insects " * 3,
+              "short"]
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graphs disagree with the PyTorch path."""
+
+
+@contextmanager
+def _traceable() -> Iterator[None]:
+    """Two functions the layer code calls have no ONNX form as traced: ``layer_norm`` reads its
+    normalised shape from the traced tensor (the symbolic needs it constant; the hidden size
+    is), and ``isin`` has no ONNX operator (an equality against each test value is the same).
+    Both are replaced while tracing."""
+    F = torch.nn.functional
+    orig_ln, orig_isin = F.layer_norm, torch.isin
+
+    def layer_norm(x, shape, *a, **k):
+        return orig_ln(x, tuple(int(v) for v in shape), *a, **k)
+
+    def isin(elements, test_elements, **k):
+        if k:  # assume_unique / invert: not used by the layer code
+            return orig_isin(elements, test_elements, **k)
+        test = torch.as_tensor(test_elements, device=elements.device).reshape(-1)
+        return (elements[..., None] == test).any(-1)
+
+    F.layer_norm, torch.isin = layer_norm, isin
+    try:
+        yield
+    finally:
+        F.layer_norm, torch.isin = orig_ln, orig_isin
+
+
+def _trace(module: torch.nn.Module, args: tuple, path: Path, dynamic: dict[str, dict[int, str]],
+           opset: int) -> None:
+    with warnings.catch_warnings(), _traceable(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset,
+                          input_names=list(module.input_names[:len(args)]),
+                          output_names=list(module.output_names), dynamic_axes=dynamic,
+                          do_constant_folding=True)
+
+
+def _axes(names, kinds: dict[str, dict[int, str]]) -> dict[str, dict[int, str]]:
+    return {n: kinds[n] for n in names if n in kinds}
+
+
+def export_onnx(ex, out_dir: str | Path, model: str = "", check: bool = True,
+                opset: int = OPSET) -> dict[str, Any]:
+    """Export executor ``ex`` into ``out_dir`` (created; must be empty or absent); returns the
+    manifest (also written as ``export.json``). ``check``: verify with onnxruntime (needs
+    ``pip install onnxruntime``) and refuse the export when it disagrees."""
+    from ..backbone import dtype_name
+
+    kind = check_exportable(ex, dtype_name(ex.backbone.dtype))
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"--output {out} exists and is not an empty folder")
+    if check:
+        require_onnxruntime()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = _export(ex, out, kind, model, opset)
+        if check:
+            manifest["check"] = check_export(ex, out, manifest)
+        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _export(ex, out: Path, kind: str, model: str, opset: int) -> dict[str, Any]:
+    b, t = {0: "batch"}, {0: "batch", 1: "tokens"}
+    graphs: dict[str, Any] = {}
+    if kind == "pairs":
+        tb = ex.tokenize_pairs(PROBE_QUERIES, PROBE_DOCS)
+        g = PairsGraph(ex)
+        _trace(g, (tb.input_ids, tb.attention_mask.long(), tb.token_type_ids), out / "pairs.onnx",
+               _axes(g.input_names, {n: t for n in g.input_names}) | {"scores": b}, opset)
+        graphs["pairs"] = {"file": "pairs.onnx", "inputs": list(g.input_names),
+                           "outputs": list(g.output_names)}
+    else:
+        dtb = ex.tokenize_docs(PROBE_DOCS)
+        dg = DocumentsGraph(ex)
+        d_axes = {"input_ids": t, "segment_ids": t,
+                  dg.output: b if dg.output == "doc_embeddings" else t}
+        _trace(dg, (dtb.input_ids, dtb.segment_ids), out / "documents.onnx", d_axes, opset)
+        with torch.no_grad():
+            docs = dg(dtb.input_ids, dtb.segment_ids)
+        sg = ScoresGraph(ex)
+        qtb = ex.tokenize_queries(PROBE_QUERIES[:1])
+        args = (qtb.input_ids, qtb.segment_ids, docs) + \
+            (() if dg.output == "doc_embeddings" else (dtb.segment_ids,))
+        s_axes = {"query_input_ids": {0: "queries", 1: "query_tokens"},
+                  "query_segment_ids": {0: "queries", 1: "query_tokens"},
+                  dg.output: d_axes[dg.output], "doc_segment_ids": t, "scores": b}
+        _trace(sg, args, out / "scores.onnx", s_axes, opset)
+        graphs["documents"] = {"file": "documents.onnx", "inputs": list(dg.input_names),
+                               "outputs": list(dg.output_names)}
+        graphs["scores"] = {"file": "scores.onnx", "inputs": list(sg.input_names),
+                            "outputs": list(sg.output_names),
+                            "query_rows": "1 (one query against every document) or one per "
+                                          "document"}
+    bb = ex.backbone
+    return {"format": "onnx", "variant": str(ex.spec), "model": model or bb.name,
+            "description": bb.describe(), "random_weights": bool(bb.random_weights),
+            "kind": kind, "opset": opset, "torch": torch.__version__, "graphs": graphs,
+            "segment_ids": "-1 padding, 0 [CLS], 1 query, 2 query [SEP], 3 document, "
+                           "4 document [SEP], 5 skip-list, 6 query expansion",
+            "tokenizer": ex.settings()}
+
+
+def require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("onnxruntime is not installed: pip install 'mice-bench[onnx]' (or "
+                         "pass --no-check to export without the check)") from None
+    return onnxruntime
+
+
+def check_export(ex, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Score the probe pairs through the graphs (onnxruntime) and through ``ex``; raise
+    :class:`ExportCheckError` beyond :data:`TOLERANCE` of the score spread."""
+    from .runtime import OrtExecutor
+
+    ort_ex = OrtExecutor(ex, out, manifest=manifest, threads=1)
+    # every query against every document: 9 pairs, each part padded somewhere
+    qs = [q for q in PROBE_QUERIES for _ in PROBE_DOCS]
+    ds = [d for _ in PROBE_QUERIES for d in PROBE_DOCS]
+    ref = ex.score_pairs(qs, ds, batch_size=len(qs)).float()
+    got = ort_ex.score_pairs(qs, ds, batch_size=len(qs)).float()
+    diff = float((ref - got).abs().max())
+    spread = float(ref.max() - ref.min())
+    res = {"pairs": len(qs), "max_abs_diff": diff, "score_spread": spread,
+           "tolerance": TOLERANCE, "runtime": "onnxruntime", "ok": diff <= TOLERANCE * spread}
+    if not res["ok"]:
+        raise ExportCheckError(f"the exported graphs disagree with PyTorch: max |diff| {diff:.3g}"
+                               f" > {TOLERANCE:g} x score spread {spread:.3g}")
+    return res
+
+
+def load_manifest(folder: str | Path) -> dict[str, Any]:
+    p = Path(folder) / MANIFEST
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{folder} is not a mice-bench ONNX export (no readable {MANIFEST}: "
+                         f"{type(e).__name__})") from None

@@ -1,0 +1,182 @@
+"""``mice-bench export --format onnx``: the graphs score as the PyTorch executors do.
+
+The graphs are run here with onnxruntime directly (not through mice-bench's runner), on
+batch sizes and lengths unlike the ones they were traced with, and compared with the
+executor's own ``rerank`` / ``score_pairs``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+ort = pytest.importorskip("onnxruntime", reason="pip install 'mice-bench[onnx]'")
+
+from mice_bench.cli import app  # noqa: E402
+from mice_bench.executors import make_executor  # noqa: E402
+from mice_bench.export.onnx import (TOLERANCE, ExportCheckError, check_export,  # noqa: E402
+                                    export_onnx, load_manifest)
+
+QUERY = "do spiders have eight legs or six legs and why"
+DOCS = ["spiders have eight legs and build webs " * 8, "a cat", "x y z",
+        "vitamin d supplementation and bone mineral density in elderly women " * 3,
+        "the river flows north through the old city and into the sea"]
+
+
+def _session(folder, name):
+    return ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+
+
+def _run(sess, feed):
+    names = {i.name for i in sess.get_inputs()}
+    return sess.run(None, {k: v for k, v in feed.items() if k in names})[0]
+
+
+def _ids(t):
+    return t.numpy().astype(np.int64)
+
+
+def _close(got, ref):
+    ref = torch.as_tensor(ref, dtype=torch.float32)
+    spread = float(ref.max() - ref.min())
+    assert spread > 0
+    diff = float((torch.as_tensor(got, dtype=torch.float32) - ref).abs().max())
+    assert diff <= TOLERANCE * spread, (diff, spread)
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_bb, tmp_path_factory):
+    out = {}
+    for v in ("ce", "mice-l4+2", "colbert", "biencoder"):
+        ex = make_executor(v, tiny_bb)
+        d = tmp_path_factory.mktemp("onnx") / v
+        out[v] = (ex, d, export_onnx(ex, d, model="tiny"))
+    return out
+
+
+def test_ce_graph_scores_pairs_as_pytorch(exports):
+    ex, d, m = exports["ce"]
+    assert m["graphs"]["pairs"]["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    sess = _session(d, "pairs")
+    for n in (1, len(DOCS)):                # batch sizes and lengths unlike the trace's
+        tb = ex.tokenize_pairs([QUERY] * n, DOCS[:n] if n > 1 else DOCS[:1])
+        got = _run(sess, {"input_ids": _ids(tb.input_ids),
+                          "attention_mask": _ids(tb.attention_mask),
+                          "token_type_ids": _ids(tb.token_type_ids)})
+        ref = ex.rerank(QUERY, DOCS[:n])
+        assert got.shape == (n,)
+        if n > 1:
+            _close(got, ref)
+        else:
+            assert abs(float(got[0]) - float(ref[0])) < 1e-5
+
+
+@pytest.mark.parametrize("variant,output", [("mice-l4+2", "doc_states"),
+                                            ("colbert", "doc_vectors"),
+                                            ("biencoder", "doc_embeddings")])
+def test_split_graphs_score_stored_documents_as_pytorch(exports, variant, output):
+    ex, d, m = exports[variant]
+    assert m["graphs"]["documents"]["outputs"] == [output]
+    docs_s, score_s = _session(d, "documents"), _session(d, "scores")
+    dtb = ex.tokenize_docs(DOCS)
+    stored = _run(docs_s, {"input_ids": _ids(dtb.input_ids), "segment_ids": _ids(dtb.segment_ids)})
+    assert stored.shape[0] == len(DOCS)
+    qtb = ex.tokenize_queries([QUERY])
+    # one query row against every document
+    got = _run(score_s, {"query_input_ids": _ids(qtb.input_ids),
+                         "query_segment_ids": _ids(qtb.segment_ids), output: stored,
+                         "doc_segment_ids": _ids(dtb.segment_ids)})
+    ref = ex.rerank(QUERY, DOCS)
+    _close(got, ref)
+    # aligned pairs: one query row per document, the same scores
+    rep = {k: np.repeat(_ids(v), len(DOCS), 0) for k, v in
+           (("query_input_ids", qtb.input_ids), ("query_segment_ids", qtb.segment_ids))}
+    got2 = _run(score_s, {**rep, output: stored, "doc_segment_ids": _ids(dtb.segment_ids)})
+    _close(got2, ref)
+
+
+def test_colbert_document_vectors_are_the_executors_index(exports):
+    ex, d, _ = exports["colbert"]
+    dtb = ex.tokenize_docs(DOCS[:2])
+    got = _run(_session(d, "documents"), {"input_ids": _ids(dtb.input_ids),
+                                          "segment_ids": _ids(dtb.segment_ids)})
+    ref = ex.encode_documents(DOCS[:2], vectors=True)
+    mask = ref.mask.numpy()
+    assert got.shape[-1] == 128                                   # the projection
+    np.testing.assert_allclose(got[mask], ref.hidden.numpy()[mask], atol=1e-5)
+
+
+def test_manifest_records_the_check(exports):
+    _, d, m = exports["mice-l4+2"]
+    on_disk = json.loads((d / "export.json").read_text())
+    assert on_disk == m == load_manifest(d)
+    assert m["check"]["ok"] and m["check"]["max_abs_diff"] <= TOLERANCE * m["check"]["score_spread"]
+    assert m["variant"] == "mice-l4+2" and m["kind"] == "split"
+
+
+def test_check_refuses_graphs_of_other_weights(exports, tiny_hf):
+    """The check compares with an executor of other weights: it must refuse."""
+    from mice_bench.backbone import from_hf, packaged_tokenizer, random_hf_model
+
+    from conftest import tiny_config
+
+    other = from_hf(random_hf_model(tiny_config(), seed=7), packaged_tokenizer(), name="tiny")
+    ex, d, m = exports["mice-l4+2"]
+    with pytest.raises(ExportCheckError, match="disagree"):
+        check_export(make_executor("mice-l4+2", other), d, m)
+
+
+def test_export_cli_writes_a_checked_export(tmp_path):
+    out = tmp_path / "ce"
+    r = CliRunner().invoke(app, ["export", "--model", "minilm-l6", "--variant", "ce",
+                                 "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "pairs.onnx"]
+    assert load_manifest(out)["check"]["ok"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--format", "tflite"], "unknown --format 'tflite'; valid: onnx"),
+    (["--variant", "mask3-l4"], "cannot export mask3-l4"),
+    (["--variant", "prettr-l4"], "cannot export prettr-l4"),
+    (["--model", "ettin-17m"], "modernbert family"),
+    (["--opset", "3"], "--opset"),
+])
+def test_export_cli_refuses_in_one_line(tmp_path, args, needle):
+    out = tmp_path / "x"
+    r = CliRunner().invoke(app, ["export", "--model", "minilm-l6", "--output", str(out), *args])
+    assert r.exit_code == 2, r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in r.output
+    assert not out.exists()
+
+
+def test_export_cli_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "keep.txt").write_text("x")
+    r = CliRunner().invoke(app, ["export", "--output", str(tmp_path)])
+    assert r.exit_code == 2 and "not an empty folder" in r.output
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["biencoder", "colbert[proj=0,qaug=0]"])
+def test_real_minilm_weights_export_within_tolerance(minilm_path, tmp_path, variant):
+    """all-MiniLM-L6-v2 (real weights): the exported graphs rerank as the PyTorch path."""
+    from mice_bench.backbone import load_backbone
+
+    bb = load_backbone(minilm_path)
+    ex = make_executor(variant, bb)
+    m = export_onnx(ex, tmp_path / "x", model=minilm_path)
+    assert m["random_weights"] is False
+    dtb, qtb = ex.tokenize_docs(DOCS), ex.tokenize_queries([QUERY])
+    out = m["graphs"]["documents"]["outputs"][0]
+    stored = _run(_session(tmp_path / "x", "documents"),
+                  {"input_ids": _ids(dtb.input_ids), "segment_ids": _ids(dtb.segment_ids)})
+    got = _run(_session(tmp_path / "x", "scores"),
+               {"query_input_ids": _ids(qtb.input_ids), "query_segment_ids": _ids(qtb.segment_ids),
+                out: stored, "doc_segment_ids": _ids(dtb.segment_ids)})
+    _close(got, ex.rerank(QUERY, DOCS))
