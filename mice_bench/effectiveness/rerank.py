@@ -4,7 +4,9 @@
   in batches of ``batch_size``;
 * split-first variants (``ex.has_doc_precompute``: ``prettr``, ``mice``, ``colbert``,
   ``biencoder``): documents encoded once (:class:`~.cache.DocStateCache`), each query encoded
-  once, then ``ex.score_query`` (``score_states`` in batches) on its candidates;
+  once, then ``ex.score_query`` (``score_states`` in batches) on its candidates; a bi-encoder
+  (``mean-cos`` head, no interaction layer) stores one pooled, normalised vector per document
+  and scores a query's candidates with one dot product;
 * ``full`` (split-first only): every corpus document is a candidate; for a bi-encoder
   (``mean-cos`` head, no interaction layer) this is one embedding matrix product.
 
@@ -22,6 +24,7 @@ import torch
 
 from ..errors import UsageError
 from .cache import ScoreCache, key_hash, slug
+from .docpack import pooled_states
 from .safeio import cache_lock
 from .store import DEFAULT_STORE, DocStateStore
 from .datasets import Collection
@@ -43,7 +46,7 @@ class ScoringSettings:
     device: str = "cpu"
     executor: str = "auto"
     seed: int = 0
-    doc_store: str = DEFAULT_STORE    # fp16 | fp32 | int8 (split-first variants only)
+    doc_store: str = DEFAULT_STORE    # fp16 | fp32 | int8 | residual1|2|4 (split-first only)
 
     def key(self) -> dict:
         return {"qmax": self.query_max_tokens, "dmax": self.doc_max_tokens, "dtype": self.dtype,
@@ -116,6 +119,7 @@ class VariantScorer:
                            / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
         self.doc_cache: DocStateStore | None = None
         self.doc_vectors = False
+        self.doc_pooled = False
         if getattr(ex, "has_doc_precompute", False):
             L = ex.backbone.num_layers
             split = ex.spec.split_layer(L)
@@ -129,6 +133,10 @@ class VariantScorer:
             self.doc_vectors = bool(getattr(ex, "late_interaction", False))
             if self.doc_vectors:
                 dkey["content"] = self.score_key["doc_content"] = "vectors"
+            # a bi-encoder: one pooled, normalised vector per document, scored by a dot product
+            self.doc_pooled = ex.spec.head == "mean-cos" and not getattr(ex, "inter_layers", [1])
+            if self.doc_pooled:
+                dkey["content"] = self.score_key["doc_content"] = "pooled"
             if from_ckpt:
                 dkey["checkpoint_settings"] = from_ckpt
             self.score_key["doc_store"] = settings.doc_store
@@ -139,8 +147,10 @@ class VariantScorer:
             if self.shard and rank_store:
                 store_dir = store_dir.with_name(
                     f"{store_dir.name}-rank{self.shard[0]}of{self.shard[1]}")
+            content = "vectors" if self.doc_vectors else "pooled" if self.doc_pooled \
+                else "states"
             self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store,
-                                           vectors=self.doc_vectors)
+                                           content=content, seed=settings.seed)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
@@ -157,12 +167,14 @@ class VariantScorer:
         todo = self.doc_cache.missing(doc_ids)
         t = time.perf_counter()
         bs = self.settings.doc_batch_size
+        def encode(tx):
+            if self.doc_pooled:
+                return pooled_states(self.ex.pooled(self.ex.encode_documents(tx, batch_size=bs)))
+            return self.ex.encode_documents(tx, batch_size=bs, vectors=self.doc_vectors)
+
         with self.reporter.task(f"{self.coll.name} {self.variant}: encode docs", len(todo),
                                 unit="docs") as adv:
-            n = self.doc_cache.ensure(
-                doc_ids, texts,
-                lambda tx: self.ex.encode_documents(tx, batch_size=bs, vectors=self.doc_vectors),
-                batch_size=bs, progress=adv)
+            n = self.doc_cache.ensure(doc_ids, texts, encode, batch_size=bs, progress=adv)
         if n:
             self.stats.doc_encode_s += time.perf_counter() - t
             self.stats.docs_encoded += n
@@ -211,7 +223,8 @@ class VariantScorer:
         bs = self.settings.batch_size
         if self.doc_cache is not None:
             self._ensure_docs(all_docs, self.coll.doc_texts)
-            states = self.doc_cache.load(all_docs)
+            states = self.doc_cache.load(all_docs, device=self.settings.device)
+            emb = states.hidden[:, 0].float() if self.doc_pooled else None      # [N, H]
             pos = {d: i for i, d in enumerate(all_docs)}
             texts = None
         else:
@@ -220,7 +233,11 @@ class VariantScorer:
         with self.reporter.task(f"{self.coll.name} {self.variant}: score", npairs) as adv:
             for q, docs in pending.items():
                 qtext = self.coll.queries[q]
-                if self.doc_cache is not None:
+                if emb is not None:        # bi-encoder: a dot product with stored vectors
+                    qv = self.ex.pooled(self.ex.encode_queries([qtext]))[0].float()
+                    idx = torch.tensor([pos[d] for d in docs], device=emb.device)
+                    scores = (emb[idx] @ qv.to(emb.device)).cpu()
+                elif self.doc_cache is not None:
                     scores = self.ex.score_query(self.ex.encode_queries([qtext]), states,
                                                  [pos[d] for d in docs], batch_size=bs)
                 else:
@@ -264,7 +281,7 @@ class VariantScorer:
                 pending = pending_of(cache)
                 if pending:
                     self._ensure_docs(doc_ids, lambda ids: {d: corpus[d] for d in ids})
-                    states = self.doc_cache.load(doc_ids)
+                    states = self.doc_cache.load(doc_ids, device=self.settings.device)
                     self._full_pending(cache, pending, states, doc_ids, depth, after_query)
         with ScoreCache(self.score_path, meta=self.score_key) as cache:
             stored = cache.scores()
@@ -279,7 +296,9 @@ class VariantScorer:
         bs = self.settings.batch_size
         bienc = self.ex.spec.head == "mean-cos" and not getattr(self.ex, "inter_layers", [1])
         t0 = time.perf_counter()
-        if bienc:
+        if bienc and self.doc_pooled:
+            emb = states.hidden[:, 0].float()                                 # [N, H] stored
+        elif bienc:
             emb = torch.cat([self.ex.pooled(states.select(torch.arange(i, min(i + 1024, n))))
                              for i in range(0, n, 1024)])                     # [N, H]
         with self.reporter.task(f"{self.coll.name} {self.variant}: full corpus",
@@ -287,7 +306,7 @@ class VariantScorer:
             for q in pending:
                 qs = self.ex.encode_queries([self.coll.queries[q]])
                 if bienc:
-                    scores = (emb @ self.ex.pooled(qs)[0].to(emb.dtype)).float()  # [N]
+                    scores = (emb @ self.ex.pooled(qs)[0].to(emb.device, emb.dtype)).float()
                 else:
                     scores = self.ex.score_query(qs, states, batch_size=bs)  # [N]
                 top = torch.topk(scores, k)
