@@ -1,15 +1,12 @@
-"""Names shared by every command: file-name slugs, the variant sort order and the labels of
-latency device groups. Pure Python (no torch, numpy or plotting)."""
+"""Names shared by every command: file-name slugs, comma lists and the labels of latency
+device groups (the variant sort order is :func:`mice_bench.spec.variant_key`, beside the
+families it orders). Pure Python (no torch, numpy or plotting)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-
-_FAMILY = ("bm25", "ce", "mask0", "mask1", "mask2", "mask3", "prettr", "mice", "colbert",
-           "biencoder")
-
 
 def split_top_level(text: str, brackets: str = "[]") -> list[str]:
     """Split ``text`` on the commas outside ``brackets`` (an opening and a closing
@@ -48,14 +45,6 @@ def slug(text: str, max_len: int = 60) -> str:
     if len(s) > max_len:
         s = s[: max_len - 13] + "-" + key_hash(text)
     return s or key_hash(text)
-
-
-def variant_key(name: str) -> tuple:
-    """Sort key: paper order of families, then numbers inside the name."""
-    base = re.split(r"[-\[+]", name, maxsplit=1)[0]
-    fam = _FAMILY.index(base) if base in _FAMILY else len(_FAMILY)
-    nums = tuple(int(x) for x in re.findall(r"\d+", name[len(base):]))
-    return (fam, nums, name)
 
 
 def _parts(group: tuple) -> tuple[str, str, str, str, str]:

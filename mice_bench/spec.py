@@ -24,8 +24,10 @@ Executors (:mod:`mice_bench.executors`) and reports only consume specs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
+
+from .naming import split_top_level
 
 SEGMENTS: tuple[str, ...] = ("cls", "query", "sep_q", "doc", "sep_d")
 SEG_INDEX = {s: i for i, s in enumerate(SEGMENTS)}
@@ -150,23 +152,66 @@ OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
+#: the options of every split-layout family unless the family lists its own
+SPLIT_OPTIONS: tuple[str, ...] = ("head", "doc_tt", "proj")
+
+
 @dataclass(frozen=True)
 class Family:
-    """One preset family: its name pattern, parameters, options and per-layer rule."""
+    """One preset family, declared once: its name pattern and parameters, layout, options and
+    their defaults, per-layer rule, validation, description, document tokenization and the
+    representative instance that fits a model (:func:`fitted`).
+
+    ``layout``: ``joint`` or ``split`` (``None``: the spec says, as custom specs do).
+    ``options``: the option keys of :data:`OPTIONS` that apply (``None``: the layout's,
+    :data:`SPLIT_OPTIONS` for split, none for joint). ``rule(spec, L)``: the per-layer specs.
+    ``check(spec, L)``: refuse a spec that does not fit an ``L``-layer model;
+    ``check_name(spec)``: refuse a spec whatever the model. ``describe(spec, text)``: the
+    description of a spec whose options change what it is (default: ``description``).
+    ``doc_style(spec)``: how the split layout tokenizes the document (see
+    :attr:`InteractionSpec.doc_style`). ``lengths(spec)``: tokenization defaults of the
+    reference. ``fit(L)``: the name of the family's representative instance on ``L`` layers.
+    """
 
     name: str
     pattern: str  # e.g. "mice-l{m}+{n}"
     regex: str  # named groups = parameters
-    layout: str
+    layout: str | None
     description: str
     rule: Callable[["InteractionSpec", int], tuple[LayerSpec, ...]]
     defaults: dict[str, Any] = field(default_factory=dict)  # option field -> default
     check: Callable[["InteractionSpec", int], None] | None = None
     example: str = ""
     lengths: Callable[["InteractionSpec"], dict] | None = None
+    options: tuple[str, ...] | None = None
+    describe: Callable[["InteractionSpec", str], str] | None = None
+    doc_style: Callable[["InteractionSpec"], str] = lambda spec: "cls"
+    fit: Callable[[int], str] | None = None
+    check_name: Callable[["InteractionSpec"], None] | None = None
+    #: the name's groups -> InteractionSpec fields (default: every group an int parameter)
+    fields_of: Callable[[dict[str, str]], dict[str, Any]] | None = None
+    #: the canonical name without options (default: ``pattern`` filled in)
+    format_of: Callable[["InteractionSpec"], str] | None = None
+    #: the layers do not depend on the model's depth (validated without one)
+    fixed_depth: bool = False
 
     def format(self, spec: "InteractionSpec") -> str:
+        if self.format_of is not None:
+            return self.format_of(spec)
         return re.sub(r"\{(\w+)\}", lambda mt: str(getattr(spec, mt.group(1))), self.pattern)
+
+    def layout_of(self, spec: "InteractionSpec") -> str:
+        return self.layout or spec.custom_layout or "joint"
+
+    def options_of(self, spec: "InteractionSpec") -> tuple[str, ...]:
+        if self.options is not None:
+            return self.options
+        return SPLIT_OPTIONS if self.layout_of(spec) == "split" else ()
+
+    def fields(self, groups: dict[str, str]) -> dict[str, Any]:
+        if self.fields_of is not None:
+            return self.fields_of(groups)
+        return {k: int(v) for k, v in groups.items()}
 
 
 REGISTRY: dict[str, Family] = {}
@@ -176,10 +221,18 @@ _COMMON_DEFAULTS = {"head": "cls", "doc_token_type": 0, "projection": False}
 
 def register(family: Family) -> Family:
     """Add a preset family (one declaration: pattern, options, layers, validation)."""
-    if family.name in REGISTRY:
+    if family.name in REGISTRY or family.name == CUSTOM_NAME:
         raise ValueError(f"family {family.name!r} is already registered")
     REGISTRY[family.name] = family
     return family
+
+
+CUSTOM_NAME = "custom"
+
+
+def family(name: str) -> Family | None:
+    """The declaration of family ``name`` (the presets of :data:`REGISTRY` and ``custom``)."""
+    return CUSTOM if name == CUSTOM_NAME else REGISTRY.get(name)
 
 
 def _rep(n: int, rule) -> tuple[LayerSpec, ...]:
@@ -215,13 +268,11 @@ class InteractionSpec:
     # ----------------------------------------------------------------- properties
     @property
     def fam(self) -> Family | None:
-        return REGISTRY.get(self.family)
+        return family(self.family)
 
     @property
     def layout(self) -> str:
-        if self.family == "custom":
-            return self.custom_layout or "joint"
-        return self.fam.layout
+        return self.fam.layout_of(self)
 
     @property
     def doc_style(self) -> str | None:
@@ -235,9 +286,7 @@ class InteractionSpec:
         """
         if self.layout != "split":
             return None
-        if self.family == "prettr":
-            return "offset" if self.qlen is not None else "pair"
-        return "cls"
+        return self.fam.doc_style(self)
 
     @property
     def precomputable(self) -> bool:
@@ -256,10 +305,7 @@ class InteractionSpec:
         return d
 
     def __str__(self) -> str:
-        if self.family == "custom":
-            base = f"custom-{self.layout}:" + _encode_layers(self.custom_layers or ())
-        else:
-            base = self.fam.format(self)
+        base = self.fam.format(self)
         defaults = self._defaults()
         opts = []
         for key, (fname, _, _) in OPTIONS.items():
@@ -273,36 +319,14 @@ class InteractionSpec:
 
     def description(self) -> str:
         fam = self.fam
-        if fam is None:
-            return "custom per-layer interaction pattern"
-        text = fam.description
-        if self.family == "mice" and self.attn == "joint":
-            text = ("MICE one-softmax ablation: m separate layers, then n layers where the query "
-                    "side reads the frozen document inside its own self-attention (self-attention "
-                    "weights, [CLS] reads the query only); the rest dropped")
-        notes = []
-        if self.family == "mice" and self.attn == "cross":
-            if self.order == "self":
-                notes.append("self-attention before cross-attention")
-            if not self.cls_doc:
-                notes.append("[CLS] does not read the document")
-            if self.qcls:
-                notes.append("query tokens read [CLS]")
-        if self.family == "colbert" and not (self.projection and self.qaug):
-            text = "late interaction: separate encoders, MaxSim head"
-            notes.append("128-d projection" if self.projection else "no projection")
-            notes.append("[MASK]-augmented 32-token queries" if self.qaug
-                         else "no query augmentation")
-        if self.family == "prettr" and self.qlen is not None:
-            notes.append(f"document positions from {self.qlen} (precomputable)")
-        return text + (f" ({'; '.join(notes)})" if notes else "")
+        if fam.describe is None:
+            return fam.description
+        return fam.describe(self, fam.description)
 
     # ----------------------------------------------------------------- layers
     def layers(self, num_layers: int) -> tuple[LayerSpec, ...]:
         """Materialise the per-layer specs for a model with ``num_layers`` layers."""
         self.validate(num_layers)
-        if self.family == "custom":
-            return tuple(self.custom_layers or ())
         return self.fam.rule(self, num_layers)
 
     def split_layer(self, num_layers: int) -> int | None:
@@ -326,37 +350,28 @@ class InteractionSpec:
         ``HFQueryDocTokenizer``, PreTTR: the query capped at 256 tokens, the document cut)."""
         base = {"query_max_tokens": None, "doc_max_tokens": None, "max_length": 512,
                 "truncation": "longest_first"}
-        if self.fam is not None and self.fam.lengths is not None:
+        if self.fam.lengths is not None:
             base.update(self.fam.lengths(self))
-        elif self.family == "custom":
-            base.update(query_max_tokens=32)
         return base
 
     # ----------------------------------------------------------------- validation
     def validate(self, num_layers: int | None = None) -> "InteractionSpec":
         """Check the spec (and, given ``num_layers``, that it fits the model). Returns self."""
-        if self.family != "custom" and self.fam is None:
+        fam = self.fam
+        if fam is None:
             raise _invalid(f"unknown family {self.family!r}")
         if self.head not in HEADS:
             raise _invalid(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
         if self.head != "cls" and self.layout != "split":
             raise _invalid(f"{self}: head {self.head!r} needs the split layout")
-        if self.family == "custom":
-            layers = self.custom_layers or ()
-            if not layers:
-                raise _invalid("a custom spec needs at least one layer")
-            if num_layers is not None and len(layers) != num_layers:
-                raise _invalid(
-                    f"{self}: custom spec has {len(layers)} layers, the model has {num_layers}")
-            if self.head == "cls":
-                _check_doc_reaches_cls(self, layers)
+        if fam.check_name is not None:
+            fam.check_name(self)
+        if num_layers is not None and fam.check is not None:
+            fam.check(self, num_layers)
+        if num_layers is None and not fam.fixed_depth:
             return self
-        if num_layers is None:
-            return self
-        if self.fam.check is not None:
-            self.fam.check(self, num_layers)
         if self.head == "cls":
-            _check_doc_reaches_cls(self, self.fam.rule(self, num_layers))
+            _check_doc_reaches_cls(self, fam.rule(self, num_layers))
         return self
 
     # ----------------------------------------------------------------- fast path
@@ -427,6 +442,60 @@ def _colbert_lengths(spec: InteractionSpec) -> dict:
     return {"query_max_tokens": 32}
 
 
+def _mice_describe(spec: InteractionSpec, text: str) -> str:
+    if spec.attn == "joint":
+        return ("MICE one-softmax ablation: m separate layers, then n layers where the query "
+                "side reads the frozen document inside its own self-attention (self-attention "
+                "weights, [CLS] reads the query only); the rest dropped")
+    notes = []
+    if spec.order == "self":
+        notes.append("self-attention before cross-attention")
+    if not spec.cls_doc:
+        notes.append("[CLS] does not read the document")
+    if spec.qcls:
+        notes.append("query tokens read [CLS]")
+    return _with_notes(text, notes)
+
+
+def _mice_fit(L: int) -> str:
+    """The MICE that fits ``L`` layers: the paper's ``mice-l4+3`` (12 layers) cut to the
+    model, keeping at least one interaction layer: ``m = min(4, L - 1)`` separate layers,
+    then ``n = min(3, L - m)`` interaction layers (12 -> ``mice-l4+3``, 6 -> ``mice-l4+2``,
+    4 -> ``mice-l3+1``, 2 -> ``mice-l1+1``)."""
+    m = min(4, L - 1)
+    return f"mice-l{m}+{min(3, L - m)}"
+
+
+def _colbert_describe(spec: InteractionSpec, text: str) -> str:
+    if spec.projection and spec.qaug:
+        return text
+    return _with_notes("late interaction: separate encoders, MaxSim head",
+                       ["128-d projection" if spec.projection else "no projection",
+                        "[MASK]-augmented 32-token queries" if spec.qaug
+                        else "no query augmentation"])
+
+
+def _prettr_describe(spec: InteractionSpec, text: str) -> str:
+    if spec.qlen is None:
+        return text
+    return _with_notes(text, [f"document positions from {spec.qlen} (precomputable)"])
+
+
+def _with_notes(text: str, notes: list[str]) -> str:
+    return text + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _custom_check_name(spec: InteractionSpec) -> None:
+    if not spec.custom_layers:
+        raise _invalid("a custom spec needs at least one layer")
+
+
+def _custom_check(spec: InteractionSpec, L: int) -> None:
+    n = len(spec.custom_layers or ())
+    if n != L:
+        raise _invalid(f"{spec}: custom spec has {n} layers, the model has {L}")
+
+
 def _prettr_check(spec: InteractionSpec, L: int) -> None:
     _check_range("prettr-l{k}", spec.k, 0, L, spec, "k")
     if spec.qlen is not None and spec.qlen < 3:
@@ -442,38 +511,69 @@ for _name, _matrix, _desc in (
         ("mask2", MASK2, "Mask1 + the document does not read the query (document states "
                          "precomputable)")):
     register(Family(_name, _name, _name, "joint", _desc,
-                    lambda s, L, m=_matrix: _rep(L, lambda i: LayerSpec(m)), example=_name))
+                    lambda s, L, m=_matrix: _rep(L, lambda i: LayerSpec(m)), example=_name,
+                    fit=lambda L, n=_name: n))
 register(Family(
     "mask3", "mask3-l{k}", r"mask3-l(?P<k>\d+)", "joint",
     "Mask2 + the query does not read the document in layers < k",
     lambda s, L: _rep(L, lambda i: LayerSpec(MASK3_LOW if i < s.k else MASK2)),
-    check=lambda s, L: _check_range("mask3-l{k}", s.k, 0, L - 1, s, "k"), example="mask3-l4"))
+    check=lambda s, L: _check_range("mask3-l{k}", s.k, 0, L - 1, s, "k"), example="mask3-l4",
+    fit=lambda L: f"mask3-l{min(4, L - 2)}"))
 register(Family(
     "prettr", "prettr-l{k}", r"prettr-l(?P<k>\d+)", "split",
     "PreTTR: joint input [CLS] q [SEP] d [SEP] (document token type 1, positions continuing), "
     "query and document attend only within themselves in layers < k, full attention from k",
     lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE if i < s.k else FULL)),
     check=_prettr_check, example="prettr-l4",
-    lengths=lambda s: {"query_max_tokens": 256, "truncation": "doc_first"}))
+    lengths=lambda s: {"query_max_tokens": 256, "truncation": "doc_first"},
+    options=("head", "proj", "qlen"), describe=_prettr_describe,
+    doc_style=lambda s: "offset" if s.qlen is not None else "pair",
+    fit=lambda L: f"prettr-l{min(4, L - 1)}"))
 register(Family(
     "mice", "mice-l{m}+{n}", r"mice-l(?P<m>\d+)\+(?P<n>\d+)", "split",
     "MICE: m separate layers (documents precomputed), then n layers where the query side "
     "reads the frozen document through its own cross-attention sub-layer, then attends "
     "itself, then the feed-forward; the rest dropped",
-    _mice_layers, check=_mice_check, example="mice-l4+3", lengths=_mice_lengths))
+    _mice_layers, check=_mice_check, example="mice-l4+3", lengths=_mice_lengths,
+    options=SPLIT_OPTIONS + ("attn", "order", "cls_doc", "qcls"), describe=_mice_describe,
+    fit=_mice_fit))
 register(Family(
     "colbert", "colbert", r"colbert", "split",
     "ColBERT: separate encoders, 128-d projection, [MASK]-augmented 32-token queries, "
     "180-token documents, MaxSim head",
     lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE)),
     defaults={"head": "maxsim", "projection": True, "qaug": True}, example="colbert",
-    lengths=_colbert_lengths))
+    lengths=_colbert_lengths, options=SPLIT_OPTIONS + ("qaug",), describe=_colbert_describe,
+    fit=lambda L: "colbert"))
 register(Family(
     "biencoder", "biencoder", r"biencoder", "split",
     "separate encoders, mean pooling, cosine head",
     lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE)),
     defaults={"head": "mean-cos"}, example="biencoder",
-    lengths=lambda s: {"query_max_tokens": 32}))
+    lengths=lambda s: {"query_max_tokens": 32}, fit=lambda L: "biencoder"))
+
+#: explicit per-layer patterns (``custom-joint:...`` / ``custom-split:...``): not a preset,
+#: so not in :data:`REGISTRY`'s listings, but declared like one
+CUSTOM = Family(
+    CUSTOM_NAME, "custom-{layout}:{layers}",
+    r"custom-(?P<layout>joint|split):(?P<layers>[01/x,*=a-zA-Z\d]+)", None,
+    "custom per-layer interaction pattern",
+    lambda s, L: tuple(s.custom_layers or ()),
+    check=_custom_check, check_name=_custom_check_name, fixed_depth=True,
+    lengths=lambda s: {"query_max_tokens": 32},
+    fields_of=lambda g: {"custom_layout": g["layout"],
+                         "custom_layers": _decode_layers(g["layers"])},
+    format_of=lambda s: f"custom-{s.layout}:" + _encode_layers(s.custom_layers or ()))
+
+
+def fitted(family_name: str, num_layers: int) -> InteractionSpec:
+    """The representative instance of a preset family on a ``num_layers``-layer model (the
+    one rule every command uses, e.g. for MICE ``mice-l{min(4, L-1)}+{min(3, L-m)}``:
+    ``mice-l4+3`` on 12 layers, ``mice-l4+2`` on 6, ``mice-l3+1`` on 4)."""
+    fam = REGISTRY.get(family_name)
+    if fam is None or fam.fit is None:
+        raise SpecError(f"unknown family {family_name!r}; valid: {', '.join(REGISTRY)}")
+    return parse(fam.fit(num_layers))
 
 #: pattern -> description, for listings
 PRESET_PATTERNS: dict[str, str] = {f.pattern: f.description for f in REGISTRY.values()}
@@ -616,27 +716,22 @@ def parse(name: str | InteractionSpec) -> InteractionSpec:
         raise SpecError(f"unknown variant {name!r}; {valid_names_help()}")
     base, opts = mt.group("base"), mt.group("opts")
     kw: dict[str, Any] = {}
-    cm = re.fullmatch(r"custom-(joint|split):([01/x,*=a-zA-Z\d]+)", base)
-    if cm:
-        kw.update(family="custom", custom_layout=cm.group(1),
-                  custom_layers=_decode_layers(cm.group(2)))
+    for fam in (CUSTOM, *REGISTRY.values()):
+        fm = re.fullmatch(fam.regex, base)
+        if fm:
+            kw["family"] = fam.name
+            kw.update(fam.fields(fm.groupdict()))
+            break
     else:
-        for fam in REGISTRY.values():
-            fm = re.fullmatch(fam.regex, base)
-            if fm:
-                kw["family"] = fam.name
-                kw.update({k: int(v) for k, v in fm.groupdict().items()})
-                break
-        else:
-            hint = ""
-            if base.endswith("-cross") and base.startswith("mice-"):
-                hint = (" (the '-cross' suffix is gone: the paper's cross-attention MICE is "
-                        "now plain mice-l{m}+{n}; self-attention first is [order=self])")
-            raise SpecError(f"unknown variant {name!r}{hint}; {valid_names_help()}")
+        hint = ""
+        if base.endswith("-cross") and base.startswith("mice-"):
+            hint = (" (the '-cross' suffix is gone: the paper's cross-attention MICE is "
+                    "now plain mice-l{m}+{n}; self-attention first is [order=self])")
+        raise SpecError(f"unknown variant {name!r}{hint}; {valid_names_help()}")
     spec = InteractionSpec(**kw)
     spec = replace(spec, **spec._defaults())
     if opts:
-        allowed = _allowed_options(spec)
+        allowed = set(spec.fam.options_of(spec))
         changes: dict[str, Any] = {}
         for opt in opts.split(","):
             if "=" not in opt:
@@ -658,34 +753,18 @@ def parse(name: str | InteractionSpec) -> InteractionSpec:
     return spec
 
 
-def _allowed_options(spec: InteractionSpec) -> set[str]:
-    allowed = {"head", "doc_tt", "proj"} if spec.layout == "split" else set()
-    if spec.family == "mice":
-        allowed |= {"attn", "order", "cls_doc", "qcls"}
-    elif spec.family == "colbert":
-        allowed |= {"qaug"}
-    elif spec.family == "prettr":
-        allowed |= {"qlen"}
-        allowed.discard("doc_tt")
-    return allowed
-
-
 def custom(layout: str, layers: Iterable[LayerSpec], head: str = "cls",
            doc_token_type: int = 0) -> InteractionSpec:
     """Build a custom spec from explicit per-layer :class:`LayerSpec` objects."""
     if layout not in LAYOUTS:
         raise SpecError(f"unknown layout {layout!r}; valid: {', '.join(LAYOUTS)}")
-    return InteractionSpec(family="custom", custom_layout=layout, custom_layers=tuple(layers),
+    return InteractionSpec(family=CUSTOM_NAME, custom_layout=layout, custom_layers=tuple(layers),
                            head=head, doc_token_type=doc_token_type).validate()
 
 
 def presets(num_layers: int = 12) -> list[InteractionSpec]:
     """The preset family instantiated with representative parameters for ``num_layers``."""
-    L = num_layers
-    m = min(4, L - 1)
-    names = ["ce", "mask0", "mask1", "mask2", f"mask3-l{min(4, L - 2)}",
-             f"prettr-l{min(4, L - 1)}", f"mice-l{m}+{min(3, L - m)}", "colbert", "biencoder"]
-    return [parse(n) for n in names]
+    return [fitted(name, num_layers) for name in REGISTRY]
 
 
 def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[InteractionSpec]:
@@ -701,12 +780,21 @@ def resolve(names: str | Iterable[str], num_layers: int | None = None) -> list[I
     return out
 
 
+def variant_key(name: str) -> tuple:
+    """Sort key of variant names (and the first stage ``bm25``): the paper's order of the
+    families (their order in :data:`REGISTRY`), then the numbers inside the name."""
+    order = ("bm25", *REGISTRY)
+    base = re.split(r"[-\[+]", name, maxsplit=1)[0]
+    fam = order.index(base) if base in order else len(order)
+    nums = tuple(int(x) for x in re.findall(r"\d+", name[len(base):]))
+    return (fam, nums, name)
+
+
 def split_names(text: str) -> list[str]:
     """Split on commas that are not inside option brackets."""
-    from .naming import split_top_level
-
     return split_top_level(text, "[]")
 
 
 __all__ = ["SEGMENTS", "LayerSpec", "InteractionSpec", "Family", "REGISTRY", "register",
-           "parse", "resolve", "presets", "custom", "SpecError", "OPTIONS", "fields"]
+           "parse", "resolve", "presets", "custom", "fitted", "family", "variant_key", "SpecError",
+           "OPTIONS", "SPLIT_OPTIONS"]

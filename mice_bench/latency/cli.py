@@ -98,6 +98,11 @@ def register(app: typer.Typer) -> None:
             True, "--doc-vectors/--no-doc-vectors",
             help="colbert with precomputed documents: store the projected unit vectors (a "
                  "ColBERT index; default) or the last-layer states (projected online)"),
+        doc_store: Optional[str] = typer.Option(
+            None, "--doc-store", help="precomputed documents read from a compressed store, "
+                                      "decoded inside every timed run: fp32 | fp16 | int8 | "
+                                      "residual1 | residual2 | residual4 (default: in memory "
+                                      "as encoded)"),
         dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the executors"),
@@ -134,6 +139,7 @@ def register(app: typer.Typer) -> None:
             query_tokens=query_tokens,
             doc_tokens=_int_list(doc_tokens, "--doc-tokens") if doc_tokens else None,
             depth=depth, precompute=precompute, kv_cache=kv_cache, doc_vectors=doc_vectors,
+            doc_store=doc_store,
             dtype=dtype, device=device,
             compile=compile_, warmup=warmup, runs=runs, min_seconds=min_seconds,
             threads=threads, executor=executor, seed=seed, schedule=schedule,

@@ -48,6 +48,10 @@ class LatencyConfig:
     # vectors (a ColBERT index) instead of last-layer states; the document projection is then
     # offline work, as in effectiveness
     doc_vectors: bool = True
+    # precomputed documents read from a compressed store (fp16 | int8 | residual1|2|4, see
+    # effectiveness/codecs.py): decoded inside every timed run, a batch at a time; None: the
+    # states as encoded, in memory
+    doc_store: str | None = None
     dtype: str = "fp32"
     device: str = "auto"
     compile: bool = False
@@ -57,6 +61,10 @@ class LatencyConfig:
     threads: int | None = None
     executor: str = "auto"
     schedule: str = "interleaved"  # interleaved | sequential (timed runs of a sweep point)
+    # torch: mice-bench's executors; ort: their ONNX export under onnxruntime (mice_bench.export)
+    runtime: str = "torch"
+    # peer runtimes timed in the same run (hf, st, st-onnx, ort: latency/peers.py)
+    peers: list[str] = field(default_factory=list)
     seed: int = 0
     output: str | None = None
     format: str = "table"
@@ -106,8 +114,33 @@ class LatencyConfig:
         if c.kv_cache and c.precompute is False:
             raise UsageError("--kv-cache stores per-layer K/V of precomputed documents; it "
                              "needs --precompute")
+        if c.doc_store is not None:
+            from ..effectiveness.codecs import CODEC_NAMES, unavailable
+
+            if c.doc_store not in CODEC_NAMES:
+                raise UsageError(f"unknown --doc-store {c.doc_store!r}; valid: "
+                                 f"{', '.join(CODEC_NAMES)}")
+            if unavailable(c.doc_store):
+                raise UsageError(unavailable(c.doc_store))
+            if c.precompute is False or c.kv_cache:
+                raise UsageError("--doc-store reads precomputed document states (not per-layer "
+                                 "K/V); it needs --precompute and no --kv-cache")
         if c.dtype not in DTYPES:
             raise UsageError(f"unknown dtype {c.dtype!r}; valid: {', '.join(DTYPES)}")
+        from .peers import RUNTIMES, parse_peers
+
+        if c.runtime not in RUNTIMES:
+            raise UsageError(f"unknown runtime {c.runtime!r}; valid: {', '.join(RUNTIMES)}")
+        c.peers = parse_peers(c.peers)
+        if c.runtime == "ort":
+            import importlib.util
+
+            if importlib.util.find_spec("onnxruntime") is None:
+                raise UsageError("--runtime ort needs onnxruntime: pip install "
+                                 "'mice-bench[onnx]'")
+        if (c.runtime == "ort" or "ort" in c.peers) and (c.compile or c.dtype != "fp32"):
+            raise UsageError("the ONNX export runs eager fp32: --runtime ort / --peers ort "
+                             "take neither --compile nor --dtype fp16/bf16")
         if c.schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule {c.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if c.format not in ("table", "json"):

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from . import flops as flopsmod
 from .config import LatencyConfig
+from .peers import own_tokenization
 from .result import LatencyRowResult, RowPoint
 from .scheduler import Slot
 from .stats import speedup, summarize, throughput
@@ -48,6 +49,9 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
     if wl.doc_vectors:
         notes.append("documents precomputed as the head's projected unit vectors (a ColBERT "
                      "index): the document projection is offline")
+    if wl.packed is not None:
+        notes.append(f"documents read from a {wl.doc_store} store: decoding each batch is timed "
+                     "in the document-encode phase")
     if pt.precompute and not wl.split:
         notes.append("no document precompute for this executor (joint/reference): "
                      "documents are encoded inside every run")
@@ -66,18 +70,20 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
         achieved_flops_per_s=achieved,
         peak_fraction=achieved / peak["flops_per_s"] if peak["flops_per_s"] else None,
         offline=wl.offline, notes=notes,
-        raw_s={"total": slot.total, "wall": slot.wall, **slot.phases})
+        raw_s={"total": slot.total, "wall": slot.wall, **slot.phases},
+        runtime=c.runtime, tokenization=own_tokenization(wl, c.protocol))
     log(f"{row.variant:>14}  batch {slot.batch:>4}  doc {pt.doc_tokens:>4}  "
         f"{'pre' if wl.precompute else '   '}  {mean * 1e3:9.2f} ms/run  "
         f"{row.throughput_pairs_per_s:9.1f} pairs/s  ({lat['count']} runs)")
     return row
 
 
-def add_speedups(rows: list[LatencyRowResult]) -> None:
-    """Speedup and FLOP ratio against ``ce`` at the same batch size and document length."""
+def add_speedups(rows: list[LatencyRowResult], runtime: str = "torch") -> None:
+    """Speedup and FLOP ratio against ``ce`` at the same batch size and document length (the
+    ``ce`` row of the run's own ``runtime``, not a peer's)."""
     base: dict[tuple, LatencyRowResult] = {}
     for r in rows:
-        if r.variant == "ce":
+        if r.variant == "ce" and r.runtime == runtime:
             base.setdefault((r.point.batch_size_requested, r.point.doc_tokens), r)
     for r in rows:
         b = base.get((r.point.batch_size_requested, r.point.doc_tokens))

@@ -20,6 +20,7 @@ from ..devices import placement
 from ..errors import UsageError
 from ..spec import SpecError
 from . import flops as flopsmod
+from . import peers as peersmod
 from . import scheduler
 from .compile import compile_executor
 from .config import LatencyConfig, check_sizes, parse_variants
@@ -101,51 +102,87 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
     def skipped(spec, pt) -> bool:      # like the seed: joint models have nothing to precompute
         return c.protocol == "paper" and pt.precompute and spec.layout != "split"
 
+    def executor_for(spec):
+        name = str(spec)
+        if name not in executors:
+            ex = make_executor(spec, bb, executor=c.executor, query_max_tokens=max(qlen, 1))
+            if c.compile:
+                ex._mb_compile = compile_executor(ex, log)
+            if c.runtime == "ort":       # the run's own rows: the ONNX export, onnxruntime
+                ex = peersmod.ort_executor(ex, peer_dir(), log)
+            executors[name] = ex
+        return executors[name]
+
+    work: list = []
+
+    def peer_dir():
+        import tempfile
+        from pathlib import Path
+
+        if not work:
+            work.append(Path(tempfile.mkdtemp(prefix="mice-bench-onnx-")))
+        return work[0]
+
+    peers, peers_skipped = [], []
+    if c.peers:
+        for spec in specs:
+            executor_for(spec)
+        peers, peers_skipped = peersmod.build_peers(c.peers, c, bb, dict(executors), device,
+                                                    dtype, log)
     points = sweep_points(c)
-    progress.start(sum(not skipped(s, pt) for pt in points for s in specs))
+    progress.start(sum(not skipped(s, pt) for pt in points
+                       for s in [*specs, *(p.spec for p in peers)]))
 
     def on_run(slot: scheduler.Slot) -> None:
         # a row is done when it has both --runs runs and --min-seconds seconds
         n, secs = len(slot.total), sum(slot.total)
         frac = min(n / max(c.runs, 1), secs / c.min_seconds if c.min_seconds > 0 else 1.0)
-        progress.run_done(str(slot.spec), n, frac)
+        progress.run_done(slot.label or str(slot.spec), n, frac)
+
+    peer_of: dict[int, peersmod.Peer] = {}
+
+    def finish(slot: scheduler.Slot, pt) -> None:
+        row = make_row(c, slot, bb, dims, peak, pt, qlen, log)
+        if id(slot) in peer_of:
+            peersmod.label_row(row, peer_of[id(slot)])
+        rows.append(row)
+        slot.wl.ds = None
+        progress.row_done(slot.label or str(slot.spec))
 
     for pt in points:
         slots: list[scheduler.Slot] = []
-        for spec in specs:
-            name = str(spec)
+        entries = [(spec, None) for spec in specs] + [(p.spec, p) for p in peers]
+        for spec, peer in entries:
             if skipped(spec, pt):
                 continue
-            if name not in executors:
-                ex = make_executor(spec, bb, executor=c.executor,
-                                   query_max_tokens=max(qlen, 1))
-                if c.compile:
-                    ex._mb_compile = compile_executor(ex, log)
-                executors[name] = ex
-            ex = executors[name]
+            name = str(spec) if peer is None else peer.label
+            ex = executor_for(spec) if peer is None else peer.ex
 
-            def make_workload(batch: int, ex=ex, pt=pt) -> Workload:
+            def make_workload(batch: int, ex=ex, pt=pt, peer=peer):
                 docs = docs_for(batch if c.protocol == "paper" else c.depth, pt.doc_tokens)
+                if peer is not None:
+                    return peer.workload(batch, query, docs, pt)
                 return Workload(ex, c.protocol, batch, query, docs, pt.precompute, c.kv_cache,
-                                doc_vectors=c.doc_vectors)
+                                doc_vectors=c.doc_vectors, doc_store=c.doc_store,
+                                seed=c.seed)
 
             progress.stage(name, "warm-up")
             slot = scheduler.prepare_slot(spec, ex, pt.batch_size, make_workload, device,
                                           c.warmup, log, pt.doc_tokens)
+            slot.label = name
+            if peer is not None:
+                peer_of[id(slot)] = peer
             if c.schedule == "sequential":
                 scheduler.time_slots([slot], device, c.runs, c.min_seconds, on_run=on_run)
-                rows.append(make_row(c, slot, bb, dims, peak, pt, qlen, log))
-                slot.wl.ds = None
-                progress.row_done(name)
+                finish(slot, pt)
             else:
                 slots.append(slot)
         if slots:
             scheduler.time_slots(slots, device, c.runs, c.min_seconds, on_run=on_run)
             for slot in slots:
-                rows.append(make_row(c, slot, bb, dims, peak, pt, qlen, log))
-                slot.wl.ds = None
-                progress.row_done(str(slot.spec))
-    add_speedups(rows)
+                finish(slot, pt)
+    add_speedups(rows, runtime=c.runtime)
+    peersmod.add_fastest_ce(rows)
     env = resultsmod.environment(place.device, c.dtype)
     env["threads"] = torch.get_num_threads()
     # other processes competing for the CPU distort CPU timings: keep the evidence
@@ -169,6 +206,8 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
     config = asdict(c)
     config["variants"] = [str(s) for s in specs]
     config["query_tokens_effective"] = qlen
+    if c.peers:
+        config["peers_skipped"] = peers_skipped
     if c.protocol == "paper":
         config["query_text"] = query
     model = {

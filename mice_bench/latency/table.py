@@ -18,7 +18,8 @@ from collections import defaultdict
 from typing import Callable, Iterable
 
 from ..legacy import MARK
-from ..naming import group_label, group_slug, variant_key
+from ..naming import group_label, group_slug
+from ..spec import variant_key
 from ..tables import Table, fmt_ms, fmt_ms_pm, fmt_params, fmt_rate, fmt_ratio
 from .records import OTHER_CPU_BUSY, LatencyRow, idle_rank, records
 from .result import LatencyResult

@@ -4,7 +4,10 @@
   is tokenized and encoded once per run; document states are precomputed in memory before
   timing (``precompute``; optionally with per-layer K/V, ``kv_cache``; for late interaction,
   ``colbert``, the head's projected unit vectors, as a ColBERT index holds them, unless
-  ``doc_vectors`` is off) or tokenized and encoded inside the run.
+  ``doc_vectors`` is off) or tokenized and encoded inside the run. With ``doc_store`` the
+  precomputed documents are held compressed (:mod:`~mice_bench.effectiveness.codecs`) and each
+  batch is decoded on the device inside the run, in the ``doc_encode`` phase: reading a
+  compressed store is part of the latency.
 * ``paper``: the seed's measurement (xpmir/mice ``scripts/compare_latency_footprint.py``): one
   call on ``batch_size`` (query, document) pairs with one fixed short query repeated
   (re-encoded per pair), timing the whole call including tokenization.
@@ -54,7 +57,8 @@ class Workload:
     """One (variant, point): ``prepare()`` outside timing, then ``run(timer)`` per run."""
 
     def __init__(self, ex, protocol: str, batch_size: int, query: str, docs: list[str],
-                 precompute: bool, kv_cache: bool, doc_vectors: bool = True):
+                 precompute: bool, kv_cache: bool, doc_vectors: bool = True,
+                 doc_store: str | None = None, seed: int = 0):
         self.ex = ex
         self.protocol = protocol
         self.batch_size = batch_size
@@ -67,6 +71,9 @@ class Workload:
         # late interaction: precomputed documents are the head's vectors (a ColBERT index)
         self.doc_vectors = bool(doc_vectors and self.precompute
                                 and getattr(ex, "late_interaction", False))
+        self.doc_store = doc_store if self.precompute and not self.kv_cache else None
+        self.seed = seed
+        self.packed = None          # PackedDocs when the documents are read from a store
         self.pairs_per_run = len(docs)
         self.ds = None
         self.offline: dict[str, Any] = {}
@@ -84,6 +91,17 @@ class Workload:
                         "doc_states_mb": self.ds.nbytes / 2**20,
                         "docs": len(self.docs),
                         "doc_content": "vectors" if self.doc_vectors else "states"}
+        if self.doc_store is not None:
+            from ..effectiveness.docpack import compress
+
+            t = time.perf_counter()
+            self.packed = compress(self.ds, self.doc_store, seed=self.seed,
+                                   content=self.offline["doc_content"]).to(device)
+            self.ds = None
+            self.offline.update(doc_store=self.doc_store,
+                                doc_compress_s=time.perf_counter() - t,
+                                doc_store_mb=self.packed.nbytes / 2**20,
+                                doc_store_params_mb=self.packed.params_nbytes / 2**20)
 
     def run(self, t: PhaseTimer) -> None:
         with torch.inference_mode():
@@ -109,7 +127,11 @@ class Workload:
             qs = ex.encode_queries(tq)
         for i in range(0, len(docs), B):
             n = min(B, len(docs) - i)
-            if self.precompute:
+            if self.packed is not None:
+                with t.phase("doc_encode"):      # decoding the store is part of the run
+                    ds = self.packed.decode(i, i + n, device=self.packed.lengths.device)
+                idx = torch.arange(n)
+            elif self.precompute:
                 ds, idx = self.ds, torch.arange(i, i + n)
             else:
                 with t.phase("tokenize"):
@@ -136,7 +158,10 @@ class Workload:
             # as the reference script does, documents are tokenized inside the timed call
             # even when their states are precomputed
             td = ex.tokenize_docs(docs)
-        if self.precompute:
+        if self.packed is not None:
+            with t.phase("doc_encode"):          # decoding the store is part of the call
+                ds = self.packed.decode(device=self.packed.lengths.device)
+        elif self.precompute:
             ds = self.ds
         else:
             with t.phase("doc_encode"):

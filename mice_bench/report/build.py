@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..results import atomic_write_text
-from ..naming import group_label, slug, variant_key
+from ..naming import group_label, slug
+from ..spec import variant_key
 from ..latency import table as lt
 from .common import Palette
 from .effectiveness_io import EffRecord, load_effectiveness, load_summaries

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..naming import variant_key
+from ..spec import variant_key
 
 #: Okabe-Ito colour-blind-safe palette (the low-contrast yellow last)
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#000000",

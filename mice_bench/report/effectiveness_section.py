@@ -15,7 +15,8 @@ from ..datasets import ABBREV, dataset_group, dataset_order
 from ..effectiveness.summary import (BM25, EffectivenessSummary, SummaryDataset,
                                      SummarySettings, default_baseline, summarize)
 from ..effectiveness.table import TEST_NAMES, percent_cell
-from ..naming import group_label, group_slug, short_commit, variant_key
+from ..naming import group_label, group_slug, short_commit
+from ..spec import variant_key
 from .common import Palette
 from .effectiveness_io import EffRecord, SummaryFile
 from .figures import new_figure, plain_log_ticks, save

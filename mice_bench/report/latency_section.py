@@ -12,7 +12,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from ..naming import group_label, group_slug, short_commit, variant_key
+from ..naming import group_label, group_slug, short_commit
+from ..spec import variant_key
 from ..tables import Table
 from .common import Palette
 from .figures import new_figure, plain_log_ticks, save
