@@ -340,3 +340,135 @@ def test_dropout_only_in_train_mode():
     m.dropout = False
     with torch.enable_grad():
         assert torch.allclose(m(q, d), base, atol=1e-6)  # default: no dropout in training
+
+
+# ----------------------------------------------------------------- precedence, every format
+#: per checkpoint format: the variant scored, then every setting the checkpoint decides
+#: (settings key: (value read from the files written here, the key in ``sources``)) and the
+#: variant's preset for the same keys (a model without checkpoint files), typed by hand
+PRECEDENCE = {
+    "colbert": ("colbert", {
+        "query_max_tokens": (7, "query_max_tokens"), "doc_max_tokens": (11, "doc_max_tokens"),
+        "query_marker": ("[unused0]", "query_marker"), "doc_marker": ("[unused1]", "doc_marker"),
+        "qaug": (True, "qaug"), "attend_expansion": (False, "attend_expansion"),
+        "skiplist_ids": (32, "skiplist"), "projection": (8, "projection")},
+        {"query_max_tokens": 30, "doc_max_tokens": 178, "query_marker": None,
+         "doc_marker": None, "qaug": True, "attend_expansion": True, "skiplist_ids": None,
+         "projection": 128}),
+    "pylate": ("colbert", {
+        "query_max_tokens": (9, "query_max_tokens"), "doc_max_tokens": (13, "doc_max_tokens"),
+        "query_marker": ("[Q] ", "query_marker"), "doc_marker": ("[D] ", "doc_marker"),
+        "qaug": (True, "qaug"), "attend_expansion": (False, "attend_expansion"),
+        "skiplist_ids": (32, "skiplist"), "projection": (8, "projection")},
+        {"query_max_tokens": 30, "doc_max_tokens": 178, "query_marker": None,
+         "doc_marker": None, "qaug": True, "attend_expansion": True, "skiplist_ids": None,
+         "projection": 128}),
+    "pylate without expansion": ("colbert", {
+        "query_max_tokens": (9, "query_max_tokens"), "doc_max_tokens": (13, "doc_max_tokens"),
+        "query_marker": ("[Q] ", "query_marker"), "doc_marker": ("[D] ", "doc_marker"),
+        "qaug": (False, "qaug"), "skiplist_ids": (32, "skiplist"),
+        "projection": (8, "projection")},
+        {"query_max_tokens": 30, "doc_max_tokens": 178, "query_marker": None,
+         "doc_marker": None, "qaug": True, "skiplist_ids": None, "projection": 128}),
+    "cross-encoder": ("ce", {
+        "max_length": (24, "max_length"), "max_positions": (40, "max_positions"),
+        "checkpoint_activation": ("torch.nn.modules.activation.Sigmoid",
+                                  "checkpoint_activation")},
+        {"max_length": 128, "max_positions": None, "checkpoint_activation": None}),
+    "cross-encoder as mice": ("mice-l1+1", {
+        "query_max_tokens": (22, "query_max_tokens"), "doc_max_tokens": (22, "doc_max_tokens"),
+        "max_positions": (40, "max_positions"),
+        "checkpoint_activation": ("torch.nn.modules.activation.Sigmoid",
+                                  "checkpoint_activation")},
+        {"query_max_tokens": 510, "doc_max_tokens": 510, "max_positions": None,
+         "checkpoint_activation": None}),
+    "sentence-transformers": ("biencoder", {
+        "query_max_tokens": (10, "query_max_tokens"), "doc_max_tokens": (10, "doc_max_tokens"),
+        "pooling": (["cls"], "pooling"), "normalize": (True, "normalize"),
+        "query_prompt": ("query: ", "query_prompt"), "doc_prompt": ("passage: ", "doc_prompt"),
+        "max_positions": (12, "max_positions")},
+        {"query_max_tokens": 32, "doc_max_tokens": None, "pooling": ["mean"], "normalize": True,
+         "query_prompt": None, "doc_prompt": None, "max_positions": None}),
+    "sentence-transformers, max pooling": ("biencoder", {
+        "query_max_tokens": (7, "query_max_tokens"), "doc_max_tokens": (7, "doc_max_tokens"),
+        "pooling": (["max"], "pooling"), "normalize": (False, "normalize"),
+        "query_prompt": ("query: ", "query_prompt"), "doc_prompt": ("passage: ", "doc_prompt"),
+        "max_positions": (9, "max_positions")},
+        {"query_max_tokens": 32, "doc_max_tokens": None, "pooling": ["mean"], "normalize": True,
+         "query_prompt": None, "doc_prompt": None, "max_positions": None}),
+}
+
+
+def _cross_encoder_dir(path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
+                     num_labels=1)
+    m = BertForSequenceClassification(cfg)
+    m.config.sentence_transformers = {"activation_fn": "torch.nn.modules.activation.Sigmoid",
+                                      "max_length": 24}
+    m.save_pretrained(path)
+    tok = packaged_tokenizer()
+    tok.model_max_length = 40
+    tok.save_pretrained(path)
+
+
+@pytest.fixture(scope="module")
+def format_dirs(tmp_path_factory, st_models):
+    root = tmp_path_factory.mktemp("formats")
+    dirs = {}
+    for name, make in (("colbert", _colbert_dir), ("pylate", _pylate_dir),
+                       ("cross-encoder", _cross_encoder_dir)):
+        (root / name).mkdir()
+        make(root / name)
+        dirs[name] = root / name
+    dirs["cross-encoder as mice"] = dirs["cross-encoder"]
+    (root / "noexp").mkdir()
+    _pylate_dir(root / "noexp")
+    f = root / "noexp" / "config_sentence_transformers.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), "do_query_expansion": False}))
+    dirs["pylate without expansion"] = root / "noexp"
+    dirs["sentence-transformers"] = st_models[("cls",)][0]
+    dirs["sentence-transformers, max pooling"] = st_models[("max",)][0]
+    return dirs
+
+
+def test_every_setting_has_a_case_where_checkpoint_and_preset_differ():
+    keys = {k for _, given, _ in PRECEDENCE.values() for k in given}
+    told = {k for _, given, preset in PRECEDENCE.values() for k, (v, _) in given.items()
+            if v != preset[k]}
+    assert keys == told, keys - told
+
+
+@pytest.mark.parametrize("fmt", list(PRECEDENCE))
+def test_flag_beats_checkpoint_beats_preset_for_every_setting(format_dirs, fmt):
+    """For each format, every setting its files decide: the checkpoint's value (and says so),
+    not the preset's; ``--query-max-tokens`` / ``--doc-max-tokens`` beat it and change
+    nothing else; without the files every setting is the variant's preset."""
+    import copy
+
+    from mice_bench.checkpoints import CheckpointSettings
+
+    variant, given, preset = PRECEDENCE[fmt]
+    bb = load_backbone(str(format_dirs[fmt]))
+    s = make_executor(variant, bb).settings()
+    src = s["sources"]
+    from_ckpt = {k for k, v in src.items() if v.startswith("checkpoint")}
+    assert from_ckpt == {sk for _, sk in given.values()}, (fmt, src)
+    for key, (value, skey) in given.items():
+        assert s.get(key) == value, (fmt, key, s.get(key))
+    flagged = make_executor(variant, bb, query_max_tokens=5, doc_max_tokens=7).settings()
+    assert (flagged["query_max_tokens"], flagged["doc_max_tokens"]) == (5, 7)
+    assert flagged["sources"]["query_max_tokens"] == flagged["sources"]["doc_max_tokens"] == \
+        "flag"
+    rest = {k for k in s if k not in ("query_max_tokens", "doc_max_tokens", "sources")}
+    assert {k: flagged.get(k) for k in rest} == {k: s.get(k) for k in rest}, fmt
+    bare = copy.copy(bb)
+    bare.checkpoint = CheckpointSettings()
+    if variant == "colbert":       # the projection is the checkpoint's weights, not a setting
+        bare.projection = None
+    p = make_executor(variant, bare).settings()
+    for key in given:
+        assert p.get(key) == preset[key], (fmt, key, p.get(key))
+        assert not p["sources"].get(given[key][1], "preset").startswith("checkpoint"), (fmt, key)
