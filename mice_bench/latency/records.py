@@ -190,7 +190,10 @@ def records(res: LatencyResult, file: str) -> tuple[RunInfo, list[LatencyRow]]:
         git_commit=res.git_commit, mice_bench_version=res.mice_bench_version or None,
         matmul_peak_flops=_num(res.matmul_peak.get("flops_per_s")))
     rows = []
+    own = str(cfg.get("runtime", "torch"))
     for r in res.rows:
+        if r.runtime != own:        # peer rows have their own table (latency/peers_table.py)
+            continue
         p, lat, mem = r.point, r.latency_s, r.memory
         rows.append(LatencyRow(
             run=info, variant=r.variant, layout=r.layout, batch_size=p.batch_size,

@@ -70,6 +70,14 @@ class LatencyRowResult:
     flop_ratio_vs_ce: float | None = None
     notes: list[str] = field(default_factory=list)
     raw_s: dict[str, list[float]] = field(default_factory=dict)
+    #: what ran the row: ``torch`` (mice-bench's executors), ``ort`` (its ONNX export under
+    #: onnxruntime) or a peer (``hf``, ``st``, ``st-onnx``: :mod:`.peers`)
+    runtime: str = "torch"
+    #: where tokenization happens (every row: inside the timed run)
+    tokenization: str = ""
+    #: against the fastest ``ce`` row of the same point, whatever its runtime (and which)
+    speedup_vs_fastest_ce: float | None = None
+    fastest_ce: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "description": self.description,
@@ -83,7 +91,10 @@ class LatencyRowResult:
                 "achieved_flops_per_s": self.achieved_flops_per_s,
                 "peak_fraction": self.peak_fraction, "offline": dict(self.offline),
                 "speedup_vs_ce": self.speedup_vs_ce, "flop_ratio_vs_ce": self.flop_ratio_vs_ce,
-                "notes": list(self.notes), "raw_s": dict(self.raw_s)}
+                "notes": list(self.notes), "raw_s": dict(self.raw_s),
+                "runtime": self.runtime, "tokenization": self.tokenization,
+                "speedup_vs_fastest_ce": self.speedup_vs_fastest_ce,
+                "fastest_ce": self.fastest_ce}
 
     @classmethod
     def from_dict(cls, r: dict[str, Any]) -> "LatencyRowResult":
@@ -113,7 +124,10 @@ class LatencyRowResult:
             flops=dict(r.get("flops") or {}), achieved_flops_per_s=r.get("achieved_flops_per_s"),
             peak_fraction=r.get("peak_fraction"), offline=dict(r.get("offline") or {}),
             speedup_vs_ce=r.get("speedup_vs_ce"), flop_ratio_vs_ce=r.get("flop_ratio_vs_ce"),
-            notes=[str(n) for n in r.get("notes", ())], raw_s=dict(r.get("raw_s") or {}))
+            notes=[str(n) for n in r.get("notes", ())], raw_s=dict(r.get("raw_s") or {}),
+            runtime=str(r.get("runtime", "torch")), tokenization=str(r.get("tokenization", "")),
+            speedup_vs_fastest_ce=r.get("speedup_vs_fastest_ce"),
+            fastest_ce=r.get("fastest_ce"))
 
 
 @dataclass

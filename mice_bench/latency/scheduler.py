@@ -40,6 +40,7 @@ class Slot:
     total: list[float] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=lambda: {p: [] for p in PHASES})
+    label: str = ""                      # the row's name in progress reports ("" = the spec)
 
     def record(self, total: float, ph: dict[str, float], wall: float) -> None:
         self.total.append(total)

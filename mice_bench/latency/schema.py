@@ -138,6 +138,10 @@ ROW_SCHEMA = {
         "notes": {"type": "array", "items": {"type": "string"}},
         "raw_s": {"type": "object", "required": ["total", "wall", *PHASES],
                   "additionalProperties": NUM_LIST},
+        "runtime": {"type": "string"},
+        "tokenization": {"type": "string"},
+        "speedup_vs_fastest_ce": NNUM,
+        "fastest_ce": {"type": ["string", "null"]},
     },
 }
 

@@ -256,4 +256,9 @@ def render(res: LatencyResult, file: str = "") -> list[Table]:
         if sbs is not None:
             out.append(sbs)
         out.append(all_rows_table(g, grp))
+    from .peers_table import runtimes_table
+
+    peers = runtimes_table(res, file or str(res.config.get("output") or ""))
+    if peers is not None:             # peer runtimes of the same run (latency --peers)
+        out.append(peers)
     return out
