@@ -1,0 +1,257 @@
+"""PyTerrier stages: any mice-bench checkpoint and variant inside a PyTerrier pipeline.
+
+Needs the ``pyterrier`` extra (``pip install "mice-bench[pyterrier]"``: the core package
+``pyterrier`` >= 1.1; nothing here starts Java)::
+
+    import pyterrier as pt
+    from mice_bench.integrations.pyterrier import MiceReranker, first_stage, DocText
+
+    bm25 = first_stage("bm25.trec.gz") >> DocText(docs)       # docs: {docno: text}
+    rr = MiceReranker("path/or/hub-id", variant="biencoder")
+    pt.Experiment([bm25, bm25 >> rr], topics, qrels, ["nDCG@10", "RR@10"], baseline=0)
+
+* :class:`MiceReranker`: R frame (``qid, query, docno, text``) -> the same frame with
+  ``score`` and ``rank`` (:func:`pyterrier.model.add_ranks`: rank from 0 per query, score
+  descending); other columns are kept. Pairs are scored in batches across queries, with a
+  progress bar on long frames.
+* :class:`MiceDocStates` / :class:`MiceStoreReranker`: for variants whose documents can be
+  precomputed (MICE, PreTTR with ``qlen``, ``colbert``, ``biencoder``): the first stores each
+  document's states once in mice-bench's document-state store
+  (:class:`~mice_bench.effectiveness.store.DocStateStore`, ``fp16`` / ``fp32`` / ``int8``),
+  the second re-ranks an R frame (``qid, query, docno``) from the store without encoding a
+  document again.
+* :func:`first_stage` (a TREC run, read with :func:`pyterrier.io.read_results`) and
+  :class:`DocText` (adds ``text`` from a ``{docno: text}`` mapping): an offline first stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UsageError
+
+try:
+    import pyterrier as pt
+except ImportError as e:  # pragma: no cover - exercised only without the extra
+    raise ImportError("mice_bench.integrations.pyterrier needs PyTerrier: "
+                      'pip install "mice-bench[pyterrier]"') from e
+
+__all__ = ["MiceReranker", "MiceDocStates", "MiceStoreReranker", "first_stage", "DocText"]
+
+#: frames longer than this show a progress bar unless ``verbose`` says otherwise
+PROGRESS_ROWS = 2000
+
+
+def _reranker(model, variant, device, dtype, executor, batch_size):
+    from ..api import Reranker
+
+    if isinstance(model, Reranker):
+        if variant is not None and variant != model.variant:
+            raise UsageError(f"variant {variant!r} given with a Reranker of {model.variant!r}")
+        return model
+    return Reranker.from_pretrained(model, variant=variant, executor=executor, device=device,
+                                    dtype=dtype, batch_size=batch_size)
+
+
+def _bar(total: int, verbose: bool | None, desc: str):
+    from tqdm.auto import tqdm
+
+    show = total > PROGRESS_ROWS if verbose is None else bool(verbose)
+    return tqdm(total=total, desc=desc, unit="pairs", disable=not show, leave=False)
+
+
+def _ranked(out: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
+    out["score"] = scores.astype(np.float64)
+    out = pt.model.add_ranks(out)
+    return out.sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
+
+
+class MiceReranker(pt.Transformer):
+    """Re-rank candidates with a checkpoint and variant (:class:`~mice_bench.api.Reranker`).
+
+    ``model``: a hub id, a local checkpoint, an architecture name (random weights) or a
+    ``Reranker``; ``variant`` defaults to the checkpoint's. ``device`` / ``dtype`` /
+    ``executor`` as everywhere in mice-bench; ``batch_size`` pairs per forward;
+    ``text_field`` the column holding the document text; ``verbose``: progress bar (None:
+    on frames of more than 2,000 rows)."""
+
+    def __init__(self, model: Any, variant: str | None = None, *, batch_size: int = 32,
+                 device: str = "cpu", dtype: str = "fp32", executor: str = "auto",
+                 text_field: str = "text", verbose: bool | None = None):
+        if batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+        self.reranker = _reranker(model, variant, device, dtype, executor, batch_size)
+        self.batch_size = batch_size
+        self.text_field = text_field
+        self.verbose = verbose
+
+    def __repr__(self) -> str:
+        return f"MiceReranker({self.reranker.variant!r})"
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.result_frame(inp, extra_columns=["query", self.text_field])
+        out = inp.copy()
+        n = len(out)
+        scores = np.zeros(n, dtype=np.float32)
+        q = out["query"].astype(str).tolist()
+        d = out[self.text_field].astype(str).tolist()
+        step = self.batch_size * 8            # rows of several queries per call
+        with _bar(n, self.verbose, f"{self.reranker.variant}: score") as bar:
+            for i in range(0, n, step):
+                scores[i:i + step] = self.reranker.predict(
+                    list(zip(q[i:i + step], d[i:i + step])), batch_size=self.batch_size)
+                bar.update(min(step, n - i))
+        return _ranked(out, scores)
+
+
+def _store(reranker, directory, fmt: str):
+    from ..effectiveness.store import STORE_FORMATS, DocStateStore
+
+    if fmt not in STORE_FORMATS:
+        raise UsageError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
+    if not reranker.precomputable:
+        raise UsageError(f"{reranker.variant}: its documents cannot be precomputed (joint "
+                         "input); use MiceReranker")
+    ex = reranker._ex
+    bb = reranker.model.backbone
+    meta = {"model": bb.source or bb.name, "variant": reranker.variant,
+            "settings": ex.settings(), "dtype": str(bb.dtype)}
+    d = Path(directory)
+    mp = d / "meta.json"
+    if mp.is_file():
+        have = json.loads(mp.read_text())
+        want = json.loads(json.dumps(dict(meta, store=fmt,
+                                          content="vectors" if ex.late_interaction
+                                          else "states"), sort_keys=True, default=str))
+        if have != want:
+            raise UsageError(f"document store {d} holds states of another model or settings "
+                             f"({have.get('model')}, {have.get('variant')}); use a new folder")
+    store = DocStateStore(d, meta=json.loads(json.dumps(meta, default=str)), fmt=fmt,
+                          vectors=ex.late_interaction)
+    if not mp.is_file():            # claim the folder now: a later model is refused above
+        from ..results import atomic_write_json
+
+        atomic_write_json(mp, store.meta)
+    return store
+
+
+class MiceDocStates(pt.Transformer):
+    """Store document states once: a document frame (``docno, text``) in, the same frame out;
+    documents already in the store are not encoded again. ``index(frame_or_iter)`` does the
+    same for an iterable of ``{"docno", "text"}`` dicts."""
+
+    def __init__(self, model: Any, directory: str | Path, variant: str | None = None, *,
+                 store: str = "fp16", doc_batch_size: int = 64, device: str = "cpu",
+                 dtype: str = "fp32", executor: str = "auto", text_field: str = "text"):
+        self.reranker = _reranker(model, variant, device, dtype, executor, 32)
+        self.store = _store(self.reranker, directory, store)
+        self.doc_batch_size = doc_batch_size
+        self.text_field = text_field
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.document_frame(inp, extra_columns=[self.text_field])
+        self._ensure(dict(zip(inp["docno"].astype(str), inp[self.text_field].astype(str))))
+        return inp
+
+    def index(self, docs) -> int:
+        """Encode what is not stored yet; returns how many documents were encoded."""
+        if isinstance(docs, pd.DataFrame):
+            docs = docs.to_dict("records")
+        return self._ensure({str(r["docno"]): str(r[self.text_field]) for r in docs})
+
+    def _ensure(self, texts: Mapping[str, str]) -> int:
+        ex = self.reranker._ex
+        bs = self.doc_batch_size
+        return self.store.ensure(
+            list(texts), lambda ids: {i: texts[i] for i in ids},
+            lambda tx: ex.encode_documents(tx, batch_size=bs, vectors=ex.late_interaction),
+            batch_size=bs)
+
+
+class MiceStoreReranker(pt.Transformer):
+    """Re-rank an R frame (``qid, query, docno``) from stored document states: each query is
+    encoded once and scored against its candidates' stored states (no document encoding; a
+    document missing from the store is an error naming it)."""
+
+    def __init__(self, states: MiceDocStates, *, batch_size: int = 32,
+                 verbose: bool | None = None):
+        self.states = states
+        self.reranker = states.reranker
+        self.batch_size = batch_size
+        self.verbose = verbose
+
+    def __repr__(self) -> str:
+        return f"MiceStoreReranker({self.reranker.variant!r})"
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.result_frame(inp, extra_columns=["query"])
+        out = inp.copy()
+        docnos = out["docno"].astype(str).tolist()
+        uniq = list(dict.fromkeys(docnos))
+        missing = self.states.store.missing(uniq)
+        if missing:
+            raise UsageError(f"{len(missing)} documents are not in the document store "
+                             f"{self.states.store.dir} (e.g. {missing[:3]}); run MiceDocStates "
+                             "on them first")
+        ex = self.reranker._ex
+        states = self.states.store.load(uniq, device=str(self.reranker.model.backbone.device))
+        pos = {d: i for i, d in enumerate(uniq)}
+        scores = np.zeros(len(out), dtype=np.float32)
+        with _bar(len(out), self.verbose, f"{self.reranker.variant}: score") as bar:
+            for (qid, query), rows in out.groupby(["qid", "query"], sort=False).indices.items():
+                qs = ex.encode_queries([str(query)])
+                idx = [pos[docnos[r]] for r in rows]
+                scores[rows] = ex.score_query(qs, states, idx,
+                                              batch_size=self.batch_size).numpy()
+                bar.update(len(rows))
+        return _ranked(out, scores)
+
+
+def first_stage(run_file: str | Path, depth: int | None = None) -> pt.Transformer:
+    """A first stage from a TREC run (``qid Q0 docno rank score tag``, ``.gz`` allowed), read
+    with :func:`pyterrier.io.read_results`: for each input query its ranked results (the
+    top ``depth`` when given), with the input's ``query`` column."""
+    p = Path(run_file)
+    if not p.is_file():
+        raise UsageError(f"run file {p} does not exist")
+    df = pt.io.read_results(str(p))
+    df["qid"] = df["qid"].astype(str)
+    df["docno"] = df["docno"].astype(str)
+    df = df.sort_values(["qid", "score", "docno"], ascending=[True, False, True],
+                        kind="stable")
+    if depth is not None:
+        df = df.groupby("qid", sort=False).head(depth)
+    return _RunStage(df.reset_index(drop=True))
+
+
+class _RunStage(pt.Transformer):
+    def __init__(self, run: pd.DataFrame):
+        self.run = run
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.query_frame(inp, extra_columns=["query"])
+        q = inp[["qid", "query"]].astype({"qid": str})
+        out = q.merge(self.run.drop(columns=["query"], errors="ignore"), on="qid")
+        return pt.model.add_ranks(out[["qid", "query", "docno", "score"]].copy())
+
+
+class DocText(pt.Transformer):
+    """Adds ``text`` (``field``) to an R frame from a ``{docno: text}`` mapping; a docno the
+    mapping lacks is an error naming it."""
+
+    def __init__(self, docs: Mapping[str, str], field: str = "text"):
+        self.docs = docs
+        self.field = field
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        pt.validate.result_frame(inp)
+        docnos = inp["docno"].astype(str)
+        lack = [d for d in dict.fromkeys(docnos) if d not in self.docs]
+        if lack:
+            raise UsageError(f"{len(lack)} documents have no text (e.g. {lack[:3]})")
+        return inp.assign(**{self.field: [self.docs[d] for d in docnos]})
