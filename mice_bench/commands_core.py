@@ -81,11 +81,13 @@ def register(app: typer.Typer) -> None:
                  + "); overrides --layers.")):
         """Print the per-layer segment-to-segment interaction matrix of a variant."""
         from .spec import parse
-        from .viz import matrix_text, plot_matrices
+        from .viz import check_figure_path, matrix_text, plot_matrices
 
+        spec = parse(name)
+        if png is not None:                  # the figure's path, checked before any work
+            png = check_figure_path(png)
         if model is not None:
             layers = model_layers(model)
-        spec = parse(name)
         spec.validate(layers)
         console.print(matrix_text(spec, layers), highlight=False)
         if png is not None:

@@ -63,12 +63,14 @@ override keys per size (``mice-bench run STUDY --size NAME``)::
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .naming import slug
 
 #: the placeholder a study file may use in its paths
 SHARED_DATA_PLACEHOLDER = "{shared_data}"
@@ -236,6 +238,20 @@ class Study:
         return root / slug(self.size) if self.size else root
 
 
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+\-]*")
+
+
+def _plain_name(path: Path, key: str, value: Any) -> str:
+    """A name that becomes part of a result file's path: letters, digits and ``. _ + -``,
+    never a folder (``/``), ``..`` or a hidden name, so that every file stays inside the
+    results folder."""
+    v = str(value)
+    if not _PLAIN_NAME.fullmatch(v) or ".." in v:
+        raise StudyError(f"{path}: key {key!r} = {v!r} names result files: use letters, "
+                         "digits and . _ + - only (no folders, no '..'), e.g. 'rerank-cpu'")
+    return v
+
+
 def _type_name(types: tuple) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true/false",
              list: "a list", dict: "a table"}
@@ -356,7 +372,8 @@ def load_study(path: str | Path, size: str | None = None) -> Study:
         auto = AutoSteps(**a)
         if not 0 < auto.teacher_share < 1:
             raise StudyError(f"{path}: key 'auto.teacher_share' must be in (0, 1)")
-    return Study(path=path, name=str(data.get("name", path.stem)),
+    name = _plain_name(path, "name", data["name"]) if "name" in data else slug(path.stem)
+    return Study(path=path, name=name,
                  description=str(data.get("description", "")), variants=variants,
                  effectiveness=eff, latency=lat, training=training, size=size,
                  size_description=size_desc, sizes=list(sizes), auto=auto)
@@ -375,6 +392,7 @@ def _check_sizes(path: Path, data: dict) -> dict[str, dict]:
     sizes = data.get("sizes", {})
     for name, tab in sizes.items():
         w = f"sizes.{name}"
+        _plain_name(path, w, name)
         if not isinstance(tab, dict):
             raise StudyError(f"{path}: key {w!r} must be a table ([sizes.{name}])")
         _check_keys(path, w, tab, _SIZE)
@@ -584,4 +602,5 @@ def _workload(path: Path, i: int, w: dict, variants: list[str]) -> LatencyWorklo
         else [x for x in variants if x != "bm25"]
     if not v:
         raise StudyError(f"{path}: key 'latency[{i}].variants': no model variant to time")
-    return LatencyWorkload(name=w["name"], options=opts, variants=v)
+    return LatencyWorkload(name=_plain_name(path, f"latency[{i}].name", w["name"]),
+                           options=opts, variants=v)

@@ -59,6 +59,34 @@ def matrix_text(spec: InteractionSpec, num_layers: int) -> str:
     return "\n".join(lines)
 
 
+def figure_formats() -> list[str]:
+    """The file extensions matplotlib's Agg backend writes (``png``, ``pdf``, ``svg``, ...)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    return sorted(FigureCanvasAgg(Figure()).get_supported_filetypes())
+
+
+def check_figure_path(path: str | Path, option: str = "--png") -> Path:
+    """Prove a figure can be written at ``path`` before any work: an extension matplotlib
+    writes (none: ``.png`` is added) and a writable folder (UsageError naming the path)."""
+    from .errors import UsageError
+    from .results import check_output
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if not fmt:
+        path = path.with_name(path.name + ".png")
+    elif fmt not in figure_formats():
+        raise UsageError(f"{option} {path}: matplotlib cannot write '.{fmt}' figures; valid "
+                         f"extensions: {', '.join(figure_formats())}")
+    check_output(path, option)
+    return path
+
+
 def plot_matrices(spec: InteractionSpec, num_layers: int, path: str | Path | None = None,
                   ax_size: float = 2.6):
     """Heatmap figure, one panel per distinct layer pattern. Returns the matplotlib figure."""
@@ -105,8 +133,8 @@ def plot_matrices(spec: InteractionSpec, num_layers: int, path: str | Path | Non
     if path is not None:
         from .results import atomic_file
 
-        path = Path(path)
-        fmt = path.suffix.lstrip(".").lower() or "png"
+        path = check_figure_path(path)
+        fmt = path.suffix.lstrip(".").lower()
         with atomic_file(path, "wb") as f:       # temp file, fsync, rename
             fig.savefig(f, format=fmt, dpi=150)
     return fig

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import USER_ERRORS, UsageError
+from ..naming import slug
 from ..study import LatencyWorkload, Study, StudyError, expand_shared_data
 
 
@@ -124,8 +125,6 @@ def _latency_args(wl: LatencyWorkload, output: Path) -> list[str]:
 
 # ---------------------------------------------------------------------------- effectiveness
 def _model_matches(given: str, recorded: str) -> bool:
-    from ..naming import slug
-
     g, r = given.rstrip("/"), recorded.rstrip("/")
     try:   # the label `mice-bench effectiveness` gives a --model value
         from ..effectiveness.runner import ModelRef, model_labels
@@ -247,7 +246,7 @@ def latency_tasks(study: Study, results: Path, overwrite: bool,
         ident = latency_identity(cfg)
         want = set(cfg.variants)
         hits = [f for f, idn, vs in existing if idn == ident and want <= vs]
-        out = results / "latency" / f"{study.name}-{wl.name}.json"
+        out = results / "latency" / f"{slug(study.name)}-{slug(wl.name)}.json"
         cfg.output = out.as_posix()
         tasks.append(Task("latency", f"latency workload {wl.name!r}",
                           _latency_args(wl, out), done=bool(hits) and not overwrite,

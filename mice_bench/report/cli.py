@@ -11,6 +11,15 @@ files under --results. Reads results only: never runs a model. Deterministic: re
 from the same results gives the same files. See docs/report.md."""
 
 
+def check_out(out: Path) -> None:
+    """Prove the report can be written before anything is read: ``out`` and its
+    ``tables/`` and ``figures/`` folders are (or can be made) writable folders."""
+    from ..results import check_output
+
+    for probe in (out / "README.md", out / "tables" / "x.md", out / "figures" / "x.png"):
+        check_output(probe, "--out")
+
+
 def register(app: typer.Typer) -> None:
     from ..console import console, user_errors
 
@@ -28,7 +37,12 @@ def register(app: typer.Typer) -> None:
         from .build import build_report
 
         if not results.is_dir():
-            raise UsageError(f"results folder {results} does not exist")
+            raise UsageError(f"--results {results}: no such folder (expected the folder "
+                             "with latency/ and effectiveness/ results)")
+        if ablations.exists() and not ablations.is_dir():
+            raise UsageError(f"--ablations {ablations}: not a folder (expected the folder of "
+                             "study files *.toml)")
+        check_out(out)
         try:
             res = build_report(results, out, ablations)
         except ResultFileError as e:
