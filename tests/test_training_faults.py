@@ -284,3 +284,14 @@ def test_cli_without_log_dir_writes_outside_the_tracked_results(tmp_path, tiny_d
     assert (tmp_path / "res" / "training" / "adhoc.json").is_file()
     repo = Path(__file__).resolve().parents[1]
     assert not (repo / "results" / "training" / "adhoc.json").exists()
+
+
+def test_log_file_is_named_by_the_one_slug_rule(tmp_path):
+    from mice_bench.naming import slug
+
+    data = synthetic(n_train=20, n_val=0)
+    res = train(cfg_for(tmp_path, "my run [seed=1]", **{**KW, "steps": 1, "val_queries": 0}),
+                model=tiny_model("ce", hidden=32), data=data)
+    assert res.log_path == tmp_path / "logs" / "my_run_seed_1.json" == \
+        tmp_path / "logs" / f"{slug('my run [seed=1]')}.json"
+    assert res.log_path.is_file()

@@ -7,10 +7,14 @@
 
 Modules: :mod:`.config` (:class:`TrainConfig`, recipes), :mod:`.data` (training groups from
 ir_datasets + a first stage, or JSONL; teacher scores), :mod:`.losses` (MarginMSE, LCE, BCE),
-:mod:`.loop` (:func:`train`), :mod:`.cli` (the command).
+:mod:`.loop` (:func:`train`: checks, loading), :mod:`.trainer` (:class:`~.trainer.Trainer`:
+step, validate, checkpoint, the output), :mod:`.state` (checksummed checkpoint files),
+:mod:`.validation`, :mod:`.cli` (the command).
 """
 
 from .config import RECIPES, TrainConfig, make_config
 from .loop import TrainReporter, TrainResult, train
+from .trainer import TrainingDiverged
 
-__all__ = ["TrainConfig", "make_config", "RECIPES", "train", "TrainResult", "TrainReporter"]
+__all__ = ["TrainConfig", "make_config", "RECIPES", "train", "TrainResult", "TrainReporter",
+           "TrainingDiverged"]
