@@ -268,11 +268,17 @@ class InteractionSpec:
     # ----------------------------------------------------------------- properties
     @property
     def fam(self) -> Family | None:
+        """The preset family of :data:`REGISTRY` (None for a custom spec)."""
+        return REGISTRY.get(self.family)
+
+    @property
+    def declaration(self) -> Family | None:
+        """The family declaration behind this spec (custom specs included)."""
         return family(self.family)
 
     @property
     def layout(self) -> str:
-        return self.fam.layout_of(self)
+        return self.declaration.layout_of(self)
 
     @property
     def doc_style(self) -> str | None:
@@ -286,7 +292,7 @@ class InteractionSpec:
         """
         if self.layout != "split":
             return None
-        return self.fam.doc_style(self)
+        return self.declaration.doc_style(self)
 
     @property
     def precomputable(self) -> bool:
@@ -300,12 +306,12 @@ class InteractionSpec:
     def _defaults(self) -> dict[str, Any]:
         d = dict(_COMMON_DEFAULTS)
         d.update(qaug=False, attn="cross", order="cross", cls_doc=True, qcls=False, qlen=None)
-        if self.fam is not None:
-            d.update(self.fam.defaults)
+        if self.declaration is not None:
+            d.update(self.declaration.defaults)
         return d
 
     def __str__(self) -> str:
-        base = self.fam.format(self)
+        base = self.declaration.format(self)
         defaults = self._defaults()
         opts = []
         for key, (fname, _, _) in OPTIONS.items():
@@ -318,7 +324,7 @@ class InteractionSpec:
         return f"InteractionSpec({str(self)!r})"
 
     def description(self) -> str:
-        fam = self.fam
+        fam = self.declaration
         if fam.describe is None:
             return fam.description
         return fam.describe(self, fam.description)
@@ -327,7 +333,7 @@ class InteractionSpec:
     def layers(self, num_layers: int) -> tuple[LayerSpec, ...]:
         """Materialise the per-layer specs for a model with ``num_layers`` layers."""
         self.validate(num_layers)
-        return self.fam.rule(self, num_layers)
+        return self.declaration.rule(self, num_layers)
 
     def split_layer(self, num_layers: int) -> int | None:
         """First layer in which the query part and the document part interact (split layout).
@@ -350,14 +356,14 @@ class InteractionSpec:
         ``HFQueryDocTokenizer``, PreTTR: the query capped at 256 tokens, the document cut)."""
         base = {"query_max_tokens": None, "doc_max_tokens": None, "max_length": 512,
                 "truncation": "longest_first"}
-        if self.fam.lengths is not None:
-            base.update(self.fam.lengths(self))
+        if self.declaration.lengths is not None:
+            base.update(self.declaration.lengths(self))
         return base
 
     # ----------------------------------------------------------------- validation
     def validate(self, num_layers: int | None = None) -> "InteractionSpec":
         """Check the spec (and, given ``num_layers``, that it fits the model). Returns self."""
-        fam = self.fam
+        fam = self.declaration
         if fam is None:
             raise _invalid(f"unknown family {self.family!r}")
         if self.head not in HEADS:
@@ -731,7 +737,7 @@ def parse(name: str | InteractionSpec) -> InteractionSpec:
     spec = InteractionSpec(**kw)
     spec = replace(spec, **spec._defaults())
     if opts:
-        allowed = set(spec.fam.options_of(spec))
+        allowed = set(spec.declaration.options_of(spec))
         changes: dict[str, Any] = {}
         for opt in opts.split(","):
             if "=" not in opt:

@@ -168,3 +168,56 @@ def test_reference_tokenization_defaults():
     assert parse("prettr-l4").default_lengths()["truncation"] == "doc_first"
     assert parse("ce").default_lengths() == {"query_max_tokens": None, "doc_max_tokens": None,
                                              "max_length": 512, "truncation": "longest_first"}
+
+
+@pytest.mark.parametrize("L,name", [(12, "mice-l4+3"), (7, "mice-l4+3"), (6, "mice-l4+2"),
+                                    (5, "mice-l4+1"), (4, "mice-l3+1"), (2, "mice-l1+1")])
+def test_the_mice_that_fits_a_model(L, name):
+    """One rule: up to the paper's 4 separate layers, at least one interaction layer, up to 3
+    interaction layers; the result fits the model."""
+    fit = S.fitted("mice", L)
+    assert str(fit) == name
+    assert fit.validate(L) is fit
+
+
+def test_latency_fits_its_default_mice_to_a_shallow_checkpoint(monkeypatch):
+    """The latency command's default comparison on a 4-layer model uses the same rule."""
+    import mice_bench.backbones.files as files
+    import mice_bench.model as model
+    from mice_bench.latency import cli
+    from mice_bench.latency.config import DEFAULT_VARIANTS
+
+    monkeypatch.setattr(files, "checkpoint_layers", lambda name: 4)
+    monkeypatch.setattr(model, "checkpoint_variant", lambda name: None)
+    out = cli._default_variants("some/4-layer-checkpoint")
+    assert out == [str(S.fitted("mice", 4)) if v.startswith("mice-") else v
+                   for v in DEFAULT_VARIANTS]
+    assert "mice-l3+1" in out
+
+
+def test_fitted_refuses_an_unknown_family():
+    with pytest.raises(SpecError, match="unknown family 'nope'; valid: ce, mask0"):
+        S.fitted("nope", 12)
+
+
+def test_every_family_is_one_declaration():
+    """Options, description, document style and defaults come from the family declaration:
+    a family registered here behaves in parse, str, description and options like a built-in."""
+    fam = S.Family("probe", "probe-l{k}", r"probe-l(?P<k>\d+)", "split", "probe family",
+                   lambda s, L: tuple(S.LayerSpec(S.SEPARATE) if i < s.k else S.LayerSpec()
+                                      for i in range(L)),
+                   defaults={"head": "cls"}, options=("head",),
+                   describe=lambda s, text: text + " (described)",
+                   doc_style=lambda s: "pair", fit=lambda L: f"probe-l{L - 1}")
+    S.register(fam)
+    try:
+        spec = parse("probe-l2")
+        assert spec.k == 2 and spec.layout == "split" and spec.doc_style == "pair"
+        assert not spec.precomputable
+        assert spec.description() == "probe family (described)"
+        assert str(S.fitted("probe", 6)) == "probe-l5"
+        with pytest.raises(SpecError, match="option 'proj' does not apply to 'probe-l2'"):
+            parse("probe-l2[proj=1]")
+        assert spec.split_layer(4) == 2
+    finally:
+        del S.REGISTRY["probe"]

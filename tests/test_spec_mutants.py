@@ -183,7 +183,11 @@ def test_parse_error_messages():
     ("custom-joint:" + FULL_BITS, set()),
 ])
 def test_allowed_options_per_family(name, allowed):
-    assert S._allowed_options(parse(name)) == allowed
+    spec = parse(name)
+    assert set(spec.declaration.options_of(spec)) == allowed
+    for key in set(S.OPTIONS) - allowed:      # parse refuses every other option
+        with pytest.raises(SpecError, match=f"option '{key}' does not apply"):
+            parse(f"{name}[{key}=0]")
 
 
 # ------------------------------------------------------------------ custom layer grammar
