@@ -494,7 +494,7 @@ group_size = 3
 datasets = ["dl19"]
 first_stage = "dl19=run:{{shared_data}}/trec-dl-candidates/bm25/trec_results_{{dataset}}.txt"
 docs = "dl19={{shared_data}}/trec-dl-candidates/{{dataset}}.docs.jsonl"
-measures = ["nDCG@10"]
+measures = ["nDCG@3"]
 limit_queries = 1
 depth = 3
 device = "cpu"
