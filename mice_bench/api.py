@@ -9,6 +9,10 @@ True
 >>> states = rr.encode_documents(["a cat is an animal", "spiders"])  # once, storable
 >>> rr.score_documents("what is a cat", states).shape
 (2,)
+>>> import tempfile
+>>> store = rr.document_store(tempfile.mkdtemp(), {"a": "a cat", "b": "spiders"}, store="int8")
+>>> rr.score_documents("what is a cat", store, doc_ids=["b", "a"]).shape
+(2,)
 
 Everything runs through one :class:`~mice_bench.model.MiceModel` (weights + variant) and its
 executor (``executor="auto"``: the fast path when the variant has one).
@@ -82,10 +86,44 @@ class Reranker:
                                        vectors=ex.late_interaction)
         return ex.encode_documents(list(documents))
 
-    def score_documents(self, query: str, states, doc_index=None) -> np.ndarray:
-        """Scores of ``query`` against stored document states (all of them by default)."""
+    def document_store(self, directory: str | Path, documents: dict[str, str],
+                       store: str = "fp16", seed: int = 0):
+        """Encode ``{doc_id: text}`` once into a :class:`~mice_bench.effectiveness.store.
+        DocStateStore` under ``directory`` in format ``store`` (fp32 | fp16 | int8 |
+        residual1 | residual2 | residual4; residual formats train their centroids on these
+        documents, seeded). Holds what the variant's scoring reads: split-layer states,
+        ``colbert``'s head vectors, a bi-encoder's pooled vector. Documents already stored are
+        not encoded again; a directory of another format is refused."""
+        from .effectiveness.docpack import store_content, store_encoder
+        from .effectiveness.store import DocStateStore
+
+        ex = self._ex
+        if not ex.has_doc_precompute:
+            raise ValueError(f"{self.variant}: documents cannot be precomputed (a joint variant "
+                             "reads query and document together)")
+        docs = dict(documents)
+        st = DocStateStore(directory, meta={"model": self.model.backbone.describe(),
+                                            "variant": self.variant},
+                           fmt=store, content=store_content(ex), seed=seed)
+        st.ensure(list(docs), lambda ids: {d: docs[d] for d in ids},
+                  store_encoder(ex, self.batch_size), batch_size=self.batch_size)
+        return st
+
+    def score_documents(self, query: str, states, doc_index=None,
+                        doc_ids: Sequence[str] | None = None) -> np.ndarray:
+        """Scores of ``query`` against stored document states (all of them by default), or
+        against the documents ``doc_ids`` of a :meth:`document_store` (decoded on the model's
+        device)."""
+        from .effectiveness.store import DocStateStore
+
         ex = self._ex
         qs = ex.encode_queries([query])
+        if isinstance(states, DocStateStore):
+            ids = list(doc_ids) if doc_ids is not None else list(states.location())
+            store, states = states, states.load(ids, device=self.model.backbone.device)
+            if store.content == "pooled":           # a bi-encoder: one dot product
+                emb = states.hidden[:, 0].float()
+                return (emb @ ex.pooled(qs)[0].float().to(emb.device)).cpu().numpy()
         return ex.score_query(qs, states, d_index=doc_index,
                               batch_size=self.batch_size).numpy()
 

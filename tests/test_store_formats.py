@@ -211,3 +211,27 @@ def test_packed_docs_decode_a_batch_like_the_whole():
 def test_token_ranges():
     got = token_ranges(torch.tensor([5, 0, 9]), torch.tensor([2, 3, 0]))
     assert got.tolist() == [5, 6, 0, 1, 2]
+
+
+@pytest.mark.parametrize("variant", ["colbert", "mice-l2+2", "biencoder"])
+def test_facade_store_scores_as_its_in_memory_states(tmp_path, variant):
+    """Reranker.document_store in any format: fp32 scores equal the in-memory path (the
+    variant's own pair scores), residual4 stays close; another format in the same
+    directory is refused."""
+    from mice_bench import Reranker
+
+    rr = Reranker.from_pretrained("minilm-l6", variant=variant)
+    docs = {f"d{i}": " ".join(["cat", "dog", "fish", "bird"][: 1 + i % 4]) + f" {i} x" * (i % 3)
+            for i in range(12)}
+    ids = list(docs)[::-1]
+    ref = rr.predict([("a cat", docs[d]) for d in ids])
+    st = rr.document_store(tmp_path / "fp32", docs, store="fp32")
+    got = rr.score_documents("a cat", st, doc_ids=ids)
+    assert got.shape == (len(ids),)
+    assert abs(got - ref).max() < 1e-4
+    with pytest.raises(StoreFormatError):
+        rr.document_store(tmp_path / "fp32", docs, store="residual2")
+    st4 = rr.document_store(tmp_path / "r4", docs, store="residual4")
+    assert st4.usage()["bytes_per_token"] < st.usage()["bytes_per_token"]
+    close = rr.score_documents("a cat", st4, doc_ids=ids)
+    assert abs(close - ref).max() <= 0.5 * (ref.max() - ref.min()) + 1e-6

@@ -14,7 +14,8 @@ Formats:
 * ``int8``: per-token symmetric scaling, ``x ~ q * scale``, ``scale = max|x| / 127``.
 * ``residual1`` | ``residual2`` | ``residual4``: residual compression as ColBERTv2 and PLAID
   store an index (Santhanam et al., 2022). ``fit`` trains ``K`` centroids with ``faiss.Kmeans``
-  (seeded) on the ``train`` sample, assigns the ``heldout`` tokens to their nearest centroid
+  (seeded) on the ``train`` sample, assigns the ``heldout`` tokens (the whole sample when
+  fewer than :data:`MIN_HELDOUT` are held out) to their nearest centroid
   and, for every dimension ``d``, takes the residuals' quantiles: bucket cut-offs at
   ``j / 2**b`` (``j = 1 .. 2**b - 1``) and reconstruction weights at ``(j + 0.5) / 2**b``
   (``j = 0 .. 2**b - 1``). ColBERTv2 pools all dimensions into one set of cut-offs and
@@ -39,6 +40,8 @@ __all__ = ["Codec", "CODEC_NAMES", "get_codec", "unavailable", "residual_centroi
 CODEC_NAMES = ("fp32", "fp16", "int8", "residual1", "residual2", "residual4")
 #: the most tokens the per-dimension quantiles are taken over (torch.quantile's input limit)
 MAX_HELDOUT = 32_768
+#: fewer held-out tokens than this: the quantiles are taken over the whole sample
+MIN_HELDOUT = 64
 #: faiss.Kmeans iterations (ColBERTv2's default is 20 as well)
 KMEANS_NITER = 20
 
@@ -151,8 +154,9 @@ class ResidualCodec(Codec):
         km = faiss.Kmeans(H, k, niter=KMEANS_NITER, seed=int(seed), verbose=False)
         km.train(np.ascontiguousarray(train.numpy(), dtype=np.float32))
         cents = torch.from_numpy(np.array(km.centroids, dtype=np.float32).reshape(k, H))
-        held = train if heldout is None or heldout.shape[0] == 0 else \
-            heldout.detach().float().cpu()
+        held = heldout.detach().float().cpu() if heldout is not None else train[:0]
+        if held.shape[0] < MIN_HELDOUT:       # too few to estimate quantiles: the whole sample
+            held = torch.cat([train, held])
         held = held[:MAX_HELDOUT]
         res = held - cents[_nearest(held, cents)]                        # [m, H]
         m = 1 << self.bits

@@ -22,7 +22,7 @@ import torch
 from .codecs import Codec, get_codec
 
 __all__ = ["flatten", "padded", "finish", "PackedDocs", "compress", "split_heldout", "CONTENTS",
-           "pooled_states"]
+           "pooled_states", "store_content", "store_encoder"]
 
 CONTENTS = ("states", "vectors", "pooled")
 
@@ -62,6 +62,28 @@ def finish(x: torch.Tensor, codec: Codec, content: str) -> torch.Tensor:
     if codec.trained and content in ("vectors", "pooled"):
         return torch.nn.functional.normalize(x.float(), dim=-1).to(x.dtype)
     return x
+
+
+def store_content(ex) -> str:
+    """What a store keeps for executor ``ex``: ``vectors`` for late interaction (maxsim head, no
+    interaction layer), ``pooled`` for a bi-encoder (mean-cos head, no interaction layer),
+    else ``states`` (the split-layer states its interaction layers read)."""
+    if getattr(ex, "late_interaction", False):
+        return "vectors"
+    if ex.spec.head == "mean-cos" and not getattr(ex, "inter_layers", [1]) \
+            and hasattr(ex, "pooled"):
+        return "pooled"
+    return "states"
+
+
+def store_encoder(ex, batch_size: int = 64):
+    """texts -> what :func:`store_content` says ``ex``'s store keeps (DocStates)."""
+    content = store_content(ex)
+    if content == "pooled":
+        return lambda tx: pooled_states(ex.pooled(ex.encode_documents(tx,
+                                                                     batch_size=batch_size)))
+    return lambda tx: ex.encode_documents(tx, batch_size=batch_size,
+                                          vectors=content == "vectors")
 
 
 def pooled_states(vectors: torch.Tensor):

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import UsageError
 from .cache import ScoreCache, key_hash, slug
-from .docpack import pooled_states
+from .docpack import store_content, store_encoder
 from .safeio import cache_lock
 from .store import DEFAULT_STORE, DocStateStore
 from .datasets import Collection
@@ -130,13 +130,11 @@ class VariantScorer:
                     "device": torch.device(settings.device).type, "seed": settings.seed}
             dkey["store"] = settings.doc_store
             # late interaction: the store is the head's document vectors (a ColBERT index)
-            self.doc_vectors = bool(getattr(ex, "late_interaction", False))
-            if self.doc_vectors:
-                dkey["content"] = self.score_key["doc_content"] = "vectors"
             # a bi-encoder: one pooled, normalised vector per document, scored by a dot product
-            self.doc_pooled = ex.spec.head == "mean-cos" and not getattr(ex, "inter_layers", [1])
-            if self.doc_pooled:
-                dkey["content"] = self.score_key["doc_content"] = "pooled"
+            content = store_content(ex)
+            self.doc_vectors, self.doc_pooled = content == "vectors", content == "pooled"
+            if content != "states":
+                dkey["content"] = self.score_key["doc_content"] = content
             if from_ckpt:
                 dkey["checkpoint_settings"] = from_ckpt
             self.score_key["doc_store"] = settings.doc_store
@@ -147,8 +145,6 @@ class VariantScorer:
             if self.shard and rank_store:
                 store_dir = store_dir.with_name(
                     f"{store_dir.name}-rank{self.shard[0]}of{self.shard[1]}")
-            content = "vectors" if self.doc_vectors else "pooled" if self.doc_pooled \
-                else "states"
             self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store,
                                            content=content, seed=settings.seed)
         self.stats = ScoreStats()
@@ -167,11 +163,7 @@ class VariantScorer:
         todo = self.doc_cache.missing(doc_ids)
         t = time.perf_counter()
         bs = self.settings.doc_batch_size
-        def encode(tx):
-            if self.doc_pooled:
-                return pooled_states(self.ex.pooled(self.ex.encode_documents(tx, batch_size=bs)))
-            return self.ex.encode_documents(tx, batch_size=bs, vectors=self.doc_vectors)
-
+        encode = store_encoder(self.ex, bs)
         with self.reporter.task(f"{self.coll.name} {self.variant}: encode docs", len(todo),
                                 unit="docs") as adv:
             n = self.doc_cache.ensure(doc_ids, texts, encode, batch_size=bs, progress=adv)
