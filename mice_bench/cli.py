@@ -33,6 +33,7 @@ _COMMAND_MODULES = (
     "mice_bench.report.cli",
     "mice_bench.ablations.cli",
     "mice_bench.training.cli",
+    "mice_bench.offline_node.cli",
     "mice_bench.export.cli",
 )
 for _mod in _COMMAND_MODULES:
