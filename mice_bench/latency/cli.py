@@ -51,7 +51,7 @@ def _default_variants(model: str) -> list[str]:
     if layers is None:
         return list(DEFAULT_VARIANTS)
     # the default comparison, its MICE fitted to the model's depth (mice-l4+3 needs 7 layers)
-    from ..spec import SpecError, parse
+    from ..spec import SpecError, fitted, parse
 
     out = []
     for name in DEFAULT_VARIANTS:
@@ -60,8 +60,7 @@ def _default_variants(model: str) -> list[str]:
             out.append(name)
         except SpecError:
             if name.startswith("mice-"):
-                m = max(1, min(4, layers - 2))
-                out.append(f"mice-l{m}+{min(3, layers - m)}")
+                out.append(str(fitted("mice", layers)))
     return out
 
 
