@@ -151,14 +151,18 @@ def test_model_that_cannot_hold_the_variant():
         MiceModel(bb, "mice-l4+3")
 
 
-def test_readme_example_runs():
-    """The README's Python example, verbatim between its markers."""
+def test_readme_example_runs(tmp_path, monkeypatch):
+    """The README's Python example, verbatim between its markers, run in a temporary folder:
+    what it saves lands there (relative paths only), nothing outside."""
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = text.split("<!-- api-example -->")[1].split("```python")[1].split("```")[0]
     assert len(code.strip().splitlines()) <= 12
+    assert '"/' not in code and "'/" not in code and "~" not in code   # no absolute paths
+    monkeypatch.chdir(tmp_path)
     exec(compile(code, "README-example", "exec"), {})
+    assert [p.name for p in tmp_path.iterdir()] == ["my-mice-l2+2"]
 
 
 def test_save_over_an_existing_checkpoint_and_a_stale_backup(fresh_bb, tmp_path):
