@@ -116,6 +116,8 @@ def register(app: typer.Typer) -> None:
             None, "--output", help="results JSON (default ./mice-bench-results/latency/"
                                    "latency-*.json, or under $MICE_BENCH_RESULTS)"),
         format_: str = typer.Option("table", "--format", help="table | json"),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="progress bar on stderr (only on a terminal)"),
         runtime: str = typer.Option(
             "torch", "--runtime", help="torch (mice-bench's executors) | ort (their ONNX "
                                        "export under onnxruntime; pip install "
@@ -125,8 +127,6 @@ def register(app: typer.Typer) -> None:
                                   "(transformers eager), st (sentence-transformers "
                                   "CrossEncoder), st-onnx (its ONNX backend), ort (mice-bench's "
                                   "ONNX export); pip install 'mice-bench[peers]'"),
-        progress: bool = typer.Option(True, "--progress/--no-progress",
-                                      help="progress bar on stderr (only on a terminal)"),
         executor: str = typer.Option("auto", "--executor", hidden=True),
         seed: int = typer.Option(0, "--seed", hidden=True),
         schedule: str = typer.Option("interleaved", "--schedule", hidden=True),
@@ -149,9 +149,9 @@ def register(app: typer.Typer) -> None:
             depth=depth, precompute=precompute, kv_cache=kv_cache, doc_vectors=doc_vectors,
             doc_store=doc_store,
             dtype=dtype, device=device,
-            runtime=runtime, peers=peers.split(",") if peers else [],
             compile=compile_, warmup=warmup, runs=runs, min_seconds=min_seconds,
             threads=threads, executor=executor, seed=seed, schedule=schedule,
+            runtime=runtime, peers=peers.split(",") if peers else [],
             output=str(output) if output else None, format=format_,
         )
         c = cfg.resolved()  # fail fast on bad options, then on bad variants, device, dtype
