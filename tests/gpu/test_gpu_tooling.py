@@ -330,3 +330,62 @@ def test_tracked_tree_leaves_room_for_the_staged_folder():
     assert sum(sizes.values()) <= budget, (
         f"tracked files take {sum(sizes.values()) / 2**20:.1f} MiB, more than the "
         f"{budget / 2**20:.1f} MiB left beside the staged folder; largest: {big}")
+
+
+def _wheel(folder: Path, name: str = "mbprobe") -> Path:
+    """A minimal pure-Python wheel, written by hand (the format pip installs)."""
+    import zipfile
+
+    whl = folder / f"{name}-0.1-py3-none-any.whl"
+    whl.parent.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-0.1.dist-info"
+    files = {f"{name}/__init__.py": "VALUE = 42\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: hand\nRoot-Is-Purelib: true\n"
+                              "Tag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{k},,\n" for k in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+    return whl
+
+
+def test_staged_wheels_are_installed_offline_and_put_on_the_path(tmp_path):
+    from mice_bench.offline_node.node import RunOptions, install_wheels, node_env
+
+    folder = _staged(tmp_path)
+    assert install_wheels(folder, sys.executable) is None  # no wheels: nothing to install
+    _wheel(folder / "wheels")
+    site = install_wheels(folder, sys.executable)
+    assert site == folder / ".site" and (site / "mbprobe" / "__init__.py").is_file()
+    env = node_env(folder, RunOptions(out=tmp_path / "out"), site, base={"PYTHONPATH": "/x"})
+    assert env["PYTHONPATH"].split(":") == [str(site), "/x"]
+    r = subprocess.run([sys.executable, "-c", "import mbprobe; print(mbprobe.VALUE)"],
+                       env={**env, "PYTHONPATH": env["PYTHONPATH"]}, capture_output=True,
+                       text=True)
+    assert r.stdout.strip() == "42", r.stderr
+    # installed once: a second run does not call pip again (the stamp lists the wheels)
+    (site / "mbprobe" / "__init__.py").write_text("VALUE = 7\n")
+    assert install_wheels(folder, sys.executable) == site
+    assert (site / "mbprobe" / "__init__.py").read_text() == "VALUE = 7\n"
+
+
+def test_node_env_prefers_what_the_folder_staged(tmp_path):
+    import mice_bench
+    from mice_bench.offline_node.node import RunOptions, node_env
+
+    folder = _staged(tmp_path)
+    opts = RunOptions(out=tmp_path / "out", steps=["env", "latency"], latency=["paper-fp32"],
+                      budget_s=99)
+    env = node_env(folder, opts, None, base={"MICE_GPU_TRAIN_VARIANTS": "stale"})
+    assert env["MICE_NODE_SRC"] == str(Path(mice_bench.__file__).resolve().parents[1])
+    assert env["MICE_GPU_STEPS"] == "env latency" and env["MICE_GPU_LATENCY"] == "paper-fp32"
+    assert env["MICE_GPU_BUDGET_S"] == "99" and "MICE_GPU_TRAIN_VARIANTS" not in env
+    assert env["MICE_GPU_REHEARSAL"] == "0" and env["MICE_GPU_CARRY"] == str(folder)
+    (folder / "src" / "mice_bench").mkdir(parents=True)
+    (folder / "tests").mkdir()
+    (folder / "tests" / "test_gpu_checks.py").write_text("")
+    env = node_env(folder, RunOptions(rehearse=True), None, base={})
+    assert env["MICE_NODE_SRC"] == str(folder / "src")
+    assert env["MICE_NODE_TESTS"] == str(folder / "tests" / "test_gpu_checks.py")
+    assert env["MICE_GPU_REHEARSAL"] == "1" and "MICE_GPU_BUDGET_S" not in env
