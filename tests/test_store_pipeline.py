@@ -117,3 +117,20 @@ def test_residual_store_without_faiss_exits_2_before_any_work(tmp_path, fixture_
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "faiss" in r.output and "storage" in r.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_other_formats_compress_an_existing_fp32_store_without_encoding(
+        tmp_path, fixture_data, counters):
+    run_effectiveness(cfg(tmp_path, out="fp32", variants="colbert,mice-l4+2", doc_store="fp32"))
+    encoded = dict(counters["docs"])
+    run_effectiveness(cfg(tmp_path, out="r2", variants="colbert,mice-l4+2",
+                          doc_store="residual2"))
+    assert dict(counters["docs"]) == encoded                  # nothing encoded again
+    for v in ("colbert", "mice-l4+2"):
+        assert "fp32 store" in result(tmp_path, "r2", v)["timing"]["doc_source"]
+    # the same store built from scratch (documents encoded) scores the same
+    run_effectiveness(cfg(tmp_path, cache="fresh", out="r2fresh", variants="colbert,mice-l4+2",
+                          doc_store="residual2"))
+    for v in ("colbert", "mice-l4+2"):
+        a, b = run_scores(tmp_path, "r2", v), run_scores(tmp_path, "r2fresh", v)
+        assert a.keys() == b.keys() and max(abs(a[k] - b[k]) for k in a) < 1e-4

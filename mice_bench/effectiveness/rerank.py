@@ -140,8 +140,15 @@ class VariantScorer:
             self.score_key["doc_store"] = settings.doc_store
             self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                                / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
-            store_dir = (Path(cache_dir) / "docstates"
-                         / f"s{split}-{settings.dtype}-{settings.doc_store}-{key_hash(dkey)}")
+            def store_dir_of(fmt: str) -> Path:
+                key = dict(dkey, store=fmt)
+                return (Path(cache_dir) / "docstates"
+                        / f"s{split}-{settings.dtype}-{fmt}-{key_hash(key)}")
+
+            store_dir = store_dir_of(settings.doc_store)
+            # an fp32 store of the same documents: another format compresses it, no encoding
+            self._fp32_dir = store_dir_of("fp32") if settings.doc_store != "fp32" else None
+            self._dkey = dkey
             if self.shard and rank_store:
                 store_dir = store_dir.with_name(
                     f"{store_dir.name}-rank{self.shard[0]}of{self.shard[1]}")
@@ -164,12 +171,31 @@ class VariantScorer:
         t = time.perf_counter()
         bs = self.settings.doc_batch_size
         encode = store_encoder(self.ex, bs)
+        source = self._fp32_source(todo)
         with self.reporter.task(f"{self.coll.name} {self.variant}: encode docs", len(todo),
                                 unit="docs") as adv:
-            n = self.doc_cache.ensure(doc_ids, texts, encode, batch_size=bs, progress=adv)
+            n = self.doc_cache.ensure(doc_ids, texts, encode, batch_size=bs, progress=adv,
+                                      source=source)
+        if n and source is not None:
+            self.stats.extra["doc_source"] = "fp32 store (compressed again, not encoded)"
         if n:
             self.stats.doc_encode_s += time.perf_counter() - t
             self.stats.docs_encoded += n
+
+    def _fp32_source(self, todo: list[str]):
+        """``ids -> DocStates`` read from the fp32 store of the same documents when it holds
+        every document of ``todo``, else None (the documents are encoded)."""
+        d = getattr(self, "_fp32_dir", None)
+        if not todo or d is None or not (d / "index.json").exists():
+            return None
+        try:
+            src = DocStateStore(d, meta=dict(self._dkey, store="fp32"), fmt="fp32",
+                                content=self.doc_cache.content)
+        except UsageError:
+            return None
+        if src.missing(todo):
+            return None
+        return lambda ids: src.load(ids)
 
     def _record_store(self, doc_ids: list[str]) -> None:
         """Bytes on disk per document of the states this run read (``timing.doc_store``)."""

@@ -393,7 +393,8 @@ class DocStateStore:
     def ensure(self, doc_ids: Sequence[str], texts: Callable[[list[str]], dict[str, str]],
                encode: Callable[[list[str]], object], batch_size: int = 64,
                progress: Callable[[int], None] | None = None,
-               on_todo: Callable[[int], None] | None = None) -> int:
+               on_todo: Callable[[int], None] | None = None,
+               source: Callable[[list[str]], object] | None = None) -> int:
         """Encode and store the documents of ``doc_ids`` that are not stored yet; returns how
         many this call encoded.
 
@@ -401,7 +402,9 @@ class DocStateStore:
         ``[n, T, H]``. Documents are encoded by length (little padding) ``batch_size`` at a
         time; ``progress(n)`` after each batch; a shard is flushed every ``flush_s`` seconds.
         ``on_todo(n)`` is called once with the number of documents left to encode (after
-        the lock is held and the store repaired). A residual store without its codec first
+        the lock is held and the store repaired). ``source(ids)``: the DocStates of those
+        documents read from elsewhere (an fp32 store of the same documents: compressing it
+        again costs no encoding), or None to encode them. A residual store without its codec first
         encodes a seeded sample of the documents (about :data:`SAMPLE_TOKENS` tokens),
         trains the codec on it and stores the sample as its first shards.
         """
@@ -416,8 +419,12 @@ class DocStateStore:
                 return 0
             n_todo = len(todo)
             txt = texts(todo)
+            def get(ids: list[str]):
+                got = source(ids) if source is not None else None
+                return got if got is not None else encode([txt[d] for d in ids])
+
             if self.codec.trained and not self.params:
-                done = self._train(todo, txt, encode, batch_size, progress)
+                done = self._train(todo, get, batch_size, progress)
                 todo = [d for d in todo if d not in done]
             todo.sort(key=lambda d: len(txt[d]))
             buf: list[dict[str, torch.Tensor]] = []
@@ -425,7 +432,7 @@ class DocStateStore:
             last = time.monotonic()
             for i in range(0, len(todo), batch_size):
                 ids = todo[i: i + batch_size]
-                buf.append(self._pack(flatten(encode([txt[d] for d in ids]))))
+                buf.append(self._pack(flatten(get(ids))))
                 buf_ids.extend(ids)
                 if progress is not None:
                     progress(len(ids))
@@ -436,8 +443,7 @@ class DocStateStore:
                 self._flush(buf, buf_ids)
             return n_todo
 
-    def _train(self, todo: list[str], txt: dict[str, str], encode, batch_size: int,
-               progress) -> set[str]:
+    def _train(self, todo: list[str], get, batch_size: int, progress) -> set[str]:
         """Encode a seeded sample of ``todo``, train the codec on its tokens (5 % held out
         for the residual statistics), write the codec file, then the sample's shards."""
         g = torch.Generator().manual_seed(self.seed)
@@ -447,7 +453,7 @@ class DocStateStore:
         ntok = 0
         for i in range(0, len(order), batch_size):
             part = order[i: i + batch_size]
-            flat.append(flatten(encode([txt[d] for d in part])))
+            flat.append(flatten(get(part)))
             ids.extend(part)
             ntok += int(flat[-1][2].sum())
             if progress is not None:
