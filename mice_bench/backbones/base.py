@@ -130,6 +130,10 @@ class Family:
     rotary = False
     #: separator tokens between query and document in a joint pair (RoBERTa: ``</s></s>``)
     pair_separators = 1
+    #: whether the family's tokenizers give a pair's second segment its own token type
+    #: (BERT, ELECTRA: type 1); RoBERTa's give every token type 0, whatever the checkpoint's
+    #: ``type_vocab_size`` (some RoBERTa-family configs say 2 and never use type 1)
+    token_types = True
 
     def __deepcopy__(self, memo):  # adapters are stateless singletons
         return self

@@ -297,6 +297,7 @@ class RobertaFamily(_DenseHeadFamily):
     prefix = "roberta"
     head_act = "tanh"
     pair_separators = 2  # <s> q </s></s> d </s>
+    token_types = False  # RobertaTokenizer: every token type 0 (create_token_type_ids...)
     config_names = {"roberta": "RobertaConfig", "xlm-roberta": "XLMRobertaConfig"}
 
     def extra_settings(self, cfg, enc) -> dict:

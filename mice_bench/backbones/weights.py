@@ -132,9 +132,16 @@ class Backbone(torch.nn.Module):
 
     @property
     def has_token_types(self) -> bool:
-        """Whether token types mean anything (BERT, ELECTRA); RoBERTa's single type and
-        ModernBERT's none read as False: every token gets type 0."""
-        return self.type_emb is not None and self.type_vocab_size > 1
+        """Whether token types mean anything: as the checkpoint's own tokenizer and model use
+        them. BERT and ELECTRA: a pair's document is type 1. RoBERTa (whose tokenizers give
+        every token type 0, even where the config has ``type_vocab_size`` 2), ModernBERT (no
+        type embedding), a single-type embedding, or a tokenizer that emits no
+        ``token_type_ids``: every token gets type 0."""
+        if self.type_emb is None or self.type_vocab_size <= 1 or \
+                not getattr(self.family, "token_types", True):
+            return False
+        names = getattr(self.tokenizer, "model_input_names", None)
+        return names is None or "token_type_ids" in names
 
     def describe(self) -> str:
         s = f"{self.name} ({self.family.name}, {self.num_layers} layers, hidden " \
@@ -159,7 +166,7 @@ class Backbone(torch.nn.Module):
         self-attention weights where the checkpoint has none (the MICE reference's
         ``InitMICEBERTFromHFID`` / ``InitMICEModernBERTFromHFID``). Returns True when any was
         created. Mutates this backbone: only the owner of the weights (a
-        :class:`~mice_bench.model.MiceModel`) calls it."""
+        :class:`~mice_bench.model.InteractionModel`) calls it."""
         created = False
         for i, lw in enumerate(self.layers):
             if lw.cross is None and (layers is None or i in layers):
