@@ -1,13 +1,14 @@
 """mice-bench: how much attention interaction does a transformer re-ranker need?
 
 The public Python API is :class:`mice_bench.Reranker` (``mice_bench.api``) and the trainable
-:class:`mice_bench.MiceModel` (``mice_bench.model``); both are imported lazily so that
-``import mice_bench.latency`` stays light.
+:class:`mice_bench.InteractionModel` (``mice_bench.model``); both are imported lazily so that
+``import mice_bench.latency`` stays light. ``MiceModel`` is the former name of
+``InteractionModel`` (deprecated, removed in the next release).
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Reranker", "MiceModel", "__version__"]
+__all__ = ["Reranker", "InteractionModel", "__version__"]
 
 
 def __getattr__(name):
@@ -15,8 +16,12 @@ def __getattr__(name):
         from .api import Reranker
 
         return Reranker
-    if name == "MiceModel":
-        from .model import MiceModel
+    if name == "InteractionModel":
+        from .model import InteractionModel
 
-        return MiceModel
+        return InteractionModel
+    if name == "MiceModel":
+        from . import model
+
+        return model.__getattr__("MiceModel")
     raise AttributeError(f"module 'mice_bench' has no attribute {name!r}")

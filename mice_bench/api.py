@@ -14,7 +14,7 @@ True
 >>> rr.score_documents("what is a cat", store, doc_ids=["b", "a"]).shape
 (2,)
 
-Everything runs through one :class:`~mice_bench.model.MiceModel` (weights + variant) and its
+Everything runs through one :class:`~mice_bench.model.InteractionModel` (weights + variant) and its
 executor (``executor="auto"``: the fast path when the variant has one).
 """
 
@@ -25,13 +25,13 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .model import MiceModel
+from .model import InteractionModel
 
 
 class Reranker:
     """Score (query, document) pairs with any interaction variant of a checkpoint."""
 
-    def __init__(self, model: MiceModel, executor: str = "auto", batch_size: int = 32):
+    def __init__(self, model: InteractionModel, executor: str = "auto", batch_size: int = 32):
         self.model = model
         self.executor_kind = executor
         self.batch_size = batch_size
@@ -42,7 +42,7 @@ class Reranker:
                         batch_size: int = 32, **kw) -> "Reranker":
         """Load a checkpoint (hub id, local path, mice-bench or MICE reference checkpoint, or
         an architecture name such as ``minilm-l12`` with random weights)."""
-        return cls(MiceModel.from_pretrained(model, variant=variant, device=device,
+        return cls(InteractionModel.from_pretrained(model, variant=variant, device=device,
                                              dtype=dtype, **kw), executor, batch_size)
 
     @property
@@ -143,4 +143,4 @@ def predict(model: str, variant: str, pairs: Iterable[Sequence[str]], **kw) -> n
     return Reranker.from_pretrained(model, variant=variant, **kw).predict(pairs)
 
 
-__all__ = ["Reranker", "MiceModel", "predict"]
+__all__ = ["Reranker", "InteractionModel", "predict"]

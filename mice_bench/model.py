@@ -1,6 +1,6 @@
 """The trainable model: a backbone's weights + an interaction spec, as one ``nn.Module``.
 
-:class:`MiceModel` owns its :class:`~mice_bench.backbone.Backbone` (parameters), creates what
+:class:`InteractionModel` owns its :class:`~mice_bench.backbone.Backbone` (parameters), creates what
 the variant needs and the checkpoint lacks (MICE cross-attention sub-layers copied from the
 self-attention weights, as the reference's ``InitMICEBERTFromHFID`` does; a seeded random
 ColBERT projection), and records which parts were initialised that way.
@@ -18,11 +18,11 @@ Checkpoints use the Hugging Face layout, so other tools read them:
   tokenization limits and the mice-bench version.
 
 A saved ``ce`` loads unchanged in ``AutoModelForSequenceClassification``.
-:meth:`MiceModel.from_pretrained` also reads the MICE reference code's own state-dict layouts
+:meth:`InteractionModel.from_pretrained` also reads the MICE reference code's own state-dict layouts
 (BERT: ``embeddings.*``, ``bottom_layers.{i}.*``, ``top_layers.{j}.{attention,crossattention,
 intermediate,output}.*``, ``pooler.*``, ``classifier.*``; ModernBERT: ``embeddings.*``,
 ``bottom_layers.{i}.*``, ``top_layers.{j}.{attn_norm,attn,crossattention,mlp_norm,mlp}.*``,
-``final_norm.*``, ``head.*``, ``classifier.*``; see :meth:`MiceModel.from_reference_mice`).
+``final_norm.*``, ``head.*``, ``classifier.*``; see :meth:`InteractionModel.from_reference_mice`).
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ def _version() -> str:
         return "unknown"
 
 
-class MiceModel(torch.nn.Module):
-    """A backbone and an interaction variant; ``forward(queries, docs)`` trains.
+class InteractionModel(torch.nn.Module):
+    """A backbone and an interaction variant (any of them: ``ce``, ``mask*``, ``prettr``,
+    ``mice``, ``colbert``, ``biencoder``, custom); ``forward(queries, docs)`` trains.
 
-    >>> # model = MiceModel.from_pretrained("minilm-l6", variant="mice-l2+2")
+    >>> # model = InteractionModel.from_pretrained("minilm-l6", variant="mice-l2+2")
     >>> # scores = model(["a query"], ["a document"])        # [1], with autograd
     """
 
@@ -195,7 +196,7 @@ class MiceModel(torch.nn.Module):
     def from_pretrained(cls, model: str | Path, variant: str | InteractionSpec | None = None,
                         device: str | torch.device = "cpu", dtype: Any = torch.float32,
                         query_max_tokens: int | None = None,
-                        doc_max_tokens: int | None = None, seed: int = 0) -> "MiceModel":
+                        doc_max_tokens: int | None = None, seed: int = 0) -> "InteractionModel":
         """Load a checkpoint: a mice-bench one (its stored variant is the default), a Hugging
         Face one (``variant`` defaults to ``ce``), a MICE reference one, or an architecture
         name with random weights (``minilm-l12``)."""
@@ -235,7 +236,7 @@ class MiceModel(torch.nn.Module):
                             tokenizer: Any = None, variant: str | None = None,
                             device: str | torch.device = "cpu",
                             dtype: Any = torch.float32, local_attention: bool = False,
-                            pooling: str | None = None) -> "MiceModel":
+                            pooling: str | None = None) -> "InteractionModel":
         """Build from the MICE reference code's state-dict layout (a directory with its
         ``model.safetensors`` and config, or an in-memory state dict with ``config`` and
         ``tokenizer``). ``variant`` defaults to ``mice-l{m}+{n}`` read from the layout.
@@ -439,3 +440,14 @@ def hf_state_dict(bb: Backbone, num_layers: int | None = None,
     family (plus ``crossattention`` sub-layers and ColBERT's ``linear.weight`` where
     present)."""
     return bb.family.hf_state_dict(bb, num_layers, with_cross)
+
+
+def __getattr__(name: str):
+    if name == "MiceModel":   # the former name, kept for one release
+        import warnings
+
+        warnings.warn("mice_bench.model.MiceModel is now InteractionModel (it wraps every "
+                      "variant); the old name goes in the next release", DeprecationWarning,
+                      stacklevel=2)
+        return InteractionModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Tests that patch ``mice_bench.backbone.load_backbone`` with a fake (effectiveness pipeline,
 # ablations) must not be the first to import a module that binds it by name: that module would
-# keep the fake for the rest of the session (a later ``MiceModel.from_pretrained`` elsewhere
+# keep the fake for the rest of the session (a later ``InteractionModel.from_pretrained`` elsewhere
 # then got the tiny fixture backbone; seen as an order-dependent failure).
 import mice_bench.model  # noqa: E402,F401
 import mice_bench.verify  # noqa: E402,F401

@@ -303,10 +303,10 @@ def test_cross_encoder_settings(tmp_path):
 
 # ----------------------------------------------------------------- provenance, dropout
 def test_trained_provenance_and_checkpoint_settings_saved(tmp_path, st_models):
-    from mice_bench.model import MiceModel, checkpoint_provenance
+    from mice_bench.model import InteractionModel, checkpoint_provenance
 
     path, msl, _ = st_models[("cls",)]
-    m = MiceModel.from_pretrained(path, variant="ce")
+    m = InteractionModel.from_pretrained(path, variant="ce")
     assert m.info["random_head"] and "classifier" in m.random_init
     out = m.save_pretrained(tmp_path / "ce", trained={"steps": 3, "loss": 0.5, "data": "x",
                                                       "from": path})
@@ -315,7 +315,7 @@ def test_trained_provenance_and_checkpoint_settings_saved(tmp_path, st_models):
     assert meta["random_init_note"].endswith("then trained")
     assert meta["checkpoint_settings"]["max_seq_length"] == msl
     assert checkpoint_provenance(out)["random_head"] is False
-    again = MiceModel.from_pretrained(out)
+    again = InteractionModel.from_pretrained(out)
     assert again.info["random_head"] is False and again.trained["steps"] == 3
     # the base's own settings survive fine-tuning (its ST files are not in the checkpoint)
     s = again.executor().settings()
@@ -323,9 +323,9 @@ def test_trained_provenance_and_checkpoint_settings_saved(tmp_path, st_models):
 
 
 def test_dropout_only_in_train_mode():
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
 
-    m = MiceModel.from_pretrained("minilm-l6", variant="mice-l2+2")
+    m = InteractionModel.from_pretrained("minilm-l6", variant="mice-l2+2")
     q, d = QUERIES[:2], DOCS[:2]
     with torch.no_grad():
         base = m(q, d)

@@ -12,7 +12,7 @@ from conftest import DOCS, QUERIES
 from mice_bench.backbone import from_hf, load_backbone, packaged_tokenizer, random_hf_model
 from mice_bench.errors import UsageError
 from mice_bench.executors import DocStates, make_executor
-from mice_bench.model import MiceModel
+from mice_bench.model import InteractionModel
 from mice_bench.spec import parse
 
 _MB = dict(model_type="modernbert", vocab_size=30522, hidden_size=32, num_attention_heads=4,
@@ -168,7 +168,7 @@ def test_kv_cache_and_stored_states_modernbert(variant, tmp_path):
                                        "prettr-l3", "colbert")],
     ("roberta", "mice-l2+3"), ("roberta", "prettr-l3"), ("electra", "mice-l2+3")])
 def test_gradients_fast_equal_reference(name, variant):
-    model = MiceModel(from_hf(_model(name), packaged_tokenizer()), variant).requires_grad_(True)
+    model = InteractionModel(from_hf(_model(name), packaged_tokenizer()), variant).requires_grad_(True)
     grads = {}
     for kind in ("reference", "fast"):
         ex = model.executor(kind)
@@ -190,21 +190,21 @@ def test_saved_ce_loads_unchanged_in_transformers(name, tmp_path):
 
     model = _model(name, layers=3)
     bb = from_hf(model, packaged_tokenizer())
-    MiceModel(bb, "ce").save_pretrained(tmp_path / "ce")
+    InteractionModel(bb, "ce").save_pretrained(tmp_path / "ce")
     hf = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "ce")).eval()
     assert type(hf) is type(model)
     ref_sd = model.state_dict()
     for k, v in hf.state_dict().items():
         assert torch.equal(v, ref_sd[k]), k
-    loaded = MiceModel.from_pretrained(tmp_path / "ce")
+    loaded = InteractionModel.from_pretrained(tmp_path / "ce")
     assert loaded.backbone.family is bb.family
     assert torch.equal(loaded.executor().score_pairs(QUERIES, DOCS),
-                       MiceModel(bb, "ce").executor().score_pairs(QUERIES, DOCS))
+                       InteractionModel(bb, "ce").executor().score_pairs(QUERIES, DOCS))
 
 
 @pytest.mark.parametrize("name", ["modernbert-bias", "roberta"])
 def test_mice_checkpoint_round_trip_keeps_cross_weights(name, tmp_path):
-    model = MiceModel(from_hf(_model(name), packaged_tokenizer()), "mice-l2+3[order=self]")
+    model = InteractionModel(from_hf(_model(name), packaged_tokenizer()), "mice-l2+3[order=self]")
     with torch.no_grad():
         for lw in model.backbone.layers[2:5]:
             lw.cross.wq.add_(0.3)
@@ -212,7 +212,7 @@ def test_mice_checkpoint_round_trip_keeps_cross_weights(name, tmp_path):
     model.save_pretrained(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 5
-    loaded = MiceModel.from_pretrained(tmp_path / "m")
+    loaded = InteractionModel.from_pretrained(tmp_path / "m")
     assert str(loaded.spec) == "mice-l2+3[order=self]"
     assert torch.equal(loaded.backbone.layers[2].cross.wq, model.backbone.layers[2].cross.wq)
     assert torch.equal(loaded.executor().score_pairs(QUERIES, DOCS), before)

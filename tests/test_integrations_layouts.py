@@ -18,7 +18,7 @@ import torch
 
 from mice_bench import Reranker
 from mice_bench.executors.heads import pool
-from mice_bench.model import MiceModel
+from mice_bench.model import InteractionModel
 
 from conftest import DOCS, QUERIES
 
@@ -29,7 +29,7 @@ def _save(bb_or_path, variant, tmp_path: Path, name: str) -> tuple[Reranker, Pat
     if isinstance(bb_or_path, str):
         rr = Reranker.from_pretrained(bb_or_path, variant=variant)
     else:
-        rr = Reranker(MiceModel(bb_or_path, variant))
+        rr = Reranker(InteractionModel(bb_or_path, variant))
     out = tmp_path / name
     rr.save_pretrained(out)
     return rr, out

@@ -9,7 +9,7 @@ import torch
 from conftest import DOCS, QUERIES, tiny_config
 from mice_bench.backbone import from_hf, packaged_tokenizer, random_hf_model
 from mice_bench.errors import UsageError
-from mice_bench.model import MiceModel
+from mice_bench.model import InteractionModel
 
 GRAD_VARIANTS = ["ce", "mask2", "prettr-l3", "mice-l2+3", "mice-l2+3[order=self,cls_doc=0]",
                  "colbert", "biencoder"]
@@ -22,7 +22,7 @@ def fresh_bb(tiny_hf):
 
 @pytest.mark.parametrize("variant", GRAD_VARIANTS)
 def test_gradients_fast_equal_reference(fresh_bb, variant):
-    model = MiceModel(fresh_bb, variant).requires_grad_(True)
+    model = InteractionModel(fresh_bb, variant).requires_grad_(True)
     grads = {}
     for kind in ("reference", "fast"):
         try:
@@ -46,7 +46,7 @@ def test_gradients_fast_equal_reference(fresh_bb, variant):
 
 
 def test_mice_cross_weights_are_trained(fresh_bb):
-    model = MiceModel(fresh_bb, "mice-l2+3").requires_grad_(True)
+    model = InteractionModel(fresh_bb, "mice-l2+3").requires_grad_(True)
     model(QUERIES, DOCS).sum().backward()
     cross = model.backbone.layers[2].cross
     assert cross is not model.backbone.layers[2].attn and cross.wq.grad is not None
@@ -55,7 +55,7 @@ def test_mice_cross_weights_are_trained(fresh_bb):
 
 
 def test_inference_calls_build_no_graph(fresh_bb):
-    model = MiceModel(fresh_bb, "mice-l2+3").requires_grad_(True)
+    model = InteractionModel(fresh_bb, "mice-l2+3").requires_grad_(True)
     s = model.executor().score_pairs(QUERIES, DOCS)
     assert not s.requires_grad
 
@@ -74,7 +74,7 @@ def test_executors_do_not_mutate_the_backbone(fresh_bb):
 def test_saved_ce_loads_unchanged_in_transformers(fresh_bb, tiny_hf, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    model = MiceModel(fresh_bb, "ce")
+    model = InteractionModel(fresh_bb, "ce")
     model.save_pretrained(tmp_path / "ce")
     hf = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "ce")).eval()
     for a, b in zip(hf.state_dict().items(), tiny_hf.state_dict().items()):
@@ -84,7 +84,7 @@ def test_saved_ce_loads_unchanged_in_transformers(fresh_bb, tiny_hf, tmp_path):
 
 
 def test_mice_checkpoint_round_trip_keeps_cross_weights(fresh_bb, tmp_path):
-    model = MiceModel(fresh_bb, "mice-l2+3[order=self]")
+    model = InteractionModel(fresh_bb, "mice-l2+3[order=self]")
     with torch.no_grad():  # cross weights different from self-attention, as after training
         for lw in model.backbone.layers[2:5]:
             lw.cross.wq.add_(0.3)
@@ -92,7 +92,7 @@ def test_mice_checkpoint_round_trip_keeps_cross_weights(fresh_bb, tmp_path):
     model.save_pretrained(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 5  # the dropped layer is not saved
-    loaded = MiceModel.from_pretrained(tmp_path / "m")  # the stored variant is the default
+    loaded = InteractionModel.from_pretrained(tmp_path / "m")  # the stored variant is the default
     assert str(loaded.spec) == "mice-l2+3[order=self]"
     assert "cross_from_self" in loaded.random_init  # provenance is kept
     assert torch.equal(loaded.backbone.layers[2].cross.wq, model.backbone.layers[2].cross.wq)
@@ -100,9 +100,9 @@ def test_mice_checkpoint_round_trip_keeps_cross_weights(fresh_bb, tmp_path):
 
 
 def test_colbert_checkpoint_keeps_projection(fresh_bb, tmp_path):
-    model = MiceModel(fresh_bb, "colbert")
+    model = InteractionModel(fresh_bb, "colbert")
     model.save_pretrained(tmp_path / "c")
-    loaded = MiceModel.from_pretrained(tmp_path / "c")
+    loaded = InteractionModel.from_pretrained(tmp_path / "c")
     assert torch.equal(loaded.backbone.projection, model.backbone.projection)
     assert torch.equal(loaded.executor().score_pairs(QUERIES, DOCS),
                        model.executor().score_pairs(QUERIES, DOCS))
@@ -122,7 +122,7 @@ def test_reference_mice_checkpoint_directory(tmp_path):
               str(d / "model.safetensors"))
     hf.config.save_pretrained(str(d / "contextualization_layers"))
     tok.save_pretrained(str(d))
-    model = MiceModel.from_pretrained(d)
+    model = InteractionModel.from_pretrained(d)
     assert str(model.spec) == "mice-l2+3"
     with torch.no_grad():
         expected = ref.score(tok, QUERIES, DOCS)
@@ -134,21 +134,21 @@ def test_unknown_layout_and_broken_files_are_usage_errors(tmp_path):
     from safetensors.torch import save_file
 
     with pytest.raises(UsageError, match="not the MICE reference layout"):
-        MiceModel.from_reference_mice({"foo.weight": torch.zeros(1), "top_layers.0.x":
+        InteractionModel.from_reference_mice({"foo.weight": torch.zeros(1), "top_layers.0.x":
                                        torch.zeros(1)}, config=tiny_config(),
                                       tokenizer=packaged_tokenizer())
     d = tmp_path / "broken"
     d.mkdir()
     (d / "model.safetensors").write_bytes(b"\x00\x01 not safetensors")
     with pytest.raises(UsageError, match="model.safetensors"):
-        MiceModel.from_pretrained(d)
+        InteractionModel.from_pretrained(d)
     save_file({"x": torch.zeros(1)}, str(tmp_path / "x.safetensors"))
 
 
 def test_model_that_cannot_hold_the_variant():
     bb = from_hf(random_hf_model(tiny_config(4), seed=0), packaged_tokenizer())
     with pytest.raises(Exception, match="exceeds"):
-        MiceModel(bb, "mice-l4+3")
+        InteractionModel(bb, "mice-l4+3")
 
 
 def test_readme_example_runs(tmp_path, monkeypatch):
@@ -168,13 +168,13 @@ def test_readme_example_runs(tmp_path, monkeypatch):
 def test_save_over_an_existing_checkpoint_and_a_stale_backup(fresh_bb, tmp_path):
     """Saving twice replaces the checkpoint, also when an interrupted earlier save left its
     ``.NAME.old`` folder behind."""
-    first = MiceModel(fresh_bb, "ce")
+    first = InteractionModel(fresh_bb, "ce")
     first.save_pretrained(tmp_path / "m")
     (tmp_path / ".m.old").mkdir()
     (tmp_path / ".m.old" / "junk").write_text("x")
-    second = MiceModel(fresh_bb, "mice-l2+2")
+    second = InteractionModel(fresh_bb, "mice-l2+2")
     second.save_pretrained(tmp_path / "m")
-    assert MiceModel.from_pretrained(tmp_path / "m").spec == second.spec
+    assert InteractionModel.from_pretrained(tmp_path / "m").spec == second.spec
     assert not (tmp_path / ".m.old").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
@@ -183,13 +183,27 @@ def test_reranker_stores_colbert_documents_as_head_vectors(fresh_bb):
     """The facade's document store for a late-interaction variant is a ColBERT index (the
     projected unit vectors), and scoring from it equals scoring the texts."""
     from mice_bench import Reranker
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
 
     docs = ["a cat is an animal", "spiders have eight legs", "cats purr"]
-    rr = Reranker(MiceModel(fresh_bb, "colbert"))
+    rr = Reranker(InteractionModel(fresh_bb, "colbert"))
     states = rr.encode_documents(docs)
     assert states.vectors and states.hidden.shape[-1] == rr.model.executor().projection.shape[0]
     want = rr.predict([("what is a cat", d) for d in docs])
     assert rr.score_documents("what is a cat", states) == pytest.approx(want, abs=1e-5)
-    mice = Reranker(MiceModel(fresh_bb, "mice-l2+2")).encode_documents(docs)
+    mice = Reranker(InteractionModel(fresh_bb, "mice-l2+2")).encode_documents(docs)
     assert not mice.vectors and mice.hidden.shape[-1] == fresh_bb.hidden_size
+
+
+def test_the_former_name_mice_model_still_works_with_a_deprecation_warning():
+    import mice_bench
+    import mice_bench.model as M
+
+    with pytest.warns(DeprecationWarning, match="MiceModel is now InteractionModel"):
+        old = M.MiceModel
+    assert old is M.InteractionModel
+    with pytest.warns(DeprecationWarning, match="MiceModel is now InteractionModel"):
+        assert mice_bench.MiceModel is M.InteractionModel
+    assert mice_bench.InteractionModel is M.InteractionModel
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchModel'"):
+        M.NoSuchModel  # noqa: B018

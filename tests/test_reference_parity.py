@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mice_bench.backbone import from_hf
-from mice_bench.model import MiceModel
+from mice_bench.model import InteractionModel
 from oracle.reference import (RefColBERT, RefMasked, RefMiceBert, RefPreTTR, bert_tokenizer,
                               perturbed_bert_cls, ref_cross_encoder_scores)
 
@@ -42,7 +42,7 @@ def _close(ours, ref, label):
     assert err <= 1e-5 * max(spread, 1.0) + 2e-6, f"{label}: max diff {err} (spread {spread})"
 
 
-def _ours(model: MiceModel, docs=DOCS):
+def _ours(model: InteractionModel, docs=DOCS):
     out = {}
     for kind in ("reference", "fast"):
         try:
@@ -69,7 +69,7 @@ def test_mice_equals_reference(hf, tok, m, n, cross_first, cls_doc, qcls):
     if qcls:
         opts.append("qcls=1")
     variant = f"mice-l{m}+{n}" + (f"[{','.join(opts)}]" if opts else "")
-    model = MiceModel.from_reference_mice(ref_model.state_dict(), config=hf.config,
+    model = InteractionModel.from_reference_mice(ref_model.state_dict(), config=hf.config,
                                           tokenizer=tok, variant=variant)
     assert "cross_from_self" not in model.random_init
     # the reference averages padding when [CLS] may not read the document: compare unpadded
@@ -85,7 +85,7 @@ def test_mice_equals_reference(hf, tok, m, n, cross_first, cls_doc, qcls):
 
 def test_mice_from_cross_encoder_copies_self_attention(hf, tok):
     ref_model = RefMiceBert(hf, 4, 3).eval()  # cross seeded from self, as InitMICEBERTFromHFID
-    model = MiceModel(from_hf(hf, tok), "mice-l4+3")
+    model = InteractionModel(from_hf(hf, tok), "mice-l4+3")
     assert model.random_init == ["cross_from_self"]
     with torch.no_grad():
         _close(model.executor("fast").score_pairs(QUERIES, DOCS),
@@ -96,7 +96,7 @@ def test_mice_from_cross_encoder_copies_self_attention(hf, tok):
 def test_prettr_equals_reference(hf, tok, k):
     with torch.no_grad():
         expected = RefPreTTR(hf, join_layer=k).eval().score(tok, QUERIES, DOCS)
-    for kind, s in _ours(MiceModel(from_hf(hf, tok), f"prettr-l{k}")).items():
+    for kind, s in _ours(InteractionModel(from_hf(hf, tok), f"prettr-l{k}")).items():
         _close(s, expected, f"prettr-l{k} {kind}")
 
 
@@ -105,7 +105,7 @@ def test_prettr_equals_reference(hf, tok, k):
 def test_masks_equal_reference(hf, tok, step):
     with torch.no_grad():
         expected = RefMasked(hf, step).eval().score(tok, QUERIES, DOCS)
-    ours = _ours(MiceModel(from_hf(hf, tok), step))
+    ours = _ours(InteractionModel(from_hf(hf, tok), step))
     assert "reference" in ours
     for kind, s in ours.items():
         _close(s, expected, f"{step} {kind}")
@@ -113,7 +113,7 @@ def test_masks_equal_reference(hf, tok, step):
 
 def test_ce_equals_reference(hf, tok):
     expected = ref_cross_encoder_scores(hf, tok, QUERIES, DOCS)
-    for kind, s in _ours(MiceModel(from_hf(hf, tok), "ce")).items():
+    for kind, s in _ours(InteractionModel(from_hf(hf, tok), "ce")).items():
         _close(s, expected, f"ce {kind}")
 
 
@@ -124,7 +124,7 @@ def test_colbert_equals_reference(hf, tok, augment):
     bb.projection = torch.nn.Parameter(ref.projection_weight.detach().clone(),
                                        requires_grad=False)
     variant = "colbert" if augment else "colbert[qaug=0]"
-    model = MiceModel(bb, variant)
+    model = InteractionModel(bb, variant)
     assert "projection" not in model.random_init
     with torch.no_grad():
         expected = ref.score(tok, QUERIES, DOCS)
@@ -133,6 +133,6 @@ def test_colbert_equals_reference(hf, tok, augment):
 
 
 def test_colbert_without_projection_is_flagged(hf, tok):
-    model = MiceModel(from_hf(hf, tok), "colbert")
+    model = InteractionModel(from_hf(hf, tok), "colbert")
     assert "projection" in model.random_init
     assert model.executor("fast").flags["projection_random"] is True

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mice_bench.backbone import from_hf
-from mice_bench.model import MiceModel
+from mice_bench.model import InteractionModel
 from oracle.reference import RefMiceModernBert, bert_tokenizer, perturbed_modernbert_cls
 
 QUERIES = ["what is a cat", "how many legs does a spider have on average in the world",
@@ -56,7 +56,7 @@ def test_modernbert_mice_equals_reference(hf, tok, m, n, cross_first, cls_doc, q
     ref = RefMiceModernBert(hf, m, n, cross_attn_first=cross_first, mask_cls_to_doc=not cls_doc,
                             mask_query_to_cls=not qcls, perturb_cross_seed=7)
     variant = _variant(m, n, cross_first, cls_doc, qcls)
-    model = MiceModel.from_reference_mice(ref.state_dict(), config=hf.config, tokenizer=tok,
+    model = InteractionModel.from_reference_mice(ref.state_dict(), config=hf.config, tokenizer=tok,
                                           variant=variant)
     assert "cross_from_self" not in model.random_init
     assert model.backbone.family.name == "modernbert" and model.backbone.local_window is None
@@ -77,7 +77,7 @@ def test_modernbert_mice_from_cross_encoder_seeds_cross_from_wqkv(hf, tok):
     hf = perturbed_modernbert_cls(num_layers=8, pooling=hf.config.classifier_pooling, seed=4,
                                   local_attention=128)
     ref = RefMiceModernBert(hf, 4, 3)
-    model = MiceModel(from_hf(hf, tok), "mice-l4+3")
+    model = InteractionModel(from_hf(hf, tok), "mice-l4+3")
     assert model.random_init == ["cross_from_self"] and model.backbone.local_window == 64
     queries = EQ_QUERIES if hf.config.classifier_pooling == "mean" else QUERIES
     docs = DOCS
@@ -99,16 +99,16 @@ def test_reference_modernbert_checkpoint_directory(tok, tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
     hf.config.save_pretrained(str(d / "contextualization_layers"))
     tok.save_pretrained(str(d))
-    model = MiceModel.from_pretrained(d)
+    model = InteractionModel.from_pretrained(d)
     assert str(model.spec) == "mice-l2+3"
     expected = ref.score(tok, QUERIES, DOCS)
     got = model.executor().score_pairs(QUERIES, DOCS)
     _close(got, expected, "reference directory")
     # the checkpoint's sliding window instead of the reference's global attention
-    windowed = MiceModel.from_reference_mice(d, local_attention=True)
+    windowed = InteractionModel.from_reference_mice(d, local_attention=True)
     assert windowed.backbone.local_window == 4
     assert (windowed.executor().score_pairs(QUERIES, DOCS) - got).abs().max() > 1e-4
     # saved again in the Hugging Face layout, it keeps its semantics
     model.save_pretrained(tmp_path / "hf")
-    again = MiceModel.from_pretrained(tmp_path / "hf")
+    again = InteractionModel.from_pretrained(tmp_path / "hf")
     assert torch.allclose(again.executor().score_pairs(QUERIES, DOCS), got, atol=1e-6)

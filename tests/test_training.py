@@ -37,13 +37,13 @@ def tiny_model(variant: str = "ce", hidden: int = 64, layers: int = 3, heads: in
     from transformers import BertConfig
 
     from mice_bench.backbone import from_hf, packaged_tokenizer, random_hf_model
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
 
     cfg = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers,
                      num_attention_heads=heads, intermediate_size=2 * hidden,
                      max_position_embeddings=64, num_labels=1)
     bb = from_hf(random_hf_model(cfg, seed=seed), packaged_tokenizer(), name="tiny")
-    return MiceModel(bb, variant, query_max_tokens=8, doc_max_tokens=16)
+    return InteractionModel(bb, variant, query_max_tokens=8, doc_max_tokens=16)
 
 
 def synthetic(n_train: int = 200, n_val: int = 20, n_cand: int = 10, per_word: int = 15,
@@ -269,7 +269,7 @@ def test_tiny_model_learns_the_synthetic_task(tmp_path, one_thread, variant, ste
 def test_checkpoint_round_trip_identical_scores(tmp_path):
     from mice_bench.backbone import load_backbone
     from mice_bench.executors import make_executor
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
 
     data = synthetic(n_train=40, n_val=4)
     model = tiny_model("mice-l1+2", hidden=32)
@@ -281,7 +281,7 @@ def test_checkpoint_round_trip_identical_scores(tmp_path):
     qs = [data.val_queries[q] for q in data.val_candidates for _ in data.val_candidates[q]]
     ds = [data.texts[d] for q in data.val_candidates for d in data.val_candidates[q]]
     want = model.executor().score_pairs(qs, ds)
-    back = MiceModel.from_pretrained(tmp_path / "final")
+    back = InteractionModel.from_pretrained(tmp_path / "final")
     assert str(back.spec) == "mice-l1+2"
     assert torch.equal(back.executor().score_pairs(qs, ds), want)
     # what `effectiveness --model DIR --variants mice-l1+2` does
@@ -378,7 +378,7 @@ def test_cli_bad_input_exits_2_and_keeps_files(tmp_path, tiny_dir):
 
 def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path, tiny_dir):
     """Data-parallel over 2 CPU processes (Gloo) = 1 process with the same global batch; the
-    CLI output is a checkpoint `MiceModel.from_pretrained` reads with its variant."""
+    CLI output is a checkpoint `InteractionModel.from_pretrained` reads with its variant."""
     from safetensors.torch import load_file
 
     write_jsonl(tmp_path / "data.jsonl", n=40)
@@ -407,9 +407,9 @@ def test_torchrun_two_gloo_ranks_equal_one_process(tmp_path, tiny_dir):
     assert lb["world_size"] == 2 and la["world_size"] == 1
     for x, y in zip(la["curves"]["loss"], lb["curves"]["loss"]):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-4, abs=1e-5)
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
 
-    assert str(MiceModel.from_pretrained(tmp_path / "two").spec) == "colbert"
+    assert str(InteractionModel.from_pretrained(tmp_path / "two").spec) == "colbert"
 
 
 def test_paper_recipe_is_the_reference_yaml_and_stays_overridable():

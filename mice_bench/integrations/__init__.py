@@ -6,7 +6,7 @@
 * :mod:`~mice_bench.integrations.pyterrier`: PyTerrier transformers (re-ranker, document-state
   precomputation, BM25 first stage); needs the ``pyterrier`` extra.
 
-:func:`checkpoint_extras` is what :meth:`~mice_bench.model.MiceModel.save_pretrained` calls.
+:func:`checkpoint_extras` is what :meth:`~mice_bench.model.InteractionModel.save_pretrained` calls.
 """
 
 from __future__ import annotations

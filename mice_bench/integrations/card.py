@@ -1,6 +1,6 @@
 """Model cards: the ``README.md`` of a saved checkpoint, generated from what it records.
 
-The card is written by :meth:`~mice_bench.model.MiceModel.save_pretrained` and regenerated,
+The card is written by :meth:`~mice_bench.model.InteractionModel.save_pretrained` and regenerated,
 never edited by hand::
 
     python -m mice_bench.integrations.card CHECKPOINT_DIR [--results DIR ...]

@@ -1,7 +1,7 @@
 """Checkpoint files that other libraries read: sentence-transformers and PyLate.
 
 :func:`write_layouts` adds, to a checkpoint directory that
-:meth:`~mice_bench.model.MiceModel.save_pretrained` is writing, the files with which another
+:meth:`~mice_bench.model.InteractionModel.save_pretrained` is writing, the files with which another
 library loads the checkpoint as its own and scores as mice-bench does:
 
 * a plain cross-encoder (``ce``, or any joint-layout spec with full attention in every layer

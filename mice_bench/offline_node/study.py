@@ -79,9 +79,9 @@ def score_sets(model_dir: Path, device: str, sets: dict, batch: int, out_dir: Pa
     (unless ``limit_pairs``: a timing probe). Returns seconds and pairs per dataset."""
     import torch
 
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
 
-    model = MiceModel.from_pretrained(str(model_dir), device=device)
+    model = InteractionModel.from_pretrained(str(model_dir), device=device)
     model.eval()
     ex = model.executor("auto")
     stats = {}

@@ -398,7 +398,7 @@ def teacher_scores(data: TrainingData, teacher, teacher_name: str, cache_dir: Pa
                    batch_size: int = 64, progress: Callable[[int, int], None] | None = None
                    ) -> dict[str, dict[str, float]]:
     """Scores of every (training query, positive or negative) pair by ``teacher`` (a
-    :class:`~mice_bench.model.MiceModel`), computed once and cached on disk."""
+    :class:`~mice_bench.model.InteractionModel`), computed once and cached on disk."""
     from ..effectiveness.rerank import model_identity
     from ..results import atomic_write_json
 

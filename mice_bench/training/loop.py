@@ -5,7 +5,7 @@ one (:mod:`mice_bench.distributed`), loads the model, the teacher and the data, 
 :class:`~.trainer.Trainer` (the optimisation, validation, checkpoints and the output; see
 :mod:`.trainer`). Checkpoint files: :mod:`.state`.
 
-Files: ``<output>/`` (a :meth:`MiceModel.save_pretrained` checkpoint + ``training.json``),
+Files: ``<output>/`` (a :meth:`InteractionModel.save_pretrained` checkpoint + ``training.json``),
 ``<output>.train/`` (``checkpoint-<step>.pt``, ``best/``), and the JSON training log
 ``<log_dir>/<output name>.json`` (schema ``mice-bench/training``; ``log_dir`` defaults to the
 ad-hoc results folder, :func:`mice_bench.results.default_results_dir`).
@@ -33,9 +33,9 @@ _autocast_dtype = autocast_dtype
 def load_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
     """The model to train: ``cfg.model`` (hub id, path, mice-bench checkpoint, architecture
     name) as ``cfg.variant`` (UsageError/SpecError when it cannot hold it)."""
-    from ..model import MiceModel
+    from ..model import InteractionModel
 
-    model = MiceModel.from_pretrained(cfg.model, variant=cfg.variant, device=device,
+    model = InteractionModel.from_pretrained(cfg.model, variant=cfg.variant, device=device,
                                       seed=cfg.seed, query_max_tokens=cfg.query_max_tokens,
                                       doc_max_tokens=cfg.doc_max_tokens)
     model.dropout = cfg.dropout          # train-mode dropout (opt-in; --recipe paper sets it)
@@ -43,12 +43,12 @@ def load_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
 
 
 def load_teacher(cfg: TrainConfig, device: torch.device | str = "cpu"):
-    from ..model import MiceModel
+    from ..model import InteractionModel
 
     if cfg.teacher is None:
         return None
     try:
-        return MiceModel.from_pretrained(cfg.teacher, variant=cfg.teacher_variant,
+        return InteractionModel.from_pretrained(cfg.teacher, variant=cfg.teacher_variant,
                                          device=device, query_max_tokens=cfg.query_max_tokens,
                                          doc_max_tokens=cfg.doc_max_tokens)
     except UsageError as e:
@@ -114,7 +114,7 @@ def train(cfg: TrainConfig, reporter: TrainReporter | None = None, *, model=None
           data: TrainingData | None = None, teacher=None) -> TrainResult:
     """Train ``cfg.model`` as ``cfg.variant`` on ``cfg.data``; see :mod:`.trainer`.
 
-    ``model`` (a :class:`~mice_bench.model.MiceModel`) and ``data`` may be given directly
+    ``model`` (a :class:`~mice_bench.model.InteractionModel`) and ``data`` may be given directly
     (library use, tests); otherwise they are loaded from ``cfg``. Raises
     :class:`~mice_bench.errors.UsageError` on bad input before any expensive work where it
     can, and :class:`~.trainer.TrainingDiverged` when a loss, gradient or weight becomes

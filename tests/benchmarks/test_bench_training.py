@@ -23,10 +23,10 @@ B, G, QT, DT = 8, 4, 32, 128
 @lru_cache(maxsize=None)
 def _setup(variant: str):
     from mice_bench.latency.inputs import make_texts
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
     from mice_bench.training.losses import listwise_ce
 
-    model = MiceModel.from_pretrained("minilm-l6", variant=variant, query_max_tokens=QT,
+    model = InteractionModel.from_pretrained("minilm-l6", variant=variant, query_max_tokens=QT,
                                       doc_max_tokens=DT)
     model.requires_grad_(True)
     tok = model.backbone.tokenizer
