@@ -295,3 +295,16 @@ def test_log_file_is_named_by_the_one_slug_rule(tmp_path):
     assert res.log_path == tmp_path / "logs" / "my_run_seed_1.json" == \
         tmp_path / "logs" / f"{slug('my run [seed=1]')}.json"
     assert res.log_path.is_file()
+
+
+def test_a_teacher_that_scores_non_finite_is_refused_and_nothing_cached(tmp_path):
+    from mice_bench.training.data import teacher_scores
+
+    data = synthetic(n_train=6, n_val=0)
+    teacher = tiny_model("ce", hidden=32)
+    with torch.no_grad():
+        teacher.backbone.cls_w.fill_(float("inf"))      # every score is +-inf or NaN
+    with pytest.raises(UsageError, match=r"--teacher huge: \d+ of \d+ teacher scores are not "
+                                         "finite"):
+        teacher_scores(data, teacher, "huge", tmp_path / "cache", batch_size=16)
+    assert not list((tmp_path / "cache").rglob("*.json"))
