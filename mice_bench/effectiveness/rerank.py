@@ -245,8 +245,8 @@ class VariantScorer:
             emb = states.hidden[:, 0].float() if self.doc_pooled else None      # [N, H]
             pos = {d: i for i, d in enumerate(all_docs)}
             texts = None
-        else:
-            texts = self.coll.doc_texts(all_docs)
+        else:                              # joint scoring, or the reference executor
+            texts, emb = self.coll.doc_texts(all_docs), None
         t0 = time.perf_counter()
         with self.reporter.task(f"{self.coll.name} {self.variant}: score", npairs) as adv:
             for q, docs in pending.items():
