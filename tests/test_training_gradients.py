@@ -179,3 +179,26 @@ def test_learning_rates_follow_hugging_face_schedules(tmp_path, one_thread):
             sched.step()
         # step 0 of a warm-up has lr 0: AdamW is still called (the hook sees lr 0)
         assert rec.lrs == pytest.approx(want, abs=1e-12), (schedule, rec.lrs, want)
+
+
+def test_one_adamw_step_by_hand_decays_only_matrices(tmp_path, one_thread):
+    """The weights after one step against AdamW's first step written out: decoupled weight
+    decay ``p *= 1 - lr * wd`` on matrices only (not on biases or LayerNorm weights), then
+    ``p -= lr * g / (|g| + eps)`` (the bias-corrected moments of one step). A large eps makes
+    the update proportional to the gradient, so its scale shows too."""
+    data = synthetic(n_train=40, n_val=0)
+    want, _ = reference_gradient(data, 0, clip=0.0)
+    lr, wd, eps = 0.5, 0.1, 1.0
+    init = {n: p.detach().clone() for n, p in tiny_model("ce", hidden=32).named_parameters()}
+    model = tiny_model("ce", hidden=32)
+    train(_cfg(tmp_path, "adamw", grad_accum=2, grad_clip=0.0, lr=lr, weight_decay=wd,
+               adam_eps=eps), model=model, data=data)
+    got = dict(model.named_parameters())
+    for n, p0 in init.items():
+        if n not in want:                      # not used by the variant: left as it was
+            assert torch.equal(got[n], p0), n
+            continue
+        g = want[n]
+        expect = p0 * (1 - lr * wd) if p0.ndim >= 2 else p0.clone()
+        expect = expect - lr * g / (g.abs() + eps)
+        assert torch.allclose(got[n], expect, rtol=1e-5, atol=1e-6), n
