@@ -134,3 +134,28 @@ def test_other_formats_compress_an_existing_fp32_store_without_encoding(
     for v in ("colbert", "mice-l4+2"):
         a, b = run_scores(tmp_path, "r2", v), run_scores(tmp_path, "r2fresh", v)
         assert a.keys() == b.keys() and max(abs(a[k] - b[k]) for k in a) < 1e-4
+
+
+def test_fidelity_table_and_figure_from_real_result_files(tmp_path, fixture_data):
+    import shutil
+
+    from mice_bench.effectiveness.storage import fidelity_rows, fidelity_table, storage_rows
+    from mice_bench.report.storage_section import STEM, storage_figure
+
+    for store in ("fp32", "residual2"):
+        run_effectiveness(cfg(tmp_path, out=f"res/effectiveness/{store}", variants="colbert",
+                              doc_store=store))
+    rows = storage_rows(tmp_path / "res" / "effectiveness")
+    fr = {f["row"].store: f for f in fidelity_rows(rows)}
+    assert fr["fp32"]["diff"] is None and fr["fp32"]["fidelity"] is None
+    f = fr["residual2"]["fidelity"]
+    assert f["queries"] > 0 and -1 <= f["tau_mean"] <= 1 and 0 <= f["top10_overlap"] <= 1
+    assert fr["residual2"]["diff"]["queries"] > 0
+    # the tiny fixture's documents are MS MARCO passages (dl19): the size is computed
+    assert fr["residual2"]["ms_marco_gib"] > 0
+    table = fidelity_table(rows)
+    assert "| residual2 |" in table and "computed" in table
+    stem, caption = storage_figure(tmp_path / "res", tmp_path / "fig")
+    assert stem == STEM and (tmp_path / "fig" / f"{STEM}.png").stat().st_size > 0
+    shutil.rmtree(tmp_path / "res")
+    assert "no effectiveness result" in storage_figure(tmp_path / "res", tmp_path / "fig")

@@ -1,14 +1,19 @@
-"""Storage against effectiveness: bytes of stored document states per document vs nDCG@10.
+"""Storage against effectiveness: bytes of stored document states vs nDCG@10.
 
 Every result of a split-first variant records ``timing.doc_store`` (``store``: fp32 | fp16 |
-int8, ``content``: ``states`` (split-layer hidden states) or ``vectors`` (a late-interaction
-head's projected unit vectors, a ColBERT index; absent in older files: states),
-``bytes_per_doc``: bytes on disk of the document-state shards per document,
-``tokens_per_doc``). :func:`storage_rows` collects them from a results folder and
-:func:`storage_table` renders one Markdown table: a row per (model, variant, store), for each
-dataset nDCG@10 and KiB per document, plus the ratio to the same variant's fp32 store. The
-MICE paper does not measure this trade-off; ``colbert`` and ``mice-*`` are its subject, other
-split-first variants (``biencoder``, ``prettr-*[qlen=..]``) are shown when present.
+int8 | residual1 | residual2 | residual4, ``content``: ``states`` (split-layer hidden states),
+``vectors`` (a late-interaction head's unit vectors, a ColBERT index) or ``pooled`` (a
+bi-encoder's one vector per document; absent in older files: states), ``bytes_per_doc``:
+bytes on disk of the document-state shards per document, ``tokens_per_doc``,
+``bytes_per_token`` and, for residual stores, ``codec_bytes`` (the centroid table and bucket
+weights, once per store)). :func:`storage_rows` collects them from a results folder;
+:func:`storage_table` renders a row per (model, variant, store), for each dataset nDCG@10 and
+KiB per document with the ratio to the same variant's fp32 store; :func:`fidelity_table`
+compares every store with the fp32 store of the same variant and dataset (paired nDCG@10
+difference with its 95 % CI and t-test, Kendall tau, top-10 overlap, largest score error
+relative to the spread: :mod:`.fidelity`) and computes the size of an MS MARCO passage store;
+:func:`tradeoff_series` is the data of the nDCG@10-vs-bytes-per-token figure. The MICE paper
+does not measure this trade-off.
 """
 
 from __future__ import annotations
@@ -17,11 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..results import ResultFileError
+from .fidelity import ms_marco_bytes, paired_difference, score_fidelity
 from .result import EffectivenessResult
 
-__all__ = ["StorageRow", "storage_rows", "storage_table"]
+__all__ = ["StorageRow", "storage_rows", "storage_table", "fidelity_rows", "fidelity_table",
+           "tradeoff_series"]
 
-STORE_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+STORE_ORDER = {"fp32": 0, "fp16": 1, "int8": 2, "residual4": 3, "residual2": 4,
+               "residual1": 5}
+#: datasets whose documents are MS MARCO passages (their tokens per passage size MS MARCO)
+MS_MARCO_DATASETS = ("dl19", "dl20")
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,11 @@ class StorageRow:
     created: str
     file: str
     content: str = "states"
+    bytes_per_token: float | None = None
+    codec_bytes: float = 0.0
+    centroids: int | None = None
+    per_query: dict | None = None        # measure per query
+    run_path: str | None = None          # the TREC run (scores) next to the result file
 
 
 def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[StorageRow]:
@@ -52,13 +67,20 @@ def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[Stor
         ds = res.timing.get("doc_store") if isinstance(res.timing, dict) else None
         if not isinstance(ds, dict) or not ds.get("bytes_per_doc"):
             continue
+        bpt = ds.get("bytes_per_token")
+        if bpt is None and ds.get("tokens_per_doc"):
+            bpt = float(ds["bytes_per_doc"]) / float(ds["tokens_per_doc"])
         row = StorageRow(model=res.model_label or "", variant=res.variant,
                          store=str(ds.get("store", "?")), dataset=res.dataset_name,
                          first_stage=res.first_stage, ndcg10=res.aggregates.get(measure),
                          bytes_per_doc=float(ds["bytes_per_doc"]),
                          tokens_per_doc=ds.get("tokens_per_doc"), created=res.created,
                          file=p.relative_to(root).as_posix(),
-                         content=str(ds.get("content", "states")))
+                         content=str(ds.get("content", "states")),
+                         bytes_per_token=bpt, codec_bytes=float(ds.get("codec_bytes") or 0),
+                         centroids=ds.get("centroids"),
+                         per_query=res.per_query.get(measure),
+                         run_path=str(p.parent / res.run_file) if res.run_file else None)
         key = (row.model, row.variant, row.store, row.content, row.dataset, row.first_stage)
         if key not in best or row.created > best[key].created:
             best[key] = row
@@ -103,3 +125,108 @@ def storage_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | Non
               "of re-ranking with states read back from that store (scores are computed in "
               "fp32)."]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- fidelity
+def _ref_of(rows: list[StorageRow]) -> dict[tuple, StorageRow]:
+    return {(r.model, r.variant, r.content, r.dataset, r.first_stage): r
+            for r in rows if r.store == "fp32"}
+
+
+def _read_run(path: str | None):
+    from .firststage import read_trec_run
+
+    if path is None or not Path(path).exists():
+        return None
+    return read_trec_run(path)
+
+
+def fidelity_rows(rows: list[StorageRow], measure: str = "nDCG@10") -> list[dict]:
+    """Each row against the fp32 store of the same model, variant, content and dataset:
+    ``{"row", "diff" (paired_difference of the per-query measure), "fidelity"
+    (score_fidelity of the runs), "ms_marco_gib"}``; rows without an fp32 reference keep
+    None there. ``ms_marco_gib``: computed from the row's bytes per token and the mean
+    tokens per passage of the same variant's MS MARCO-passage datasets (DL19/DL20) rows."""
+    refs = _ref_of(rows)
+    runs: dict[str, object] = {}
+
+    def run(path):
+        if path not in runs:
+            runs[path] = _read_run(path)
+        return runs[path]
+
+    tok: dict[tuple, list[float]] = {}
+    for r in rows:
+        if r.dataset in MS_MARCO_DATASETS and r.tokens_per_doc:
+            tok.setdefault((r.model, r.variant, r.content), []).append(float(r.tokens_per_doc))
+    out = []
+    order = sorted(rows, key=lambda r: (r.model, r.variant, r.content, r.dataset, r.first_stage,
+                                        STORE_ORDER.get(r.store, 9), r.store))
+    for r in order:
+        ref = refs.get((r.model, r.variant, r.content, r.dataset, r.first_stage))
+        diff = fid = None
+        if ref is not None and ref is not r:
+            if ref.per_query is not None and r.per_query is not None:
+                diff = paired_difference(ref.per_query, r.per_query)
+            a, b = run(ref.run_path), run(r.run_path)
+            if a is not None and b is not None:
+                fid = score_fidelity(a, b)
+        t = tok.get((r.model, r.variant, r.content))
+        mm = None
+        if t and r.bytes_per_token:
+            mm = ms_marco_bytes(r.bytes_per_token, sum(t) / len(t), r.codec_bytes) / 2**30
+        out.append({"row": r, "diff": diff, "fidelity": fid, "ms_marco_gib": mm})
+    return out
+
+
+def _f(x, fmt: str = "{:.4f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | None:
+    """Markdown: one line per (model, variant, content, dataset, store); see
+    :func:`fidelity_rows`."""
+    if not rows:
+        return None
+    head = ["model", "variant", "content", "dataset", "store", measure, "Δ vs fp32 [95 % CI]",
+            "p (t-test)", "τ (mean / min)", "top-10 overlap", "max err / spread", "B/token",
+            "KiB/doc", "codec KiB (centroids)", "MS MARCO GiB (computed)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for fr in fidelity_rows(rows, measure):
+        r, d, f = fr["row"], fr["diff"], fr["fidelity"]
+        ci = "–" if d is None else (f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, "
+                                    f"{d['ci95'][1]:+.4f}]")
+        tau = "–" if f is None or f["tau_mean"] is None else \
+            f"{f['tau_mean']:.4f} / {f['tau_min']:.4f}"
+        codec = "–" if not r.codec_bytes else f"{r.codec_bytes / 1024:.1f} ({r.centroids})"
+        lines.append("| " + " | ".join([
+            r.model, r.variant, r.content, r.dataset, r.store, _f(r.ndcg10), ci,
+            "–" if d is None else f"{d['p']:.3g}", tau,
+            "–" if f is None else _f(f["top10_overlap"], "{:.3f}"),
+            "–" if f is None else _f(f["max_err_over_spread"], "{:.4f}"),
+            _f(r.bytes_per_token, "{:.1f}"), f"{r.bytes_per_doc / 1024:.1f}", codec,
+            _f(fr["ms_marco_gib"], "{:.1f}")]) + " |")
+    lines += ["", f"Every store against the fp32 store of the same model, variant and dataset "
+              f"(the same candidates): Δ: mean per-query difference of {measure} with its 95 % "
+              "confidence interval (Student's t) and the two-sided paired t-test; τ: Kendall's "
+              "tau-b of the candidates' scores per query (mean and smallest over queries); "
+              "top-10 overlap: share of the fp32 top 10 kept; max err / spread: the largest "
+              "score difference divided by that query's fp32 score range. B/token and KiB/doc: "
+              "shard bytes on disk (the codec file of a residual store, its centroid table, is "
+              "not in them: it is the codec KiB column, once per store). MS MARCO GiB is "
+              "computed, not measured: B/token × the mean tokens per passage of the same "
+              "variant on DL19/DL20 (MS MARCO passages) × 8,841,823 passages + the codec file."]
+    return "\n".join(lines) + "\n"
+
+
+def tradeoff_series(rows: list[StorageRow]) -> dict[str, list[tuple[float, float, str]]]:
+    """The figure's data: per ``"model variant (content) dataset"``, the points
+    ``(bytes per token, nDCG@10, store)`` sorted by bytes per token (rows without either
+    value are left out)."""
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for r in rows:
+        if r.bytes_per_token is None or r.ndcg10 is None:
+            continue
+        key = f"{r.model} {r.variant} ({r.content}) {r.dataset}"
+        out.setdefault(key, []).append((float(r.bytes_per_token), float(r.ndcg10), r.store))
+    return {k: sorted(v) for k, v in sorted(out.items())}

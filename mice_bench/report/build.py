@@ -103,6 +103,11 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
     tables += pub_tables
     tables += [t for _, t in study_tables]
     storage_md = _storage_table(results_dir)
+    if storage_md is not None:
+        from .storage_section import storage_figure
+
+        fig("effectiveness", "nDCG@10 against bytes per token of the document store",
+            lambda: storage_figure(results_dir, fig_dir))
     if records:
         fig("effectiveness", "nDCG@10 vs merge layer",
             lambda: es.merge_layer_figure(records, fig_dir, palette))
@@ -210,7 +215,7 @@ def _storage_table(results_dir: Path) -> str | None:
     folder = Path(results_dir) / "effectiveness"
     if not folder.is_dir():
         return None
-    from ..effectiveness.storage import storage_rows, storage_table
+    from ..effectiveness.storage import fidelity_table, storage_rows, storage_table
 
     rows = sorted(storage_rows(folder), key=lambda r: (r.model, r.variant, r.store, r.dataset,
                                                        r.first_stage, r.file))
@@ -219,7 +224,8 @@ def _storage_table(results_dir: Path) -> str | None:
     body = storage_table(rows)
     if body is None:
         return None
-    return (f"# {STORAGE_TITLE}\n\n" + body)
+    return (f"# {STORAGE_TITLE}\n\n" + body + "\n## Fidelity to the fp32 store\n\n"
+            + (fidelity_table(rows) or ""))
 
 
 def _study_tables(summaries, ablations_dir, es) -> list[tuple[str, Table]]:
@@ -289,8 +295,9 @@ def _readme(results_dir: Path, runs: list[RunInfo], records: list[EffRecord],
         L += [f"### {STORAGE_TITLE}", "",
               "Split-first variants (`colbert`, `mice-*`, ...) re-rank from stored document "
               "states (`colbert`: its 128-d head vectors, as a ColBERT index; MICE: its "
-              "layer-m states, which the interaction layers read); each row is one store "
-              "(`--doc-store fp32 | fp16 | int8`). The MICE "
+              "layer-m states, which the interaction layers read; `biencoder`: one pooled "
+              "vector per document); each row is one store (`--doc-store fp32 | fp16 | int8 | "
+              "residual1 | residual2 | residual4`). The MICE "
               f"paper does not measure this trade-off. Also in [tables/{STORAGE_TABLE}.md]"
               f"(tables/{STORAGE_TABLE}.md).", "",
               storage_md.split("\n", 2)[2].rstrip("\n"), ""]

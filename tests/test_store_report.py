@@ -1,0 +1,89 @@
+"""Storage report: fidelity figures against hand-computed values and independent libraries."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mice_bench.effectiveness.fidelity import (MS_MARCO_PASSAGES, ms_marco_bytes,
+                                               paired_difference, score_fidelity)
+from mice_bench.effectiveness.storage import StorageRow, tradeoff_series
+
+
+def naive_tau(a, b):
+    """Kendall's tau-a by counting pairs (no ties in these inputs: equals tau-b)."""
+    c = d = 0
+    for i, j in itertools.combinations(range(len(a)), 2):
+        s = (a[i] - a[j]) * (b[i] - b[j])
+        c += s > 0
+        d += s < 0
+    return (c - d) / (len(a) * (len(a) - 1) / 2)
+
+
+def test_score_fidelity_by_hand():
+    ref = {"q1": {"a": 3.0, "b": 2.0, "c": 1.0}, "q2": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 0.0}}
+    other = {"q1": {"a": 3.0, "b": 1.0, "c": 2.0}, "q2": {"a": 1.1, "b": 2.0, "c": 3.0, "d": 0.0},
+             "q3": {"x": 1.0, "y": 2.0}}
+    f = score_fidelity(ref, other, k=2)
+    # q1: pairs ab +, ac +, bc -  -> 1/3; q2: order kept -> 1
+    assert f["queries"] == 2
+    assert f["tau_mean"] == pytest.approx((1 / 3 + 1) / 2)
+    assert f["tau_min"] == pytest.approx(1 / 3)
+    assert f["tau_min"] == pytest.approx(naive_tau([3, 2, 1], [3, 1, 2]))
+    # top-2: q1 {a, b} vs {a, c} -> 1/2; q2 {c, b} vs {c, b} -> 1
+    assert f["top2_overlap"] == pytest.approx(0.75)
+    # q1: |2 - 1| / (3 - 1) = 0.5; q2: 0.1 / 3
+    assert f["max_err_over_spread"] == pytest.approx(0.5)
+
+
+def test_score_fidelity_tau_matches_pair_counting_on_random_scores():
+    g = np.random.default_rng(0)
+    a = g.normal(size=30)
+    b = a + g.normal(scale=0.5, size=30)
+    ref = {"q": {f"d{i}": float(x) for i, x in enumerate(a)}}
+    oth = {"q": {f"d{i}": float(x) for i, x in enumerate(b)}}
+    assert score_fidelity(ref, oth)["tau_mean"] == pytest.approx(naive_tau(a, b))
+
+
+def test_paired_difference_against_statsmodels_and_scipy():
+    from scipy.stats import ttest_rel
+    from statsmodels.stats.weightstats import DescrStatsW
+
+    g = np.random.default_rng(1)
+    ref = {f"q{i}": float(x) for i, x in enumerate(g.random(40))}
+    oth = {q: v + float(g.normal(scale=0.05)) - 0.01 for q, v in ref.items()}
+    oth["extra"] = 1.0                                      # only in one: ignored
+    d = paired_difference(ref, oth)
+    qs = sorted(ref)
+    diffs = np.array([oth[q] - ref[q] for q in qs])
+    assert d["queries"] == 40 and d["mean"] == pytest.approx(diffs.mean())
+    lo, hi = DescrStatsW(diffs).tconfint_mean(alpha=0.05)
+    assert d["ci95"] == pytest.approx([lo, hi])
+    assert d["p"] == pytest.approx(ttest_rel([oth[q] for q in qs], [ref[q] for q in qs]).pvalue)
+
+
+def test_paired_difference_of_identical_runs():
+    d = paired_difference({"a": 0.5, "b": 0.2}, {"a": 0.5, "b": 0.2})
+    assert d["mean"] == 0 and d["ci95"] == [0, 0] and d["p"] == 1.0
+
+
+def test_ms_marco_bytes_by_hand():
+    assert MS_MARCO_PASSAGES == 8_841_823
+    assert ms_marco_bytes(100.0, 70.0, codec_bytes=5.0) == 100 * 70 * 8_841_823 + 5
+
+
+def row(store, bpt, ndcg, dataset="dl19", variant="colbert"):
+    return StorageRow(model="m", variant=variant, store=store, dataset=dataset, first_stage="bm25",
+                      ndcg10=ndcg, bytes_per_doc=(bpt or 1) * 50, tokens_per_doc=50, created="",
+                      file="", content="vectors", bytes_per_token=bpt)
+
+
+def test_tradeoff_series_one_sorted_line_per_variant_and_dataset():
+    rows = [row("fp32", 1537.0, 0.70), row("residual2", 99.0, 0.69), row("fp16", 769.0, 0.70),
+            row("fp32", 1537.0, 0.30, dataset="nfcorpus"), row("int8", None, 0.5)]
+    s = tradeoff_series(rows)
+    assert list(s) == ["m colbert (vectors) dl19", "m colbert (vectors) nfcorpus"]
+    assert s["m colbert (vectors) dl19"] == [(99.0, 0.69, "residual2"), (769.0, 0.70, "fp16"),
+                                            (1537.0, 0.70, "fp32")]
