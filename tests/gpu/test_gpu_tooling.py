@@ -390,3 +390,30 @@ def test_node_env_prefers_what_the_folder_staged(tmp_path):
     assert env["MICE_NODE_SRC"] == str(folder / "src")
     assert env["MICE_NODE_TESTS"] == str(folder / "tests" / "test_gpu_checks.py")
     assert env["MICE_GPU_REHEARSAL"] == "1" and "MICE_GPU_BUDGET_S" not in env
+
+
+def test_the_node_side_imports_without_the_ir_libraries():
+    """A GPU node typically lacks ir_datasets, ir_measures, bm25s and PyStemmer: the command
+    line and every module the node run uses import in a fresh interpreter that cannot see
+    them."""
+    code = """
+import importlib.abc, sys
+BLOCKED = {"ir_datasets", "ir_measures", "bm25s", "Stemmer", "pyterrier", "onnx",
+           "onnxruntime", "faiss"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"blocked: {name}")
+sys.meta_path.insert(0, Block())
+import mice_bench.cli
+for m in ("node", "study", "summary", "formats"):
+    __import__("mice_bench.offline_node." + m)
+from typer.testing import CliRunner
+r = CliRunner().invoke(mice_bench.cli.app, ["offline-node", "run", "--help"])
+assert r.exit_code == 0, r.output
+print("ok", sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED))
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split() == ["ok", "[]"]
