@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import string
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -282,4 +282,4 @@ def _check_dense(dcfg: dict, where: Path) -> None:
                          "supported (mice-bench applies a bias-free linear projection)")
 
 
-__all__ = ["CheckpointSettings", "read_checkpoint_settings", "POOLING_MODES", "asdict"]
+__all__ = ["CheckpointSettings", "read_checkpoint_settings", "POOLING_MODES"]

@@ -25,8 +25,9 @@ app = typer.Typer(
 )
 
 
-# Each module exposes ``register(app)``; a module that is missing is simply skipped.
-_COMMAND_MODULES = (
+# Each module exposes ``register(app)``; every one ships with the package, so a missing one
+# is an installation fault and fails loudly.
+COMMAND_MODULES = (
     "mice_bench.commands_core",
     "mice_bench.latency.cli",
     "mice_bench.effectiveness.cli",
@@ -36,14 +37,8 @@ _COMMAND_MODULES = (
     "mice_bench.offline_node.cli",
     "mice_bench.export.cli",
 )
-for _mod in _COMMAND_MODULES:
-    try:
-        _m = importlib.import_module(_mod)
-    except ModuleNotFoundError as _e:  # not built yet
-        if _e.name and _mod.startswith(_e.name):
-            continue
-        raise
-    _m.register(app)
+for _mod in COMMAND_MODULES:
+    importlib.import_module(_mod).register(app)
 
 
 def main() -> None:  # console script entry point

@@ -47,3 +47,18 @@ def test_verify_fails_when_tolerance_is_impossible():
     r = runner.invoke(app, ["verify", "--model", "minilm-l6", "--pairs", "3",
                             "--variants", "colbert", "--tolerance", "-1"], terminal_width=200)
     assert r.exit_code == 1
+
+
+def test_a_missing_command_module_is_an_error(monkeypatch):
+    """Every command module ships with the package: one that cannot be imported stops the
+    command line instead of silently dropping its commands."""
+    import importlib
+    import sys
+
+    from mice_bench import cli
+
+    assert "mice_bench.report.cli" in cli.COMMAND_MODULES
+    monkeypatch.setitem(sys.modules, "mice_bench.report.cli", None)   # import fails
+    monkeypatch.delitem(sys.modules, "mice_bench.cli")
+    with pytest.raises(ImportError, match="mice_bench.report.cli"):
+        importlib.import_module("mice_bench.cli")

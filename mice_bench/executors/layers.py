@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..backbone import AttentionWeights, Backbone, LayerWeights
+from ..backbone import Backbone, LayerWeights
 from ..backbones.base import (dropout_p, dropout_rates, memo_get as _memo,  # noqa: F401
-                              split_heads as heads, train_dropout)
+                              train_dropout)
 from ..spec import SEG_INDEX, LayerSpec
 from .inputs import key_segments, row_segments
 
@@ -32,12 +32,6 @@ from .inputs import key_segments, row_segments
 def embed(bb: Backbone, input_ids, token_type_ids, position_ids) -> torch.Tensor:
     """Embeddings of the backbone's family: ``[B, T] -> [B, T, H]``."""
     return bb.family.embed(bb, input_ids, token_type_ids, position_ids)
-
-
-def project_kv(aw: AttentionWeights, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain keys and values of ``x [B, S, H]`` as ``[B, h, S, d]`` each (no norm, no
-    positions; the family hooks ``self_kv`` / ``cross_kv`` are what layers use)."""
-    return heads(F.linear(x, aw.wk, aw.bk), n), heads(F.linear(x, aw.wv, aw.bv), n)
 
 
 def doc_kv(bb: Backbone, lw: LayerWeights, ls: LayerSpec, states: torch.Tensor,

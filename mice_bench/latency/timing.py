@@ -28,12 +28,6 @@ from typing import Iterator
 import torch
 
 PHASES: tuple[str, ...] = ("tokenize", "doc_encode", "query_encode", "interaction")
-PHASE_LABELS = {
-    "tokenize": "tokenize",
-    "doc_encode": "document encode",
-    "query_encode": "query encode",
-    "interaction": "interaction + head",
-}
 
 _MB = 1024.0 * 1024.0
 

@@ -28,11 +28,6 @@ def new_figure(w: float = 6.4, h: float = 4.0, ncols: int = 1, nrows: int = 1):
     return fig, axes
 
 
-def apply_style(fig) -> None:
-    for ax in fig.axes:
-        ax.grid(True, which="major", alpha=0.3)
-
-
 def save(fig, out_dir: Path, stem: str) -> list[str]:
     """Write ``stem.png`` and ``stem.pdf`` without timestamps, each atomically (temp file in
     ``out_dir``, fsync, rename: :func:`mice_bench.results.atomic_file`); returns the
@@ -51,11 +46,6 @@ def save(fig, out_dir: Path, stem: str) -> list[str]:
     finally:
         plt.close(fig)
     return [f"{stem}.png", f"{stem}.pdf"]
-
-
-def caption_text(fig, text: str) -> None:
-    """A caption line under the axes (device + dtype live here and in README.md)."""
-    fig.text(0.01, -0.01, text, ha="left", va="top", fontsize=8, wrap=True, color="#333333")
 
 
 def plain_log_ticks(ax, axis: str = "y") -> None:
