@@ -5,19 +5,19 @@ load), ``mice-bench report`` (column order, abbreviations, ID/OOD groups) and th
 (``ablations/*.toml``). Names follow the seed paper (MICE, arXiv 2602.16299, Table 1):
 in-domain (``id``) MS MARCO dev small and TREC DL 2019/2020 (judged queries), out-of-domain
 (``ood``, group name ``beir``) the 13 BEIR test sets. ``irds:<id>`` reaches any other
-ir_datasets id (group ``other``, not averaged; resolved in
-:mod:`mice_bench.effectiveness.datasets`).
+ir_datasets id (group ``other``, not averaged; checked against ir_datasets' own registry,
+imported only then).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 from .errors import UsageError
 
 __all__ = ["DatasetInfo", "DATASETS", "GROUPS", "ABBREV", "PAPER_ORDER", "resolve_datasets",
-           "dataset_group", "dataset_order", "valid_names"]
+           "irds_info", "dataset_group", "dataset_order", "valid_names"]
 
 
 @dataclass(frozen=True)
@@ -82,10 +82,19 @@ def valid_names() -> str:
             + "; or irds:<ir_datasets id>")
 
 
-def resolve_datasets(names: str | Sequence[str],
-                     irds: Callable[[str], DatasetInfo] | None = None) -> list[DatasetInfo]:
-    """Expand names / groups (a list, or the command line's comma-separated text) into
-    datasets (order kept, no duplicates).
+def irds_info(irds_id: str) -> DatasetInfo:
+    """The dataset ``irds:<irds_id>``: any id of ir_datasets' registry (group ``other``)."""
+    import ir_datasets
+
+    if irds_id not in ir_datasets.registry:
+        raise UsageError(f"unknown ir_datasets id {irds_id!r} (see https://ir-datasets.com)")
+    return DatasetInfo(irds_id.replace("/", "_"), irds_id, "other",
+                       ignore_identical_ids=irds_id.startswith("beir/"))
+
+
+def resolve_datasets(names: str | Sequence[str]) -> list[DatasetInfo]:
+    """Expand names / groups / ``irds:<id>`` (a list, or the command line's comma-separated
+    text) into datasets (order kept, no duplicates).
 
     >>> [d.irds_id for d in resolve_datasets(["dl19", "scifact"])]
     ['msmarco-passage/trec-dl-2019/judged', 'beir/scifact/test']
@@ -98,10 +107,7 @@ def resolve_datasets(names: str | Sequence[str],
         if not raw:
             continue
         if raw.startswith("irds:"):
-            if irds is None:
-                raise UsageError(f"{raw}: ir_datasets ids are resolved by the effectiveness "
-                                 "command")
-            infos = [irds(raw[5:])]
+            infos = [irds_info(raw[5:])]
         else:
             key = _ALIASES.get(raw.lower(), raw.lower())
             if key in GROUPS:

@@ -140,6 +140,16 @@ def test_irds_prefix():
         eds.resolve_datasets("irds:no/such/dataset")
 
 
+def test_one_dataset_resolver_for_every_command():
+    """The registry's resolver reads ``irds:<id>`` too (study files, training data and the
+    effectiveness command spell datasets alike)."""
+    import mice_bench.datasets as registry
+
+    assert eds.resolve_datasets is registry.resolve_datasets
+    (d,) = registry.resolve_datasets(["irds:beir/scifact/test"])
+    assert (d.name, d.group, d.ignore_identical_ids) == ("beir_scifact_test", "other", True)
+
+
 def test_offline_guard_names_id_file_and_staging(tmp_path, monkeypatch):
     """A download that would be needed raises before any network access."""
     from ir_datasets.util.download import Download, RequestsDownload

@@ -26,23 +26,9 @@ __all__ = [
 ]
 
 
-from ..datasets import DATASETS, GROUPS, DatasetInfo, valid_names  # noqa: F401
-from ..datasets import resolve_datasets as _resolve
-
-
-def resolve_datasets(names: str | list[str]) -> list[DatasetInfo]:
-    """:func:`mice_bench.datasets.resolve_datasets`, with ``irds:<id>`` resolved."""
-    return _resolve(names, irds=_irds_info)
-
-
-def _irds_info(irds_id: str) -> DatasetInfo:
-    import ir_datasets
-
-    if irds_id not in ir_datasets.registry:
-        raise UsageError(f"unknown ir_datasets id {irds_id!r} (see https://ir-datasets.com)")
-    name = irds_id.replace("/", "_")
-    return DatasetInfo(name, irds_id, "other",
-                       ignore_identical_ids=irds_id.startswith("beir/"))
+# the registry's names, re-exported for the loaders' callers (one resolver: the registry's)
+from ..datasets import (DATASETS, GROUPS, DatasetInfo, resolve_datasets,  # noqa: F401
+                        valid_names)
 
 
 # --------------------------------------------------------------------------- offline guard
