@@ -160,7 +160,7 @@ def fidelity_rows(rows: list[StorageRow], measure: str = "nDCG@10") -> list[dict
         if r.dataset in MS_MARCO_DATASETS and r.tokens_per_doc:
             tok.setdefault((r.model, r.variant, r.content), []).append(float(r.tokens_per_doc))
     out = []
-    order = sorted(rows, key=lambda r: (r.model, r.variant, r.content, r.dataset, r.first_stage,
+    order = sorted(rows, key=lambda r: (r.dataset, r.first_stage, r.model, r.variant, r.content,
                                         STORE_ORDER.get(r.store, 9), r.store))
     for r in order:
         ref = refs.get((r.model, r.variant, r.content, r.dataset, r.first_stage))
@@ -184,11 +184,11 @@ def _f(x, fmt: str = "{:.4f}") -> str:
 
 
 def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | None:
-    """Markdown: one line per (model, variant, content, dataset, store); see
+    """Markdown: one line per (dataset, model, variant, content, store); see
     :func:`fidelity_rows`."""
     if not rows:
         return None
-    head = ["model", "variant", "content", "dataset", "store", measure, "Δ vs fp32 [95 % CI]",
+    head = ["dataset", "model", "variant", "content", "store", measure, "Δ vs fp32 [95 % CI]",
             "p (t-test)", "τ (mean / min)", "top-10 overlap", "max err / spread", "B/token",
             "KiB/doc", "codec KiB (centroids)", "MS MARCO GiB (computed)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -200,7 +200,7 @@ def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | No
             f"{f['tau_mean']:.4f} / {f['tau_min']:.4f}"
         codec = "–" if not r.codec_bytes else f"{r.codec_bytes / 1024:.1f} ({r.centroids})"
         lines.append("| " + " | ".join([
-            r.model, r.variant, r.content, r.dataset, r.store, _f(r.ndcg10), ci,
+            r.dataset, r.model, r.variant, r.content, r.store, _f(r.ndcg10), ci,
             "–" if d is None else f"{d['p']:.3g}", tau,
             "–" if f is None else _f(f["top10_overlap"], "{:.3f}"),
             "–" if f is None else _f(f["max_err_over_spread"], "{:.4f}"),
