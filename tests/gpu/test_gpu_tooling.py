@@ -313,7 +313,7 @@ STAGED_DEFAULT_MIB = 41.5
 def test_tracked_tree_leaves_room_for_the_staged_folder():
     """Maintainers' check (``pytest -m maintainer``): a transfer that sends this checkout
     beside ``gpu-carry/`` (``stage --no-source --count-checkout``) stays within the default
-    ``--max-mib``; the committed results once grew past it (plain TREC runs)."""
+    ``--max-mib`` (large committed results, e.g. plain TREC runs, would break it)."""
     from mice_bench.offline_node.stage import DEFAULT_MAX_MIB
 
     try:
