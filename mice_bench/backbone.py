@@ -40,10 +40,18 @@ from .errors import UsageError
 __all__ = ["ARCH_ONLY", "AttentionWeights", "Backbone", "LayerWeights", "load_backbone",
            "from_hf", "random_hf_model", "arch_config", "packaged_tokenizer",
            "dtype_from_name", "dtype_name", "hub_offline_reason", "check_hub_model",
-           "check_tokenizer"]
+           "check_tokenizer", "LOCAL_ATTENTION", "DEFAULT_LOCAL_ATTENTION",
+           "local_attention_mode", "apply_local_attention"]
 
 #: architecture name -> shipped config (random weights)
 ARCH_ONLY = ARCH_CONFIGS
+#: how ModernBERT's local layers attend: ``window`` = the checkpoint's sliding window (what
+#: Hugging Face runs under every attention implementation and flash attention applies, and
+#: what the model was pretrained with); ``global`` = every position, as the MICE reference's
+#: eager attention runs them (it passes one key-padding mask to every layer). One default for
+#: every way of loading (hub ids, local directories, the reference's layout, architectures)
+LOCAL_ATTENTION = ("window", "global")
+DEFAULT_LOCAL_ATTENTION = "window"
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
@@ -55,6 +63,25 @@ def dtype_from_name(name: str | torch.dtype) -> torch.dtype:
         return DTYPES[name]
     except KeyError:
         raise UsageError(f"unknown dtype {name!r}; valid: fp32, fp16, bf16") from None
+
+
+def local_attention_mode(value: str | bool | None, option: str = "local_attention") -> str:
+    """``window`` | ``global`` (None: the default; True / False: window / global)."""
+    if value is None:
+        return DEFAULT_LOCAL_ATTENTION
+    if isinstance(value, bool):
+        return "window" if value else "global"
+    if value not in LOCAL_ATTENTION:
+        raise UsageError(f"unknown {option} {value!r}; valid: {', '.join(LOCAL_ATTENTION)}")
+    return value
+
+
+def apply_local_attention(bb: Backbone, mode: str | bool | None) -> Backbone:
+    """Make the local layers of ``bb`` attend as ``mode`` says (in place; see
+    :data:`LOCAL_ATTENTION`). ``window`` keeps the window the checkpoint was read with."""
+    if local_attention_mode(mode) == "global":
+        bb.local_window = None
+    return bb
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -119,21 +146,24 @@ def random_hf_model(config_or_name: Any, seed: int = 0):
 
 def load_backbone(name: str, device: str | torch.device = "cpu",
                   dtype: torch.dtype | str = torch.float32, seed: int = 0,
-                  num_labels: int | None = None) -> Backbone:
+                  num_labels: int | None = None,
+                  local_attention: str | bool | None = None) -> Backbone:
     """Load weights by architecture name, HF hub id or local path (see module docstring).
 
     A local directory is checked first (:func:`~mice_bench.backbones.files.check_model_dir`:
     config, complete weights, a tokenizer) and any failure inside it is one
     :class:`UsageError` naming the directory; a hub id that is not cached while the hub cannot
-    be reached (``HF_HUB_OFFLINE``, no network) is refused at once."""
+    be reached (``HF_HUB_OFFLINE``, no network) is refused at once. ``local_attention``:
+    how ModernBERT's local layers attend (:data:`LOCAL_ATTENTION`, default ``window``)."""
     from .backbones import FAMILIES
 
     dtype = dtype_from_name(dtype)
+    mode = local_attention_mode(local_attention)
     if name in ARCH_ONLY:
         model = random_hf_model(name, seed=seed)
         bb = from_hf(model, packaged_tokenizer(), name=name)
         bb.random_weights = True
-        return bb.to(device=device, dtype=dtype)
+        return apply_local_attention(bb, mode).to(device=device, dtype=dtype)
     try:
         from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
     except ImportError as e:  # pragma: no cover
@@ -193,7 +223,7 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
     _load_colbert_projection(bb, local if is_local else None)
     if is_local:
         _load_extra_weights(bb, local)
-    return bb.to(device=device, dtype=dtype)
+    return apply_local_attention(bb, mode).to(device=device, dtype=dtype)
 
 
 def check_tokenizer(tok, name: str, vocab_size: int | None = None) -> None:

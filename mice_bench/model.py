@@ -36,7 +36,8 @@ from typing import Any
 
 import torch
 
-from .backbone import AttentionWeights, Backbone, from_hf, load_backbone
+from .backbone import (AttentionWeights, Backbone, apply_local_attention, from_hf, load_backbone,
+                       local_attention_mode)
 from .errors import UsageError
 from .executors import Executor, make_executor
 from .spec import InteractionSpec, parse
@@ -196,7 +197,8 @@ class InteractionModel(torch.nn.Module):
     def from_pretrained(cls, model: str | Path, variant: str | InteractionSpec | None = None,
                         device: str | torch.device = "cpu", dtype: Any = torch.float32,
                         query_max_tokens: int | None = None,
-                        doc_max_tokens: int | None = None, seed: int = 0) -> "InteractionModel":
+                        doc_max_tokens: int | None = None, seed: int = 0,
+                        local_attention: str | bool | None = None) -> "InteractionModel":
         """Load a checkpoint: a mice-bench one (its stored variant is the default), a Hugging
         Face one (``variant`` defaults to ``ce``), a MICE reference one, or an architecture
         name with random weights (``minilm-l12``)."""
@@ -206,13 +208,14 @@ class InteractionModel(torch.nn.Module):
             main = path / "model.safetensors"
             if main.exists() and _is_reference_mice(main):
                 return cls.from_reference_mice(path, variant=variant, device=device,
-                                               dtype=dtype)
+                                               dtype=dtype, local_attention=local_attention)
             if (path / META_FILE).exists():
                 try:
                     meta = json.loads((path / META_FILE).read_text())
                 except (OSError, ValueError) as e:
                     raise UsageError(f"{path / META_FILE} is not readable JSON: {e}") from None
-        bb = load_backbone(str(model), device=device, dtype=dtype, seed=seed)
+        bb = load_backbone(str(model), device=device, dtype=dtype, seed=seed,
+                           local_attention=local_attention_mode(local_attention))
         if meta.get("checkpoint_settings") and (bb.checkpoint.empty or
                                                 bb.checkpoint.kind in ("hf", "cross-encoder")):
             from .checkpoints import CheckpointSettings
@@ -235,7 +238,8 @@ class InteractionModel(torch.nn.Module):
     def from_reference_mice(cls, source: str | Path | dict, config: Any = None,
                             tokenizer: Any = None, variant: str | None = None,
                             device: str | torch.device = "cpu",
-                            dtype: Any = torch.float32, local_attention: bool = False,
+                            dtype: Any = torch.float32,
+                            local_attention: str | bool | None = None,
                             pooling: str | None = None) -> "InteractionModel":
         """Build from the MICE reference code's state-dict layout (a directory with its
         ``model.safetensors`` and config, or an in-memory state dict with ``config`` and
@@ -248,8 +252,11 @@ class InteractionModel(torch.nn.Module):
         {attn_norm,attn,crossattention.{q,k,v}_proj,crossattention.Wo,mlp_norm,mlp}.*``,
         ``final_norm.*``, ``head.*``, ``classifier.*``). ModernBERT: the reference passes one
         key-padding mask to every layer, so with its (eager / SDPA) attention the local layers
-        attend globally; that is the default here (``local_attention=False``; True applies
-        the checkpoint's sliding window as Hugging Face's ModernBERT does). ``pooling``
+        attend globally, while flash attention (and Hugging Face's ModernBERT under every
+        implementation) applies the checkpoint's sliding window. ``local_attention``:
+        ``window`` (default, as for every other way of loading, see
+        :data:`mice_bench.backbone.LOCAL_ATTENTION`) or ``global`` (the reference's eager
+        runs; True / False read as window / global). ``pooling``
         overrides the config's ``classifier_pooling`` (the reference's ``pooling_method``).
         """
         from transformers import AutoConfig, AutoTokenizer
@@ -290,8 +297,7 @@ class InteractionModel(torch.nn.Module):
         model_type = getattr(config, "model_type", "bert")
         if model_type == "modernbert" or "embeddings.tok_embeddings.weight" in sd:
             bb, cross = _reference_modernbert(sd, config, tokenizer, m, n, name)
-            if not local_attention:
-                bb.local_window = None
+            apply_local_attention(bb, local_attention)
             if pooling is not None:
                 bb.pooling = pooling
         elif model_type == "bert":

@@ -57,7 +57,7 @@ def test_modernbert_mice_equals_reference(hf, tok, m, n, cross_first, cls_doc, q
                             mask_query_to_cls=not qcls, perturb_cross_seed=7)
     variant = _variant(m, n, cross_first, cls_doc, qcls)
     model = InteractionModel.from_reference_mice(ref.state_dict(), config=hf.config, tokenizer=tok,
-                                          variant=variant)
+                                          variant=variant, local_attention="global")
     assert "cross_from_self" not in model.random_init
     assert model.backbone.family.name == "modernbert" and model.backbone.local_window is None
     mean = hf.config.classifier_pooling == "mean"
@@ -99,13 +99,13 @@ def test_reference_modernbert_checkpoint_directory(tok, tmp_path):
     save_file({k: v.contiguous() for k, v in sd.items()}, str(d / "model.safetensors"))
     hf.config.save_pretrained(str(d / "contextualization_layers"))
     tok.save_pretrained(str(d))
-    model = InteractionModel.from_pretrained(d)
+    model = InteractionModel.from_pretrained(d, local_attention="global")
     assert str(model.spec) == "mice-l2+3"
     expected = ref.score(tok, QUERIES, DOCS)
     got = model.executor().score_pairs(QUERIES, DOCS)
     _close(got, expected, "reference directory")
     # the checkpoint's sliding window instead of the reference's global attention
-    windowed = InteractionModel.from_reference_mice(d, local_attention=True)
+    windowed = InteractionModel.from_reference_mice(d)     # the default: the window
     assert windowed.backbone.local_window == 4
     assert (windowed.executor().score_pairs(QUERIES, DOCS) - got).abs().max() > 1e-4
     # saved again in the Hugging Face layout, it keeps its semantics

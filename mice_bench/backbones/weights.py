@@ -143,6 +143,17 @@ class Backbone(torch.nn.Module):
         names = getattr(self.tokenizer, "model_input_names", None)
         return names is None or "token_type_ids" in names
 
+    @property
+    def local_attention(self) -> str | None:
+        """How the local layers (ModernBERT) attend: ``window`` (the checkpoint's sliding
+        window, as Hugging Face and flash attention run them), ``global`` (every position, as
+        the MICE reference's eager attention runs them), None without local layers."""
+        if not any(lw.local for lw in self.layers):
+            return None
+        if self.local_window is None or self.local_window >= self.max_positions - 1:
+            return "global"
+        return "window"
+
     def describe(self) -> str:
         s = f"{self.name} ({self.family.name}, {self.num_layers} layers, hidden " \
             f"{self.hidden_size})"
@@ -150,8 +161,7 @@ class Backbone(torch.nn.Module):
             s += " [random weights]"
         elif self.classifier_random:
             s += " [seeded random classifier head]"
-        if self.family.name == "modernbert" and self.local_window is None and \
-                any(lw.local for lw in self.layers):
+        if self.local_attention == "global":
             s += " [local layers attend globally, as the MICE reference runs]"
         return s
 

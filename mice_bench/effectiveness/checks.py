@@ -48,6 +48,11 @@ def preflight(cfg, plan) -> None:
 
     if unavailable(store):
         raise UsageError(unavailable(store))
+    from ..backbone import LOCAL_ATTENTION
+
+    if getattr(cfg, "local_attention", "window") not in LOCAL_ATTENTION:
+        raise UsageError(f"unknown --local-attention {cfg.local_attention!r}; valid: "
+                         f"{', '.join(LOCAL_ATTENTION)}")
     name = str(cfg.summary_name)
     if not name or "/" in name or os.sep in name or name in (".", ".."):
         raise UsageError(f"--summary-name {name!r} must be a plain file name (no folder)")

@@ -115,6 +115,11 @@ class VariantScorer:
                      if str(v).startswith("checkpoint")}
         if from_ckpt:
             self.score_key["checkpoint_settings"] = from_ckpt
+        # ModernBERT's local layers attending globally score otherwise (window: no key, as
+        # every run before the setting existed)
+        global_local = getattr(ex.backbone, "local_attention", None) == "global"
+        if global_local:
+            self.score_key["local_attention"] = "global"
         self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                            / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
         self.doc_cache: DocStateStore | None = None
@@ -137,6 +142,8 @@ class VariantScorer:
                 dkey["content"] = self.score_key["doc_content"] = content
             if from_ckpt:
                 dkey["checkpoint_settings"] = from_ckpt
+            if global_local:
+                dkey["local_attention"] = "global"
             self.score_key["doc_store"] = settings.doc_store
             self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                                / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")

@@ -459,8 +459,12 @@ class RefMiceModernBert(nn.Module):
 
     def __init__(self, hf_cls_model, m, n, cross_attn_first=True, mask_cls_to_doc=False,
                  mask_query_to_cls=True, pooling_method=None, perturb_cross_seed=None,
-                 max_query_length=512, max_doc_length=512):
+                 max_query_length=512, max_doc_length=512, local_window=False):
         super().__init__()
+        #: True: the local layers' self-attention sees only keys within
+        #: ``local_attention // 2`` positions (what flash attention applies to the same code);
+        #: False: the reference's eager attention, every key
+        self.local_window = local_window
         from transformers.models.modernbert.modeling_modernbert import (
             ModernBertEncoderLayer, ModernBertRotaryEmbedding)
 
@@ -513,12 +517,24 @@ class RefMiceModernBert(nn.Module):
         pos = torch.arange(s).unsqueeze(0).expand(b, s)
         return {lt: self.rotary_emb(x, pos, layer_type=lt) for lt in set(self.cfg.layer_types)}
 
+    def _windowed(self, additive, attention_type):
+        """``additive [B, 1, T, S]`` with keys farther than the window masked out in a local
+        layer (positions from 0 in each part, as the reference counts them)."""
+        if not self.local_window or attention_type != "sliding_attention":
+            return additive
+        k = additive.shape[-1]
+        t = k if additive.shape[-2] == 1 else additive.shape[-2]   # a key-padding mask
+        far = (torch.arange(t)[:, None] - torch.arange(k)[None, :]).abs() > \
+            self.cfg.local_attention // 2
+        return additive.masked_fill(far, torch.finfo(additive.dtype).min)
+
     def _encode(self, ids, mask):  # encode_queries / encode_documents
         x = self.embeddings(ids)
         ext = _ext_mask(mask, torch.float32)
         pe = self._pos_embeds(x, mask)
         for layer in self.bottom_layers:
-            x = layer(x, ext, position_embeddings=pe[layer.attention_type])
+            x = layer(x, self._windowed(ext, layer.attention_type),
+                      position_embeddings=pe[layer.attention_type])
         return x
 
     def self_attention_mask(self, mask, dtype):  # get_self_attention_mask
@@ -543,18 +559,19 @@ class RefMiceModernBert(nn.Module):
         last = len(self.top_layers) - 1
         for i, layer in enumerate(self.top_layers):
             p = pe[layer.attention_type]
+            q_self_l = self._windowed(q_self, layer.attention_type)
             if self.cross_attn_first:  # forward_inverted_transformer
-                q = layer.self_res(layer.cross_res(q, d, cross), q_self, p)
+                q = layer.self_res(layer.cross_res(q, d, cross), q_self_l, p)
                 if i == last and self.pm == "cls":
                     q = q[:, 0:1]
                 q = layer.mlp_res(q)
             elif i == last and self.pm == "cls":  # forward_vanilla_transformer, last layer
-                q = layer.self_res(q, q_self, p)[:, 0:1]
+                q = layer.self_res(q, q_self_l, p)[:, 0:1]
                 if not self.mask_cls_to_doc:
                     q = layer.cross_res(q, d, cross[:, :, 0:1])
                 q = layer.mlp_res(q)
             else:
-                q = layer(q, q_self, d, cross, p)
+                q = layer(q, q_self_l, d, cross, p)
         q = self.final_norm(q)
         pooled = q[:, 0] if self.pm == "cls" else q.mean(dim=1)
         return self.classifier(self.head(pooled)).squeeze(-1)
