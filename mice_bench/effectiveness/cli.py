@@ -142,6 +142,11 @@ def register(app: typer.Typer) -> None:
         gzip_runs: bool = typer.Option(
             True, "--gzip-runs/--no-gzip-runs",
             help="write each TREC run as <variant>.trec.gz (ir_measures reads it) or plain"),
+        local_attention: str = typer.Option(
+            "window", "--local-attention",
+            help="ModernBERT's local layers: window (the checkpoint's sliding window, as "
+                 "Hugging Face and flash attention run it) | global (every position, as the "
+                 "MICE reference's eager attention runs it)"),
         format_: str = typer.Option("table", "--format", help="table | json"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
@@ -160,7 +165,8 @@ def register(app: typer.Typer) -> None:
             executor=executor, query_max_tokens=query_max_tokens, doc_max_tokens=doc_max_tokens,
             limit_queries=limit_queries, seed=seed, cache_dir=cache_dir,
             **({"output_dir": output_dir} if output_dir else {}),
-            summary_name=summary_name, doc_store=doc_store, gzip_runs=gzip_runs)
+            summary_name=summary_name, doc_store=doc_store, gzip_runs=gzip_runs,
+            local_attention=local_attention)
         try:
             summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))
         except KeyboardInterrupt:

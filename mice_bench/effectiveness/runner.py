@@ -98,6 +98,8 @@ class EffectivenessConfig:
     summary_name: str = "summary"
     doc_store: str = "fp16"          # fp16 | fp32 | int8 | residual1|2|4 (see store.py)
     gzip_runs: bool = True           # TREC runs as <variant>.trec.gz (about 5x smaller)
+    # ModernBERT's local layers: window (the checkpoint's, as Hugging Face runs them) | global
+    local_attention: str = "window"
 
     def __post_init__(self) -> None:
         for name in _LISTS:
@@ -320,6 +322,7 @@ def _cfg_block(cfg: EffectivenessConfig, plan: Plan, coll: Collection, variant: 
         "limit_queries": cfg.limit_queries, "seed": cfg.seed,
         "doc_store": getattr(cfg, "doc_store", None),
         "beyond_depth": measures_beyond_depth(plan.measures, cfg.depth),
+        "local_attention": cfg.local_attention,
     }
 
 
@@ -444,7 +447,8 @@ def _load_model(load_backbone, name: str, cfg):
     from ..errors import USER_ERRORS
 
     try:
-        return load_backbone(name, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+        return load_backbone(name, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed,
+                             local_attention=cfg.local_attention)
     except USER_ERRORS:
         raise
     except Exception as e:  # noqa: BLE001 - transformers/safetensors raise many kinds
@@ -488,6 +492,7 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
         model_info = {"label": label, "name": name, "describe": bb.describe(),
                       "revision": model_revision(name, bb, cfg.seed),
                       "random_weights": bb.random_weights, "num_layers": bb.num_layers,
+                      "local_attention": bb.local_attention,
                       "hidden_size": bb.hidden_size}
         from ..model import checkpoint_provenance
 
