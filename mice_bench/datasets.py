@@ -11,13 +11,39 @@ imported only then).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from .errors import UsageError
 
+#: the variable that names the offline data folder (collections, candidate runs, staging)
+SHARED_DATA_ENV = "MICE_BENCH_SHARED_DATA"
+
+
+def shared_data_path() -> str:
+    """The offline data folder as study files spell it: ``$MICE_BENCH_SHARED_DATA``, else
+    ``../shared/data`` (kept relative, so the commands a study records stay portable)."""
+    return os.environ.get(SHARED_DATA_ENV, "../shared/data").rstrip("/")
+
+
+def shared_data_dir() -> Path | None:
+    """The offline data folder on this machine: ``$MICE_BENCH_SHARED_DATA``, else
+    ``shared/data`` beside the repository, else :func:`shared_data_path` from the current
+    directory; the first that holds ``stage-ir-datasets.sh`` (None: none does)."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    cands = [Path(env)] if env else []
+    cands.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+    cands.append(Path(shared_data_path()).resolve())
+    for c in cands:
+        if (c / "stage-ir-datasets.sh").exists():
+            return c
+    return None
+
 __all__ = ["DatasetInfo", "DATASETS", "GROUPS", "ABBREV", "PAPER_ORDER", "resolve_datasets",
-           "irds_info", "dataset_group", "dataset_order", "valid_names"]
+           "irds_info", "dataset_group", "dataset_order", "valid_names", "shared_data_dir",
+           "shared_data_path", "SHARED_DATA_ENV"]
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,24 @@ def default_results_dir(kind: str) -> Path:
     return root / kind
 
 
+#: the variable that moves every cache of mice-bench (default ``$XDG_CACHE_HOME/mice-bench``)
+CACHE_ENV = "MICE_BENCH_CACHE"
+#: what lives under the cache root: effectiveness caches (document states, scores, BM25
+#: indexes), the training command's teacher scores, training studies' checkpoints
+CACHE_KINDS = ("effectiveness", "training", "runs")
+
+
+def cache_dir(kind: str) -> Path:
+    """Where mice-bench keeps what it can compute again: ``$MICE_BENCH_CACHE/<kind>`` if the
+    variable is set, else ``$XDG_CACHE_HOME/mice-bench/<kind>`` (``~/.cache/mice-bench``)."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; valid: {', '.join(CACHE_KINDS)}")
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env) / kind
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mice-bench" / kind
+
+
 def fsync_dir(folder: Path) -> None:
     """Make a rename durable (best effort: not every platform can open a folder)."""
     try:

@@ -62,24 +62,18 @@ override keys per size (``mice-bench run STUDY --size NAME``)::
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .datasets import shared_data_path
 from .errors import UsageError
 from .naming import slug
 
 #: the placeholder a study file may use in its paths
 SHARED_DATA_PLACEHOLDER = "{shared_data}"
-
-
-def shared_data_path() -> str:
-    """What ``{shared_data}`` in a study's paths stands for: ``$MICE_BENCH_SHARED_DATA``,
-    else ``../shared/data`` (kept relative, so the commands a study records stay portable)."""
-    return os.environ.get("MICE_BENCH_SHARED_DATA", "../shared/data").rstrip("/")
 
 
 def expand_shared_data(value: str) -> str:

@@ -158,7 +158,9 @@ def test_summary_written_then_read_back(tmp_path):
     s = summarize([R("bm25", [0.1, 0.2, 0.4]), R("ce", [0.5, 0.6, 0.9])],
                   [SummaryDataset("d", None, "ood", "bm25")], ["bm25", "ce"],
                   SummarySettings())
-    s.save(tmp_path / "sum", {"k": 1}, {"torch": "x"})
+    from mice_bench.effectiveness.table import write_summary
+
+    write_summary(s, tmp_path / "sum", {"k": 1}, {"torch": "x"})
     back, doc = EffectivenessSummary.load(tmp_path / "sum.json")
     assert back == s and doc["schema_version"] == 3 and doc["config"] == {"k": 1}
     assert (tmp_path / "sum.md").read_text().startswith("### nDCG@10")
@@ -244,3 +246,25 @@ def test_import_latency_pulls_no_data_or_plotting_stack():
                          cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_one_cache_root_for_every_command(tmp_path, monkeypatch):
+    """``$MICE_BENCH_CACHE`` moves every cache; without it they live under
+    ``$XDG_CACHE_HOME/mice-bench``."""
+    from types import SimpleNamespace
+
+    from mice_bench.ablations.training_study.paths import checkpoints_dir
+    from mice_bench.effectiveness.runner import default_cache_dir
+    from mice_bench.results import cache_dir
+    from mice_bench.training.config import TrainConfig
+
+    study = SimpleNamespace(training=SimpleNamespace(checkpoints=None))
+    monkeypatch.delenv("MICE_BENCH_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "mice-bench" / "effectiveness"
+    monkeypatch.setenv("MICE_BENCH_CACHE", str(tmp_path / "c"))
+    assert default_cache_dir() == tmp_path / "c" / "effectiveness"
+    assert TrainConfig(model="m", data="d").cache_path() == tmp_path / "c" / "training"
+    assert checkpoints_dir(study) == tmp_path / "c" / "runs" == cache_dir("runs")
+    with pytest.raises(ValueError, match="unknown cache kind 'tmp'; valid: effectiveness"):
+        cache_dir("tmp")

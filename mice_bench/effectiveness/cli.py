@@ -7,6 +7,8 @@ from typing import List, Optional
 
 import typer
 
+from .metrics import DEFAULT_MEASURES
+
 HELP = """Re-ranking effectiveness of interaction variants (nDCG@10, RR@10, R@100) with
 significance tests against a baseline, on in-domain (MS MARCO dev, TREC DL 19/20) and
 out-of-domain (13 BEIR) datasets. Writes one JSON + TREC run per (model, variant, dataset)
@@ -104,7 +106,7 @@ def register(app: typer.Typer) -> None:
             [], "--docs", help="JSONL (doc_id, text) with the document texts; DATASET=PATH "
                                "for one dataset; {dataset} is replaced"),
         depth: int = typer.Option(100, "--depth", help="candidates per query"),
-        measures: str = typer.Option("nDCG@10,RR@10,R@100", "--measures",
+        measures: str = typer.Option(",".join(DEFAULT_MEASURES), "--measures",
                                      help="ir_measures names, comma-separated"),
         baseline: Optional[str] = typer.Option(
             None, "--baseline", help="variant tested against (default ce if run, else bm25)"),

@@ -28,20 +28,10 @@ __all__ = [
 
 # the registry's names, re-exported for the loaders' callers (one resolver: the registry's)
 from ..datasets import (DATASETS, GROUPS, DatasetInfo, resolve_datasets,  # noqa: F401
-                        valid_names)
+                        shared_data_dir, valid_names)
 
 
 # --------------------------------------------------------------------------- offline guard
-def shared_data_dir() -> Path | None:
-    """``shared/data`` beside the repository (``$MICE_BENCH_SHARED_DATA`` overrides)."""
-    env = os.environ.get("MICE_BENCH_SHARED_DATA")
-    cands = [Path(env)] if env else []
-    cands.append(Path(__file__).resolve().parents[3] / "shared" / "data")
-    cands.append(Path.cwd().parent / "shared" / "data")
-    for c in cands:
-        if (c / "stage-ir-datasets.sh").exists():
-            return c
-    return None
 
 
 class DatasetUnavailable(UsageError):

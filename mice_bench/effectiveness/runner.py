@@ -8,14 +8,13 @@ Finally the summary (mean/std over seeds, significance vs the baseline, correcte
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from ..results import default_results_dir, environment
+from ..results import cache_dir, default_results_dir, environment
 from .cache import slug
 from .datasets import Collection, DatasetInfo, load_collection, resolve_datasets
 from .firststage import FirstStage, Run, run_first_stage, write_trec_run
@@ -33,11 +32,8 @@ BM25 = "bm25"
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("MICE_BENCH_CACHE")
-    if env:
-        return Path(env) / "effectiveness"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mice-bench" / \
-        "effectiveness"
+    """The effectiveness command's caches (:func:`mice_bench.results.cache_dir`)."""
+    return cache_dir("effectiveness")
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
         tables.append(t)
         before = len(figs["studies"])
         fig("studies", f"nDCG@10 vs merge layer — {sr.title}",
-            lambda sr=sr: ss.merge_layer_figure(sr, fig_dir))
+            lambda sr=sr: ss.study_merge_layer_figure(sr, fig_dir))
         if figures:
             got = ss.pareto_figures(sr, results_dir, fig_dir)
             if isinstance(got, str):

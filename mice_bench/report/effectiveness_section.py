@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..datasets import ABBREV, dataset_group, dataset_order
+from ..effectiveness.metrics import DEFAULT_MEASURES
 from ..effectiveness.summary import (BM25, EffectivenessSummary, SummaryDataset,
                                      SummarySettings, default_baseline, summarize)
 from ..effectiveness.table import TEST_NAMES, percent_cell
@@ -23,7 +24,7 @@ from .figures import new_figure, plain_log_ticks, save
 from .latency_io import LatencyRow
 from ..tables import Table
 
-MEASURE_ORDER = ("nDCG@10", "RR@10", "R@100")
+MEASURE_ORDER = DEFAULT_MEASURES     # the report's measure order: the command's defaults
 
 
 def measure_order(m: str) -> tuple:
@@ -320,6 +321,9 @@ _MICE = re.compile(r"^mice-l(\d+)\+(\d+)(\[[^\]]*\])?$")
 
 def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
                        measure: str = "nDCG@10") -> tuple[str, str] | str:
+    """Effectiveness runs of mice-l{m}+{n} against the merge layer m, one line per (model, n,
+    options) and dataset group (a training study's figure is
+    :func:`.study_section.study_merge_layer_figure`)."""
     # one series per (model, n, options): mice-l{m}+3 and mice-l{m}+3[attn=joint] never mix
     series: dict[tuple[str, int, str], dict[int, dict[str, EffRecord]]] = defaultdict(
         lambda: defaultdict(dict))

@@ -219,7 +219,10 @@ def _panels(sr: StudyResults) -> list[tuple[str, list[str]]]:
     return out
 
 
-def merge_layer_figure(sr: StudyResults, out: Path) -> tuple[str, str] | str:
+def study_merge_layer_figure(sr: StudyResults, out: Path) -> tuple[str, str] | str:
+    """A training study's students (mask3-l{k}, prettr-l{k}, mice-l{m}+{n}) against the layer
+    where query and document start to interact, one panel per dataset group (the figure of
+    effectiveness runs is :func:`.effectiveness_section.merge_layer_figure`)."""
     where = f"{sr.title.replace('`', '')}: {MEASURE} vs merge layer"
     series: dict[str, dict[int, str]] = defaultdict(dict)
     extra = []   # systems of a merge family not initialised from the base encoder

@@ -120,13 +120,9 @@ class TrainConfig:
     def cache_path(self) -> Path:
         if self.cache_dir:
             return Path(self.cache_dir)
-        import os
+        from ..results import cache_dir
 
-        env = os.environ.get("MICE_BENCH_CACHE")
-        if env:
-            return Path(env) / "training"
-        return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mice-bench" \
-            / "training"
+        return cache_dir("training")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

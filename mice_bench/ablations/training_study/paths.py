@@ -3,7 +3,6 @@ encoder."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ...errors import UsageError
@@ -28,10 +27,9 @@ def checkpoints_dir(study: Study) -> Path:
     tr = study.training
     if tr.checkpoints:
         return Path(expand_shared_data(tr.checkpoints))
-    env = os.environ.get("MICE_BENCH_CACHE")
-    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME",
-                                                     Path.home() / ".cache")) / "mice-bench"
-    return base / "runs"
+    from ...results import cache_dir
+
+    return cache_dir("runs")
 
 
 def resolve_base(spec: str) -> str:
