@@ -7,6 +7,31 @@
   once (``encode_queries``), then the interaction layers and the head (``score_states``).
 
 Use :func:`make_executor`; the API is summarised in ``docs/executor-api.md``.
+
+How ``mice-l4+3`` runs on a 12-layer backbone, from name to score:
+
+1. **Spec** (:mod:`mice_bench.spec`): ``parse("mice-l4+3")`` matches the ``mice`` family's
+   declaration (``m=4, n=3``, its option defaults); ``spec.layers(12)`` applies the family's
+   rule: layers 0-3 ``SEPARATE`` (query part and document part attend within themselves),
+   layers 4-6 freeze the document side and read it through a cross-attention sub-layer
+   (``cross_keys``, cross first), layers 7-11 dropped. ``spec.fast_path(12)`` is ``split``.
+2. **Executor**: :func:`make_executor` builds a :class:`SplitExecutor`. Its tokenizer
+   (:mod:`.inputs`) writes the query part ``[CLS] q [SEP]`` and the document part
+   ``[CLS] d [SEP]`` with their segment ids; ``encode_documents`` runs the document part
+   through layers 0-3 once (states storable, see ``DocStates``), ``encode_queries`` the
+   query part; ``score_states`` / ``interact`` pairs them and runs layers 4-6 on the query
+   side only, the frozen document states as extra keys, then the head (:mod:`.heads`).
+3. **Layer math** (:mod:`.layers`): ``layer_forward`` turns the layer spec into masks from
+   segment ids (``allow`` rows, cross keys, uniform rows), runs the cross-attention
+   sub-layer, the self-attention and the feed-forward in the spec's order, and leaves
+   frozen segments unchanged.
+4. **Family hooks** (``bb.family``, :mod:`mice_bench.backbones`): the arithmetic of each
+   sub-layer belongs to the architecture (BERT post-norm, ModernBERT pre-norm with rotary
+   positions and local windows): ``embed``, ``self_qkv`` / ``self_kv`` / ``self_out``,
+   ``cross_q`` / ``cross_kv`` / ``cross_out``, ``ffn``, ``final``, ``cls_score``.
+
+The :class:`ReferenceExecutor` runs the same spec in one joint sequence with the per-layer
+masks instead; the tests hold the two equal.
 """
 
 from __future__ import annotations
