@@ -113,13 +113,14 @@ def test_residual_round_trip_by_hand():
     assert torch.allclose(fitted["cutoffs"], torch.zeros(8, 1), atol=1e-6)
     assert torch.allclose(fitted["weights"], torch.tensor([[-0.1, 0.1]] * 8), atol=1e-6)
     params = {"centroids": c, "cutoffs": fitted["cutoffs"], "weights": fitted["weights"]}
-    x = torch.tensor([[0.3] * 8, [-0.2] * 8, [9.7] * 4 + [10.4] * 4])
+    x = torch.tensor([[0.3] * 8, [-0.2] * 8, [9.7] * 4 + [10.4] * 4, [0.0] * 8])
     enc = codec.encode(x, params)
-    assert enc["centroid"].tolist() == [0, 0, 1]
-    # bits of byte 0 are dims 0..7 (1 bit each): token 0 all +, token 1 all -, token 2 half
-    assert enc["codes"].tolist() == [[0xFF], [0x00], [0xF0]]
+    assert enc["centroid"].tolist() == [0, 0, 1, 0]
+    # bits of byte 0 are dims 0..7 (1 bit each): token 0 all +, token 1 all -, token 2 half;
+    # token 3 sits on the cut-off: the bucket is the number of cut-offs *below* (bucketize)
+    assert enc["codes"].tolist() == [[0xFF], [0x00], [0xF0], [0x00]]
     back = codec.decode(enc, params).float()
-    want = torch.tensor([[0.1] * 8, [-0.1] * 8, [9.9] * 4 + [10.1] * 4])
+    want = torch.tensor([[0.1] * 8, [-0.1] * 8, [9.9] * 4 + [10.1] * 4, [-0.1] * 8])
     assert torch.allclose(back, want, atol=1e-2)
     # the decoded error is at most |x - c| away from the bucket's weight: here 0.2 / 0.3
     assert (back - x).abs().max() <= 0.31

@@ -235,3 +235,15 @@ def test_facade_store_scores_as_its_in_memory_states(tmp_path, variant):
     assert st4.usage()["bytes_per_token"] < st.usage()["bytes_per_token"]
     close = rr.score_documents("a cat", st4, doc_ids=ids)
     assert abs(close - ref).max() <= 0.5 * (ref.max() - ref.min()) + 1e-6
+
+
+def test_indexed_shard_naming_another_codec_is_encoded_again(tmp_path, capsys):
+    st = build(tmp_path / "s", "residual2")
+    doc = json.loads((tmp_path / "s" / "index.json").read_text())
+    doc["shards"][0]["codec"] = "f" * 64
+    n = len(doc["shards"][0]["ids"])
+    (tmp_path / "s" / "index.json").write_text(json.dumps(doc))
+    capsys.readouterr()
+    st2 = build(tmp_path / "s", "residual2")
+    assert "another codec file" in capsys.readouterr().err
+    assert st2.encoded_now == n and st2.codec_entry == st.codec_entry
