@@ -13,14 +13,19 @@ The paper's definitions changed what three names measure:
   through the query); the old one encoded both parts separately, each with its own ``[CLS]``
   and positions from 0. No current name measures that: the name is kept and the row noted.
 
-The result upgraders (:mod:`mice_bench.effectiveness.schema`,
-:mod:`mice_bench.latency.result`) rename old rows with :func:`current_name` and record
-:func:`legacy_note`.
+This module is one step of the result upgrader chain (:data:`mice_bench.results.UPGRADERS`,
+keyed by kind and schema version): :data:`STEPS` renames the variants of files written
+before the change to what they measured (:func:`current_name`) and records why
+(:func:`legacy_note`): ``effectiveness`` and ``effectiveness-summary`` 2 -> 3, ``latency``
+1 -> 2. :func:`mice_bench.results.load_result` runs it between the kinds' other steps.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Callable
+
+from .results import UPGRADERS
 
 _OPTS = r"(?:\[(?P<opts>[^\]]*)\])?"
 _COLBERT = re.compile(r"^colbert" + _OPTS + "$")
@@ -86,3 +91,63 @@ def legacy_note(old: str) -> str | None:
 
 def is_legacy(notes) -> bool:
     return any(str(n).startswith(NOTE_PREFIX) for n in notes or ())
+
+
+# --------------------------------------------------------------------------- upgrader steps
+def rename_effectiveness(doc: dict) -> dict:
+    """``effectiveness`` 2 -> 3: the result's variant renamed; the old name kept in
+    ``config.variant_as_written``, the reason in ``config.legacy_note``."""
+    doc = dict(doc)
+    cfg = dict(doc["config"])
+    old = cfg["variant"]
+    if current_name(old) != old:
+        cfg.update(variant=current_name(old), variant_as_written=old,
+                   legacy_note=legacy_note(old))
+    doc["config"] = cfg
+    return doc
+
+
+def rename_summary(doc: dict) -> dict:
+    """``effectiveness-summary`` 2 -> 3: rows and baseline renamed."""
+    doc = dict(doc)
+    s = dict(doc["summary"])
+    s["rows"] = [dict(r, variant=current_name(r["variant"])) for r in s["rows"]]
+    s["baseline"] = current_name(s["baseline"])
+    doc["summary"] = s
+    return doc
+
+
+def rename_latency(doc: dict) -> dict:
+    """``latency`` 1 -> 2: rows renamed, each with its note (also the old ``prettr``, which
+    keeps its name); ``config.variants`` renamed."""
+    doc = dict(doc)
+    if not isinstance(doc.get("rows"), list):
+        return doc                        # the reader names what is missing
+    rows = []
+    for r in doc["rows"]:
+        if not isinstance(r, dict) or "variant" not in r:
+            rows.append(r)
+            continue
+        r = dict(r)
+        old = r["variant"]
+        note = legacy_note(old)
+        if note is not None:
+            r["variant"] = current_name(old)
+            r["notes"] = [*r.get("notes", []), note]
+        rows.append(r)
+    doc["rows"] = rows
+    cfg = dict(doc.get("config") or {})
+    if isinstance(cfg.get("variants"), list):
+        cfg["variants"] = [current_name(v) for v in cfg["variants"]]
+    doc["config"] = cfg
+    return doc
+
+
+#: (kind, the schema version a step upgrades from) -> the step
+STEPS: dict[tuple[str, int], Callable[[dict], dict]] = {
+    ("effectiveness", 2): rename_effectiveness,
+    ("effectiveness-summary", 2): rename_summary,
+    ("latency", 1): rename_latency,
+}
+for (_kind, _version), _step in STEPS.items():
+    UPGRADERS.setdefault(_kind, {})[_version] = _step

@@ -15,9 +15,9 @@ Every results JSON written by mice-bench has the envelope::
 
 Each kind has its own ``schema_version`` (:data:`SCHEMA_VERSIONS`). Reports read these files
 only (never re-run models); :func:`load_result` upgrades older versions of a kind, one step at
-a time, through :data:`UPGRADERS` (registered by the module that owns the kind's typed model:
-:mod:`mice_bench.effectiveness.schema` for ``effectiveness`` and ``effectiveness-summary``,
-:mod:`mice_bench.latency.result` for ``latency``).
+a time, through :data:`UPGRADERS` (keyed by kind and version; registered by the modules of
+:data:`UPGRADER_MODULES`: :mod:`mice_bench.effectiveness.schema` for the effectiveness kinds'
+own steps, :mod:`mice_bench.legacy` for the renaming of variants whose definition changed).
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from . import __version__
 
 #: the current schema version of each result kind
 SCHEMA_VERSIONS: dict[str, int] = {"latency": 2, "effectiveness": 3, "effectiveness-summary": 3}
-#: the module that registers a kind's upgraders in :data:`UPGRADERS` when imported
-_UPGRADER_MODULES = {"latency": "mice_bench.latency.result",
-                     "effectiveness": "mice_bench.effectiveness.schema",
-                     "effectiveness-summary": "mice_bench.effectiveness.schema"}
+#: the modules that register a kind's upgrade steps in :data:`UPGRADERS` when imported
+UPGRADER_MODULES: dict[str, tuple[str, ...]] = {
+    "latency": ("mice_bench.legacy",),
+    "effectiveness": ("mice_bench.effectiveness.schema", "mice_bench.legacy"),
+    "effectiveness-summary": ("mice_bench.effectiveness.schema", "mice_bench.legacy")}
 
 
 def schema_version(kind: str) -> int:
@@ -305,8 +306,9 @@ def load_result(path: str | os.PathLike, kind: str | None = None) -> dict[str, A
     if not isinstance(v, int) or isinstance(v, bool) or v > current:
         raise ResultFileError(f"{path}: {k} schema_version {v!r} is newer than this "
                               f"mice-bench's ({current}); upgrade mice-bench")
-    if v < current and k in _UPGRADER_MODULES:
-        importlib.import_module(_UPGRADER_MODULES[k])   # registers the kind's upgraders
+    if v < current:
+        for module in UPGRADER_MODULES.get(k, ()):        # registers the kind's steps
+            importlib.import_module(module)
     while v < current:
         up = UPGRADERS.get(k, {}).get(v)
         if up is None:

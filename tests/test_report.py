@@ -197,9 +197,9 @@ def test_old_schema_versions_load(tmp_path, monkeypatch):
         doc["rows"] = doc.pop("measurements")
         return doc
 
-    from mice_bench.latency.result import upgrade_latency_v1
+    from mice_bench.legacy import rename_latency
 
-    monkeypatch.setitem(resultsmod.UPGRADERS, "latency", {0: up, 1: upgrade_latency_v1})
+    monkeypatch.setitem(resultsmod.UPGRADERS, "latency", {0: up, 1: rename_latency})
     info, rows = load_latency_file(p, tmp_path)
     assert info.protocol == "paper" and len(rows) == len(d["rows"])
     assert rows[0].mem_peak_mb is None and rows[0].kv_cache_applied is False

@@ -268,3 +268,21 @@ def test_one_cache_root_for_every_command(tmp_path, monkeypatch):
     assert checkpoints_dir(study) == tmp_path / "c" / "runs" == cache_dir("runs")
     with pytest.raises(ValueError, match="unknown cache kind 'tmp'; valid: effectiveness"):
         cache_dir("tmp")
+
+
+def test_the_variant_renaming_is_one_step_of_the_upgrader_chain():
+    """``legacy`` registers its steps by (kind, version) like any upgrader; a version-2
+    effectiveness file goes through it alone (2 -> 3)."""
+    import mice_bench.legacy as legacy
+
+    assert legacy.STEPS == {("effectiveness", 2): legacy.rename_effectiveness,
+                            ("effectiveness-summary", 2): legacy.rename_summary,
+                            ("latency", 1): legacy.rename_latency}
+    for (kind, version), step in legacy.STEPS.items():
+        assert resultsmod.UPGRADERS[kind][version] is step
+    doc = {"schema": "mice-bench/effectiveness", "schema_version": 2,
+           "config": {"variant": "mice-l4+3-cross"}}
+    up = legacy.rename_effectiveness(doc)
+    assert up["config"]["variant"] == "mice-l4+3[order=self]"
+    assert up["config"]["variant_as_written"] == "mice-l4+3-cross"
+    assert doc["config"] == {"variant": "mice-l4+3-cross"}     # the input is not modified

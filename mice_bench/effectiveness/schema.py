@@ -10,15 +10,15 @@ results (``tests/test_results_models.py``).
   upgrader sets them to None (unknown).
 * ``effectiveness-summary`` 1 -> 2: see :func:`upgrade_summary_v1`.
 * ``effectiveness`` 2 -> 3 and ``effectiveness-summary`` 2 -> 3: variant names written
-  with the earlier definitions are renamed to what they measured (:func:`mice_bench.legacy.current_name`:
-  ``colbert`` -> ``colbert[proj=0,qaug=0]``, ``mice-l{m}+{n}`` -> ``mice-l{m}+{n}[attn=joint]``,
-  ``mice-l{m}+{n}-cross`` -> ``mice-l{m}+{n}[order=self]``); a renamed result keeps the old
-  name in ``config.variant_as_written`` and the reason in ``config.legacy_note``.
+  with the earlier definitions are renamed to what they measured (the step
+  :mod:`mice_bench.legacy` registers: ``colbert`` -> ``colbert[proj=0,qaug=0]``,
+  ``mice-l{m}+{n}`` -> ``mice-l{m}+{n}[attn=joint]``, ``mice-l{m}+{n}-cross`` ->
+  ``mice-l{m}+{n}[order=self]``); a renamed result keeps the old name in
+  ``config.variant_as_written`` and the reason in ``config.legacy_note``.
 """
 
 from __future__ import annotations
 
-from ..legacy import current_name, legacy_note
 from ..results import UPGRADERS
 
 PACKAGES = ("ir_datasets", "ir_measures", "bm25s")
@@ -68,27 +68,5 @@ def upgrade_summary_v1(doc: dict) -> dict:
     return doc
 
 
-def upgrade_effectiveness_v2(doc: dict) -> dict:
-    doc = dict(doc)
-    cfg = dict(doc["config"])
-    old = cfg["variant"]
-    if current_name(old) != old:
-        cfg.update(variant=current_name(old), variant_as_written=old,
-                   legacy_note=legacy_note(old))
-    doc["config"] = cfg
-    return doc
-
-
-def upgrade_summary_v2(doc: dict) -> dict:
-    doc = dict(doc)
-    s = dict(doc["summary"])
-    s["rows"] = [dict(r, variant=current_name(r["variant"])) for r in s["rows"]]
-    s["baseline"] = current_name(s["baseline"])
-    doc["summary"] = s
-    return doc
-
-
 UPGRADERS.setdefault("effectiveness", {})[1] = upgrade_effectiveness_v1
 UPGRADERS.setdefault("effectiveness-summary", {})[1] = upgrade_summary_v1
-UPGRADERS.setdefault("effectiveness", {})[2] = upgrade_effectiveness_v2
-UPGRADERS.setdefault("effectiveness-summary", {})[2] = upgrade_summary_v2

@@ -4,15 +4,14 @@
 run_latency`) and :meth:`saves <LatencyResult.save>` it (checked against
 :data:`mice_bench.latency.schema.LATENCY_SCHEMA` first); ``mice-bench report`` and
 ``mice-bench run`` :meth:`load <LatencyResult.load>` it with the same class. Older
-``schema_version``\\ s go through :func:`mice_bench.results.load_result` and the upgraders
-registered here:
+``schema_version``\\ s go through :func:`mice_bench.results.load_result` and its upgrader
+chain:
 
-* ``latency`` 1 -> 2: rows of variants whose meaning changed since are renamed to what
-  they measured (:func:`mice_bench.legacy.current_name`: ``colbert`` ->
+* ``latency`` 1 -> 2 (the step :mod:`mice_bench.legacy` registers): rows of variants whose
+  meaning changed since are renamed to what they measured (``colbert`` ->
   ``colbert[proj=0,qaug=0]``, ``mice-l4+3`` -> ``mice-l4+3[attn=joint]``,
-  ``mice-l4+3-cross`` -> ``mice-l4+3[order=self]``) and noted
-  (:func:`mice_bench.legacy.legacy_note`, also for the old ``prettr``); ``config.variants``
-  is renamed alike. The report marks such rows with ``†``.
+  ``mice-l4+3-cross`` -> ``mice-l4+3[order=self]``) and noted (also the old ``prettr``);
+  ``config.variants`` is renamed alike. The report marks such rows with ``†``.
 """
 
 from __future__ import annotations
@@ -21,9 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..legacy import current_name, legacy_note
-from ..results import (UPGRADERS, ResultFileError, atomic_write_json, envelope, load_result,
-                       parse_fields)
+from ..results import ResultFileError, atomic_write_json, envelope, load_result, parse_fields
 from .timing import PHASES
 
 KIND = "latency"
@@ -199,32 +196,3 @@ class LatencyResult:
                 raise ResultFileError(f"{path}: {e}") from None
 
         return parse_fields(path, KIND, parse)
-
-
-# --------------------------------------------------------------------------- upgraders
-def upgrade_latency_v1(doc: dict) -> dict:
-    """Version 1 -> 2: rename rows measured with a pre-core-v2 definition, with a note."""
-    doc = dict(doc)
-    if not isinstance(doc.get("rows"), list):
-        return doc                        # the reader names what is missing
-    rows = []
-    for r in doc["rows"]:
-        if not isinstance(r, dict) or "variant" not in r:
-            rows.append(r)
-            continue
-        r = dict(r)
-        old = r["variant"]
-        note = legacy_note(old)
-        if note is not None:
-            r["variant"] = current_name(old)
-            r["notes"] = [*r.get("notes", []), note]
-        rows.append(r)
-    doc["rows"] = rows
-    cfg = dict(doc.get("config") or {})
-    if isinstance(cfg.get("variants"), list):
-        cfg["variants"] = [current_name(v) for v in cfg["variants"]]
-    doc["config"] = cfg
-    return doc
-
-
-UPGRADERS.setdefault(KIND, {})[1] = upgrade_latency_v1
