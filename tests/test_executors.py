@@ -254,3 +254,20 @@ def test_packaged_tokenizer_is_the_full_bert_vocabulary():
     ids = tok("the cat sat", add_special_tokens=True)["input_ids"]
     assert ids[0] == tok.cls_token_id == 101 and ids[-1] == tok.sep_token_id == 102
     assert tok.unk_token_id not in ids
+
+
+@pytest.mark.parametrize("variant", ["colbert", "colbert[proj=0,qaug=0]"])
+def test_one_query_against_stored_vectors_scores_as_the_reference(tiny_bb, variant):
+    """One query against stored head vectors (the query projected once, one matrix product
+    with every document token) scores as the reference executor and as the aligned path."""
+    fast = make_executor(variant, tiny_bb, "fast")
+    ref = make_executor(variant, tiny_bb, "reference").rerank(QUERIES[1], DOCS)
+    qs = fast.encode_queries([QUERIES[1]])
+    dv = fast.encode_documents(DOCS, vectors=True)
+    n = len(DOCS)
+    one = fast.score_states(qs, torch.zeros(n, dtype=torch.long), dv, torch.arange(n))
+    assert torch.allclose(one, ref, atol=1e-4)
+    # the same pairs with the query repeated per document (no shared row): the same scores
+    qs2 = fast.encode_queries([QUERIES[1]] * n)
+    aligned = fast.score_states(qs2, torch.arange(n), dv, torch.arange(n))
+    assert torch.allclose(one, aligned, atol=1e-5)

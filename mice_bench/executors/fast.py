@@ -320,6 +320,9 @@ class SplitExecutor(Executor):
 
     def _score_states(self, qs: PartStates, q_index, ds: PartStates, d_index) -> torch.Tensor:
         bb = self.backbone
+        q_index = torch.as_tensor(q_index, dtype=torch.long)
+        if ds.vectors and len(q_index) > 1 and bool((q_index == q_index[0]).all()):
+            q_index = q_index[:1]       # one query against stored vectors: the head broadcasts
         q = qs.select(q_index).to(bb.device, bb.dtype)
         d = ds.select(d_index)
         return self.interact(q, d.to(bb.device) if d.vectors else d.to(bb.device, bb.dtype))

@@ -37,7 +37,9 @@ def maxsim(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch
 
     ``projection [D, H]`` (optional) maps token vectors to ``D`` dims before normalising.
     ``d_vectors``: ``d [B, Td, D]`` is already projected and normalised (a stored index);
-    only the query side is.
+    only the query side is. One query row (``q [1, Tq, H]``, ``q_mask [1, Tq]``) is scored
+    against every document row: projected and normalised once, then one matrix product
+    with all the documents' tokens (no per-pair copy of the query).
 
     >>> q = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])          # two query tokens
     >>> d = torch.tensor([[[3.0, 0.0], [1.0, 1.0], [0.0, 0.0]]])
@@ -53,10 +55,14 @@ def maxsim(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch
             d = d @ p.T
     qn = F.normalize(q, dim=-1)
     dn = d if d_vectors else F.normalize(d, dim=-1)
-    sim = torch.einsum("bqh,bdh->bqd", qn, dn)
-    sim = sim.masked_fill(~d_mask[:, None, :], float("-inf"))
-    best = sim.max(-1).values.masked_fill(~q_mask, 0.0)
-    return best.sum(-1)
+    if qn.shape[0] == 1 and dn.shape[0] != 1:     # one query, many documents: one GEMM
+        B, Td, D = dn.shape
+        sim = (dn.reshape(B * Td, D) @ qn[0].T).view(B, Td, -1)          # [B, Td, Tq]
+        best = sim.masked_fill(~d_mask[:, :, None], float("-inf")).max(1).values
+    else:
+        sim = torch.einsum("bqh,bdh->bqd", qn, dn)
+        best = sim.masked_fill(~d_mask[:, None, :], float("-inf")).max(-1).values
+    return best.masked_fill(~q_mask, 0.0).sum(-1)
 
 
 def mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
