@@ -39,16 +39,20 @@ class Applied:
     def __init__(self, model):
         self.names = {id(p): n for n, p in model.named_parameters()}
         self.grads: list[dict[str, torch.Tensor]] = []
+        self.weights: list[dict[str, torch.Tensor]] = []    # before each step
         self.lrs: list[float] = []
 
     def __call__(self, opt, args, kwargs):
-        g = {}
+        g, w = {}, {}
         for group in opt.param_groups:
             for p in group["params"]:
-                if p.grad is not None and id(p) in self.names:
-                    g[self.names[id(p)]] = p.grad.detach().clone()
+                if id(p) in self.names:
+                    w[self.names[id(p)]] = p.detach().clone()
+                    if p.grad is not None:
+                        g[self.names[id(p)]] = p.grad.detach().clone()
         if g:
             self.grads.append(g)
+            self.weights.append(w)
             self.lrs.append(opt.param_groups[0]["lr"])
 
     def __enter__(self):
@@ -59,10 +63,15 @@ class Applied:
         self.handle.remove()
 
 
-def reference_gradient(data, step: int, clip: float, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The gradient of step ``step`` from the initial weights: the full batch in one pass,
-    LCE by hand, clipped by hand."""
+def reference_gradient(data, step: int, clip: float, seed: int = 0,
+                       weights: dict | None = None) -> dict[str, torch.Tensor]:
+    """The gradient of step ``step`` at ``weights`` (default: the initial ones): the full
+    batch in one pass, LCE by hand, clipped by hand."""
     model = tiny_model("ce", hidden=32)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if weights is not None and n in weights:
+                p.copy_(weights[n])
     model.train()
     model.requires_grad_(True)
     groups = sample_groups(data, step, B, G, seed)
@@ -108,7 +117,8 @@ def test_accumulated_gradient_is_the_full_batch_gradient(tmp_path, one_thread, a
 
 
 def test_every_step_applies_the_same_gradient_for_accumulation_1_and_4(tmp_path, one_thread):
-    """Over several steps (gradients are reset between steps; the same groups each step)."""
+    """Over several steps: the same gradient for both, and each is the reference gradient of
+    that step's groups at that step's weights (gradients are reset between steps)."""
     data = synthetic(n_train=40, n_val=0)
     runs = {}
     for accum in (1, 4):
@@ -121,6 +131,9 @@ def test_every_step_applies_the_same_gradient_for_accumulation_1_and_4(tmp_path,
     for step, (g1, g4) in enumerate(zip(runs[1].grads, runs[4].grads)):
         assert_same(g4, g1, f"step {step}")
         assert any(not torch.equal(g1[n], runs[1].grads[0][n]) for n in g1) or step == 0
+        for accum, rec in runs.items():      # each step's own gradient, nothing carried over
+            want, _ = reference_gradient(data, step, clip=1.0, weights=rec.weights[step])
+            assert_same(rec.grads[step], want, f"step {step}, grad_accum {accum}")
 
 
 @pytest.mark.parametrize("accum", [1, 4])
