@@ -10,7 +10,8 @@ Front matter (YAML, as the Hugging Face Hub reads it): ``library_name: mice-benc
 family, the other library that reads the checkpoint), ``datasets`` (the training data of the
 training record), ``mice_bench`` (variant, family, training settings) and ``model-index``
 only from ``mice-bench effectiveness`` result files of this checkpoint (``config.model`` is
-this directory, the variant is the checkpoint's, written after its weights). The body: what
+this directory, the variant is the checkpoint's, written after its weights; the body names
+each result's file). The body: what
 the variant removes (the matrices of ``mice-bench variants show``), how to load it (mice-bench;
 sentence-transformers or PyLate where they read it), training, and results with their source
 files, or a line saying there are none.
@@ -102,10 +103,10 @@ def _front_matter(meta: dict, name: str, results: list[tuple[Path, dict]]) -> di
             ds = doc.get("dataset") or {}
             metrics = [{"type": _HF_METRIC.get(m, m), "name": m, "value": round(float(v), 4)}
                        for m, v in (doc.get("aggregates") or {}).items()]
+            # no "source": the Hub's parser wants a URL with it; the body names each file
             entries.append({"task": {"type": "text-ranking"},
                             "dataset": {"name": ds.get("name"), "type": ds.get("irds_id")},
-                            "metrics": metrics,
-                            "source": {"name": f"mice-bench effectiveness: {p}"}})
+                            "metrics": metrics})
         fm["model-index"] = [{"name": name, "results": entries}]
     return fm
 
@@ -143,9 +144,9 @@ def _loading(meta: dict, name: str) -> str:
                 'print(rank.rerank(documents_ids=[[0, 1]], queries_embeddings=q, '
                 'documents_embeddings=d))', "```"]
     else:
-        reason = (meta.get("layouts") or {}).get("reason") or "no other library runs it"
-        out += ["", f"No other library runs this variant ({reason}); load it with "
-                "mice-bench as above."]
+        reason = (meta.get("layouts") or {}).get("reason")
+        why = f": {reason}" if reason else "; load it with mice-bench as above"
+        out += ["", f"No other library runs this variant{why}."]
     return "\n".join(out)
 
 
