@@ -115,6 +115,93 @@ def test_first_stage_reads_a_trec_run(tmp_path):
         DocText({"a": "A"}).transform(out)
 
 
+# --------------------------------------------------------------------------- BM25 stage
+def _stage_home(tmp: Path) -> Path:
+    if not (SHARED_DATA / "stage-ir-datasets.sh").is_file():
+        pytest.skip(f"offline data {SHARED_DATA} is absent (needs ../shared/data)")
+    home = tmp / "irds"
+    subprocess.run(["bash", str(SHARED_DATA / "stage-ir-datasets.sh"), str(home)], check=True,
+                   capture_output=True)
+    return home
+
+
+def _scifact_texts(ids: set[str]) -> dict[str, str]:
+    """SciFact texts read here from the zip: ``(title + " " + text).strip()`` (BEIR)."""
+    z = zipfile.ZipFile(SHARED_DATA / "scifact" / "scifact.zip")
+    out = {}
+    for line in z.read("scifact/corpus.jsonl").decode().splitlines():
+        o = json.loads(line)
+        if str(o["_id"]) in ids:
+            out[str(o["_id"])] = (o.get("title", "") + " " + o["text"]).strip()
+    return out
+
+
+@pytest.mark.data
+def test_bm25_stage_ranks_as_the_effectiveness_command(tmp_path, monkeypatch, tiny_rr):
+    """``BM25("scifact")`` (its own index, built from the staged corpus) gives, for a handful
+    of queries, the documents, order and scores of ``mice-bench effectiveness``'s BM25 run
+    (the TREC file the command writes, read with ``pt.io.read_results``), the corpus text of
+    each document, and composes with a re-ranker."""
+    from mice_bench.integrations.pyterrier import BM25
+
+    home = _stage_home(tmp_path)
+    n, depth = 6, 20
+    env = dict(os.environ, IR_DATASETS_HOME=str(home), HF_HUB_OFFLINE="1",
+               MICE_BENCH_ALLOW_DOWNLOAD="0")
+    r = subprocess.run(
+        [sys.executable, "-m", "mice_bench.cli", "effectiveness", "--datasets", "scifact",
+         "--variants", "bm25", "--depth", str(depth), "--limit-queries", str(n),
+         "--cache-dir", str(tmp_path / "cache-cli"), "--output-dir", str(tmp_path / "out"),
+         "--no-progress"], env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trec = next((tmp_path / "out").rglob("bm25.trec.gz"))
+    theirs = pt.io.read_results(str(trec))
+    theirs["qid"] = theirs["qid"].astype(str)
+    qids = list(dict.fromkeys(theirs["qid"]))
+    assert len(qids) == n
+
+    monkeypatch.setenv("IR_DATASETS_HOME", str(home))
+    monkeypatch.setenv("MICE_BENCH_ALLOW_DOWNLOAD", "0")
+    bm25 = BM25("scifact", depth=depth, cache_dir=tmp_path / "cache-stage")
+    topics = bm25.topics()
+    topics = topics[topics["qid"].isin(qids)].iloc[::-1].reset_index(drop=True)  # any order
+    assert len(topics) == n
+    ours = bm25.transform(topics)
+    assert list(ours.columns) == ["qid", "query", "docno", "score", "text", "rank"]
+    for q in qids:
+        a = ours[ours["qid"] == q].sort_values("rank")
+        b = theirs[theirs["qid"] == q].sort_values("rank")
+        assert list(a["docno"]) == list(b["docno"]), q
+        assert list(a["rank"]) == list(range(depth))                  # from 0
+        assert list(b["rank"]) == list(range(1, depth + 1))           # TREC: from 1
+        np.testing.assert_allclose(a["score"], b["score"], atol=5e-7)  # %.6f in the file
+        assert set(a["query"]) == set(topics.loc[topics["qid"] == q, "query"])
+    texts = _scifact_texts(set(ours["docno"]))
+    assert list(ours["text"]) == [texts[d] for d in ours["docno"]]
+
+    few = topics.head(2)
+    out = (bm25 % 4 >> MiceReranker(tiny_rr)).transform(few)
+    want = tiny_rr.predict(list(zip(out["query"], out["text"])))
+    np.testing.assert_allclose(out["score"], want, atol=1e-5)
+    assert len(out) == 8 and set(out["qid"]) == set(few["qid"])
+
+    with pytest.raises(pt.validate.InputValidationError, match="query"):
+        bm25.transform(topics[["qid"]])
+
+
+def test_bm25_stage_refuses_bad_input_before_loading(tmp_path):
+    from mice_bench.integrations.pyterrier import BM25
+
+    with pytest.raises(UsageError, match="unknown dataset 'nope'.*scifact"):
+        BM25("nope")
+    with pytest.raises(UsageError, match="one dataset"):
+        BM25("beir")
+    with pytest.raises(UsageError, match="depth"):
+        BM25("scifact", depth=0)
+    with pytest.raises(UsageError, match="does not exist"):
+        BM25("scifact", docs=tmp_path / "none.jsonl")
+
+
 # --------------------------------------------------------------------------- SciFact
 def _scifact(tmp: Path, n_queries: int, depth: int):
     z = zipfile.ZipFile(SHARED_DATA / "scifact" / "scifact.zip")

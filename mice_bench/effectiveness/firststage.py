@@ -313,9 +313,18 @@ def _build_bm25(coll: Collection, d: Path):
 def bm25_run(coll: Collection, depth: int, cache_dir: Path) -> Run:
     """BM25 top-``depth`` (+1 when identical ids are dropped) for every query of ``coll``."""
     retriever, ids = load_or_build_bm25(coll, cache_dir)
-    qids = list(coll.queries)
-    k = min(depth + (1 if coll.info.ignore_identical_ids else 0), len(ids))
-    qtok = _tokenize([coll.queries[q] for q in qids], _stemmer())
+    k = depth + (1 if coll.info.ignore_identical_ids else 0)
+    return bm25_search(retriever, ids, coll.queries, k)
+
+
+def bm25_search(retriever, ids: list[str], queries: dict[str, str], k: int) -> Run:
+    """BM25 top-``k`` of ``queries`` (``{qid: text}``) in an index of
+    :func:`load_or_build_bm25` (``retriever, ids``); zero scores are left out."""
+    qids = list(queries)
+    if not qids:
+        return {}
+    k = min(k, len(ids))
+    qtok = _tokenize([queries[q] for q in qids], _stemmer())
     # bm25s rejects empty queries: give them an impossible token (they retrieve nothing)
     qtok = [t if t else ["\x00"] for t in qtok]
     res, scores = retriever.retrieve(qtok, k=k, show_progress=False, n_threads=0)

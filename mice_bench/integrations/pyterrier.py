@@ -4,11 +4,12 @@ Needs the ``pyterrier`` extra (``pip install "mice-bench[pyterrier]"``: the core
 ``pyterrier`` >= 1.1; nothing here starts Java)::
 
     import pyterrier as pt
-    from mice_bench.integrations.pyterrier import MiceReranker, first_stage, DocText
+    from mice_bench.integrations.pyterrier import BM25, MiceReranker
 
-    bm25 = first_stage("bm25.trec.gz") >> DocText(docs)       # docs: {docno: text}
+    bm25 = BM25("scifact", depth=100)      # or first_stage("bm25.trec.gz") >> DocText(docs)
     rr = MiceReranker("path/or/hub-id", variant="biencoder")
-    pt.Experiment([bm25, bm25 >> rr], topics, qrels, ["nDCG@10", "RR@10"], baseline=0)
+    pt.Experiment([bm25, bm25 >> rr], bm25.topics(), bm25.qrels(), ["nDCG@10", "RR@10"],
+                  baseline=0)
 
 * :class:`MiceReranker`: R frame (``qid, query, docno, text``) -> the same frame with
   ``score`` and ``rank`` (:func:`pyterrier.model.add_ranks`: rank from 0 per query, score
@@ -20,8 +21,12 @@ Needs the ``pyterrier`` extra (``pip install "mice-bench[pyterrier]"``: the core
   (:class:`~mice_bench.effectiveness.store.DocStateStore`, ``fp16`` / ``fp32`` / ``int8``),
   the second re-ranks an R frame (``qid, query, docno``) from the store without encoding a
   document again.
+* :class:`BM25`: the BM25 of ``mice-bench effectiveness`` (bm25s, the same parameters and
+  cached index) on a staged dataset: a topics frame (``qid, query``) in, its top ``depth``
+  documents with their ``text`` out, the ranking of the command's BM25 run.
 * :func:`first_stage` (a TREC run, read with :func:`pyterrier.io.read_results`) and
-  :class:`DocText` (adds ``text`` from a ``{docno: text}`` mapping): an offline first stage.
+  :class:`DocText` (adds ``text`` from a ``{docno: text}`` mapping): a first stage from a
+  run file.
 """
 
 from __future__ import annotations
@@ -41,7 +46,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
     raise ImportError("mice_bench.integrations.pyterrier needs PyTerrier: "
                       'pip install "mice-bench[pyterrier]"') from e
 
-__all__ = ["MiceReranker", "MiceDocStates", "MiceStoreReranker", "first_stage", "DocText"]
+__all__ = ["MiceReranker", "MiceDocStates", "MiceStoreReranker", "BM25", "first_stage",
+           "DocText"]
 
 #: frames longer than this show a progress bar unless ``verbose`` says otherwise
 PROGRESS_ROWS = 2000
@@ -210,6 +216,73 @@ class MiceStoreReranker(pt.Transformer):
                                               batch_size=self.batch_size).numpy()
                 bar.update(len(rows))
         return _ranked(out, scores)
+
+
+class BM25(pt.Transformer):
+    """The BM25 first stage of ``mice-bench effectiveness`` as a PyTerrier transformer.
+
+    ``dataset``: a dataset name of mice-bench's registry (``scifact``, ``dl19``, ...) or
+    ``irds:<id>``, read offline from ``IR_DATASETS_HOME`` as the command reads it; ``docs``:
+    a documents JSONL to index instead of the ir_datasets corpus (the command's ``--docs``);
+    ``cache_dir``: the command's ``--cache-dir`` (default ``~/.cache/mice-bench/effectiveness``
+    or ``$MICE_BENCH_CACHE``), where the index is built once and read from then on.
+
+    A topics frame (``qid, query``) in; out, per query its top ``depth`` documents with
+    ``docno, score, rank`` (from 0) and the document ``text`` (``text_field``; None leaves it
+    out), ranked as the command ranks its BM25 run (ties by docno). :meth:`topics` and
+    :meth:`qrels` give the dataset's judged queries and judgements as PyTerrier frames."""
+
+    def __init__(self, dataset: str = "scifact", *, depth: int = 100,
+                 docs: str | Path | None = None, cache_dir: str | Path | None = None,
+                 text_field: str | None = "text"):
+        from ..effectiveness.datasets import load_collection, resolve_datasets
+        from ..effectiveness.firststage import load_or_build_bm25
+        from ..effectiveness.runner import default_cache_dir
+
+        if depth < 1:
+            raise UsageError(f"depth must be >= 1, got {depth}")
+        infos = resolve_datasets(dataset)
+        if len(infos) != 1:
+            raise UsageError(f"BM25 takes one dataset, {dataset!r} names {len(infos)}")
+        if docs is not None and not Path(docs).is_file():
+            raise UsageError(f"docs file {docs} does not exist")
+        self.collection = load_collection(infos[0], docs)
+        self.depth = depth
+        self.text_field = text_field
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.retriever, self.ids = load_or_build_bm25(self.collection, cache)
+
+    def __repr__(self) -> str:
+        return f"BM25({self.collection.name!r}, depth={self.depth})"
+
+    def topics(self) -> pd.DataFrame:
+        """The judged queries (``qid, query``), in dataset order."""
+        q = self.collection.queries
+        return pd.DataFrame({"qid": list(q), "query": list(q.values())})
+
+    def qrels(self) -> pd.DataFrame:
+        """The judgements (``qid, docno, label``)."""
+        rows = [(q, d, g) for q, docs in self.collection.qrels.items() for d, g in docs.items()]
+        return pd.DataFrame(rows, columns=["qid", "docno", "label"])
+
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        from ..effectiveness.firststage import bm25_search, ranked
+
+        pt.validate.query_frame(inp, extra_columns=["query"])
+        queries = dict(zip(inp["qid"].astype(str), inp["query"].astype(str)))
+        drop_same = self.collection.info.ignore_identical_ids
+        run = bm25_search(self.retriever, self.ids, queries, self.depth + int(drop_same))
+        rows = []
+        for qid, query in queries.items():
+            docs = run.get(qid, {})
+            if drop_same:                 # BEIR: a document with the query's id never counts
+                docs = {d: s for d, s in docs.items() if d != qid}
+            rows += [(qid, query, d, s) for d, s in ranked(docs)[:self.depth]]
+        out = pd.DataFrame(rows, columns=["qid", "query", "docno", "score"])
+        if self.text_field is not None:
+            texts = self.collection.doc_texts(list(dict.fromkeys(out["docno"])))
+            out[self.text_field] = [texts[d] for d in out["docno"]]
+        return pt.model.add_ranks(out)
 
 
 def first_stage(run_file: str | Path, depth: int | None = None) -> pt.Transformer:
