@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from mice_bench.effectiveness.docpack import compress
-from mice_bench.effectiveness.store import DocStateStore, StoreFormatError, token_ranges
+from mice_bench.effectiveness.shardio import token_ranges
+from mice_bench.effectiveness.store import DocStateStore, StoreFormatError
 from mice_bench.executors import DocStates
 
 pytest.importorskip("faiss", reason="residual stores need faiss-cpu (the storage extra)")

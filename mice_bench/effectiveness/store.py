@@ -58,9 +58,10 @@ from ..results import atomic_write_bytes, atomic_write_json
 from .codecs import CODEC_NAMES, get_codec, residual_centroids
 from .docpack import CONTENTS, finish, flatten, padded, split_heldout
 from .safeio import cache_lock, notice, sha256_bytes, sha256_file
+from .shardio import file_metadata, one_key, read_shard, shard_bytes, token_ranges
 
 __all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore",
-           "StoreFormatError", "token_ranges"]
+           "StoreFormatError"]
 
 STORE_FORMATS = CODEC_NAMES
 DEFAULT_STORE = "fp16"
@@ -275,7 +276,7 @@ class DocStateStore:
     def _set_params(self, data: bytes) -> None:
         from safetensors.torch import load
 
-        meta = _metadata(data)
+        meta = file_metadata(data)
         if meta.get("format") != self.fmt:
             raise StoreFormatError(f"document store {self.dir} holds a codec file of format "
                                    f"{meta.get('format')!r}, not {self.fmt!r}")
@@ -288,7 +289,7 @@ class DocStateStore:
         from safetensors.torch import save
 
         data = save({k: v.contiguous() for k, v in params.items()},
-                    metadata=_one_key({"format": self.fmt, "seed": self.seed}))
+                    metadata=one_key({"format": self.fmt, "seed": self.seed}))
         sha = sha256_bytes(data)
         name = f"codec-{sha[:16]}.safetensors"
         atomic_write_bytes(self.dir / name, data)
@@ -326,14 +327,14 @@ class DocStateStore:
     def _adopt(self, f: Path) -> dict | None:
         try:
             data = f.read_bytes()
-            meta = _metadata(data)
+            meta = file_metadata(data)
         except Exception:  # noqa: BLE001 - unreadable header: handled below
             meta = {}
         if meta.get("format") not in (None, self.fmt):
             raise StoreFormatError(f"document store {self.dir} holds a shard of format "
                                    f"{meta['format']!r} ({f.name}), not {self.fmt!r}")
         try:
-            tensors, ids = _unpack_bytes(data)
+            tensors, ids = read_shard(data)
             if len(ids) != tensors["lengths"].numel():
                 raise ValueError("ids and lengths disagree")
             if self.codec.trained and (self.codec_entry is None
@@ -480,7 +481,7 @@ class DocStateStore:
     def _flush(self, parts: list[dict[str, torch.Tensor]], ids: list[str]) -> None:
         tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         codec_sha = self.codec_entry["sha256"] if self.codec.trained else None
-        data = _to_bytes(tensors, ids, self.fmt, codec_sha)
+        data = shard_bytes(tensors, ids, self.fmt, codec_sha)
         name = f"shard-{len(self.shards):05d}-{key_hash(list(ids))}.safetensors"
         atomic_write_bytes(self.dir / name, data)
         sha = sha256_bytes(data)
@@ -516,7 +517,7 @@ class DocStateStore:
                 if len(data) != e["bytes"] or sha256_bytes(data) != e["sha256"]:
                     raise CorruptStore(f"document-state shard {f} changed while this run used it")
                 self._verified.add((e["file"], e["sha256"]))
-            tensors, _ = _unpack_bytes(data)
+            tensors, _ = read_shard(data)
             lengths = tensors.pop("lengths").long()
             seg = tensors.pop("seg")
             off = torch.zeros(len(lengths) + 1, dtype=torch.long)
@@ -540,48 +541,3 @@ class DocStateStore:
         idx = token_ranges(st, ln)
         dt = torch.float32 if self.fmt == "fp32" else torch.float16
         return padded(flat[idx.to(flat.device)].to(dt), seg_all[idx], ln, self.content)
-
-
-# --------------------------------------------------------------------------- helpers
-def token_ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The concatenation of ``arange(s, s + n)`` for every (start, length), vectorised."""
-    lengths = lengths.long()
-    total = int(lengths.sum())
-    if total == 0:
-        return torch.zeros(0, dtype=torch.long)
-    before = torch.cumsum(lengths, 0) - lengths
-    return torch.repeat_interleave(starts.long() - before, lengths) + torch.arange(total)
-
-
-def _to_bytes(tensors: dict[str, torch.Tensor], ids: list[str], fmt: str,
-              codec_sha: str | None = None) -> bytes:
-    from safetensors.torch import save
-
-    meta = {"ids": ids, "format": fmt}
-    if codec_sha:
-        meta["codec"] = codec_sha
-    return save({k: v.contiguous() for k, v in tensors.items()}, metadata=_one_key(meta))
-
-
-def _unpack_bytes(data: bytes) -> tuple[dict[str, torch.Tensor], list[str]]:
-    from safetensors.torch import load
-
-    tensors = load(data)
-    ids = _metadata(data)["ids"]
-    if isinstance(ids, str):           # shards written before the one-key metadata
-        ids = json.loads(ids)
-    return tensors, [str(x) for x in ids]
-
-
-def _one_key(meta: dict) -> dict[str, str]:
-    """safetensors metadata as one key: the library writes a map of several keys in a
-    different order from one call to the next, so a seeded store would not be the same
-    bytes twice."""
-    return {"mice_bench": json.dumps(meta, sort_keys=True)}
-
-
-def _metadata(data: bytes) -> dict:
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8: 8 + n])
-    meta = header.get("__metadata__", {})
-    return json.loads(meta["mice_bench"]) if "mice_bench" in meta else meta
