@@ -99,7 +99,8 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
     study_tables = _study_tables(summaries, ablations_dir, es)
     from .published_io import report_tables as published_tables
 
-    pub_tables = published_tables(lat_rows, summaries)   # the paper's numbers, labelled
+    # the paper's numbers, labelled, beside measured ones (none without any results)
+    pub_tables = published_tables(lat_rows, summaries) if lat_rows or summaries else []
     tables += pub_tables
     tables += [t for _, t in study_tables]
     storage_md = _storage_table(results_dir)
