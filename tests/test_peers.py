@@ -184,6 +184,7 @@ def test_latency_runtime_ort_scores_with_the_export(tmp_path):
     (["--runtime", "tensorrt"], "unknown runtime 'tensorrt'; valid: torch, ort"),
     (["--runtime", "ort", "--compile"], "--runtime ort / --peers ort"),
     (["--peers", "ort", "--dtype", "bf16"], "--runtime ort / --peers ort"),
+    (["--runtime", "ort", "--kv-cache"], "neither --kv-cache nor --doc-store"),
 ])
 def test_latency_refuses_bad_runtimes_in_one_line(tmp_path, args, needle):
     out = tmp_path / "x.json"

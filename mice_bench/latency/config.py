@@ -141,6 +141,9 @@ class LatencyConfig:
         if (c.runtime == "ort" or "ort" in c.peers) and (c.compile or c.dtype != "fp32"):
             raise UsageError("the ONNX export runs eager fp32: --runtime ort / --peers ort "
                              "take neither --compile nor --dtype fp16/bf16")
+        if c.runtime == "ort" and (c.kv_cache or c.doc_store is not None):
+            raise UsageError("--runtime ort stores what the exported documents graph returns: "
+                             "it takes neither --kv-cache nor --doc-store")
         if c.schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule {c.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if c.format not in ("table", "json"):
