@@ -4,15 +4,23 @@ never against the code under test."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from scipy import stats as sps
 
+from mice_bench.effectiveness import stats as E
+from mice_bench.effectiveness import stats as S
 from mice_bench.effectiveness.stats import bonferroni, correct, holm, paired_ttest
-from mice_bench.effectiveness.summary import (EffectivenessSummary, SummaryDataset,
-                                              SummarySettings, summarize)
+from mice_bench.effectiveness.summary import (
+    EffectivenessSummary,
+    SummaryDataset,
+    SummarySettings,
+    summarize,
+)
 
 P = [0.01, 0.04, 0.03, 0.005]
 # by hand: sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005=0.02, 3*0.01=0.03, 2*0.03=0.06,
@@ -186,3 +194,230 @@ def test_paired_ttest_does_not_depend_on_query_order():
         assert len({round(p, 12) for p in ps}) == 1, (d, ps)
     assert paired_ttest([0.0, 0.0, 2e-9], [0, 0, 0]) == 1.0      # float noise: no effect
     assert paired_ttest([0.2, 0.2, 0.2], [0.1, 0.1, 0.1]) == 0.0  # constant: certain effect
+
+
+# ----------------------------------------------------------------------
+# paired tests and corrections, value by value
+NAN = float("nan")
+
+
+def exact_sign_flip_p(d) -> float:
+    """The exact two-sided sign-flip p over all 2^n sign vectors (ties count)."""
+    d = [float(x) for x in d]
+    obs = abs(sum(d))
+    hits = sum(abs(sum(s * x for s, x in zip(signs, d))) >= obs - 1e-9
+               for signs in itertools.product((-1, 1), repeat=len(d)))
+    return hits / 2 ** len(d)
+
+
+# =============================================================================== stats.py
+def test_paired_samples_refused_with_both_shapes_in_the_message():
+    with pytest.raises(ValueError) as e:
+        S.paired_ttest([1.0, 2.0], [1.0, 2.0, 3.0])
+    assert str(e.value) == "paired samples need equal 1-D shapes, got (2,) and (3,)"
+    # equal shapes, but 2-D: refused as well (not silently flattened)
+    with pytest.raises(ValueError, match=r"equal 1-D shapes, got \(1, 2\) and \(1, 2\)"):
+        S.paired_randomization([[1.0, 2.0]], [[0.0, 1.0]])
+
+
+def test_paired_ttest_two_queries_by_the_cauchy_closed_form():
+    # d = (1, 3): mean 2, sd sqrt(2), se 1, t = 2 with 1 df (Cauchy): p = 1 - 2 atan(2) / pi
+    assert S.paired_ttest([1.0, 3.0], [0.0, 0.0]) == pytest.approx(
+        1 - 2 * math.atan(2.0) / math.pi, rel=1e-9)
+    # integer input gives the same p as floats
+    assert S.paired_ttest([1, 3], [0, 0]) == pytest.approx(1 - 2 * math.atan(2.0) / math.pi)
+
+
+def test_paired_ttest_degenerate_cases():
+    assert S.paired_ttest([], []) == 1.0                           # no query
+    assert S.paired_ttest([0.5], [0.1]) == 1.0                     # one query: no test
+    assert S.paired_ttest([0.3, 0.5, 0.7], [0.3, 0.5, 0.7]) == 1.0  # no difference
+    assert S.paired_ttest([0.3, 0.5], [0.3 + 1e-9, 0.5 - 1e-9]) == 1.0   # float noise only
+    assert S.paired_ttest([0.4, 0.6, 0.8], [0.3, 0.5, 0.7]) == 0.0  # constant, non-zero
+    assert S.paired_ttest([0.3, 0.5, 0.7], [0.4, 0.6, 0.8]) == 0.0  # constant, negative
+
+
+D5 = (0.3, 0.1, 0.2, -0.1, 0.25)          # exact sign-flip p: 6 / 32 (below)
+
+
+def test_exact_enumeration_helper_by_hand():
+    # D5 sums to 0.75; flipping a subset F gives 0.75 - 2 sum(F), which reaches |0.75| iff
+    # sum(F) <= 0 or sum(F) >= 0.75: F = {}, {-0.1}, {0.1, -0.1} and their 3 complements
+    assert exact_sign_flip_p(D5) == pytest.approx(6 / 32)
+    assert exact_sign_flip_p((1, 1, 1, 1)) == pytest.approx(2 / 16)   # all + or all -
+
+
+def test_paired_randomization_matches_exact_enumeration_both_directions():
+    b = [0.5] * 5
+    a = [0.5 + x for x in D5]
+    exact = exact_sign_flip_p(D5)
+    # 20 000 seeded flips: binomial sd sqrt(.1875 * .8125 / 20000) = 0.0028
+    p_ab = S.paired_randomization(a, b, n_resamples=20_000, seed=11)
+    p_ba = S.paired_randomization(b, a, n_resamples=20_000, seed=11)
+    assert p_ab == pytest.approx(exact, abs=0.012)
+    assert p_ba == pytest.approx(exact, abs=0.012)               # a worse system: same p
+    # a constant difference of 1 on 4 queries: 2 of 16 sign vectors reach it (ties count)
+    ones = S.paired_randomization([2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0], seed=4)
+    assert ones == pytest.approx(0.125, abs=0.012)
+    # 2500 flips, not a multiple of any chunk size: still about the exact p
+    p2500 = S.paired_randomization(a, b, n_resamples=2500, seed=2)
+    assert p2500 == pytest.approx(exact, abs=0.025)
+    assert p2500 * 2501 == pytest.approx(round(p2500 * 2501), abs=1e-6)   # (hits + 1) / 2501
+
+
+def test_paired_randomization_p_formula_with_few_resamples():
+    # d = (1, -1): mean 0, every sign vector reaches |mean| >= 0 -> hits = R, p = (R+1)/(R+1)
+    assert S.paired_randomization([1.0, 0.0], [0.0, 1.0], n_resamples=7, seed=0) == 1.0
+    assert S.paired_randomization([1.0, 0.0], [0.0, 1.0], n_resamples=1, seed=0) == 1.0
+    # one flip of d = (1, 1, 1): p = (hits + 1) / 2 with hits 0 or 1 (never 0, never > 1)
+    for seed in range(6):
+        assert S.paired_randomization([1.0, 1.0, 1.0], [0.0, 0.0, 0.0], n_resamples=1,
+                                      seed=seed) in (0.5, 1.0)
+    # R = 7: p is k / 8 with k >= 1
+    p7 = S.paired_randomization([0.5 + x for x in D5], [0.5] * 5, n_resamples=7, seed=3)
+    assert p7 in {k / 8 for k in range(1, 9)}
+
+
+def test_paired_randomization_no_difference_is_one():
+    assert S.paired_randomization([], []) == 1.0
+    assert S.paired_randomization([0.2, 0.4], [0.2, 0.4]) == 1.0
+    assert S.paired_randomization([0.7], [0.2]) == 1.0            # one query: every flip ties
+
+
+def test_paired_randomization_default_10000_resamples_and_seed_0():
+    """docs/effectiveness.md: 10,000 resamples, seeded; p = (hits + 1) / 10 001."""
+    a, b = [0.5 + x for x in D5], [0.5] * 5
+    p = S.paired_randomization(a, b)
+    assert p * 10_001 == pytest.approx(round(p * 10_001), abs=1e-6)
+    assert p == pytest.approx(exact_sign_flip_p(D5), abs=0.015)
+    assert p == S.paired_randomization(a, b, seed=0)
+    assert p == S.paired_randomization(a, b, n_resamples=10_000, seed=0)
+    # the seed matters (so the default seed is observable)
+    assert p != S.paired_randomization(a, b, seed=1)
+    assert S.paired_randomization(a, b, seed=1) == S.paired_randomization(a, b, seed=1)
+
+
+def test_paired_test_dispatches_and_passes_the_seed():
+    a, b = [0.5 + x for x in D5], [0.5] * 5
+    assert S.paired_test("ttest", [1.0, 3.0], [0.0, 0.0]) == pytest.approx(
+        1 - 2 * math.atan(2.0) / math.pi)
+    assert S.paired_test("ttest", a, b) == pytest.approx(sps.ttest_rel(a, b).pvalue, rel=1e-12)
+    p5 = S.paired_test("randomization", a, b, seed=5)
+    assert p5 == S.paired_randomization(a, b, seed=5)
+    assert p5 != S.paired_randomization(a, b, seed=0)           # seed 5, not the default
+    assert p5 == pytest.approx(exact_sign_flip_p(D5), abs=0.015)
+    assert S.paired_test("randomization", a, b) == S.paired_randomization(a, b, seed=0)
+
+
+def test_unknown_test_and_correction_messages():
+    with pytest.raises(ValueError) as e:
+        S.paired_test("wilcoxon", [1.0, 2.0], [0.0, 1.0])
+    assert str(e.value) == "unknown test 'wilcoxon'; valid: ttest, randomization"
+    with pytest.raises(ValueError) as e:
+        S.correct("bh", [0.1])
+    assert str(e.value) == "unknown correction 'bh'; valid: holm, bonferroni, none"
+
+
+def test_holm_by_hand_with_cap_ties_and_nan():
+    # sorted 0.01, 0.02, 0.02, 0.3 (m = 4): 0.04, 0.06, max(0.06, 0.04), max(0.06, 0.3)
+    assert S.holm([0.3, 0.02, 0.01, 0.02]) == pytest.approx([0.3, 0.06, 0.04, 0.06])
+    # cap at 1: 2 * 0.6 = 1.2 -> 1, then max(1, 0.7) = 1
+    assert S.holm([0.7, 0.6]) == pytest.approx([1.0, 1.0])
+    h = S.correct("holm", [0.04, NAN, 0.01, 0.03])              # m = 3, NaN kept
+    assert h[0] == pytest.approx(0.06) and math.isnan(h[1])
+    assert h[2] == pytest.approx(0.03) and h[3] == pytest.approx(0.06)
+    assert all(math.isnan(x) for x in S.holm([NAN, NAN])) and S.holm([]) == []
+
+
+def test_a_missing_p_given_as_none_counts_as_nan():
+    """None (a comparison without a p) is kept as NaN and not counted in m."""
+    h = S.holm([0.01, None, 0.03])                               # m = 2: 0.02, max(.02, .03)
+    assert h[0] == pytest.approx(0.02) and math.isnan(h[1]) and h[2] == pytest.approx(0.03)
+    bo = S.bonferroni([0.01, None, 0.03])
+    assert bo[0] == pytest.approx(0.02) and math.isnan(bo[1]) and bo[2] == pytest.approx(0.06)
+
+
+def test_bonferroni_by_hand_nan_stays_a_float_nan():
+    bo = S.correct("bonferroni", [0.04, NAN, 0.5, 0.001])        # m = 3
+    assert bo[0] == pytest.approx(0.12) and bo[2] == 1.0 and bo[3] == pytest.approx(0.003)
+    assert isinstance(bo[1], float) and math.isnan(bo[1])
+    assert S.bonferroni([]) == []
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni"])
+def test_corrections_match_statsmodels_with_ties(method):
+    sm = pytest.importorskip("statsmodels.stats.multitest")
+    p = [0.01, 0.04, 0.01, 0.2, 0.03, 0.04, 0.5]
+    assert S.correct(method, p) == pytest.approx(sm.multipletests(p, method=method)[1].tolist())
+
+
+def test_correct_none_returns_plain_floats():
+    out = S.correct("none", np.array([0.2, 0.5]))
+    assert out == [0.2, 0.5] and all(type(x) is float for x in out)
+
+
+# ----------------------------------------------------------------------
+# paired tests and corrections: shapes, scipy and exact enumeration
+# ------------------------------------------------------------------- effectiveness/stats.py
+
+
+def test_paired_samples_must_be_equal_1d():
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        E.paired_ttest([1.0, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="equal 1-D shapes"):
+        E.paired_randomization([[1.0, 2.0]], [[0.0, 1.0]])
+
+
+def test_paired_ttest_degenerate_and_scipy():
+    from scipy.stats import ttest_rel
+
+    assert E.paired_ttest([0.5], [0.1]) == 1.0                        # one query: no test
+    assert E.paired_ttest([0.3, 0.5, 0.7], [0.3, 0.5, 0.7]) == 1.0    # no difference
+    assert E.paired_ttest([0.4, 0.6, 0.8], [0.3, 0.5, 0.7]) == 0.0    # constant, non-zero
+    a, b = [0.1, 0.9, 0.4, 0.7, 0.3], [0.2, 0.5, 0.45, 0.3, 0.1]
+    assert E.paired_test("ttest", a, b) == pytest.approx(ttest_rel(a, b).pvalue, rel=1e-12)
+
+
+def test_paired_randomization_against_exact_enumeration():
+    """d = (1, 1, 1, 1): |mean(s d)| >= 1 only for the 2 constant sign vectors of 16, so the
+    exact p is 1/8; 10 000 seeded flips land within 0.01 of it (binomial sd 0.0033)."""
+    a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0]
+    p = E.paired_randomization(a, b, seed=3)
+    assert p == pytest.approx(0.125, abs=0.01)
+    assert E.paired_test("randomization", a, b, seed=3) == p          # seed passed through
+    assert E.paired_randomization(a, a) == 1.0 and E.paired_randomization([], []) == 1.0
+    # d = (1, -1, 2, -2): mean 0, every sign vector reaches it: p = 1
+    assert E.paired_randomization([1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, 2.0]) == 1.0
+    # few resamples: p = (hits + 1) / (R + 1) is never 0 and at most 1
+    p7 = E.paired_randomization(a, b, n_resamples=7, seed=0)
+    assert p7 in {k / 8 for k in range(1, 9)}
+
+
+def test_unknown_test_and_correction_name_the_choices():
+    with pytest.raises(ValueError, match="unknown test 'wilcoxon'; valid: ttest, randomization"):
+        E.paired_test("wilcoxon", [1.0, 2.0], [0.0, 1.0])
+    with pytest.raises(ValueError, match="unknown correction 'bh'; valid: holm, bonferroni, none"):
+        E.correct("bh", [0.1])
+
+
+def test_corrections_skip_nans_by_hand():
+    nan = float("nan")
+    h = E.correct("holm", [0.04, nan, 0.01, 0.03])
+    # m = 3: sorted 0.01, 0.03, 0.04 -> 3*0.01, max(0.03, 2*0.03), max(0.06, 1*0.04)
+    assert h[0] == pytest.approx(0.06) and math.isnan(h[1])
+    assert h[2] == pytest.approx(0.03) and h[3] == pytest.approx(0.06)
+    bo = E.correct("bonferroni", [0.04, nan, 0.5])                   # m = 2
+    assert bo[0] == pytest.approx(0.08) and math.isnan(bo[1]) and bo[2] == 1.0
+    assert all(math.isnan(x) for x in E.holm([nan, nan]))
+    assert E.correct("none", [0.2, 0.5]) == [0.2, 0.5]
+    assert E.holm([0.9, 0.6]) == [pytest.approx(1.0), pytest.approx(1.0)]   # capped at 1
+
+
+def test_paired_randomization_partial_last_chunk_and_default_seed():
+    """R = 2500 is not a multiple of the 2000-flip chunk: still 2500 flips in all (p near the
+    exact 1/8, never the ~0.2 of 4000 hits counted over 2501); the default seed is 0."""
+    a, b = [1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0]
+    assert E.paired_randomization(a, b, n_resamples=2500, seed=1) == pytest.approx(0.125,
+                                                                                   abs=0.03)
+    assert E.paired_randomization(a, b) == E.paired_randomization(a, b, seed=0)
+    assert E.paired_test("randomization", a, b) == E.paired_randomization(a, b, seed=0)
