@@ -96,10 +96,11 @@ def test_paired_randomization_matches_exact_enumeration():
 
 
 def test_holm_known_pvalues():
-    p = [0.01, 0.04, 0.03, 0.005]
-    # sorted 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 -> max(0.06, 0.04) = 0.06
-    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert bonferroni(p) == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    from test_statistics import BONF, HOLM, P   # the Holm / Bonferroni values worked by hand
+
+    assert holm(P) == pytest.approx(HOLM)
+    assert bonferroni(P) == pytest.approx(BONF)
+    p = list(P)
     assert holm([0.02, 0.9]) == pytest.approx([0.04, 0.9])    # 0.02*2; max(0.04, 0.9*1)
     assert holm([0.8, 0.6]) == pytest.approx([1.0, 1.0])     # capped at 1
     out = holm([0.01, float("nan"), 0.02])                    # NaN ignored, m = 2
