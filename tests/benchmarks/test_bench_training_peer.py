@@ -43,10 +43,10 @@ def _batch():
 
 
 def _ours():
-    from mice_bench.model import MiceModel
+    from mice_bench.model import InteractionModel
     from mice_bench.training.losses import bce
 
-    model = MiceModel.from_pretrained("minilm-l6", variant="ce", query_max_tokens=QT,
+    model = InteractionModel.from_pretrained("minilm-l6", variant="ce", query_max_tokens=QT,
                                       doc_max_tokens=DT)
     model.requires_grad_(True)
     qs, ds, _ = _batch()
