@@ -107,7 +107,14 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
     ):
         """Run fast and reference executors on random texts; exit 1 if they disagree."""
+        import math
+
+        from .errors import UsageError
         from .verify import verify_variants
+
+        if not math.isfinite(tolerance) or tolerance <= 0:
+            raise UsageError(f"--tolerance {tolerance}: must be a finite number > 0 (the "
+                             "largest allowed |fast - reference| score difference, e.g. 1e-4)")
 
         rows, bb = verify_variants(model, variants or None, pairs=pairs, dtype=dtype,
                                    device=device, seed=seed)

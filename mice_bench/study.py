@@ -571,6 +571,20 @@ def _effectiveness(path: Path, e: dict, variants: list[str], trained: bool = Fal
         if d not in names:
             raise StudyError(f"{path}: key 'effectiveness.in_domain[{i}]' = {d!r} is not "
                              f"among the datasets ({', '.join(names)})")
+    for k in ("depth", "batch_size", "limit_queries", "query_max_tokens", "doc_max_tokens"):
+        if k in e and e[k] < 1:
+            raise StudyError(f"{path}: key 'effectiveness.{k}' must be >= 1, got {e[k]!r}")
+    if "measures" in e:                  # what `mice-bench effectiveness` would refuse
+        from .effectiveness.metrics import check_depth, parse_measures, split_measures
+
+        ms = [str(m) for m in (e["measures"] if isinstance(e["measures"], list) else
+                               split_measures(e["measures"]))]
+        try:
+            check_depth(ms, parse_measures(ms, "key 'effectiveness.measures': "),
+                        e.get("depth", 100),
+                        "key 'effectiveness.measures'")
+        except UsageError as err:
+            raise StudyError(f"{path}: {err}") from None
     opts = {k: x for k, x in e.items() if k not in ("models", "datasets", "variants")}
     return EffectivenessPlan(models=list(models), datasets=list(dict.fromkeys(names)),
                              variants=v, options=opts,

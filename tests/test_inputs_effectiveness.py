@@ -138,7 +138,7 @@ def test_valid_measures_parse():
 
 def test_cutoff_above_depth_is_refused_when_asked_for(tmp_path, fixture_data):
     r = invoke(tmp_path, "--measures", "nDCG@10,R@100", "--depth", "20")
-    assert_usage_error(r, "R@100", "--depth 20")
+    assert_usage_error(r, "R@100", "depth 20")
     assert written_files(tmp_path) == []
 
 

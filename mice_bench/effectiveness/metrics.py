@@ -28,24 +28,27 @@ def split_measures(text: str) -> list[str]:
     return split_top_level(text, "()")
 
 
-def parse_measures(names: Sequence[str]) -> list:
-    """Measure names (``["nDCG@10", "RR@10"]``) -> ir_measures measure objects (unknown ->
-    UsageError)."""
+def parse_measures(names: Sequence[str], where: str = "") -> list:
+    """Measure names (``["nDCG@10", "RR@10"]``) -> ir_measures measure objects (unknown or
+    invalid parameters -> UsageError, prefixed by ``where``)."""
     import ir_measures
 
     if isinstance(names, str):
         raise TypeError("parse_measures takes a list of names (split_measures splits text)")
     out = []
-    for n in (x for x in names if x):
-        try:
-            out.append(ir_measures.parse_measure(_ALIASES.get(n.lower(), n)))
-        except (ValueError, NameError, SyntaxError, TypeError) as e:
-            raise UsageError(f"unknown measure {n!r} ({e}); examples: nDCG@10, RR@10, R@100, "
-                             "RR(rel=2)@10, AP") from None
-    if not out:
-        raise UsageError("no measure given")
-    for n, m in zip((x for x in names if x), out):
-        check_measure(m, n)
+    try:
+        for n in (x for x in names if x):
+            try:
+                out.append(ir_measures.parse_measure(_ALIASES.get(n.lower(), n)))
+            except (ValueError, NameError, SyntaxError, TypeError) as e:
+                raise UsageError(f"unknown measure {n!r} ({e}); examples: nDCG@10, RR@10, "
+                                 "R@100, RR(rel=2)@10, AP") from None
+        if not out:
+            raise UsageError("no measure given")
+        for n, m in zip((x for x in names if x), out):
+            check_measure(m, n)
+    except UsageError as e:
+        raise UsageError(f"{where}{e}") from None
     return out
 
 
@@ -79,6 +82,19 @@ def check_measure(m, name: str | None = None) -> None:
                 isinstance(a, int) and isinstance(b, int) and not isinstance(a, bool)
                 and not isinstance(b, bool) for a, b in v.items())):
             raise UsageError(f"{what}: {k} must map whole-number grades to whole numbers")
+
+
+def check_depth(names: Sequence[str], measures: Sequence, depth: int,
+                option: str = "--measures") -> list[str]:
+    """The measures cut off above ``depth``: refused (UsageError) when they were chosen
+    (``names`` other than :data:`DEFAULT_MEASURES`), returned to be flagged in every result
+    when they are the defaults."""
+    beyond = measures_beyond_depth(measures, depth)
+    if beyond and list(names) != list(DEFAULT_MEASURES):
+        raise UsageError(f"{option} {', '.join(beyond)}: cutoff above depth {depth} (the "
+                         "first stage gives at most that many candidates, so the number would "
+                         f"be a measure at {depth}); raise the depth or lower the cutoff")
+    return beyond
 
 
 def measures_beyond_depth(measures: Iterable, depth: int) -> list[str]:

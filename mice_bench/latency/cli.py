@@ -139,6 +139,18 @@ def register(app: typer.Typer) -> None:
         from .runner import run_latency
         from .table import render
 
+        from ..errors import UsageError
+
+        if variants is not None and not split_names(variants):
+            raise UsageError("--variants is empty; give variant names (e.g. ce,mice-l4+3) or "
+                             "leave the option out for the default comparison")
+        if protocol == "paper":          # options the paper protocol has no use for
+            given = [o for o, v in (("--query-tokens", query_tokens), ("--depth", depth))
+                     if v is not None]
+            if given:
+                raise UsageError(f"{' and '.join(given)} apply to the rerank protocol; the "
+                                 "paper protocol scores --batch-size pairs of --doc-tokens "
+                                 "tokens (drop them or use --protocol rerank)")
         cfg = LatencyConfig(
             model=model,
             variants=split_names(variants) if variants else _default_variants(model),
