@@ -19,8 +19,8 @@ from .cache import slug
 from .datasets import Collection, DatasetInfo, load_collection, resolve_datasets
 from .firststage import FirstStage, Run, run_first_stage, write_trec_run
 from .result import EffectivenessResult
-from .metrics import (DEFAULT_MEASURES, aggregate, measure_names, measures_beyond_depth,
-                      parse_measures, per_query)
+from .metrics import (DEFAULT_MEASURES, aggregate, check_depth, measure_names,
+                      measures_beyond_depth, parse_measures, per_query)
 from .progress import Reporter
 from .safeio import warn
 from .stats import CORRECTIONS, TESTS
@@ -232,12 +232,7 @@ def make_plan(cfg: EffectivenessConfig) -> Plan:
                          f"{', '.join(CORRECTIONS)}")
     if isinstance(cfg.depth, bool) or not isinstance(cfg.depth, int) or cfg.depth < 1:
         raise UsageError(f"--depth must be a whole number >= 1, got {cfg.depth!r}")
-    beyond = measures_beyond_depth(measures, cfg.depth)
-    if beyond and list(cfg.measures) != list(DEFAULT_MEASURES):
-        raise UsageError(f"--measures {', '.join(beyond)}: cutoff above --depth {cfg.depth} "
-                         "(the first stage gives at most that many candidates, so the number "
-                         f"would be a measure at {cfg.depth}); raise --depth or lower the "
-                         "cutoff")
+    beyond = check_depth(cfg.measures, measures, cfg.depth, "--measures")
     if beyond:                           # the default measures: flagged, in every result
         warn(f"{', '.join(beyond)} cut off above --depth {cfg.depth}: over {cfg.depth} "
              "candidates they measure the first stage's depth (recorded as "
