@@ -150,10 +150,6 @@ KNOWN_CYCLES = {
     frozenset({"mice_bench.export.onnx", "mice_bench.export.runtime"}):
         "export.onnx.check_export builds export.runtime.OrtExecutor, and export.runtime "
         "imports export.onnx's load_manifest / require_onnxruntime",
-    frozenset({"mice_bench.latency.config", "mice_bench.latency.peers",
-               "mice_bench.latency.workloads"}):
-        "latency.config validates --peers with latency.peers.parse_peers, latency.peers "
-        "builds latency.workloads.Workload, which holds a latency.config.LatencyConfig",
 }
 
 

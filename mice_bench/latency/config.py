@@ -29,6 +29,27 @@ LIMITS = {"--batch-size": 65_536, "--doc-tokens": 1_000_000, "--query-tokens": 1
           "--depth": 100_000, "--warmup": 1_000, "--runs": MAX_RUNS, "--threads": 4_096}
 #: the most timed seconds a row may ask for (one hour)
 MAX_MIN_SECONDS = 3600.0
+#: --runtime: mice-bench's own executors, or their ONNX export under onnxruntime
+TORCH = "torch"
+RUNTIMES = (TORCH, "ort")
+#: --peers: other implementations timed beside mice-bench's (see :mod:`.peers`)
+PEERS = ("hf", "st", "st-onnx", "ort")
+
+
+def parse_peers(text: str | list[str] | None) -> list[str]:
+    """Peer names in order, without repeats; raises :class:`UsageError` for unknown ones."""
+    if not text:
+        return []
+    names = text if isinstance(text, list) else str(text).replace(" ", "").split(",")
+    out = []
+    for n in names:
+        if not n:
+            continue
+        if n not in PEERS:
+            raise UsageError(f"unknown peer {n!r}; valid: {', '.join(PEERS)}")
+        if n not in out:
+            out.append(n)
+    return out
 
 
 @dataclass
@@ -127,8 +148,6 @@ class LatencyConfig:
                                  "K/V); it needs --precompute and no --kv-cache")
         if c.dtype not in DTYPES:
             raise UsageError(f"unknown dtype {c.dtype!r}; valid: {', '.join(DTYPES)}")
-        from .peers import RUNTIMES, parse_peers
-
         if c.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {c.runtime!r}; valid: {', '.join(RUNTIMES)}")
         c.peers = parse_peers(c.peers)

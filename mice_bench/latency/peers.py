@@ -31,12 +31,9 @@ import torch
 
 from ..errors import UsageError
 from ..spec import InteractionSpec, parse
+from .config import PEERS, RUNTIMES, TORCH, parse_peers  # noqa: F401 - declared with the options
 from .timing import PhaseTimer
 
-#: the runtime of mice-bench's own rows
-TORCH = "torch"
-RUNTIMES = (TORCH, "ort")
-PEERS = ("hf", "st", "st-onnx", "ort")
 TOKENIZE_PHASE = "timed: tokenize phase"
 TOKENIZE_IN_CALL = "timed: inside CrossEncoder.predict"
 
@@ -46,22 +43,6 @@ def own_tokenization(wl, protocol: str) -> str:
     if protocol == "rerank" and getattr(wl, "precompute", False):
         return TOKENIZE_PHASE + " (query; documents offline)"
     return TOKENIZE_PHASE
-
-
-def parse_peers(text: str | list[str] | None) -> list[str]:
-    """Peer names in order, without repeats; raises :class:`UsageError` for unknown ones."""
-    if not text:
-        return []
-    names = text if isinstance(text, list) else str(text).replace(" ", "").split(",")
-    out = []
-    for n in names:
-        if not n:
-            continue
-        if n not in PEERS:
-            raise UsageError(f"unknown peer {n!r}; valid: {', '.join(PEERS)}")
-        if n not in out:
-            out.append(n)
-    return out
 
 
 @dataclass
