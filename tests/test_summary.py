@@ -73,7 +73,7 @@ def test_percent_cell_is_mean_times_100_with_one_decimal_and_the_mark():
 # ----------------------------------------------------------------------
 # the summary model, its file and summarize, value by value
 # ============================================================================= summary.py
-def test_default_baseline():
+def test_the_default_baseline_is_ce_when_it_runs_else_bm25():
     assert default_baseline(["bm25", "ce", "mice-l4+3"]) == "ce"
     assert default_baseline(iter(["bm25", "ce"])) == "ce"        # any iterable
     assert default_baseline(["bm25", "mask1", "cE"]) == "bm25"
@@ -88,7 +88,7 @@ def test_default_baseline():
     (0.1, 0.0499, 0.05, "↑"), (0.1, 0.2, 0.3, "↑"), (0.1, 0.2, 0.1, ""),
     (0.1, None, 0.05, ""), (-0.1, NAN, 0.05, ""),
 ])
-def test_mark_for(diff, p, alpha, want):
+def test_a_mark_needs_a_difference_and_a_corrected_p_below_alpha(diff, p, alpha, want):
     assert mark_for(diff, p, alpha) == want
 
 
@@ -158,7 +158,7 @@ def test_to_dict_and_from_dict_against_a_hand_written_dict():
     assert type(back.alpha) is float and all(type(v) is int for v in back.comparisons.values())
 
 
-def test_accessors():
+def test_rows_and_cells_are_found_by_variant_dataset_and_measure():
     s = _tiny()
     assert s.primary == "m1"
     assert s.settings == SummarySettings("bm25", "ttest", "bonferroni", 0.1)
