@@ -118,6 +118,10 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
         executor: str = typer.Option("auto", "--executor", help="auto | fast | reference"),
+        runtime: str = typer.Option(
+            "torch", "--runtime", help="torch | ort (the variants' ONNX export under "
+                                       "onnxruntime, pairs scored through the graphs; pip "
+                                       "install 'mice-bench[onnx]')"),
         query_max_tokens: Optional[int] = typer.Option(
             None, "--query-max-tokens",
             help="query word pieces (default: the variant's reference setting, see README)"),
@@ -168,7 +172,7 @@ def register(app: typer.Typer) -> None:
             limit_queries=limit_queries, seed=seed, cache_dir=cache_dir,
             **({"output_dir": output_dir} if output_dir else {}),
             summary_name=summary_name, doc_store=doc_store, gzip_runs=gzip_runs,
-            local_attention=local_attention)
+            local_attention=local_attention, runtime=runtime)
         try:
             summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))
         except KeyboardInterrupt:

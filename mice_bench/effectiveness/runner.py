@@ -96,6 +96,9 @@ class EffectivenessConfig:
     gzip_runs: bool = True           # TREC runs as <variant>.trec.gz (about 5x smaller)
     # ModernBERT's local layers: window (the checkpoint's, as Hugging Face runs them) | global
     local_attention: str = "window"
+    # torch: mice-bench's executors; ort: their ONNX export under onnxruntime (pairs scored
+    # through the graphs, documents encoded with their pairs: no document store)
+    runtime: str = "torch"
 
     def __post_init__(self) -> None:
         for name in _LISTS:
@@ -255,6 +258,19 @@ def make_plan(cfg: EffectivenessConfig) -> Plan:
             raise UsageError(f"--first-stage full scores the whole corpus and needs variants "
                              f"whose documents can be precomputed (prettr, mice, colbert, "
                              f"biencoder); {', '.join(joint)} cannot: use --first-stage bm25")
+    if cfg.runtime not in ("torch", "ort"):
+        raise UsageError(f"unknown --runtime {cfg.runtime!r}; valid: torch, ort")
+    if cfg.runtime == "ort":
+        if any(fs.kind == "full" for fs in first_stage.values()):
+            raise UsageError("--runtime ort scores (query, document) pairs through the ONNX "
+                             "graphs; --first-stage full needs stored documents: use "
+                             "--first-stage bm25 or run:FILE")
+        if cfg.dtype != "fp32":
+            raise UsageError(f"--runtime ort runs the fp32 ONNX export; got --dtype {cfg.dtype}")
+        import importlib.util
+
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise UsageError("--runtime ort needs onnxruntime: pip install 'mice-bench[onnx]'")
     baseline = cfg.baseline
     if baseline is None:
         baseline = default_baseline(variants)
@@ -314,6 +330,7 @@ def _cfg_block(cfg: EffectivenessConfig, plan: Plan, coll: Collection, variant: 
         "doc_store": getattr(cfg, "doc_store", None),
         "beyond_depth": measures_beyond_depth(plan.measures, cfg.depth),
         "local_attention": cfg.local_attention,
+        "runtime": cfg.runtime,
     }
 
 
@@ -476,6 +493,7 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                                device=cfg.device, executor=cfg.executor, seed=cfg.seed,
                                doc_store=cfg.doc_store)
     records: list[Record] = []
+    onnx_cache: dict = {}                 # (model label, variant) -> its ONNX runner
     for label, name in plan.models:
         t = time.perf_counter()
         bb = _load_model(load_backbone, name, cfg)
@@ -490,9 +508,13 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
         model_info.update(checkpoint_provenance(name))  # mice-bench checkpoints: trained?
         if before_first is not None:     # every variant builds on this model: inputs checked
             for variant in (v for v in plan.variants if v != BM25):
-                make_executor(variant, bb, executor=cfg.executor,
-                              query_max_tokens=cfg.query_max_tokens,
-                              doc_max_tokens=cfg.doc_max_tokens)
+                built = make_executor(variant, bb, executor=cfg.executor,
+                                      query_max_tokens=cfg.query_max_tokens,
+                                      doc_max_tokens=cfg.doc_max_tokens)
+                if cfg.runtime == "ort":     # what cannot be exported fails here, first
+                    from ..export.graphs import check_exportable
+
+                    check_exportable(built)
             before_first()
             before_first = None
         for dname, coll in colls.items():
@@ -501,6 +523,10 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                 ex = make_executor(variant, bb, executor=cfg.executor,
                                    query_max_tokens=cfg.query_max_tokens,
                                    doc_max_tokens=cfg.doc_max_tokens)
+                if cfg.runtime == "ort":        # the ONNX export (checked), once per model
+                    from ..export.runtime import pairs_runtime
+
+                    ex = pairs_runtime(ex, onnx_cache, (label, variant))
                 if ex.flags["classifier_random"] and denv.main:
                     warn(f"{label}: no sequence-classification head in the checkpoint; "
                          f"{variant}'s 'cls' head is seeded random (flagged in its result)")

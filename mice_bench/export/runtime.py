@@ -72,7 +72,7 @@ class OrtExecutor:
     kv_layers: list[int] = []
 
     def __init__(self, ex, folder: str | Path, manifest: dict[str, Any] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, pairs_only: bool = False):
         ort = require_onnxruntime()
         self.ex, self.spec, self.backbone = ex, ex.spec, ex.backbone
         self.tokenizer = ex.tokenizer
@@ -93,13 +93,19 @@ class OrtExecutor:
                          for name, g in self.manifest["graphs"].items()}
         self.inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
         self.split = self.manifest["kind"] == "split"
+        #: offer no document precomputation (callers then score pairs: effectiveness)
+        self.pairs_only = bool(pairs_only)
         self.doc_output = self.manifest["graphs"]["documents"]["outputs"][0] if self.split \
             else None
 
     # ------------------------------------------------------------------ executor API
     @property
     def has_doc_precompute(self) -> bool:
-        return self.split
+        return self.split and not self.pairs_only
+
+    @property
+    def flags(self) -> dict:
+        return self.ex.flags
 
     @property
     def late_interaction(self) -> bool:
@@ -172,10 +178,38 @@ class OrtExecutor:
         return torch.cat(out) if out else torch.zeros(0)
 
     def rerank(self, query: str, docs, batch_size: int = 32) -> torch.Tensor:
-        if not self.split:
+        if not self.has_doc_precompute:
             return self.score_pairs([query] * len(docs), list(docs), batch_size)
         qs = self.encode_queries([query])
         ds = self.encode_documents(list(docs), batch_size=batch_size)
         out = [self.score_states(qs, torch.zeros(len(c), dtype=torch.long), ds, c)
                for c in torch.arange(len(docs)).split(batch_size)]
         return torch.cat(out) if out else torch.zeros(0)
+
+
+def ort_executor(ex, log=lambda s: None, pairs_only: bool = False) -> "OrtExecutor":
+    """Executor ``ex`` exported to ONNX (checked against PyTorch) and run by onnxruntime;
+    raises :class:`~mice_bench.errors.UsageError` for what cannot be exported. The graphs
+    are written to a temporary folder, loaded, and the folder removed."""
+    import tempfile
+
+    from .graphs import check_exportable
+    from .onnx import export_onnx
+
+    require_onnxruntime()
+    check_exportable(ex)
+    log(f"{ex.spec}: exporting to ONNX (checked against PyTorch)")
+    with tempfile.TemporaryDirectory(prefix="mice-bench-onnx-") as tmp:
+        folder = Path(tmp) / "export"
+        manifest = export_onnx(ex, folder, check=True)
+        return OrtExecutor(ex, folder, manifest=manifest, pairs_only=pairs_only)
+
+
+def pairs_runtime(ex, cache: dict, key) -> "OrtExecutor":
+    """Executor ``ex`` exported (checked) once per ``key`` and run by onnxruntime on
+    (query, document) pairs (``pairs_only``: no document store)."""
+    if key not in cache:
+        cache[key] = ort_executor(ex, pairs_only=True)
+    ort_ex = cache[key]
+    ort_ex.ex = ex
+    return ort_ex

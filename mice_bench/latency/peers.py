@@ -161,30 +161,22 @@ class PeerSkipped(Exception):
     """A peer that cannot run here; the message is the reason recorded in the results."""
 
 
-def ort_executor(ex, folder: Path, log: Callable[[str], None] = lambda s: None):
-    """Executor ``ex`` exported into ``folder`` and run by onnxruntime (raises
-    :class:`UsageError` for what cannot be exported)."""
-    from ..export.graphs import check_exportable
-    from ..export.onnx import export_onnx, require_onnxruntime
-    from ..export.runtime import OrtExecutor
-
-    require_onnxruntime()
-    check_exportable(ex)
-    log(f"{ex.spec}: exporting to ONNX (checked against PyTorch)")
-    manifest = export_onnx(ex, folder / str(ex.spec).replace("/", "_"), check=True)
-    return OrtExecutor(ex, folder / str(ex.spec).replace("/", "_"), manifest=manifest)
-
-
 def build_peers(names: list[str], c, bb, executors: dict[str, Any], device, dtype,
                 log: Callable[[str], None] = lambda s: None) -> tuple[list[Peer], list[dict]]:
     """The peers of run ``c`` (a resolved :class:`~.config.LatencyConfig`; ``executors``:
     the run's own, by variant name) and the skipped ones with their reasons
     (``[{"peer": ..., "variant": ..., "reason": ...}]``)."""
+    with tempfile.TemporaryDirectory(prefix="mice-bench-peers-") as tmp:
+        return _build_peers(names, c, bb, executors, device, dtype, log, Path(tmp))
+
+
+def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
+    """:func:`build_peers` with ``work`` as scratch folder (removed after: the peers hold
+    their models in memory)."""
     from .workloads import Workload
 
     peers: list[Peer] = []
     skipped: list[dict] = []
-    work = Path(tempfile.mkdtemp(prefix="mice-bench-peers-"))
     ce = parse("ce")
     max_length = bb.max_positions
     hf_model = None
@@ -206,7 +198,9 @@ def build_peers(names: list[str], c, bb, executors: dict[str, Any], device, dtyp
             else:
                 for name, ex in executors.items():
                     try:
-                        oex = ort_executor(ex, work / "onnx", log)
+                        from ..export.runtime import ort_executor
+
+                        oex = ort_executor(ex, log)
                     except UsageError as e:
                         skipped.append({"peer": n, "variant": name, "reason": str(e)})
                         log(f"peer ort skipped for {name}: {e}")

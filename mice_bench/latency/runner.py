@@ -109,19 +109,11 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
             if c.compile:
                 ex._mb_compile = compile_executor(ex, log)
             if c.runtime == "ort":       # the run's own rows: the ONNX export, onnxruntime
-                ex = peersmod.ort_executor(ex, peer_dir(), log)
+                from ..export.runtime import ort_executor
+
+                ex = ort_executor(ex, log)
             executors[name] = ex
         return executors[name]
-
-    work: list = []
-
-    def peer_dir():
-        import tempfile
-        from pathlib import Path
-
-        if not work:
-            work.append(Path(tempfile.mkdtemp(prefix="mice-bench-onnx-")))
-        return work[0]
 
     peers, peers_skipped = [], []
     if c.peers:
