@@ -36,6 +36,7 @@ def test_score_fidelity_by_hand():
     assert f["top2_overlap"] == pytest.approx(0.75)
     # q1: |2 - 1| / (3 - 1) = 0.5; q2: 0.1 / 3
     assert f["max_err_over_spread"] == pytest.approx(0.5)
+    assert f["median_err_over_spread"] == pytest.approx((0.5 + 0.1 / 3) / 2)
 
 
 def test_score_fidelity_tau_matches_pair_counting_on_random_scores():

@@ -7,7 +7,7 @@ Pure functions over runs (``{qid: {doc_id: score}}``) and per-query measures
   candidates (``scipy.stats.kendalltau``) and the overlap of the two top-10s (fraction of the
   reference's top 10 found in the other's), each averaged over queries (the smallest tau is
   kept too); and the largest absolute score difference divided by that query's spread of
-  reference scores (max - min), the largest over queries;
+  reference scores (max - min), the largest over queries and its median;
 * :func:`paired_difference`: the mean per-query difference (other - reference), its 95 %
   confidence interval (Student's t over queries) and the two-sided paired t-test p-value;
 * :func:`ms_marco_bytes`: a store's size for MS MARCO passage, *computed* (not measured) from
@@ -57,7 +57,8 @@ def score_fidelity(ref: Run, other: Run, k: int = 10) -> dict:
             "tau_mean": float(np.mean(taus)) if taus else None,
             "tau_min": float(np.min(taus)) if taus else None,
             f"top{k}_overlap": float(np.mean(overlaps)) if overlaps else None,
-            "max_err_over_spread": float(np.max(errs)) if errs else None}
+            "max_err_over_spread": float(np.max(errs)) if errs else None,
+            "median_err_over_spread": float(np.median(errs)) if errs else None}
 
 
 def paired_difference(ref: Mapping[str, float], other: Mapping[str, float]) -> dict:

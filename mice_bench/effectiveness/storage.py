@@ -189,7 +189,7 @@ def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | No
     if not rows:
         return None
     head = ["dataset", "model", "variant", "content", "store", measure, "Δ vs fp32 [95 % CI]",
-            "p (t-test)", "τ (mean / min)", "top-10 overlap", "max err / spread", "B/token",
+            "p (t-test)", "τ (mean / min)", "top-10 overlap", "err / spread (max / median)", "B/token",
             "KiB/doc", "codec KiB (centroids)", "MS MARCO GiB (computed)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for fr in fidelity_rows(rows, measure):
@@ -203,15 +203,17 @@ def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | No
             r.dataset, r.model, r.variant, r.content, r.store, _f(r.ndcg10), ci,
             "–" if d is None else f"{d['p']:.3g}", tau,
             "–" if f is None else _f(f["top10_overlap"], "{:.3f}"),
-            "–" if f is None else _f(f["max_err_over_spread"], "{:.4f}"),
+            "–" if f is None else f"{f['max_err_over_spread']:.4f} / "
+                                  f"{f['median_err_over_spread']:.4f}",
             _f(r.bytes_per_token, "{:.1f}"), f"{r.bytes_per_doc / 1024:.1f}", codec,
             _f(fr["ms_marco_gib"], "{:.1f}")]) + " |")
     lines += ["", f"Every store against the fp32 store of the same model, variant and dataset "
               f"(the same candidates): Δ: mean per-query difference of {measure} with its 95 % "
               "confidence interval (Student's t) and the two-sided paired t-test; τ: Kendall's "
               "tau-b of the candidates' scores per query (mean and smallest over queries); "
-              "top-10 overlap: share of the fp32 top 10 kept; max err / spread: the largest "
-              "score difference divided by that query's fp32 score range. B/token and KiB/doc: "
+              "top-10 overlap: share of the fp32 top 10 kept; err / spread: per query the "
+              "largest score difference divided by that query's fp32 score range, the largest "
+              "over queries and the median. B/token and KiB/doc: "
               "shard bytes on disk (the codec file of a residual store, its centroid table, is "
               "not in them: it is the codec KiB column, once per store). MS MARCO GiB is "
               "computed, not measured: B/token × the mean tokens per passage of the same "
