@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -83,7 +84,8 @@ def row(store, bpt, ndcg, dataset="dl19", variant="colbert"):
 
 def test_tradeoff_series_one_sorted_line_per_variant_and_dataset():
     rows = [row("fp32", 1537.0, 0.70), row("residual2", 99.0, 0.69), row("fp16", 769.0, 0.70),
-            row("fp32", 1537.0, 0.30, dataset="nfcorpus"), row("int8", None, 0.5)]
+            row("fp32", 1537.0, 0.30, dataset="nfcorpus"), row("int8", None, 0.5),
+            dataclasses.replace(row("fp32", 1537.0, 0.1, variant="mice-l4+2"), random_head=True)]
     s = tradeoff_series(rows)
     assert list(s) == ["m colbert (vectors) dl19", "m colbert (vectors) nfcorpus"]
     assert s["m colbert (vectors) dl19"] == [(99.0, 0.69, "residual2"), (769.0, 0.70, "fp16"),

@@ -52,6 +52,7 @@ class StorageRow:
     centroids: int | None = None
     per_query: dict | None = None        # measure per query
     run_path: str | None = None          # the TREC run (scores) next to the result file
+    random_head: bool = False            # random weights or a seeded random head: no quality
 
 
 def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[StorageRow]:
@@ -80,7 +81,9 @@ def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[Stor
                          bytes_per_token=bpt, codec_bytes=float(ds.get("codec_bytes") or 0),
                          centroids=ds.get("centroids"),
                          per_query=res.per_query.get(measure),
-                         run_path=str(p.parent / res.run_file) if res.run_file else None)
+                         run_path=str(p.parent / res.run_file) if res.run_file else None,
+                         random_head=bool((res.model or {}).get("classifier_random")
+                                          or (res.model or {}).get("random_weights")))
         key = (row.model, row.variant, row.store, row.content, row.dataset, row.first_stage)
         if key not in best or row.created > best[key].created:
             best[key] = row
@@ -112,7 +115,7 @@ def storage_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | Non
             ref = cell.get((m, v, "fp32", c, d, fs))
             ratio = f" ({r.bytes_per_doc / ref.bytes_per_doc:.2f}×)" if ref and s != "fp32" \
                 else ""
-            vals += ["–" if r.ndcg10 is None else f"{r.ndcg10:.4f}",
+            vals += [_ndcg(r),
                      f"{r.bytes_per_doc / 1024:.1f}{ratio}",
                      "–" if r.tokens_per_doc is None else f"{float(r.tokens_per_doc):.0f}"]
         lines.append("| " + " | ".join(vals) + " |")
@@ -179,6 +182,13 @@ def fidelity_rows(rows: list[StorageRow], measure: str = "nDCG@10") -> list[dict
     return out
 
 
+def _ndcg(r: StorageRow) -> str:
+    """The measure, marked when the model's head is random (only fidelity counts then)."""
+    if r.ndcg10 is None:
+        return "–"
+    return f"{r.ndcg10:.4f} (random head)" if r.random_head else f"{r.ndcg10:.4f}"
+
+
 def _f(x, fmt: str = "{:.4f}") -> str:
     return "–" if x is None else fmt.format(x)
 
@@ -200,7 +210,7 @@ def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | No
             f"{f['tau_mean']:.4f} / {f['tau_min']:.4f}"
         codec = "–" if not r.codec_bytes else f"{r.codec_bytes / 1024:.1f} ({r.centroids})"
         lines.append("| " + " | ".join([
-            r.dataset, r.model, r.variant, r.content, r.store, _f(r.ndcg10), ci,
+            r.dataset, r.model, r.variant, r.content, r.store, _ndcg(r), ci,
             "–" if d is None else f"{d['p']:.3g}", tau,
             "–" if f is None else _f(f["top10_overlap"], "{:.3f}"),
             "–" if f is None else f"{f['max_err_over_spread']:.4f} / "
@@ -224,10 +234,10 @@ def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | No
 def tradeoff_series(rows: list[StorageRow]) -> dict[str, list[tuple[float, float, str]]]:
     """The figure's data: per ``"model variant (content) dataset"``, the points
     ``(bytes per token, nDCG@10, store)`` sorted by bytes per token (rows without either
-    value are left out)."""
+    value, and models with a random head, whose nDCG@10 means nothing, are left out)."""
     out: dict[str, list[tuple[float, float, str]]] = {}
     for r in rows:
-        if r.bytes_per_token is None or r.ndcg10 is None:
+        if r.bytes_per_token is None or r.ndcg10 is None or r.random_head:
             continue
         key = f"{r.model} {r.variant} ({r.content}) {r.dataset}"
         out.setdefault(key, []).append((float(r.bytes_per_token), float(r.ndcg10), r.store))
