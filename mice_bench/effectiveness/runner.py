@@ -524,7 +524,7 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                                    query_max_tokens=cfg.query_max_tokens,
                                    doc_max_tokens=cfg.doc_max_tokens)
                 if cfg.runtime == "ort":        # the ONNX export (checked), once per model
-                    from ..export.runtime import pairs_runtime
+                    from ..export.onnx import pairs_runtime
 
                     ex = pairs_runtime(ex, onnx_cache, (label, variant))
                 if ex.flags["classifier_random"] and denv.main:

@@ -7,6 +7,11 @@
 * ``export.json``: the manifest (variant, model, graphs with their inputs and outputs, the
   tokenizer settings the inputs must follow, and the check).
 
+:func:`ort_executor` exports an executor into a temporary folder and returns its
+onnxruntime runner (:class:`~.runtime.OrtExecutor`; ``latency --runtime ort`` / ``--peers
+ort``); :func:`pairs_runtime` does so once per model and variant (``effectiveness --runtime
+ort``).
+
 The check (:func:`check_export`, onnxruntime) scores probe texts of unequal lengths through
 the graphs and through the executor: the largest absolute difference must be within
 ``1e-4`` of the spread (max - min) of the PyTorch scores, else the export is removed and
@@ -27,8 +32,8 @@ import torch
 
 from ..errors import UsageError
 from .graphs import DocumentsGraph, PairsGraph, ScoresGraph, check_exportable
+from .runtime import MANIFEST, OrtExecutor, load_manifest, require_onnxruntime  # noqa: F401
 
-MANIFEST = "export.json"
 FORMATS = ("onnx",)
 #: the largest |ONNX - PyTorch| score difference, as a fraction of the PyTorch score spread
 TOLERANCE = 1e-4
@@ -150,20 +155,9 @@ def _export(ex, out: Path, kind: str, model: str, opset: int) -> dict[str, Any]:
             "tokenizer": ex.settings()}
 
 
-def require_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UsageError("onnxruntime is not installed: pip install 'mice-bench[onnx]' (or "
-                         "pass --no-check to export without the check)") from None
-    return onnxruntime
-
-
 def check_export(ex, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Score the probe pairs through the graphs (onnxruntime) and through ``ex``; raise
     :class:`ExportCheckError` beyond :data:`TOLERANCE` of the score spread."""
-    from .runtime import OrtExecutor
-
     ort_ex = OrtExecutor(ex, out, manifest=manifest, threads=1)
     # every query against every document: 9 pairs, each part padded somewhere
     qs = [q for q in PROBE_QUERIES for _ in PROBE_DOCS]
@@ -180,10 +174,26 @@ def check_export(ex, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def load_manifest(folder: str | Path) -> dict[str, Any]:
-    p = Path(folder) / MANIFEST
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{folder} is not a mice-bench ONNX export (no readable {MANIFEST}: "
-                         f"{type(e).__name__})") from None
+def ort_executor(ex, log=lambda s: None, pairs_only: bool = False) -> "OrtExecutor":
+    """Executor ``ex`` exported to ONNX (checked against PyTorch) and run by onnxruntime;
+    raises :class:`~mice_bench.errors.UsageError` for what cannot be exported. The graphs
+    are written to a temporary folder, loaded, and the folder removed."""
+    import tempfile
+
+    require_onnxruntime()
+    check_exportable(ex)
+    log(f"{ex.spec}: exporting to ONNX (checked against PyTorch)")
+    with tempfile.TemporaryDirectory(prefix="mice-bench-onnx-") as tmp:
+        folder = Path(tmp) / "export"
+        manifest = export_onnx(ex, folder, check=True)
+        return OrtExecutor(ex, folder, manifest=manifest, pairs_only=pairs_only)
+
+
+def pairs_runtime(ex, cache: dict, key) -> "OrtExecutor":
+    """Executor ``ex`` exported (checked) once per ``key`` and run by onnxruntime on
+    (query, document) pairs (``pairs_only``: no document store)."""
+    if key not in cache:
+        cache[key] = ort_executor(ex, pairs_only=True)
+    ort_ex = cache[key]
+    ort_ex.ex = ex
+    return ort_ex

@@ -10,6 +10,7 @@ scores graph, once per call (one call per batch of candidates).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .onnx import load_manifest, require_onnxruntime
+from ..errors import UsageError
+
+#: the manifest of an export folder
+MANIFEST = "export.json"
+
 
 
 @dataclass
@@ -187,29 +192,19 @@ class OrtExecutor:
         return torch.cat(out) if out else torch.zeros(0)
 
 
-def ort_executor(ex, log=lambda s: None, pairs_only: bool = False) -> "OrtExecutor":
-    """Executor ``ex`` exported to ONNX (checked against PyTorch) and run by onnxruntime;
-    raises :class:`~mice_bench.errors.UsageError` for what cannot be exported. The graphs
-    are written to a temporary folder, loaded, and the folder removed."""
-    import tempfile
-
-    from .graphs import check_exportable
-    from .onnx import export_onnx
-
-    require_onnxruntime()
-    check_exportable(ex)
-    log(f"{ex.spec}: exporting to ONNX (checked against PyTorch)")
-    with tempfile.TemporaryDirectory(prefix="mice-bench-onnx-") as tmp:
-        folder = Path(tmp) / "export"
-        manifest = export_onnx(ex, folder, check=True)
-        return OrtExecutor(ex, folder, manifest=manifest, pairs_only=pairs_only)
+def require_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("onnxruntime is not installed: pip install 'mice-bench[onnx]' (or "
+                         "pass --no-check to export without the check)") from None
+    return onnxruntime
 
 
-def pairs_runtime(ex, cache: dict, key) -> "OrtExecutor":
-    """Executor ``ex`` exported (checked) once per ``key`` and run by onnxruntime on
-    (query, document) pairs (``pairs_only``: no document store)."""
-    if key not in cache:
-        cache[key] = ort_executor(ex, pairs_only=True)
-    ort_ex = cache[key]
-    ort_ex.ex = ex
-    return ort_ex
+def load_manifest(folder: str | Path) -> dict[str, Any]:
+    p = Path(folder) / MANIFEST
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{folder} is not a mice-bench ONNX export (no readable {MANIFEST}: "
+                         f"{type(e).__name__})") from None

@@ -198,7 +198,7 @@ def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
             else:
                 for name, ex in executors.items():
                     try:
-                        from ..export.runtime import ort_executor
+                        from ..export.onnx import ort_executor
 
                         oex = ort_executor(ex, log)
                     except UsageError as e:

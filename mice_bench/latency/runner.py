@@ -109,7 +109,7 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
             if c.compile:
                 ex._mb_compile = compile_executor(ex, log)
             if c.runtime == "ort":       # the run's own rows: the ONNX export, onnxruntime
-                from ..export.runtime import ort_executor
+                from ..export.onnx import ort_executor
 
                 ex = ort_executor(ex, log)
             executors[name] = ex
