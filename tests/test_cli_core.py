@@ -43,10 +43,23 @@ def test_verify_passes_on_random_model():
     assert "reference only" in r.output and "ok" in r.output
 
 
-def test_verify_fails_when_tolerance_is_impossible():
+def test_verify_fails_when_fast_and_reference_disagree(monkeypatch):
+    """A difference above the tolerance exits 1 (an impossible tolerance is exit 2: see
+    test_inputs_options)."""
+    import mice_bench.verify as verify
+
+    real = verify.verify_variants
+
+    def disagreeing(*a, **kw):
+        rows, bb = real(*a, **kw)
+        for r in rows:
+            r["max_abs_diff"] = r["max_abs_diff"] + 1.0
+        return rows, bb
+
+    monkeypatch.setattr(verify, "verify_variants", disagreeing)
     r = runner.invoke(app, ["verify", "--model", "minilm-l6", "--pairs", "3",
-                            "--variants", "colbert", "--tolerance", "-1"], terminal_width=200)
-    assert r.exit_code == 1
+                            "--variants", "colbert"], terminal_width=200)
+    assert r.exit_code == 1 and "FAIL" in r.output
 
 
 def test_a_missing_command_module_is_an_error(monkeypatch):
