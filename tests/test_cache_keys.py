@@ -190,7 +190,8 @@ def _teacher(tiny_bb, variant="ce", **kw):
     return InteractionModel(tiny_bb.converted(), variant, **kw)
 
 
-@pytest.mark.parametrize("change", ["variant", "qmax", "dmax", "data", "teacher"])
+@pytest.mark.parametrize("change", ["variant", "qmax", "dmax", "data", "teacher", "weights",
+                                    "dtype"])
 def test_teacher_scores_are_recomputed_when_one_key_field_changes(tmp_path, tiny_bb,
                                                                   train_data, change):
     from mice_bench.training import data as D
@@ -210,6 +211,16 @@ def test_teacher_scores_are_recomputed_when_one_key_field_changes(tmp_path, tiny
                                  "texts": {**train_data.texts, "d3": "another text"}})
     elif change == "teacher":
         name = "another-teacher"
+    elif change == "weights":                      # same name, other weights (another seed)
+        import torch
+
+        teacher = _teacher(tiny_bb)
+        with torch.no_grad():
+            next(teacher.parameters()).add_(0.5)
+    elif change == "dtype":
+        import torch
+
+        teacher = _teacher(tiny_bb).to(torch.float64)
     ex = teacher.executor("auto")
     real = type(ex).score_pairs
 
