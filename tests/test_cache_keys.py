@@ -234,3 +234,30 @@ def test_teacher_scores_are_recomputed_when_one_key_field_changes(tmp_path, tiny
         warm = D.teacher_scores(data, teacher, name, tmp_path)
     assert sum(calls) == 4, change                 # all four pairs scored again
     assert warm == D.teacher_scores(data, teacher, name, tmp_path / "fresh")
+
+
+# --------------------------------------------------------------------------- hub revisions
+def test_a_hub_model_at_another_commit_gets_other_score_and_state_caches(tmp_path, tiny_bb):
+    """A hub id names a moving target: its weights at another commit never reuse the scores
+    or document states cached for the first commit; the same commit reuses them."""
+    from mice_bench.effectiveness import datasets as eds
+    from mice_bench.effectiveness.rerank import ScoringSettings, VariantScorer
+    from mice_bench.executors import make_executor
+
+    from test_effectiveness_pipeline import DOCS
+
+    info = eds.resolve_datasets("dl19")[0]
+    coll = eds.Collection(info, {"q": "a query"}, {"q": {"d": 1}}, Path(DOCS))
+
+    def paths(commit):
+        tiny_bb.config._commit_hash = commit
+        ex = make_executor(SPLIT, tiny_bb)
+        sc = VariantScorer(ex, "org/some-model", coll, tmp_path, ScoringSettings())
+        return sc.score_path, sc.doc_cache.dir
+
+    try:
+        a, a2, b = paths("aaaa"), paths("aaaa"), paths("bbbb")
+    finally:
+        tiny_bb.config._commit_hash = None
+    assert a == a2
+    assert a[0] != b[0] and a[1] != b[1]

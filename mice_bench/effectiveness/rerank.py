@@ -105,6 +105,9 @@ class VariantScorer:
         self.reporter = reporter or Reporter(enabled=False)
         self.variant = str(ex.spec)
         ident = model_identity(model_name)
+        commit = getattr(getattr(ex.backbone, "config", None), "_commit_hash", None)
+        if commit and "name" in ident:     # a hub id: its commit pins the weights
+            ident = {**ident, "revision": str(commit)}
         self.score_key = {"model": ident, "variant": self.variant, "dataset": coll.info.irds_id,
                           "corpus": coll.corpus_fingerprint(), "executor_kind": ex.kind,
                           **settings.key()}
