@@ -419,3 +419,76 @@ def test_a_partial_rerun_of_a_point_does_not_blank_the_side_by_side_table(tmp_pa
             lines = [ln for ln in text.splitlines() if ln.startswith(f"| {v}")]
             assert lines, (v, text)
             assert all("| – | – | – |" not in ln for ln in lines), lines
+
+
+# ---------------------------------------------------------------------------- figures' points
+def _figure_lines(monkeypatch, draw):
+    """The lines (label, x, y) of the figure ``draw()`` saves (``save`` captured)."""
+    from mice_bench.report import effectiveness_section as es
+
+    figs = []
+    monkeypatch.setattr(es, "save", lambda fig, out, stem: figs.append(fig) or [])
+    draw(es)
+    assert len(figs) == 1
+    return [(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata()))
+            for ax in figs[0].axes for ln in ax.get_lines()]
+
+
+def _eff(model, variant, dataset, group, ndcg, layers=2, hidden=32):
+    from mice_bench.report.effectiveness_io import EffRecord
+
+    return EffRecord(file=f"{variant}-{dataset}.json", created="2026-01-01", model=model,
+                     variant=variant, dataset=dataset, group=group,
+                     measures={"nDCG@10": ndcg}, per_query={}, num_layers=layers,
+                     hidden_size=hidden, first_stage="bm25")
+
+
+def _lat(variant, throughput):
+    from mice_bench.latency.records import LatencyRow, RunInfo
+
+    run = RunInfo(file="latency/x.json", created="2026-01-01", protocol="rerank", model="m",
+                  model_description="m", num_layers=2, random_weights=True, hidden_size=32,
+                  device="cpu", device_name="CPU", dtype="fp32", threads=1, compiled=False)
+    return LatencyRow(run=run, variant=variant, layout="split", batch_size=8,
+                      batch_size_requested=8, doc_tokens=64, doc_tokens_effective=64,
+                      query_tokens=8, depth=8, precompute=True, precompute_applied=True,
+                      kv_cache_applied=False, pairs_per_run=8, params=1, lat_mean=1.0,
+                      lat_std=0.0, lat_p50=1.0, lat_p99=1.0, count=1, throughput=throughput,
+                      mem_peak_mb=None, mem_growth_mb=None, speedup_vs_ce=None,
+                      flop_ratio_vs_ce=None, flops_per_pair=None)
+
+
+def test_pareto_front_points_by_hand(monkeypatch, tmp_path):
+    """The dashed front joins the variants no other variant beats on both throughput and
+    nDCG@10: here (1000, 30) -> (100, 50) -> (10, 60); (50, 40) is beaten by (100, 50)."""
+    from mice_bench.report.common import Palette
+
+    pts = {"ce": (10, 0.60), "mice-l2+1": (50, 0.40), "mice-l1+1": (100, 0.50),
+           "biencoder": (1000, 0.30)}
+    recs = [_eff("m", v, "msmarco-dev", "id", y) for v, (_, y) in pts.items()]
+    lat = [_lat(v, x) for v, (x, _) in pts.items()]
+    lines = _figure_lines(monkeypatch, lambda es: es.pareto_figure(
+        ("cpu", "CPU", "fp32", "1", "m"), lat, recs, tmp_path, Palette(pts)))
+    front = [list(zip(x, y)) for label, x, y in lines if label == "Pareto front"]
+    assert len(front) == 1
+    assert front[0] == pytest.approx(
+        [(1000, 30.0), (100, 50.0), (10, 60.0)])
+
+
+def test_merge_layer_curve_points_by_hand(monkeypatch, tmp_path):
+    """One point per merge layer: the mean nDCG@10 x 100 over the group's own datasets (ID:
+    two datasets, OOD: one), and the ce line at the mean of the same datasets."""
+    from mice_bench.report.common import Palette
+
+    vals = {2: {"msmarco-dev": 0.30, "trec-dl-2019": 0.50, "scifact": 0.90},
+            4: {"msmarco-dev": 0.40, "trec-dl-2019": 0.60, "scifact": 0.20}}
+    group = {"msmarco-dev": "id", "trec-dl-2019": "id", "scifact": "ood"}
+    recs = [_eff("m", f"mice-l{m}+2", d, group[d], v) for m, per in vals.items()
+            for d, v in per.items()]
+    recs += [_eff("m", "ce", d, group[d], 0.70) for d in group]
+    lines = _figure_lines(monkeypatch, lambda es: es.merge_layer_figure(
+        recs, tmp_path, Palette(["ce", "mice-l2+2", "mice-l4+2"])))
+    got = {label: list(zip(x, y)) for label, x, y in lines}
+    assert got["mice-l{m}+2, In-domain mean"] == pytest.approx([(2, 40.0), (4, 50.0)])
+    assert got["mice-l{m}+2, BEIR (OOD) mean"] == pytest.approx([(2, 90.0), (4, 20.0)])
+    assert [y for _, y in got["ce, In-domain mean"]] == pytest.approx([70.0, 70.0])
