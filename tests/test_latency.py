@@ -780,6 +780,18 @@ def test_make_row_rerank_every_field(fake_flops):
     assert len(logs) == 1 and "300.00 ms/run" in logs[0] and "(2 runs)" in logs[0]
 
 
+def test_make_row_throughput_is_from_the_mean_not_the_median(fake_flops):
+    """Skewed runs (0.1, 0.1, 0.7 s: mean 0.3, median 0.1): pairs per second and achieved
+    FLOP/s divide by the mean seconds per run, as the module says."""
+    c = LatencyConfig(protocol="rerank", depth=100)
+    slot = _fake_slot(SimpleNamespace(kind="fast"), _wl(), [0.1, 0.1, 0.7])
+    row = make_row(c, slot, _BB(), "DIMS", {"flops_per_s": 80_000.0},
+                   SweepPoint(batch_size=8, doc_tokens=100, precompute=False), 5)
+    assert row.latency_s["p50"] == pytest.approx(0.1)
+    assert row.throughput_pairs_per_s == pytest.approx(8 / 0.3)
+    assert row.achieved_flops_per_s == pytest.approx(1500.0 * 8 / 0.3)
+
+
 def test_make_row_paper_protocol_truncation_and_compiled(fake_flops):
     """Paper protocol: one pair per query, no depth, documents truncated to the positions
     left after ``[CLS] q [SEP] ... [SEP]`` (64 - 3 - 5 = 56), a successful compile."""
