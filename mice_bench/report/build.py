@@ -42,16 +42,26 @@ class ReportResult:
     effectiveness_records: int = 0
 
 
+def is_storage_study(file: str) -> bool:
+    """A results file of the storage study (``effectiveness/storage/...``, relative to the
+    results folder)."""
+    return Path(file).as_posix().startswith("effectiveness/storage/")
+
+
 def build_report(results_dir: str | Path = "results", out_dir: str | Path = "report",
                  ablations_dir: str | Path | None = None, figures: bool = True
                  ) -> ReportResult:
     """Write the report; ``figures=False`` (tests) leaves out every figure."""
     results_dir, out = Path(results_dir), Path(out_dir)
     runs, lat_rows = load_latency(results_dir)
-    records = load_effectiveness(results_dir)
+    # the storage study (effectiveness/storage/) has a table and a figure of its own: its
+    # runs (store formats, query subsets, weak or random-head models) stay out of the
+    # effectiveness tables, studies and figures
+    records = load_effectiveness(results_dir, keep=lambda f: not is_storage_study(f))
     from . import effectiveness_section as es
 
-    summaries = es.report_summaries(records, load_summaries(results_dir))
+    summaries = es.report_summaries(records, [s for s in load_summaries(results_dir)
+                                              if not is_storage_study(s.file)])
     from . import latency_section as ls
 
     fig_dir, tab_dir = out / "figures", out / "tables"

@@ -13,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..datasets import dataset_group
 from ..effectiveness.result import EffectivenessResult
@@ -109,9 +110,11 @@ def load_summaries(results_dir: Path) -> list[SummaryFile]:
     return sorted(out, key=lambda x: (x.created, x.file))
 
 
-def load_effectiveness(results_dir: Path, dedupe: bool = True) -> list[EffRecord]:
-    """Every record under ``results_dir/effectiveness`` (sorted by path). With ``dedupe``
-    the latest file wins for a repeated (model, variant, dataset)."""
+def load_effectiveness(results_dir: Path, dedupe: bool = True,
+                       keep: Callable[[str], bool] | None = None) -> list[EffRecord]:
+    """Every record under ``results_dir/effectiveness`` (sorted by path) whose file (relative
+    to ``results_dir``) ``keep`` accepts. With ``dedupe`` the latest file wins for a repeated
+    (model, variant, dataset)."""
     root = Path(results_dir)
     folder = root / "effectiveness"
     if not folder.is_dir():
@@ -120,7 +123,7 @@ def load_effectiveness(results_dir: Path, dedupe: bool = True) -> list[EffRecord
     every: list[EffRecord] = []
     for f in sorted(folder.rglob("*.json")):
         rec = load_effectiveness_file(f, root)
-        if rec is None:
+        if rec is None or (keep is not None and not keep(rec.file)):
             continue
         every.append(rec)
         key = (rec.model, rec.variant, rec.dataset, rec.full_ranking)
