@@ -492,3 +492,24 @@ def test_merge_layer_curve_points_by_hand(monkeypatch, tmp_path):
     assert got["mice-l{m}+2, In-domain mean"] == pytest.approx([(2, 40.0), (4, 50.0)])
     assert got["mice-l{m}+2, BEIR (OOD) mean"] == pytest.approx([(2, 90.0), (4, 20.0)])
     assert [y for _, y in got["ce, In-domain mean"]] == pytest.approx([70.0, 70.0])
+
+
+def test_storage_study_runs_stay_out_of_the_effectiveness_tables(tmp_path):
+    """A newer run under effectiveness/storage/ (another store, a query subset, a weak model)
+    never replaces a cell of the effectiveness tables, though the storage table shows it."""
+    res = _copy_results(tmp_path)
+    before = build_report(res, tmp_path / "before", figures=False)
+    table = (tmp_path / "before" / "tables" / "effectiveness-ndcg10.md").read_text()
+    src = res / "effectiveness" / "dl19" / "bm25" / "tiny-ce" / "colbert.json"
+    dst = res / "effectiveness" / "storage" / "int8" / "dl19" / "bm25" / "tiny-ce" / "colbert.json"
+    dst.parent.mkdir(parents=True)
+    d = json.loads(src.read_text())
+    d["per_query"] = {m: {q: 0.0 for q in per} for m, per in d["per_query"].items()}
+    d["aggregates"] = {m: ({**v, "mean": 0.0} if isinstance(v, dict) else 0.0)
+                       for m, v in d["aggregates"].items()}   # a different, newer measurement
+    dst.write_text(json.dumps(d))
+    _with_doc_store(dst, "int8", 40 * 32 * 1.0, "2099-01-01T00:00:00+00:00")
+    after = build_report(res, tmp_path / "after", figures=False)
+    assert (tmp_path / "after" / "tables" / "effectiveness-ndcg10.md").read_text() == table
+    assert "tables/storage-ndcg10.md" in after.files and before.files
+    assert "int8" in (tmp_path / "after" / "tables" / "storage-ndcg10.md").read_text()
