@@ -81,3 +81,21 @@ def no_network(monkeypatch):
         return orig(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def rerun_with_own_irds_home(request, home) -> bool:
+    """ir_datasets fixes each dataset's folder from ``IR_DATASETS_HOME`` when it is first
+    imported. A test that stages its own ``home`` and reads it in-process runs itself again in
+    a fresh interpreter (with that home) when another test imported ir_datasets first; True
+    when it did (the caller returns), False when the current process can read ``home``."""
+    import subprocess
+    import sys
+
+    if "ir_datasets" not in sys.modules or os.environ.get("MICE_BENCH_TEST_CHILD") == "1":
+        return False
+    env = dict(os.environ, IR_DATASETS_HOME=str(home), MICE_BENCH_TEST_CHILD="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "-o", "addopts=", request.node.nodeid], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    return True

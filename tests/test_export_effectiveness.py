@@ -14,6 +14,8 @@ pytest.importorskip("onnxruntime", reason="pip install 'mice-bench[onnx]'")
 
 from mice_bench.cli import app  # noqa: E402
 
+from conftest import rerun_with_own_irds_home  # noqa: E402
+
 FIX = Path(__file__).resolve().parent / "fixtures" / "effectiveness"
 
 
@@ -47,7 +49,9 @@ def _per_query(out: Path, variant: str) -> dict:
     raise AssertionError(f"no result of {variant} under {out}")
 
 
-def test_ort_reranks_as_pytorch(tmp_path, home):
+def test_ort_reranks_as_pytorch(tmp_path, home, request):
+    if rerun_with_own_irds_home(request, home):
+        return
     r1, torch_out = _run(tmp_path, "torch")
     assert r1.exit_code == 0, r1.output
     r2, ort_out = _run(tmp_path, "ort")

@@ -23,7 +23,7 @@ import pytest
 
 pt = pytest.importorskip("pyterrier", reason='pip install "mice-bench[pyterrier]"')
 
-from conftest import DOCS, QUERIES, SHARED_DATA  # noqa: E402
+from conftest import DOCS, QUERIES, SHARED_DATA, rerun_with_own_irds_home  # noqa: E402
 
 from mice_bench.errors import UsageError  # noqa: E402
 from mice_bench.integrations.pyterrier import (DocText, MiceDocStates, MiceReranker,  # noqa: E402
@@ -137,7 +137,7 @@ def _scifact_texts(ids: set[str]) -> dict[str, str]:
 
 
 @pytest.mark.data
-def test_bm25_stage_ranks_as_the_effectiveness_command(tmp_path, monkeypatch, tiny_rr):
+def test_bm25_stage_ranks_as_the_effectiveness_command(tmp_path, monkeypatch, tiny_rr, request):
     """``BM25("scifact")`` (its own index, built from the staged corpus) gives, for a handful
     of queries, the documents, order and scores of ``mice-bench effectiveness``'s BM25 run
     (the TREC file the command writes, read with ``pt.io.read_results``), the corpus text of
@@ -145,6 +145,8 @@ def test_bm25_stage_ranks_as_the_effectiveness_command(tmp_path, monkeypatch, ti
     from mice_bench.integrations.pyterrier import BM25
 
     home = _stage_home(tmp_path)
+    if rerun_with_own_irds_home(request, home):
+        return
     n, depth = 6, 20
     env = dict(os.environ, IR_DATASETS_HOME=str(home), HF_HUB_OFFLINE="1",
                MICE_BENCH_ALLOW_DOWNLOAD="0")

@@ -151,6 +151,7 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"{' and '.join(given)} apply to the rerank protocol; the "
                                  "paper protocol scores --batch-size pairs of --doc-tokens "
                                  "tokens (drop them or use --protocol rerank)")
+        placement(device, dtype)   # device and dtype first: the default variants read the model
         cfg = LatencyConfig(
             model=model,
             variants=split_names(variants) if variants else _default_variants(model),
