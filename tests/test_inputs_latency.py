@@ -15,8 +15,8 @@ from mice_bench.cli import app
 from mice_bench.errors import UsageError
 from mice_bench.latency import scheduler as S
 from mice_bench.latency.config import LIMITS, MAX_RUNS, LatencyConfig
-from mice_bench.latency.timing import PHASES
 
+from test_latency import FakeTimer
 from test_reliability import assert_usage_error
 
 
@@ -64,20 +64,6 @@ def test_limits_are_named_in_the_message():
 
 
 # --------------------------------------------------------------------------- loop bounds
-class Clockless:
-    """Stands in for PhaseTimer: a run lasts what the workload says; no clock is read."""
-
-    def __init__(self, device):
-        self.fake = None
-
-    def start(self):
-        self.fake = None
-
-    def stop(self):
-        d = self.fake
-        return d, {p: (d if p == "interaction" else 0.0) for p in PHASES}, d
-
-
 class WarmThenTimed:
     """The first ``warm`` runs (the warm-ups) last ``warm_s``; every later run ``timed_s``."""
 
@@ -94,7 +80,7 @@ class WarmThenTimed:
 
 def test_zero_second_runs_end_by_count(monkeypatch):
     """A run that takes no time (or a min_seconds never reached) ends at max_runs."""
-    monkeypatch.setattr(S, "PhaseTimer", Clockless)
+    monkeypatch.setattr(S, "PhaseTimer", FakeTimer)
     wl = WarmThenTimed(0, timed_s=0.0)
     slot = S.Slot(spec="ce", ex=None, wl=wl, batch=1)
     S.time_slots([slot], torch.device("cpu"), runs=1, min_seconds=5.0, max_runs=7)
@@ -103,7 +89,7 @@ def test_zero_second_runs_end_by_count(monkeypatch):
 
 @pytest.mark.parametrize("warmup", [1, 3])
 def test_warmups_are_never_timed(monkeypatch, warmup):
-    monkeypatch.setattr(S, "PhaseTimer", Clockless)
+    monkeypatch.setattr(S, "PhaseTimer", FakeTimer)
     wl = WarmThenTimed(warmup)
     slot = S.prepare_slot("ce", None, 4, lambda b: wl, torch.device("cpu"), warmup=warmup,
                           log=lambda m: None, doc_tokens=8)
@@ -114,7 +100,7 @@ def test_warmups_are_never_timed(monkeypatch, warmup):
 
 
 def test_no_warmup_times_the_first_run(monkeypatch):
-    monkeypatch.setattr(S, "PhaseTimer", Clockless)
+    monkeypatch.setattr(S, "PhaseTimer", FakeTimer)
     wl = WarmThenTimed(0)
     slot = S.prepare_slot("ce", None, 4, lambda b: wl, torch.device("cpu"), warmup=0,
                           log=lambda m: None, doc_tokens=8)
@@ -129,7 +115,7 @@ def test_written_rows_hold_only_timed_runs(tiny_model, monkeypatch, schedule):
     from mice_bench.latency import runner as R
     from mice_bench.latency import workloads as W
 
-    monkeypatch.setattr(S, "PhaseTimer", Clockless)
+    monkeypatch.setattr(S, "PhaseTimer", FakeTimer)
     calls: dict[str, int] = {}
 
     def run(self, t):

@@ -368,7 +368,7 @@ def test_oom_halves_the_batch(tiny_model, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- scheduler
-class _FakeTimer:
+class FakeTimer:
     """Stands in for PhaseTimer: a run lasts what the workload says (``t.fake``) seconds,
     all of it in the interaction phase; no clock is read."""
 
@@ -396,7 +396,7 @@ def _slot(name, seconds):
 
 
 def test_scheduler_interleaves_until_runs_and_min_seconds(monkeypatch):
-    monkeypatch.setattr(S, "PhaseTimer", _FakeTimer)
+    monkeypatch.setattr(S, "PhaseTimer", FakeTimer)
     a, b = _slot("A", 0.25), _slot("B", 0.5)
     # A needs 4 runs for 1 s, B 3 runs (runs=3) -> round-robin, A alone at the end
     order = S.time_slots([a, b], torch.device("cpu"), runs=3, min_seconds=1.0)
@@ -412,7 +412,7 @@ def test_scheduler_interleaves_until_runs_and_min_seconds(monkeypatch):
 
 
 def test_prepare_slot_halves_on_oom_only(monkeypatch):
-    monkeypatch.setattr(S, "PhaseTimer", _FakeTimer)
+    monkeypatch.setattr(S, "PhaseTimer", FakeTimer)
 
     class WL(_FakeWorkload):
         def __init__(self, batch, error):
@@ -444,7 +444,7 @@ def test_rows_speedup_and_throughput_known_answers(tiny_model, monkeypatch, tmp_
     from mice_bench.latency.result import LatencyResult
 
     seconds = {"ce": 0.4, "mice-l4+3": 0.1, "colbert": 0.05}
-    monkeypatch.setattr(S, "PhaseTimer", _FakeTimer)
+    monkeypatch.setattr(S, "PhaseTimer", FakeTimer)
     monkeypatch.setattr(W.Workload, "run",
                         lambda self, t: setattr(t, "fake", seconds[str(self.ex.spec)]))
     cfg = LatencyConfig(model=tiny_model, variants=list(seconds), batch_sizes=[4],
