@@ -23,7 +23,7 @@ from ..errors import UsageError
 from .store import DEFAULT_STORE, STORE_FORMATS
 
 __all__ = ["preflight", "check_candidates", "check_model_dir", "check_writable",
-           "check_device", "model_layers", "safetensors_problem"]
+           "check_device", "safetensors_problem"]
 
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
 
@@ -75,7 +75,7 @@ def preflight(cfg, plan) -> None:
             _readable_file(p, f"--first-stage run:{p} (dataset {ds})",
                            "a TREC run 'qid Q0 docid rank score [tag]'")
     for label, name in plan.models:
-        layers = model_layers(name)
+        layers = checkpoint_layers(name)
         if layers is None:               # a hub id: refused at once when it cannot load here
             from ..backbone import check_hub_model
 
@@ -136,14 +136,6 @@ def check_writable(folder: Path, option: str) -> None:
     except OSError as e:
         raise UsageError(f"{option} {folder}: not writable ({e.strerror or e}); choose another "
                          "folder") from None
-
-
-# --------------------------------------------------------------------------- models
-def model_layers(name: str) -> int | None:
-    """The model's number of layers when it is known without loading weights (architecture
-    names, local directories; None for hub ids). Checks local directories on the way
-    (:func:`~mice_bench.backbones.files.checkpoint_layers`)."""
-    return checkpoint_layers(name)
 
 
 # --------------------------------------------------------------------------- candidates

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from ..results import git_commit
 from .formats import DATASETS, write_trec
 from .model_copy import check_model, convert_model
 
@@ -77,17 +78,6 @@ def sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def git_commit() -> str | None:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=CHECKOUT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=CHECKOUT, capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 # --------------------------------------------------------------------------- data
@@ -319,7 +309,7 @@ def stage(out: Path, opts: StageOptions) -> tuple[dict, str | None]:
         shutil.rmtree(data)
     data.mkdir()
     manifest: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "git_commit": git_commit(), "prepared_with": {
+                      "git_commit": git_commit(CHECKOUT), "prepared_with": {
                           "python": sys.version.split()[0], "argv": sys.argv[1:]}}
 
     log("model: all-MiniLM-L6-v2 -> fp16")
