@@ -118,7 +118,7 @@ class InteractionModel(torch.nn.Module):
         ex = self.executor(executor)
         tb = ex.tokenize_pairs(list(queries), list(docs))
         if self.dropout and self.training and torch.is_grad_enabled():
-            from .executors.layers import dropout_rates, train_dropout
+            from .backbones.base import dropout_rates, train_dropout
 
             with train_dropout(dropout_rates(self.backbone)):
                 return ex.forward_pairs(tb)

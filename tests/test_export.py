@@ -19,7 +19,8 @@ ort = pytest.importorskip("onnxruntime", reason="pip install 'mice-bench[onnx]'"
 from mice_bench.cli import app  # noqa: E402
 from mice_bench.executors import make_executor  # noqa: E402
 from mice_bench.export.onnx import (TOLERANCE, ExportCheckError, check_export,  # noqa: E402
-                                    export_onnx, load_manifest)
+                                    export_onnx)
+from mice_bench.export.runtime import load_manifest  # noqa: E402
 
 QUERY = "do spiders have eight legs or six legs and why"
 DOCS = ["spiders have eight legs and build webs " * 8, "a cat", "x y z",

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbone import Backbone, LayerWeights
-from ..backbones.base import (dropout_p, dropout_rates, memo_get as _memo,  # noqa: F401
-                              train_dropout)
+from ..backbones.base import dropout_p, memo_get as _memo
 from ..spec import SEG_INDEX, LayerSpec
 from .inputs import key_segments, row_segments
 

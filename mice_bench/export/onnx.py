@@ -32,7 +32,7 @@ import torch
 
 from ..errors import UsageError
 from .graphs import DocumentsGraph, PairsGraph, ScoresGraph, check_exportable
-from .runtime import MANIFEST, OrtExecutor, load_manifest, require_onnxruntime  # noqa: F401
+from .runtime import MANIFEST, OrtExecutor, require_onnxruntime
 
 FORMATS = ("onnx",)
 #: the largest |ONNX - PyTorch| score difference, as a fraction of the PyTorch score spread

@@ -31,7 +31,6 @@ import torch
 
 from ..errors import UsageError
 from ..spec import InteractionSpec, parse
-from .config import PEERS, RUNTIMES, TORCH, parse_peers  # noqa: F401 - declared with the options
 from .timing import PhaseTimer
 
 TOKENIZE_PHASE = "timed: tokenize phase"
