@@ -172,6 +172,24 @@ def test_variants_that_share_the_layers_below_the_split_share_the_states(tmp_pat
         run_file(tmp_path / "out-f", "colbert[doc_tt=1]")
 
 
+def test_same_split_layer_with_other_layers_below_it_encodes_again(tmp_path, fixture_data,
+                                                                   counters):
+    """A variant that splits at the same layer as mice-l2+2 but runs other layers below the
+    split (its first layer dropped) gets document states of its own: on mice-l2+2's warm
+    cache it encodes every document again and scores as it does on a fresh cache."""
+    from mice_bench.spec import DROPPED, custom, parse
+
+    layers = parse(SPLIT).layers(6)                  # the fixture's model has 6 layers
+    other = str(custom("split", (DROPPED, *layers[1:])))
+    assert parse(other).split_layer(6) == parse(SPLIT).split_layer(6) == 2
+    run_effectiveness(cfg(tmp_path, variants=f"bm25,{SPLIT}"))
+    assert counters["docs"][SPLIT] == UNIQUE_DOCS
+    run_effectiveness(cfg(tmp_path, variants=f"bm25,{other}"))
+    assert counters["docs"][other] == UNIQUE_DOCS
+    run_effectiveness(cfg(tmp_path, cache="fresh", out="out-f", variants=f"bm25,{other}"))
+    assert run_file(tmp_path / "out", other) == run_file(tmp_path / "out-f", other)
+
+
 # --------------------------------------------------------------------------- teacher scores
 @pytest.fixture
 def train_data():

@@ -329,6 +329,29 @@ def test_busy_run_never_replaces_an_idle_measurement(tmp_path):
     assert "b-busy.json (busy machine)" in side
 
 
+def test_side_by_side_table_of_two_equal_runs_shows_the_idle_one(tmp_path):
+    """Two results files of the same points and the same size: the one-run table shows the
+    idle machine's, though the busy one is newer and sorts first by name."""
+    from mice_bench.latency import table as lt
+    from mice_bench.report import latency_io as lio
+
+    src = RESULTS / "latency" / "rerank-d16.json"
+    res = tmp_path / "results"
+    _latency_copy(src, res / "latency" / "z-idle.json", False, "2026-01-01T00:00:00+00:00", 1.0)
+    _latency_copy(src, res / "latency" / "a-busy.json", True, "2026-06-01T00:00:00+00:00", 7.0)
+    _, rows = lio.load_latency(res)
+    (group, grp), = lt.by_group(rows, deduped=False).items()
+    assert len({r.run.file for r in grp}) == 2
+    idle = lt.side_by_side_table(group, [r for r in grp if r.run.file == "latency/z-idle.json"])
+    both = lt.side_by_side_table(group, grp)
+    assert both.caption.endswith("Sources: latency/z-idle.json.")
+    assert both.sections == idle.sections
+    build_report(res, tmp_path / "out", figures=False)
+    side = next(p for p in (tmp_path / "out" / "tables").glob("latency-*.md")
+                if not p.name.startswith("latency-all-")).read_text()
+    assert "z-idle.json" in side and "a-busy.json" not in side
+
+
 def test_idle_preference_then_newest_and_old_files_without_the_flag(tmp_path):
     """Among idle runs the newest wins; a file without the flag is judged by its recorded
     load average with the same rule; unknown ranks between idle and busy."""
