@@ -182,7 +182,7 @@ class DocStateStore:
             doc["codec"] = self.codec_entry
         atomic_write_json(self.index_path, doc, indent=None)
 
-    def _repair(self) -> None:
+    def repair(self) -> None:
         """Under the lock: re-read the index, rebuild or extend it from shard files on disk,
         drop shards that fail their size/checksum check (or belong to no valid codec file),
         remove stale temp files."""
@@ -412,7 +412,7 @@ class DocStateStore:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         with cache_lock(self.dir / ".lock", f"document states in {self.dir}"):
-            self._repair()
+            self.repair()
             todo = self.missing(doc_ids)
             if on_todo is not None:
                 on_todo(len(todo))
@@ -433,7 +433,7 @@ class DocStateStore:
             last = time.monotonic()
             for i in range(0, len(todo), batch_size):
                 ids = todo[i: i + batch_size]
-                buf.append(self._pack(flatten(get(ids))))
+                buf.append(self.pack(flatten(get(ids))))
                 buf_ids.extend(ids)
                 if progress is not None:
                     progress(len(ids))
@@ -445,44 +445,66 @@ class DocStateStore:
             return n_todo
 
     def _train(self, todo: list[str], get, batch_size: int, progress) -> set[str]:
-        """Encode a seeded sample of ``todo``, train the codec on its tokens (5 % held out
-        for the residual statistics), write the codec file, then the sample's shards."""
+        """Encode a seeded sample of ``todo``, train the codec on it, write the codec file,
+        then the sample's shards."""
+        flat, ids = self.encode_sample(todo, get, batch_size, progress)
+        self.fit_codec(flat)
+        start = 0
+        for j in range(0, len(flat), max(1, self.max_shard_docs // batch_size)):
+            group = flat[j: j + max(1, self.max_shard_docs // batch_size)]
+            n = sum(f[2].numel() for f in group)
+            self._flush([self.pack(f) for f in group], ids[start: start + n])
+            start += n
+        return set(ids)
+
+    def encode_sample(self, ids: list[str], get, batch_size: int, progress=None
+                      ) -> tuple[list[tuple], list[str]]:
+        """The codec's training sample: ``ids`` in a seeded order, encoded (``get``: ids ->
+        DocStates) ``batch_size`` at a time until :data:`SAMPLE_TOKENS` tokens; returns the
+        flattened batches and their ids."""
         g = torch.Generator().manual_seed(self.seed)
-        order = [todo[i] for i in torch.randperm(len(todo), generator=g).tolist()]
+        order = [ids[i] for i in torch.randperm(len(ids), generator=g).tolist()]
         flat: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        ids: list[str] = []
+        got: list[str] = []
         ntok = 0
         for i in range(0, len(order), batch_size):
             part = order[i: i + batch_size]
             flat.append(flatten(get(part)))
-            ids.extend(part)
+            got.extend(part)
             ntok += int(flat[-1][2].sum())
             if progress is not None:
                 progress(len(part))
             if ntok >= SAMPLE_TOKENS:
                 break
+        return flat, got
+
+    def fit_codec(self, flat: list[tuple]) -> None:
+        """Train the codec on the tokens of ``flat`` (flattened DocStates; 5 % held out for
+        the residual statistics) and write the codec file and the index naming it."""
         x = torch.cat([f[0] for f in flat])
         train, held = split_heldout(x, self.seed)
         k = self.centroids or residual_centroids(train.shape[0], cap=MAX_CENTROIDS)
         self._write_codec(self.codec.fit(train, held, seed=self.seed, centroids=k))
-        start = 0
-        for j in range(0, len(flat), max(1, self.max_shard_docs // batch_size)):
-            group = flat[j: j + max(1, self.max_shard_docs // batch_size)]
-            n = sum(f[2].numel() for f in group)
-            self._flush([self._pack(f) for f in group], ids[start: start + n])
-            start += n
-        return set(ids)
 
-    def _pack(self, flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-              ) -> dict[str, torch.Tensor]:
+    def pack(self, flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+             ) -> dict[str, torch.Tensor]:
+        """Flattened DocStates -> the rows of a shard (the codec's tensors, seg, lengths)."""
         x, seg, lengths = flat
         return {**self.codec.encode(x, self.params), "seg": seg, "lengths": lengths}
 
     def _flush(self, parts: list[dict[str, torch.Tensor]], ids: list[str]) -> None:
+        name = f"shard-{len(self.shards):05d}-{key_hash(list(ids))}.safetensors"
+        self.shards.append(self.write_shard(name, parts, ids))
+        self._write_index()
+        self.encoded_now += len(ids)
+
+    def write_shard(self, name: str, parts: list[dict[str, torch.Tensor]], ids: list[str]
+                    ) -> dict:
+        """Write the shard file ``name`` (atomically) of ``parts`` (:meth:`pack` rows of
+        ``ids``); returns its index entry, not yet in the index (:meth:`set_shards`)."""
         tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
         codec_sha = self.codec_entry["sha256"] if self.codec.trained else None
         data = shard_bytes(tensors, ids, self.fmt, codec_sha)
-        name = f"shard-{len(self.shards):05d}-{key_hash(list(ids))}.safetensors"
         atomic_write_bytes(self.dir / name, data)
         sha = sha256_bytes(data)
         self._verified.add((name, sha))
@@ -490,9 +512,14 @@ class DocStateStore:
                  "tokens": int(tensors["lengths"].sum())}
         if codec_sha:
             entry["codec"] = codec_sha
-        self.shards.append(entry)
+        return entry
+
+    def set_shards(self, entries: list[dict]) -> None:
+        """Make ``entries`` (shards verified or written by this job, in this order) the
+        index, and write it."""
+        self.shards = list(entries)
+        self._verified.update((e["file"], e["sha256"]) for e in self.shards)
         self._write_index()
-        self.encoded_now += len(ids)
 
     # ------------------------------------------------------------------ loading
     def load(self, doc_ids: Sequence[str], device: str = "cpu"):
