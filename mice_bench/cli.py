@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "mice_bench.commands_core",
     "mice_bench.latency.cli",
     "mice_bench.effectiveness.cli",
+    "mice_bench.effectiveness.storecli",
     "mice_bench.report.cli",
     "mice_bench.ablations.cli",
     "mice_bench.training.cli",

@@ -192,6 +192,26 @@ class VariantScorer:
             self.stats.doc_encode_s += time.perf_counter() - t
             self.stats.docs_encoded += n
 
+    def build_docs(self, texts: dict[str, str], dist=None, chunk_docs: int | None = None):
+        """Store every document of ``texts`` (``doc_id -> text``) by the deterministic build
+        plan of :mod:`.storebuild`: under ``torchrun`` every rank of ``dist`` calls it and
+        encodes its share of the chunks into the shared store. Returns its stats."""
+        from .storebuild import DEFAULT_CHUNK_DOCS, build_store
+
+        assert self.doc_cache is not None
+        bs = self.settings.doc_batch_size
+        source = self._fp32_source(list(texts))
+        st = build_store(self.doc_cache, texts, store_encoder(self.ex, bs), dist=dist,
+                         batch_size=bs, chunk_docs=chunk_docs or DEFAULT_CHUNK_DOCS,
+                         reporter=self.reporter, source=source,
+                         description=f"{self.coll.name} {self.variant}: encode docs")
+        if st.encoded and source is not None:
+            self.stats.extra["doc_source"] = "fp32 store (compressed again, not encoded)"
+        if st.encoded or st.sample_docs:
+            self.stats.doc_encode_s += st.seconds
+            self.stats.docs_encoded += st.encoded
+        return st
+
     def _fp32_source(self, todo: list[str]):
         """``ids -> DocStates`` read from the fp32 store of the same documents when it holds
         every document of ``todo``, else None (the documents are encoded)."""
@@ -281,10 +301,10 @@ class VariantScorer:
 
     # ----------------------------------------------------------------- full corpus
     def full(self, depth: int, after_query: AfterQuery | None = None,
-             queries: list[str] | None = None) -> Run:
+             queries: list[str] | None = None, dist=None) -> Run:
         """Top-``depth`` of the whole corpus for every query (split-first variants only), or
-        for ``queries`` (a rank's share under torchrun; the corpus is encoded once, into the
-        shared store, by whichever rank takes its lock first)."""
+        for ``queries`` (a rank's share under torchrun: every rank of ``dist`` encodes its
+        share of the corpus into the shared store, :meth:`build_docs`)."""
         if self.doc_cache is None:
             raise UsageError(f"{self.variant}: --first-stage full needs a variant whose documents "
                              "can be precomputed (prettr, mice, colbert, biencoder)")
@@ -302,6 +322,12 @@ class VariantScorer:
 
         with ScoreCache(self.score_path, meta=self.score_key) as cache:
             pending = pending_of(cache)
+        from ..distributed import DistEnv
+
+        dist = dist or DistEnv()
+        wanted = dist.gather(bool(pending))           # any rank with queries left to score
+        if dist.broadcast(any(wanted) if dist.main else None):
+            self.build_docs(corpus, dist)
         if pending:
             with cache_lock(self._lock_path(),
                             f"the scores of {self.variant} on {self.coll.name}"), \

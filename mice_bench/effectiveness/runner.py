@@ -449,7 +449,18 @@ def model_revision(name: str, bb, seed: int) -> str:
     return f"unknown:{name}"
 
 
-def _load_model(load_backbone, name: str, cfg):
+def scoring_settings(cfg: EffectivenessConfig):
+    """The :class:`~.rerank.ScoringSettings` of ``cfg`` (they key the score and store caches)."""
+    from .rerank import ScoringSettings
+
+    return ScoringSettings(batch_size=cfg.batch_size, doc_batch_size=cfg.doc_batch_size,
+                           query_max_tokens=cfg.query_max_tokens,
+                           doc_max_tokens=cfg.doc_max_tokens, dtype=cfg.dtype,
+                           device=cfg.device, executor=cfg.executor, seed=cfg.seed,
+                           doc_store=cfg.doc_store)
+
+
+def load_model(load_backbone, name: str, cfg):
     """``load_backbone``, with a failure inside a local checkpoint directory reported as a
     usage error about that directory (exit 2) instead of a traceback."""
     from ..errors import USER_ERRORS
@@ -485,18 +496,14 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
 
     from ..backbone import load_backbone
     from ..executors import make_executor
-    from .rerank import ScoringSettings, VariantScorer
+    from .rerank import VariantScorer
 
-    settings = ScoringSettings(batch_size=cfg.batch_size, doc_batch_size=cfg.doc_batch_size,
-                               query_max_tokens=cfg.query_max_tokens,
-                               doc_max_tokens=cfg.doc_max_tokens, dtype=cfg.dtype,
-                               device=cfg.device, executor=cfg.executor, seed=cfg.seed,
-                               doc_store=cfg.doc_store)
+    settings = scoring_settings(cfg)
     records: list[Record] = []
     onnx_cache: dict = {}                 # (model label, variant) -> its ONNX runner
     for label, name in plan.models:
         t = time.perf_counter()
-        bb = _load_model(load_backbone, name, cfg)
+        bb = load_model(load_backbone, name, cfg)
         load_s = time.perf_counter() - t
         model_info = {"label": label, "name": name, "describe": bb.describe(),
                       "revision": model_revision(name, bb, cfg.seed),
@@ -536,7 +543,7 @@ def _run_models(cfg, plan: Plan, colls, candidates, out: Path, cache_dir: Path, 
                 t = time.perf_counter()
                 if fs.kind == "full":
                     run = scorer.full(cfg.depth, after_query, queries=denv.shard(
-                        list(coll.queries)) if denv.active else None)
+                        list(coll.queries)) if denv.active else None, dist=denv)
                 else:
                     cands = candidates[dname]
                     run = scorer.rerank({q: cands[q] for q in denv.shard(list(cands))},

@@ -1,0 +1,295 @@
+"""Building a document-state store by a deterministic plan (``mice-bench store build``): the
+plan's order and chunks against hand-written lists; several ranks (threads with in-memory
+collectives here, two real Gloo processes under ``torchrun`` in the slow tests) write the
+bytes of one process; a killed build resumes to the same bytes; the built store is the one
+``effectiveness`` reads, with the states ``ensure`` would store."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+
+from mice_bench.distributed import DistEnv
+from mice_bench.effectiveness.codecs import get_codec
+from mice_bench.effectiveness.docpack import flatten
+from mice_bench.effectiveness.store import DocStateStore
+from mice_bench.effectiveness.storebuild import BuildPlan, build_store, plan_build
+
+from test_store_formats import TEXTS, fake_encode
+from test_reliability import assert_usage_error
+
+pytest.importorskip("faiss", reason="residual stores need faiss-cpu (the storage extra)")
+REPO = Path(__file__).resolve().parents[1]
+FIX = REPO / "tests" / "fixtures" / "effectiveness"
+
+
+def files(d: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+def store(d: Path, fmt: str) -> DocStateStore:
+    return DocStateStore(d, meta={"k": 1}, fmt=fmt, flush_s=0, max_shard_docs=8)
+
+
+@dataclass
+class ThreadDist(DistEnv):
+    """One rank of ``world`` threads: broadcast / gather / barrier through shared memory
+    (objects pickled on the way, as torch.distributed sends them)."""
+
+    box: dict = field(default_factory=dict)
+
+    def barrier(self) -> None:
+        self.box["barrier"].wait(timeout=60)
+
+    def broadcast(self, obj):
+        if self.main:
+            self.box["b"] = pickle.dumps(obj)
+        self.barrier()
+        out = pickle.loads(self.box["b"])
+        self.barrier()
+        return out
+
+    def gather(self, obj):
+        self.box[self.rank] = pickle.dumps(obj)
+        self.barrier()
+        out = [pickle.loads(self.box[r]) for r in range(self.world)] if self.main else None
+        self.barrier()
+        return out
+
+
+def build_in_threads(d: Path, fmt: str, world: int, texts=TEXTS, chunk_docs: int = 7):
+    box = {"barrier": threading.Barrier(world)}
+    stats, errors = [None] * world, []
+
+    def rank(r: int) -> None:
+        try:
+            stats[r] = build_store(store(d, fmt), texts, fake_encode,
+                                   dist=ThreadDist(r, world, 0, box), batch_size=3,
+                                   chunk_docs=chunk_docs)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            box["barrier"].abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return stats
+
+
+# --------------------------------------------------------------------------- the plan
+def test_plan_orders_by_length_then_id_in_fixed_chunks():
+    texts = {"d5": "xx", "d1": "xxxx", "d3": "xx", "d2": "x", "d4": "xxx", "d0": "xxxx",
+             "d6": "x"}
+    plan = plan_build(texts, chunk_docs=3, exclude=["d4"])
+    assert plan.chunks == (("d2", "d6", "d3"), ("d5", "d0", "d1"))
+    assert plan.of_rank(0, 2) == [0] and plan.of_rank(1, 2) == [1]
+    assert plan_build(texts, 3, ["d4"]).name(1) == plan.name(1)      # depends on the chunk
+    other = BuildPlan((("d2", "d6", "d3"), ("d5", "d1", "d0")))
+    assert other.name(0) == plan.name(0) and other.name(1) != plan.name(1)
+    assert plan_build(dict(reversed(list(texts.items()))), 3, ["d4"]) == plan
+
+
+def test_rank_shares_are_disjoint_and_cover_every_chunk():
+    plan = plan_build({f"d{i}": "x" * i for i in range(23)}, chunk_docs=2)
+    shares = [plan.of_rank(r, 3) for r in range(3)]
+    assert sorted(i for s in shares for i in s) == list(range(12))
+    assert shares[1] == [1, 4, 7, 10]
+
+
+# --------------------------------------------------------------------------- same bytes
+@pytest.mark.parametrize("fmt", ["fp16", "residual2"])
+@pytest.mark.parametrize("world", [2, 3])
+def test_ranks_write_the_bytes_of_one_process(tmp_path, fmt, world):
+    one = build_in_threads(tmp_path / "one", fmt, 1)
+    many = build_in_threads(tmp_path / "many", fmt, world)
+    a, b = files(tmp_path / "one"), files(tmp_path / "many")
+    assert a.keys() == b.keys() and a == b
+    shards = [k for k in a if k.startswith("shard-")]
+    assert len(shards) == 6                                     # ceil(40 / 7)
+    assert one[0].per_rank == [40] and sum(many[0].per_rank) == 40
+    assert all(n > 0 for n in many[0].per_rank)                 # every rank encoded
+    index = json.loads(a["index.json"])
+    plan = plan_build(TEXTS, 7)
+    assert [e["file"] for e in index["shards"]] == [plan.name(i) for i in range(6)]
+    assert [e["ids"] for e in index["shards"]] == [list(c) for c in plan.chunks]
+    if fmt == "residual2":
+        assert sum(k.startswith("codec-") for k in a) == 1 and one[0].sample_docs == 40
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "residual2"])
+def test_a_killed_build_resumes_to_the_same_bytes(tmp_path, fmt):
+    build_in_threads(tmp_path / "ref", fmt, 1)
+    ref = files(tmp_path / "ref")
+    d = tmp_path / "killed"
+    build_in_threads(d, fmt, 2)
+    shards = sorted(d.glob("shard-*"))
+    # what a kill leaves: the index not yet written, a shard not yet renamed into place, a
+    # half-written temp file, a rank's progress counter; plus a truncated shard
+    (d / "index.json").unlink()
+    shards[1].unlink()
+    shards[4].write_bytes(shards[4].read_bytes()[:200])
+    (d / f".{shards[2].name}.x1.tmp").write_bytes(b"partial")
+    (d / ".build-progress-r1").write_text("12")
+    stats = build_in_threads(d, fmt, 2)
+    assert files(d) == ref
+    assert stats[0].chunks_reused == 4 and sum(stats[0].per_rank) == 7 + 7
+    again = build_in_threads(d, fmt, 2)                    # nothing left to do
+    assert again[0].chunks_reused == 6 and sum(again[0].per_rank) == 0
+    assert files(d) == ref
+
+
+def test_shards_stored_before_the_build_stay_first_and_are_not_encoded_again(tmp_path):
+    ids = list(TEXTS)
+    st = store(tmp_path / "s", "fp16")
+    st.ensure(ids[:10], lambda x: {i: TEXTS[i] for i in x}, fake_encode, batch_size=4)
+    before = [e["file"] for e in st.shards]
+    stats = build_store(store(tmp_path / "s", "fp16"), TEXTS, fake_encode, chunk_docs=8)
+    assert stats.docs == 30 and stats.encoded == 30
+    index = json.loads((tmp_path / "s" / "index.json").read_text())
+    names = [e["file"] for e in index["shards"]]
+    assert names[:len(before)] == before
+    plan = plan_build(TEXTS, 8, exclude=ids[:10])
+    assert names[len(before):] == [plan.name(i) for i in range(len(plan.chunks))]
+
+
+# --------------------------------------------------------------------------- what is read
+@pytest.mark.parametrize("fmt,tol", [("fp32", 0.0), ("fp16", 2e-3)])
+def test_built_store_loads_the_states_ensure_stores(tmp_path, fmt, tol):
+    ids = list(TEXTS)
+    ens = store(tmp_path / "ensure", fmt)
+    ens.ensure(ids, lambda x: {i: TEXTS[i] for i in x}, fake_encode, batch_size=4)
+    build_in_threads(tmp_path / "built", fmt, 2)
+    got = store(tmp_path / "built", fmt)
+    assert got.missing(ids) == []
+    want = list(reversed(ids))
+    a, b = got.load(want), ens.load(want)
+    assert torch.equal(a.mask, b.mask) and torch.equal(a.seg, b.seg)
+    assert torch.allclose(a.hidden.float(), b.hidden.float(), atol=tol, rtol=0)
+
+
+def test_built_residual_store_holds_each_documents_own_code(tmp_path):
+    """Every document decodes to its own states coded with the build's codec file (the
+    codec applied here to freshly encoded states, document by document)."""
+    build_in_threads(tmp_path / "r", "residual2", 2)
+    st = store(tmp_path / "r", "residual2")
+    ids = list(TEXTS)[::3]
+    got = st.load(ids)
+    from safetensors.torch import load_file
+
+    codec_file = next((tmp_path / "r").glob("codec-*.safetensors"))
+    params = load_file(codec_file)
+    codec = get_codec("residual2")
+    for n, d in enumerate(ids):
+        x = flatten(fake_encode([TEXTS[d]]))[0]
+        want = codec.decode(codec.encode(x, params), params)
+        assert torch.equal(got.hidden[n][got.mask[n]], want), d
+
+
+# --------------------------------------------------------------------------- command line
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from mice_bench.cli import app
+
+    return CliRunner().invoke(app, ["store", "build", *args])
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["--variant", "ce"], ["--variant ce", "no document store", "colbert"]),
+    (["--variant", "bm25"], ["--variant bm25", "first stage"]),
+    (["--variant", "mice-l4+2", "--doc-store", "int4"], ["--doc-store", "residual2"]),
+    (["--variant", "mice-l4+2", "--chunk-docs", "0"], ["--chunk-docs", ">= 1"]),
+    (["--variant", "mice-l4+2", "--doc-batch-size", "0"], ["--doc-batch-size"]),
+    (["--variant", "mice-l4+2", "--dataset", "nope"], ["'nope'", "scifact"]),
+    (["--variant", "mice-l9+2"], ["mice-l9+2"]),
+])
+def test_bad_input_exits_2_with_one_line_before_any_work(tmp_path, no_network, args, needles):
+    r = _cli("--model", "minilm-l6", "--cache-dir", str(tmp_path / "cache"),
+             "--dataset", "dl19", *args)
+    assert_usage_error(r, *needles)
+    assert not (tmp_path / "cache" / "docstates").exists()
+
+
+# --------------------------------------------------------------------------- torchrun
+def _env(tmp: Path) -> dict:
+    home = tmp / "irds"
+    dl = home / "msmarco-passage" / "trec-dl-2019"
+    if not dl.exists():
+        dl.mkdir(parents=True)
+        shutil.copy(FIX / "queries.tsv", dl / "queries.tsv")
+        shutil.copy(FIX / "qrels.txt", dl / "qrels")
+    docs = tmp / "docs.jsonl"
+    if not docs.exists():   # the fixture's passages and 20 more of other lengths
+        extra = [json.dumps({"doc_id": f"x{i:02d}", "text": " ".join(
+            ["goldfish", "mountain", "river", "china", "europe"][(i + j) % 5]
+            for j in range(2 + (7 * i) % 19))}) for i in range(20)]
+        docs.write_text((FIX / "docs.jsonl").read_text() + "\n".join(extra) + "\n")
+    return dict(os.environ, IR_DATASETS_HOME=str(home), HF_HUB_OFFLINE="1",
+                TRANSFORMERS_OFFLINE="1", MICE_BENCH_ALLOW_DOWNLOAD="0", OMP_NUM_THREADS="1")
+
+
+def _launch(tmp: Path, nproc: int, *args: str) -> subprocess.CompletedProcess:
+    from test_effectiveness_distributed import _free_ports
+
+    launcher = [sys.executable, "-m", "mice_bench.cli"] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+        "--master-port", str(_free_ports(1)[0]), "-m", "mice_bench.cli"]
+    r = subprocess.run([*launcher, *args], cwd=tmp, env=_env(tmp), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _build(tmp: Path, nproc: int, cache: str, fmt: str) -> subprocess.CompletedProcess:
+    return _launch(tmp, nproc, "store", "build", "--model", "minilm-l6", "--variant",
+                   "mice-l4+2", "--dataset", "dl19", "--docs", str(tmp / "docs.jsonl"),
+                   "--doc-store", fmt, "--chunk-docs", "5", "--doc-batch-size", "3",
+                   "--cache-dir", str(tmp / cache), "--no-progress")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["fp16", "residual2"])
+def test_torchrun_build_equals_one_process_resumes_and_is_what_effectiveness_reads(
+        tmp_path, fmt):
+    _build(tmp_path, 1, "one", fmt)
+    two = _build(tmp_path, 2, "two", fmt)
+    per_rank = json.loads(re.search(r"per rank (\[[\d, ]+\])", " ".join(
+        two.stdout.split())).group(1))
+    assert len(per_rank) == 2 and all(per_rank) and sum(per_rank) == 32
+    a, b = files(tmp_path / "one"), files(tmp_path / "two")
+    assert a == b and sum("/shard-b" in k for k in a) == 7          # 32 documents / 5
+    # a kill: the index and two shards lost; the rerun encodes only what is missing
+    d = next((tmp_path / "two" / "docstates").iterdir())
+    (d / "index.json").unlink()
+    for f in sorted(d.glob("shard-b*"))[2:4]:
+        f.unlink()
+    again = _build(tmp_path, 2, "two", fmt)
+    assert "5 shards reused" in " ".join(again.stdout.split())
+    assert files(tmp_path / "two") == a
+    # effectiveness over the whole corpus reads this store and encodes nothing
+    _launch(tmp_path, 1, "effectiveness", "--datasets", "dl19", "--model", "minilm-l6",
+            "--variants", "mice-l4+2", "--docs", str(tmp_path / "docs.jsonl"),
+            "--first-stage", "full", "--depth", "5", "--doc-store", fmt,
+            "--doc-batch-size", "3", "--no-progress", "--output-dir", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "one"))
+    res = json.loads(next((tmp_path / "out").rglob("mice-l4+2.json")).read_text())
+    assert res["timing"]["docs_encoded"] == 0
+    assert res["timing"]["doc_store"]["docs"] == 32 and res["timing"]["doc_store"]["store"] \
+        == fmt
+    assert {k: v for k, v in files(tmp_path / "one").items() if k.startswith("docstates/")} \
+        == a
