@@ -445,16 +445,29 @@ def test_a_partial_rerun_of_a_point_does_not_blank_the_side_by_side_table(tmp_pa
 
 
 # ---------------------------------------------------------------------------- figures' points
-def _figure_lines(monkeypatch, draw):
-    """The lines (label, x, y) of the figure ``draw()`` saves (``save`` captured)."""
+def _saved_figure(monkeypatch, draw):
+    """The one figure ``draw(effectiveness_section)`` saves (``save`` captured wherever a
+    figure is drawn)."""
     from mice_bench.report import effectiveness_section as es
+    from mice_bench.report import merge_layer
 
     figs = []
-    monkeypatch.setattr(es, "save", lambda fig, out, stem: figs.append(fig) or [])
+    for mod in (es, merge_layer):
+        monkeypatch.setattr(mod, "save", lambda fig, out, stem: figs.append(fig) or [])
     draw(es)
     assert len(figs) == 1
+    return figs[0]
+
+
+def _figure_lines(monkeypatch, draw):
+    """The lines (label, x, y) of the figure ``draw()`` saves."""
+    fig = _saved_figure(monkeypatch, draw)
     return [(ln.get_label(), list(ln.get_xdata()), list(ln.get_ydata()))
-            for ax in figs[0].axes for ln in ax.get_lines()]
+            for ax in fig.axes for ln in ax.get_lines()]
+
+
+def _flat(points):
+    return [float(v) for p in points for v in p]
 
 
 def _eff(model, variant, dataset, group, ndcg, layers=2, hidden=32):
@@ -501,23 +514,114 @@ def test_pareto_front_points_by_hand(monkeypatch, tmp_path):
 def test_merge_layer_curve_points_by_hand(monkeypatch, tmp_path):
     """One point per merge layer: the mean nDCG@10 x 100 over the group's own datasets (ID:
     two datasets, OOD: one), and the ce line at the mean of the same datasets."""
-    from mice_bench.report.common import Palette
-
     vals = {2: {"msmarco-dev": 0.30, "trec-dl-2019": 0.50, "scifact": 0.90},
             4: {"msmarco-dev": 0.40, "trec-dl-2019": 0.60, "scifact": 0.20}}
     group = {"msmarco-dev": "id", "trec-dl-2019": "id", "scifact": "ood"}
     recs = [_eff("m", f"mice-l{m}+2", d, group[d], v) for m, per in vals.items()
             for d, v in per.items()]
     recs += [_eff("m", "ce", d, group[d], 0.70) for d in group]
-    lines = _figure_lines(monkeypatch, lambda es: es.merge_layer_figure(
-        recs, tmp_path, Palette(["ce", "mice-l2+2", "mice-l4+2"])))
+    lines = _figure_lines(monkeypatch, lambda es: es.effectiveness_merge_layer_figure(
+        recs, tmp_path))
     got = {label: list(zip(x, y)) for label, x, y in lines}
-    def flat(points):
-        return [v for p in points for v in p]
-
-    assert flat(got["mice-l{m}+2, In-domain mean"]) == pytest.approx(flat([(2, 40.0), (4, 50.0)]))
-    assert flat(got["mice-l{m}+2, BEIR (OOD) mean"]) == pytest.approx(flat([(2, 90.0), (4, 20.0)]))
+    assert _flat(got["mice-l{m}+2, In-domain mean"]) == pytest.approx(_flat([(2, 40), (4, 50)]))
+    assert _flat(got["mice-l{m}+2, BEIR (OOD) mean"]) == pytest.approx(_flat([(2, 90), (4, 20)]))
     assert [y for _, y in got["ce, In-domain mean"]] == pytest.approx([70.0, 70.0])
+
+
+def test_merge_layer_figure_draws_the_points_it_is_given(tmp_path):
+    """The one merge-layer figure: each curve through its points in order, each level at its
+    value across the axes, each star at its point, the merge layers as the ticks; several
+    titled panels share one legend under them."""
+    import matplotlib.pyplot as plt
+
+    from mice_bench.report import merge_layer as ml
+
+    figs = []
+    orig = ml.save
+    ml.save = lambda fig, out, stem: figs.append(fig) or [f"{stem}.png", f"{stem}.pdf"]
+    try:
+        panels = [ml.Panel("left", [ml.Curve("a", ((1, 10.0), (3, 30.0), (2, 20.0)), "#0072B2"),
+                                    ml.Level("ce", 55.0, "#555555", ":"),
+                                    ml.Star("b (init teacher)", 3, 42.0)]),
+                  ml.Panel("right", [ml.Curve("a", ((1, 5.0),), "#0072B2", "--", "s")])]
+        names = ml.merge_layer_figure(panels, [1, 2, 3], tmp_path, "stem", title="T",
+                                      ylabel="y", xlabel="x", size=(6.0, 3.0),
+                                      legend_below=True)
+    finally:
+        ml.save = orig
+    assert names == ["stem.png", "stem.pdf"] and len(figs) == 1
+    left, right = figs[0].axes
+    a, ce = left.get_lines()
+    assert (a.get_label(), list(a.get_xdata()), list(a.get_ydata())) == \
+        ("a", [1, 3, 2], [10.0, 30.0, 20.0])
+    assert ce.get_label() == "ce" and list(ce.get_ydata()) == [55.0, 55.0]
+    assert ce.get_linestyle() == ":"
+    star, = left.collections
+    assert star.get_label() == "b (init teacher)"
+    assert star.get_offsets().tolist() == [[3.0, 42.0]]
+    (r,) = right.get_lines()
+    assert list(r.get_ydata()) == [5.0] and r.get_marker() == "s"
+    assert [t.get_text() for t in left.get_xticklabels()] == ["1", "2", "3"]
+    assert (left.get_title(), right.get_title(), figs[0].get_suptitle()) == ("left", "right", "T")
+    assert left.get_legend() is None and len(figs[0].legends) == 1
+    assert [t.get_text() for t in figs[0].legends[0].get_texts()] == \
+        ["a", "ce", "b (init teacher)"]
+    plt.close(figs[0])
+
+
+def test_study_merge_layer_points_by_hand(monkeypatch, tmp_path):
+    """A training study's figure: per dataset group (in-domain, then out-of-domain) one curve
+    per family series through the base-initialised students' mean nDCG@10 x 100 over the
+    group, a star for a student initialised from the teacher, and the ce student's and the
+    teacher's levels."""
+    from types import SimpleNamespace as NS
+
+    from mice_bench.report.study_section import StudyResults, study_merge_layer_figure
+
+    vals = {  # label -> (msmarco-dev, trec-dl-2019, scifact)
+        "mask3-2": (0.20, 0.40, 0.90), "mask3-4": (0.30, 0.50, 0.80),
+        "mice-2": (0.10, 0.30, 0.70), "mice-4": (0.50, 0.70, 0.10),
+        "mice-4-t": (0.60, 0.80, 0.30), "ce": (0.65, 0.75, 0.55), "teacher": (0.9, 0.9, 0.9)}
+    names = ("msmarco-dev", "trec-dl-2019", "scifact")
+    rows = {lab: NS(cells={d: {"nDCG@10": NS(mean=v)} for d, v in zip(names, vs)})
+            for lab, vs in vals.items()}
+
+    def row(label):
+        return rows[label]
+
+    summary = NS(row=row, datasets=[NS(name="msmarco-dev", group="id"),
+                                    NS(name="trec-dl-2019", group="id"),
+                                    NS(name="scifact", group="ood")])
+    systems = [dict(label="mask3-2", variant="mask3-l2", role="student", init="base"),
+               dict(label="mask3-4", variant="mask3-l4", role="student", init="base"),
+               dict(label="mice-2", variant="mice-l2+2", role="student", init="base"),
+               dict(label="mice-4", variant="mice-l4+2", role="student", init="base"),
+               dict(label="mice-4-t", variant="mice-l4+2", role="student", init="teacher"),
+               dict(label="ce", variant="ce", role="student", init="base"),
+               dict(label="teacher", variant="ce", role="teacher")]
+    sr = StudyResults(name="s", size=None, description="", size_description="", root=tmp_path,
+                      rel="s", summary=summary, config={"systems": systems})
+    fig = _saved_figure(monkeypatch, lambda es: study_merge_layer_figure(sr, tmp_path))
+    idd, ood = fig.axes
+    assert idd.get_title().startswith("in-domain") and ood.get_title().startswith("out-of")
+
+    def lines(ax):
+        return {ln.get_label(): _flat(zip(ln.get_xdata(), ln.get_ydata()))
+                for ln in ax.get_lines()}
+
+    got = lines(idd)
+    assert got["mask3-l{k}"] == pytest.approx(_flat([(2, 30), (4, 40)]))
+    assert got["mice-l{m}+2"] == pytest.approx(_flat([(2, 20), (4, 60)]))
+    assert got["ce student"][1::2] == pytest.approx([70, 70])
+    assert got["teacher (ce)"][1::2] == pytest.approx([90, 90])
+    got = lines(ood)
+    assert got["mask3-l{k}"] == pytest.approx(_flat([(2, 90), (4, 80)]))
+    assert got["mice-l{m}+2"] == pytest.approx(_flat([(2, 70), (4, 10)]))
+    assert got["ce student"][1::2] == pytest.approx([55, 55])
+    (star,) = idd.collections
+    assert star.get_label() == "mice-4-t (init teacher)"
+    assert _flat(star.get_offsets()) == pytest.approx([4, 70])
+    assert _flat(ood.collections[0].get_offsets()) == pytest.approx([4, 30])
 
 
 def test_storage_study_runs_stay_out_of_the_effectiveness_tables(tmp_path):

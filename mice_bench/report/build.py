@@ -121,7 +121,7 @@ def build_report(results_dir: str | Path = "results", out_dir: str | Path = "rep
             lambda: storage_figure(results_dir, fig_dir))
     if records:
         fig("effectiveness", "nDCG@10 vs merge layer",
-            lambda: es.merge_layer_figure(records, fig_dir, palette))
+            lambda: es.effectiveness_merge_layer_figure(records, fig_dir))
         for g, rows in groups.items():
             fig("pareto", f"Effectiveness vs throughput — {group_label(g)}",
                 lambda g=g, rows=rows: es.pareto_figure(g, rows, records, fig_dir, palette))

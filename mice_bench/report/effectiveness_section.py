@@ -22,6 +22,7 @@ from .common import Palette
 from .effectiveness_io import EffRecord, SummaryFile
 from .figures import new_figure, plain_log_ticks, save
 from .latency_io import LatencyRow
+from .merge_layer import Curve, Level, Panel, merge_layer_figure
 from ..tables import Table
 
 MEASURE_ORDER = DEFAULT_MEASURES     # the report's measure order: the command's defaults
@@ -319,11 +320,13 @@ def pareto_figure(group: tuple, lat_rows: list[LatencyRow], records: list[EffRec
 _MICE = re.compile(r"^mice-l(\d+)\+(\d+)(\[[^\]]*\])?$")
 
 
-def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
-                       measure: str = "nDCG@10") -> tuple[str, str] | str:
-    """Effectiveness runs of mice-l{m}+{n} against the merge layer m, one line per (model, n,
-    options) and dataset group (a training study's figure is
-    :func:`.study_section.study_merge_layer_figure`)."""
+def merge_layer_panel(records: list[EffRecord], measure: str = "nDCG@10"
+                      ) -> tuple[Panel, list[int], list[str], list[str]] | None:
+    """The points of the merge-layer figure of effectiveness runs: mice-l{m}+{n} against the
+    merge layer m, one curve per (model, n, options) and dataset group (the mean of the
+    measure × 100 over the group's datasets that every m of the series has), each followed
+    by ce's level on the same datasets. Returns (panel, merge layers, models, what each curve
+    averages), or None without a series of two merge layers."""
     # one series per (model, n, options): mice-l{m}+3 and mice-l{m}+3[attn=joint] never mix
     series: dict[tuple[str, int, str], dict[int, dict[str, EffRecord]]] = defaultdict(
         lambda: defaultdict(dict))
@@ -334,14 +337,11 @@ def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
             series[(r.model, int(m.group(2)), m.group(3) or "")][int(m.group(1))][r.dataset] = r
     series = {k: v for k, v in series.items() if len(v) >= 2}
     if not series:
-        return (f"{measure} vs merge layer: needs {measure} of mice-l{{m}}+{{n}} for at least "
-                "two merge layers m (study ablations/merge-layer.toml)")
-    fig, axes = new_figure(7.0, 4.4)
-    ax = axes[0][0]
+        return None
     ce = {(r.model, r.dataset): r for r in records if r.variant == "ce"}
     styles = {"id": ("-", "In-domain mean"), "ood": ("--", "BEIR (OOD) mean"),
               "all": (":", "mean")}
-    lines, used = [], []
+    panel, used = Panel(), []
     for i, (model, n, opts) in enumerate(sorted(series)):
         per_m = series[(model, n, opts)]
         common = sorted(set.intersection(*(set(d) for d in per_m.values())), key=dataset_order)
@@ -355,28 +355,34 @@ def merge_layer_figure(records: list[EffRecord], out: Path, palette: Palette,
                 continue
             xs = sorted(per_m)
             ys = [_mean_over(per_m[x], ds, measure) for x in xs]
-            pts = [(x, 100 * y) for x, y in zip(xs, ys) if y is not None]
             ls, glabel = styles[g]
             label = f"mice-l{{m}}+{n}{opts}, {glabel}" + (f" ({model})" if len(series) > 1
                                                           else "")
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, linestyle=ls,
-                    marker="o", label=label)
+            panel.items.append(Curve(label, tuple((x, 100 * y) for x, y in zip(xs, ys)
+                                                  if y is not None), color, ls))
             cev = _mean_over({d: ce[(model, d)] for d in ds if (model, d) in ce}, ds, measure)
             if cev is not None:
-                ax.axhline(100 * cev, color=color, linestyle=ls, linewidth=0.9, alpha=0.6,
-                           label=f"ce, {glabel}")
+                panel.items.append(Level(f"ce, {glabel}", 100 * cev, color, ls,
+                                         linewidth=0.9, alpha=0.6))
             used.append(f"{glabel} over {', '.join(ds)}")
-            lines.append(label)
-    allx = sorted({x for v in series.values() for x in v})
-    ax.set_xticks(allx, [str(x) for x in allx])
-    ax.set_xlabel("merge layer m (layers before query and document interact)")
-    ax.set_ylabel(f"{measure} × 100")
-    ax.set_title(f"{measure} vs merge layer (MICE, n interaction layers)", fontsize=10)
-    ax.legend(loc="best", frameon=True)
-    fig.tight_layout()
+    layers = sorted({x for v in series.values() for x in v})
+    return panel, layers, sorted({k[0] for k in series}), used
+
+
+def effectiveness_merge_layer_figure(records: list[EffRecord], out: Path,
+                                     measure: str = "nDCG@10") -> tuple[str, str] | str:
+    """The merge-layer figure of effectiveness runs (:func:`merge_layer_panel`, drawn by
+    :func:`.merge_layer.merge_layer_figure`)."""
+    got = merge_layer_panel(records, measure)
+    if got is None:
+        return (f"{measure} vs merge layer: needs {measure} of mice-l{{m}}+{{n}} for at least "
+                "two merge layers m (study ablations/merge-layer.toml)")
+    panel, layers, models, used = got
     stem = "ndcg-vs-merge-layer" if measure == "nDCG@10" else f"{measure_slug(measure)}-vs-merge-layer"
-    save(fig, out, stem)
-    models = sorted({k[0] for k in series})
+    merge_layer_figure([panel], layers, out, stem, size=(7.0, 4.4),
+                       title=f"{measure} vs merge layer (MICE, n interaction layers)",
+                       xlabel="merge layer m (layers before query and document interact)",
+                       ylabel=f"{measure} × 100")
     cap = (f"{measure} of mice-l{{m}}+{{n}} against the merge layer m, for "
            f"{', '.join(models)}; " + "; ".join(dict.fromkeys(used)) +
            ". Thin horizontal lines: the full cross-encoder (ce) on the same datasets. "

@@ -31,6 +31,7 @@ from ..effectiveness.table import percent_cell
 from ..naming import group_label, group_slug, slug
 from ..tables import Table
 from .figures import new_figure, plain_log_ticks, save
+from .merge_layer import Curve, Level, Panel, Star, merge_layer_figure
 
 MEASURE = "nDCG@10"
 _MASK3 = re.compile(r"^mask3-l(\d+)$")
@@ -219,11 +220,12 @@ def _panels(sr: StudyResults) -> list[tuple[str, list[str]]]:
     return out
 
 
-def study_merge_layer_figure(sr: StudyResults, out: Path) -> tuple[str, str] | str:
-    """A training study's students (mask3-l{k}, prettr-l{k}, mice-l{m}+{n}) against the layer
-    where query and document start to interact, one panel per dataset group (the figure of
-    effectiveness runs is :func:`.effectiveness_section.merge_layer_figure`)."""
-    where = f"{sr.title.replace('`', '')}: {MEASURE} vs merge layer"
+def study_merge_layer_panels(sr: StudyResults) -> tuple[list[Panel], list[int]] | None:
+    """The points of a training study's merge-layer figure: one panel per dataset group, in
+    each a curve per family series (mask3-l{k}, prettr-l{k}, mice-l{m}+{n} per n: the
+    students initialised from the base encoder, mean nDCG@10 × 100 over the group), a star
+    per other merge-family student, and the ce student's and the teacher's levels. Returns
+    (panels, merge layers), or None with fewer than two merge layers or no dataset group."""
     series: dict[str, dict[int, str]] = defaultdict(dict)
     extra = []   # systems of a merge family not initialised from the base encoder
     for s in sr.systems:
@@ -236,57 +238,50 @@ def study_merge_layer_figure(sr: StudyResults, out: Path) -> tuple[str, str] | s
             series[mx[0]][mx[1]] = s["label"]
         else:
             extra.append((mx[1], s["label"], s.get("init")))
-    panels = _panels(sr)
+    groups = _panels(sr)
     xs = sorted({x for v in series.values() for x in v})
-    if len(xs) < 2 or not panels:
-        return (f"{where}: needs {MEASURE} of mask3-l{{k}} / prettr-l{{k}} / mice-l{{m}}+{{n}} "
-                "students at two or more merge layers")
-    fig, axes = new_figure(4.6 * len(panels), 4.2, ncols=len(panels))
+    if len(xs) < 2 or not groups:
+        return None
     order = sorted(series, key=lambda k: (not k.startswith("mask3"), not k.startswith("prettr"),
                                           k))
-    drawn = 0
-    for ax, (ptitle, ds) in zip(axes[0], panels):
+    panels = []
+    for ptitle, ds in groups:
+        panel = Panel(ptitle)
         for i, name in enumerate(order):
             pts = [(x, sr.value(lab, ds)) for x, lab in sorted(series[name].items())]
             pts = [(x, 100 * y) for x, y in pts if y is not None]
-            if not pts:
-                continue
-            drawn += 1
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=_COLORS[i % 7],
-                    marker=_MARKERS[i % 7], label=name)
+            if pts:
+                panel.items.append(Curve(name, tuple(pts), _COLORS[i % 7],
+                                         marker=_MARKERS[i % 7]))
         for x, lab, init in extra:
             y = sr.value(lab, ds)
             if y is not None:
-                ax.scatter([x], [100 * y], marker="*", s=120, color="#D55E00",
-                           edgecolors="black", linewidths=0.5, zorder=4,
-                           label=f"{lab} (init {init})")
+                panel.items.append(Star(f"{lab} (init {init})", x, 100 * y))
         for lab, style, text in (("ce", "-", "ce student"), ("teacher", ":", "teacher (ce)")):
             if any(s["label"] == lab for s in sr.systems):
                 y = sr.value(lab, ds)
                 if y is not None:
-                    ax.axhline(100 * y, color="#555555", linestyle=style, linewidth=1.1,
-                               label=text)
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_xlabel("merge layer (layers before query and document interact)")
-        ax.set_ylabel(f"{MEASURE} × 100")
-        ax.set_title(ptitle, fontsize=9)
-    if not drawn:
-        import matplotlib.pyplot as plt
+                    panel.items.append(Level(text, 100 * y, "#555555", style))
+        panels.append(panel)
+    return panels, xs
 
-        plt.close(fig)
+
+def study_merge_layer_figure(sr: StudyResults, out: Path) -> tuple[str, str] | str:
+    """A training study's merge-layer figure (:func:`study_merge_layer_panels`, drawn by
+    :func:`.merge_layer.merge_layer_figure`)."""
+    where = f"{sr.title.replace('`', '')}: {MEASURE} vs merge layer"
+    got = study_merge_layer_panels(sr)
+    if got is None:
+        return (f"{where}: needs {MEASURE} of mask3-l{{k}} / prettr-l{{k}} / mice-l{{m}}+{{n}} "
+                "students at two or more merge layers")
+    panels, xs = got
+    if not any(isinstance(it, Curve) for p in panels for it in p.items):
         return f"{where}: the merge-layer students have no {MEASURE} on the study's datasets"
-    fig.suptitle(f"{MEASURE} vs merge layer — {sr.title.replace('`', '')}", fontsize=10)
-    fig.tight_layout()
-    handles, labels = [], []
-    for ax in axes[0]:              # one legend under the panels (the union of their entries)
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4,
-               frameon=True, fontsize=8)
     stem = f"{sr.stem}-ndcg-vs-merge-layer"
-    save(fig, out, stem)
+    merge_layer_figure(panels, xs, out, stem, size=(4.6 * len(panels), 4.2), legend_below=True,
+                       title=f"{MEASURE} vs merge layer — {sr.title.replace('`', '')}",
+                       xlabel="merge layer (layers before query and document interact)",
+                       ylabel=f"{MEASURE} × 100")
     size = f" Size {sr.size}: {sr.size_description}." if sr.size else ""
     cap = (f"{MEASURE} × 100 of the students of {sr.name} against the layer where query and "
            "document start to interact: k of mask3-l{k} (query and document masked from "
