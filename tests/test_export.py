@@ -76,28 +76,55 @@ def test_ce_graph_scores_pairs_as_pytorch(exports):
             assert abs(float(got[0]) - float(ref[0])) < 1e-5
 
 
-@pytest.mark.parametrize("variant,output", [("mice-l4+2", "doc_states"),
-                                            ("colbert", "doc_vectors"),
-                                            ("biencoder", "doc_embeddings")])
-def test_split_graphs_score_stored_documents_as_pytorch(exports, variant, output):
+def _split_scores(d, output, dtb, qtb, query_rows=1):
+    """The three graphs of a split export run by hand: documents, the query once, scores."""
+    stored = _run(_session(d, "documents"),
+                  {"input_ids": _ids(dtb.input_ids), "segment_ids": _ids(dtb.segment_ids)})
+    assert stored.shape[0] == dtb.input_ids.shape[0]
+    qsess = _session(d, "query")
+    qout = qsess.get_outputs()[0].name
+    query = _run(qsess, {"query_input_ids": _ids(qtb.input_ids),
+                         "query_segment_ids": _ids(qtb.segment_ids)})
+    assert query.shape[0] == 1
+    qseg = _ids(qtb.segment_ids)
+    if query_rows > 1:          # aligned pairs: one query row per document
+        query, qseg = np.repeat(query, query_rows, 0), np.repeat(qseg, query_rows, 0)
+    return _run(_session(d, "scores"), {qout: query, "query_segment_ids": qseg, output: stored,
+                                        "doc_segment_ids": _ids(dtb.segment_ids)})
+
+
+@pytest.mark.parametrize("variant,output,query_output", [
+    ("mice-l4+2", "doc_states", "query_states"), ("colbert", "doc_vectors", "query_states"),
+    ("biencoder", "doc_embeddings", "query_embeddings")])
+def test_split_graphs_score_stored_documents_as_pytorch(exports, variant, output, query_output):
     ex, d, m = exports[variant]
+    assert list(m["graphs"]) == ["documents", "query", "scores"]
     assert m["graphs"]["documents"]["outputs"] == [output]
-    docs_s, score_s = _session(d, "documents"), _session(d, "scores")
-    dtb = ex.tokenize_docs(DOCS)
-    stored = _run(docs_s, {"input_ids": _ids(dtb.input_ids), "segment_ids": _ids(dtb.segment_ids)})
-    assert stored.shape[0] == len(DOCS)
-    qtb = ex.tokenize_queries([QUERY])
-    # one query row against every document
-    got = _run(score_s, {"query_input_ids": _ids(qtb.input_ids),
-                         "query_segment_ids": _ids(qtb.segment_ids), output: stored,
-                         "doc_segment_ids": _ids(dtb.segment_ids)})
+    assert m["graphs"]["query"]["outputs"] == [query_output]
+    assert m["graphs"]["scores"]["inputs"][0] == query_output
+    assert "query_input_ids" not in m["graphs"]["scores"]["inputs"]
+    dtb, qtb = ex.tokenize_docs(DOCS), ex.tokenize_queries([QUERY])
     ref = ex.rerank(QUERY, DOCS)
-    _close(got, ref)
-    # aligned pairs: one query row per document, the same scores
-    rep = {k: np.repeat(_ids(v), len(DOCS), 0) for k, v in
-           (("query_input_ids", qtb.input_ids), ("query_segment_ids", qtb.segment_ids))}
-    got2 = _run(score_s, {**rep, output: stored, "doc_segment_ids": _ids(dtb.segment_ids)})
-    _close(got2, ref)
+    _close(_split_scores(d, output, dtb, qtb), ref)             # one query row, broadcast
+    _close(_split_scores(d, output, dtb, qtb, len(DOCS)), ref)  # aligned pairs
+
+
+def test_split_graphs_score_aligned_pairs_of_different_queries(exports):
+    """Query rows of unequal lengths (padded) against their own documents, as
+    ``score_pairs`` scores them (five queries and five documents)."""
+    ex, d, _ = exports["mice-l4+2"]
+    queries = [QUERY, "a cat", QUERY + " today", "x", "the sea"]
+    dtb, qtb = ex.tokenize_docs(DOCS), ex.tokenize_queries(queries)
+    qsess = _session(d, "query")
+    query = _run(qsess, {"query_input_ids": _ids(qtb.input_ids),
+                         "query_segment_ids": _ids(qtb.segment_ids)})
+    stored = _run(_session(d, "documents"),
+                  {"input_ids": _ids(dtb.input_ids), "segment_ids": _ids(dtb.segment_ids)})
+    got = _run(_session(d, "scores"), {"query_states": query,
+                                       "query_segment_ids": _ids(qtb.segment_ids),
+                                       "doc_states": stored,
+                                       "doc_segment_ids": _ids(dtb.segment_ids)})
+    _close(got, ex.score_pairs(queries, DOCS))
 
 
 def test_colbert_document_vectors_are_the_executors_index(exports):
@@ -164,9 +191,10 @@ def test_export_cli_refuses_a_non_empty_folder(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant", ["biencoder", "colbert[proj=0,qaug=0]"])
+@pytest.mark.parametrize("variant", ["biencoder", "colbert[proj=0,qaug=0]", "mice-l4+2"])
 def test_real_minilm_weights_export_within_tolerance(minilm_path, tmp_path, variant):
-    """all-MiniLM-L6-v2 (real weights): the exported graphs rerank as the PyTorch path."""
+    """all-MiniLM-L6-v2 (real weights): the exported graphs rerank as the PyTorch path
+    (mice-l4+2: its layers on the real weights, an untrained interaction)."""
     from mice_bench.backbone import load_backbone
 
     bb = load_backbone(minilm_path)
@@ -175,9 +203,4 @@ def test_real_minilm_weights_export_within_tolerance(minilm_path, tmp_path, vari
     assert m["random_weights"] is False
     dtb, qtb = ex.tokenize_docs(DOCS), ex.tokenize_queries([QUERY])
     out = m["graphs"]["documents"]["outputs"][0]
-    stored = _run(_session(tmp_path / "x", "documents"),
-                  {"input_ids": _ids(dtb.input_ids), "segment_ids": _ids(dtb.segment_ids)})
-    got = _run(_session(tmp_path / "x", "scores"),
-               {"query_input_ids": _ids(qtb.input_ids), "query_segment_ids": _ids(qtb.segment_ids),
-                out: stored, "doc_segment_ids": _ids(dtb.segment_ids)})
-    _close(got, ex.rerank(QUERY, DOCS))
+    _close(_split_scores(tmp_path / "x", out, dtb, qtb), ex.rerank(QUERY, DOCS))

@@ -10,10 +10,16 @@ Each wrapper calls the executor's forward pieces (:meth:`JointExecutor.forward_p
   ``segment_ids`` ``[N, Td]`` -> what a store keeps: ``doc_states [N, Td, H]`` (split-layer
   states), ``doc_vectors [N, Td, D]`` (late interaction: the head's unit vectors, a ColBERT
   index) or ``doc_embeddings [N, H]`` (bi-encoder: pooled, normalised);
-* :class:`ScoresGraph`: ``query_input_ids``, ``query_segment_ids`` ``[Q, Tq]`` (``Q`` = 1: one
-  query against every document, or ``Q`` = ``N``: aligned pairs), the stored documents and
-  (except embeddings) ``doc_segment_ids [N, Td]`` -> ``scores [N]``; the query is encoded in
-  the graph.
+* :class:`QueryGraph`: ``query_input_ids``, ``query_segment_ids`` ``[Q, Tq]`` -> the query
+  part at the split layer, ``query_states [Q, Tq, H]`` (bi-encoder: ``query_embeddings
+  [Q, H]``, pooled, normalised), run once per query;
+* :class:`ScoresGraph`: the query graph's output and (except embeddings)
+  ``query_segment_ids [Q, Tq]`` (``Q`` = 1: one query against every document, or ``Q`` =
+  ``N``: aligned pairs), the stored documents and (except embeddings) ``doc_segment_ids
+  [N, Td]`` -> ``scores [N]``: the interaction layers and the head, run per batch of
+  candidates. One query row is broadcast to the ``N`` candidates as the PyTorch path
+  gathers it (one copy of the query per candidate: the interaction layers update it per
+  candidate).
 
 Split parts take the *segment ids* of mice-bench's tokenizer
 (:class:`~mice_bench.executors.Tokenizer`: -1 padding, 0 ``[CLS]``, 1 query, 2 query
@@ -50,6 +56,12 @@ def check_exportable(ex, dtype: str = "fp32") -> str:
         return "split"
     raise UsageError(f"cannot export {spec}: only ce and variants with document "
                      "precomputation (mice, colbert, biencoder) are exportable")
+
+
+def query_output(ex) -> str:
+    """What the query graph of split executor ``ex`` returns: ``query_embeddings``
+    (bi-encoder) or ``query_states``."""
+    return "query_embeddings" if document_output(ex) == "doc_embeddings" else "query_states"
 
 
 def document_output(ex) -> str:
@@ -114,26 +126,43 @@ class DocumentsGraph(torch.nn.Module):
         return part.hidden
 
 
+class QueryGraph(torch.nn.Module):
+    """Tokenized query parts -> the query part at the split layer (see :func:`query_output`)."""
+
+    input_names = ("query_input_ids", "query_segment_ids")
+
+    def __init__(self, ex: SplitExecutor):
+        super().__init__()
+        self.ex = ex
+        self.output = query_output(ex)
+        self.output_names = (self.output,)
+
+    def forward(self, query_input_ids, query_segment_ids):
+        q = self.ex.encode_part(part_batch(query_input_ids, query_segment_ids, 0))
+        return self.ex.pooled(q) if self.output == "query_embeddings" else q.hidden
+
+
 class ScoresGraph(torch.nn.Module):
-    """Tokenized query part(s) + stored documents -> scores (the query encoded here)."""
+    """Query part (the query graph's output) + stored documents -> scores."""
 
     def __init__(self, ex: SplitExecutor):
         super().__init__()
         self.ex = ex
         self.doc = document_output(ex)
-        self.input_names = ("query_input_ids", "query_segment_ids", self.doc) + \
-            (() if self.doc == "doc_embeddings" else ("doc_segment_ids",))
+        self.query = query_output(ex)
+        self.input_names = (self.query, self.doc) if self.doc == "doc_embeddings" else \
+            (self.query, "query_segment_ids", self.doc, "doc_segment_ids")
         self.output_names = ("scores",)
 
-    def forward(self, query_input_ids, query_segment_ids, docs, doc_segment_ids=None):
+    def forward(self, query, *rest):
         ex = self.ex
-        q = ex.encode_part(part_batch(query_input_ids, query_segment_ids, 0))
-        n = docs.shape[0]
         if self.doc == "doc_embeddings":
-            qe = ex.pooled(q)                                   # [Q, H], unit length
-            return (qe.expand(n, -1) * docs).sum(-1)
-        q = PartStates(q.hidden.expand(n, -1, -1), q.mask.expand(n, -1), q.seg.expand(n, -1),
-                       pos=q.pos.expand(n, -1))
-        d = DocStates(docs, doc_segment_ids >= 0, doc_segment_ids, pos=_positions(docs[..., 0]),
+            (docs,) = rest
+            return (query.expand(docs.shape[0], -1) * docs).sum(-1)     # unit vectors
+        query_segment_ids, docs, doc_segment_ids = rest
+        n = docs.shape[0]
+        qseg = query_segment_ids.expand(n, -1)
+        q = PartStates(query.expand(n, -1, -1), qseg >= 0, qseg, pos=_positions(qseg))
+        d = DocStates(docs, doc_segment_ids >= 0, doc_segment_ids, pos=_positions(doc_segment_ids),
                       vectors=self.doc == "doc_vectors")
         return ex.interact(q, d)

@@ -2,8 +2,9 @@
 
 :func:`export_onnx` writes into one folder:
 
-* ``pairs.onnx`` (``ce``), or ``documents.onnx`` + ``scores.onnx`` (variants with document
-  precomputation), see :mod:`.graphs`; batch and lengths are dynamic axes;
+* ``pairs.onnx`` (``ce``), or ``documents.onnx`` + ``query.onnx`` + ``scores.onnx``
+  (variants with document precomputation), see :mod:`.graphs`; batch and lengths are
+  dynamic axes;
 * ``export.json``: the manifest (variant, model, graphs with their inputs and outputs, the
   tokenizer settings the inputs must follow, and the check).
 
@@ -13,7 +14,8 @@ ort``); :func:`pairs_runtime` does so once per model and variant (``effectivenes
 ort``).
 
 The check (:func:`check_export`, onnxruntime) scores probe texts of unequal lengths through
-the graphs and through the executor: the largest absolute difference must be within
+the graphs and through the executor (aligned pairs and, for split exports, each query
+against every document: one query row broadcast to the candidates): the largest absolute difference must be within
 ``1e-4`` of the spread (max - min) of the PyTorch scores, else the export is removed and
 refused. Tracing runs with ``torch.onnx.export(dynamo=False)``; the layer code's data-dependent
 branches are taken at their general case by tracing on padded inputs.
@@ -31,7 +33,7 @@ from typing import Any, Iterator
 import torch
 
 from ..errors import UsageError
-from .graphs import DocumentsGraph, PairsGraph, ScoresGraph, check_exportable
+from .graphs import DocumentsGraph, PairsGraph, QueryGraph, ScoresGraph, check_exportable
 from .runtime import MANIFEST, OrtExecutor, require_onnxruntime
 
 FORMATS = ("onnx",)
@@ -130,22 +132,29 @@ def _export(ex, out: Path, kind: str, model: str, opset: int) -> dict[str, Any]:
         d_axes = {"input_ids": t, "segment_ids": t,
                   dg.output: b if dg.output == "doc_embeddings" else t}
         _trace(dg, (dtb.input_ids, dtb.segment_ids), out / "documents.onnx", d_axes, opset)
+        # the query graph and the scores graph are traced on aligned, padded query rows
+        qtb = ex.tokenize_queries(PROBE_QUERIES)
+        qg = QueryGraph(ex)
+        q_t = {0: "queries", 1: "query_tokens"}
+        q_axes = {"query_input_ids": q_t, "query_segment_ids": q_t,
+                  qg.output: {0: "queries"} if qg.output == "query_embeddings" else q_t}
+        _trace(qg, (qtb.input_ids, qtb.segment_ids), out / "query.onnx", q_axes, opset)
         with torch.no_grad():
             docs = dg(dtb.input_ids, dtb.segment_ids)
+            query = qg(qtb.input_ids, qtb.segment_ids)
         sg = ScoresGraph(ex)
-        qtb = ex.tokenize_queries(PROBE_QUERIES[:1])
-        args = (qtb.input_ids, qtb.segment_ids, docs) + \
-            (() if dg.output == "doc_embeddings" else (dtb.segment_ids,))
-        s_axes = {"query_input_ids": {0: "queries", 1: "query_tokens"},
-                  "query_segment_ids": {0: "queries", 1: "query_tokens"},
+        args = (query, docs) if dg.output == "doc_embeddings" else \
+            (query, qtb.segment_ids, docs, dtb.segment_ids)
+        s_axes = {qg.output: q_axes[qg.output], "query_segment_ids": q_t,
                   dg.output: d_axes[dg.output], "doc_segment_ids": t, "scores": b}
         _trace(sg, args, out / "scores.onnx", s_axes, opset)
-        graphs["documents"] = {"file": "documents.onnx", "inputs": list(dg.input_names),
-                               "outputs": list(dg.output_names)}
-        graphs["scores"] = {"file": "scores.onnx", "inputs": list(sg.input_names),
-                            "outputs": list(sg.output_names),
-                            "query_rows": "1 (one query against every document) or one per "
-                                          "document"}
+        for name, g in (("documents", dg), ("query", qg), ("scores", sg)):
+            graphs[name] = {"file": f"{name}.onnx", "inputs": list(g.input_names),
+                            "outputs": list(g.output_names)}
+        graphs["query"]["runs"] = "once per query"
+        graphs["scores"]["runs"] = "once per batch of candidates"
+        graphs["scores"]["query_rows"] = "1 (one query against every document) or one per " \
+                                         "document"
     bb = ex.backbone
     return {"format": "onnx", "variant": str(ex.spec), "model": model or bb.name,
             "description": bb.describe(), "random_weights": bool(bb.random_weights),
@@ -164,9 +173,12 @@ def check_export(ex, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     ds = [d for _ in PROBE_QUERIES for d in PROBE_DOCS]
     ref = ex.score_pairs(qs, ds, batch_size=len(qs)).float()
     got = ort_ex.score_pairs(qs, ds, batch_size=len(qs)).float()
+    if ort_ex.split:            # and each query against every document: one query row
+        ref = torch.cat([ref] + [ex.rerank(q, PROBE_DOCS).float() for q in PROBE_QUERIES])
+        got = torch.cat([got] + [ort_ex.rerank(q, PROBE_DOCS).float() for q in PROBE_QUERIES])
     diff = float((ref - got).abs().max())
     spread = float(ref.max() - ref.min())
-    res = {"pairs": len(qs), "max_abs_diff": diff, "score_spread": spread,
+    res = {"pairs": len(ref), "max_abs_diff": diff, "score_spread": spread,
            "tolerance": TOLERANCE, "runtime": "onnxruntime", "ok": diff <= TOLERANCE * spread}
     if not res["ok"]:
         raise ExportCheckError(f"the exported graphs disagree with PyTorch: max |diff| {diff:.3g}"

@@ -4,8 +4,14 @@
 ``score_pairs`` / ``rerank`` call on an executor: the PyTorch executor's own tokenizer
 builds the inputs (so both paths see the same tokens), the graphs of the export compute.
 Documents precomputed by :meth:`~OrtExecutor.encode_documents` are what the documents graph
-returns (states, head vectors or embeddings) held as arrays; the query is encoded inside the
-scores graph, once per call (one call per batch of candidates).
+returns (states, head vectors or embeddings) held as arrays; :meth:`~OrtExecutor.encode_queries`
+runs the query graph once per query (its states or embedding held as arrays) and
+:meth:`~OrtExecutor.score_states` runs the scores graph once per batch of candidates.
+
+Every session is made by :func:`session_options`: ``threads`` intra-op threads, one
+inter-op thread, and no spinning: onnxruntime's worker threads otherwise keep spinning
+after each run and take the CPU from whatever runs next (a PyTorch row timed after an
+onnxruntime row in the same interleaved run would be slowed by it).
 """
 
 from __future__ import annotations
@@ -23,13 +29,32 @@ from ..errors import UsageError
 
 #: the manifest of an export folder
 MANIFEST = "export.json"
+#: the graphs of a split export (documents, query once per query, scores per batch)
+SPLIT_GRAPHS = ("documents", "query", "scores")
+#: session config entries set on every session: worker threads sleep between runs
+NO_SPINNING = {"session.intra_op.allow_spinning": "0", "session.inter_op.allow_spinning": "0"}
 
+
+def session_options(threads: int):
+    """onnxruntime session options for timing: ``threads`` intra-op threads, one inter-op
+    thread, full graph optimisation, worker threads that do not spin between runs
+    (:data:`NO_SPINNING`)."""
+    ort = require_onnxruntime()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    for k, v in NO_SPINNING.items():
+        opts.add_session_config_entry(k, v)
+    return opts
 
 
 @dataclass
-class OrtDocs:
-    """Stored documents: the documents graph's output ``data`` (``[N, Td, D]`` or ``[N, H]``)
-    and their segment ids ``seg [N, Td]`` (-1 = padding)."""
+class OrtStates:
+    """One part's graph output: stored documents (the documents graph's ``data``, ``[N, Td,
+    D]`` or ``[N, H]``) or encoded queries (the query graph's, ``[Q, Tq, H]`` or ``[Q, H]``),
+    with their segment ids ``seg [N, T]`` (-1 = padding)."""
 
     data: np.ndarray
     seg: np.ndarray
@@ -42,16 +67,16 @@ class OrtDocs:
     def nbytes(self) -> int:
         return int(self.data.nbytes)
 
-    def select(self, idx) -> "OrtDocs":
+    def select(self, idx) -> "OrtStates":
         idx = np.asarray(idx, dtype=np.int64)
         seg = self.seg[idx]
         if self.data.ndim == 2:
-            return OrtDocs(self.data[idx], seg, self.vectors)
+            return OrtStates(self.data[idx], seg, self.vectors)
         T = max(int((seg >= 0).sum(1).max()), 1) if len(idx) else 1
-        return OrtDocs(self.data[idx][:, :T], seg[:, :T], self.vectors)
+        return OrtStates(self.data[idx][:, :T], seg[:, :T], self.vectors)
 
     @classmethod
-    def cat(cls, parts: list["OrtDocs"]) -> "OrtDocs":
+    def cat(cls, parts: list["OrtStates"]) -> "OrtStates":
         T = max(p.seg.shape[1] for p in parts)
 
         def pad(a: np.ndarray, value) -> np.ndarray:
@@ -84,23 +109,26 @@ class OrtExecutor:
         self.folder = Path(folder)
         self.manifest = manifest if manifest is not None else load_manifest(folder)
         if self.manifest.get("variant") != str(ex.spec):
-            from ..errors import UsageError
-
             raise UsageError(f"{folder} holds an export of {self.manifest.get('variant')!r}, "
                              f"not of {ex.spec}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(threads or torch.get_num_threads() or os.cpu_count())
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
+        self.split = self.manifest.get("kind") == "split"
+        if self.split and set(self.manifest.get("graphs", {})) != set(SPLIT_GRAPHS):
+            raise UsageError(f"{folder} holds an export whose graphs "
+                             f"({', '.join(self.manifest.get('graphs', {}))}) are not "
+                             f"{', '.join(SPLIT_GRAPHS)} (an earlier layout that encoded the "
+                             "query in the scores graph): export it again with mice-bench "
+                             "export")
+        opts = session_options(threads or torch.get_num_threads() or os.cpu_count() or 1)
         self.threads = opts.intra_op_num_threads
         self.sessions = {name: ort.InferenceSession(str(self.folder / g["file"]), opts,
                                                     providers=["CPUExecutionProvider"])
                          for name, g in self.manifest["graphs"].items()}
         self.inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
-        self.split = self.manifest["kind"] == "split"
         #: offer no document precomputation (callers then score pairs: effectiveness)
         self.pairs_only = bool(pairs_only)
         self.doc_output = self.manifest["graphs"]["documents"]["outputs"][0] if self.split \
+            else None
+        self.query_output = self.manifest["graphs"]["query"]["outputs"][0] if self.split \
             else None
 
     # ------------------------------------------------------------------ executor API
@@ -139,18 +167,23 @@ class OrtExecutor:
     def forward_pairs(self, tb) -> torch.Tensor:
         if self.split:
             qtb, dtb = tb
+            qs = self.encode_queries(qtb)
             ds = self.encode_documents(dtb, batch_size=max(len(dtb), 1))
-            return self._scores(qtb, ds)
+            return self._scores(qs, ds)
         return torch.from_numpy(self._run("pairs", {
             "input_ids": _np(tb.input_ids), "attention_mask": _np(tb.attention_mask),
             "token_type_ids": _np(tb.token_type_ids)}))
 
-    def encode_queries(self, queries):
-        """The tokenized query parts (the scores graph encodes them)."""
-        return queries if not isinstance(queries, list) else self.tokenize_queries(queries)
+    def encode_queries(self, queries) -> OrtStates:
+        """The query graph's output for ``queries`` (texts or a tokenized batch), one run:
+        what :meth:`score_states` feeds the scores graph."""
+        tb = queries if not isinstance(queries, list) else self.tokenize_queries(queries)
+        seg = _np(tb.segment_ids)
+        out = self._run("query", {"query_input_ids": _np(tb.input_ids), "query_segment_ids": seg})
+        return OrtStates(out, seg)
 
     def encode_documents(self, docs, kv_cache: bool = False, batch_size: int = 64,
-                         vectors: bool = False, **_kw) -> OrtDocs:
+                         vectors: bool = False, **_kw) -> OrtStates:
         """The documents graph's output for ``docs`` (texts or a tokenized batch), in chunks
         of ``batch_size``; ``kv_cache`` / ``vectors`` are the export's own choice."""
         tb = docs if not isinstance(docs, list) else self.tokenize_docs(docs)
@@ -159,20 +192,20 @@ class OrtExecutor:
             sub = tb.select(slice(i, i + batch_size))
             seg = _np(sub.segment_ids)
             out = self._run("documents", {"input_ids": _np(sub.input_ids), "segment_ids": seg})
-            parts.append(OrtDocs(out, seg, self.late_interaction))
-        return OrtDocs.cat(parts)
+            parts.append(OrtStates(out, seg, self.late_interaction))
+        return OrtStates.cat(parts)
 
-    def _scores(self, qtb, ds: OrtDocs) -> torch.Tensor:
-        feed = {"query_input_ids": _np(qtb.input_ids), "query_segment_ids": _np(qtb.segment_ids),
+    def _scores(self, qs: OrtStates, ds: OrtStates) -> torch.Tensor:
+        feed = {self.query_output: qs.data, "query_segment_ids": qs.seg,
                 self.doc_output: ds.data, "doc_segment_ids": ds.seg}
         return torch.from_numpy(self._run("scores", feed)).float()
 
-    def score_states(self, qs, q_index, ds: OrtDocs, d_index) -> torch.Tensor:
-        """Scores of pairs ``(qs[q_index[i]], ds[d_index[i]])``; one query row is fed once
-        for all its candidates."""
+    def score_states(self, qs: OrtStates, q_index, ds: OrtStates, d_index) -> torch.Tensor:
+        """Scores of pairs ``(qs[q_index[i]], ds[d_index[i]])`` (``qs``: :meth:`encode_queries`);
+        one query row is fed once for all its candidates (the graph broadcasts it)."""
         q_index = torch.as_tensor(q_index, dtype=torch.long)
         rows = q_index[:1] if len(q_index) and bool((q_index == q_index[0]).all()) else q_index
-        return self._scores(qs.select(rows), ds.select(torch.as_tensor(d_index).numpy()))
+        return self._scores(qs.select(rows.numpy()), ds.select(torch.as_tensor(d_index).numpy()))
 
     def score_pairs(self, queries, docs, batch_size: int = 32) -> torch.Tensor:
         out = []

@@ -210,8 +210,8 @@ def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
                                         False, doc_vectors=c.doc_vectors)
 
                     notes = [] if not oex.split else [
-                        "onnxruntime: the query is encoded inside the scores graph, once per "
-                        "batch of candidates"]
+                        "onnxruntime: the query graph runs once per query, the scores graph "
+                        "once per batch of candidates"]
                     peers.append(Peer("ort", ex.spec, oex, "", workload, notes))
         except PeerSkipped as e:
             skipped.append({"peer": n, "variant": "ce", "reason": str(e)})
