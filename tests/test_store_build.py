@@ -149,7 +149,7 @@ def test_a_killed_build_resumes_to_the_same_bytes(tmp_path, fmt):
     assert files(d) == ref
     assert stats[0].chunks_reused == 4 and sum(stats[0].per_rank) == 7 + 7
     again = build_in_threads(d, fmt, 2)                    # nothing left to do
-    assert again[0].chunks_reused == 6 and sum(again[0].per_rank) == 0
+    assert again[0].chunks == 0 and sum(again[0].per_rank) == 0
     assert files(d) == ref
 
 
@@ -165,6 +165,19 @@ def test_shards_stored_before_the_build_stay_first_and_are_not_encoded_again(tmp
     assert names[:len(before)] == before
     plan = plan_build(TEXTS, 8, exclude=ids[:10])
     assert names[len(before):] == [plan.name(i) for i in range(len(plan.chunks))]
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "residual2"])
+def test_another_chunk_size_keeps_a_complete_store_and_replaces_a_partial_ones_chunks(
+        tmp_path, fmt):
+    build_in_threads(tmp_path / "a", fmt, 2, chunk_docs=7)
+    ref7 = files(tmp_path / "a")
+    again = build_in_threads(tmp_path / "a", fmt, 2, chunk_docs=5)   # nothing missing
+    assert files(tmp_path / "a") == ref7 and sum(again[0].per_rank) == 0
+    build_in_threads(tmp_path / "b", fmt, 1, chunk_docs=5)
+    next((tmp_path / "a").glob("shard-b000002-*")).unlink()          # a chunk lost
+    build_in_threads(tmp_path / "a", fmt, 2, chunk_docs=5)
+    assert files(tmp_path / "a") == files(tmp_path / "b")   # the old chunks' shards gone
 
 
 # --------------------------------------------------------------------------- what is read
@@ -279,7 +292,8 @@ def test_torchrun_build_equals_one_process_resumes_and_is_what_effectiveness_rea
     for f in sorted(d.glob("shard-b*"))[2:4]:
         f.unlink()
     again = _build(tmp_path, 2, "two", fmt)
-    assert "5 shards reused" in " ".join(again.stdout.split())
+    assert "32 documents stored, 32 planned in 7 shards (10 encoded now, 5 shards reused" \
+        in " ".join(again.stdout.split())
     assert files(tmp_path / "two") == a
     # effectiveness over the whole corpus reads this store and encodes nothing
     _launch(tmp_path, 1, "effectiveness", "--datasets", "dl19", "--model", "minilm-l6",

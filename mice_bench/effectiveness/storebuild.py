@@ -15,9 +15,11 @@ one-process build.
   and writes ``index.json`` once every rank is done: the shards that were there before the
   plan, then the plan's in chunk order.
 * **Resume**: rank 0 first repairs the store as any run does (checksums of indexed shards,
-  shards written after the last index update adopted, damaged ones dropped); a chunk whose
-  shard is then present with the chunk's ids is skipped. A killed build, run again, ends with
-  the files of an uninterrupted one.
+  shards written after the last index update adopted, damaged ones dropped); a store that
+  then holds every document is left as it is; otherwise a chunk whose shard is present with
+  the chunk's ids is skipped. A killed build, run again with the same ``chunk_docs``, ends
+  with the files of an uninterrupted one (with another, the shards of the old chunks are
+  replaced by the new ones).
 * **Progress**: rank 0 shows one bar of every rank's documents (each other rank writes its
   count to a small file in the store, ``.build-progress-r<rank>``, removed at the end).
 
@@ -61,8 +63,8 @@ class BuildPlan:
     def name(self, i: int) -> str:
         """The shard file of chunk ``i``.
 
-        >>> BuildPlan((("a", "b"),)).name(0)[:15]
-        'shard-b000000-0'
+        >>> BuildPlan((("a", "b"),)).name(0)
+        'shard-b000000-14683f87f0aa.safetensors'
         """
         return f"{BUILD_PREFIX}{i:06d}-{key_hash(list(self.chunks[i]))}.safetensors"
 
@@ -133,11 +135,12 @@ def build_store(store: DocStateStore, texts: Mapping[str, str],
             prep = _prepare(store, texts, chunk_docs, get, batch_size, stats)
             shared = (prep.exclude, sorted(prep.done), store.codec_entry,
                       store.params if store.codec.trained else None,
-                      bool(reporter and reporter.enabled) and dist.active)
-        exclude, done_ids, codec_entry, params, files = dist.broadcast(shared)
+                      bool(reporter and reporter.enabled) and dist.active, prep.complete)
+        exclude, done_ids, codec_entry, params, files, complete = dist.broadcast(shared)
         if not dist.main and store.codec.trained:
             store.codec_entry, store.params = codec_entry, params
-        plan = prep.plan if dist.main else plan_build(texts, chunk_docs, exclude)
+        plan = prep.plan if dist.main else BuildPlan(()) if complete \
+            else plan_build(texts, chunk_docs, exclude)
         done = set(done_ids)
         mine = [i for i in plan.of_rank(dist.rank, dist.world) if i not in done]
         todo = sum(len(c) for i, c in enumerate(plan.chunks) if i not in done)
@@ -160,8 +163,15 @@ def build_store(store: DocStateStore, texts: Mapping[str, str],
                     entries[i] = {"file": e["file"], "ids": list(plan.chunks[i]),
                                   **{k: v for k, v in e.items() if k != "file"}}
             names = {plan.name(i) for i in range(len(plan.chunks))}
-            before = [e for e in store.shards if e["file"] not in names]
-            store.set_shards(before + [entries[i] for i in range(len(plan.chunks))])
+            planned = set(plan.docs)
+            # shards of another plan (another --chunk-docs) whose documents this one holds
+            stale = {e["file"] for e in store.shards if e["file"] not in names and e["file"]
+                     .startswith(BUILD_PREFIX) and planned.issuperset(e["ids"])}
+            before = [e for e in store.shards if e["file"] not in names | stale]
+            if plan.chunks:
+                store.set_shards(before + [entries[i] for i in range(len(plan.chunks))])
+            for f in stale:
+                (store.dir / f).unlink(missing_ok=True)
             stats.per_rank = [n for _, n in every]
     dist.barrier()                         # the index is written before any rank reads it
     stats.docs, stats.chunks = len(plan.docs), len(plan.chunks)
@@ -180,6 +190,7 @@ class _Prepared:
     plan: BuildPlan
     exclude: list[str]
     done: dict[int, dict]           # chunk -> its verified index entry
+    complete: bool = False          # the store held every document already: nothing to do
 
 
 def _prepare(store: DocStateStore, texts, chunk_docs: int, get, batch_size: int,
@@ -189,6 +200,8 @@ def _prepare(store: DocStateStore, texts, chunk_docs: int, get, batch_size: int,
     store.repair()
     for f in store.dir.glob(".build-progress-r*"):     # a killed build's counters
         f.unlink(missing_ok=True)
+    if not store.missing(texts):
+        return _Prepared(BuildPlan(()), [], {}, complete=True)
     exclude = sorted({d for e in store.shards if not e["file"].startswith(BUILD_PREFIX)
                       for d in e["ids"] if d in texts})
     plan = plan_build(texts, chunk_docs, exclude)

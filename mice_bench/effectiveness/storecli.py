@@ -72,7 +72,8 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
                             "encoded": sum(st.per_rank), "per_rank": st.per_rank,
                             "seconds": st.seconds,
                             **{k: v for k, v in scorer.doc_cache.usage(texts).items()
-                               if k in ("bytes", "bytes_per_token", "codec_bytes")}})
+                               if k in ("bytes", "bytes_per_token", "codec_bytes")},
+                            "stored": len(texts) - len(scorer.doc_cache.missing(texts))})
     return out
 
 
@@ -134,8 +135,9 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             bpt = r.get("bytes_per_token")
             console.print(
-                f"{r['dataset']} {r['variant']}: {r['docs']} documents in {r['chunks']} "
-                f"shards ({r['encoded']} encoded now, {r['chunks_reused']} shards reused; "
-                f"per rank {r['per_rank']}), {r['bytes'] / 2**20:.1f} MiB"
+                f"{r['dataset']} {r['variant']}: {r['stored']} documents stored, "
+                f"{r['docs']} planned in {r['chunks']} shards "
+                f"({r['encoded']} encoded now, {r['chunks_reused']} shards reused; "
+                f"per rank {r['per_rank']}), {r['bytes'] / 2**10:,.1f} KiB"
                 + (f", {bpt:.1f} bytes per token" if bpt else "")
                 + f" in {r['seconds']:.1f} s\nstore: {r['store']}", highlight=False)
