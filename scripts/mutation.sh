@@ -40,8 +40,9 @@ for g in "${ORDER[@]}"; do
   files=${GROUPS_[$g]%%|*}; tests=${GROUPS_[$g]#*|}
   work="$MUT_DIR/$g"
   rm -rf "$work" && mkdir -p "$work"
-  # the private copy: sources, tests, pyproject (no .git, no results)
-  cp -r "$REPO/mice_bench" "$REPO/tests" "$REPO/pyproject.toml" "$work/"
+  # the private copy: sources, tests, pyproject and the committed results some tests read
+  # (no .git)
+  cp -r "$REPO/mice_bench" "$REPO/tests" "$REPO/pyproject.toml" "$REPO/results" "$work/"
   find "$work" -name __pycache__ -prune -exec rm -rf {} +
   # this group's [tool.mutmut] replaces the committed one (in the copy only)
   python - "$work/pyproject.toml" "$files" "$tests" <<'PY'
