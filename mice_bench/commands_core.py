@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
         """List every preset with a one-line description."""
         if ctx.invoked_subcommand is not None:
             return
-        from .spec import OPTIONS, REGISTRY, parse
+        from .families import OPTIONS, REGISTRY
+        from .spec import parse
 
         table = Table(title=f"interaction-spec presets (examples on {layers} layers)")
         table.add_column("preset", no_wrap=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .spec import SpecError
+from .layerspec import SpecError
 
 
 class UsageError(ValueError):

@@ -13,10 +13,14 @@ plus the input layout (``joint`` = ``[CLS] q [SEP] d [SEP]``; ``split`` = a quer
 document part encoded separately in the lower layers), the scoring head and the tokenization
 defaults of the reference implementation.
 
-Families of presets are declared once each in :data:`REGISTRY` (name pattern, parameters,
-options, per-layer matrices, validation, description), as ``ir_measures`` registers its
-measures: adding a variant is one :func:`register` call. Every spec has a canonical name that
-parses back: ``parse(str(spec)) == spec``.
+The pieces live in two modules below this one: one layer's attention (segments, matrices,
+:class:`~mice_bench.layerspec.LayerSpec`, the custom pattern code) in
+:mod:`mice_bench.layerspec`, and the families of presets (name pattern, parameters, options,
+per-layer rule, validation, description), declared once each as ``ir_measures`` registers its
+measures, in :mod:`mice_bench.families`. This module is the variants' public entry point
+(its ``__all__``): it parses and formats names (every spec has a canonical name that parses
+back: ``parse(str(spec)) == spec``), checks that the document reaches the score, and
+resolves names against a model.
 
 Executors (:mod:`mice_bench.executors`) and reports only consume specs.
 """
@@ -24,219 +28,17 @@ Executors (:mod:`mice_bench.executors`) and reports only consume specs.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Iterable
 
+# Family, register and SPLIT_OPTIONS are imported for this module's public names (__all__);
+# SEG_INDEX for the executors, which read the segment constants from here
+from .families import (CUSTOM, CUSTOM_NAME, HEADS, LAYOUTS, OPTION_DEFAULTS, OPTIONS,
+                       REGISTRY, SPLIT_OPTIONS, Family, family, invalid, register,
+                       valid_names_help)
+from .layerspec import (DOC_SIDE, FULL, QUERY_SIDE, SEG_INDEX, SEGMENTS, LayerSpec,
+                        SpecError)
 from .naming import split_top_level
-
-SEGMENTS: tuple[str, ...] = ("cls", "query", "sep_q", "doc", "sep_d")
-SEG_INDEX = {s: i for i, s in enumerate(SEGMENTS)}
-QUERY_SIDE = frozenset({"cls", "query", "sep_q"})
-DOC_SIDE = frozenset({"doc", "sep_d"})
-
-LAYOUTS = ("joint", "split")
-HEADS = ("cls", "maxsim", "mean-cos")
-
-Matrix = tuple[tuple[bool, ...], ...]
-
-
-class SpecError(ValueError):
-    """An unknown, malformed or impossible interaction spec."""
-
-
-def matrix(*rows: str) -> Matrix:
-    """Build a 5x5 matrix from five strings of 0/1 (rows cls, query, sep_q, doc, sep_d)."""
-    if len(rows) != 5 or any(len(r) != 5 or set(r) - {"0", "1"} for r in rows):
-        raise SpecError(f"a matrix needs five rows of five 0/1 digits, got {rows!r}")
-    return tuple(tuple(c == "1" for c in r) for r in rows)
-
-
-def matrix_rows(m: Matrix) -> tuple[str, ...]:
-    return tuple("".join("1" if x else "0" for x in row) for row in m)
-
-
-FULL = matrix("11111", "11111", "11111", "11111", "11111")
-NONE = matrix("00000", "00000", "00000", "00000", "00000")
-# Split layout: the query part and the document part attend only within themselves.
-SEPARATE = matrix("11100", "11100", "11100", "00011", "00011")
-# The one-softmax MICE ablation (``attn=joint``): the query side reads the frozen document
-# inside its own self-attention; [CLS] reads the query only.
-MICE_ONE_SOFTMAX = matrix("11100", "01111", "01111", "00000", "00000")
-
-MASK0 = matrix("11111", "01110", "00100", "01011", "00001")
-MASK1 = matrix("11100", "01110", "00100", "01011", "00001")
-MASK2 = matrix("11100", "01110", "00100", "00011", "00001")
-MASK3_LOW = matrix("11100", "01100", "00100", "00011", "00001")
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """One layer: allowed segment-to-segment attention, frozen segments, dropped or kept.
-
-    ``cross_keys``: key segments read through a separate cross-attention sub-layer (own
-    weights) instead of inside the self-attention softmax; ``cross_first``: that sub-layer runs
-    before self-attention (the MICE reference's default). In the cross sub-layer a row reads the
-    cross keys its ``allow`` row permits; a row in ``cross_uniform`` instead averages the
-    values of all (valid) cross keys uniformly (what the reference computes for a fully masked
-    row); any other row that reads no cross key is left unchanged by the sub-layer.
-    """
-
-    allow: Matrix = FULL
-    frozen: frozenset[str] = frozenset()
-    dropped: bool = False
-    cross_keys: frozenset[str] = frozenset()
-    cross_first: bool = False
-    cross_uniform: frozenset[str] = frozenset()
-
-    def allowed(self, src: str, dst: str) -> bool:
-        return self.allow[SEG_INDEX[src]][SEG_INDEX[dst]]
-
-    def describe(self) -> str:
-        if self.dropped:
-            return "dropped"
-        s = "/".join(matrix_rows(self.allow))
-        if self.frozen:
-            s += " frozen=" + ",".join(x for x in SEGMENTS if x in self.frozen)
-        if self.cross_keys:
-            s += " cross=" + ",".join(x for x in SEGMENTS if x in self.cross_keys)
-            s += " (cross first)" if self.cross_first else " (self first)"
-        if self.cross_uniform:
-            s += " uniform=" + ",".join(x for x in SEGMENTS if x in self.cross_uniform)
-        return s
-
-
-DROPPED = LayerSpec(NONE, dropped=True)
-
-
-# ------------------------------------------------------------------------- options
-#: option key in names -> (InteractionSpec field, parser, formatter)
-def _bool(v: str) -> bool:
-    if v.lower() in ("1", "true", "yes"):
-        return True
-    if v.lower() in ("0", "false", "no"):
-        return False
-    raise SpecError(f"got {v!r}; valid: 0, 1")
-
-
-def _int(v: str) -> int:
-    try:
-        return int(v)
-    except ValueError:
-        raise SpecError(f"expected an integer, got {v!r}") from None
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse_choice(v: str) -> str:
-        if v not in choices:
-            raise SpecError(f"got {v!r}; valid: {', '.join(choices)}")
-        return v
-    return parse_choice
-
-
-OPTIONS: dict[str, tuple[str, Callable[[str], Any], str]] = {
-    "head": ("head", _choice(*HEADS), "scoring head: cls | maxsim | mean-cos"),
-    "doc_tt": ("doc_token_type", lambda v: _choice("0", "1")(v) and int(v),
-               "token type of the document part (split layout): 0 | 1"),
-    "proj": ("projection", _bool, "maxsim: linear projection to 128 dims (ColBERT): 0 | 1"),
-    "qaug": ("qaug", _bool, "ColBERT query augmentation: pad queries with [MASK] to 32 "
-             "tokens, all attended and scored: 0 | 1"),
-    "attn": ("attn", _choice("cross", "joint"), "MICE interaction: cross = separate "
-             "cross-attention sub-layer (paper), joint = one softmax with the self-attention "
-             "weights (zero-shot ablation)"),
-    "order": ("order", _choice("cross", "self"), "MICE sub-layer order: cross-attention "
-              "first (paper) or self-attention first"),
-    "cls_doc": ("cls_doc", _bool, "MICE: [CLS] reads the document in the cross sub-layer"),
-    "qcls": ("qcls", _bool, "MICE: query tokens read [CLS] in the interaction self-attention"),
-    "qlen": ("qlen", _int, "PreTTR: fixed document position offset (document states "
-             "independent of the query; the reference's prettr_max_query_length helper)"),
-}
-
-
-#: the options of every split-layout family unless the family lists its own
-SPLIT_OPTIONS: tuple[str, ...] = ("head", "doc_tt", "proj")
-
-
-@dataclass(frozen=True)
-class Family:
-    """One preset family, declared once: its name pattern and parameters, layout, options and
-    their defaults, per-layer rule, validation, description, document tokenization and the
-    representative instance that fits a model (:func:`fitted`).
-
-    ``layout``: ``joint`` or ``split`` (``None``: the spec says, as custom specs do).
-    ``options``: the option keys of :data:`OPTIONS` that apply (``None``: the layout's,
-    :data:`SPLIT_OPTIONS` for split, none for joint). ``rule(spec, L)``: the per-layer specs.
-    ``check(spec, L)``: refuse a spec that does not fit an ``L``-layer model;
-    ``check_name(spec)``: refuse a spec whatever the model. ``describe(spec, text)``: the
-    description of a spec whose options change what it is (default: ``description``).
-    ``doc_style(spec)``: how the split layout tokenizes the document (see
-    :attr:`InteractionSpec.doc_style`). ``lengths(spec)``: tokenization defaults of the
-    reference. ``fit(L)``: the name of the family's representative instance on ``L`` layers.
-    """
-
-    name: str
-    pattern: str  # e.g. "mice-l{m}+{n}"
-    regex: str  # named groups = parameters
-    layout: str | None
-    description: str
-    rule: Callable[["InteractionSpec", int], tuple[LayerSpec, ...]]
-    defaults: dict[str, Any] = field(default_factory=dict)  # option field -> default
-    check: Callable[["InteractionSpec", int], None] | None = None
-    example: str = ""
-    lengths: Callable[["InteractionSpec"], dict] | None = None
-    options: tuple[str, ...] | None = None
-    describe: Callable[["InteractionSpec", str], str] | None = None
-    doc_style: Callable[["InteractionSpec"], str] = lambda spec: "cls"
-    fit: Callable[[int], str] | None = None
-    check_name: Callable[["InteractionSpec"], None] | None = None
-    #: the name's groups -> InteractionSpec fields (default: every group an int parameter)
-    fields_of: Callable[[dict[str, str]], dict[str, Any]] | None = None
-    #: the canonical name without options (default: ``pattern`` filled in)
-    format_of: Callable[["InteractionSpec"], str] | None = None
-    #: the layers do not depend on the model's depth (validated without one)
-    fixed_depth: bool = False
-
-    def format(self, spec: "InteractionSpec") -> str:
-        if self.format_of is not None:
-            return self.format_of(spec)
-        return re.sub(r"\{(\w+)\}", lambda mt: str(getattr(spec, mt.group(1))), self.pattern)
-
-    def layout_of(self, spec: "InteractionSpec") -> str:
-        return self.layout or spec.custom_layout or "joint"
-
-    def options_of(self, spec: "InteractionSpec") -> tuple[str, ...]:
-        if self.options is not None:
-            return self.options
-        return SPLIT_OPTIONS if self.layout_of(spec) == "split" else ()
-
-    def fields(self, groups: dict[str, str]) -> dict[str, Any]:
-        if self.fields_of is not None:
-            return self.fields_of(groups)
-        return {k: int(v) for k, v in groups.items()}
-
-
-REGISTRY: dict[str, Family] = {}
-
-_COMMON_DEFAULTS = {"head": "cls", "doc_token_type": 0, "projection": False}
-
-
-def register(family: Family) -> Family:
-    """Add a preset family (one declaration: pattern, options, layers, validation)."""
-    if family.name in REGISTRY or family.name == CUSTOM_NAME:
-        raise ValueError(f"family {family.name!r} is already registered")
-    REGISTRY[family.name] = family
-    return family
-
-
-CUSTOM_NAME = "custom"
-
-
-def family(name: str) -> Family | None:
-    """The declaration of family ``name`` (the presets of :data:`REGISTRY` and ``custom``)."""
-    return CUSTOM if name == CUSTOM_NAME else REGISTRY.get(name)
-
-
-def _rep(n: int, rule) -> tuple[LayerSpec, ...]:
-    return tuple(rule(i) for i in range(n))
 
 
 # ------------------------------------------------------------------------- the spec
@@ -244,9 +46,10 @@ def _rep(n: int, rule) -> tuple[LayerSpec, ...]:
 class InteractionSpec:
     """A declarative interaction spec (no compute). Build with :func:`parse` or the presets.
 
-    ``family`` is a key of :data:`REGISTRY` (or ``custom``); ``k``, ``m``, ``n`` are its layer
-    parameters; the other fields are the options of the name (``OPTIONS``), always concrete
-    (family defaults filled in by :func:`parse`).
+    ``family`` is a key of :data:`~mice_bench.families.REGISTRY` (or ``custom``); ``k``,
+    ``m``, ``n`` are its layer parameters; the other fields are the options of the name
+    (:data:`~mice_bench.families.OPTIONS`), always concrete (family defaults filled in by
+    :func:`parse`).
     """
 
     family: str
@@ -304,11 +107,8 @@ class InteractionSpec:
         return str(self)
 
     def _defaults(self) -> dict[str, Any]:
-        d = dict(_COMMON_DEFAULTS)
-        d.update(qaug=False, attn="cross", order="cross", cls_doc=True, qcls=False, qlen=None)
-        if self.declaration is not None:
-            d.update(self.declaration.defaults)
-        return d
+        fam = self.declaration
+        return fam.option_defaults() if fam is not None else dict(OPTION_DEFAULTS)
 
     def __str__(self) -> str:
         base = self.declaration.format(self)
@@ -365,11 +165,11 @@ class InteractionSpec:
         """Check the spec (and, given ``num_layers``, that it fits the model). Returns self."""
         fam = self.declaration
         if fam is None:
-            raise _invalid(f"unknown family {self.family!r}")
+            raise invalid(f"unknown family {self.family!r}")
         if self.head not in HEADS:
-            raise _invalid(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
+            raise invalid(f"unknown head {self.head!r}; valid: {', '.join(HEADS)}")
         if self.head != "cls" and self.layout != "split":
-            raise _invalid(f"{self}: head {self.head!r} needs the split layout")
+            raise invalid(f"{self}: head {self.head!r} needs the split layout")
         if fam.check_name is not None:
             fam.check_name(self)
         if num_layers is not None and fam.check is not None:
@@ -401,177 +201,6 @@ class InteractionSpec:
         return "split"
 
 
-# ------------------------------------------------------------------------- families
-def _check_range(name: str, value: int, lo: int, hi: int, spec, what: str) -> None:
-    if not lo <= value <= hi:
-        raise _invalid(f"{spec}: {name} needs {lo} <= {what} <= {hi} on this model")
-
-
-def _mice_layers(spec: InteractionSpec, L: int) -> tuple[LayerSpec, ...]:
-    m, n = spec.m, spec.n
-    last = m + n - 1
-
-    def interaction(i: int) -> LayerSpec:
-        if spec.attn == "joint":
-            return LayerSpec(MICE_ONE_SOFTMAX, frozen=DOC_SIDE)
-        cls_row = "11111" if spec.cls_doc else "11100"
-        q_row = "11111" if spec.qcls else "01111"
-        uniform: frozenset[str] = frozenset()
-        if not spec.cls_doc and not (spec.order == "self" and i == last):
-            # the reference masks every key of the [CLS] row, which averages the document
-            # uniformly -- except in the last layer of the self-first order, where [CLS]
-            # skips cross-attention altogether (``forward_vanilla_transformer``)
-            uniform = frozenset({"cls"})
-        return LayerSpec(matrix(cls_row, q_row, q_row, "00000", "00000"), frozen=DOC_SIDE,
-                         cross_keys=DOC_SIDE, cross_first=spec.order == "cross",
-                         cross_uniform=uniform)
-
-    return _rep(L, lambda i: LayerSpec(SEPARATE) if i < m
-                else interaction(i) if i < m + n else DROPPED)
-
-
-def _mice_check(spec: InteractionSpec, L: int) -> None:
-    if spec.n < 1:
-        raise _invalid(f"{spec}: mice-l{{m}}+{{n}} needs n >= 1 interaction layers")
-    if spec.m + spec.n > L:
-        raise _invalid(f"{spec}: m + n = {spec.m + spec.n} exceeds the model's {L} layers")
-
-
-def _mice_lengths(spec: InteractionSpec) -> dict:
-    # MICEQueryDocTokenizer with max_length = the model's (512): both parts up to 512 tokens
-    return {"query_max_tokens": 510, "doc_max_tokens": 510}
-
-
-def _colbert_lengths(spec: InteractionSpec) -> dict:
-    if spec.qaug:  # xpmir ColBERTEncoder: query_maxlen 32, doc_maxlen 180 (specials included)
-        return {"query_max_tokens": 30, "doc_max_tokens": 178}
-    return {"query_max_tokens": 32}
-
-
-def _mice_describe(spec: InteractionSpec, text: str) -> str:
-    if spec.attn == "joint":
-        return ("MICE one-softmax ablation: m separate layers, then n layers where the query "
-                "side reads the frozen document inside its own self-attention (self-attention "
-                "weights, [CLS] reads the query only); the rest dropped")
-    notes = []
-    if spec.order == "self":
-        notes.append("self-attention before cross-attention")
-    if not spec.cls_doc:
-        notes.append("[CLS] does not read the document")
-    if spec.qcls:
-        notes.append("query tokens read [CLS]")
-    return _with_notes(text, notes)
-
-
-def _mice_fit(L: int) -> str:
-    """The MICE that fits ``L`` layers: the paper's ``mice-l4+3`` (12 layers) cut to the
-    model, keeping at least one interaction layer: ``m = min(4, L - 1)`` separate layers,
-    then ``n = min(3, L - m)`` interaction layers (12 -> ``mice-l4+3``, 6 -> ``mice-l4+2``,
-    4 -> ``mice-l3+1``, 2 -> ``mice-l1+1``)."""
-    m = min(4, L - 1)
-    return f"mice-l{m}+{min(3, L - m)}"
-
-
-def _colbert_describe(spec: InteractionSpec, text: str) -> str:
-    if spec.projection and spec.qaug:
-        return text
-    return _with_notes("late interaction: separate encoders, MaxSim head",
-                       ["128-d projection" if spec.projection else "no projection",
-                        "[MASK]-augmented 32-token queries" if spec.qaug
-                        else "no query augmentation"])
-
-
-def _prettr_describe(spec: InteractionSpec, text: str) -> str:
-    if spec.qlen is None:
-        return text
-    return _with_notes(text, [f"document positions from {spec.qlen} (precomputable)"])
-
-
-def _with_notes(text: str, notes: list[str]) -> str:
-    return text + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def _custom_check_name(spec: InteractionSpec) -> None:
-    if not spec.custom_layers:
-        raise _invalid("a custom spec needs at least one layer")
-
-
-def _custom_check(spec: InteractionSpec, L: int) -> None:
-    n = len(spec.custom_layers or ())
-    if n != L:
-        raise _invalid(f"{spec}: custom spec has {n} layers, the model has {L}")
-
-
-def _prettr_check(spec: InteractionSpec, L: int) -> None:
-    _check_range("prettr-l{k}", spec.k, 0, L, spec, "k")
-    if spec.qlen is not None and spec.qlen < 3:
-        raise _invalid(f"{spec}: qlen must be at least 3 ([CLS] q [SEP])")
-
-
-# families with one matrix in every layer (the joint-input masking study)
-for _name, _matrix, _desc in (
-        ("ce", FULL, "full cross-encoder: every token attends every token in every layer"),
-        ("mask0", MASK0, "no attention sinks: nobody attends [CLS], SEPs attend only "
-                         "themselves, doc not to the first SEP, query not to the last"),
-        ("mask1", MASK1, "Mask0 + [CLS] does not read the document"),
-        ("mask2", MASK2, "Mask1 + the document does not read the query (document states "
-                         "precomputable)")):
-    register(Family(_name, _name, _name, "joint", _desc,
-                    lambda s, L, m=_matrix: _rep(L, lambda i: LayerSpec(m)), example=_name,
-                    fit=lambda L, n=_name: n))
-register(Family(
-    "mask3", "mask3-l{k}", r"mask3-l(?P<k>\d+)", "joint",
-    "Mask2 + the query does not read the document in layers < k",
-    lambda s, L: _rep(L, lambda i: LayerSpec(MASK3_LOW if i < s.k else MASK2)),
-    check=lambda s, L: _check_range("mask3-l{k}", s.k, 0, L - 1, s, "k"), example="mask3-l4",
-    fit=lambda L: f"mask3-l{min(4, L - 2)}"))
-register(Family(
-    "prettr", "prettr-l{k}", r"prettr-l(?P<k>\d+)", "split",
-    "PreTTR: joint input [CLS] q [SEP] d [SEP] (document token type 1, positions continuing), "
-    "query and document attend only within themselves in layers < k, full attention from k",
-    lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE if i < s.k else FULL)),
-    check=_prettr_check, example="prettr-l4",
-    lengths=lambda s: {"query_max_tokens": 256, "truncation": "doc_first"},
-    options=("head", "proj", "qlen"), describe=_prettr_describe,
-    doc_style=lambda s: "offset" if s.qlen is not None else "pair",
-    fit=lambda L: f"prettr-l{min(4, L - 1)}"))
-register(Family(
-    "mice", "mice-l{m}+{n}", r"mice-l(?P<m>\d+)\+(?P<n>\d+)", "split",
-    "MICE: m separate layers (documents precomputed), then n layers where the query side "
-    "reads the frozen document through its own cross-attention sub-layer, then attends "
-    "itself, then the feed-forward; the rest dropped",
-    _mice_layers, check=_mice_check, example="mice-l4+3", lengths=_mice_lengths,
-    options=SPLIT_OPTIONS + ("attn", "order", "cls_doc", "qcls"), describe=_mice_describe,
-    fit=_mice_fit))
-register(Family(
-    "colbert", "colbert", r"colbert", "split",
-    "ColBERT: separate encoders, 128-d projection, [MASK]-augmented 32-token queries, "
-    "180-token documents, MaxSim head",
-    lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE)),
-    defaults={"head": "maxsim", "projection": True, "qaug": True}, example="colbert",
-    lengths=_colbert_lengths, options=SPLIT_OPTIONS + ("qaug",), describe=_colbert_describe,
-    fit=lambda L: "colbert"))
-register(Family(
-    "biencoder", "biencoder", r"biencoder", "split",
-    "separate encoders, mean pooling, cosine head",
-    lambda s, L: _rep(L, lambda i: LayerSpec(SEPARATE)),
-    defaults={"head": "mean-cos"}, example="biencoder",
-    lengths=lambda s: {"query_max_tokens": 32}, fit=lambda L: "biencoder"))
-
-#: explicit per-layer patterns (``custom-joint:...`` / ``custom-split:...``): not a preset,
-#: so not in :data:`REGISTRY`'s listings, but declared like one
-CUSTOM = Family(
-    CUSTOM_NAME, "custom-{layout}:{layers}",
-    r"custom-(?P<layout>joint|split):(?P<layers>[01/x,*=a-zA-Z\d]+)", None,
-    "custom per-layer interaction pattern",
-    lambda s, L: tuple(s.custom_layers or ()),
-    check=_custom_check, check_name=_custom_check_name, fixed_depth=True,
-    lengths=lambda s: {"query_max_tokens": 32},
-    fields_of=lambda g: {"custom_layout": g["layout"],
-                         "custom_layers": _decode_layers(g["layers"])},
-    format_of=lambda s: f"custom-{s.layout}:" + _encode_layers(s.custom_layers or ()))
-
-
 def fitted(family_name: str, num_layers: int) -> InteractionSpec:
     """The representative instance of a preset family on a ``num_layers``-layer model (the
     one rule every command uses, e.g. for MICE ``mice-l{min(4, L-1)}+{min(3, L-m)}``:
@@ -580,9 +209,6 @@ def fitted(family_name: str, num_layers: int) -> InteractionSpec:
     if fam is None or fam.fit is None:
         raise SpecError(f"unknown family {family_name!r}; valid: {', '.join(REGISTRY)}")
     return parse(fam.fit(num_layers))
-
-#: pattern -> description, for listings
-PRESET_PATTERNS: dict[str, str] = {f.pattern: f.description for f in REGISTRY.values()}
 
 
 # ------------------------------------------------------------------------- helpers
@@ -631,82 +257,8 @@ def _check_doc_reaches_cls(spec: InteractionSpec, layers: Iterable[LayerSpec]) -
             informed = _propagate(ls, informed, keys,
                                   ls.cross_uniform if kind == "cross" else frozenset())
     if "cls" not in informed:
-        raise _invalid(f"{spec}: the document never reaches the scoring [CLS]")
+        raise invalid(f"{spec}: the document never reaches the scoring [CLS]")
 
-
-def _encode_layer(ls: LayerSpec) -> str:
-    if ls.dropped:
-        return "x"
-    s = "".join(matrix_rows(ls.allow))
-    if ls.frozen:
-        s += "=f" + "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.frozen)
-    if ls.cross_keys:
-        s += ("=k" if ls.cross_first else "=c") + \
-            "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.cross_keys)
-    if ls.cross_uniform:
-        s += "=u" + "".join(str(SEG_INDEX[x]) for x in SEGMENTS if x in ls.cross_uniform)
-    return s
-
-
-def _encode_layers(layers: tuple[LayerSpec, ...]) -> str:
-    out: list[str] = []
-    prev, count = None, 0
-    for ls in layers:
-        code = _encode_layer(ls)
-        if code == prev:
-            count += 1
-            continue
-        if prev is not None:
-            out.append(prev + (f"*{count}" if count > 1 else ""))
-        prev, count = code, 1
-    if prev is not None:
-        out.append(prev + (f"*{count}" if count > 1 else ""))
-    return "/".join(out)
-
-
-def _decode_layers(text: str) -> tuple[LayerSpec, ...]:
-    layers: list[LayerSpec] = []
-    for chunk in text.split("/"):
-        rep = 1
-        if "*" in chunk:
-            chunk, r = chunk.rsplit("*", 1)
-            rep = _int(r)
-        if chunk == "x":
-            ls = DROPPED
-        else:
-            parts = chunk.split("=")
-            bits = parts[0]
-            if len(bits) != 25 or set(bits) - {"0", "1"}:
-                raise SpecError(f"bad custom layer {chunk!r}: need 25 0/1 digits")
-            allow = matrix(*(bits[i: i + 5] for i in range(0, 25, 5)))
-            kw: dict[str, Any] = {}
-            for p in parts[1:]:
-                if not p or any(c not in "01234" for c in p[1:]):
-                    raise SpecError(f"bad custom layer flag {p!r}")
-                segs = frozenset(SEGMENTS[int(c)] for c in p[1:])
-                if p[0] == "f":
-                    kw["frozen"] = segs
-                elif p[0] in "ck":  # k: cross-attention sub-layer first, c: after
-                    kw["cross_keys"] = segs
-                    kw["cross_first"] = p[0] == "k"
-                elif p[0] == "u":
-                    kw["cross_uniform"] = segs
-                else:
-                    raise SpecError(f"bad custom layer flag {p!r}")
-            ls = LayerSpec(allow, **kw)
-        layers.extend([ls] * rep)
-    return tuple(layers)
-
-
-def _invalid(msg: str) -> SpecError:
-    return SpecError(f"{msg}\n{valid_names_help()}")
-
-
-def valid_names_help() -> str:
-    pats = ", ".join(f.pattern for f in REGISTRY.values())
-    return (f"valid names: {pats}; options in brackets, e.g. mice-l4+3[order=self], "
-            f"colbert[proj=0,qaug=0], prettr-l4[qlen=32] (options: {', '.join(OPTIONS)}); "
-            "custom-joint:/custom-split: per-layer patterns")
 
 
 _OPT_RE = re.compile(r"^(?P<base>[^\[]+)(?:\[(?P<opts>[^\]]*)\])?$")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .spec import SEGMENTS, InteractionSpec, LayerSpec
+from .layerspec import SEGMENTS, LayerSpec
+from .spec import InteractionSpec
 
 LABELS = ("[CLS]", "query", "[SEP]q", "doc", "[SEP]d")
 

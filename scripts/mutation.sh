@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Mutation testing of the core math: spec.py, executors/, the effectiveness
+# Mutation testing of the core math: the variant specs (spec.py, families.py,
+# layerspec.py), executors/, the effectiveness
 # statistics and summary, the latency row math. Tool: mutmut 3.x (docs/testing.md,
 # "Mutation testing"). Mutants are written ONLY into a private copy of the repository,
 # never into this checkout.
@@ -27,7 +28,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 
 # group -> "files to mutate | the targeted tests (each selection runs in well under a minute)"
 declare -A GROUPS_=(
-  [spec]="mice_bench/spec.py|tests/test_spec.py tests/test_families.py tests/test_cli_core.py"
+  [spec]="mice_bench/spec.py mice_bench/families.py mice_bench/layerspec.py|tests/test_spec.py tests/test_families.py tests/test_cli_core.py"
   [executors]="mice_bench/executors/*.py|tests/test_executors.py tests/test_reference_parity.py"
   [effectiveness]="mice_bench/effectiveness/stats.py mice_bench/effectiveness/summary.py|tests/test_statistics.py tests/test_summary.py tests/test_effectiveness_units.py tests/test_effectiveness_pipeline.py"
   [latency]="mice_bench/latency/stats.py mice_bench/latency/rows.py|tests/test_latency.py"

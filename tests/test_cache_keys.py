@@ -177,7 +177,8 @@ def test_same_split_layer_with_other_layers_below_it_encodes_again(tmp_path, fix
     """A variant that splits at the same layer as mice-l2+2 but runs other layers below the
     split (its first layer dropped) gets document states of its own: on mice-l2+2's warm
     cache it encodes every document again and scores as it does on a fresh cache."""
-    from mice_bench.spec import DROPPED, custom, parse
+    from mice_bench.layerspec import DROPPED
+    from mice_bench.spec import custom, parse
 
     layers = parse(SPLIT).layers(6)                  # the fixture's model has 6 layers
     other = str(custom("split", (DROPPED, *layers[1:])))

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import DOCS, QUERIES, tiny_config
 
+from mice_bench import layerspec as LS
 from mice_bench import spec as S
 from mice_bench.backbone import from_hf, packaged_tokenizer, random_hf_model
 from mice_bench.backbones.base import train_dropout
@@ -103,26 +104,26 @@ def _random_split_spec(rng: random.Random, L: int):
         layers = []
         for i in range(L):
             if rng.random() < 0.15:
-                layers.append(S.DROPPED)
+                layers.append(LS.DROPPED)
             elif i < s:  # no exchange between parts
                 q = [bits(3) + "00" for _ in range(3)]
                 d = ["000" + bits(2) for _ in range(2)]
-                layers.append(S.LayerSpec(S.matrix(*q, *d)))
+                layers.append(LS.LayerSpec(LS.matrix(*q, *d)))
             elif rng.random() < 0.6:  # query-side interaction, document frozen
                 cross = rng.random() < 0.5
                 uniform = frozenset(x for x in ("cls", "query") if cross and rng.random() < 0.3)
-                layers.append(S.LayerSpec(S.matrix(*(bits(5) for _ in range(3)), "00000",
+                layers.append(LS.LayerSpec(LS.matrix(*(bits(5) for _ in range(3)), "00000",
                                                    "00000"),
-                                          frozen=S.DOC_SIDE,
-                                          cross_keys=S.DOC_SIDE if cross else frozenset(),
+                                          frozen=LS.DOC_SIDE,
+                                          cross_keys=LS.DOC_SIDE if cross else frozenset(),
                                           cross_first=cross and rng.random() < 0.5,
                                           cross_uniform=uniform))
             else:  # both parts update
-                layers.append(S.LayerSpec(S.matrix(*(bits(5) for _ in range(5)))))
+                layers.append(LS.LayerSpec(LS.matrix(*(bits(5) for _ in range(5)))))
         head = rng.choice(["cls", "cls", "maxsim", "mean-cos"])
         try:
             sp = custom("split", layers, head=head, doc_token_type=rng.randint(0, 1))
-        except S.SpecError:
+        except LS.SpecError:
             continue
         if sp.fast_path(L) == "split":
             return sp
@@ -805,7 +806,7 @@ def test_segment_mask_against_naive_loop():
     g = torch.Generator().manual_seed(5)
     for trial in range(6):
         bits = torch.rand(5, 5, generator=g) > 0.4
-        ls = S.LayerSpec(S.matrix(*("".join("1" if b else "0" for b in r) for r in bits)))
+        ls = LS.LayerSpec(LS.matrix(*("".join("1" if b else "0" for b in r) for r in bits)))
         seg_q = torch.randint(-1, 5, (2, 6), generator=g)
         seg_k = torch.randint(-1, 5, (2, 7), generator=g)
         cols = (torch.rand(2, 7, generator=g) > 0.3) if trial % 2 else None
@@ -821,7 +822,7 @@ def test_segment_mask_against_naive_loop():
                                bits[int(seg_q[b, t]), int(seg_k[b, s])])
                     assert bool(m[b, 0, min(t, m.shape[2] - 1), s]) == exp, (trial, b, t, s)
     # every present pair allowed: a key-padding mask [B, 1, 1, S]
-    ls = S.LayerSpec(S.SEPARATE)
+    ls = LS.LayerSpec(LS.SEPARATE)
     m = LY.segment_mask(ls, torch.tensor([[0, 1, 2, -1]]), torch.tensor([[0, 1, 2, -1, 1]]))
     assert m.shape == (1, 1, 1, 5) and m[0, 0, 0].tolist() == [True, True, True, False, True]
     m = LY.segment_mask(ls, torch.tensor([[0, 1, 2]]), torch.tensor([[0, 3, 4]]))
@@ -1231,13 +1232,13 @@ def test_cross_keys_inside_the_query_part(tiny_bb):
     """A custom split spec whose cross-attention keys include the query part's own [CLS]
     (and, second, its query tokens): the fast path reads those keys from the query part
     and the frozen document keys from the states, the reference from one sequence."""
-    sep = S.LayerSpec(S.SEPARATE)
+    sep = LS.LayerSpec(LS.SEPARATE)
     for keys in ({"cls", "doc", "sep_d"}, {"cls", "query", "doc", "sep_d"}):
         for first in (True, False):
-            inter = S.LayerSpec(S.matrix("11111", "11111", "11111", "00000", "00000"),
-                                frozen=S.DOC_SIDE, cross_keys=frozenset(keys),
+            inter = LS.LayerSpec(LS.matrix("11111", "11111", "11111", "00000", "00000"),
+                                frozen=LS.DOC_SIDE, cross_keys=frozenset(keys),
                                 cross_first=first)
-            sp = S.custom("split", [sep, sep, inter, inter, S.DROPPED, S.DROPPED], head="cls")
+            sp = S.custom("split", [sep, sep, inter, inter, LS.DROPPED, LS.DROPPED], head="cls")
             assert sp.fast_path(6) == "split"
             ref = make_executor(sp, tiny_bb, "reference").score_pairs(QUERIES, DOCS)
             ex = make_executor(sp, tiny_bb, "fast")
@@ -1257,10 +1258,10 @@ def test_cls_as_a_cross_key_is_read(tiny_bb):
     x2 = x.clone()
     x2[0, 0] += torch.randn(tiny_bb.hidden_size, generator=g)
     lw = tiny_bb.layers[2]
-    read = S.LayerSpec(S.matrix("11111", "11111", "11111", "00000", "00000"),
-                       frozen=S.DOC_SIDE, cross_keys=frozenset({"cls", "doc", "sep_d"}))
-    blind = S.LayerSpec(S.matrix("01111", "01111", "01111", "00000", "00000"),
-                        frozen=S.DOC_SIDE, cross_keys=frozenset({"doc", "sep_d"}))
+    read = LS.LayerSpec(LS.matrix("11111", "11111", "11111", "00000", "00000"),
+                       frozen=LS.DOC_SIDE, cross_keys=frozenset({"cls", "doc", "sep_d"}))
+    blind = LS.LayerSpec(LS.matrix("01111", "01111", "01111", "00000", "00000"),
+                        frozen=LS.DOC_SIDE, cross_keys=frozenset({"doc", "sep_d"}))
     with torch.no_grad():
         a, b = (LY.layer_forward(tiny_bb, lw, read, t, seg) for t in (x, x2))
         assert (a[0, 1:4] - b[0, 1:4]).abs().max() > 1e-3
@@ -1307,7 +1308,7 @@ def test_layer_forward_default_positions(modernbert):
     g = torch.Generator().manual_seed(10)
     x = torch.randn(2, 9, bb.hidden_size, generator=g)
     seg = torch.tensor([[0, 1, 1, 2, 3, 3, 3, 3, 4]] * 2)
-    ls = S.LayerSpec(S.FULL)
+    ls = LS.LayerSpec(LS.FULL)
     with torch.no_grad():
         a = LY.layer_forward(bb, bb.layers[1], ls, x, seg)
         b = LY.layer_forward(bb, bb.layers[1], ls, x, seg, pos=torch.arange(9).expand(2, 9))
@@ -1430,9 +1431,9 @@ def test_cross_keys_inside_the_query_part_modernbert(modernbert):
     """As ``test_cross_keys_inside_the_query_part`` on ModernBERT (pre-norm: the cross keys of
     the query part go through the layer's own input norm)."""
     hf, bb = modernbert
-    sep = S.LayerSpec(S.SEPARATE)
-    inter = S.LayerSpec(S.matrix("11111", "11111", "11111", "00000", "00000"),
-                        frozen=S.DOC_SIDE, cross_keys=frozenset({"cls", "doc", "sep_d"}))
+    sep = LS.LayerSpec(LS.SEPARATE)
+    inter = LS.LayerSpec(LS.matrix("11111", "11111", "11111", "00000", "00000"),
+                        frozen=LS.DOC_SIDE, cross_keys=frozenset({"cls", "doc", "sep_d"}))
     sp = S.custom("split", [sep, inter, inter], head="cls")
     ref = make_executor(sp, bb, "reference").score_pairs(QUERIES, DOCS)
     assert float(ref.max() - ref.min()) > 1e-2
@@ -1447,7 +1448,7 @@ def test_make_executor_errors_and_lengths(tiny_bb, tok):
                                          r"prettr, mice, colbert, biencoder\); use --executor "
                                          r"reference or auto$"):
         make_executor("mask1", tiny_bb, "fast")
-    with pytest.raises(S.SpecError):
+    with pytest.raises(LS.SpecError):
         make_executor("mice-l5+3", tiny_bb)  # 8 layers on a 6-layer model
     a_id = tok.convert_tokens_to_ids("a")
     ex = make_executor("ce", tiny_bb, "reference", query_max_tokens=1)

@@ -165,7 +165,8 @@ def test_no_private_name_is_imported_from_another_module():
     assert found == [], "private names imported across modules:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("mod", ["mice_bench.spec", "mice_bench.naming"])
+@pytest.mark.parametrize("mod", ["mice_bench.spec", "mice_bench.families", "mice_bench.layerspec",
+                                 "mice_bench.naming"])
 def test_the_pure_modules_import_nothing_heavy(mod):
     """The variant registry and the naming helpers stay importable without torch."""
     path = modules()[mod]

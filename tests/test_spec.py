@@ -8,11 +8,14 @@ computed by calling the code under test as its own oracle.
 
 import pytest
 
+from mice_bench import families as FM
+from mice_bench import layerspec as LS
 from mice_bench import spec as S
-from mice_bench.spec import InteractionSpec, LayerSpec, SpecError, custom, matrix, parse, resolve
+from mice_bench.layerspec import LayerSpec, SpecError, matrix
+from mice_bench.spec import InteractionSpec, custom, parse, resolve
 
 # The seed study's matrices (rows from, columns to: cls, query, sep_q, doc, sep_d), written
-# out independently of mice_bench.spec from the issue's table.
+# out independently of mice_bench.layerspec from the issue's table.
 SEED = {
     "ce": ["11111", "11111", "11111", "11111", "11111"],
     "mask0": ["11111", "01110", "00100", "01011", "00001"],
@@ -29,7 +32,7 @@ SEED = {
 
 
 def rows(ls):
-    return list(S.matrix_rows(ls.allow))
+    return list(LS.matrix_rows(ls.allow))
 
 
 @pytest.mark.parametrize("name", ["ce", "mask0", "mask1", "mask2"])
@@ -40,13 +43,13 @@ def test_uniform_masks_match_seed(name):
 
 
 def test_mask0_semantics_in_words():
-    m = S.MASK0
-    idx = S.SEG_INDEX
+    m = LS.MASK0
+    idx = LS.SEG_INDEX
     # nobody but [CLS] itself attends [CLS]
     assert [m[r][idx["cls"]] for r in range(5)] == [True, False, False, False, False]
     # SEPs attend only themselves
-    assert rows(S.LayerSpec(m))[idx["sep_q"]] == "00100"
-    assert rows(S.LayerSpec(m))[idx["sep_d"]] == "00001"
+    assert rows(LS.LayerSpec(m))[idx["sep_q"]] == "00100"
+    assert rows(LS.LayerSpec(m))[idx["sep_d"]] == "00001"
     # doc does not attend the first SEP, query does not attend the last
     assert not m[idx["doc"]][idx["sep_q"]] and not m[idx["query"]][idx["sep_d"]]
 
@@ -151,7 +154,7 @@ def test_mask3_upper_bound_depends_on_layers():
 
 
 def test_custom_doc_must_reach_cls():
-    never = S.LayerSpec(matrix("11100", "11100", "11100", "00011", "00011"))
+    never = LS.LayerSpec(matrix("11100", "11100", "11100", "00011", "00011"))
     with pytest.raises(SpecError, match="never reaches"):
         custom("joint", [never] * 4)
 
@@ -209,13 +212,13 @@ def test_fitted_refuses_an_unknown_family():
 def test_every_family_is_one_declaration():
     """Options, description, document style and defaults come from the family declaration:
     a family registered here behaves in parse, str, description and options like a built-in."""
-    fam = S.Family("probe", "probe-l{k}", r"probe-l(?P<k>\d+)", "split", "probe family",
-                   lambda s, L: tuple(S.LayerSpec(S.SEPARATE) if i < s.k else S.LayerSpec()
+    fam = FM.Family("probe", "probe-l{k}", r"probe-l(?P<k>\d+)", "split", "probe family",
+                   lambda s, L: tuple(LS.LayerSpec(LS.SEPARATE) if i < s.k else LS.LayerSpec()
                                       for i in range(L)),
                    defaults={"head": "cls"}, options=("head",),
                    describe=lambda s, text: text + " (described)",
                    doc_style=lambda s: "pair", fit=lambda L: f"probe-l{L - 1}")
-    S.register(fam)
+    FM.register(fam)
     try:
         spec = parse("probe-l2")
         assert spec.k == 2 and spec.layout == "split" and spec.doc_style == "pair"
@@ -226,7 +229,7 @@ def test_every_family_is_one_declaration():
             parse("probe-l2[proj=1]")
         assert spec.split_layer(4) == 2
     finally:
-        del S.REGISTRY["probe"]
+        del FM.REGISTRY["probe"]
 
 
 # ----------------------------------------------------------------------
@@ -244,7 +247,7 @@ HELP = ("valid names: ce, mask0, mask1, mask2, mask3-l{k}, prettr-l{k}, mice-l{m
 
 
 def bits(ls):
-    return "".join(S.matrix_rows(ls.allow))
+    return "".join(LS.matrix_rows(ls.allow))
 
 
 def err(fn, *a):
@@ -258,7 +261,7 @@ def test_matrix_helpers():
     m = matrix("10000", "01000", "00100", "00010", "00001")
     assert m[0] == (True, False, False, False, False)
     assert m[4] == (False, False, False, False, True)
-    assert S.matrix_rows(m) == ("10000", "01000", "00100", "00010", "00001")
+    assert LS.matrix_rows(m) == ("10000", "01000", "00100", "00010", "00001")
     for bad in [("111",), ("11111",) * 4, ("11111",) * 6, ("11112",) + ("11111",) * 4,
                 ("1111",) + ("11111",) * 4]:
         msg = err(matrix, *bad)
@@ -281,35 +284,35 @@ def test_option_values_are_read_as_the_names_spell_them():
     assert parse("mice-l4+3[attn=joint]").attn == "joint"
     assert err(parse, "mice-l4+3[attn=both]") == \
         "option attn in 'mice-l4+3[attn=both]': got 'both'; valid: cross, joint"
-    assert list(S.OPTIONS) == ["head", "doc_tt", "proj", "qaug", "attn", "order", "cls_doc",
+    assert list(FM.OPTIONS) == ["head", "doc_tt", "proj", "qaug", "attn", "order", "cls_doc",
                                "qcls", "qlen"]
-    fields = {k: v[0] for k, v in S.OPTIONS.items()}
+    fields = {k: v[0] for k, v in FM.OPTIONS.items()}
     assert fields == {"head": "head", "doc_tt": "doc_token_type", "proj": "projection",
                       "qaug": "qaug", "attn": "attn", "order": "order", "cls_doc": "cls_doc",
                       "qcls": "qcls", "qlen": "qlen"}
-    doc_tt = S.OPTIONS["doc_tt"][1]
+    doc_tt = FM.OPTIONS["doc_tt"][1]
     assert doc_tt("1") == 1 and isinstance(doc_tt("1"), int)
     assert doc_tt("0") == 0 and isinstance(doc_tt("0"), int)
     assert err(doc_tt, "2") == "got '2'; valid: 0, 1"
-    assert err(S.OPTIONS["head"][1], "x") == "got 'x'; valid: cls, maxsim, mean-cos"
-    assert err(S.OPTIONS["attn"][1], "x") == "got 'x'; valid: cross, joint"
-    assert err(S.OPTIONS["order"][1], "x") == "got 'x'; valid: cross, self"
+    assert err(FM.OPTIONS["head"][1], "x") == "got 'x'; valid: cls, maxsim, mean-cos"
+    assert err(FM.OPTIONS["attn"][1], "x") == "got 'x'; valid: cross, joint"
+    assert err(FM.OPTIONS["order"][1], "x") == "got 'x'; valid: cross, self"
 
 
 def test_layerspec_describe():
-    assert S.DROPPED.describe() == "dropped"
-    assert S.DROPPED.dropped and bits(S.DROPPED) == "0" * 25
+    assert LS.DROPPED.describe() == "dropped"
+    assert LS.DROPPED.dropped and bits(LS.DROPPED) == "0" * 25
     assert LayerSpec().describe() == "11111/11111/11111/11111/11111"
     ls = LayerSpec(matrix("11100", "01111", "01111", "00000", "00000"),
                    frozen=frozenset({"sep_d", "doc"}), cross_keys=frozenset({"sep_d", "doc"}),
                    cross_first=False, cross_uniform=frozenset({"cls"}))
     assert ls.describe() == ("11100/01111/01111/00000/00000 frozen=doc,sep_d cross=doc,sep_d "
                              "(self first) uniform=cls")
-    ls2 = LayerSpec(S.FULL, frozen=frozenset({"sep_q", "cls"}), cross_keys=frozenset({"doc"}),
+    ls2 = LayerSpec(LS.FULL, frozen=frozenset({"sep_q", "cls"}), cross_keys=frozenset({"doc"}),
                     cross_first=True)
     assert ls2.describe() == \
         "11111/11111/11111/11111/11111 frozen=cls,sep_q cross=doc (cross first)"
-    ls3 = LayerSpec(S.SEPARATE, cross_uniform=frozenset({"query", "cls"}))
+    ls3 = LayerSpec(LS.SEPARATE, cross_uniform=frozenset({"query", "cls"}))
     assert ls3.describe() == "11100/11100/11100/00011/00011 uniform=cls,query"
 
 
@@ -409,7 +412,7 @@ def test_parse_error_messages():
 def test_allowed_options_per_family(name, allowed):
     spec = parse(name)
     assert set(spec.declaration.options_of(spec)) == allowed
-    for key in set(S.OPTIONS) - allowed:      # parse refuses every other option
+    for key in set(FM.OPTIONS) - allowed:      # parse refuses every other option
         with pytest.raises(SpecError, match=f"option '{key}' does not apply"):
             parse(f"{name}[{key}=0]")
 
@@ -472,7 +475,7 @@ def test_decode_repeat_and_drop():
     layers = custom_layers("x*2/" + FULL_BITS)
     assert len(layers) == 3 and layers[0].dropped and layers[1].dropped
     assert not layers[2].dropped and bits(layers[2]) == FULL_BITS
-    assert custom_layers("x") == (S.DROPPED,)
+    assert custom_layers("x") == (LS.DROPPED,)
     k = custom_layers(FULL_BITS + "=k0")[0]
     c = custom_layers(FULL_BITS + "=c0")[0]
     assert k.cross_first is True and c.cross_first is False
@@ -480,8 +483,8 @@ def test_decode_repeat_and_drop():
 
 
 def test_encode_layers_folding():
-    A = LayerSpec(S.FULL)
-    B = LayerSpec(S.SEPARATE)
+    A = LayerSpec(LS.FULL)
+    B = LayerSpec(LS.SEPARATE)
 
     def name(*layers):
         spec = custom("split", layers, head="maxsim")
@@ -490,15 +493,15 @@ def test_encode_layers_folding():
     assert err(custom, "split", []).startswith("a custom spec needs at least one layer")
     assert name(A) == FULL_BITS
     assert name(A, A, B, A) == f"{FULL_BITS}*2/{SEP_BITS}/{FULL_BITS}"
-    assert name(B, S.DROPPED, S.DROPPED) == f"{SEP_BITS}/x*2"
+    assert name(B, LS.DROPPED, LS.DROPPED) == f"{SEP_BITS}/x*2"
     assert name(A, A, A) == f"{FULL_BITS}*3"
-    assert name(LayerSpec(S.FULL, cross_keys=frozenset({"query"}), cross_first=True)) == \
+    assert name(LayerSpec(LS.FULL, cross_keys=frozenset({"query"}), cross_first=True)) == \
         FULL_BITS + "=k1"
-    assert name(LayerSpec(S.FULL, cross_keys=frozenset({"sep_d", "cls"}),
+    assert name(LayerSpec(LS.FULL, cross_keys=frozenset({"sep_d", "cls"}),
                           cross_first=False)) == FULL_BITS + "=c04"
-    assert name(LayerSpec(S.FULL, cross_uniform=frozenset({"sep_q", "cls"}))) == \
+    assert name(LayerSpec(LS.FULL, cross_uniform=frozenset({"sep_q", "cls"}))) == \
         FULL_BITS + "=u02"
-    assert name(A, S.DROPPED) == FULL_BITS + "/x"
+    assert name(A, LS.DROPPED) == FULL_BITS + "/x"
 
 
 def test_mice_as_custom_round_trip():
@@ -624,39 +627,39 @@ def test_split_layer():
     assert parse("colbert").split_layer(6) == 6
     # frozen rows do not cross: the doc rows read the query but are frozen
     frozen_doc = LayerSpec(matrix("11100", "11100", "11100", "11111", "11111"), frozen=DOC)
-    cu = custom("split", [frozen_doc, LayerSpec(S.FULL)], head="maxsim")
+    cu = custom("split", [frozen_doc, LayerSpec(LS.FULL)], head="maxsim")
     assert cu.split_layer(2) == 1
     # a frozen row early in the segment order does not stop the scan: the query crosses
     early = LayerSpec(matrix("11111", "11111", "11100", "00011", "00011"),
                       frozen=frozenset({"cls"}))
-    assert custom("split", [early, LayerSpec(S.FULL)], head="maxsim").split_layer(2) == 0
+    assert custom("split", [early, LayerSpec(LS.FULL)], head="maxsim").split_layer(2) == 0
     # a uniform cross row reads the other part
-    uni = LayerSpec(S.SEPARATE, cross_uniform=frozenset({"cls"}))
-    assert custom("split", [uni, LayerSpec(S.FULL)], head="maxsim").split_layer(2) == 0
+    uni = LayerSpec(LS.SEPARATE, cross_uniform=frozenset({"cls"}))
+    assert custom("split", [uni, LayerSpec(LS.FULL)], head="maxsim").split_layer(2) == 0
     # only sep_q reads sep_d
     one = LayerSpec(matrix("11100", "11100", "11101", "00011", "00011"))
-    assert custom("split", [LayerSpec(S.SEPARATE), one], head="maxsim").split_layer(2) == 1
+    assert custom("split", [LayerSpec(LS.SEPARATE), one], head="maxsim").split_layer(2) == 1
     # doc reads query
     back = LayerSpec(matrix("11100", "11100", "11100", "01011", "00011"))
     assert custom("split", [back], head="maxsim").split_layer(1) == 0
-    assert custom("split", [LayerSpec(S.SEPARATE)] * 3, head="maxsim").split_layer(3) == 3
-    assert custom("split", [S.DROPPED, LayerSpec(S.FULL)], head="maxsim").split_layer(2) == 1
+    assert custom("split", [LayerSpec(LS.SEPARATE)] * 3, head="maxsim").split_layer(3) == 3
+    assert custom("split", [LS.DROPPED, LayerSpec(LS.FULL)], head="maxsim").split_layer(2) == 1
 
 
 def test_fast_path():
     assert parse("ce").fast_path(3) == "joint"
     assert parse("custom-joint:" + FULL_BITS + "*2").fast_path(2) == "joint"
     assert parse("mask0").fast_path(3) is None
-    assert custom("joint", [LayerSpec(S.FULL), LayerSpec(S.FULL, frozen=frozenset({"sep_q"}))]
+    assert custom("joint", [LayerSpec(LS.FULL), LayerSpec(LS.FULL, frozen=frozenset({"sep_q"}))]
                   ).fast_path(2) is None
-    assert custom("joint", [LayerSpec(S.FULL), S.DROPPED]).fast_path(2) is None
-    sep, full = LayerSpec(S.SEPARATE), LayerSpec(S.FULL)
-    fq = LayerSpec(S.FULL, frozen=frozenset({"query"}))
+    assert custom("joint", [LayerSpec(LS.FULL), LS.DROPPED]).fast_path(2) is None
+    sep, full = LayerSpec(LS.SEPARATE), LayerSpec(LS.FULL)
+    fq = LayerSpec(LS.FULL, frozen=frozenset({"query"}))
     assert custom("split", [sep, full]).fast_path(2) == "split"
     assert custom("split", [sep, fq]).fast_path(2) is None
-    assert custom("split", [sep, full, S.DROPPED, fq]).fast_path(4) is None
-    assert custom("split", [sep, LayerSpec(S.FULL, cross_keys=DOC)]).fast_path(2) is None
-    assert custom("split", [LayerSpec(S.SEPARATE, frozen=frozenset({"query"})), full]
+    assert custom("split", [sep, full, LS.DROPPED, fq]).fast_path(4) is None
+    assert custom("split", [sep, LayerSpec(LS.FULL, cross_keys=DOC)]).fast_path(2) is None
+    assert custom("split", [LayerSpec(LS.SEPARATE, frozen=frozenset({"query"})), full]
                   ).fast_path(2) == "split"
     assert parse("mice-l4+3[attn=joint]").fast_path(12) == "split"
     assert parse("prettr-l0").fast_path(12) == "split"
@@ -742,15 +745,15 @@ def test_doc_reaches_cls_propagation():
     assert "never reaches" in err(custom, "joint", [only("01100")])
     # the frozen [CLS] row is not updated
     assert "never reaches" in err(custom, "joint",
-                                  [LayerSpec(S.FULL, frozen=frozenset({"cls"}))])
-    assert "never reaches" in err(custom, "joint", [S.DROPPED])
+                                  [LayerSpec(LS.FULL, frozen=frozenset({"cls"}))])
+    assert "never reaches" in err(custom, "joint", [LS.DROPPED])
     # two hops: query reads doc, then [CLS] reads query
     q_reads = LayerSpec(matrix("10000", "01010", "00000", "00000", "00000"))
     c_reads = LayerSpec(matrix("01000", "00000", "00000", "00000", "00000"))
-    custom("joint", [q_reads, S.DROPPED, c_reads])
+    custom("joint", [q_reads, LS.DROPPED, c_reads])
     assert "never reaches" in err(custom, "joint", [c_reads, q_reads])
     # a frozen [CLS] does not stop the query (later in the segment order) from reading
-    custom("joint", [LayerSpec(S.FULL, frozen=frozenset({"cls"})), c_reads])
+    custom("joint", [LayerSpec(LS.FULL, frozen=frozenset({"cls"})), c_reads])
     # the self sub-layer never reads the cross keys: here the query reads the doc only in the
     # (second) cross sub-layer, too late for [CLS] to read the query in the same sub-layer
     late = LayerSpec(matrix("01000", "00010", "00000", "00000", "00000"),
@@ -758,19 +761,19 @@ def test_doc_reaches_cls_propagation():
     assert "never reaches" in err(custom, "joint", [late])
     custom("joint", [late, late])
     # the [CLS] head is not checked on other heads
-    custom("split", [LayerSpec(S.SEPARATE)], head="maxsim")
+    custom("split", [LayerSpec(LS.SEPARATE)], head="maxsim")
 
 
 # ------------------------------------------------------------------ registry, lists, presets
 def test_registry_and_help():
-    assert S.valid_names_help() == HELP
-    assert list(S.PRESET_PATTERNS) == ["ce", "mask0", "mask1", "mask2", "mask3-l{k}",
+    assert FM.valid_names_help() == HELP
+    assert list(FM.PRESET_PATTERNS) == ["ce", "mask0", "mask1", "mask2", "mask3-l{k}",
                                        "prettr-l{k}", "mice-l{m}+{n}", "colbert", "biencoder"]
     with pytest.raises(ValueError, match="family 'ce' is already registered"):
-        S.register(S.REGISTRY["ce"])
-    assert S.REGISTRY["mice"].format(parse("mice-l5+2")) == "mice-l5+2"
-    assert S.REGISTRY["mask3"].example == "mask3-l4"
-    assert [f.layout for f in S.REGISTRY.values()] == ["joint"] * 5 + ["split"] * 4
+        FM.register(FM.REGISTRY["ce"])
+    assert FM.REGISTRY["mice"].format(parse("mice-l5+2")) == "mice-l5+2"
+    assert FM.REGISTRY["mask3"].example == "mask3-l4"
+    assert [f.layout for f in FM.REGISTRY.values()] == ["joint"] * 5 + ["split"] * 4
 
 
 def test_split_names_and_resolve():

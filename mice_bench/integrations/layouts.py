@@ -66,7 +66,7 @@ _POOLING_KEY = {"cls": "pooling_mode_cls_token", "max": "pooling_mode_max_tokens
 def is_plain_cross_encoder(spec, num_layers: int) -> bool:
     """True when ``spec`` scores as an unmodified cross-encoder: joint layout, ``cls`` head,
     every layer kept with full attention, nothing frozen, no cross-attention sub-layer."""
-    from ..spec import LayerSpec
+    from ..layerspec import LayerSpec
 
     return spec.layout == "joint" and spec.head == "cls" and \
         all(ls == LayerSpec() for ls in spec.layers(num_layers))
@@ -74,7 +74,7 @@ def is_plain_cross_encoder(spec, num_layers: int) -> bool:
 
 def _separate(spec, num_layers: int) -> bool:
     """Query and document never interact (bi-encoder / late interaction)."""
-    from ..spec import SEPARATE, LayerSpec
+    from ..layerspec import SEPARATE, LayerSpec
 
     return spec.layout == "split" and spec.doc_style in (None, "cls") and \
         all(ls == LayerSpec(SEPARATE) for ls in spec.layers(num_layers))
