@@ -53,7 +53,8 @@ text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", open(path).read())
 q = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"
 text += (f"\n[tool.mutmut]\nsource_paths = [\"mice_bench\"]\nonly_mutate = {q(files)}\n"
          f"pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-q\"]\n"
-         f"pytest_add_cli_args_test_selection = {q(tests)}\n")
+         f"pytest_add_cli_args_test_selection = {q(tests)}\n"
+         f"also_copy = [\"results\"]\n")
 open(path, "w").write(text)
 PY
   echo "== $g: mutating $files; tests: $tests"
