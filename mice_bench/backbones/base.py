@@ -91,6 +91,13 @@ def activation(name: str):
     raise ValueError(f"unsupported activation {name!r}")
 
 
+def linear(bb, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, w, b)`` of a backbone's layer: on prepacked weights when the backbone has
+    them (``bb.linear_packs``, :mod:`mice_bench.backbones.prepack`), the same results."""
+    packs = bb.linear_packs
+    return F.linear(x, w, b) if packs is None else packs.linear(x, w, b)
+
+
 def split_heads(x: torch.Tensor, n: int) -> torch.Tensor:
     """``[B, T, H] -> [B, h, T, d]``."""
     B, T, H = x.shape

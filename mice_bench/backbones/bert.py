@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UsageError
-from .base import Family, activation, d, dropout, split_heads
+from .base import Family, activation, d, dropout, linear, split_heads
 from .weights import AttentionWeights, Backbone, LayerWeights
 
 #: Hugging Face attention sub-module names -> AttentionWeights fields
@@ -46,39 +46,40 @@ class PostNormFamily(Family):
         x = dropout(F.layer_norm(x, (x.shape[-1],), bb.emb_ln_w, bb.emb_ln_b, bb.layer_norm_eps),
                     "embedding")
         if bb.emb_proj_w is not None:
-            x = F.linear(x, bb.emb_proj_w, bb.emb_proj_b)
+            x = linear(bb, x, bb.emb_proj_w, bb.emb_proj_b)
         return x
 
     def self_qkv(self, bb, lw, h, pos, memo):
         aw, n = lw.attn, bb.num_heads
-        return (split_heads(F.linear(h, aw.wq, aw.bq), n), split_heads(F.linear(h, aw.wk, aw.bk), n),
-                split_heads(F.linear(h, aw.wv, aw.bv), n))
+        return (split_heads(linear(bb, h, aw.wq, aw.bq), n),
+                split_heads(linear(bb, h, aw.wk, aw.bk), n),
+                split_heads(linear(bb, h, aw.wv, aw.bv), n))
 
     def self_kv(self, bb, lw, states, pos, memo):
         aw, n = lw.attn, bb.num_heads
-        return split_heads(F.linear(states, aw.wk, aw.bk), n), \
-            split_heads(F.linear(states, aw.wv, aw.bv), n)
+        return split_heads(linear(bb, states, aw.wk, aw.bk), n), \
+            split_heads(linear(bb, states, aw.wv, aw.bv), n)
 
     def self_out(self, bb, lw, ctx, h):
         aw = lw.attn
-        return F.layer_norm(dropout(F.linear(ctx, aw.wo, aw.bo)) + h, (h.shape[-1],), aw.ln_w,
-                            aw.ln_b, bb.layer_norm_eps)
+        return F.layer_norm(dropout(linear(bb, ctx, aw.wo, aw.bo)) + h, (h.shape[-1],),
+                            aw.ln_w, aw.ln_b, bb.layer_norm_eps)
 
     def cross_q(self, bb, lw, cw, h):
-        return split_heads(F.linear(h, cw.wq, cw.bq), bb.num_heads)
+        return split_heads(linear(bb, h, cw.wq, cw.bq), bb.num_heads)
 
     def cross_kv(self, bb, lw, cw, states):
         n = bb.num_heads
-        return split_heads(F.linear(states, cw.wk, cw.bk), n), \
-            split_heads(F.linear(states, cw.wv, cw.bv), n)
+        return split_heads(linear(bb, states, cw.wk, cw.bk), n), \
+            split_heads(linear(bb, states, cw.wv, cw.bv), n)
 
     def cross_out(self, bb, lw, cw, ctx, h):
-        return F.layer_norm(dropout(F.linear(ctx, cw.wo, cw.bo)) + h, (h.shape[-1],), cw.ln_w,
-                            cw.ln_b, bb.layer_norm_eps)
+        return F.layer_norm(dropout(linear(bb, ctx, cw.wo, cw.bo)) + h, (h.shape[-1],),
+                            cw.ln_w, cw.ln_b, bb.layer_norm_eps)
 
     def ffn(self, bb, lw, h):
-        y = dropout(F.linear(activation(bb.hidden_act)(F.linear(h, lw.w_in, lw.b_in)),
-                             lw.w_out, lw.b_out))
+        y = dropout(linear(bb, activation(bb.hidden_act)(linear(bb, h, lw.w_in, lw.b_in)),
+                           lw.w_out, lw.b_out))
         return F.layer_norm(y + h, (h.shape[-1],), lw.ln_w, lw.ln_b, bb.layer_norm_eps)
 
     def cls_score(self, bb, x, mask) -> torch.Tensor:
@@ -88,8 +89,8 @@ class PostNormFamily(Family):
         if bb.pooler_w is not None:
             if self.name != "bert":  # ELECTRA / RoBERTa heads: dropout before dense too
                 h = dropout(h, "classifier")
-            h = activation(bb.head_act)(F.linear(h, bb.pooler_w, bb.pooler_b))
-        return _logits_to_score(F.linear(dropout(h, "classifier"), bb.cls_w, bb.cls_b))
+            h = activation(bb.head_act)(linear(bb, h, bb.pooler_w, bb.pooler_b))
+        return _logits_to_score(linear(bb, dropout(h, "classifier"), bb.cls_w, bb.cls_b))
 
     # ------------------------------------------------------------------ reading HF models
     def encoder_of(self, model):

@@ -27,11 +27,10 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import UsageError
-from .base import Family, activation, apply_rope, d, layer_norm, memo_get, rope_cos_sin, \
-    split_heads
+from .base import Family, activation, apply_rope, d, layer_norm, linear, memo_get, \
+    rope_cos_sin, split_heads
 from .weights import AttentionWeights, Backbone, LayerWeights
 
 CROSS_NAMES = {"q_proj": ("wq", "bq"), "k_proj": ("wk", "bk"), "v_proj": ("wv", "bv"),
@@ -62,37 +61,38 @@ class ModernBertFamily(Family):
     def self_qkv(self, bb, lw, h, pos, memo):
         aw, n = lw.attn, bb.num_heads
         hn = self._attn_in(bb, lw, h)
-        q = split_heads(F.linear(hn, aw.wq, aw.bq), n)
-        k = split_heads(F.linear(hn, aw.wk, aw.bk), n)
-        v = split_heads(F.linear(hn, aw.wv, aw.bv), n)
+        q = split_heads(linear(bb, hn, aw.wq, aw.bq), n)
+        k = split_heads(linear(bb, hn, aw.wk, aw.bk), n)
+        v = split_heads(linear(bb, hn, aw.wv, aw.bv), n)
         cos, sin = self._rope(bb, lw, pos, h.dtype, memo, "x")
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
 
     def self_kv(self, bb, lw, states, pos, memo):
         aw, n = lw.attn, bb.num_heads
         hn = self._attn_in(bb, lw, states)
-        k = split_heads(F.linear(hn, aw.wk, aw.bk), n)
-        v = split_heads(F.linear(hn, aw.wv, aw.bv), n)
+        k = split_heads(linear(bb, hn, aw.wk, aw.bk), n)
+        v = split_heads(linear(bb, hn, aw.wv, aw.bv), n)
         cos, sin = self._rope(bb, lw, pos, states.dtype, memo, "extra")
         return apply_rope(k, cos, sin), v
 
     def self_out(self, bb, lw, ctx, h):
-        return h + F.linear(ctx, lw.attn.wo, lw.attn.bo)
+        return h + linear(bb, ctx, lw.attn.wo, lw.attn.bo)
 
     def cross_q(self, bb, lw, cw, h):
-        return split_heads(F.linear(self._attn_in(bb, lw, h), cw.wq, cw.bq), bb.num_heads)
+        return split_heads(linear(bb, self._attn_in(bb, lw, h), cw.wq, cw.bq), bb.num_heads)
 
     def cross_kv(self, bb, lw, cw, states):
         hn, n = self._attn_in(bb, lw, states), bb.num_heads
-        return split_heads(F.linear(hn, cw.wk, cw.bk), n), split_heads(F.linear(hn, cw.wv, cw.bv), n)
+        return split_heads(linear(bb, hn, cw.wk, cw.bk), n), \
+            split_heads(linear(bb, hn, cw.wv, cw.bv), n)
 
     def cross_out(self, bb, lw, cw, ctx, h):
-        return h + F.linear(ctx, cw.wo, cw.bo)
+        return h + linear(bb, ctx, cw.wo, cw.bo)
 
     def ffn(self, bb, lw, h):
         hn = layer_norm(h, lw.ln_w, lw.ln_b, bb.layer_norm_eps)
-        a, g = F.linear(hn, lw.w_in, lw.b_in).chunk(2, dim=-1)
-        return h + F.linear(activation(bb.hidden_act)(a) * g, lw.w_out, lw.b_out)
+        a, g = linear(bb, hn, lw.w_in, lw.b_in).chunk(2, dim=-1)
+        return h + linear(bb, activation(bb.hidden_act)(a) * g, lw.w_out, lw.b_out)
 
     def final(self, bb, x):
         return layer_norm(x, bb.final_ln_w, bb.final_ln_b, bb.layer_norm_eps)
@@ -104,9 +104,9 @@ class ModernBertFamily(Family):
             pooled = (x * m).sum(1) / m.sum(1)
         else:
             pooled = x[:, 0]
-        h = layer_norm(activation(bb.head_act)(F.linear(pooled, bb.pooler_w, bb.pooler_b)),
+        h = layer_norm(activation(bb.head_act)(linear(bb, pooled, bb.pooler_w, bb.pooler_b)),
                        bb.head_ln_w, bb.head_ln_b, bb.layer_norm_eps)
-        logits = F.linear(h, bb.cls_w, bb.cls_b).float()
+        logits = linear(bb, h, bb.cls_w, bb.cls_b).float()
         return logits[:, 0] if logits.shape[-1] == 1 else logits[:, -1] - logits[:, 0]
 
     def cross_from_self(self, lw):

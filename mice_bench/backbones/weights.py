@@ -84,6 +84,8 @@ class Backbone(torch.nn.Module):
     _embedding_names = ("word_emb", "pos_emb", "type_emb", "emb_ln_w", "emb_ln_b", "emb_proj_w",
                         "emb_proj_b", "final_ln_w", "final_ln_b")
     _head_names = ("pooler_w", "pooler_b", "head_ln_w", "head_ln_b", "cls_w", "cls_b")
+    #: prepacked linear weights (:mod:`~mice_bench.backbones.prepack`); None: plain ``F.linear``
+    linear_packs = None
 
     def __init__(self, name: str, tokenizer: Any, num_layers: int, hidden_size: int,
                  num_heads: int, intermediate_size: int, vocab_size: int, max_positions: int,

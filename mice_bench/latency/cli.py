@@ -105,6 +105,10 @@ def register(app: typer.Typer) -> None:
         dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the executors"),
+        prepack: bool = typer.Option(
+            False, "--prepack", help="every row's linear layers on weights packed once for "
+                                     "MKL (fp32 CPU; same scores) instead of packed on "
+                                     "every call"),
         warmup: Optional[int] = typer.Option(None, "--warmup",
                                              help="warm-up runs (rerank 1, paper 5)"),
         runs: Optional[int] = typer.Option(None, "--runs",
@@ -162,7 +166,7 @@ def register(app: typer.Typer) -> None:
             depth=depth, precompute=precompute, kv_cache=kv_cache, doc_vectors=doc_vectors,
             doc_store=doc_store,
             dtype=dtype, device=device,
-            compile=compile_, warmup=warmup, runs=runs, min_seconds=min_seconds,
+            compile=compile_, prepack=prepack, warmup=warmup, runs=runs, min_seconds=min_seconds,
             threads=threads, executor=executor, seed=seed, schedule=schedule,
             runtime=runtime, peers=peers.split(",") if peers else [],
             output=str(output) if output else None, format=format_,

@@ -76,6 +76,8 @@ class LatencyConfig:
     dtype: str = "fp32"
     device: str = "auto"
     compile: bool = False
+    # every row's linear layers on MKL-prepacked weights (fp32 CPU; backbones/prepack.py)
+    prepack: bool = False
     warmup: int | None = None
     runs: int | None = None
     min_seconds: float | None = None
@@ -163,6 +165,8 @@ class LatencyConfig:
         if c.runtime == "ort" and (c.kv_cache or c.doc_store is not None):
             raise UsageError("--runtime ort stores what the exported documents graph returns: "
                              "it takes neither --kv-cache nor --doc-store")
+        if c.prepack:
+            check_prepack(c)
         if c.schedule not in SCHEDULES:
             raise UsageError(f"unknown schedule {c.schedule!r}; valid: {', '.join(SCHEDULES)}")
         if c.format not in ("table", "json"):
@@ -172,6 +176,23 @@ class LatencyConfig:
     def device_type(self) -> str:
         """``cpu`` / ``cuda`` of ``device`` (``auto`` resolved here; checks availability)."""
         return resolve_device(self.device).split(":")[0]
+
+
+def check_prepack(c: "LatencyConfig") -> None:
+    """``--prepack`` packs the fp32 CPU weights of mice-bench's own executors, for every row:
+    refused where some row would run without it (or where this PyTorch cannot pack)."""
+    from ..backbones.prepack import available
+
+    clash = [o for o, on in (("--compile", c.compile), ("--runtime ort", c.runtime != TORCH),
+                             ("--peers", bool(c.peers)), (f"--dtype {c.dtype}", c.dtype != "fp32"),
+                             ("a CUDA device", c.device_type() != "cpu")) if on]
+    if clash:
+        raise UsageError(f"--prepack packs the fp32 CPU weights of mice-bench's own executors "
+                         f"for every row; it does not combine with {', '.join(clash)} (rows "
+                         "that would run without it): drop one or the other")
+    why = available()
+    if why is not None:
+        raise UsageError(why)
 
 
 def _not_int(v) -> bool:

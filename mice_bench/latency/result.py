@@ -75,6 +75,9 @@ class LatencyRowResult:
     #: against the fastest ``ce`` row of the same point, whatever its runtime (and which)
     speedup_vs_fastest_ce: float | None = None
     fastest_ce: str | None = None
+    #: ``--prepack``: the share of the row's linear calls that ran on prepacked weights
+    #: (None: not asked)
+    prepacked: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "description": self.description,
@@ -91,7 +94,7 @@ class LatencyRowResult:
                 "notes": list(self.notes), "raw_s": dict(self.raw_s),
                 "runtime": self.runtime, "tokenization": self.tokenization,
                 "speedup_vs_fastest_ce": self.speedup_vs_fastest_ce,
-                "fastest_ce": self.fastest_ce}
+                "fastest_ce": self.fastest_ce, "prepacked": self.prepacked}
 
     @classmethod
     def from_dict(cls, r: dict[str, Any]) -> "LatencyRowResult":
@@ -124,7 +127,7 @@ class LatencyRowResult:
             notes=[str(n) for n in r.get("notes", ())], raw_s=dict(r.get("raw_s") or {}),
             runtime=str(r.get("runtime", "torch")), tokenization=str(r.get("tokenization", "")),
             speedup_vs_fastest_ce=r.get("speedup_vs_fastest_ce"),
-            fastest_ce=r.get("fastest_ce"))
+            fastest_ce=r.get("fastest_ce"), prepacked=r.get("prepacked"))
 
 
 @dataclass

@@ -52,6 +52,12 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
     if wl.packed is not None:
         notes.append(f"documents read from a {wl.doc_store} store: decoding each batch is timed "
                      "in the document-encode phase")
+    prepacked = None
+    if c.prepack:
+        n = getattr(wl, "linear_calls", 0)
+        prepacked = getattr(wl, "packed_linear_calls", 0) / n if n else None
+        notes.append(f"linear layers on MKL-prepacked weights: {wl.packed_linear_calls} of "
+                     f"{n} calls" if n else "--prepack: no linear call was counted")
     if pt.precompute and not wl.split:
         notes.append("no document precompute for this executor (joint/reference): "
                      "documents are encoded inside every run")
@@ -71,7 +77,8 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
         peak_fraction=achieved / peak["flops_per_s"] if peak["flops_per_s"] else None,
         offline=wl.offline, notes=notes,
         raw_s={"total": slot.total, "wall": slot.wall, **slot.phases},
-        runtime=c.runtime, tokenization=own_tokenization(wl, c.protocol))
+        runtime=c.runtime, tokenization=own_tokenization(wl, c.protocol),
+        prepacked=prepacked)
     log(f"{row.variant:>14}  batch {slot.batch:>4}  doc {pt.doc_tokens:>4}  "
         f"{'pre' if wl.precompute else '   '}  {mean * 1e3:9.2f} ms/run  "
         f"{row.throughput_pairs_per_s:9.1f} pairs/s  ({lat['count']} runs)")

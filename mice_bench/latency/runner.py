@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..backbones.prepack import prepack, unpack
 from ..devices import placement
 from ..errors import UsageError
 from ..spec import SpecError
@@ -38,14 +39,17 @@ def run_latency(cfg: LatencyConfig, log: Callable[[str], None] = lambda s: None,
     ``progress``: the bar's callbacks (:class:`~.progress.LatencyProgress`); stopped on
     return and on errors."""
     progress = progress if progress is not None else NoProgress()
+    packed: list = []           # backbones given prepacked weights (--prepack), undone here
     try:
-        return _run_latency(cfg, log, backbone, progress)
+        return _run_latency(cfg, log, backbone, progress, packed)
     finally:
+        for bb in packed:
+            unpack(bb)
         progress.stop()
 
 
 def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
-                 progress: NoProgress) -> LatencyResult:
+                 progress: NoProgress, packed: list) -> LatencyResult:
     from .. import results as resultsmod
     from ..backbone import dtype_from_name, dtype_name, load_backbone
     from ..executors import make_executor
@@ -61,6 +65,10 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
     bb = backbone if backbone is not None else load_backbone(c.model, device=device,
                                                               dtype=dtype, seed=c.seed)
     load_s = time.perf_counter() - t_load
+    if c.prepack:               # every row's linear layers, packed once per row count
+        packs = prepack(bb)
+        packed.append(bb)
+        log(f"--prepack: {len(packs)} linear weight matrices packed for MKL")
     for s in specs:
         try:
             s.validate(bb.num_layers)

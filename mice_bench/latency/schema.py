@@ -142,6 +142,7 @@ ROW_SCHEMA = {
         "tokenization": {"type": "string"},
         "speedup_vs_fastest_ce": NNUM,
         "fastest_ce": {"type": ["string", "null"]},
+        "prepacked": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
     },
 }
 

@@ -77,6 +77,9 @@ class Workload:
         self.pairs_per_run = len(docs)
         self.ds = None
         self.offline: dict[str, Any] = {}
+        # --prepack: linear calls of this row's runs, and how many ran on packed weights
+        self.linear_calls = 0
+        self.packed_linear_calls = 0
 
     def prepare(self, device: torch.device) -> None:
         if not self.precompute:
@@ -104,11 +107,16 @@ class Workload:
                                 doc_store_params_mb=self.packed.params_nbytes / 2**20)
 
     def run(self, t: PhaseTimer) -> None:
+        packs = getattr(getattr(self.ex, "backbone", None), "linear_packs", None)
+        before = (packs.calls, packs.packed_calls) if packs is not None else None
         with torch.inference_mode():
             if self.protocol == "paper":
                 self._run_paper(t)
             else:
                 self._run_rerank(t)
+        if before is not None:
+            self.linear_calls += packs.calls - before[0]
+            self.packed_linear_calls += packs.packed_calls - before[1]
 
     # rerank: one query, its candidates in batches
     def _run_rerank(self, t: PhaseTimer) -> None:
