@@ -54,12 +54,18 @@ class ExportCheckError(RuntimeError):
 
 @contextmanager
 def _traceable() -> Iterator[None]:
-    """Two functions the layer code calls have no ONNX form as traced: ``layer_norm`` reads its
-    normalised shape from the traced tensor (the symbolic needs it constant; the hidden size
-    is), and ``isin`` has no ONNX operator (an equality against each test value is the same).
-    Both are replaced while tracing."""
+    """Functions the layer code calls, replaced while tracing by the same math in a form
+    ONNX can express, or that runs faster under onnxruntime:
+
+    * ``layer_norm`` reads its normalised shape from the traced tensor (the symbolic needs it
+      constant; the hidden size is);
+    * ``isin`` has no ONNX operator (an equality against each test value is the same);
+    * ``scaled_dot_product_attention`` (no dropout, no causal mask) scales the queries (not
+      the keys), adds a mask bias made once from the boolean mask on its own (broadcast)
+      shape, and skips the exported operator's NaN clean-up of the attention weights (the
+      layer code never leaves a row without an allowed key)."""
     F = torch.nn.functional
-    orig_ln, orig_isin = F.layer_norm, torch.isin
+    orig_ln, orig_isin, orig_sdpa = F.layer_norm, torch.isin, F.scaled_dot_product_attention
 
     def layer_norm(x, shape, *a, **k):
         return orig_ln(x, tuple(int(v) for v in shape), *a, **k)
@@ -70,11 +76,24 @@ def _traceable() -> Iterator[None]:
         test = torch.as_tensor(test_elements, device=elements.device).reshape(-1)
         return (elements[..., None] == test).any(-1)
 
-    F.layer_norm, torch.isin = layer_norm, isin
+    def sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
+        if dropout_p or is_causal or kw:
+            return orig_sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
+                             is_causal=is_causal, scale=scale, **kw)
+        scale = float(int(q.shape[-1]) ** -0.5) if scale is None else scale
+        w = torch.matmul(q * scale, k.transpose(-2, -1))
+        if attn_mask is not None:
+            if attn_mask.dtype == torch.bool:
+                attn_mask = torch.where(attn_mask, torch.zeros((), dtype=w.dtype),
+                                        torch.tensor(torch.finfo(w.dtype).min, dtype=w.dtype))
+            w = w + attn_mask
+        return torch.matmul(torch.softmax(w, -1), v)
+
+    F.layer_norm, torch.isin, F.scaled_dot_product_attention = layer_norm, isin, sdpa
     try:
         yield
     finally:
-        F.layer_norm, torch.isin = orig_ln, orig_isin
+        F.layer_norm, torch.isin, F.scaled_dot_product_attention = orig_ln, orig_isin, orig_sdpa
 
 
 def _trace(module: torch.nn.Module, args: tuple, path: Path, dynamic: dict[str, dict[int, str]],

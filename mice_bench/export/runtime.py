@@ -68,12 +68,19 @@ class OrtStates:
         return int(self.data.nbytes)
 
     def select(self, idx) -> "OrtStates":
+        """Rows ``idx``, trimmed to their longest valid length; a contiguous range of rows
+        is a view (no copy) unless trimming makes it non-contiguous."""
         idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) and bool((np.diff(idx) == 1).all()):
+            idx = slice(int(idx[0]), int(idx[-1]) + 1)
         seg = self.seg[idx]
         if self.data.ndim == 2:
             return OrtStates(self.data[idx], seg, self.vectors)
-        T = max(int((seg >= 0).sum(1).max()), 1) if len(idx) else 1
-        return OrtStates(self.data[idx][:, :T], seg[:, :T], self.vectors)
+        T = max(int((seg >= 0).sum(1).max()), 1) if len(seg) else 1
+        data = self.data[idx]
+        if T < data.shape[1]:
+            data, seg = np.ascontiguousarray(data[:, :T]), np.ascontiguousarray(seg[:, :T])
+        return OrtStates(data, seg, self.vectors)
 
     @classmethod
     def cat(cls, parts: list["OrtStates"]) -> "OrtStates":
