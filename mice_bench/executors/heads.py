@@ -57,8 +57,12 @@ def maxsim(q: torch.Tensor, q_mask: torch.Tensor, d: torch.Tensor, d_mask: torch
     dn = d if d_vectors else F.normalize(d, dim=-1)
     if qn.shape[0] == 1 and dn.shape[0] != 1:     # one query, many documents: one GEMM
         B, Td, D = dn.shape
-        sim = (dn.reshape(B * Td, D) @ qn[0].T).view(B, Td, -1)          # [B, Td, Tq]
-        best = sim.masked_fill(~d_mask[:, :, None], float("-inf")).max(1).values
+        # padding enters the product as a -inf bias, and the max runs along contiguous
+        # document tokens (query tokens as rows): no masked copy, no strided reduction
+        pad = torch.zeros(1, B * Td, dtype=dn.dtype, device=dn.device).masked_fill_(
+            ~d_mask.reshape(1, B * Td), float("-inf"))
+        sim = torch.addmm(pad, qn[0], dn.reshape(B * Td, D).T).view(-1, B, Td)  # [Tq, B, Td]
+        best = sim.amax(-1).T                                                   # [B, Tq]
     else:
         sim = torch.einsum("bqh,bdh->bqd", qn, dn)
         best = sim.masked_fill(~d_mask[:, None, :], float("-inf")).max(-1).values
