@@ -43,7 +43,8 @@ for g in "${ORDER[@]}"; do
   rm -rf "$work" && mkdir -p "$work"
   # the private copy: sources, tests, pyproject and the committed results some tests read
   # (no .git)
-  cp -r "$REPO/mice_bench" "$REPO/tests" "$REPO/pyproject.toml" "$REPO/results" "$work/"
+  cp -r "$REPO/mice_bench" "$REPO/tests" "$REPO/pyproject.toml" "$REPO/results" \
+    "$REPO/.gitignore" "$work/"
   find "$work" -name __pycache__ -prune -exec rm -rf {} +
   # this group's [tool.mutmut] replaces the committed one (in the copy only)
   python - "$work/pyproject.toml" "$files" "$tests" <<'PY'
@@ -54,7 +55,7 @@ q = lambda xs: "[" + ", ".join(f'"{x}"' for x in xs) + "]"
 text += (f"\n[tool.mutmut]\nsource_paths = [\"mice_bench\"]\nonly_mutate = {q(files)}\n"
          f"pytest_add_cli_args = [\"-p\", \"no:cacheprovider\", \"-q\"]\n"
          f"pytest_add_cli_args_test_selection = {q(tests)}\n"
-         f"also_copy = [\"results\"]\n")
+         f"also_copy = [\"results\", \".gitignore\"]\n")
 open(path, "w").write(text)
 PY
   echo "== $g: mutating $files; tests: $tests"
