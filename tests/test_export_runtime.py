@@ -119,3 +119,18 @@ def test_an_export_of_the_earlier_layout_is_refused(mice, tmp_path):
     (old / "export.json").write_text(json.dumps(m))
     with pytest.raises(UsageError, match="export it again"):
         OrtExecutor(ex, old)
+
+
+def test_score_pairs_encodes_each_distinct_query_once(mice):
+    """Pairs of two distinct queries, ten pairs in batches of 4: one query graph run (both
+    queries), five distinct documents encoded once, three scores runs; the scores equal the
+    PyTorch executor's."""
+    ex, d = mice
+    oex = OrtExecutor(ex, d, threads=1)
+    sessions = _counted(oex)
+    queries = [QUERY] * 5 + ["a cat"] * 5
+    docs = DOCS + DOCS[::-1]
+    got = oex.score_pairs(queries, docs, batch_size=4)
+    assert _runs(sessions) == {"documents": 2, "query": 1, "scores": 3}
+    ref = ex.score_pairs(queries, docs, batch_size=4)
+    assert float((got - ref).abs().max()) <= 1e-4 * float(ref.max() - ref.min())

@@ -215,6 +215,19 @@ class OrtExecutor:
         return self._scores(qs.select(rows.numpy()), ds.select(torch.as_tensor(d_index).numpy()))
 
     def score_pairs(self, queries, docs, batch_size: int = 32) -> torch.Tensor:
+        """Scores of aligned (query, document) texts in batches of ``batch_size``; split
+        exports encode each distinct query once (one query graph run) and each distinct
+        document once, as the PyTorch split executor does."""
+        if self.split:
+            uq, ud = list(dict.fromkeys(queries)), list(dict.fromkeys(docs))
+            qpos, dpos = {q: i for i, q in enumerate(uq)}, {d: i for i, d in enumerate(ud)}
+            qs = self.encode_queries(uq) if uq else None
+            ds = self.encode_documents(ud, batch_size=max(batch_size, 1)) if ud else None
+            qi = torch.tensor([qpos[q] for q in queries], dtype=torch.long)
+            di = torch.tensor([dpos[d] for d in docs], dtype=torch.long)
+            out = [self.score_states(qs, qi[i:i + batch_size], ds, di[i:i + batch_size])
+                   for i in range(0, len(queries), batch_size)]
+            return torch.cat(out) if out else torch.zeros(0)
         out = []
         for i in range(0, len(queries), batch_size):
             tb = self.tokenize_pairs(list(queries[i:i + batch_size]),
