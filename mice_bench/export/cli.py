@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-HELP = """Export a variant as ONNX graphs: ce as one graph (pairs -> scores); variants with document precomputation (mice, colbert, biencoder) as two graphs (documents -> stored states, head vectors or embeddings; query + stored documents -> scores). Batch and lengths are dynamic. The export is checked against the PyTorch path with onnxruntime (within 1e-4 of the score spread) unless --no-check. Writes the graphs and export.json into --output. See docs/export.md.
+HELP = """Export a variant as ONNX graphs: ce as one graph (pairs -> scores); variants with document precomputation (mice, colbert, biencoder) as three graphs (documents -> stored states, head vectors or embeddings; query -> query states or embedding, run once per query; query states + stored documents -> scores, run per batch of candidates). Batch and lengths are dynamic. The export is checked against the PyTorch path with onnxruntime (within 1e-4 of the score spread) unless --no-check. Writes the graphs and export.json into --output. See docs/export.md.
 """
 
 
