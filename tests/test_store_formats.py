@@ -10,7 +10,8 @@ import torch
 
 from mice_bench.effectiveness.docpack import compress
 from mice_bench.effectiveness.shardio import token_ranges
-from mice_bench.effectiveness.store import DocStateStore, StoreFormatError
+from mice_bench.effectiveness.store import DocStateStore
+from mice_bench.effectiveness.storeindex import StoreFormatError
 from mice_bench.executors import DocStates
 
 pytest.importorskip("faiss", reason="residual stores need faiss-cpu (the storage extra)")

@@ -36,15 +36,17 @@ name and its documents are encoded again; an unreadable ``index.json`` is rebuil
 shards; shards written after the last index update (a kill between the two) are adopted. A
 missing or altered codec file invalidates every shard coded with it: all are encoded again
 with a freshly trained codec. A store written in one format and opened as another is refused
-(:class:`StoreFormatError`), never repaired. A shard is written every ``flush_s`` seconds
-(and at most ``max_shard_docs`` documents), so a killed run loses only the batch in flight
-and the last few seconds. Encoding happens under an inter-process lock: a second run on the
-same store waits and then reuses the first's work.
+(:class:`~.storeindex.StoreFormatError`), never repaired. A shard is written every
+``flush_s`` seconds (and at most ``max_shard_docs`` documents), so a killed run loses only
+the batch in flight and the last few seconds. Encoding happens under an inter-process lock:
+a second run on the same store waits and then reuses the first's work.
+
+This module encodes, writes and loads the states; the index and the checks above are
+:mod:`.storeindex`'s.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -52,20 +54,19 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from ..errors import UsageError
 from ..naming import key_hash
-from ..results import atomic_write_bytes, atomic_write_json
+from ..results import atomic_write_bytes
 from .codecs import CODEC_NAMES, get_codec, residual_centroids
 from .docpack import CONTENTS, finish, flatten, padded, split_heldout
-from .safeio import cache_lock, notice, sha256_bytes, sha256_file
-from .shardio import file_metadata, one_key, read_shard, shard_bytes, token_ranges
+from .safeio import cache_lock, sha256_bytes
+from .shardio import one_key, read_shard, shard_bytes, token_ranges
+from .storeindex import (read_index, refuse_other_format, repair_codec, repair_store,
+                         write_index)
 
-__all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore",
-           "StoreFormatError"]
+__all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore"]
 
 STORE_FORMATS = CODEC_NAMES
 DEFAULT_STORE = "fp16"
-INDEX_VERSION = 2
 #: residual formats: documents drawn (seeded) until this many tokens train the centroids
 SAMPLE_TOKENS = 65_536
 #: residual formats: the most centroids (ColBERTv2's rule otherwise, see codecs)
@@ -74,10 +75,6 @@ MAX_CENTROIDS = 1024
 
 class CorruptStore(RuntimeError):
     """A shard failed its check after the run had verified it (changed under the run)."""
-
-
-class StoreFormatError(UsageError):
-    """The store directory holds another format (or content) than the one asked for."""
 
 
 class DocStateStore:
@@ -109,181 +106,26 @@ class DocStateStore:
         if self.codec.trained:
             self.meta.update(codec_seed=self.seed, codec_centroids=centroids,
                              codec_sample_tokens=SAMPLE_TOKENS)
-        self._refuse_other_format()
+        refuse_other_format(self)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.codec_entry: dict | None = None    # {"file", "bytes", "sha256"} (residual formats)
         self.params: dict[str, torch.Tensor] = {}
         self.flush_s = flush_s
         self.max_shard_docs = max_shard_docs
         self.shards: list[dict] = []
-        self._verified: set[tuple[str, str]] = set()   # (file, sha256) checked by this process
+        #: ``(file, sha256)`` of the shards this process has checked (not hashed again)
+        self.verified: set[tuple[str, str]] = set()
         self.encoded_now = 0                            # documents encoded by this process
-        self._load_index(quiet=True)
+        read_index(self, quiet=True)
 
-    def _refuse_other_format(self) -> None:
-        """A store of another format or content in this directory: refuse (one line)."""
-        meta_p = self.dir / "meta.json"
-        try:
-            old = json.loads(meta_p.read_text())
-        except (OSError, ValueError):
-            return                     # no store yet, or a damaged meta.json (repaired)
-        if not isinstance(old, dict):
-            return
-        for key, want in (("store", self.fmt), ("content", self.content)):
-            have = old.get(key, "states" if key == "content" else None)
-            if have is not None and have != want:
-                raise StoreFormatError(
-                    f"document store {self.dir} holds {key} {have!r}, not {want!r}: open it "
-                    f"with {key}={have!r}, or use another directory for {want!r}")
-
-    # ------------------------------------------------------------------ index
     @property
     def index_path(self) -> Path:
         return self.dir / "index.json"
 
-    def _load_index(self, quiet: bool = False) -> bool:
-        """Read ``index.json``; False (and an empty index) when it is absent or unreadable."""
-        p = self.index_path
-        self.shards = []
-        self.codec_entry = None
-        if not p.exists():
-            return False
-        try:
-            doc = json.loads(p.read_text())
-            if isinstance(doc, dict) and doc.get("version") == INDEX_VERSION \
-                    and doc.get("format") not in (None, self.fmt):
-                raise StoreFormatError(
-                    f"document store {self.dir} holds format {doc['format']!r}, not "
-                    f"{self.fmt!r}: open it as {doc['format']!r}, or use another directory")
-            if not (isinstance(doc, dict) and doc.get("version") == INDEX_VERSION
-                    and doc.get("format") == self.fmt and isinstance(doc.get("shards"), list)):
-                raise ValueError("not a version-2 index of this store format")
-            for e in doc["shards"]:
-                if not (isinstance(e, dict) and {"file", "ids", "bytes", "sha256"} <= set(e)):
-                    raise ValueError("a shard entry lacks file/ids/bytes/sha256")
-            codec = doc.get("codec")
-            if self.codec.trained and codec is not None and not (
-                    isinstance(codec, dict) and {"file", "bytes", "sha256"} <= set(codec)):
-                raise ValueError("the codec entry lacks file/bytes/sha256")
-            self.shards = doc["shards"]
-            self.codec_entry = codec if self.codec.trained else None
-            return True
-        except StoreFormatError:
-            raise
-        except (ValueError, OSError, UnicodeDecodeError) as e:
-            if not quiet:
-                notice(f"document-state index {p} is unreadable ({type(e).__name__}: "
-                       f"{str(e)[:80]}); rebuilding it from the shard files")
-            return False
-
-    def _write_index(self) -> None:
-        doc = {"version": INDEX_VERSION, "format": self.fmt, "shards": self.shards}
-        if self.codec.trained:
-            doc["codec"] = self.codec_entry
-        atomic_write_json(self.index_path, doc, indent=None)
-
     def repair(self) -> None:
-        """Under the lock: re-read the index, rebuild or extend it from shard files on disk,
-        drop shards that fail their size/checksum check (or belong to no valid codec file),
-        remove stale temp files."""
-        meta_p = self.dir / "meta.json"
-        try:
-            ok_meta = json.loads(meta_p.read_text()) == json.loads(json.dumps(
-                self.meta, sort_keys=True, default=str))
-        except (OSError, ValueError):
-            ok_meta = False
-        if not ok_meta:
-            atomic_write_json(meta_p, self.meta)
-        for tmp in self.dir.glob(".*.tmp"):       # a crashed writer's temp file (we hold the lock)
-            tmp.unlink(missing_ok=True)
-        had_index = self.index_path.exists()
-        ok = self._load_index(quiet=not had_index)
-        changed = not ok and had_index
-        if self.codec.trained:
-            changed = self._repair_codec() or changed
-        good: list[dict] = []
-        for e in self.shards:
-            if self._check(e):
-                good.append(e)
-            else:
-                changed = True
-        self.shards = good
-        # shards on disk that the index does not name: written just before a kill, or the
-        # whole store when the index was lost; adopt every one that parses completely
-        known = {e["file"] for e in self.shards}
-        for f in sorted(self.dir.glob("shard-*.safetensors")):
-            if f.name in known:
-                continue
-            entry = self._adopt(f)
-            if entry is not None:
-                self.shards.append(entry)
-                changed = True
-        if changed or not self.index_path.exists():
-            self._write_index()
-
-    # ------------------------------------------------------------------ codec file
-    def _repair_codec(self) -> bool:
-        """Check (or, with the index lost, find) the codec file; without a valid one every
-        shard is dropped (its codes mean nothing without their centroids). True if the
-        index changes."""
-        e = self.codec_entry
-        if e is None:                                  # index lost or never written
-            for f in sorted(self.dir.glob("codec-*.safetensors")):
-                data = f.read_bytes()
-                try:
-                    self._set_params(data)
-                except StoreFormatError:
-                    raise
-                except Exception as err:  # noqa: BLE001 - unreadable: trained again
-                    notice(f"document-store codec file {f} is unreadable "
-                           f"({type(err).__name__}); training it again")
-                    f.unlink(missing_ok=True)
-                    continue
-                self.codec_entry = {"file": f.name, "bytes": len(data),
-                                    "sha256": sha256_bytes(data)}
-                return True
-            self.params = {}
-            return False
-        f = self.dir / e["file"]
-        problem = None
-        if not f.exists():
-            problem = "is missing"
-        elif f.stat().st_size != e["bytes"]:
-            problem = f"has {f.stat().st_size} bytes, the index says {e['bytes']} (truncated?)"
-        else:
-            data = f.read_bytes()
-            if sha256_bytes(data) != e["sha256"]:
-                problem = "fails its SHA-256 check"
-            else:
-                try:
-                    self._set_params(data)
-                except StoreFormatError:
-                    raise
-                except Exception as err:  # noqa: BLE001
-                    problem = f"is unreadable ({type(err).__name__})"
-        if problem is None:
-            return False
-        notice(f"document-store codec file {f} {problem}: training the codec again and "
-               f"encoding all {sum(len(s['ids']) for s in self.shards)} stored documents again")
-        f.unlink(missing_ok=True)
-        for s in self.shards:
-            (self.dir / s["file"]).unlink(missing_ok=True)
-        for orphan in self.dir.glob("shard-*.safetensors"):
-            orphan.unlink(missing_ok=True)
-        self.shards, self.codec_entry, self.params = [], None, {}
-        return True
-
-    def _set_params(self, data: bytes) -> None:
-        from safetensors.torch import load
-
-        meta = file_metadata(data)
-        if meta.get("format") != self.fmt:
-            raise StoreFormatError(f"document store {self.dir} holds a codec file of format "
-                                   f"{meta.get('format')!r}, not {self.fmt!r}")
-        params = load(data)
-        if not {"centroids", "cutoffs", "weights"} <= set(params):
-            raise ValueError("centroids, cutoffs or weights missing")
-        self.params = params
+        """Under the lock: bring the index in line with the files on disk
+        (:func:`~.storeindex.repair_store`)."""
+        repair_store(self)
 
     def _write_codec(self, params: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save
@@ -295,63 +137,7 @@ class DocStateStore:
         atomic_write_bytes(self.dir / name, data)
         self.codec_entry = {"file": name, "bytes": len(data), "sha256": sha}
         self.params = params
-        self._write_index()
-
-    def _check(self, e: dict) -> bool:
-        """Size and SHA-256 of one shard against its index entry (notice + delete on failure)."""
-        f = self.dir / e["file"]
-        if self.codec.trained and (self.codec_entry is None
-                                   or e.get("codec") != self.codec_entry["sha256"]):
-            notice(f"document-state shard {f} was coded with another codec file: encoding its "
-                   f"{len(e['ids'])} documents again")
-            f.unlink(missing_ok=True)
-            return False
-        if (e["file"], e["sha256"]) in self._verified and f.exists() \
-                and f.stat().st_size == e["bytes"]:
-            return True
-        problem = None
-        if not f.exists():
-            problem = "is missing"
-        elif f.stat().st_size != e["bytes"]:
-            problem = f"has {f.stat().st_size} bytes, the index says {e['bytes']} (truncated?)"
-        elif sha256_file(f) != e["sha256"]:
-            problem = "fails its SHA-256 check"
-        if problem is None:
-            self._verified.add((e["file"], e["sha256"]))
-            return True
-        notice(f"document-state shard {f} {problem}: encoding its {len(e['ids'])} documents "
-               "again")
-        f.unlink(missing_ok=True)
-        return False
-
-    def _adopt(self, f: Path) -> dict | None:
-        try:
-            data = f.read_bytes()
-            meta = file_metadata(data)
-        except Exception:  # noqa: BLE001 - unreadable header: handled below
-            meta = {}
-        if meta.get("format") not in (None, self.fmt):
-            raise StoreFormatError(f"document store {self.dir} holds a shard of format "
-                                   f"{meta['format']!r} ({f.name}), not {self.fmt!r}")
-        try:
-            tensors, ids = read_shard(data)
-            if len(ids) != tensors["lengths"].numel():
-                raise ValueError("ids and lengths disagree")
-            if self.codec.trained and (self.codec_entry is None
-                                       or meta.get("codec") != self.codec_entry["sha256"]):
-                raise ValueError("coded with another codec file")
-        except Exception as e:  # noqa: BLE001 - anything unreadable is recomputed
-            notice(f"document-state shard {f} is unreadable ({type(e).__name__}); encoding its "
-                   "documents again")
-            f.unlink(missing_ok=True)
-            return None
-        sha = sha256_bytes(data)
-        self._verified.add((f.name, sha))
-        entry = {"file": f.name, "ids": ids, "bytes": len(data), "sha256": sha,
-                 "tokens": int(tensors["lengths"].sum())}
-        if self.codec.trained:
-            entry["codec"] = self.codec_entry["sha256"]
-        return entry
+        write_index(self)
 
     # ------------------------------------------------------------------ queries
     def location(self) -> dict[str, tuple[int, int]]:
@@ -495,7 +281,7 @@ class DocStateStore:
     def _flush(self, parts: list[dict[str, torch.Tensor]], ids: list[str]) -> None:
         name = f"shard-{len(self.shards):05d}-{key_hash(list(ids))}.safetensors"
         self.shards.append(self.write_shard(name, parts, ids))
-        self._write_index()
+        write_index(self)
         self.encoded_now += len(ids)
 
     def write_shard(self, name: str, parts: list[dict[str, torch.Tensor]], ids: list[str]
@@ -507,7 +293,7 @@ class DocStateStore:
         data = shard_bytes(tensors, ids, self.fmt, codec_sha)
         atomic_write_bytes(self.dir / name, data)
         sha = sha256_bytes(data)
-        self._verified.add((name, sha))
+        self.verified.add((name, sha))
         entry = {"file": name, "ids": ids, "bytes": len(data), "sha256": sha,
                  "tokens": int(tensors["lengths"].sum())}
         if codec_sha:
@@ -518,8 +304,8 @@ class DocStateStore:
         """Make ``entries`` (shards verified or written by this job, in this order) the
         index, and write it."""
         self.shards = list(entries)
-        self._verified.update((e["file"], e["sha256"]) for e in self.shards)
-        self._write_index()
+        self.verified.update((e["file"], e["sha256"]) for e in self.shards)
+        write_index(self)
 
     # ------------------------------------------------------------------ loading
     def load(self, doc_ids: Sequence[str], device: str = "cpu"):
@@ -530,7 +316,7 @@ class DocStateStore:
         if missing:
             raise KeyError(f"{len(missing)} documents are not stored, e.g. {missing[:3]}")
         if self.codec.trained and not self.params:
-            self._repair_codec()
+            repair_codec(self)
         by_shard: dict[int, list[int]] = {}
         for d in dict.fromkeys(doc_ids):
             by_shard.setdefault(loc[d][0], []).append(loc[d][1])
@@ -540,10 +326,10 @@ class DocStateStore:
             e = self.shards[s]
             f = self.dir / e["file"]
             data = f.read_bytes()
-            if (e["file"], e["sha256"]) not in self._verified:
+            if (e["file"], e["sha256"]) not in self.verified:
                 if len(data) != e["bytes"] or sha256_bytes(data) != e["sha256"]:
                     raise CorruptStore(f"document-state shard {f} changed while this run used it")
-                self._verified.add((e["file"], e["sha256"]))
+                self.verified.add((e["file"], e["sha256"]))
             tensors, _ = read_shard(data)
             lengths = tensors.pop("lengths").long()
             seg = tensors.pop("seg")
