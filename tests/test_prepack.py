@@ -196,3 +196,24 @@ def test_cli_refuses_prepack_with_compile_before_any_work(tmp_path):
                                  "--output", str(out)])
     assert_usage_error(r, "--prepack", "--compile")
     assert not out.exists()
+
+
+def test_a_prepack_run_is_its_own_point_in_tables(tiny_bb, tmp_path):
+    """Reports keep a --prepack run beside the plain run of the same point (neither replaces
+    the other), and the seed's side-by-side table shows the plain one."""
+    from mice_bench.latency import table as lt
+    from mice_bench.latency.records import records
+    from mice_bench.latency.result import LatencyResult
+
+    rows = []
+    for name, on in (("plain", False), ("prepack", True)):
+        res = R.run_latency(_config("tiny", prepack=on), backbone=tiny_bb)
+        res.save(tmp_path / f"{name}.json")
+        rows += records(LatencyResult.load(tmp_path / f"{name}.json"), f"{name}.json")[1]
+    kept = lt.dedupe(rows)
+    assert {(r.variant, r.run.file) for r in kept} == {(r.variant, r.run.file) for r in rows}
+    groups = lt.by_group(rows, deduped=False)
+    assert len(groups) == 1
+    for group, grp in groups.items():
+        table = lt.side_by_side_table(group, grp)
+        assert "plain.json" in table.caption and "prepack.json" not in table.caption

@@ -41,7 +41,8 @@ def dedupe(rows: Iterable[LatencyRow]) -> list[LatencyRow]:
         k = (r.run.protocol, r.variant, r.batch_size_requested, r.doc_tokens, r.depth,
              r.query_tokens, r.precompute_applied, r.kv_cache_applied, r.compiled,
              bool(r.run.config.get("kv_cache")),  # a --kv-cache run is its own point
-             r.doc_vectors)                       # so is a colbert index (head vectors)
+             r.doc_vectors,                       # so is a colbert index (head vectors)
+             bool(r.run.config.get("prepack")))   # and a --prepack run
         old = best.get(k)
         if old is None or _preference(r.run) >= _preference(old.run):
             best[k] = r
@@ -116,12 +117,16 @@ def _sp(r: LatencyRow | None) -> str:
     return s
 
 
+def _plain(r: LatencyRow) -> bool:
+    """Eager, no K/V cache, no prepacked weights: the runs the seed's table compares."""
+    return not (r.compiled or r.kv_cache_applied or r.run.config.get("kv_cache")
+                or r.run.config.get("prepack"))
+
+
 def side_by_side_table(group: tuple, rows: list[LatencyRow]) -> Table | None:
     """The seed's efficiency table (paper protocol) beside the rerank protocol."""
-    paper = [r for r in rows if r.run.protocol == "paper" and not r.compiled
-             and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
-    rerank = [r for r in rows if r.run.protocol == "rerank" and not r.compiled
-              and not r.kv_cache_applied and not r.run.config.get("kv_cache")]
+    paper = [r for r in rows if r.run.protocol == "paper" and _plain(r)]
+    rerank = [r for r in rows if r.run.protocol == "rerank" and _plain(r)]
     pp = _best_point(paper, _paper_key)
     rp = _best_point(rerank, _rerank_key)
     paper = _one_run([r for r in paper if _paper_key(r) == pp])
