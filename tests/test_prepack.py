@@ -114,6 +114,27 @@ def _same_scores(bb, variants):
         assert bb.linear_packs is None
 
 
+class _CountLinear(torch.overrides.TorchFunctionMode):
+    """Counts the ``F.linear`` calls that run (a product that bypassed the packs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.linear:
+            self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("variant", ["ce", "mice-l3+2", "colbert", "biencoder"])
+def test_no_product_of_a_prepacked_backbone_bypasses_the_packs(tiny_bb, variant):
+    ex = make_executor(variant, tiny_bb)
+    with packed(tiny_bb) as packs, torch.inference_mode(), _CountLinear() as plain:
+        ex.rerank(QUERIES[0], DOCS, batch_size=2)
+    assert packs.packed_calls > 0 and plain.n == 0
+
+
 def test_prepacked_scores_equal_the_plain_path_bert(tiny_bb):
     _same_scores(tiny_bb, VARIANTS)
 
