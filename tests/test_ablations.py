@@ -289,7 +289,7 @@ def test_study_effectiveness_task_runs_through_the_typed_library_path(tmp_path, 
     import mice_bench.backbone
     from mice_bench.effectiveness import runner as eff_runner
     from mice_bench.effectiveness.result import EffectivenessResult
-    from mice_bench.effectiveness.runner import EffectivenessConfig, ModelRef
+    from mice_bench.effectiveness.plan import EffectivenessConfig, ModelRef
     from test_effectiveness_pipeline import DOCS, FIX, fixture_collection
 
     monkeypatch.setattr(eff_runner, "load_collection", fixture_collection)

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from mice_bench.effectiveness import runner
-from mice_bench.effectiveness.runner import ModelRef, run_effectiveness
+from mice_bench.effectiveness.plan import ModelRef
+from mice_bench.effectiveness.runner import run_effectiveness
 
 from test_effectiveness_pipeline import (DOCS, NUM_PAIRS, UNIQUE_DOCS, cfg, counters,  # noqa
                                          fixture_collection, fixture_data)

@@ -15,7 +15,8 @@ import pytest
 
 from mice_bench.effectiveness import datasets as eds
 from mice_bench.effectiveness import runner
-from mice_bench.effectiveness.runner import EffectivenessConfig, ModelRef, run_effectiveness
+from mice_bench.effectiveness.plan import EffectivenessConfig, ModelRef
+from mice_bench.effectiveness.runner import run_effectiveness
 from mice_bench.results import load_result
 from mice_bench.spec import split_names
 

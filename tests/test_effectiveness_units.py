@@ -12,8 +12,8 @@ from mice_bench.effectiveness import datasets as eds
 from mice_bench.effectiveness.firststage import (FirstStage, read_trec_run, top_k,
                                                  write_trec_run)
 from mice_bench.effectiveness.metrics import aggregate, mean_over_seeds, parse_measures, per_query
-from mice_bench.effectiveness.runner import (EffectivenessConfig, ModelRef, make_plan,
-                                             model_labels, per_dataset, resolve_variants)
+from mice_bench.effectiveness.plan import (EffectivenessConfig, ModelRef, make_plan,
+                                           model_labels, per_dataset, resolve_variants)
 from mice_bench.effectiveness.stats import (bonferroni, correct, holm, paired_randomization,
                                             paired_ttest)
 

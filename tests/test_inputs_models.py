@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mice_bench.cli import app
-from mice_bench.effectiveness import runner
+from mice_bench.effectiveness import runner, scoring
 from mice_bench.errors import UsageError
 
 from test_effectiveness_pipeline import DOCS, RUN, fixture_collection, fixture_data  # noqa: F401
@@ -182,7 +182,7 @@ def test_random_classifier_is_flagged_only_for_variants_that_read_it(tmp_path, f
 
     monkeypatch.setattr(tiny_bb, "classifier_random", True)
     warned: list[str] = []
-    monkeypatch.setattr(runner, "warn", warned.append)
+    monkeypatch.setattr(scoring, "warn", warned.append)
     with warnings.catch_warnings():
         warnings.simplefilter("error")            # no raw UserWarning either
         run_effectiveness(cfg(tmp_path, variants="bm25,ce,biencoder"))

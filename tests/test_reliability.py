@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 from mice_bench.cli import app
 from mice_bench.effectiveness import runner
-from mice_bench.effectiveness.runner import EffectivenessConfig, run_effectiveness
+from mice_bench.effectiveness.plan import EffectivenessConfig
+from mice_bench.effectiveness.runner import run_effectiveness
 
 from test_effectiveness_pipeline import (DOCS, FIX, NUM_PAIRS, RUN, UNIQUE_DOCS, cfg,  # noqa: F401
                                          counters, fixture_collection, fixture_data)

@@ -254,7 +254,7 @@ def test_one_cache_root_for_every_command(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from mice_bench.ablations.training_study.paths import checkpoints_dir
-    from mice_bench.effectiveness.runner import default_cache_dir
+    from mice_bench.effectiveness.plan import default_cache_dir
     from mice_bench.results import cache_dir
     from mice_bench.training.config import TrainConfig
 

@@ -149,7 +149,7 @@ def _result(root: Path, label: str | None, variant: str, dataset: str, qids, see
             layers: int = 6, hidden: int = 384, fs: str = "bm25") -> None:
     """A synthetic effectiveness result file (as `mice-bench effectiveness` writes it)."""
     from mice_bench.effectiveness.result import EffectivenessResult
-    from mice_bench.effectiveness.runner import result_path
+    from mice_bench.effectiveness.resultfiles import result_path
 
     rng = random.Random(f"{label}-{variant}-{dataset}-{seed}")
     pq = {m: {q: rng.random() for q in qids} for m in ("nDCG@10", "RR@10")}

@@ -127,7 +127,7 @@ def _latency_args(wl: LatencyWorkload, output: Path) -> list[str]:
 def _model_matches(given: str, recorded: str) -> bool:
     g, r = given.rstrip("/"), recorded.rstrip("/")
     try:   # the label `mice-bench effectiveness` gives a --model value
-        from ..effectiveness.runner import ModelRef, model_labels
+        from ..effectiveness.plan import ModelRef, model_labels
 
         if model_labels([ModelRef.parse(given)])[0][0] == recorded:
             return True
@@ -167,7 +167,7 @@ def _effectiveness_args(study: Study, model: str, datasets: list[str], variants:
 def _effectiveness_config(study: Study, model: str, datasets: list[str],
                           variants: list[str], results: Path):
     """The typed configuration of one effectiveness task of ``study``."""
-    from ..effectiveness.runner import EffectivenessConfig, ModelRef
+    from ..effectiveness.plan import EffectivenessConfig, ModelRef
 
     o = study.effectiveness.options
     listed = lambda k: [expand_shared_data(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa
@@ -192,7 +192,7 @@ def per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
     """A study's ``first_stage`` / ``docs`` list -> the typed config's ``key`` and
     ``key_for`` fields (the same spelling as the command line)."""
     from ..effectiveness.datasets import resolve_datasets
-    from ..effectiveness.runner import split_overrides
+    from ..effectiveness.plan import split_overrides
 
     names = [d.name for d in resolve_datasets(list(datasets))]
     default, over = split_overrides(values, names, key)

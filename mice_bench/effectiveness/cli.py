@@ -29,7 +29,7 @@ def config_from_options(datasets: str, models: list[str], variants: str | None,
     from ..spec import split_names
     from .datasets import resolve_datasets
     from .metrics import split_measures
-    from .runner import BM25, EffectivenessConfig, ModelRef, split_overrides
+    from .plan import BM25, EffectivenessConfig, ModelRef, split_overrides
 
     refs = [ModelRef.parse(m) for m in models]
     if variants is None:
@@ -56,7 +56,7 @@ def config_to_args(cfg) -> list[str]:
     their default are left out."""
     from dataclasses import fields
 
-    from .runner import EffectivenessConfig
+    from .plan import EffectivenessConfig
 
     default = EffectivenessConfig(device="auto")    # the command line's defaults
     a = ["effectiveness", "--datasets", ",".join(cfg.datasets)]

@@ -16,7 +16,7 @@ again, resumes; the files equal those of a one-process build. See docs/effective
 
 def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     """Build the store of ``cfg``'s one model and variant for every dataset of ``cfg`` (an
-    :class:`~.runner.EffectivenessConfig`); returns one summary per dataset (rank 0's).
+    :class:`~.plan.EffectivenessConfig`); returns one summary per dataset (rank 0's).
     Every option is checked first (exit 2, one line) as ``effectiveness`` checks it."""
     from dataclasses import replace
 
@@ -30,7 +30,8 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     from .datasets import load_collection
     from .progress import Reporter
     from .rerank import VariantScorer
-    from .runner import BM25, load_model, make_plan, scoring_settings
+    from .plan import BM25, make_plan
+    from .scoring import load_model, scoring_settings
 
     if isinstance(chunk_docs, bool) or not isinstance(chunk_docs, int) or chunk_docs < 1:
         raise UsageError(f"--chunk-docs must be a whole number >= 1, got {chunk_docs!r}")
@@ -120,7 +121,7 @@ def register(app: typer.Typer) -> None:
         import os
 
         from .progress import Reporter
-        from .runner import EffectivenessConfig, ModelRef, default_cache_dir
+        from .plan import EffectivenessConfig, ModelRef, default_cache_dir
 
         cfg = EffectivenessConfig(
             datasets=[x.strip() for x in dataset.split(",") if x.strip()],

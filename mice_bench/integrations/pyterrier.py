@@ -237,7 +237,7 @@ class BM25(pt.Transformer):
                  text_field: str | None = "text"):
         from ..effectiveness.datasets import load_collection, resolve_datasets
         from ..effectiveness.firststage import load_or_build_bm25
-        from ..effectiveness.runner import default_cache_dir
+        from ..effectiveness.plan import default_cache_dir
 
         if depth < 1:
             raise UsageError(f"depth must be >= 1, got {depth}")

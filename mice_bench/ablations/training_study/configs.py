@@ -32,7 +32,7 @@ def train_args(ctx: Context, r: TrainRole) -> list[str]:
 
 
 def eval_config(ctx: Context, r: TrainRole):
-    from ...effectiveness.runner import EffectivenessConfig, ModelRef
+    from ...effectiveness.plan import EffectivenessConfig, ModelRef
     from ..runner import per_dataset
 
     o = ctx.study.effectiveness.options
