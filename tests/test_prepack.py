@@ -57,6 +57,20 @@ def test_packed_product_equals_f_linear(shape, bias):
     assert packs.calls == 2 and packs.packed_calls == 2
 
 
+def test_packed_product_of_strided_views_equals_f_linear():
+    """The head reads ``x[:, 0]`` (a strided view); transposed and stepped views too."""
+    g = torch.Generator().manual_seed(2)
+    w, b = torch.randn(40, 48, generator=g), torch.randn(40, generator=g)
+    x = torch.randn(5, 7, 48, generator=g)
+    packs = P.LinearPacks([w])
+    with torch.inference_mode():
+        for view in (x[:, 0], x.transpose(0, 1), x[:, ::2]):
+            assert not view.is_contiguous()
+            torch.testing.assert_close(packs.linear(view, w, b), F.linear(view, w, b),
+                                       rtol=1e-6, atol=1e-6)
+    assert packs.packed_calls == 3
+
+
 def test_what_is_not_packed_runs_f_linear():
     g = torch.Generator().manual_seed(1)
     w, other = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
