@@ -1,0 +1,171 @@
+"""What a study file may hold: the keys of each table with their types and choices, and
+the parsed study (:class:`Study` and the plans of its tables).
+
+The tables of keys drive the checks of :mod:`.checks`; :mod:`.sections` builds the
+dataclasses from a file's tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+__all__ = ["AUTO_KEYS", "CHOICES", "EFFECTIVENESS_KEYS", "LATENCY_KEYS", "ROLE_KEYS",
+           "SIZE_KEYS", "STUDENT_KEYS", "TEACHER_KEYS", "TOP_KEYS", "TRAINING_KEYS",
+           "AutoSteps", "EffectivenessPlan", "LatencyWorkload", "Study", "StudyError",
+           "TrainRole", "TrainingPlan"]
+
+
+class StudyError(UsageError):
+    """A study file that cannot be used; the message names the file and the key."""
+
+
+#: the top-level keys of a study file
+TOP_KEYS = {"name": str, "description": str, "variants": list, "effectiveness": dict,
+            "latency": list, "training": dict, "sizes": dict, "default_size": str,
+            "auto": dict}
+#: ``[effectiveness]``
+EFFECTIVENESS_KEYS: dict[str, tuple] = {
+    "models": (list,), "datasets": (list, str), "first_stage": (str, list), "depth": (int,),
+    "measures": (list, str), "baseline": (str,), "test": (str,), "correction": (str,),
+    "batch_size": (int,), "dtype": (str,), "device": (str,), "limit_queries": (int,),
+    "docs": (str, list), "variants": (list,), "in_domain": (list,),
+    "query_max_tokens": (int,), "doc_max_tokens": (int,),
+}
+#: each ``[[latency]]`` workload
+LATENCY_KEYS: dict[str, tuple] = {
+    "name": (str,), "model": (str,), "variants": (list,), "protocol": (str,),
+    "batch_size": (int, list), "query_tokens": (int,), "doc_tokens": (int, list),
+    "depth": (int,), "precompute": (bool,), "kv_cache": (bool,), "dtype": (str,),
+    "device": (str,), "compile": (bool,), "warmup": (int,), "runs": (int,),
+    "min_seconds": (float, int), "threads": (int,),
+}
+#: ``[training]``: the options every trained model shares (TrainConfig fields), the defaults
+#: of the teacher and of the student groups, and where checkpoints go
+TRAINING_KEYS: dict[str, tuple] = {
+    "base": (str,), "data": (str,), "first_stage": (str,), "docs": (str,),
+    "negatives_depth": (int,), "limit_queries": (int,), "val_queries": (int,),
+    "val_depth": (int,), "query_max_tokens": (int,), "doc_max_tokens": (int,),
+    "precision": (str,), "device": (str,), "seed": (int,), "lr": (float, int),
+    "warmup": (int,), "weight_decay": (float, int), "grad_clip": (float, int),
+    "schedule": (str,), "eval_batch_size": (int,), "steps": (int, str), "batch_size": (int,),
+    "checkpoints": (str,), "teacher": (dict,), "students": (list, dict),
+}
+#: ``[training.teacher]`` and ``[[training.students]]`` (one group of variants)
+ROLE_KEYS: dict[str, tuple] = {
+    "variant": (str,), "variants": (list,), "init": (str,), "loss": (str,),
+    "steps": (int, str), "batch_size": (int,), "group_size": (int,), "lr": (float, int),
+    "warmup": (int,), "label": (str,), "label_suffix": (str,),
+}
+TEACHER_KEYS = ("variant", "loss", "steps", "batch_size", "group_size", "lr", "warmup",
+                 "label")
+STUDENT_KEYS = ("variants", "init", "loss", "steps", "batch_size", "group_size", "lr",
+                 "warmup", "label_suffix")
+#: ``steps = "auto"``: how the steps are derived from measured pairs/s (ablations runner)
+AUTO_KEYS: dict[str, tuple] = {
+    "budget_s": (float, int), "reserve_s": (float, int), "teacher_share": (float,),
+    "calib_steps": (int,), "min_steps": (int,), "max_steps": (int,), "round_to": (int,),
+}
+#: a ``[sizes.NAME]`` table
+SIZE_KEYS = {"description": (str,), "training": (dict,), "effectiveness": (dict,),
+             "latency": (dict,), "auto": (dict,)}
+
+#: the keys (anywhere) whose value is one of fixed choices (None: checked where parsed)
+CHOICES = {"first_stage": None, "test": ("ttest", "randomization"),
+           "correction": ("holm", "bonferroni", "none"), "dtype": ("fp32", "fp16", "bf16"),
+           "protocol": ("rerank", "paper"), "loss": ("marginmse", "lce", "bce"),
+           "init": ("base", "teacher"), "precision": ("auto", "fp32", "bf16", "fp16"),
+           "schedule": ("linear", "constant")}
+
+
+@dataclass
+class EffectivenessPlan:
+    models: list[str]
+    datasets: list[str]                 # expanded names
+    variants: list[str]
+    options: dict[str, Any] = field(default_factory=dict)   # other keys, as given
+    #: ``datasets`` as the file wrote it (groups such as ``all`` unexpanded; ``--dry-run``
+    #: warns about ``all``)
+    datasets_as_written: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LatencyWorkload:
+    name: str
+    options: dict[str, Any]             # `mice-bench latency` options (underscored)
+    variants: list[str]
+
+
+@dataclass
+class TrainRole:
+    """One model a training study trains: the teacher or one student."""
+
+    label: str                  # the system's name (file names, tables, figures)
+    role: str                   # teacher | student
+    variant: str
+    init: str                   # base | teacher: what the weights start from
+    loss: str                   # marginmse | lce | bce
+    steps: int | str            # an integer, or "auto" (derived at run time)
+    batch_size: int
+    group_size: int | None
+    lr: float | None
+    warmup: int | None
+
+
+@dataclass
+class TrainingPlan:
+    """``[training]``: the base encoder, the data and shared options, teacher and students."""
+
+    base: str                   # HF id, path or pkg:<module>
+    data: str
+    options: dict[str, Any]     # shared TrainConfig options (first_stage, docs, lr, ...)
+    checkpoints: str | None     # where checkpoints go (None: the cache folder)
+    teacher: TrainRole
+    students: list[TrainRole]
+
+    @property
+    def systems(self) -> list[TrainRole]:
+        return [self.teacher, *self.students]
+
+    @property
+    def auto_steps(self) -> bool:
+        return any(r.steps == "auto" for r in self.systems)
+
+
+@dataclass
+class AutoSteps:
+    """``steps = "auto"``: steps derived at run time from measured pairs/s (see
+    docs/report.md, "Sizing by measured throughput")."""
+
+    budget_s: float = 480.0     # the whole study, latency and evaluation included
+    reserve_s: float = 30.0     # kept free (summary, unexpected slowness)
+    teacher_share: float = 0.2  # of the budget, for the teacher's training steps
+    calib_steps: int = 6        # timed training steps per variant (first 3 not counted)
+    min_steps: int = 10
+    max_steps: int = 20_000
+    round_to: int = 10          # steps are rounded down to a multiple of this
+
+
+@dataclass
+class Study:
+    path: Path
+    name: str
+    description: str
+    variants: list[str]
+    effectiveness: EffectivenessPlan | None
+    latency: list[LatencyWorkload]
+    training: TrainingPlan | None = None
+    size: str | None = None             # the size applied ([sizes.NAME]); None: none
+    size_description: str = ""
+    sizes: list[str] = field(default_factory=list)
+    auto: AutoSteps | None = None
+
+    def results_root(self, results: str | Path) -> Path:
+        """Where a training study's results go: ``results/<name>[/<size>]``."""
+        from ..naming import slug
+
+        root = Path(results) / slug(self.name)
+        return root / slug(self.size) if self.size else root
