@@ -4,9 +4,10 @@
   ``scores(qid, doc_id, score)``, committed after every query, so an interrupted run loses at
   most the query in flight and never scores a stored pair again. ``full_done(qid, depth)``
   records queries whose whole-corpus top-``depth`` is stored.
-* :class:`DocStateCache` – :class:`~.store.DocStateStore`, document states at a split layer,
-  computed once per document and stored in checksummed shards (fp16 by default), keyed by
-  model + split layer (+ the layers before it) + dtype + document tokenisation + corpus.
+
+Document states at a split layer are kept by :class:`~.store.DocStateStore` (checksummed
+shards, fp16 by default), keyed by model + split layer (+ the layers before it) + dtype +
+document tokenisation + corpus.
 """
 
 from __future__ import annotations
@@ -16,10 +17,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from ..naming import key_hash, slug  # re-exported: one slug for every command
-from .store import DocStateStore as DocStateCache  # the store, under its old name
-
-__all__ = ["ScoreCache", "DocStateCache", "key_hash", "slug"]
+__all__ = ["ScoreCache"]
 
 
 _CHECKED: set[str] = set()   # score files that passed quick_check in this process

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..results import cache_dir, default_results_dir
-from .cache import slug
+from ..naming import slug
 from .datasets import DatasetInfo, resolve_datasets
 from .firststage import FirstStage
 from .metrics import DEFAULT_MEASURES, check_depth, parse_measures

@@ -3,7 +3,7 @@
 * joint variants (``ce``, ``mask*``): ``ex.score_pairs`` on each query's uncached candidates,
   in batches of ``batch_size``;
 * split-first variants (``ex.has_doc_precompute``: ``prettr``, ``mice``, ``colbert``,
-  ``biencoder``): documents encoded once (:class:`~.cache.DocStateCache`), each query encoded
+  ``biencoder``): documents encoded once (:class:`~.store.DocStateStore`), each query encoded
   once, then ``ex.score_query`` (``score_states`` in batches) on its candidates; a bi-encoder
   (``mean-cos`` head, no interaction layer) stores one pooled, normalised vector per document
   and scores a query's candidates with one dot product;
@@ -23,7 +23,8 @@ from typing import Callable
 import torch
 
 from ..errors import UsageError
-from .cache import ScoreCache, key_hash, slug
+from ..naming import key_hash, slug
+from .cache import ScoreCache
 from .docpack import store_content, store_encoder
 from .safeio import cache_lock
 from .store import DEFAULT_STORE, DocStateStore

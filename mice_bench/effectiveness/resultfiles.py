@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import slug
+from ..naming import slug
 from .datasets import Collection, DatasetInfo
 from .firststage import Run, write_trec_run
 from .metrics import aggregate, measure_names, measures_beyond_depth, per_query

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from .cache import slug
+from ..naming import slug
 from .firststage import Run
 from .plan import BM25, EffectivenessConfig, Plan
 from .progress import Reporter
@@ -28,7 +28,7 @@ __all__ = ["load_model", "merge_shards", "model_revision", "score_models", "scor
 def model_revision(name: str, bb, seed: int) -> str:
     """What pins the weights: the hub commit when known, ``random-weights:seed<N>`` for an
     architecture without weights, else ``files:<hash>`` of the weight files' names and sizes."""
-    from .cache import key_hash
+    from ..naming import key_hash
     from .rerank import model_identity
 
     commit = getattr(getattr(bb, "config", None), "_commit_hash", None)
