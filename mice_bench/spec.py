@@ -31,13 +31,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
-# Family, register and SPLIT_OPTIONS are imported for this module's public names (__all__);
-# SEG_INDEX for the executors, which read the segment constants from here
+# Family, register and SPLIT_OPTIONS are imported for this module's public names (__all__)
 from .families import (CUSTOM, CUSTOM_NAME, HEADS, LAYOUTS, OPTION_DEFAULTS, OPTIONS,
                        REGISTRY, SPLIT_OPTIONS, Family, family, invalid, register,
                        valid_names_help)
-from .layerspec import (DOC_SIDE, FULL, QUERY_SIDE, SEG_INDEX, SEGMENTS, LayerSpec,
-                        SpecError)
+from .layerspec import DOC_SIDE, FULL, QUERY_SIDE, SEGMENTS, LayerSpec, SpecError
 from .naming import split_top_level
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..spec import DOC_SIDE, FULL, LayerSpec
+from ..layerspec import DOC_SIDE, FULL, LayerSpec
 from .base import Executor
 from .heads import cls_score, pool
 from .inputs import TokenBatch

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..backbone import Backbone, LayerWeights
 from ..backbones.base import dropout_p, memo_get as _memo
-from ..spec import SEG_INDEX, LayerSpec
+from ..layerspec import SEG_INDEX, LayerSpec
 from .inputs import key_segments, row_segments
 
 

@@ -47,7 +47,8 @@ from typing import Any
 
 import torch
 
-from ..spec import DOC_SIDE, QUERY_SIDE, SEGMENTS, InteractionSpec, LayerSpec
+from ..layerspec import DOC_SIDE, QUERY_SIDE, SEGMENTS, LayerSpec
+from ..spec import InteractionSpec
 
 
 @dataclass(frozen=True)
