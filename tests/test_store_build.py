@@ -307,3 +307,161 @@ def test_torchrun_build_equals_one_process_resumes_and_is_what_effectiveness_rea
         == fmt
     assert {k: v for k, v in files(tmp_path / "one").items() if k.startswith("docstates/")} \
         == a
+
+
+# --------------------------------------------------------------------------- re-ranking
+def _encode_failing_after(n: int):
+    """``fake_encode`` that raises on its ``n + 1``-th call (a kill in the middle)."""
+    calls = [0]
+
+    def enc(texts):
+        calls[0] += 1
+        if calls[0] > n:
+            raise KeyboardInterrupt("killed")
+        return fake_encode(texts)
+
+    return enc
+
+
+def _kept_build(d: Path, fmt: str, world: int, texts, encode=fake_encode):
+    box = {"barrier": threading.Barrier(world)}
+    stats, errors = [None] * world, []
+
+    def rank(r: int) -> None:
+        try:
+            stats[r] = build_store(store(d, fmt), texts, encode if r == world - 1
+                                   else fake_encode, dist=ThreadDist(r, world, 0, box),
+                                   batch_size=3, chunk_docs=4, keep_stored=True)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            box["barrier"].abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return stats, errors
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "residual2"])
+def test_keep_stored_encodes_only_what_no_shard_holds_and_resumes_a_kill(tmp_path, fmt):
+    """A re-ranking run's build: the documents a finished build stored (another candidate
+    set) are not encoded again; a build killed midway, run again, ends with the bytes of an
+    uninterrupted one."""
+    ids = list(TEXTS)
+    first = {d: TEXTS[d] for d in ids[:15]}
+    second = {d: TEXTS[d] for d in ids[10:]}                 # 5 documents in common
+    build_in_threads(tmp_path / "ref", fmt, 2, texts=first)
+    before = files(tmp_path / "ref")
+    shutil.copytree(tmp_path / "ref", tmp_path / "killed")
+    stats, errors = _kept_build(tmp_path / "ref", fmt, 2, second)
+    assert not errors
+    ref = files(tmp_path / "ref")
+    assert sum(s.encoded for s in stats) == 25 and all(s.encoded for s in stats)
+    assert {k: ref[k] for k in before if k.startswith("shard-")} == \
+        {k: v for k, v in before.items() if k.startswith("shard-")}     # left as they were
+    assert not any(k.startswith(".build") for k in ref)
+    # killed: the last rank fails on its second batch (after some shards are written)
+    _, errors = _kept_build(tmp_path / "killed", fmt, 2, second, _encode_failing_after(2))
+    assert errors
+    left = files(tmp_path / "killed")
+    assert ".build-pending.json" in left and left != ref
+    stats, errors = _kept_build(tmp_path / "killed", fmt, 2, second)
+    assert not errors and files(tmp_path / "killed") == ref
+    assert 0 < stats[0].chunks_reused < stats[0].chunks
+
+
+def _rerank_scorers(tmp: Path, tiny_bb, cache: str):
+    from mice_bench.effectiveness import datasets as eds
+    from mice_bench.effectiveness.rerank import ScoringSettings, VariantScorer
+    from mice_bench.executors import make_executor
+
+    _env(tmp)                                                # writes tmp/docs.jsonl
+    info = eds.resolve_datasets("dl19")[0]
+    docs = [json.loads(x)["doc_id"] for x in (tmp / "docs.jsonl").read_text().split("\n")
+            if x]
+    queries = {f"q{i}": f"query {i} about goldfish" for i in range(5)}
+    cands = {q: {d: float(-j) for j, d in enumerate(docs[3 * i: 3 * i + 9])}
+             for i, q in enumerate(queries)}
+    coll = eds.Collection(info, queries, {}, tmp / "docs.jsonl")
+    ex = make_executor("mice-l1+1", tiny_bb)
+
+    def scorer(shard=None):
+        return VariantScorer(ex, "tiny", coll, tmp / cache, ScoringSettings(
+            doc_batch_size=2, doc_store="fp16"), shard=shard)
+
+    return scorer, cands, docs
+
+
+def _docstates(cache: Path) -> dict[str, bytes]:
+    return {k: v for k, v in files(cache).items() if k.startswith("docstates/")}
+
+
+def test_ranks_re_ranking_their_queries_build_one_store_equal_to_one_process(
+        tmp_path, tiny_bb, monkeypatch):
+    """Two ranks (threads) re-rank disjoint queries: every rank stores the candidates of all
+    queries together, into the one store a one-process run writes (same bytes), and the
+    scores are the one process's."""
+    from mice_bench.effectiveness import storebuild
+
+    monkeypatch.setattr(storebuild, "DEFAULT_CHUNK_DOCS", 4)
+    scorer, cands, _ = _rerank_scorers(tmp_path, tiny_bb, "one")
+    one = scorer()
+    want = one.rerank(cands)
+    union = {d for ds in cands.values() for d in ds}
+    assert one.stats.docs_encoded == len(union) == 21
+    scorer2, _, _ = _rerank_scorers(tmp_path, tiny_bb, "two")
+    box = {"barrier": threading.Barrier(2)}
+    got, stats, errors = {}, [None, None], []
+
+    def rank(r: int) -> None:
+        try:
+            dist = ThreadDist(r, 2, 0, box)
+            sc = scorer2(shard=(r, 2))
+            got.update(sc.rerank(cands, queries=dist.shard(list(cands)), dist=dist))
+            stats[r] = sc.stats
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+            box["barrier"].abort()
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    a, b = _docstates(tmp_path / "one"), _docstates(tmp_path / "two")
+    assert a == b and sum("/shard-b" in k for k in a) == 6                # ceil(21 / 4)
+    assert all(s.docs_encoded > 0 for s in stats)
+    assert sum(s.docs_encoded for s in stats) == 21
+    assert [s.queries for s in stats] == [3, 2]
+    assert got.keys() == want.keys()
+    for q in want:
+        assert got[q] == pytest.approx(want[q], abs=1e-6), q
+
+
+def test_re_ranking_reuses_a_whole_corpus_store_and_grows_a_candidates_store(
+        tmp_path, tiny_bb):
+    """A store built beforehand over the whole corpus (as ``mice-bench store build`` does)
+    holds every candidate: re-ranking encodes nothing and leaves it unchanged. A store of
+    other candidates: only the documents it lacks are encoded."""
+    scorer, cands, docs = _rerank_scorers(tmp_path, tiny_bb, "c")
+    built = scorer()
+    built.build_docs({d: t for d, t in built.coll.iter_corpus()}, chunk_docs=5)
+    before = _docstates(tmp_path / "c")
+    sc = scorer()
+    want = sc.rerank(cands)
+    assert sc.stats.docs_encoded == 0 and sc.stats.pairs_scored == 45
+    assert _docstates(tmp_path / "c") == before
+    fresh = _rerank_scorers(tmp_path, tiny_bb, "fresh")[0]().rerank(cands)
+    for q in want:                                     # the scores of a fresh store
+        assert fresh[q] == pytest.approx(want[q], abs=1e-6), q
+    # a candidates' store, then more candidates: the stored ones are not encoded again
+    scorer2, _, _ = _rerank_scorers(tmp_path, tiny_bb, "grow")
+    sc = scorer2()
+    sc.rerank({q: cands[q] for q in list(cands)[:2]})
+    assert sc.stats.docs_encoded == 12
+    sc = scorer2()
+    sc.rerank(cands)
+    assert sc.stats.docs_encoded == 21 - 12

@@ -93,12 +93,10 @@ class VariantScorer:
 
     def __init__(self, ex, model_name: str, coll: Collection,
                  cache_dir: Path, settings: ScoringSettings, reporter: Reporter | None = None,
-                 shard: tuple[int, int] | None = None, rank_store: bool = False):
+                 shard: tuple[int, int] | None = None):
         """``shard=(rank, world)`` under ``torchrun``: this process scores a disjoint share
-        of the queries, so it locks only its share of the (shared) score file; with
-        ``rank_store`` it encodes the documents of its queries into a store of its own
-        (``<store>-rank<r>of<w>``), so that ranks encode in parallel instead of waiting for
-        one another on the shared store's lock."""
+        of the queries, so it locks only its share of the (shared) score file; the document
+        store is one for all ranks (:meth:`build_docs`)."""
         self.ex = ex
         self.shard = shard if shard and shard[1] > 1 else None
         self.coll = coll
@@ -160,9 +158,6 @@ class VariantScorer:
             # an fp32 store of the same documents: another format compresses it, no encoding
             self._fp32_dir = store_dir_of("fp32") if settings.doc_store != "fp32" else None
             self._dkey = dkey
-            if self.shard and rank_store:
-                store_dir = store_dir.with_name(
-                    f"{store_dir.name}-rank{self.shard[0]}of{self.shard[1]}")
             self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store,
                                            content=content, seed=settings.seed)
         self.stats = ScoreStats()
@@ -193,10 +188,12 @@ class VariantScorer:
             self.stats.doc_encode_s += time.perf_counter() - t
             self.stats.docs_encoded += n
 
-    def build_docs(self, texts: dict[str, str], dist=None, chunk_docs: int | None = None):
+    def build_docs(self, texts: dict[str, str], dist=None, chunk_docs: int | None = None,
+                   keep_stored: bool = False):
         """Store every document of ``texts`` (``doc_id -> text``) by the deterministic build
         plan of :mod:`.storebuild`: under ``torchrun`` every rank of ``dist`` calls it and
-        encodes its share of the chunks into the shared store. Returns its stats."""
+        encodes its share of the chunks into the shared store; ``keep_stored``: no stored
+        document is encoded again (a re-ranking run's candidates). Returns its stats."""
         from .storebuild import DEFAULT_CHUNK_DOCS, build_store
 
         assert self.doc_cache is not None
@@ -204,7 +201,7 @@ class VariantScorer:
         source = self._fp32_source(list(texts))
         st = build_store(self.doc_cache, texts, store_encoder(self.ex, bs), dist=dist,
                          batch_size=bs, chunk_docs=chunk_docs or DEFAULT_CHUNK_DOCS,
-                         reporter=self.reporter, source=source,
+                         reporter=self.reporter, source=source, keep_stored=keep_stored,
                          description=f"{self.coll.name} {self.variant}: encode docs")
         if st.encoded and source is not None:
             self.stats.extra["doc_source"] = "fp32 store (compressed again, not encoded)"
@@ -234,23 +231,39 @@ class VariantScorer:
             self.stats.extra["doc_store"] = self.doc_cache.usage(doc_ids)
 
     # ----------------------------------------------------------------- re-ranking
-    def rerank(self, candidates: Run, after_query: AfterQuery | None = None) -> Run:
-        """Scores of every candidate pair (cached pairs are not scored again).
+    def rerank(self, candidates: Run, after_query: AfterQuery | None = None,
+               queries: list[str] | None = None, dist=None) -> Run:
+        """Scores of every candidate pair of ``queries`` (default: all; cached pairs are not
+        scored again).
 
-        candidates: ``{qid: {doc_id: first-stage score}}``; returns ``{qid: {doc_id: score}}``.
-        """
+        candidates: ``{qid: {doc_id: first-stage score}}`` of every query; returns
+        ``{qid: {doc_id: score}}`` for ``queries``. A split-first variant first stores the
+        documents of every query's candidates by the build plan (:meth:`build_docs`): under
+        ``torchrun`` every rank of ``dist`` passes the same ``candidates`` and its share of
+        the queries, and the ranks build one store together (rank 0's candidate set)."""
+        mine = candidates if queries is None else {q: candidates[q] for q in queries}
+
         def pending_of(stored) -> dict[str, list[str]]:
             out = {}
-            for q, docs in candidates.items():
+            for q, docs in mine.items():
                 miss = [d for d in docs if d not in stored.get(q, {})]
                 if miss:
                     out[q] = miss
             return out
 
-        self.stats = ScoreStats(queries=len(candidates))
-        self.stats.pairs_total = sum(len(d) for d in candidates.values())
+        self.stats = ScoreStats(queries=len(mine))
+        self.stats.pairs_total = sum(len(d) for d in mine.values())
         with ScoreCache(self.score_path, meta=self.score_key) as cache:
             pending = pending_of(cache.scores())
+        union = list(dict.fromkeys(d for ds in candidates.values() for d in ds))
+        if self.doc_cache is not None:
+            from ..distributed import DistEnv
+
+            dist = dist or DistEnv()
+            wanted = dist.gather(bool(pending))       # any rank with pairs left to score
+            if dist.broadcast(any(wanted) if dist.main else None):
+                union = dist.broadcast(union if dist.main else None)
+                self.build_docs(self.coll.doc_texts(union), dist, keep_stored=True)
         if pending:   # score under the lock; another run may have scored them meanwhile
             with cache_lock(self._lock_path(),
                             f"the scores of {self.variant} on {self.coll.name}"), \
@@ -262,8 +275,8 @@ class VariantScorer:
             stored = cache.scores()
         self.stats.pairs_cached = self.stats.pairs_total - self.stats.pairs_scored
         if self.doc_cache is not None:
-            self._record_store(list(dict.fromkeys(d for ds in candidates.values() for d in ds)))
-        return {q: {d: stored[q][d] for d in docs} for q, docs in candidates.items()}
+            self._record_store(union)
+        return {q: {d: stored[q][d] for d in docs} for q, docs in mine.items()}
 
     def _score_pending(self, cache: ScoreCache, pending: dict[str, list[str]],
                        after_query: AfterQuery | None) -> None:

@@ -4,8 +4,9 @@
 before the first result is written (a variant that cannot run on the model fails first),
 scores the candidates (or the corpus) of every dataset through
 :class:`~.rerank.VariantScorer` and writes one result per (model, variant, dataset)
-(:func:`~.resultfiles.write_result`). Under torchrun each rank scores its share of the
-queries and rank 0 merges them (:func:`merge_shards`).
+(:func:`~.resultfiles.write_result`). Under torchrun the ranks build one document store
+together (every query's candidates, or the corpus), each rank scores its share of the
+queries from it and rank 0 merges them (:func:`merge_shards`).
 """
 
 from __future__ import annotations
@@ -127,16 +128,15 @@ def score_models(cfg: EffectivenessConfig, plan: Plan, colls, candidates, out: P
                     warn(f"{label}: no sequence-classification head in the checkpoint; "
                          f"{variant}'s 'cls' head is seeded random (flagged in its result)")
                 scorer = VariantScorer(ex, name, coll, cache_dir, settings, reporter,
-                                       shard=(denv.rank, denv.world),
-                                       rank_store=fs.kind != "full")
+                                       shard=(denv.rank, denv.world))
                 t = time.perf_counter()
                 if fs.kind == "full":
                     run = scorer.full(cfg.depth, after_query, queries=denv.shard(
                         list(coll.queries)) if denv.active else None, dist=denv)
                 else:
                     cands = candidates[dname]
-                    run = scorer.rerank({q: cands[q] for q in denv.shard(list(cands))},
-                                        after_query)
+                    run = scorer.rerank(cands, after_query, queries=denv.shard(list(cands))
+                                        if denv.active else None, dist=denv)
                 stats = scorer.stats.as_dict()
                 parts = denv.gather((run, stats, time.perf_counter() - t))
                 if not denv.main:

@@ -3,8 +3,9 @@ every ``torchrun`` rank into the same store, resumable after a kill, and the sam
 one-process build.
 
 * **Plan** (:func:`plan_build`): the documents to store (every document of the collection
-  that no shard outside the plan already holds), ordered by text length, then id, and cut into
-  chunks of ``chunk_docs``. Chunk ``i`` becomes the shard ``shard-b<i>-<hash of its ids>``;
+  that no shard outside the plan already holds; with ``keep_stored``, as a re-ranking run
+  builds its candidates' store, every document no shard holds but those of an interrupted
+  build), ordered by text length, then id, and cut into chunks of ``chunk_docs``. Chunk ``i`` becomes the shard ``shard-b<i>-<hash of its ids>``;
   its documents are encoded ``batch_size`` at a time in plan order, so its name and bytes
   depend on the chunk alone (and the codec), never on timing, rank or world size.
 * **Codec** (residual formats): rank 0 encodes the store's seeded sample of the plan's
@@ -19,7 +20,9 @@ one-process build.
   then holds every document is left as it is; otherwise a chunk whose shard is present with
   the chunk's ids is skipped. A killed build, run again with the same ``chunk_docs``, ends
   with the files of an uninterrupted one (with another, the shards of the old chunks are
-  replaced by the new ones).
+  replaced by the new ones). Rank 0 names the plan's shards in ``.build-pending.json``
+  before any rank encodes and removes it with the index update: the shards of an
+  interrupted build are planned again, not kept as stored, also with ``keep_stored``.
 * **Progress**: rank 0 shows one bar of every rank's documents (each other rank writes its
   count to a small file in the store, ``.build-progress-r<rank>``, removed at the end).
 
@@ -30,6 +33,7 @@ count (``torchrun`` sets ``OMP_NUM_THREADS=1``; set it for a one-process run to 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -38,6 +42,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from ..distributed import DistEnv
 from ..naming import key_hash
+from ..results import atomic_write_bytes
 from .docpack import flatten
 from .progress import Reporter
 from .safeio import cache_lock
@@ -52,6 +57,8 @@ BUILD_PREFIX = "shard-b"
 DEFAULT_CHUNK_DOCS = 1024
 #: how often rank 0 reads the other ranks' progress (seconds)
 POLL_S = 0.5
+#: rank 0's record of a build under way: the shard files of its plan
+PENDING = ".build-pending.json"
 
 
 @dataclass(frozen=True)
@@ -110,11 +117,14 @@ def build_store(store: DocStateStore, texts: Mapping[str, str],
                 encode: Callable[[list[str]], object], dist: DistEnv | None = None,
                 batch_size: int = 64, chunk_docs: int = DEFAULT_CHUNK_DOCS,
                 reporter: Reporter | None = None, description: str = "encode docs",
-                source: Callable[[list[str]], object] | None = None) -> BuildStats:
+                source: Callable[[list[str]], object] | None = None,
+                keep_stored: bool = False) -> BuildStats:
     """Store every document of ``texts`` in ``store`` by the plan (module docstring); every
     rank of ``dist`` calls it with the same arguments. ``encode``: texts -> DocStates;
     ``source(ids)``: their DocStates read from elsewhere (an fp32 store), or None to encode;
-    ``reporter``: rank 0's progress (the others' is not used). Ranks other than 0 keep the
+    ``reporter``: rank 0's progress (the others' is not used); ``keep_stored``: a document
+    any completed shard holds is not planned (nothing stored is encoded again, whichever
+    plan stored it), instead of only those of shards outside the plan. Ranks other than 0 keep the
     index they opened: :meth:`.DocStateStore.ensure` or :meth:`~.DocStateStore.repair` reads
     the new one."""
     dist = dist or DistEnv()
@@ -132,7 +142,7 @@ def build_store(store: DocStateStore, texts: Mapping[str, str],
     with lock:
         prep = shared = None
         if dist.main:
-            prep = _prepare(store, texts, chunk_docs, get, batch_size, stats)
+            prep = _prepare(store, texts, chunk_docs, get, batch_size, stats, keep_stored)
             shared = (prep.exclude, sorted(prep.done), store.codec_entry,
                       store.params if store.codec.trained else None,
                       bool(reporter and reporter.enabled) and dist.active, prep.complete)
@@ -172,6 +182,7 @@ def build_store(store: DocStateStore, texts: Mapping[str, str],
                 store.set_shards(before + [entries[i] for i in range(len(plan.chunks))])
             for f in stale:
                 (store.dir / f).unlink(missing_ok=True)
+            (store.dir / PENDING).unlink(missing_ok=True)
             stats.per_rank = [n for _, n in every]
     dist.barrier()                         # the index is written before any rank reads it
     stats.docs, stats.chunks = len(plan.docs), len(plan.chunks)
@@ -194,16 +205,28 @@ class _Prepared:
 
 
 def _prepare(store: DocStateStore, texts, chunk_docs: int, get, batch_size: int,
-             stats: BuildStats) -> _Prepared:
+             stats: BuildStats, keep_stored: bool = False) -> _Prepared:
     """Rank 0, under the lock: repair the store, plan, find the chunks already stored, train
     the codec when the format needs one and it is missing."""
     store.repair()
     for f in store.dir.glob(".build-progress-r*"):     # a killed build's counters
         f.unlink(missing_ok=True)
+    pending_path = store.dir / PENDING
     if not store.missing(texts):
+        pending_path.unlink(missing_ok=True)
         return _Prepared(BuildPlan(()), [], {}, complete=True)
-    exclude = sorted({d for e in store.shards if not e["file"].startswith(BUILD_PREFIX)
-                      for d in e["ids"] if d in texts})
+    try:
+        interrupted = set(json.loads(pending_path.read_text()))
+    except (OSError, ValueError, TypeError):
+        interrupted = set()
+
+    def kept(name: str) -> bool:
+        if keep_stored:
+            return name not in interrupted
+        return not name.startswith(BUILD_PREFIX)
+
+    exclude = sorted({d for e in store.shards if kept(e["file"]) for d in e["ids"]
+                      if d in texts})
     plan = plan_build(texts, chunk_docs, exclude)
     have = {e["file"]: e for e in store.shards}
     done = {}
@@ -215,6 +238,9 @@ def _prepare(store: DocStateStore, texts, chunk_docs: int, get, batch_size: int,
         flat, ids = store.encode_sample(plan.docs, get, batch_size)
         store.fit_codec(flat)
         stats.sample_docs = len(ids)
+    if len(done) < len(plan.chunks):
+        names = sorted(interrupted | {plan.name(i) for i in range(len(plan.chunks))})
+        atomic_write_bytes(pending_path, json.dumps(names).encode())
     return _Prepared(plan, exclude, done)
 
 
