@@ -6,6 +6,7 @@ bytes of one process; a killed build resumes to the same bytes; the built store 
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import pickle
@@ -465,3 +466,39 @@ def test_re_ranking_reuses_a_whole_corpus_store_and_grows_a_candidates_store(
     sc = scorer2()
     sc.rerank(cands)
     assert sc.stats.docs_encoded == 21 - 12
+
+
+def _rerank_run(tmp: Path, nproc: int, cache: str, out: str, fmt: str):
+    return _launch(tmp, nproc, "effectiveness", "--datasets", "dl19", "--model", "minilm-l6",
+                   "--variants", "mice-l4+2", "--docs", str(tmp / "docs.jsonl"),
+                   "--first-stage", f"run:{FIX}/run.txt", "--doc-store", fmt,
+                   "--doc-batch-size", "3", "--batch-size", "4", "--no-progress",
+                   "--output-dir", str(tmp / out), "--cache-dir", str(tmp / cache))
+
+
+@pytest.mark.slow
+def test_torchrun_re_ranking_shares_one_store_and_reuses_a_prebuilt_one(tmp_path):
+    """Two ranks re-ranking a run's candidates leave the one store a one-process run leaves
+    (same bytes) and the same scores; a store built beforehand over the whole corpus
+    (``store build``) is read, nothing encoded."""
+    fmt = "residual2"
+    _rerank_run(tmp_path, 1, "one", "out1", fmt)
+    _rerank_run(tmp_path, 2, "two", "out2", fmt)
+    a, b = _docstates(tmp_path / "one"), _docstates(tmp_path / "two")
+    assert a == b and any("/shard-b" in k for k in a)
+    assert len({k.split("/")[1] for k in b}) == 1                 # one store, not one a rank
+    r1, r2 = (json.loads(next((tmp_path / o).rglob("mice-l4+2.json")).read_text())
+              for o in ("out1", "out2"))
+    assert r2["timing"]["world_size"] == 2
+    assert r1["timing"]["docs_encoded"] == r2["timing"]["docs_encoded"] == 12
+    for q, vals in r1["per_query"].items():
+        assert r2["per_query"][q] == pytest.approx(vals, abs=1e-9), q
+    runs = [gzip.decompress(next((tmp_path / o).rglob("mice-l4+2.trec.gz")).read_bytes())
+            .decode().split() for o in ("out1", "out2")]
+    assert runs[0] == runs[1]                      # ids, ranks and the scores as written
+    _build(tmp_path, 2, "pre", fmt)
+    built = _docstates(tmp_path / "pre")
+    _rerank_run(tmp_path, 2, "pre", "out3", fmt)
+    r3 = json.loads(next((tmp_path / "out3").rglob("mice-l4+2.json")).read_text())
+    assert r3["timing"]["docs_encoded"] == 0 and r3["timing"]["pairs_scored"] == 13
+    assert _docstates(tmp_path / "pre") == built
