@@ -447,7 +447,7 @@ def test_re_ranking_reuses_a_whole_corpus_store_and_grows_a_candidates_store(
     """A store built beforehand over the whole corpus (as ``mice-bench store build`` does)
     holds every candidate: re-ranking encodes nothing and leaves it unchanged. A store of
     other candidates: only the documents it lacks are encoded."""
-    scorer, cands, docs = _rerank_scorers(tmp_path, tiny_bb, "c")
+    scorer, cands, _ = _rerank_scorers(tmp_path, tiny_bb, "c")
     built = scorer()
     built.build_docs({d: t for d, t in built.coll.iter_corpus()}, chunk_docs=5)
     before = _docstates(tmp_path / "c")
