@@ -1538,15 +1538,17 @@ def test_doc_vectors_by_hand(tiny_bb):
                     if dv.mask[i, t] and dv.seg[i, t] != IN.SKIP_DOC]
             best += max(sims)
         assert got[i] == pytest.approx(best, abs=1e-5), i
-    # only a maxsim head reads vectors; only late interaction makes them
-    with pytest.raises(ValueError, match="maxsim head only"):
-        make_executor("biencoder", tiny_bb, "fast").head(qs.hidden, qs.mask, dv.hidden,
+    # a cls head reads no vectors; only late interaction and a bi-encoder make them
+    with pytest.raises(ValueError, match="maxsim or mean-cos head only"):
+        make_executor("mice-l2+2", tiny_bb, "fast").head(qs.hidden, qs.mask, dv.hidden,
                                                          dv.mask, d_vectors=True)
-    for variant in ("mice-l2+2", "biencoder", "prettr-l2[qlen=20]"):
+    for variant in ("mice-l2+2", "prettr-l2[qlen=20]"):
         other = make_executor(variant, tiny_bb, "fast")
-        assert not other.late_interaction
+        assert not other.late_interaction and not other.bi_encoder
         with pytest.raises(ValueError, match="late-interaction"):
             other.doc_vectors(ds)
+    bienc = make_executor("biencoder", tiny_bb, "fast")
+    assert bienc.bi_encoder and not bienc.late_interaction and not ex.bi_encoder
     assert make_executor("colbert[proj=0,qaug=0]", tiny_bb, "fast").late_interaction
 
 

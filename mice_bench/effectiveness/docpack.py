@@ -11,6 +11,8 @@
 ``content``: ``states`` (split-layer hidden states), ``vectors`` (a late-interaction head's
 unit vectors: decoded vectors of a lossy residual code are normalised again, as ColBERTv2
 does) or ``pooled`` (a bi-encoder's one normalised vector per document, a 1-token row).
+Decoded ``vectors`` and ``pooled`` rows are marked as the head's vectors (``DocStates.vectors``),
+so the executor scores them without touching the document side again (MaxSim; a dot product).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 from .codecs import Codec, get_codec
 
 __all__ = ["flatten", "padded", "finish", "PackedDocs", "compress", "split_heldout", "CONTENTS",
-           "pooled_states", "store_content", "store_encoder"]
+           "store_content", "store_encoder"]
 
 CONTENTS = ("states", "vectors", "pooled")
 
@@ -54,7 +56,7 @@ def padded(x: torch.Tensor, seg: torch.Tensor, lengths: torch.Tensor, content: s
     hidden[mask] = x
     sg = torch.full((n, T), -1, dtype=torch.long, device=dev)
     sg[mask] = seg.to(dev).long()
-    return DocStates(hidden, mask, sg, None, vectors=content == "vectors")
+    return DocStates(hidden, mask, sg, None, vectors=content != "states")
 
 
 def finish(x: torch.Tensor, codec: Codec, content: str) -> torch.Tensor:
@@ -70,29 +72,17 @@ def store_content(ex) -> str:
     else ``states`` (the split-layer states its interaction layers read)."""
     if getattr(ex, "late_interaction", False):
         return "vectors"
-    if ex.spec.head == "mean-cos" and not getattr(ex, "inter_layers", [1]) \
-            and hasattr(ex, "pooled"):
+    if getattr(ex, "bi_encoder", False):
         return "pooled"
     return "states"
 
 
 def store_encoder(ex, batch_size: int = 64):
-    """texts -> what :func:`store_content` says ``ex``'s store keeps (DocStates)."""
-    content = store_content(ex)
-    if content == "pooled":
-        return lambda tx: pooled_states(ex.pooled(ex.encode_documents(tx,
-                                                                     batch_size=batch_size)))
-    return lambda tx: ex.encode_documents(tx, batch_size=batch_size,
-                                          vectors=content == "vectors")
-
-
-def pooled_states(vectors: torch.Tensor):
-    """One normalised vector per document ``[n, H]`` as 1-token DocStates (a store row)."""
-    from ..executors import DocStates
-
-    n = vectors.shape[0]
-    return DocStates(vectors[:, None, :], torch.ones(n, 1, dtype=torch.bool),
-                     torch.zeros(n, 1, dtype=torch.long))
+    """texts -> what :func:`store_content` says ``ex``'s store keeps (DocStates: the head's
+    vectors, :meth:`~mice_bench.executors.fast.SplitExecutor.doc_vectors`, for ``vectors`` and
+    ``pooled``)."""
+    vectors = store_content(ex) != "states"
+    return lambda tx: ex.encode_documents(tx, batch_size=batch_size, vectors=vectors)
 
 
 @dataclass

@@ -22,7 +22,7 @@ import torch
 
 from ..backbone import Backbone
 from ..spec import InteractionSpec
-from .heads import cls_score, maxsim, mean_cos
+from .heads import cls_score, maxsim, mean_cos, pool
 from .inputs import SKIP_DOC, Tokenizer
 
 
@@ -146,12 +146,18 @@ class Executor:
         ``[CLS]`` first) and of the document side ``xd [B, Td, H]`` (``xd is xq`` when one
         sequence holds both parts, the masks then select each part). The family's final norm
         is applied first (ModernBERT), then the head. ``d_vectors``: ``xd`` already holds the
-        ``maxsim`` head's document vectors (normed, projected, unit length)."""
+        head's document vectors: ``maxsim``'s (normed, projected, unit length) or
+        ``mean-cos``'s one pooled, normalised vector per document ``[B, 1, H]``, which the
+        query's pooled, normalised vector meets in a dot product."""
         spec, bb = self.spec, self.backbone
         fam = bb.family
         same = xd is xq
-        if d_vectors and spec.head != "maxsim":
-            raise ValueError(f"{spec}: document vectors are scored by a maxsim head only")
+        if d_vectors and spec.head not in ("maxsim", "mean-cos"):
+            raise ValueError(f"{spec}: document vectors are scored by a maxsim or mean-cos "
+                             "head only")
+        if d_vectors and spec.head == "mean-cos" and xd.shape[1] != 1:
+            raise ValueError(f"{spec}: a mean-cos head reads one pooled vector per document, "
+                             f"got {xd.shape[1]} per document")
         xq = fam.final(bb, xq)
         if xd is not None and not d_vectors:
             xd = xq if same else fam.final(bb, xd)
@@ -165,6 +171,10 @@ class Executor:
             if d_seg is not None:  # the checkpoint's skip-list: attended, not scored
                 d_mask = d_mask & (d_seg != SKIP_DOC)
             return maxsim(xq, q_mask, xd, d_mask, self.projection, d_vectors=d_vectors)
+        if d_vectors:            # stored pooled vectors: a dot product with the query's
+            qv = torch.nn.functional.normalize(pool(xq, q_mask, self.pooling), dim=-1)
+            d = xd[:, 0].float()
+            return d @ qv[0] if qv.shape[0] == 1 else (d * qv).sum(-1)
         return mean_cos(xq, q_mask, xd, d_mask, self.pooling)
 
     # ------------------------------------------------------------------ protocol

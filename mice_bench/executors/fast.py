@@ -47,8 +47,9 @@ class PartStates:
     -1 = padding), ``kv``: ``{layer: (K, V)}`` with ``K, V [N, h, T, d]`` (documents only),
     ``pos [N, T]``: position ids (rotary families and local windows read them; None = the
     part's own numbering, which the executor rebuilds from the spec). ``vectors``: ``hidden``
-    holds the head's document vectors ``[N, T, D]`` (late interaction: final norm, projection,
-    L2 normalisation already applied, as a ColBERT index stores them), not layer states.
+    holds the head's document vectors, not layer states: ``[N, T, D]`` for late interaction
+    (final norm, projection, L2 normalisation already applied, as a ColBERT index stores them),
+    ``[N, 1, H]`` for a bi-encoder (its one pooled, normalised vector per document).
     """
 
     hidden: torch.Tensor
@@ -201,6 +202,12 @@ class SplitExecutor(Executor):
         document is fully described by its head vectors, which is what a store keeps."""
         return self.has_doc_precompute and not self.inter_layers and self.spec.head == "maxsim"
 
+    @property
+    def bi_encoder(self) -> bool:
+        """Documents meet the query only in a ``mean-cos`` head (no interaction layer): a
+        document is fully described by its one pooled, normalised vector."""
+        return self.has_doc_precompute and not self.inter_layers and self.spec.head == "mean-cos"
+
     # ---------------------------------------------------------------- tokenisation
     def tokenize_queries(self, queries: list[str]) -> TokenBatch:
         return self.tokenizer.query_parts(list(queries))
@@ -239,12 +246,12 @@ class SplitExecutor(Executor):
                          store_dtype: torch.dtype | None = None,
                          batch_size: int = 64, vectors: bool = False):
         """Document-part states at the split layer, ``hidden [N, Td, H]`` (+ K/V per layer);
-        with ``vectors`` (late interaction only) the head's document vectors ``[N, Td, D]``
-        instead (:meth:`doc_vectors`)."""
+        with ``vectors`` (late interaction or a bi-encoder) the head's document vectors
+        instead (:meth:`doc_vectors`: ``[N, Td, D]``, or ``[N, 1, H]`` pooled)."""
         if not self.has_doc_precompute:
             return super().encode_documents(docs)
         if vectors:
-            self._require_late_interaction()     # before any encoding work
+            self._require_doc_vectors()          # before any encoding work
         tb = docs if isinstance(docs, TokenBatch) else self.tokenize_docs(docs)
         chunks = []
         with torch.inference_mode():
@@ -260,21 +267,30 @@ class SplitExecutor(Executor):
             ds = ds.to(dtype=store_dtype)
         return ds
 
-    def _require_late_interaction(self) -> None:
-        if not self.late_interaction:
+    def _require_doc_vectors(self) -> None:
+        if not (self.late_interaction or self.bi_encoder):
             raise ValueError(f"{self.spec}: only a late-interaction variant (maxsim head, no "
-                             "interaction layer) has document vectors")
+                             "interaction layer) or a bi-encoder (mean-cos head, no interaction "
+                             "layer) has document vectors")
 
     def doc_vectors(self, states: PartStates) -> DocStates:
-        """The head's vectors of split-layer document states (late interaction): the
-        family's final norm, the projection ``P`` when there is one, then L2 normalisation, in
-        fp32: ``hidden [N, Td, D]`` with ``vectors=True``. :meth:`score_states` scores them
-        without touching the document side again, so a store of them is a ColBERT index
-        (``D = 128`` with the projection, instead of the ``H``-dim states)."""
-        self._require_late_interaction()
+        """The head's vectors of split-layer document states, in fp32 with ``vectors=True``.
+        Late interaction: the family's final norm, the projection ``P`` when there is one,
+        then L2 normalisation, ``hidden [N, Td, D]`` (a store of them is a ColBERT index:
+        ``D = 128`` with the projection, instead of the ``H``-dim states). A bi-encoder: its
+        pooled, normalised vector (:meth:`pooled`) as a one-token row, ``hidden [N, 1, H]``.
+        :meth:`score_states` scores them without touching the document side again."""
+        self._require_doc_vectors()
         if states.vectors:
             return states
         bb = self.backbone
+        if self.bi_encoder:
+            with torch.inference_mode():
+                v = self.pooled(states).float()
+            n = v.shape[0]
+            return DocStates(v[:, None, :], torch.ones(n, 1, dtype=torch.bool, device=v.device),
+                             torch.zeros(n, 1, dtype=torch.long, device=v.device), None, None,
+                             True)
         with torch.inference_mode():
             x = bb.family.final(bb, states.hidden.to(bb.device, bb.dtype)).float()
             if self.projection is not None:

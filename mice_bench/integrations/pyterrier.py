@@ -17,10 +17,11 @@ Needs the ``pyterrier`` extra (``pip install "mice-bench[pyterrier]"``: the core
   progress bar on long frames.
 * :class:`MiceDocStates` / :class:`MiceStoreReranker`: for variants whose documents can be
   precomputed (MICE, PreTTR with ``qlen``, ``colbert``, ``biencoder``): the first stores each
-  document's states once in mice-bench's document-state store
-  (:class:`~mice_bench.effectiveness.store.DocStateStore`, ``fp16`` / ``fp32`` / ``int8``),
-  the second re-ranks an R frame (``qid, query, docno``) from the store without encoding a
-  document again.
+  document once in mice-bench's document-state store
+  (:class:`~mice_bench.effectiveness.store.DocStateStore`, ``fp16`` / ``fp32`` / ``int8`` / ...)
+  as the variant's scoring reads it (split-layer states; ``colbert``'s head vectors; one
+  pooled, normalised vector per document for ``biencoder``), the second re-ranks an R frame
+  (``qid, query, docno``) from the store without encoding a document again.
 * :class:`BM25`: the BM25 of ``mice-bench effectiveness`` (bm25s, the same parameters and
   cached index) on a staged dataset: a topics frame (``qid, query``) in, its top ``depth``
   documents with their ``text`` out, the ranking of the command's BM25 run.
@@ -116,6 +117,7 @@ class MiceReranker(pt.Transformer):
 
 
 def _store(reranker, directory, fmt: str):
+    from ..effectiveness.docpack import store_content
     from ..effectiveness.store import STORE_FORMATS, DocStateStore
 
     if fmt not in STORE_FORMATS:
@@ -124,6 +126,7 @@ def _store(reranker, directory, fmt: str):
         raise UsageError(f"{reranker.variant}: its documents cannot be precomputed (joint "
                          "input); use MiceReranker")
     ex = reranker._ex
+    content = store_content(ex)
     bb = reranker.model.backbone
     meta = {"model": bb.source or bb.name, "variant": reranker.variant,
             "settings": ex.settings(), "dtype": str(bb.dtype)}
@@ -131,14 +134,13 @@ def _store(reranker, directory, fmt: str):
     mp = d / "meta.json"
     if mp.is_file():
         have = json.loads(mp.read_text())
-        want = json.loads(json.dumps(dict(meta, store=fmt,
-                                          content="vectors" if ex.late_interaction
-                                          else "states"), sort_keys=True, default=str))
+        want = json.loads(json.dumps(dict(meta, store=fmt, content=content), sort_keys=True,
+                                     default=str))
         if have != want:
             raise UsageError(f"document store {d} holds states of another model or settings "
                              f"({have.get('model')}, {have.get('variant')}); use a new folder")
     store = DocStateStore(d, meta=json.loads(json.dumps(meta, default=str)), fmt=fmt,
-                          vectors=ex.late_interaction)
+                          content=content)
     if not mp.is_file():            # claim the folder now: a later model is refused above
         from ..results import atomic_write_json
 
@@ -147,8 +149,9 @@ def _store(reranker, directory, fmt: str):
 
 
 class MiceDocStates(pt.Transformer):
-    """Store document states once: a document frame (``docno, text``) in, the same frame out;
-    documents already in the store are not encoded again. ``index(frame_or_iter)`` does the
+    """Store documents once, as the variant's scoring reads them (split-layer states,
+    ``colbert``'s head vectors, ``biencoder``'s pooled vector): a document frame (``docno,
+    text``) in, the same frame out; documents already in the store are not encoded again. ``index(frame_or_iter)`` does the
     same for an iterable of ``{"docno", "text"}`` dicts."""
 
     def __init__(self, model: Any, directory: str | Path, variant: str | None = None, *,
@@ -171,12 +174,11 @@ class MiceDocStates(pt.Transformer):
         return self._ensure({str(r["docno"]): str(r[self.text_field]) for r in docs})
 
     def _ensure(self, texts: Mapping[str, str]) -> int:
-        ex = self.reranker._ex
+        from ..effectiveness.docpack import store_encoder
+
         bs = self.doc_batch_size
-        return self.store.ensure(
-            list(texts), lambda ids: {i: texts[i] for i in ids},
-            lambda tx: ex.encode_documents(tx, batch_size=bs, vectors=ex.late_interaction),
-            batch_size=bs)
+        return self.store.ensure(list(texts), lambda ids: {i: texts[i] for i in ids},
+                                 store_encoder(self.reranker._ex, bs), batch_size=bs)
 
 
 class MiceStoreReranker(pt.Transformer):

@@ -95,8 +95,10 @@ def register(app: typer.Typer) -> None:
                                       help="also precompute per-layer document K/V"),
         doc_vectors: bool = typer.Option(
             True, "--doc-vectors/--no-doc-vectors",
-            help="colbert with precomputed documents: store the projected unit vectors (a "
-                 "ColBERT index; default) or the last-layer states (projected online)"),
+            help="colbert / biencoder with precomputed documents: store the head's vectors "
+                 "(colbert: projected unit vectors, a ColBERT index; biencoder: one pooled, "
+                 "normalised vector; default) or the last-layer states (projected / pooled "
+                 "online)"),
         doc_store: Optional[str] = typer.Option(
             None, "--doc-store", help="precomputed documents read from a compressed store, "
                                       "decoded inside every timed run: fp32 | fp16 | int8 | "

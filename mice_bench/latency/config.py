@@ -65,9 +65,9 @@ class LatencyConfig:
     depth: int | None = None
     precompute: bool | None = None  # None: protocol default (rerank: True; paper: both)
     kv_cache: bool = False
-    # late interaction (colbert) with precomputed documents: store the head's projected unit
-    # vectors (a ColBERT index) instead of last-layer states; the document projection is then
-    # offline work, as in effectiveness
+    # late interaction (colbert) / a bi-encoder with precomputed documents: store the head's
+    # vectors (a ColBERT index; one pooled, normalised vector) instead of last-layer states;
+    # the document projection / pooling is then offline work, as in effectiveness
     doc_vectors: bool = True
     # precomputed documents read from a compressed store (fp16 | int8 | residual1|2|4, see
     # effectiveness/codecs.py): decoded inside every timed run, a batch at a time; None: the

@@ -147,7 +147,9 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
     amortises query encoding (rerank: depth; paper protocol: 1, the query is re-encoded).
     ``doc_vectors`` (late interaction with precomputed documents): the documents are stored
     as the head's projected vectors, so the document side of the head's projection
-    (``2*n_d*H*D``) is offline work, counted in ``doc_encode_per_doc``.
+    (``2*n_d*H*D``) is offline work, counted in ``doc_encode_per_doc``; a bi-encoder's
+    documents are stored as their pooled vectors (``doc_content: pooled``; the head's count
+    already leaves the pooling out).
     """
     L, H, ffn = dims.num_layers, dims.hidden_size, dims.intermediate_size
     layers = spec.layers(L)
@@ -183,7 +185,8 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
             kv_pre += 4 * sum(sizes[t] for t in cached) * H * H
         inter += layer_cost(ls, sizes, H, ffn, rows, kv_online, **fam_kw)
     head = head_cost(spec, sizes, H)
-    use_vec = bool(doc_vectors and use_pre and spec.head == "maxsim" and inter == 0)
+    use_vec = bool(doc_vectors and use_pre and spec.head in ("maxsim", "mean-cos")
+                   and inter == 0)
     if use_vec and spec.projection:        # the document side of the projection: offline
         doc_proj = 2 * (sizes["doc"] + sizes["sep_d"]) * H * 128
         head -= doc_proj
@@ -202,6 +205,8 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
         "precompute": bool(use_pre),
         "kv_cache": bool(use_kv),
         "doc_vectors": use_vec,
+        "doc_content": ("pooled" if spec.head == "mean-cos" else "vectors") if use_vec
+        else "states",
         "pairs_per_query": ppq,
         "segment_tokens": sizes,
         "split_layer": split,

@@ -147,6 +147,8 @@ class LatencyRow:
     flops_per_pair: float | None
     notes: tuple[str, ...] = ()
     doc_vectors: bool = False  # precomputed documents held as head vectors (colbert index)
+    # what the precomputed documents were held as: states | vectors | pooled (a bi-encoder)
+    doc_content: str = "states"
 
     @property
     def compiled(self) -> bool:
@@ -207,5 +209,7 @@ def records(res: LatencyResult, file: str) -> tuple[RunInfo, list[LatencyRow]]:
             mem_peak_mb=_num(mem.get("peak_mb")), mem_growth_mb=_num(mem.get("growth_mb")),
             speedup_vs_ce=_num(r.speedup_vs_ce), flop_ratio_vs_ce=_num(r.flop_ratio_vs_ce),
             flops_per_pair=_num(r.flops.get("per_pair")), notes=tuple(r.notes),
-            doc_vectors=bool(r.flops.get("doc_vectors", False))))
+            doc_vectors=bool(r.flops.get("doc_vectors", False)),
+            doc_content=str(r.flops.get("doc_content") or (
+                "vectors" if r.flops.get("doc_vectors") else "states"))))
     return info, rows

@@ -46,7 +46,11 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
     st = getattr(ex, "_mb_compile", None)
     if c.compile and st and st["failed"]:
         notes.append(f"torch.compile failed for {', '.join(st['failed'])}: ran eager")
-    if wl.doc_vectors:
+    if wl.doc_vectors and getattr(wl, "doc_content", None) == "pooled":
+        notes.append("documents precomputed as their pooled, normalised vectors (what a "
+                     "bi-encoder's store keeps): the document pooling is offline, the run "
+                     "scores a dot product")
+    elif wl.doc_vectors:
         notes.append("documents precomputed as the head's projected unit vectors (a ColBERT "
                      "index): the document projection is offline")
     if wl.packed is not None:

@@ -214,7 +214,8 @@ def all_rows_table(group: tuple, rows: list[LatencyRow]) -> Table:
                      str(r.batch_size) + ("" if r.batch_size == r.batch_size_requested
                                           else f" (of {r.batch_size_requested})"),
                      str(r.doc_tokens_effective), str(r.depth) if r.depth else "–",
-                     ("vectors" if r.doc_vectors else "yes") if r.precompute_applied else "no",
+                     (r.doc_content if r.doc_vectors else "yes") if r.precompute_applied
+                     else "no",
                      "yes" if r.kv_cache_applied else "no", "yes" if r.compiled else "no",
                      fmt_ms_pm(r.lat_mean, r.lat_std), fmt_ms(r.lat_p50), fmt_ms(r.lat_p99),
                      fmt_rate(r.throughput), _sp(r), _mem(r), _busy(r)])

@@ -2,9 +2,12 @@
 
 * ``rerank``: one query, ``depth`` candidates scored in batches of ``batch_size``; the query
   is tokenized and encoded once per run; document states are precomputed in memory before
-  timing (``precompute``; optionally with per-layer K/V, ``kv_cache``; for late interaction,
-  ``colbert``, the head's projected unit vectors, as a ColBERT index holds them, unless
-  ``doc_vectors`` is off) or tokenized and encoded inside the run. With ``doc_store`` the
+  timing (``precompute``; optionally with per-layer K/V, ``kv_cache``; unless ``doc_vectors``
+  is off, what a store keeps for the variant (:func:`~mice_bench.effectiveness.docpack.
+  store_content`): for late interaction, ``colbert``, the head's projected unit vectors, as a
+  ColBERT index holds them; for ``biencoder`` its pooled, normalised vector per document, so
+  the run's interaction is the query's pooling and a dot product) or tokenized and encoded
+  inside the run. With ``doc_store`` the
   precomputed documents are held compressed (:mod:`~mice_bench.effectiveness.codecs`) and each
   batch is decoded on the device inside the run, in the ``doc_encode`` phase: reading a
   compressed store is part of the latency.
@@ -68,9 +71,13 @@ class Workload:
         self.precompute = precompute and self.split
         # only executors with interaction layers over frozen documents have K/V to cache
         self.kv_cache = kv_cache and self.precompute and bool(getattr(ex, "kv_layers", None))
-        # late interaction: precomputed documents are the head's vectors (a ColBERT index)
-        self.doc_vectors = bool(doc_vectors and self.precompute
-                                and getattr(ex, "late_interaction", False))
+        # late interaction / a bi-encoder: precomputed documents are the head's vectors (a
+        # ColBERT index; one pooled vector per document), what a store keeps for them
+        from ..effectiveness.docpack import store_content
+
+        content = store_content(ex) if self.precompute and doc_vectors else "states"
+        self.doc_vectors = content != "states"
+        self.doc_content = content
         self.doc_store = doc_store if self.precompute and not self.kv_cache else None
         self.seed = seed
         self.packed = None          # PackedDocs when the documents are read from a store
@@ -93,13 +100,13 @@ class Workload:
         self.offline = {"doc_encode_s": time.perf_counter() - t,
                         "doc_states_mb": self.ds.nbytes / 2**20,
                         "docs": len(self.docs),
-                        "doc_content": "vectors" if self.doc_vectors else "states"}
+                        "doc_content": self.doc_content}
         if self.doc_store is not None:
             from ..effectiveness.docpack import compress
 
             t = time.perf_counter()
             self.packed = compress(self.ds, self.doc_store, seed=self.seed,
-                                   content=self.offline["doc_content"]).to(device)
+                                   content=self.doc_content).to(device)
             self.ds = None
             self.offline.update(doc_store=self.doc_store,
                                 doc_compress_s=time.perf_counter() - t,

@@ -1,0 +1,75 @@
+"""The PyTerrier document store keeps what the variant's scoring reads: one pooled, normalised
+vector per document for ``biencoder`` (one vector's bytes), head vectors for ``colbert``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+pytest.importorskip("pyterrier", reason='pip install "mice-bench[pyterrier]"')
+
+from conftest import DOCS, QUERIES  # noqa: E402
+
+from mice_bench.integrations.pyterrier import (MiceDocStates, MiceReranker,  # noqa: E402
+                                               MiceStoreReranker)
+
+MANY = [f"{d} number {i}" for i in range(16) for d in DOCS]
+
+
+def _docs(texts) -> pd.DataFrame:
+    return pd.DataFrame({"docno": [f"d{i}" for i in range(len(texts))], "text": texts})
+
+
+def _pairs(texts) -> pd.DataFrame:
+    rows = [{"qid": f"q{qi}", "query": q, "docno": f"d{di}", "text": d}
+            for qi, q in enumerate(QUERIES) for di, d in enumerate(texts)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def bienc():
+    from mice_bench import Reranker
+
+    return Reranker.from_pretrained("minilm-l6", variant="biencoder")
+
+
+@pytest.mark.parametrize("fmt,width", [("fp16", 2), ("fp32", 4)])
+def test_biencoder_store_holds_one_vector_per_document(bienc, tmp_path, fmt, width):
+    states = MiceDocStates(bienc, tmp_path / fmt, store=fmt, doc_batch_size=16)
+    states.index(_docs(MANY))
+    use = states.store.usage()
+    H = bienc.model.backbone.hidden_size
+    assert use["content"] == "pooled" and use["docs"] == len(MANY)
+    assert use["tokens_per_doc"] == 1
+    # one H-dim vector a document, plus its segment id, length and the shard's framing
+    assert H * width <= use["bytes_per_doc"] <= H * width + 128, use
+    loaded = states.store.load(["d0", "d5"])
+    assert loaded.vectors and loaded.hidden.shape == (2, 1, H)
+    norms = loaded.hidden.float().norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-3)
+
+
+def test_biencoder_store_scores_as_the_full_states(bienc, tmp_path):
+    """Re-ranking from the stored pooled vectors gives the scores of the texts' own forward
+    (mean pooling of the full states, cosine) within 1e-5 (fp32 store)."""
+    texts = DOCS + MANY[:8]
+    states = MiceDocStates(bienc, tmp_path / "s", store="fp32")
+    states.index(_docs(texts))
+    inp = _pairs(texts)
+    stored = MiceStoreReranker(states, batch_size=5).transform(inp.drop(columns=["text"]))
+    direct = MiceReranker(bienc).transform(inp)
+    merged = stored.merge(direct, on=["qid", "docno"])
+    assert len(merged) == len(inp)
+    np.testing.assert_allclose(merged["score_x"], merged["score_y"], atol=1e-5)
+
+
+def test_colbert_store_still_holds_head_vectors(tmp_path):
+    from mice_bench import Reranker
+
+    rr = Reranker.from_pretrained("minilm-l6", variant="colbert")
+    states = MiceDocStates(rr, tmp_path / "c", store="fp16")
+    states.index(_docs(DOCS))
+    use = states.store.usage()
+    assert use["content"] == "vectors" and use["tokens_per_doc"] > 1
