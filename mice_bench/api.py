@@ -120,10 +120,8 @@ class Reranker:
         qs = ex.encode_queries([query])
         if isinstance(states, DocStateStore):
             ids = list(doc_ids) if doc_ids is not None else list(states.location())
-            store, states = states, states.load(ids, device=self.model.backbone.device)
-            if store.content == "pooled":           # a bi-encoder: one dot product
-                emb = states.hidden[:, 0].float()
-                return (emb @ ex.pooled(qs)[0].float().to(emb.device)).cpu().numpy()
+            # a bi-encoder's store loads its pooled vectors, scored by one dot product
+            states = states.load(ids, device=self.model.backbone.device)
         return ex.score_query(qs, states, d_index=doc_index,
                               batch_size=self.batch_size).numpy()
 

@@ -178,3 +178,26 @@ def test_latency_row_says_pooled(tiny_bb, tmp_path):
     assert any("pooled, normalised vectors" in n for n in bi["notes"])
     _, rows = records(res, "lat.json")
     assert [r.doc_content for r in rows] == ["pooled", "vectors"]
+    from mice_bench.latency.table import all_rows_table, by_group
+
+    (group, grows), = by_group(rows).items()
+    md = all_rows_table(group, grows).markdown()
+    line = next(x for x in md.splitlines() if "| biencoder " in x)
+    assert "| pooled |" in line and "| vectors |" in next(
+        x for x in md.splitlines() if "| colbert " in x)
+
+
+def test_flops_of_pooled_documents():
+    """Stored pooled vectors: the row says so; the online count is the head's (the mean-cos
+    head's count already leaves the document pooling out), whatever the documents hold."""
+    from mice_bench.latency import flops as FL
+    from mice_bench.spec import parse
+
+    dims = FL.ModelDims(num_layers=12, hidden_size=384, intermediate_size=1536)
+    a = FL.pair_flops(parse("biencoder"), dims, 32, 256, pairs_per_query=32)
+    b = FL.pair_flops(parse("biencoder"), dims, 32, 256, pairs_per_query=32, doc_vectors=True)
+    assert (a["doc_vectors"], a["doc_content"]) == (False, "states")
+    assert (b["doc_vectors"], b["doc_content"]) == (True, "pooled")
+    assert a["per_pair"] == b["per_pair"] and b["interaction_per_pair"] == 0
+    c = FL.pair_flops(parse("biencoder"), dims, 32, 256, precompute=False, doc_vectors=True)
+    assert c["doc_content"] == "states"

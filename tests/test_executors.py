@@ -1164,6 +1164,11 @@ def test_modernbert_fast_equals_reference_with_windows_and_cached_kv(modernbert,
     assert all(k.dtype == v.dtype == torch.float16 for k, v in (ds16.kv or {}).values())
     assert (ex.score_states(qs, idx, ds16, idx) - ref).abs().max() < 0.02
     if name == "biencoder":
+        # stored pooled vectors (final norm, pooling, normalisation offline): the reference's
+        # scores by a dot product with the query's pooled vector
+        dv = ex.encode_documents(DOCS, vectors=True, batch_size=3)
+        assert dv.vectors and dv.hidden.shape[1] == 1
+        assert (ex.score_states(qs, idx, dv, idx) - ref).abs().max() < 1e-5
         # pooled embeddings: HF ModernBERT (final norm included) mean-pooled, normalised
         e32 = ex.pooled(ex.encode_documents(DOCS))
         tb = ex.tokenize_docs(DOCS)
