@@ -797,3 +797,17 @@ def test_split_names_and_resolve():
 def test_presets(L, names):
     assert [str(p) for p in S.presets(L)] == names
     assert [str(p) for p in S.presets()] == [str(p) for p in S.presets(12)]
+
+
+def test_variant_order_follows_the_papers_families_then_the_numbers_in_the_name():
+    # hand-written order: bm25 first, then the registry's families (ce, masks, prettr, mice,
+    # colbert, biencoder); inside a family by the numbers of the name (10 after 9, not
+    # after 1), then by name; unknown names last
+    names = ["biencoder", "mice-l10+2", "colbert[proj=0]", "mice-l4+3", "zz-custom", "ce",
+             "mask2", "bm25", "prettr-l4", "mice-l4+2", "mask0", "colbert", "mice-l9+3"]
+    want = ["bm25", "ce", "mask0", "mask2", "prettr-l4", "mice-l4+2", "mice-l4+3", "mice-l9+3",
+            "mice-l10+2", "colbert", "colbert[proj=0]", "biencoder", "zz-custom"]
+    assert sorted(names, key=S.variant_key) == want
+    assert S.variant_key("mice-l4+3") == (7, (4, 3), "mice-l4+3")
+    assert S.variant_key("colbert[proj=0]") == (8, (0,), "colbert[proj=0]")
+    assert S.variant_key("zz-custom")[0] == 10
