@@ -792,6 +792,17 @@ def test_make_row_throughput_is_from_the_mean_not_the_median(fake_flops):
     assert row.achieved_flops_per_s == pytest.approx(1500.0 * 8 / 0.3)
 
 
+def test_make_row_records_the_runs_runtime(fake_flops):
+    """A row says which runtime measured it (``ort`` rows are compared against the ``ce`` of
+    their own runtime): the run's ``--runtime``, not a default."""
+    for runtime in ("ort", "torch"):
+        c = LatencyConfig(protocol="rerank", depth=100, runtime=runtime)
+        row = make_row(c, _fake_slot(SimpleNamespace(kind="fast"), _wl(), [0.1]), _BB(),
+                       "DIMS", {"flops_per_s": 80_000.0},
+                       SweepPoint(batch_size=8, doc_tokens=100, precompute=False), 5)
+        assert row.runtime == runtime
+
+
 def test_make_row_paper_protocol_truncation_and_compiled(fake_flops):
     """Paper protocol: one pair per query, no depth, documents truncated to the positions
     left after ``[CLS] q [SEP] ... [SEP]`` (64 - 3 - 5 = 56), a successful compile."""
