@@ -99,3 +99,17 @@ def rerun_with_own_irds_home(request, home) -> bool:
                        capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
     return True
+
+
+def stage_dl19_fixture(home: Path) -> Path:
+    """An ``IR_DATASETS_HOME`` at ``home`` whose ``msmarco-passage/trec-dl-2019`` queries and
+    qrels are the effectiveness fixture's (documents come from ``--docs``); returns ``home``."""
+    import shutil
+
+    fix = Path(__file__).resolve().parent / "fixtures" / "effectiveness"
+    dl = home / "msmarco-passage" / "trec-dl-2019"
+    if not dl.exists():
+        dl.mkdir(parents=True)
+        shutil.copy(fix / "queries.tsv", dl / "queries.tsv")
+        shutil.copy(fix / "qrels.txt", dl / "qrels")
+    return home

@@ -11,12 +11,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import stage_dl19_fixture  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "effectiveness"
@@ -37,12 +38,7 @@ def _free_ports(n: int) -> list[int]:
 
 
 def _run(tmp: Path, out: str, nproc: int, *args: str) -> subprocess.CompletedProcess:
-    home = tmp / "irds"
-    dl = home / "msmarco-passage" / "trec-dl-2019"
-    if not dl.exists():
-        dl.mkdir(parents=True)
-        shutil.copy(FIX / "queries.tsv", dl / "queries.tsv")
-        shutil.copy(FIX / "qrels.txt", dl / "qrels")
+    home = stage_dl19_fixture(tmp / "irds")
     env = dict(os.environ, IR_DATASETS_HOME=str(home), HF_HUB_OFFLINE="1",
                TRANSFORMERS_OFFLINE="1", MICE_BENCH_ALLOW_DOWNLOAD="0", OMP_NUM_THREADS="1")
     launcher = [sys.executable, "-m", "mice_bench.cli"] if nproc == 1 else [

@@ -30,6 +30,8 @@ from mice_bench.effectiveness.storebuild import BuildPlan, build_store, plan_bui
 from test_store_formats import TEXTS, fake_encode
 from test_reliability import assert_usage_error
 
+from conftest import stage_dl19_fixture  # noqa: E402
+
 pytest.importorskip("faiss", reason="residual stores need faiss-cpu (the storage extra)")
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "effectiveness"
@@ -69,16 +71,16 @@ class ThreadDist(DistEnv):
         return out
 
 
-def build_in_threads(d: Path, fmt: str, world: int, texts=TEXTS, chunk_docs: int = 7):
+def in_threads(world: int, build) -> tuple[list, list[BaseException]]:
+    """``build(r, dist)`` as ``world`` ranks in threads (a failing rank aborts the others'
+    barrier); returns each rank's result and the errors raised."""
     box = {"barrier": threading.Barrier(world)}
     stats, errors = [None] * world, []
 
     def rank(r: int) -> None:
         try:
-            stats[r] = build_store(store(d, fmt), texts, fake_encode,
-                                   dist=ThreadDist(r, world, 0, box), batch_size=3,
-                                   chunk_docs=chunk_docs)
-        except BaseException as e:  # noqa: BLE001 - reported below
+            stats[r] = build(r, ThreadDist(r, world, 0, box))
+        except BaseException as e:  # noqa: BLE001 - reported by the caller
             errors.append(e)
             box["barrier"].abort()
 
@@ -87,6 +89,12 @@ def build_in_threads(d: Path, fmt: str, world: int, texts=TEXTS, chunk_docs: int
         t.start()
     for t in threads:
         t.join()
+    return stats, errors
+
+
+def build_in_threads(d: Path, fmt: str, world: int, texts=TEXTS, chunk_docs: int = 7):
+    stats, errors = in_threads(world, lambda r, dist: build_store(
+        store(d, fmt), texts, fake_encode, dist=dist, batch_size=3, chunk_docs=chunk_docs))
     if errors:
         raise errors[0]
     return stats
@@ -241,12 +249,7 @@ def test_bad_input_exits_2_with_one_line_before_any_work(tmp_path, no_network, a
 
 # --------------------------------------------------------------------------- torchrun
 def _env(tmp: Path) -> dict:
-    home = tmp / "irds"
-    dl = home / "msmarco-passage" / "trec-dl-2019"
-    if not dl.exists():
-        dl.mkdir(parents=True)
-        shutil.copy(FIX / "queries.tsv", dl / "queries.tsv")
-        shutil.copy(FIX / "qrels.txt", dl / "qrels")
+    home = stage_dl19_fixture(tmp / "irds")
     docs = tmp / "docs.jsonl"
     if not docs.exists():   # the fixture's passages and 20 more of other lengths
         extra = [json.dumps({"doc_id": f"x{i:02d}", "text": " ".join(
@@ -325,24 +328,9 @@ def _encode_failing_after(n: int):
 
 
 def _kept_build(d: Path, fmt: str, world: int, texts, encode=fake_encode):
-    box = {"barrier": threading.Barrier(world)}
-    stats, errors = [None] * world, []
-
-    def rank(r: int) -> None:
-        try:
-            stats[r] = build_store(store(d, fmt), texts, encode if r == world - 1
-                                   else fake_encode, dist=ThreadDist(r, world, 0, box),
-                                   batch_size=3, chunk_docs=4, keep_stored=True)
-        except BaseException as e:  # noqa: BLE001 - reported below
-            errors.append(e)
-            box["barrier"].abort()
-
-    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return stats, errors
+    return in_threads(world, lambda r, dist: build_store(
+        store(d, fmt), texts, encode if r == world - 1 else fake_encode, dist=dist,
+        batch_size=3, chunk_docs=4, keep_stored=True))
 
 
 @pytest.mark.parametrize("fmt", ["fp16", "residual2"])
