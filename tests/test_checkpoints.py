@@ -276,10 +276,12 @@ def test_colbert_original_format(tmp_path):
         assert back.vectors and back.hidden.shape[-1] == 8
         assert (ex.score_query(qs, back) - expected_1).abs().max() <= tol * spread, fmt
         assert st.usage()["content"] == "vectors"
-    # only late interaction has document vectors
-    for variant in ("mice-l1+1", "biencoder"):
-        with pytest.raises(ValueError, match="late-interaction"):
-            make_executor(variant, bb, "fast").encode_documents(DOCS_P, vectors=True)
+    # only late interaction (token vectors) and the bi-encoder (one pooled vector per
+    # document) have document vectors; a MICE variant keeps its split-layer states
+    with pytest.raises(ValueError, match="late-interaction"):
+        make_executor("mice-l1+1", bb, "fast").encode_documents(DOCS_P, vectors=True)
+    pooled = make_executor("biencoder", bb, "fast").encode_documents(DOCS_P, vectors=True)
+    assert pooled.vectors and pooled.hidden.shape[:2] == (len(DOCS_P), 1)
 
 
 def test_cross_encoder_settings(tmp_path):
