@@ -77,13 +77,14 @@ class Reranker:
     def encode_documents(self, documents: Sequence[str], kv_cache: bool = False):
         """Document states, computed once: hidden states at the split layer for the variants
         that allow it (``precomputable``), the head's projected unit vectors for a
-        late-interaction variant (``colbert``: what a ColBERT index keeps), the texts
+        late-interaction variant (``colbert``: what a ColBERT index keeps), one pooled,
+        normalised vector per document for a bi-encoder (``[N, 1, H]``), the texts
         otherwise. Save them with ``.save()`` where they are tensors."""
         ex = self._ex
         if ex.has_doc_precompute:
             return ex.encode_documents(list(documents), kv_cache=kv_cache,
                                        batch_size=self.batch_size,
-                                       vectors=ex.late_interaction)
+                                       vectors=ex.late_interaction or ex.bi_encoder)
         return ex.encode_documents(list(documents))
 
     def document_store(self, directory: str | Path, documents: dict[str, str],

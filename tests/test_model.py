@@ -195,6 +195,21 @@ def test_reranker_stores_colbert_documents_as_head_vectors(fresh_bb):
     assert not mice.vectors and mice.hidden.shape[-1] == fresh_bb.hidden_size
 
 
+def test_reranker_encodes_biencoder_documents_as_one_pooled_vector(fresh_bb):
+    """A bi-encoder's documents are one unit vector each (``[N, 1, H]``), and scoring from
+    them equals scoring the texts."""
+    from mice_bench import Reranker
+    from mice_bench.model import InteractionModel
+
+    docs = ["a cat is an animal", "spiders have eight legs", "cats purr"]
+    rr = Reranker(InteractionModel(fresh_bb, "biencoder"))
+    states = rr.encode_documents(docs)
+    assert states.vectors and tuple(states.hidden.shape) == (3, 1, fresh_bb.hidden_size)
+    assert torch.allclose(states.hidden[:, 0].float().norm(dim=-1), torch.ones(3), atol=1e-5)
+    want = rr.predict([("what is a cat", d) for d in docs])
+    assert rr.score_documents("what is a cat", states) == pytest.approx(want, abs=1e-5)
+
+
 def test_the_former_name_mice_model_still_works_with_a_deprecation_warning():
     import mice_bench
     import mice_bench.model as M
