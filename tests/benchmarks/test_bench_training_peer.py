@@ -42,6 +42,18 @@ def _batch():
     return qs, ds, labels
 
 
+def _step(opt, loss):
+    """One optimizer step on ``loss()``: zero the gradients, backward, step; returns the loss."""
+    def step():
+        opt.zero_grad(set_to_none=True)
+        out = loss()
+        out.backward()
+        opt.step()
+        return out
+
+    return step
+
+
 def _ours():
     from mice_bench.model import InteractionModel
     from mice_bench.training.losses import bce
@@ -55,14 +67,7 @@ def _ours():
     def loss():
         return bce(model(qs, ds).view(B, G))
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        out = loss()
-        out.backward()
-        opt.step()
-        return out
-
-    return step, loss
+    return _step(opt, loss), loss
 
 
 def _crossencoder(tmp):
@@ -84,14 +89,7 @@ def _crossencoder(tmp):
     def loss():
         return crit([qs, ds], labels)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        out = loss()
-        out.backward()
-        opt.step()
-        return out
-
-    return step, loss
+    return _step(opt, loss), loss
 
 
 def test_same_step_on_both_sides(tmp_path):
