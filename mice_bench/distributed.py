@@ -65,6 +65,15 @@ class DistEnv:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank: the same answer on every rank.
+
+        >>> DistEnv().any(False), DistEnv().any(True)
+        (False, True)
+        """
+        flags = self.gather(bool(flag))
+        return bool(self.broadcast(any(flags) if self.main else None))
+
     def barrier(self) -> None:
         if self.active:
             import torch.distributed as dist

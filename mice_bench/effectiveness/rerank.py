@@ -260,8 +260,7 @@ class VariantScorer:
             from ..distributed import DistEnv
 
             dist = dist or DistEnv()
-            wanted = dist.gather(bool(pending))       # any rank with pairs left to score
-            if dist.broadcast(any(wanted) if dist.main else None):
+            if dist.any(bool(pending)):                # any rank with pairs left to score
                 union = dist.broadcast(union if dist.main else None)
                 self.build_docs(self.coll.doc_texts(union), dist, keep_stored=True)
         if pending:   # score under the lock; another run may have scored them meanwhile
@@ -339,8 +338,7 @@ class VariantScorer:
         from ..distributed import DistEnv
 
         dist = dist or DistEnv()
-        wanted = dist.gather(bool(pending))           # any rank with queries left to score
-        if dist.broadcast(any(wanted) if dist.main else None):
+        if dist.any(bool(pending)):                   # any rank with queries left to score
             self.build_docs(corpus, dist)
         if pending:
             with cache_lock(self._lock_path(),
