@@ -360,18 +360,14 @@ class VariantScorer:
         n = len(doc_ids)
         k = min(depth + (1 if self.coll.info.ignore_identical_ids else 0), n)
         bs = self.settings.batch_size
-        bienc = self.ex.spec.head == "mean-cos" and not getattr(self.ex, "inter_layers", [1])
         t0 = time.perf_counter()
-        if bienc and self.doc_pooled:
-            emb = states.hidden[:, 0].float()                                 # [N, H] stored
-        elif bienc:
-            emb = torch.cat([self.ex.pooled(states.select(torch.arange(i, min(i + 1024, n))))
-                             for i in range(0, n, 1024)])                     # [N, H]
+        # a bi-encoder's store holds its pooled vectors: one product per query over the corpus
+        emb = states.hidden[:, 0].float() if self.doc_pooled else None        # [N, H]
         with self.reporter.task(f"{self.coll.name} {self.variant}: full corpus",
                                 len(pending) * n) as adv:
             for q in pending:
                 qs = self.ex.encode_queries([self.coll.queries[q]])
-                if bienc:
+                if emb is not None:
                     scores = (emb @ self.ex.pooled(qs)[0].to(emb.device, emb.dtype)).float()
                 else:
                     scores = self.ex.score_query(qs, states, batch_size=bs)  # [N]

@@ -377,7 +377,7 @@ class SplitExecutor(Executor):
 
     def pooled(self, states: PartStates) -> torch.Tensor:
         """Normalised mean-pooled embeddings ``[N, H]`` (bi-encoder retrieval over a corpus)."""
-        if self.inter_layers or self.spec.head != "mean-cos":
+        if not self.bi_encoder:
             raise ValueError(f"{self.spec}: pooled embeddings need a mean-cos head and no "
                              "interaction layers")
         bb = self.backbone

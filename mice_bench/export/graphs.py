@@ -69,7 +69,7 @@ def document_output(ex) -> str:
     interaction), ``doc_embeddings`` (bi-encoder) or ``doc_states``."""
     if ex.late_interaction:
         return "doc_vectors"
-    if not ex.inter_layers and ex.spec.head == "mean-cos":
+    if ex.bi_encoder:
         return "doc_embeddings"
     return "doc_states"
 
