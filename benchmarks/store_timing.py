@@ -37,9 +37,9 @@ def main() -> None:
     a = ap.parse_args()
 
     from mice_bench.backbone import load_backbone
-    from mice_bench.effectiveness.datasets import load_collection, resolve_datasets
-    from mice_bench.effectiveness.docpack import store_content, store_encoder
-    from mice_bench.effectiveness.store import DocStateStore
+    from mice_bench.data.collections import load_collection, resolve_datasets
+    from mice_bench.store.packing import store_content, store_encoder
+    from mice_bench.store.docstore import DocStateStore
     from mice_bench.executors import make_executor
 
     (info,) = resolve_datasets([a.dataset])

@@ -89,14 +89,14 @@ class Reranker:
 
     def document_store(self, directory: str | Path, documents: dict[str, str],
                        store: str = "fp16", seed: int = 0):
-        """Encode ``{doc_id: text}`` once into a :class:`~mice_bench.effectiveness.store.
+        """Encode ``{doc_id: text}`` once into a :class:`~mice_bench.store.docstore.
         DocStateStore` under ``directory`` in format ``store`` (fp32 | fp16 | int8 |
         residual1 | residual2 | residual4; residual formats train their centroids on these
         documents, seeded). Holds what the variant's scoring reads: split-layer states,
         ``colbert``'s head vectors, a bi-encoder's pooled vector. Documents already stored are
         not encoded again; a directory of another format is refused."""
-        from .effectiveness.docpack import store_content, store_encoder
-        from .effectiveness.store import DocStateStore
+        from .store.packing import store_content, store_encoder
+        from .store.docstore import DocStateStore
 
         ex = self._ex
         if not ex.has_doc_precompute:
@@ -115,7 +115,7 @@ class Reranker:
         """Scores of ``query`` against stored document states (all of them by default), or
         against the documents ``doc_ids`` of a :meth:`document_store` (decoded on the model's
         device)."""
-        from .effectiveness.store import DocStateStore
+        from .store.docstore import DocStateStore
 
         ex = self._ex
         qs = ex.encode_queries([query])

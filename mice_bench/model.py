@@ -179,7 +179,7 @@ class InteractionModel(torch.nn.Module):
         cs = getattr(bb, "checkpoint", None)
         if cs is not None and not cs.empty:
             meta["checkpoint_settings"] = cs.as_dict()
-        from .integrations import checkpoint_extras
+        from .checkpoint_files import checkpoint_extras
 
         # sentence-transformers / PyLate files where they read the variant, and the model card
         meta = checkpoint_extras(self, tmp, meta, name=path.name)

@@ -30,7 +30,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
 declare -A GROUPS_=(
   [spec]="mice_bench/spec.py mice_bench/families.py mice_bench/layerspec.py|tests/test_spec.py tests/test_families.py tests/test_cli_core.py"
   [executors]="mice_bench/executors/*.py|tests/test_executors.py tests/test_reference_parity.py"
-  [effectiveness]="mice_bench/effectiveness/stats.py mice_bench/effectiveness/summary.py|tests/test_statistics.py tests/test_summary.py tests/test_effectiveness_units.py tests/test_effectiveness_pipeline.py"
+  [effectiveness]="mice_bench/evaluation/stats.py mice_bench/evaluation/summary.py|tests/test_statistics.py tests/test_summary.py tests/test_effectiveness_units.py tests/test_effectiveness_pipeline.py"
   [latency]="mice_bench/latency/stats.py mice_bench/latency/rows.py|tests/test_latency.py tests/test_prepack.py"
 )
 ORDER=(spec executors effectiveness latency)

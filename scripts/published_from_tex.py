@@ -12,7 +12,7 @@ import json, re, subprocess, sys
 REPO = sys.argv[1]
 COMMIT = subprocess.run(["git", "-C", REPO, "rev-parse", sys.argv[2]], capture_output=True,
                         text=True, check=True).stdout.strip()
-from mice_bench.datasets import ABBREV
+from mice_bench.data.registry import ABBREV
 INV = {v: k for k, v in ABBREV.items()}
 
 def show(path):

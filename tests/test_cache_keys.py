@@ -260,7 +260,7 @@ def test_teacher_scores_are_recomputed_when_one_key_field_changes(tmp_path, tiny
 def test_a_hub_model_at_another_commit_gets_other_score_and_state_caches(tmp_path, tiny_bb):
     """A hub id names a moving target: its weights at another commit never reuse the scores
     or document states cached for the first commit; the same commit reuses them."""
-    from mice_bench.effectiveness import datasets as eds
+    from mice_bench.data import collections as eds
     from mice_bench.effectiveness.rerank import ScoringSettings, VariantScorer
     from mice_bench.executors import make_executor
 

@@ -264,7 +264,7 @@ def test_colbert_original_format(tmp_path):
     assert torch.allclose(dv.hidden[dv.mask].norm(dim=-1), torch.ones(int(dv.mask.sum())))
     assert (ex.score_query(qs, dv) - expected_1).abs().max() < 1e-5
     spread = float(expected_1.max() - expected_1.min())
-    from mice_bench.effectiveness.store import DocStateStore
+    from mice_bench.store.docstore import DocStateStore
 
     ids = [f"d{i}" for i in range(len(DOCS_P))]
     by_id = dict(zip(ids, DOCS_P))

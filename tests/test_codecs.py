@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mice_bench.effectiveness.codecs import (CODEC_NAMES, get_codec, pack_codes,
+from mice_bench.store.codecs import (CODEC_NAMES, get_codec, pack_codes,
                                              residual_centroids, unpack_codes)
 
 faiss = pytest.importorskip("faiss", reason="residual codecs need faiss-cpu (the storage extra)")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mice_bench.effectiveness import datasets as eds
+from mice_bench.data import collections as eds
 from mice_bench.effectiveness import runner
 from mice_bench.effectiveness.plan import EffectivenessConfig, ModelRef
 from mice_bench.effectiveness.runner import run_effectiveness
@@ -176,7 +176,7 @@ def test_run_and_docs_on_fixture(tmp_path, fixture_data):
     assert summary.row("bm25").averages["id"]["nDCG@10"] == pytest.approx(0.564139, abs=1e-6)
     md = (out / "summary.md").read_text()
     assert "| system | dl19 | ID avg |" in md and "holm" in md
-    from mice_bench.effectiveness.summary import EffectivenessSummary
+    from mice_bench.evaluation.summary import EffectivenessSummary
 
     assert EffectivenessSummary.load(out / "summary.json")[0] == summary   # written = read
 
@@ -242,7 +242,7 @@ def test_score_cache_key_covers_every_option_that_changes_scores(tmp_path, fixtu
 def test_beir_drops_a_document_whose_id_is_the_query_id(tmp_path):
     """BEIR's ignore_identical_ids: on a BEIR set a document with the query's id is never a
     candidate (first-stage runs and BM25 alike); on MS MARCO sets it stays."""
-    from mice_bench.effectiveness.firststage import FirstStage, run_first_stage
+    from mice_bench.data.firststage import FirstStage, run_first_stage
 
     docs = tmp_path / "docs.jsonl"
     docs.write_text("".join(json.dumps(d) + "\n" for d in (

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from mice_bench.errors import UsageError
-from mice_bench.effectiveness import datasets as eds
-from mice_bench.effectiveness.firststage import (FirstStage, read_trec_run, top_k,
+from mice_bench.data import collections as eds
+from mice_bench.data.firststage import (FirstStage, read_trec_run, top_k,
                                                  write_trec_run)
-from mice_bench.effectiveness.metrics import aggregate, mean_over_seeds, parse_measures, per_query
+from mice_bench.evaluation.metrics import aggregate, mean_over_seeds, parse_measures, per_query
 from mice_bench.effectiveness.plan import (EffectivenessConfig, ModelRef, make_plan,
                                            model_labels, per_dataset, resolve_variants)
-from mice_bench.effectiveness.stats import (bonferroni, correct, holm, paired_randomization,
+from mice_bench.evaluation.stats import (bonferroni, correct, holm, paired_randomization,
                                             paired_ttest)
 
 FIX = Path(__file__).resolve().parent / "fixtures" / "effectiveness"
@@ -144,7 +144,7 @@ def test_irds_prefix():
 def test_one_dataset_resolver_for_every_command():
     """The registry's resolver reads ``irds:<id>`` too (study files, training data and the
     effectiveness command spell datasets alike)."""
-    import mice_bench.datasets as registry
+    import mice_bench.data.registry as registry
 
     assert eds.resolve_datasets is registry.resolve_datasets
     (d,) = registry.resolve_datasets(["irds:beir/scifact/test"])

@@ -176,3 +176,74 @@ def test_the_pure_modules_import_nothing_heavy(mod):
     names |= {(n.module or "").split(".")[0] for n in ast.walk(tree)
               if isinstance(n, ast.ImportFrom) and not n.level}
     assert not names & {"torch", "numpy", "matplotlib", "transformers"}
+
+
+# ------------------------------------------------------------------ the layers
+#: each module's layer, by the longest prefix that names it: the core (the library), then data
+#: and evaluation, then the commands and integrations; a module may import its own layer and
+#: the layers below it, never one above
+LAYERS: dict[str, int] = {
+    "mice_bench": 0, "mice_bench.spec": 0, "mice_bench.families": 0, "mice_bench.layerspec": 0,
+    "mice_bench.naming": 0, "mice_bench.errors": 0, "mice_bench.backbone": 0,
+    "mice_bench.backbones": 0, "mice_bench.executors": 0, "mice_bench.model": 0,
+    "mice_bench.store": 0, "mice_bench.api": 0, "mice_bench.checkpoints": 0,
+    "mice_bench.results": 0, "mice_bench.safeio": 0, "mice_bench.progress": 0,
+    "mice_bench.console": 0, "mice_bench.devices": 0, "mice_bench.distributed": 0,
+    "mice_bench.legacy": 0, "mice_bench.checkpoint_files": 0, "mice_bench.viz": 0,
+    "mice_bench.data": 1, "mice_bench.evaluation": 1,
+}
+LAYER_NAMES = ("core", "data and evaluation", "commands and integrations")
+
+
+def layer(mod: str) -> int:
+    """The layer of ``mod``: that of the longest prefix in :data:`LAYERS`, else the top."""
+    parts = mod.split(".")
+    for i in range(len(parts), 0, -1):
+        name = ".".join(parts[:i])
+        if name in LAYERS and (i > 1 or name == mod):
+            return LAYERS[name]
+    return len(LAYER_NAMES) - 1
+
+
+def upward_imports(mods: dict[str, Path]) -> list[str]:
+    """``importer:line (layer) imports module (layer)`` for every import of a higher layer."""
+    out = []
+    for src, dst, _, line in imports(mods):
+        if dst in mods and layer(dst) > layer(src):
+            out.append(f"{src}:{line} ({LAYER_NAMES[layer(src)]}) imports {dst} "
+                       f"({LAYER_NAMES[layer(dst)]})")
+    return sorted(out)
+
+
+def test_layers_are_assigned_by_the_longest_prefix():
+    assert layer("mice_bench.store.docstore") == 0
+    assert layer("mice_bench.executors") == 0
+    assert layer("mice_bench.evaluation.stats") == 1
+    assert layer("mice_bench.data") == 1
+    assert layer("mice_bench.latency.runner") == 2
+    assert layer("mice_bench.cli") == 2
+    assert layer("mice_bench.storehouse") == 2  # a prefix of a name is not its package
+
+
+def test_the_checker_finds_a_planted_upward_import(tmp_path):
+    pkg = tmp_path / "mice_bench"
+    (pkg / "store").mkdir(parents=True)
+    (pkg / "evaluation").mkdir()
+    (pkg / "latency").mkdir()
+    for d in ("", "store", "evaluation", "latency"):
+        (pkg / d / "__init__.py").write_text("")
+    (pkg / "store" / "docstore.py").write_text("def f():\n    from ..evaluation import stats\n")
+    (pkg / "evaluation" / "stats.py").write_text("from ..store import docstore\n")
+    (pkg / "evaluation" / "table.py").write_text("from mice_bench.latency import rows\n")
+    (pkg / "latency" / "rows.py").write_text("from ..evaluation import stats\n")
+    assert upward_imports(modules(pkg)) == [
+        "mice_bench.evaluation.table:1 (data and evaluation) imports mice_bench.latency.rows "
+        "(commands and integrations)",
+        "mice_bench.store.docstore:2 (core) imports mice_bench.evaluation.stats "
+        "(data and evaluation)",
+    ]
+
+
+def test_nothing_imports_a_higher_layer():
+    found = upward_imports(modules())
+    assert found == [], "imports of a higher layer:\n" + "\n".join(found)

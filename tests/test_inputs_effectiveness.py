@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mice_bench.effectiveness.datasets import read_docs_jsonl
-from mice_bench.effectiveness.metrics import parse_measures
+from mice_bench.data.collections import read_docs_jsonl
+from mice_bench.evaluation.metrics import parse_measures
 from mice_bench.errors import UsageError
 
 from test_effectiveness_pipeline import DOCS, FIX, fixture_collection, fixture_data  # noqa: F401

@@ -25,7 +25,7 @@ hub = pytest.importorskip("huggingface_hub", reason="pip install huggingface_hub
 yaml = pytest.importorskip("yaml", reason="pip install pyyaml")
 
 from mice_bench.effectiveness.result import EffectivenessResult  # noqa: E402
-from mice_bench.integrations.card import render_card, write_card  # noqa: E402
+from mice_bench.checkpoint_files.card import render_card, write_card  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FIX = REPO / "tests" / "fixtures" / "effectiveness"
@@ -213,7 +213,7 @@ def test_base_model_only_when_it_is_a_hub_id(work, tmp_path):
 
 
 def test_regenerating_is_deterministic(work, tmp_path):
-    cmd = [sys.executable, "-m", "mice_bench.integrations.card", str(work.ck),
+    cmd = [sys.executable, "-m", "mice_bench.checkpoint_files.card", str(work.ck),
            "--results", str(work.out)]
     texts = []
     for _ in range(2):
@@ -232,7 +232,7 @@ def test_card_command_bad_input_exits_2(work, tmp_path):
     for args, msg in (([str(tmp_path)], "not a mice-bench checkpoint"),
                       ([str(work.ck), "--results", str(tmp_path / "none")], "not a folder")):
         before = (work.ck / "README.md").read_bytes()
-        r = subprocess.run([sys.executable, "-m", "mice_bench.integrations.card", *args],
+        r = subprocess.run([sys.executable, "-m", "mice_bench.checkpoint_files.card", *args],
                            env=ENV, capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and msg in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr

@@ -117,7 +117,7 @@ def test_without_measurements_the_measured_side_is_empty(pub):
 
 
 def test_effectiveness_rows_are_labelled_and_never_mixed(pub):
-    from mice_bench.effectiveness.summary import Cell, EffectivenessSummary, Row
+    from mice_bench.evaluation.summary import Cell, EffectivenessSummary, Row
     from mice_bench.report.effectiveness_io import SummaryFile
 
     cell = Cell(mean=0.3333, std=None, seeds=[0.3333], num_queries=323)

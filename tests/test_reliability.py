@@ -270,8 +270,8 @@ def test_truncated_score_file_is_named_and_rescored(tmp_path, fixture_data, coun
 
 
 def test_corrupt_bm25_index_is_rebuilt_and_no_temp_folder_is_left(tmp_path, capsys):
-    from mice_bench.effectiveness import datasets as eds
-    from mice_bench.effectiveness.firststage import bm25_run
+    from mice_bench.data import collections as eds
+    from mice_bench.data.firststage import bm25_run
 
     coll = fixture_collection(eds.DATASETS["dl19"], DOCS)
     first = bm25_run(coll, 10, tmp_path)
@@ -300,7 +300,7 @@ def fake_states(texts: list[str], H: int = 8):
 
 def test_store_round_trip_in_each_format(tmp_path):
     """Only real tokens are stored; fp32 is exact, fp16 and int8 within their tolerance."""
-    from mice_bench.effectiveness.store import DocStateStore
+    from mice_bench.store.docstore import DocStateStore
     from mice_bench.executors import DocStates
 
     texts = {f"d{i}": "x" * (i + 1) for i in range(20)}        # unique texts
@@ -323,7 +323,7 @@ def test_store_round_trip_in_each_format(tmp_path):
 def test_interrupted_encoding_keeps_every_flushed_batch(tmp_path):
     """Shards are flushed by time (here after every batch): a kill loses the batch in flight
     only, and progress advances per batch of documents."""
-    from mice_bench.effectiveness.store import DocStateStore
+    from mice_bench.store.docstore import DocStateStore
 
     texts = {f"d{i:02d}": "y" * (i + 1) for i in range(10)}
     calls, ticks = [], []
@@ -348,7 +348,7 @@ def test_interrupted_encoding_keeps_every_flushed_batch(tmp_path):
 
 
 def test_orphan_shard_written_before_a_kill_is_adopted(tmp_path):
-    from mice_bench.effectiveness.store import DocStateStore
+    from mice_bench.store.docstore import DocStateStore
 
     texts = {f"d{i}": "z" * (i + 1) for i in range(4)}
     st = DocStateStore(tmp_path / "s", flush_s=0)
@@ -447,7 +447,7 @@ def test_two_concurrent_runs_on_one_cache_do_the_work_once(tmp_path, fixture_dat
 def test_ir_datasets_progress_bars_are_disabled():
     from ir_datasets import log as irlog
 
-    from mice_bench.effectiveness.datasets import _quiet_ir_datasets
+    from mice_bench.data.collections import _quiet_ir_datasets
 
     _quiet_ir_datasets()
     seen = {}

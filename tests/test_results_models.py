@@ -13,7 +13,7 @@ import pytest
 
 from mice_bench import results as resultsmod
 from mice_bench.effectiveness.result import EffectivenessResult
-from mice_bench.effectiveness.summary import EffectivenessSummary
+from mice_bench.evaluation.summary import EffectivenessSummary
 from mice_bench.results import ResultFileError, load_result, schema_version
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_effectiveness_result_written_then_read_back(tmp_path):
 
 
 def test_summary_written_then_read_back(tmp_path):
-    from mice_bench.effectiveness.summary import SummaryDataset, SummarySettings, summarize
+    from mice_bench.evaluation.summary import SummaryDataset, SummarySettings, summarize
 
     class R:
         def __init__(self, v, vals):
@@ -158,7 +158,7 @@ def test_summary_written_then_read_back(tmp_path):
     s = summarize([R("bm25", [0.1, 0.2, 0.4]), R("ce", [0.5, 0.6, 0.9])],
                   [SummaryDataset("d", None, "ood", "bm25")], ["bm25", "ce"],
                   SummarySettings())
-    from mice_bench.effectiveness.table import write_summary
+    from mice_bench.evaluation.table import write_summary
 
     write_summary(s, tmp_path / "sum", {"k": 1}, {"torch": "x"})
     back, doc = EffectivenessSummary.load(tmp_path / "sum.json")

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from mice_bench.effectiveness import stats as E
-from mice_bench.effectiveness import stats as S
-from mice_bench.effectiveness.stats import bonferroni, correct, holm, paired_ttest
-from mice_bench.effectiveness.summary import (
+from mice_bench.evaluation import stats as E
+from mice_bench.evaluation import stats as S
+from mice_bench.evaluation.stats import bonferroni, correct, holm, paired_ttest
+from mice_bench.evaluation.summary import (
     EffectivenessSummary,
     SummaryDataset,
     SummarySettings,
@@ -194,7 +194,7 @@ def test_paired_ttest_does_not_depend_on_query_order():
     per-query differences in any order give the same p (found by mutation testing)."""
     import itertools
 
-    from mice_bench.effectiveness.stats import paired_ttest
+    from mice_bench.evaluation.stats import paired_ttest
 
     for d in ([1.9e-8, 1e-8, 1e-8], [0.3, 0.1, -0.2, 0.05], [0.0, 0.0, 2e-9]):
         ps = {paired_ttest(list(perm), [0.0] * len(perm)) for perm in

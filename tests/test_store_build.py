@@ -22,10 +22,10 @@ import pytest
 import torch
 
 from mice_bench.distributed import DistEnv
-from mice_bench.effectiveness.codecs import get_codec
-from mice_bench.effectiveness.docpack import flatten
-from mice_bench.effectiveness.store import DocStateStore
-from mice_bench.effectiveness.storebuild import BuildPlan, build_store, plan_build
+from mice_bench.store.codecs import get_codec
+from mice_bench.store.packing import flatten
+from mice_bench.store.docstore import DocStateStore
+from mice_bench.store.build import BuildPlan, build_store, plan_build
 
 from test_store_formats import TEXTS, fake_encode
 from test_reliability import assert_usage_error
@@ -362,7 +362,7 @@ def test_keep_stored_encodes_only_what_no_shard_holds_and_resumes_a_kill(tmp_pat
 
 
 def _rerank_scorers(tmp: Path, tiny_bb, cache: str):
-    from mice_bench.effectiveness import datasets as eds
+    from mice_bench.data import collections as eds
     from mice_bench.effectiveness.rerank import ScoringSettings, VariantScorer
     from mice_bench.executors import make_executor
 
@@ -392,7 +392,7 @@ def test_ranks_re_ranking_their_queries_build_one_store_equal_to_one_process(
     """Two ranks (threads) re-rank disjoint queries: every rank stores the candidates of all
     queries together, into the one store a one-process run writes (same bytes), and the
     scores are the one process's."""
-    from mice_bench.effectiveness import storebuild
+    from mice_bench.store import build as storebuild
 
     monkeypatch.setattr(storebuild, "DEFAULT_CHUNK_DOCS", 4)
     scorer, cands, _ = _rerank_scorers(tmp_path, tiny_bb, "one")

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mice_bench.effectiveness.docpack import compress
-from mice_bench.effectiveness.shardio import token_ranges
-from mice_bench.effectiveness.store import DocStateStore
-from mice_bench.effectiveness.storeindex import StoreFormatError
+from mice_bench.store.packing import compress
+from mice_bench.store.shards import token_ranges
+from mice_bench.store.docstore import DocStateStore
+from mice_bench.store.index import StoreFormatError
 from mice_bench.executors import DocStates
 
 pytest.importorskip("faiss", reason="residual stores need faiss-cpu (the storage extra)")

@@ -45,7 +45,7 @@ def one_run(wl: Workload) -> tuple[float, dict]:
 @pytest.mark.parametrize("variant", ["colbert", "mice-l2+2"])
 def test_decoding_a_slow_store_is_counted_by_the_timer(executors, monkeypatch, variant):
     """A decoder made slow on purpose (50 ms a call) adds 50 ms per batch to the run."""
-    from mice_bench.effectiveness import codecs
+    from mice_bench.store import codecs
 
     ex = executors[variant]
     wl = Workload(ex, "rerank", 4, "w1 w2 w3", DOCS, precompute=True, kv_cache=False,

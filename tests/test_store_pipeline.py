@@ -59,7 +59,7 @@ def test_biencoder_stores_one_pooled_vector_per_document(tmp_path, fixture_data)
     assert usage["content"] == "pooled" and usage["tokens_per_doc"] == 1
     got = run_scores(tmp_path, "fp32", "biencoder")
     from mice_bench.backbone import load_backbone
-    from mice_bench.effectiveness import datasets as eds
+    from mice_bench.data import collections as eds
     from mice_bench.executors import make_executor
 
     coll = fixture_collection(eds.DATASETS["dl19"], DOCS)

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from mice_bench.effectiveness.fidelity import (MS_MARCO_PASSAGES, ms_marco_bytes,
+from mice_bench.evaluation.fidelity import (MS_MARCO_PASSAGES, ms_marco_bytes,
                                                paired_difference, score_fidelity)
 from mice_bench.effectiveness.storage import StorageRow, tradeoff_series
 

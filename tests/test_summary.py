@@ -1,4 +1,4 @@
-"""The effectiveness summary and its one view (``mice_bench.effectiveness.table``): the
+"""The effectiveness summary and its one view (``mice_bench.evaluation.table``): the
 committed summary files render back to their committed Markdown, cell by cell."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pytest
 from scipy import stats as sps
 from test_statistics import D5, NAN, Rec, exact_sign_flip_p  # the tests' shared stand-ins
 
-from mice_bench.effectiveness import stats as S
-from mice_bench.effectiveness.summary import (
+from mice_bench.evaluation import stats as S
+from mice_bench.evaluation.summary import (
     Cell,
     EffectivenessSummary,
     Row,
@@ -23,7 +23,7 @@ from mice_bench.effectiveness.summary import (
     mark_for,
     summarize,
 )
-from mice_bench.effectiveness.table import markdown, percent_cell, percent_markdown
+from mice_bench.evaluation.table import markdown, percent_cell, percent_markdown
 from mice_bench.results import ResultFileError, schema_version
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -173,7 +173,7 @@ def test_rows_and_cells_are_found_by_variant_dataset_and_measure():
 
 
 def test_save_and_load_the_envelope(tmp_path):
-    from mice_bench.effectiveness.table import write_summary
+    from mice_bench.evaluation.table import write_summary
 
     s = _tiny()
     write_summary(s, tmp_path / "sum", {"variants": "bm25,v"}, {"python": "3.x"})

@@ -290,7 +290,7 @@ def _latency_file(root: Path, variants: list[str], layers=6, hidden=384) -> None
 def _write_summary(st, root: Path) -> None:
     from mice_bench.ablations.training_study import study_summary
 
-    from mice_bench.effectiveness.table import write_summary
+    from mice_bench.evaluation.table import write_summary
 
     s, cfg = study_summary(st, root)
     write_summary(s, root / "summary", cfg, {})

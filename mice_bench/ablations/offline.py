@@ -164,7 +164,7 @@ def offline_warnings(study, tasks: Iterable, base_model: str | None = None) -> l
             out.append(problem)
     eff = study.effectiveness
     if eff is not None and any(t.kind != "latency" for t in todo):
-        from ..effectiveness.datasets import resolve_datasets
+        from ..data.collections import resolve_datasets
 
         written = [d.lower() for d in eff.datasets_as_written]
         if "all" in written:

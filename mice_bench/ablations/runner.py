@@ -191,7 +191,7 @@ def _effectiveness_config(study: Study, model: str, datasets: list[str],
 def per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
     """A study's ``first_stage`` / ``docs`` list -> the typed config's ``key`` and
     ``key_for`` fields (the same spelling as the command line)."""
-    from ..effectiveness.datasets import resolve_datasets
+    from ..data.collections import resolve_datasets
     from ..effectiveness.plan import split_overrides
 
     names = [d.name for d in resolve_datasets(list(datasets))]

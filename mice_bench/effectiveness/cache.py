@@ -38,7 +38,7 @@ class ScoreCache:
         try:
             self.db = self._open(meta)
         except sqlite3.DatabaseError as e:
-            from .safeio import notice
+            from ..safeio import notice
 
             notice(f"score cache {self.path} is corrupt ({e}); removing it and computing its "
                    "scores again")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..backbones.files import check_model_dir, checkpoint_layers, safetensors_problem
 from ..errors import UsageError
-from .store import DEFAULT_STORE, STORE_FORMATS
+from ..store.docstore import DEFAULT_STORE, STORE_FORMATS
 
 __all__ = ["preflight", "check_candidates", "check_model_dir", "check_writable",
            "check_device", "safetensors_problem"]
@@ -44,7 +44,7 @@ def preflight(cfg, plan) -> None:
     store = getattr(cfg, "doc_store", DEFAULT_STORE)
     if store not in STORE_FORMATS:
         raise UsageError(f"unknown --doc-store {store!r}; valid: {', '.join(STORE_FORMATS)}")
-    from .codecs import unavailable
+    from ..store.codecs import unavailable
 
     if unavailable(store):
         raise UsageError(unavailable(store))
@@ -143,7 +143,7 @@ def check_candidates(plan, colls) -> dict[str, dict]:
     """Read every ``run:`` file now (strictly, see :func:`.firststage.read_trec_run`) and check
     it against the judged queries: exit 2 when it matches none, a warning when it covers only
     some. Returns ``{dataset: coverage}`` for the ``run:`` datasets."""
-    from .firststage import check_run_coverage, read_trec_run
+    from ..data.firststage import check_run_coverage, read_trec_run
 
     out = {}
     for name, coll in colls.items():

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from .metrics import DEFAULT_MEASURES
+from ..evaluation.metrics import DEFAULT_MEASURES
 
 HELP = """Re-ranking effectiveness of interaction variants (nDCG@10, RR@10, R@100) with
 significance tests against a baseline, on in-domain (MS MARCO dev, TREC DL 19/20) and
@@ -27,8 +27,8 @@ def config_from_options(datasets: str, models: list[str], variants: str | None,
     Without ``--variants``: ``bm25`` and the variant stored in each mice-bench checkpoint.
     """
     from ..spec import split_names
-    from .datasets import resolve_datasets
-    from .metrics import split_measures
+    from ..data.collections import resolve_datasets
+    from ..evaluation.metrics import split_measures
     from .plan import BM25, EffectivenessConfig, ModelRef, split_overrides
 
     refs = [ModelRef.parse(m) for m in models]
@@ -157,9 +157,9 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         from ..errors import UsageError
-        from .progress import Reporter
+        from ..progress import Reporter
         from .runner import run_effectiveness
-        from .table import legend, rich_table
+        from ..evaluation.table import legend, rich_table
 
         if format_ not in ("table", "json"):
             raise UsageError(f"unknown --format {format_!r}; valid: table, json")

@@ -15,12 +15,12 @@ from pathlib import Path
 from ..errors import UsageError
 from ..results import cache_dir, default_results_dir
 from ..naming import slug
-from .datasets import DatasetInfo, resolve_datasets
-from .firststage import FirstStage
-from .metrics import DEFAULT_MEASURES, check_depth, parse_measures
-from .safeio import warn
-from .stats import CORRECTIONS, TESTS
-from .summary import default_baseline
+from ..data.collections import DatasetInfo, resolve_datasets
+from ..data.firststage import FirstStage
+from ..evaluation.metrics import DEFAULT_MEASURES, check_depth, parse_measures
+from ..safeio import warn
+from ..evaluation.stats import CORRECTIONS, TESTS
+from ..evaluation.summary import default_baseline
 
 __all__ = ["BM25", "EffectivenessConfig", "ModelRef", "Plan", "default_cache_dir", "make_plan",
            "model_labels", "per_dataset", "resolve_variants", "split_overrides"]

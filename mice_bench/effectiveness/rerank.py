@@ -25,12 +25,12 @@ import torch
 from ..errors import UsageError
 from ..naming import key_hash, slug
 from .cache import ScoreCache
-from .docpack import store_content, store_encoder
-from .safeio import cache_lock
-from .store import DEFAULT_STORE, DocStateStore
-from .datasets import Collection
-from .firststage import Run, ranked
-from .progress import Reporter
+from ..store.packing import store_content, store_encoder
+from ..safeio import cache_lock
+from ..store.docstore import DEFAULT_STORE, DocStateStore
+from ..data.collections import Collection
+from ..data.firststage import Run, ranked
+from ..progress import Reporter
 
 AfterQuery = Callable[[str], None]
 
@@ -194,7 +194,7 @@ class VariantScorer:
         plan of :mod:`.storebuild`: under ``torchrun`` every rank of ``dist`` calls it and
         encodes its share of the chunks into the shared store; ``keep_stored``: no stored
         document is encoded again (a re-ranking run's candidates). Returns its stats."""
-        from .storebuild import DEFAULT_CHUNK_DOCS, build_store
+        from ..store.build import DEFAULT_CHUNK_DOCS, build_store
 
         assert self.doc_cache is not None
         bs = self.settings.doc_batch_size

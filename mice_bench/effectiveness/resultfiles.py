@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..naming import slug
-from .datasets import Collection, DatasetInfo
-from .firststage import Run, write_trec_run
-from .metrics import aggregate, measure_names, measures_beyond_depth, per_query
+from ..data.collections import Collection, DatasetInfo
+from ..data.firststage import Run, write_trec_run
+from ..evaluation.metrics import aggregate, measure_names, measures_beyond_depth, per_query
 from .plan import EffectivenessConfig, Plan
 from .result import EffectivenessResult
 

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Callable
 
 from ..results import environment
-from .datasets import Collection, load_collection
-from .firststage import Run, run_first_stage
-from .metrics import measure_names
+from ..data.collections import Collection, load_collection
+from ..data.firststage import Run, run_first_stage
+from ..evaluation.metrics import measure_names
 from .plan import BM25, EffectivenessConfig, Plan, make_plan
-from .progress import Reporter
+from ..progress import Reporter
 from .resultfiles import Record, config_block, format_aggregates, result_path, write_result
 from .scoring import score_models
-from .summary import EffectivenessSummary, SummaryDataset, SummarySettings, summarize
-from .table import write_summary
+from ..evaluation.summary import EffectivenessSummary, SummaryDataset, SummarySettings, summarize
+from ..evaluation.table import write_summary
 
 __all__ = ["run_effectiveness", "summary_of"]
 

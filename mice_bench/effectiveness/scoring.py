@@ -17,11 +17,11 @@ from typing import Callable
 
 from ..errors import UsageError
 from ..naming import slug
-from .firststage import Run
+from ..data.firststage import Run
 from .plan import BM25, EffectivenessConfig, Plan
-from .progress import Reporter
+from ..progress import Reporter
 from .resultfiles import Record, config_block, format_aggregates, result_path, write_result
-from .safeio import warn
+from ..safeio import warn
 
 __all__ = ["load_model", "merge_shards", "model_revision", "score_models", "scoring_settings"]
 

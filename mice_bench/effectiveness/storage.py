@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..results import ResultFileError
-from .fidelity import ms_marco_bytes, paired_difference, score_fidelity
+from ..evaluation.fidelity import ms_marco_bytes, paired_difference, score_fidelity
 from .result import EffectivenessResult
 
 __all__ = ["StorageRow", "storage_rows", "storage_table", "fidelity_rows", "fidelity_table",
@@ -137,7 +137,7 @@ def _ref_of(rows: list[StorageRow]) -> dict[tuple, StorageRow]:
 
 
 def _read_run(path: str | None):
-    from .firststage import read_trec_run
+    from ..data.firststage import read_trec_run
 
     if path is None or not Path(path).exists():
         return None

@@ -27,8 +27,8 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     from ..executors import make_executor
     from ..spec import parse
     from .checks import preflight
-    from .datasets import load_collection
-    from .progress import Reporter
+    from ..data.collections import load_collection
+    from ..progress import Reporter
     from .rerank import VariantScorer
     from .plan import BM25, make_plan
     from .scoring import load_model, scoring_settings
@@ -80,7 +80,7 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
 
 def register(app: typer.Typer) -> None:
     from ..console import console, user_errors
-    from .storebuild import DEFAULT_CHUNK_DOCS
+    from ..store.build import DEFAULT_CHUNK_DOCS
 
     store_app = typer.Typer(help="Document-state stores of split-first variants.",
                             no_args_is_help=True)
@@ -120,7 +120,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         import os
 
-        from .progress import Reporter
+        from ..progress import Reporter
         from .plan import EffectivenessConfig, ModelRef, default_cache_dir
 
         cfg = EffectivenessConfig(

@@ -18,7 +18,7 @@ Needs the ``pyterrier`` extra (``pip install "mice-bench[pyterrier]"``: the core
 * :class:`MiceDocStates` / :class:`MiceStoreReranker`: for variants whose documents can be
   precomputed (MICE, PreTTR with ``qlen``, ``colbert``, ``biencoder``): the first stores each
   document once in mice-bench's document-state store
-  (:class:`~mice_bench.effectiveness.store.DocStateStore`, ``fp16`` / ``fp32`` / ``int8`` / ...)
+  (:class:`~mice_bench.store.docstore.DocStateStore`, ``fp16`` / ``fp32`` / ``int8`` / ...)
   as the variant's scoring reads it (split-layer states; ``colbert``'s head vectors; one
   pooled, normalised vector per document for ``biencoder``), the second re-ranks an R frame
   (``qid, query, docno``) from the store without encoding a document again.
@@ -117,8 +117,8 @@ class MiceReranker(pt.Transformer):
 
 
 def _store(reranker, directory, fmt: str):
-    from ..effectiveness.docpack import store_content
-    from ..effectiveness.store import STORE_FORMATS, DocStateStore
+    from ..store.packing import store_content
+    from ..store.docstore import STORE_FORMATS, DocStateStore
 
     if fmt not in STORE_FORMATS:
         raise UsageError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
@@ -174,7 +174,7 @@ class MiceDocStates(pt.Transformer):
         return self._ensure({str(r["docno"]): str(r[self.text_field]) for r in docs})
 
     def _ensure(self, texts: Mapping[str, str]) -> int:
-        from ..effectiveness.docpack import store_encoder
+        from ..store.packing import store_encoder
 
         bs = self.doc_batch_size
         return self.store.ensure(list(texts), lambda ids: {i: texts[i] for i in ids},
@@ -237,8 +237,8 @@ class BM25(pt.Transformer):
     def __init__(self, dataset: str = "scifact", *, depth: int = 100,
                  docs: str | Path | None = None, cache_dir: str | Path | None = None,
                  text_field: str | None = "text"):
-        from ..effectiveness.datasets import load_collection, resolve_datasets
-        from ..effectiveness.firststage import load_or_build_bm25
+        from ..data.collections import load_collection, resolve_datasets
+        from ..data.firststage import load_or_build_bm25
         from ..effectiveness.plan import default_cache_dir
 
         if depth < 1:
@@ -268,7 +268,7 @@ class BM25(pt.Transformer):
         return pd.DataFrame(rows, columns=["qid", "docno", "label"])
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
-        from ..effectiveness.firststage import bm25_search, ranked
+        from ..data.firststage import bm25_search, ranked
 
         pt.validate.query_frame(inp, extra_columns=["query"])
         queries = dict(zip(inp["qid"].astype(str), inp["query"].astype(str)))

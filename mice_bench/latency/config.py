@@ -138,7 +138,7 @@ class LatencyConfig:
             raise UsageError("--kv-cache stores per-layer K/V of precomputed documents; it "
                              "needs --precompute")
         if c.doc_store is not None:
-            from ..effectiveness.codecs import CODEC_NAMES, unavailable
+            from ..store.codecs import CODEC_NAMES, unavailable
 
             if c.doc_store not in CODEC_NAMES:
                 raise UsageError(f"unknown --doc-store {c.doc_store!r}; valid: "

@@ -3,12 +3,12 @@
 * ``rerank``: one query, ``depth`` candidates scored in batches of ``batch_size``; the query
   is tokenized and encoded once per run; document states are precomputed in memory before
   timing (``precompute``; optionally with per-layer K/V, ``kv_cache``; unless ``doc_vectors``
-  is off, what a store keeps for the variant (:func:`~mice_bench.effectiveness.docpack.
+  is off, what a store keeps for the variant (:func:`~mice_bench.store.packing.
   store_content`): for late interaction, ``colbert``, the head's projected unit vectors, as a
   ColBERT index holds them; for ``biencoder`` its pooled, normalised vector per document, so
   the run's interaction is the query's pooling and a dot product) or tokenized and encoded
   inside the run. With ``doc_store`` the
-  precomputed documents are held compressed (:mod:`~mice_bench.effectiveness.codecs`) and each
+  precomputed documents are held compressed (:mod:`~mice_bench.store.codecs`) and each
   batch is decoded on the device inside the run, in the ``doc_encode`` phase: reading a
   compressed store is part of the latency.
 * ``paper``: the seed's measurement (xpmir/mice ``scripts/compare_latency_footprint.py``): one
@@ -73,7 +73,7 @@ class Workload:
         self.kv_cache = kv_cache and self.precompute and bool(getattr(ex, "kv_layers", None))
         # late interaction / a bi-encoder: precomputed documents are the head's vectors (a
         # ColBERT index; one pooled vector per document), what a store keeps for them
-        from ..effectiveness.docpack import store_content
+        from ..store.packing import store_content
 
         content = store_content(ex) if self.precompute and doc_vectors else "states"
         self.doc_vectors = content != "states"
@@ -102,7 +102,7 @@ class Workload:
                         "docs": len(self.docs),
                         "doc_content": self.doc_content}
         if self.doc_store is not None:
-            from ..effectiveness.docpack import compress
+            from ..store.packing import compress
 
             t = time.perf_counter()
             self.packed = compress(self.ds, self.doc_store, seed=self.seed,

@@ -43,7 +43,7 @@ MEASURES = ("nDCG@10", "RR@10")
 
 
 def shared_data() -> Path:
-    from ..effectiveness.datasets import shared_data_dir
+    from ..data.collections import shared_data_dir
 
     d = shared_data_dir()
     if d is None:

@@ -85,7 +85,7 @@ def stage_irds(cache: Path) -> None:
     """An ir_datasets home with shared/data staged (unless IR_DATASETS_HOME is set)."""
     if os.environ.get("IR_DATASETS_HOME"):
         return
-    from mice_bench.effectiveness.datasets import shared_data_dir
+    from mice_bench.data.collections import shared_data_dir
 
     sd = shared_data_dir()
     if sd is None:
@@ -120,8 +120,8 @@ def eval_ndcg10(qrels: dict, run: dict) -> float | None:
 
 def candidates(name: str, depth: int, sd: Path, limit_queries: int | None, cache: Path):
     """(collection, run) of the BM25 top-``depth`` of dataset ``name``."""
-    from mice_bench.effectiveness.datasets import load_collection, resolve_datasets
-    from mice_bench.effectiveness.firststage import FirstStage, run_first_stage
+    from mice_bench.data.collections import load_collection, resolve_datasets
+    from mice_bench.data.firststage import FirstStage, run_first_stage
 
     info = resolve_datasets(name)[0]
     if name in ("dl19", "dl20"):
@@ -318,7 +318,7 @@ def stage(out: Path, opts: StageOptions) -> tuple[dict, str | None]:
         manifest["model"]["check"] = check_model(out / "model", cache)
 
     stage_irds(cache)
-    from mice_bench.effectiveness.datasets import shared_data_dir
+    from mice_bench.data.collections import shared_data_dir
 
     sd = shared_data_dir()
     log("data: queries, BM25 candidates and texts")
@@ -333,7 +333,7 @@ def stage(out: Path, opts: StageOptions) -> tuple[dict, str | None]:
         manifest["datasets"][name] = write_dataset(name, coll, run, data, extra)
     if train_info is not None and "nfcorpus" not in opts.datasets:
         # the training groups refer to NFCorpus documents: write their texts anyway
-        from mice_bench.effectiveness.datasets import load_collection, resolve_datasets
+        from mice_bench.data.collections import load_collection, resolve_datasets
 
         coll = load_collection(resolve_datasets("nfcorpus")[0])
         texts = coll.doc_texts(sorted(train_ids))

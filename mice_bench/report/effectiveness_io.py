@@ -1,9 +1,9 @@
 """Adapter: effectiveness results files -> flat :class:`EffRecord` records and the
-:class:`~mice_bench.effectiveness.summary.EffectivenessSummary` objects of the runs.
+:class:`~mice_bench.evaluation.summary.EffectivenessSummary` objects of the runs.
 
 Files are read with the classes that wrote them
 (:class:`~mice_bench.effectiveness.result.EffectivenessResult`,
-:class:`~mice_bench.effectiveness.summary.EffectivenessSummary`), which upgrade older schema
+:class:`~mice_bench.evaluation.summary.EffectivenessSummary`), which upgrade older schema
 versions through :func:`mice_bench.results.load_result`.
 """
 
@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..datasets import dataset_group
+from ..data.registry import dataset_group
 from ..effectiveness.result import EffectivenessResult
-from ..effectiveness.summary import KIND as SUMMARY_KIND
-from ..effectiveness.summary import EffectivenessSummary
+from ..evaluation.summary import KIND as SUMMARY_KIND
+from ..evaluation.summary import EffectivenessSummary
 from ..results import ResultFileError
 
 KIND = "effectiveness"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import ABBREV, dataset_group, dataset_order
-from ..effectiveness.metrics import DEFAULT_MEASURES
-from ..effectiveness.summary import (BM25, EffectivenessSummary, SummaryDataset,
+from ..data.registry import ABBREV, dataset_group, dataset_order
+from ..evaluation.metrics import DEFAULT_MEASURES
+from ..evaluation.summary import (BM25, EffectivenessSummary, SummaryDataset,
                                      SummarySettings, default_baseline, summarize)
-from ..effectiveness.table import TEST_NAMES, percent_cell
+from ..evaluation.table import TEST_NAMES, percent_cell
 from ..naming import group_label, group_slug, short_commit
 from ..spec import variant_key
 from .common import Palette
@@ -38,7 +38,7 @@ def measure_slug(m: str) -> str:
 
 # ---------------------------------------------------------------------------- summaries
 class _Input:
-    """An :class:`EffRecord` as :func:`~mice_bench.effectiveness.summary.summarize` reads it."""
+    """An :class:`EffRecord` as :func:`~mice_bench.evaluation.summary.summarize` reads it."""
 
     def __init__(self, r: EffRecord):
         self.variant, self.model, self.dataset_name = r.variant, r.model or None, r.dataset
@@ -56,7 +56,7 @@ def _covers(s: EffectivenessSummary, r: EffRecord) -> bool:
 def report_summaries(records: list[EffRecord], stored: list[SummaryFile]) -> list[SummaryFile]:
     """The summaries the report shows: every stored one (as ``mice-bench effectiveness``
     wrote it), oldest first, then one computed with the command's defaults
-    (:func:`~mice_bench.effectiveness.summary.summarize`) per model for the result files
+    (:func:`~mice_bench.evaluation.summary.summarize`) per model for the result files
     that no stored summary covers (e.g. files copied without their summary)."""
     out = list(stored)
     loose = [r for r in records if not any(_covers(s.summary, r) for s in stored)]

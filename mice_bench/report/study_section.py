@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..effectiveness.table import percent_cell
+from ..evaluation.table import percent_cell
 from ..naming import group_label, group_slug, slug
 from ..tables import Table
 from .figures import new_figure, plain_log_ticks, save
@@ -87,7 +87,7 @@ def find_training_studies(results_dir: Path, ablations_dir: Path | None,
                           skipped: list[str]) -> list[StudyResults]:
     """Every (training study, size) with a results folder; a study file without results
     adds a line to ``skipped``."""
-    from ..effectiveness.summary import EffectivenessSummary
+    from ..evaluation.summary import EffectivenessSummary
     from ..study import load_study, study_files
 
     out = []
@@ -146,7 +146,7 @@ def _arch(root: Path) -> tuple | None:
 
 # ---------------------------------------------------------------------------- table
 def study_table(sr: StudyResults) -> Table:
-    from ..datasets import ABBREV
+    from ..data.registry import ABBREV
 
     g = sr.groups()
     cols = g["id"] + g["ood"]

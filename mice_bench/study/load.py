@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..datasets import shared_data_path
+from ..data.registry import shared_data_path
 from ..naming import slug
 from .checks import check_value, plain_name, variant_names
 from .schema import TOP_KEYS, Study, StudyError

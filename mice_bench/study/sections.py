@@ -127,7 +127,7 @@ def effectiveness_plan(path: Path, e: dict, variants: list[str], trained: bool =
         raise StudyError(f"{path}: key 'effectiveness.models' needs model names, got {models!r}")
     ds = e["datasets"] if isinstance(e["datasets"], list) else e["datasets"].split(",")
     names = []
-    from ..effectiveness.datasets import resolve_datasets   # the registry, plus irds:<id>
+    from ..data.collections import resolve_datasets   # the registry, plus irds:<id>
 
     for i, d in enumerate(ds):
         if not isinstance(d, str) or not d.strip():
@@ -155,7 +155,7 @@ def effectiveness_plan(path: Path, e: dict, variants: list[str], trained: bool =
         if k in e and e[k] < 1:
             raise StudyError(f"{path}: key 'effectiveness.{k}' must be >= 1, got {e[k]!r}")
     if "measures" in e:                  # what `mice-bench effectiveness` would refuse
-        from ..effectiveness.metrics import check_depth, parse_measures, split_measures
+        from ..evaluation.metrics import check_depth, parse_measures, split_measures
 
         ms = [str(m) for m in (e["measures"] if isinstance(e["measures"], list) else
                                split_measures(e["measures"]))]

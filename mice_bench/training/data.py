@@ -5,7 +5,7 @@ Two sources, one :class:`TrainingData`:
 * an **ir_datasets id** with qrels (``beir/nfcorpus/train``, ``beir/scifact/train``,
   ``msmarco-passage/train/judged``, ``irds:`` prefix optional): positives are the documents
   judged relevant (grade > 0); hard negatives are the first stage's top ``negatives_depth``
-  (``bm25`` through :mod:`mice_bench.effectiveness.firststage`, its index and run cached, or
+  (``bm25`` through :mod:`mice_bench.data.firststage`, its index and run cached, or
   ``run:PATH``) minus every judged-relevant document;
 * a **JSONL** file, one object a line::
 
@@ -334,8 +334,8 @@ def load_irds(data: str, *, first_stage: str, docs: str | None, negatives_depth:
               val_queries: int, val_depth: int, limit_queries: int | None, cache_dir: Path,
               message: Callable[[str], None] | None = None) -> TrainingData:
     """Training groups from an ir_datasets id with qrels and a first stage."""
-    from ..effectiveness.datasets import load_collection, resolve_datasets
-    from ..effectiveness.firststage import (FirstStage, ranked, read_trec_run,
+    from ..data.collections import load_collection, resolve_datasets
+    from ..data.firststage import (FirstStage, ranked, read_trec_run,
                                             run_first_stage, write_trec_run)
 
     irds_id = data[5:] if data.startswith("irds:") else data

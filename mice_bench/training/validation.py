@@ -13,7 +13,7 @@ from .data import TrainingData
 def validate_model(model, data: TrainingData, cfg: TrainConfig,
                    autocast: torch.dtype | None = None) -> dict[str, float]:
     """nDCG@10 and RR@10 of the held-out queries' candidates re-ranked by ``model``."""
-    from ..effectiveness.metrics import aggregate, parse_measures, per_query
+    from ..evaluation.metrics import aggregate, parse_measures, per_query
 
     ex = model.executor(cfg.executor)
     qs, ds, keys = [], [], []

@@ -142,7 +142,7 @@ def test_summary_reads_a_run_folder(run_folder):
 def test_collect_reads_and_keeps_gzipped_runs(tmp_path):
     """What comes back from a node is evaluated from ``.trec.gz`` as from ``.trec``, and the
     collected folder keeps gzip files only (results stay small)."""
-    from mice_bench.effectiveness.datasets import shared_data_dir
+    from mice_bench.data.collections import shared_data_dir
 
     sd = shared_data_dir()
     if sd is None:

@@ -15,7 +15,7 @@ The plan, in the order it runs (each task skipped when its outputs exist):
 7. per student: *train* (from the base encoder or from the teacher's checkpoint) and
    *evaluate* it with its own variant;
 8. *summary*: paired tests of every system against the baseline system on every dataset,
-   corrected together (:func:`mice_bench.effectiveness.summary.summarize`), written to
+   corrected together (:func:`mice_bench.evaluation.summary.summarize`), written to
    ``<root>/summary.json|md``, plus ``<root>/study.json`` (what ran, on what machine, the
    pairs/s every training reached) and ``<root>/README.md``.
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def study_readme(rec: dict, summary) -> str:
     """``<root>/README.md``: what the folder holds, its size and machine, the nDCG@10 table."""
-    from ...effectiveness.table import percent_markdown
+    from ...evaluation.table import percent_markdown
 
     size = rec.get("size") or "-"
     m = rec.get("machine", {})

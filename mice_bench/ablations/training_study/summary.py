@@ -21,7 +21,7 @@ def write_summary(ctx: Context) -> None:
     from ...results import environment
 
     env = environment(device=training_device(ctx.study.training.options.get("device", "auto")))
-    from ...effectiveness import table
+    from ...evaluation import table
 
     table.write_summary(summary, ctx.root / SUMMARY, cfg, env)
     rec = _study_record(ctx, summary, env)
@@ -44,7 +44,7 @@ def study_summary(study: Study, root: Path):
     """``(EffectivenessSummary, config)``: rows are the systems (BM25 first), columns the
     study's datasets (``in_domain`` -> group ``id``, the others ``ood``)."""
     from ...effectiveness.result import KIND, EffectivenessResult
-    from ...effectiveness.summary import SummaryDataset, SummarySettings, summarize
+    from ...evaluation.summary import SummaryDataset, SummarySettings, summarize
 
     eff = study.effectiveness
     o = eff.options

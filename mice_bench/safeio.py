@@ -66,7 +66,7 @@ def cache_lock(lock_path: str | os.PathLike, what: str) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
-    from ..errors import UsageError
+    from .errors import UsageError
 
     lock_path = Path(lock_path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)

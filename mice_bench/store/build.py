@@ -43,10 +43,10 @@ from typing import Callable, Iterator, Mapping, Sequence
 from ..distributed import DistEnv
 from ..naming import key_hash
 from ..results import atomic_write_bytes
-from .docpack import flatten
-from .progress import Reporter
-from .safeio import cache_lock
-from .store import DocStateStore
+from .packing import flatten
+from ..progress import Reporter
+from ..safeio import cache_lock
+from .docstore import DocStateStore
 
 __all__ = ["BuildPlan", "BuildStats", "plan_build", "build_store", "BUILD_PREFIX",
            "DEFAULT_CHUNK_DOCS"]

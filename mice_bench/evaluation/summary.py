@@ -1,7 +1,7 @@
 """The effectiveness summary: one typed object, computed once, used everywhere.
 
 ``mice-bench effectiveness`` computes it (:func:`summarize`) and writes it
-(:func:`mice_bench.effectiveness.table.write_summary`: the JSON and its Markdown view);
+(:func:`mice_bench.evaluation.table.write_summary`: the JSON and its Markdown view);
 ``mice-bench report`` reads it back
 (:meth:`EffectivenessSummary.load`, the same class) and renders its cells, marks and row order
 as they are. The report only calls :func:`summarize` itself for result files that no summary
@@ -174,7 +174,7 @@ class EffectivenessSummary:
 
     def write_json(self, path: str | Path, config: dict, env: dict) -> Path:
         """The summary file (envelope kind ``effectiveness-summary``); its Markdown twin is
-        written beside it by :func:`mice_bench.effectiveness.table.write_summary`."""
+        written beside it by :func:`mice_bench.evaluation.table.write_summary`."""
         from ..results import atomic_write_json, envelope
 
         return atomic_write_json(Path(path), envelope(KIND, config, env,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import UsageError
+from ..errors import UsageError
 
 #: the variable that names the offline data folder (collections, candidate runs, staging)
 SHARED_DATA_ENV = "MICE_BENCH_SHARED_DATA"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
-from .datasets import Collection
+from .collections import Collection
 
 Run = dict[str, dict[str, float]]
 
@@ -128,7 +128,7 @@ _RUN_MEMO: dict[tuple, Run] = {}
 def check_run_coverage(run: Run, queries: dict[str, str], source: str) -> dict:
     """How many judged queries ``run`` covers; exit 2 when none, a warning when some are
     missing. Returns ``{"judged_queries", "with_candidates", "missing" (up to 5 ids)}``."""
-    from .safeio import warn
+    from ..safeio import warn
 
     have = [q for q in queries if run.get(q)]
     cov = {"judged_queries": len(queries), "with_candidates": len(have),
@@ -225,7 +225,7 @@ def load_or_build_bm25(coll: Collection, cache_dir: Path):
     fails the check is reported and rebuilt. Building happens under a lock (a second run
     waits and loads the first's index) in a unique temporary folder renamed into place.
     """
-    from .safeio import cache_lock
+    from ..safeio import cache_lock
 
     d = Path(cache_dir) / "bm25" / f"{coll.name}-{bm25_cache_key(coll)}"
     got = _load_bm25(d)
@@ -247,7 +247,7 @@ def _load_bm25(d: Path, report: bool = False):
     ``report`` and the folder exists but fails its check)."""
     import bm25s
 
-    from .safeio import notice, sha256_file
+    from ..safeio import notice, sha256_file
 
     if not d.exists():
         return None
@@ -275,7 +275,7 @@ def _build_bm25(coll: Collection, d: Path):
     import bm25s
 
     from ..results import fsync_dir
-    from .safeio import sha256_file
+    from ..safeio import sha256_file
 
     ids: list[str] = []
     texts: list[str] = []

@@ -1,5 +1,5 @@
 """Offline-safe loading of queries, qrels and texts of the datasets of the registry
-(:mod:`mice_bench.datasets`), and ``irds:<id>`` for any other ir_datasets id.
+(:mod:`mice_bench.data.registry`), and ``irds:<id>`` for any other ir_datasets id.
 
 ir_datasets downloads files it does not find under ``IR_DATASETS_HOME``. Inside
 :func:`offline_guard` such a download raises :class:`DatasetUnavailable` (a
@@ -27,7 +27,7 @@ __all__ = [
 
 
 # the registry's names, re-exported for the loaders' callers (one resolver: the registry's)
-from ..datasets import (DATASETS, GROUPS, DatasetInfo, resolve_datasets,  # noqa: F401
+from .registry import (DATASETS, GROUPS, DatasetInfo, resolve_datasets,  # noqa: F401
                         shared_data_dir, valid_names)
 
 

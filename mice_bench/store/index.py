@@ -1,6 +1,6 @@
 """A document-state store's index and its repair: what is on disk, checked against the index.
 
-Functions over one open :class:`~mice_bench.effectiveness.store.DocStateStore` (its
+Functions over one open :class:`~mice_bench.store.docstore.DocStateStore` (its
 directory, ``shards``, ``codec_entry``, ``params`` and ``verified``):
 
 * :func:`read_index` / :func:`write_index`: ``index.json`` (``{"version": 2, "format",
@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..results import atomic_write_json
-from .safeio import notice, sha256_bytes, sha256_file
-from .shardio import file_metadata, read_shard
+from ..safeio import notice, sha256_bytes, sha256_file
+from .shards import file_metadata, read_shard
 
 __all__ = ["INDEX_VERSION", "StoreFormatError", "read_index", "write_index",
            "refuse_other_format", "repair_store", "repair_codec", "load_codec_params",

@@ -3,7 +3,7 @@
 The card is written by :meth:`~mice_bench.model.InteractionModel.save_pretrained` and regenerated,
 never edited by hand::
 
-    python -m mice_bench.integrations.card CHECKPOINT_DIR [--results DIR ...]
+    python -m mice_bench.checkpoint_files.card CHECKPOINT_DIR [--results DIR ...]
 
 Front matter (YAML, as the Hugging Face Hub reads it): ``library_name: mice-bench``,
 ``pipeline_tag: text-ranking``, ``base_model`` (a hub id only), ``tags`` (the variant, its
@@ -170,7 +170,7 @@ def _results(results: list[tuple[Path, dict]]) -> str:
     if not results:
         return ("No measured results: no `mice-bench effectiveness` result file for this "
                 "checkpoint yet. Regenerate this card after measuring (`python -m "
-                "mice_bench.integrations.card DIR --results RESULTS_DIR`).")
+                "mice_bench.checkpoint_files.card DIR --results RESULTS_DIR`).")
     measures = sorted({m for _, d in results for m in (d.get("aggregates") or {})})
     rows = ["| dataset | first stage | " + " | ".join(measures) + " | source |",
             "|---" * (len(measures) + 3) + "|"]
@@ -228,7 +228,7 @@ def write_card(directory: str | Path, meta: dict | None = None, name: str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m mice_bench.integrations.card",
+    ap = argparse.ArgumentParser(prog="python -m mice_bench.checkpoint_files.card",
                                  description="Regenerate a checkpoint's model card.")
     ap.add_argument("checkpoint")
     ap.add_argument("--results", action="append", default=[],

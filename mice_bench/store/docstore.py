@@ -57,10 +57,10 @@ import torch
 from ..naming import key_hash
 from ..results import atomic_write_bytes
 from .codecs import CODEC_NAMES, get_codec, residual_centroids
-from .docpack import CONTENTS, finish, flatten, padded, split_heldout
-from .safeio import cache_lock, sha256_bytes
-from .shardio import one_key, read_shard, shard_bytes, token_ranges
-from .storeindex import (read_index, refuse_other_format, repair_codec, repair_store,
+from .packing import CONTENTS, finish, flatten, padded, split_heldout
+from ..safeio import cache_lock, sha256_bytes
+from .shards import one_key, read_shard, shard_bytes, token_ranges
+from .index import (read_index, refuse_other_format, repair_codec, repair_store,
                          write_index)
 
 __all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore"]
