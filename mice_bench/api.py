@@ -83,8 +83,7 @@ class Reranker:
         ex = self._ex
         if ex.has_doc_precompute:
             return ex.encode_documents(list(documents), kv_cache=kv_cache,
-                                       batch_size=self.batch_size,
-                                       vectors=ex.late_interaction or ex.bi_encoder)
+                                       batch_size=self.batch_size)
         return ex.encode_documents(list(documents))
 
     def document_store(self, directory: str | Path, documents: dict[str, str],

@@ -133,7 +133,7 @@ class InteractionModel(torch.nn.Module):
                "random_init": list(self.random_init), "random_head": random_head,
                "trained": dict(self.trained) if self.trained else None,
                "num_layers": bb.num_layers, "params": bb.param_count(self.spec)}
-        cs = getattr(bb, "checkpoint", None)
+        cs = bb.checkpoint
         if cs is not None and not cs.empty:
             out["checkpoint_settings"] = cs.as_dict()
         return out
@@ -176,7 +176,7 @@ class InteractionModel(torch.nn.Module):
             meta["trained"] = self.trained
             if self.random_init:
                 meta["random_init_note"] = "initialised randomly at creation, then trained"
-        cs = getattr(bb, "checkpoint", None)
+        cs = bb.checkpoint
         if cs is not None and not cs.empty:
             meta["checkpoint_settings"] = cs.as_dict()
         from .checkpoint_files import checkpoint_extras

@@ -28,7 +28,7 @@ def _by_hand(ds: DocStates) -> torch.Tensor:
 
 
 def _pooled_matches_full_states(ex):
-    ds = ex.encode_documents(DOCS)
+    ds = ex.encode_documents(DOCS, vectors=False)
     dv = ex.encode_documents(DOCS, vectors=True, batch_size=3)
     assert dv.vectors and not ds.vectors
     assert dv.hidden.shape == (len(DOCS), 1, ds.hidden.shape[-1])
@@ -65,7 +65,7 @@ def test_pooled_vectors_score_as_the_full_states_minilm(minilm_path):
 def test_a_mean_cos_head_refuses_token_vectors(tiny_bb):
     ex = make_executor("biencoder", tiny_bb, "fast")
     qs = ex.encode_queries(QUERIES[:1])
-    ds = ex.encode_documents(DOCS[:2])
+    ds = ex.encode_documents(DOCS[:2], vectors=False)
     with pytest.raises(ValueError, match="one pooled vector per document"):
         ex.head(qs.hidden, qs.mask, ds.hidden, ds.mask, d_vectors=True)
 

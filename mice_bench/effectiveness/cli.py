@@ -124,7 +124,7 @@ def register(app: typer.Typer) -> None:
                                        "install 'mice-bench[onnx]')"),
         query_max_tokens: Optional[int] = typer.Option(
             None, "--query-max-tokens",
-            help="query word pieces (default: the variant's reference setting, see README)"),
+            help="query word pieces (default: the variant's reference setting, see docs/spec.md)"),
         doc_max_tokens: Optional[int] = typer.Option(
             None, "--doc-max-tokens",
             help="document word pieces (default: the variant's reference setting)"),

@@ -104,7 +104,7 @@ class VariantScorer:
         self.reporter = reporter or Reporter(enabled=False)
         self.variant = str(ex.spec)
         ident = model_identity(model_name)
-        commit = getattr(getattr(ex.backbone, "config", None), "_commit_hash", None)
+        commit = getattr(ex.backbone.config, "_commit_hash", None)
         if commit and "name" in ident:     # a hub id: its commit pins the weights
             ident = {**ident, "revision": str(commit)}
         self.score_key = {"model": ident, "variant": self.variant, "dataset": coll.info.irds_id,
@@ -119,7 +119,7 @@ class VariantScorer:
             self.score_key["checkpoint_settings"] = from_ckpt
         # ModernBERT's local layers attending globally score otherwise (window: no key, as
         # every run before the setting existed)
-        global_local = getattr(ex.backbone, "local_attention", None) == "global"
+        global_local = ex.backbone.local_attention == "global"
         if global_local:
             self.score_key["local_attention"] = "global"
         self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
@@ -127,7 +127,7 @@ class VariantScorer:
         self.doc_cache: DocStateStore | None = None
         self.doc_vectors = False
         self.doc_pooled = False
-        if getattr(ex, "has_doc_precompute", False):
+        if ex.has_doc_precompute:
             L = ex.backbone.num_layers
             split = ex.spec.split_layer(L)
             pre = [ls.describe() for ls in ex.spec.layers(L)[:split]]

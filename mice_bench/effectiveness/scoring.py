@@ -32,10 +32,10 @@ def model_revision(name: str, bb, seed: int) -> str:
     from ..naming import key_hash
     from .rerank import model_identity
 
-    commit = getattr(getattr(bb, "config", None), "_commit_hash", None)
+    commit = getattr(bb.config, "_commit_hash", None)
     if commit:
         return str(commit)
-    if getattr(bb, "random_weights", False):
+    if bb.random_weights:
         return f"random-weights:seed{seed}"
     ident = model_identity(name)
     if "files" in ident:

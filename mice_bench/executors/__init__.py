@@ -2,9 +2,15 @@
 
 * :class:`ReferenceExecutor` runs any spec with per-layer attention masks (defines semantics).
 * :class:`JointExecutor` is the plain concatenated forward (``ce``).
-* :class:`SplitExecutor` runs split-first specs (``prettr``, ``mice``, ``colbert``,
-  ``biencoder``): documents encoded once up to the split layer (``encode_documents``), queries
-  once (``encode_queries``), then the interaction layers and the head (``score_states``).
+* :class:`SplitExecutor` runs split-first specs with precomputable documents (``prettr``,
+  ``mice``, ``colbert``, ``biencoder``): documents encoded once to what its ``doc_repr``
+  declares (``encode_documents``), queries once (``encode_queries``), then the interaction
+  layers and the head (``score_states``).
+* :class:`PairSplitExecutor` runs PreTTR as the reference scores it (document positions after
+  the query): the same split-first layers, on pairs, nothing precomputed.
+
+Every executor declares what a document becomes (``doc_repr``: none | states | vectors |
+pooled, :data:`DOC_REPRS`) and what it can do, as attributes of :class:`Executor`.
 
 Use :func:`make_executor`; the API is summarised in ``docs/executor-api.md``.
 
@@ -39,14 +45,17 @@ from __future__ import annotations
 from ..backbone import Backbone
 from ..errors import UsageError
 from ..spec import InteractionSpec, parse
-from .base import Executor, TextStates
-from .fast import DocStates, JointExecutor, QueryStates, SplitExecutor
+from .base import (DOC_NONE, DOC_POOLED, DOC_REPRS, DOC_STATES, DOC_VECTORS, Executor,
+                   ExecutorTraits, TextStates)
+from .fast import DocStates, JointExecutor, PairSplitExecutor, QueryStates, SplitExecutor
 from .inputs import TokenBatch, Tokenizer
 from .reference import ReferenceExecutor
 
 EXECUTOR_CHOICES = ("auto", "reference", "fast")
 
-__all__ = ["Executor", "ReferenceExecutor", "JointExecutor", "SplitExecutor", "DocStates",
+__all__ = ["Executor", "ExecutorTraits", "ReferenceExecutor", "JointExecutor", "SplitExecutor",
+           "PairSplitExecutor", "DOC_REPRS", "DOC_NONE", "DOC_STATES", "DOC_VECTORS",
+           "DOC_POOLED", "DocStates",
            "QueryStates", "TextStates", "TokenBatch", "Tokenizer", "make_executor", "EXECUTOR_CHOICES"]
 
 
@@ -71,4 +80,6 @@ def make_executor(spec: InteractionSpec | str, backbone: Backbone, executor: str
                          "mice, colbert, biencoder); use --executor reference or auto")
     if path == "joint":
         return JointExecutor(spec, backbone, **kw)
+    if not spec.precomputable:
+        return PairSplitExecutor(spec, backbone, **kw)
     return SplitExecutor(spec, backbone, **kw)

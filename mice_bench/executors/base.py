@@ -9,9 +9,22 @@ the same methods:
 * ``score_pairs(queries, docs, batch_size)`` / ``rerank(query, docs, batch_size)`` ->
   scores ``[N]`` (fp32, cpu) under ``torch.inference_mode``;
 * ``encode_queries(queries)`` / ``encode_documents(docs)`` -> states, then
-  ``score_states(qs, q_index, ds, d_index)`` and ``score_query(qs, ds, d_index)``. Executors
-  with ``has_doc_precompute`` return hidden states at the split layer (documents encoded once,
-  storable); the others return the texts and score them when asked (same API, no saving).
+  ``score_states(qs, q_index, ds, d_index)`` and ``score_query(qs, ds, d_index)``.
+
+What a document becomes is declared, not probed: :attr:`Executor.doc_repr` is one of
+:data:`DOC_REPRS`:
+
+* ``none``: nothing is precomputed; ``encode_documents`` keeps the texts and the pair is
+  scored when asked (``ce``, the masks, PreTTR scored on pairs, the reference executor);
+* ``states``: token states at the split layer, encoded once per document and storable
+  (``prettr``, ``mice``), read by the interaction layers;
+* ``vectors``: the head's token vectors (late interaction, ``colbert``: a ColBERT index);
+* ``pooled``: one pooled, normalised vector per document (``biencoder``).
+
+The capabilities follow from it (:attr:`Executor.has_doc_precompute`,
+:attr:`Executor.late_interaction`, :attr:`Executor.bi_encoder`), with :attr:`Executor.kv_layers`
+(interaction layers whose document keys and values can be cached) and :attr:`Executor.compiled`
+(what a wrapper compiled). Wrappers (``torch.compile``, ONNX) are executors too and say so.
 """
 
 from __future__ import annotations
@@ -24,6 +37,10 @@ from ..backbone import Backbone
 from ..spec import InteractionSpec
 from .heads import cls_score, maxsim, mean_cos, pool
 from .inputs import SKIP_DOC, Tokenizer
+
+#: what ``encode_documents`` makes of a document (see the module docstring)
+DOC_NONE, DOC_STATES, DOC_VECTORS, DOC_POOLED = "none", "states", "vectors", "pooled"
+DOC_REPRS = (DOC_NONE, DOC_STATES, DOC_VECTORS, DOC_POOLED)
 
 
 @dataclass
@@ -43,13 +60,41 @@ class TextStates:
         return sum(len(t.encode()) for t in self.texts)
 
 
-class Executor:
+class ExecutorTraits:
+    """What every executor, and every wrapper of one (compiled, ONNX), declares about itself:
+    its kind, what a document becomes, and what follows from that."""
+
+    #: ``reference`` | ``fast`` | ``ort`` ...
+    kind = "base"
+    #: what a document becomes (:data:`DOC_REPRS`); the capabilities below follow from it
+    doc_repr = DOC_NONE
+    #: interaction layers whose document keys / values come from stored states (cacheable)
+    kv_layers: list[int] = []
+    #: compute entry points (method names) that a ``torch.compile`` wrapper compiles
+    compile_targets: tuple[str, ...] = ()
+    #: what a wrapper compiled: ``{"compiled": [...], "failed": [...]}``; None: runs eager
+    compiled: dict | None = None
+
+    @property
+    def has_doc_precompute(self) -> bool:
+        """Documents are encoded once, apart from any query, and can be stored."""
+        return self.doc_repr != DOC_NONE
+
+    @property
+    def late_interaction(self) -> bool:
+        """Documents meet the query only in a ``maxsim`` head: a document is its head vectors."""
+        return self.doc_repr == DOC_VECTORS
+
+    @property
+    def bi_encoder(self) -> bool:
+        """Documents meet the query only in a ``mean-cos`` head: one pooled vector each."""
+        return self.doc_repr == DOC_POOLED
+
+
+class Executor(ExecutorTraits):
     """Scores (query, document) pairs under an interaction spec on a backbone."""
 
-    kind = "base"
-    has_doc_precompute = False
-    #: documents meet the query only in the head (see ``SplitExecutor.late_interaction``)
-    late_interaction = False
+    compile_targets = ("forward_pairs", "score_states")
 
     def __init__(self, spec: InteractionSpec, backbone: Backbone,
                  query_max_tokens: int | None = None, doc_max_tokens: int | None = None):
@@ -61,7 +106,7 @@ class Executor:
 
             raise UsageError(f"{spec}: doc_tt={spec.doc_token_type} needs token types; "
                              f"{backbone.name} ({backbone.family.name}) has none")
-        cs = getattr(backbone, "checkpoint", None)
+        cs = backbone.checkpoint
         self.tokenizer = Tokenizer(backbone.tokenizer, backbone.max_positions, spec,
                                    query_max_tokens=query_max_tokens,
                                    doc_max_tokens=doc_max_tokens,
@@ -85,7 +130,7 @@ class Executor:
         if spec.head == "maxsim" and spec.projection:
             if backbone.projection is not None:
                 self.projection = backbone.projection
-                self.projection_random = bool(getattr(backbone, "projection_random", False))
+                self.projection_random = backbone.projection_random
             else:  # seeded random, flagged; kept here, the backbone is not modified
                 g = torch.Generator().manual_seed(0)
                 w = torch.randn(128, backbone.hidden_size, generator=g)
@@ -110,7 +155,7 @@ class Executor:
         its pooling / normalisation / projection / score rule, and what the checkpoint said
         (``checkpoint``). ``sources``: ``flag`` | ``checkpoint:<file>`` | ``preset``."""
         bb, spec = self.backbone, self.spec
-        cs = getattr(bb, "checkpoint", None)
+        cs = bb.checkpoint
         out = self.tokenizer.settings()
         src = out.pop("sources")
         out["head"] = spec.head

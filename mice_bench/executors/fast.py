@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ..layerspec import DOC_SIDE, FULL, LayerSpec
-from .base import Executor
+from .base import DOC_POOLED, DOC_STATES, DOC_VECTORS, Executor
 from .heads import cls_score, pool
 from .inputs import TokenBatch
 from .layers import Extra, doc_kv, embed, layer_forward
@@ -151,7 +151,6 @@ class JointExecutor(Executor):
     """``ce``: one concatenated forward per pair with SDPA and a key-padding mask."""
 
     kind = "fast"
-    has_doc_precompute = False
     _full = LayerSpec(FULL)
 
     def tokenize_pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
@@ -168,14 +167,14 @@ class JointExecutor(Executor):
         return cls_score(bb, bb.family.final(bb, x), tb.attention_mask).float()
 
 
-class SplitExecutor(Executor):
-    """Split-first specs: precomputable documents, queries encoded once, interaction on pairs.
-
-    PreTTR as the reference scores it (``doc_style == "pair"``: document positions continue
-    after the query) runs here too, on pairs, without document precomputation.
-    """
+class SplitLayers(Executor):
+    """What every split-first executor shares: the query part and the document part run apart
+    up to the split layer (:meth:`encode_part`), then the interaction layers and the head
+    (:meth:`interact`). :class:`SplitExecutor` stores documents at the split layer;
+    :class:`PairSplitExecutor` scores PreTTR as the reference does, on pairs."""
 
     kind = "fast"
+    compile_targets = ("forward_pairs", "_encode_part", "score_states")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -185,28 +184,6 @@ class SplitExecutor(Executor):
                            if not ls.dropped]
         self.inter_layers = [(i, ls) for i, ls in enumerate(self.layer_specs)
                              if i >= self.split and not ls.dropped]
-        # interaction layers whose document keys come from the split-layer states (cacheable)
-        self.kv_layers: list[int] = []
-        for i, ls in self.inter_layers:
-            if ls.frozen != DOC_SIDE:
-                break
-            self.kv_layers.append(i)
-
-    @property
-    def has_doc_precompute(self) -> bool:  # type: ignore[override]
-        return self.spec.precomputable
-
-    @property
-    def late_interaction(self) -> bool:
-        """Documents meet the query only in the head (``maxsim``, no interaction layer): a
-        document is fully described by its head vectors, which is what a store keeps."""
-        return self.has_doc_precompute and not self.inter_layers and self.spec.head == "maxsim"
-
-    @property
-    def bi_encoder(self) -> bool:
-        """Documents meet the query only in a ``mean-cos`` head (no interaction layer): a
-        document is fully described by its one pooled, normalised vector."""
-        return self.has_doc_precompute and not self.inter_layers and self.spec.head == "mean-cos"
 
     # ---------------------------------------------------------------- tokenisation
     def tokenize_queries(self, queries: list[str]) -> TokenBatch:
@@ -242,14 +219,93 @@ class SplitExecutor(Executor):
         idx = torch.arange(len(qtb))
         return self._score_states(q, idx, d, idx)
 
+    def _part_pos(self, part: PartStates, doc: bool) -> torch.Tensor:
+        """Position ids of a part (stored, or rebuilt: queries and ``cls`` documents count
+        from 0, ``offset`` documents from ``qlen``)."""
+        if part.pos is not None:
+            return part.pos
+        N, T = part.seg.shape
+        start = self.spec.qlen if doc and self.spec.doc_style == "offset" else 0
+        return (torch.arange(T, device=part.seg.device) + start).expand(N, T)
+
+    def _score_states(self, qs: PartStates, q_index, ds: PartStates, d_index) -> torch.Tensor:
+        bb = self.backbone
+        q_index = torch.as_tensor(q_index, dtype=torch.long)
+        if ds.vectors and len(q_index) > 1 and bool((q_index == q_index[0]).all()):
+            q_index = q_index[:1]       # one query against stored vectors: the head broadcasts
+        q = qs.select(q_index).to(bb.device, bb.dtype)
+        d = ds.select(d_index)
+        return self.interact(q, d.to(bb.device) if d.vectors else d.to(bb.device, bb.dtype))
+
+    def interact(self, q: PartStates, d: PartStates) -> torch.Tensor:
+        """Interaction layers + head of aligned query / document part states ``[P, ...]``
+        already on the backbone's device -> scores ``[P]`` (fp32, with autograd when enabled).
+        Stored head vectors (``d.vectors``, late interaction) go to the head directly."""
+        bb = self.backbone
+        if d.vectors:            # late interaction on stored head vectors: the head only
+            return self.head(q.hidden, q.mask, d.hidden, d.mask, d_seg=d.seg,
+                             d_vectors=True).float()
+        xq, segq = q.hidden, q.seg
+        xd, segd = d.hidden, d.seg
+        posq, posd = self._part_pos(q, doc=False), self._part_pos(d, doc=True)
+        cached = d.kv or {}
+        doc_fixed = True  # document states still those of the split layer
+        Tq = xq.shape[1]
+        memo: dict = {}
+        for i, ls in self.inter_layers:
+            lw = bb.layers[i]
+            if ls.frozen == DOC_SIDE:
+                kv = cached.get(i) if doc_fixed else None
+                extra = Extra(seg=segd, states=xd,
+                              kv_self=kv if (kv is not None and not ls.cross_keys) else None,
+                              kv_cross=kv if (kv is not None and ls.cross_keys) else None,
+                              pos=posd)
+                xq = layer_forward(bb, lw, ls, xq, segq, extra, memo=memo, pos=posq)
+            else:
+                x = layer_forward(bb, lw, ls, torch.cat([xq, xd], 1),
+                                  torch.cat([segq, segd], 1), memo=memo,
+                                  pos=torch.cat([posq, posd], 1))
+                xq, xd = x[:, :Tq], x[:, Tq:]
+                doc_fixed = False
+        return self.head(xq, q.mask, xd, d.mask, d_seg=d.seg).float()
+
+
+class PairSplitExecutor(SplitLayers):
+    """PreTTR as the reference scores it (``doc_style == "pair"``: document positions continue
+    after the query): split-first layers on pairs, nothing precomputed (``doc_repr`` none)."""
+
+
+class SplitExecutor(SplitLayers):
+    """Split-first specs with precomputable documents: documents encoded once to what
+    :attr:`doc_repr` declares, queries once per query, the interaction on pairs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not self.spec.precomputable:
+            raise ValueError(f"{self.spec}: documents are not precomputable; "
+                             "make_executor runs it with PairSplitExecutor")
+        # interaction layers whose document keys come from the split-layer states (cacheable)
+        self.kv_layers = []
+        for i, ls in self.inter_layers:
+            if ls.frozen != DOC_SIDE:
+                break
+            self.kv_layers.append(i)
+        if self.inter_layers:
+            self.doc_repr = DOC_STATES
+        else:
+            self.doc_repr = {"maxsim": DOC_VECTORS, "mean-cos": DOC_POOLED}.get(self.spec.head,
+                                                                               DOC_STATES)
+
     def encode_documents(self, docs: list[str] | TokenBatch, kv_cache: bool = False,
                          store_dtype: torch.dtype | None = None,
-                         batch_size: int = 64, vectors: bool = False):
-        """Document-part states at the split layer, ``hidden [N, Td, H]`` (+ K/V per layer);
-        with ``vectors`` (late interaction or a bi-encoder) the head's document vectors
-        instead (:meth:`doc_vectors`: ``[N, Td, D]``, or ``[N, 1, H]`` pooled)."""
-        if not self.has_doc_precompute:
-            return super().encode_documents(docs)
+                         batch_size: int = 64, vectors: bool | None = None):
+        """What :attr:`doc_repr` declares: document-part states at the split layer,
+        ``hidden [N, Td, H]`` (+ K/V per layer), or for late interaction and a bi-encoder the
+        head's document vectors (:meth:`doc_vectors`: ``[N, Td, D]``, or ``[N, 1, H]``
+        pooled). ``vectors=False`` asks for the split-layer states of a late-interaction or
+        bi-encoder variant instead (its head then runs at scoring)."""
+        if vectors is None:
+            vectors = self.doc_repr in (DOC_VECTORS, DOC_POOLED)
         if vectors:
             self._require_doc_vectors()          # before any encoding work
         tb = docs if isinstance(docs, TokenBatch) else self.tokenize_docs(docs)
@@ -307,19 +363,8 @@ class SplitExecutor(Executor):
             kv[i] = (k.contiguous(), v.contiguous())
         return kv
 
-    def _part_pos(self, part: PartStates, doc: bool) -> torch.Tensor:
-        """Position ids of a part (stored, or rebuilt: queries and ``cls`` documents count
-        from 0, ``offset`` documents from ``qlen``)."""
-        if part.pos is not None:
-            return part.pos
-        N, T = part.seg.shape
-        start = self.spec.qlen if doc and self.spec.doc_style == "offset" else 0
-        return (torch.arange(T, device=part.seg.device) + start).expand(N, T)
-
     def encode_queries(self, queries: list[str] | TokenBatch):
         """Query-part states at the split layer, ``hidden [Nq, Tq, H]``."""
-        if not self.has_doc_precompute:
-            return super().encode_queries(queries)
         tb = queries if isinstance(queries, TokenBatch) else self.tokenize_queries(queries)
         with torch.inference_mode():
             p = self._encode_part(tb)
@@ -329,57 +374,17 @@ class SplitExecutor(Executor):
     def score_states(self, qs, q_index, ds, d_index) -> torch.Tensor:
         """Interaction layers + head for pairs ``(qs[q_index[i]], ds[d_index[i]])`` -> ``[P]``
         (fp32, cpu)."""
-        if not self.has_doc_precompute:
-            return super().score_states(qs, q_index, ds, d_index)
         with torch.inference_mode():
             return self._score_states(qs, q_index, ds, d_index).float().cpu()
 
-    def _score_states(self, qs: PartStates, q_index, ds: PartStates, d_index) -> torch.Tensor:
-        bb = self.backbone
-        q_index = torch.as_tensor(q_index, dtype=torch.long)
-        if ds.vectors and len(q_index) > 1 and bool((q_index == q_index[0]).all()):
-            q_index = q_index[:1]       # one query against stored vectors: the head broadcasts
-        q = qs.select(q_index).to(bb.device, bb.dtype)
-        d = ds.select(d_index)
-        return self.interact(q, d.to(bb.device) if d.vectors else d.to(bb.device, bb.dtype))
-
-    def interact(self, q: PartStates, d: PartStates) -> torch.Tensor:
-        """Interaction layers + head of aligned query / document part states ``[P, ...]``
-        already on the backbone's device -> scores ``[P]`` (fp32, with autograd when enabled).
-        Stored head vectors (``d.vectors``, late interaction) go to the head directly."""
-        bb = self.backbone
-        if d.vectors:            # late interaction on stored head vectors: the head only
-            return self.head(q.hidden, q.mask, d.hidden, d.mask, d_seg=d.seg,
-                             d_vectors=True).float()
-        xq, segq = q.hidden, q.seg
-        xd, segd = d.hidden, d.seg
-        posq, posd = self._part_pos(q, doc=False), self._part_pos(d, doc=True)
-        cached = d.kv or {}
-        doc_fixed = True  # document states still those of the split layer
-        Tq = xq.shape[1]
-        memo: dict = {}
-        for i, ls in self.inter_layers:
-            lw = bb.layers[i]
-            if ls.frozen == DOC_SIDE:
-                kv = cached.get(i) if doc_fixed else None
-                extra = Extra(seg=segd, states=xd,
-                              kv_self=kv if (kv is not None and not ls.cross_keys) else None,
-                              kv_cross=kv if (kv is not None and ls.cross_keys) else None,
-                              pos=posd)
-                xq = layer_forward(bb, lw, ls, xq, segq, extra, memo=memo, pos=posq)
-            else:
-                x = layer_forward(bb, lw, ls, torch.cat([xq, xd], 1),
-                                  torch.cat([segq, segd], 1), memo=memo,
-                                  pos=torch.cat([posq, posd], 1))
-                xq, xd = x[:, :Tq], x[:, Tq:]
-                doc_fixed = False
-        return self.head(xq, q.mask, xd, d.mask, d_seg=d.seg).float()
-
     def pooled(self, states: PartStates) -> torch.Tensor:
-        """Normalised mean-pooled embeddings ``[N, H]`` (bi-encoder retrieval over a corpus)."""
+        """Normalised pooled embeddings ``[N, H]`` (bi-encoder retrieval over a corpus) of
+        split-layer states, or the stored vectors of ``encode_documents`` as they are."""
         if not self.bi_encoder:
             raise ValueError(f"{self.spec}: pooled embeddings need a mean-cos head and no "
                              "interaction layers")
+        if states.vectors:
+            return states.hidden[:, 0]
         bb = self.backbone
         hidden = states.hidden
         if bb.final_ln_w is not None:  # the family's final norm (ModernBERT)
@@ -391,8 +396,6 @@ class SplitExecutor(Executor):
                     batch_size: int = 32) -> torch.Tensor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not self.has_doc_precompute:
-            return super().score_pairs(queries, docs, batch_size)
         uq = list(dict.fromkeys(queries))
         ud = list(dict.fromkeys(docs))
         qpos = {q: i for i, q in enumerate(uq)}
@@ -407,8 +410,6 @@ class SplitExecutor(Executor):
 
     def rerank(self, query: str, docs: list[str], batch_size: int = 32,
                kv_cache: bool = False) -> torch.Tensor:
-        if not self.has_doc_precompute:
-            return super().rerank(query, docs, batch_size)
         qs = self.encode_queries([query])
         ds = self.encode_documents(list(docs), kv_cache=kv_cache, batch_size=max(batch_size, 1))
         return self.score_query(qs, ds, batch_size=batch_size)

@@ -20,7 +20,6 @@ from .layers import embed, layer_forward
 
 class ReferenceExecutor(Executor):
     kind = "reference"
-    has_doc_precompute = False
 
     def tokenize_pairs(self, queries: list[str], docs: list[str]) -> TokenBatch:
         if self.spec.layout == "joint":

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+
+from ..executors.base import DOC_NONE, DOC_POOLED, DOC_STATES, DOC_VECTORS, ExecutorTraits
 from ..errors import UsageError
 
 #: the manifest of an export folder
@@ -102,11 +104,12 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.int64, copy=False)
 
 
-class OrtExecutor:
-    """The export in ``folder`` of executor ``ex``'s variant, run by onnxruntime."""
+class OrtExecutor(ExecutorTraits):
+    """The export in ``folder`` of executor ``ex``'s variant, run by onnxruntime: an executor
+    wrapping ``ex`` (same tokenizer and head settings); documents become what the export's
+    documents graph returns, or nothing with ``pairs_only``."""
 
     kind = "ort"
-    kv_layers: list[int] = []
 
     def __init__(self, ex, folder: str | Path, manifest: dict[str, Any] | None = None,
                  threads: int | None = None, pairs_only: bool = False):
@@ -137,19 +140,14 @@ class OrtExecutor:
             else None
         self.query_output = self.manifest["graphs"]["query"]["outputs"][0] if self.split \
             else None
+        self.doc_repr = DOC_NONE if self.doc_output is None or self.pairs_only else \
+            {"doc_vectors": DOC_VECTORS, "doc_embeddings": DOC_POOLED}.get(self.doc_output,
+                                                                          DOC_STATES)
 
     # ------------------------------------------------------------------ executor API
     @property
-    def has_doc_precompute(self) -> bool:
-        return self.split and not self.pairs_only
-
-    @property
     def flags(self) -> dict:
         return self.ex.flags
-
-    @property
-    def late_interaction(self) -> bool:
-        return self.doc_output == "doc_vectors"
 
     def settings(self) -> dict:
         out = dict(self.ex.settings())

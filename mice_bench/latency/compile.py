@@ -3,6 +3,7 @@ eager per entry point when compilation fails (said once, recorded in the row's n
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable
 
 import torch
@@ -16,29 +17,28 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
 
 
-def compile_executor(ex, log: Callable[[str], None]) -> dict[str, Any]:
-    """Wrap the executor's compute entry points with ``torch.compile``.
-
-    If compilation fails at the first call, that entry point falls back to eager (said once,
-    recorded in the returned state: ``failed`` lists the entry points running eager).
-    """
+def compile_executor(ex, log: Callable[[str], None]):
+    """A copy of executor ``ex`` whose compute entry points (``ex.compile_targets``) run under
+    ``torch.compile``; ``ex`` itself is left as it was. The copy's ``compiled`` says what it
+    compiled (``compiled``) and which entry points run eager (``failed``): one that fails to
+    compile at its first call falls back to eager (said once)."""
+    out = copy.copy(ex)
     state: dict[str, Any] = {"compiled": [], "failed": []}
+    out.compiled = state
     if not hasattr(torch, "compile"):
         log("torch.compile is not available; running eager")
         state["failed"].append("all")
-        return state
+        return out
     import logging
 
     # graph breaks (data-dependent mask checks in the layer code) are expected; keep quiet
     logging.getLogger("torch._dynamo").setLevel(logging.ERROR)
     logging.getLogger("torch._inductor").setLevel(logging.ERROR)
-    for n in ("forward_pairs", "_encode_part", "score_states"):
-        if not hasattr(ex, n):
-            continue
-        eager = getattr(ex, n)
-        setattr(ex, n, _guarded(n, torch.compile(eager), eager, log, state))
+    for n in ex.compile_targets:
+        eager = getattr(out, n)          # bound to the copy: its own calls go through it
+        setattr(out, n, _guarded(n, torch.compile(eager), eager, log, state))
         state["compiled"].append(n)
-    return state
+    return out
 
 
 def _guarded(name: str, compiled: Callable, eager: Callable, log: Callable[[str], None],

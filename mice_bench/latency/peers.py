@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..executors.base import ExecutorTraits
 from ..errors import UsageError
 from ..spec import InteractionSpec, parse
 from .timing import PhaseTimer
@@ -39,7 +40,7 @@ TOKENIZE_IN_CALL = "timed: inside CrossEncoder.predict"
 
 def own_tokenization(wl, protocol: str) -> str:
     """Where a mice-bench row tokenizes (:class:`~.workloads.Workload`)."""
-    if protocol == "rerank" and getattr(wl, "precompute", False):
+    if protocol == "rerank" and wl.precompute:
         return TOKENIZE_PHASE + " (query; documents offline)"
     return TOKENIZE_PHASE
 
@@ -66,7 +67,8 @@ class PairsWorkload:
     ``forward`` takes the texts and tokenizes itself), ``forward`` in the interaction phase."""
 
     split = precompute = kv_cache = doc_vectors = False
-    packed = doc_store = None
+    packed = doc_store = doc_content = None
+    linear_calls = packed_linear_calls = 0
 
     def __init__(self, tokenize: Callable | None, forward: Callable, query: str,
                  docs: list[str], batch_size: int):
@@ -95,7 +97,9 @@ class PairsWorkload:
                     self.forward(enc)
 
 
-class _Kind:
+class _Kind(ExecutorTraits):
+    """A peer's runner, as the latency rows see it: its kind, nothing precomputed."""
+
     def __init__(self, kind: str):
         self.kind = kind
 

@@ -43,10 +43,10 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
     pairs = wl.pairs_per_run
     mean = lat["mean"]
     achieved = fl["per_pair"] * pairs / mean if mean > 0 else float("nan")
-    st = getattr(ex, "_mb_compile", None)
+    st = ex.compiled
     if c.compile and st and st["failed"]:
         notes.append(f"torch.compile failed for {', '.join(st['failed'])}: ran eager")
-    if wl.doc_vectors and getattr(wl, "doc_content", None) == "pooled":
+    if wl.doc_vectors and wl.doc_content == "pooled":
         notes.append("documents precomputed as their pooled, normalised vectors (what a "
                      "bi-encoder's store keeps): the document pooling is offline, the run "
                      "scores a dot product")
@@ -58,8 +58,8 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
                      "in the document-encode phase")
     prepacked = None
     if c.prepack:
-        n = getattr(wl, "linear_calls", 0)
-        prepacked = getattr(wl, "packed_linear_calls", 0) / n if n else None
+        n = wl.linear_calls
+        prepacked = wl.packed_linear_calls / n if n else None
         notes.append(f"linear layers on MKL-prepacked weights: {wl.packed_linear_calls} of "
                      f"{n} calls" if n else "--prepack: no linear call was counted")
     if pt.precompute and not wl.split:
@@ -67,7 +67,7 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
                      "documents are encoded inside every run")
     row = LatencyRowResult(
         variant=str(spec), description=spec.description(), layout=spec.layout,
-        executor=getattr(ex, "kind", "?"),
+        executor=ex.kind,
         compiled=bool(c.compile and not (st or {}).get("failed")),
         point=RowPoint(batch_size=slot.batch, batch_size_requested=pt.batch_size,
                        doc_tokens=pt.doc_tokens, doc_tokens_effective=dlen, query_tokens=qlen,

@@ -115,7 +115,7 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
         if name not in executors:
             ex = make_executor(spec, bb, executor=c.executor, query_max_tokens=max(qlen, 1))
             if c.compile:
-                ex._mb_compile = compile_executor(ex, log)
+                ex = compile_executor(ex, log)
             if c.runtime == "ort":       # the run's own rows: the ONNX export, onnxruntime
                 from ..export.onnx import ort_executor
 

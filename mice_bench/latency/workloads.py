@@ -67,10 +67,10 @@ class Workload:
         self.batch_size = batch_size
         self.query = query
         self.docs = docs
-        self.split = bool(getattr(ex, "has_doc_precompute", False))
+        self.split = ex.has_doc_precompute
         self.precompute = precompute and self.split
         # only executors with interaction layers over frozen documents have K/V to cache
-        self.kv_cache = kv_cache and self.precompute and bool(getattr(ex, "kv_layers", None))
+        self.kv_cache = kv_cache and self.precompute and bool(ex.kv_layers)
         # late interaction / a bi-encoder: precomputed documents are the head's vectors (a
         # ColBERT index; one pooled vector per document), what a store keeps for them
         from ..store.packing import store_content
@@ -114,7 +114,7 @@ class Workload:
                                 doc_store_params_mb=self.packed.params_nbytes / 2**20)
 
     def run(self, t: PhaseTimer) -> None:
-        packs = getattr(getattr(self.ex, "backbone", None), "linear_packs", None)
+        packs = self.ex.backbone.linear_packs
         before = (packs.calls, packs.packed_calls) if packs is not None else None
         with torch.inference_mode():
             if self.protocol == "paper":

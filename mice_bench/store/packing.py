@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..executors.base import DOC_NONE
 from .codecs import Codec, get_codec
 
 __all__ = ["flatten", "padded", "finish", "PackedDocs", "compress", "split_heldout", "CONTENTS",
@@ -70,19 +71,14 @@ def store_content(ex) -> str:
     """What a store keeps for executor ``ex``: ``vectors`` for late interaction (maxsim head, no
     interaction layer), ``pooled`` for a bi-encoder (mean-cos head, no interaction layer),
     else ``states`` (the split-layer states its interaction layers read)."""
-    if getattr(ex, "late_interaction", False):
-        return "vectors"
-    if getattr(ex, "bi_encoder", False):
-        return "pooled"
-    return "states"
+    return "states" if ex.doc_repr == DOC_NONE else ex.doc_repr
 
 
 def store_encoder(ex, batch_size: int = 64):
     """texts -> what :func:`store_content` says ``ex``'s store keeps (DocStates: the head's
     vectors, :meth:`~mice_bench.executors.fast.SplitExecutor.doc_vectors`, for ``vectors`` and
     ``pooled``)."""
-    vectors = store_content(ex) != "states"
-    return lambda tx: ex.encode_documents(tx, batch_size=batch_size, vectors=vectors)
+    return lambda tx: ex.encode_documents(tx, batch_size=batch_size)
 
 
 @dataclass

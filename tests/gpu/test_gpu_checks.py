@@ -353,7 +353,7 @@ def test_compiled_executor_matches_eager(bb12, device, pairs, variant):
     qs, ds = pairs
     qs, ds = qs[-8:], ds[-8:]
     ex = make_executor(variant, bb12)
-    if getattr(ex, "has_doc_precompute", False):
+    if ex.has_doc_precompute:
         tq, td = ex.tokenize_queries(qs), ex.tokenize_docs(ds)
         qst, dst = ex.encode_queries(tq), ex.encode_documents(td, batch_size=len(ds))
         idx = torch.arange(len(qs))
