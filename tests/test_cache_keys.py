@@ -281,3 +281,56 @@ def test_a_hub_model_at_another_commit_gets_other_score_and_state_caches(tmp_pat
         tiny_bb.config._commit_hash = None
     assert a == a2
     assert a[0] != b[0] and a[1] != b[1]
+
+
+# --------------------------------------------------------------------------- the keys alone
+def _keys(bb, variant, **lengths):
+    from mice_bench.data import collections as eds
+    from mice_bench.effectiveness.keys import score_key, store_key
+    from mice_bench.effectiveness.rerank import ScoringSettings
+    from mice_bench.executors import make_executor
+
+    info = eds.resolve_datasets("dl19")[0]
+    coll = eds.Collection(info, {"q": "a query"}, {"q": {"d": 1}}, Path(DOCS))
+    ex = make_executor(variant, bb, **lengths)
+    s = ScoringSettings()
+    return store_key(ex, "some/model", coll, s), score_key(ex, "some/model", coll, s, s.doc_store)
+
+
+def test_the_store_key_holds_only_what_changes_the_stored_documents(tiny_bb):
+    """A query length (flag) leaves the store key as it is and changes the score key; a
+    document length changes both; a document length equal to the effective default is the
+    same store."""
+    store, score = _keys(tiny_bb, SPLIT)
+    q_store, q_score = _keys(tiny_bb, SPLIT, query_max_tokens=3)
+    assert q_store == store and q_score != score
+    d_store, d_score = _keys(tiny_bb, SPLIT, doc_max_tokens=6)
+    assert d_store != store and d_score != score
+    default = store["doc_settings"]["doc_max_tokens"]
+    assert _keys(tiny_bb, SPLIT, doc_max_tokens=default)[0] == store
+
+
+def test_a_query_length_over_a_checkpoint_s_own_lengths_reads_the_same_store(minilm_path):
+    """all-MiniLM-L6-v2 sets both lengths in its sentence-transformers config: a
+    ``--query-max-tokens`` flag takes the query's from the flag and must not move the store
+    that ``store build`` made without it."""
+    from mice_bench.backbone import load_backbone
+
+    bb = load_backbone(minilm_path, device="cpu", dtype="fp32")
+    for variant in ("colbert[proj=0,qaug=0]", "biencoder"):
+        store, score = _keys(bb, variant)
+        q_store, q_score = _keys(bb, variant, query_max_tokens=32)
+        assert q_store == store and q_score != score, variant
+        assert store["content"] == ("vectors" if variant.startswith("colbert") else "pooled")
+
+
+def test_every_field_of_both_keys_is_always_present(tiny_bb):
+    """No field is left out to keep an older key: a joint variant's score key has the same
+    fields as a split one's, and both carry the key version."""
+    from mice_bench.effectiveness.keys import KEY_VERSION
+
+    store, split_score = _keys(tiny_bb, SPLIT)
+    _, joint_score = _keys(tiny_bb, "ce")
+    assert set(joint_score) == set(split_score)
+    assert store["version"] == split_score["version"] == KEY_VERSION
+    assert joint_score["doc_content"] == "none" and split_score["doc_content"] == "states"

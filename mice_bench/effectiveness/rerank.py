@@ -3,12 +3,13 @@
 * joint variants (``ce``, ``mask*``): ``ex.score_pairs`` on each query's uncached candidates,
   in batches of ``batch_size``;
 * split-first variants (``ex.has_doc_precompute``: ``prettr``, ``mice``, ``colbert``,
-  ``biencoder``): documents encoded once (:class:`~.store.DocStateStore`), each query encoded
-  once, then ``ex.score_query`` (``score_states`` in batches) on its candidates; a bi-encoder
-  (``mean-cos`` head, no interaction layer) stores one pooled, normalised vector per document
-  and scores a query's candidates with one dot product;
-* ``full`` (split-first only): every corpus document is a candidate; for a bi-encoder
-  (``mean-cos`` head, no interaction layer) this is one embedding matrix product.
+  ``biencoder``): documents encoded once into the store (what ``ex.doc_repr`` declares: states,
+  a ColBERT index's vectors, a bi-encoder's pooled vector), each query encoded once, then
+  ``ex.score_query`` on its candidates;
+* ``full`` (split-first only): every corpus document is a candidate (for a bi-encoder, the
+  whole corpus in one batch of the head's dot product).
+
+Every score comes from the executor. The cache keys are :mod:`.keys`'s.
 
 Scores go to a :class:`~.cache.ScoreCache` committed after every query.
 """
@@ -23,8 +24,8 @@ from typing import Callable
 import torch
 
 from ..errors import UsageError
-from ..naming import key_hash, slug
 from .cache import ScoreCache
+from .keys import score_key, score_path, store_dir, store_key
 from ..store.packing import store_content, store_encoder
 from ..safeio import cache_lock
 from ..store.docstore import DEFAULT_STORE, DocStateStore
@@ -49,11 +50,6 @@ class ScoringSettings:
     seed: int = 0
     doc_store: str = DEFAULT_STORE    # fp16 | fp32 | int8 | residual1|2|4 (split-first only)
 
-    def key(self) -> dict:
-        return {"qmax": self.query_max_tokens, "dmax": self.doc_max_tokens, "dtype": self.dtype,
-                "device": torch.device(self.device).type, "executor": self.executor,
-                "seed": self.seed}
-
 
 @dataclass
 class ScoreStats:
@@ -77,17 +73,6 @@ class ScoreStats:
         return d
 
 
-def model_identity(name: str) -> dict:
-    """What identifies a checkpoint for caching: a hub id, or a local path + its weight files."""
-    p = Path(name).expanduser()
-    if p.exists():
-        files = sorted(x for x in p.rglob("*") if x.suffix in (".safetensors", ".bin", ".pt"))
-        return {"path": str(p.resolve()),
-                "files": [(str(f.relative_to(p)), f.stat().st_size, int(f.stat().st_mtime))
-                          for f in files]}
-    return {"name": name}
-
-
 class VariantScorer:
     """Scores queries of one collection with one executor (one model x variant)."""
 
@@ -103,63 +88,19 @@ class VariantScorer:
         self.settings = settings
         self.reporter = reporter or Reporter(enabled=False)
         self.variant = str(ex.spec)
-        ident = model_identity(model_name)
-        commit = getattr(ex.backbone.config, "_commit_hash", None)
-        if commit and "name" in ident:     # a hub id: its commit pins the weights
-            ident = {**ident, "revision": str(commit)}
-        self.score_key = {"model": ident, "variant": self.variant, "dataset": coll.info.irds_id,
-                          "corpus": coll.corpus_fingerprint(), "executor_kind": ex.kind,
-                          **settings.key()}
-        # settings the checkpoint itself chose (lengths, pooling, markers, ...) are part of
-        # the keys; runs without any keep their old keys
-        eff = ex.settings() if hasattr(ex, "settings") else {}
-        from_ckpt = {k: eff.get(k) for k, v in eff.get("sources", {}).items()
-                     if str(v).startswith("checkpoint")}
-        if from_ckpt:
-            self.score_key["checkpoint_settings"] = from_ckpt
-        # ModernBERT's local layers attending globally score otherwise (window: no key, as
-        # every run before the setting existed)
-        global_local = ex.backbone.local_attention == "global"
-        if global_local:
-            self.score_key["local_attention"] = "global"
-        self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
-                           / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
         self.doc_cache: DocStateStore | None = None
-        self.doc_vectors = False
-        self.doc_pooled = False
+        store = settings.doc_store if ex.has_doc_precompute else None
+        self.score_key = score_key(ex, model_name, coll, settings, store)
+        self.score_path = score_path(cache_dir, coll, self.variant, self.score_key)
+        self._fp32_dir: Path | None = None
         if ex.has_doc_precompute:
-            L = ex.backbone.num_layers
-            split = ex.spec.split_layer(L)
-            pre = [ls.describe() for ls in ex.spec.layers(L)[:split]]
-            dkey = {"model": ident, "split_layer": split, "pre_split_layers": pre,
-                    "doc_token_type": ex.spec.doc_token_type, "corpus": coll.corpus_fingerprint(),
-                    "dmax": settings.doc_max_tokens, "dtype": settings.dtype,
-                    "device": torch.device(settings.device).type, "seed": settings.seed}
-            dkey["store"] = settings.doc_store
-            # late interaction: the store is the head's document vectors (a ColBERT index)
-            # a bi-encoder: one pooled, normalised vector per document, scored by a dot product
-            content = store_content(ex)
-            self.doc_vectors, self.doc_pooled = content == "vectors", content == "pooled"
-            if content != "states":
-                dkey["content"] = self.score_key["doc_content"] = content
-            if from_ckpt:
-                dkey["checkpoint_settings"] = from_ckpt
-            if global_local:
-                dkey["local_attention"] = "global"
-            self.score_key["doc_store"] = settings.doc_store
-            self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
-                               / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
-            def store_dir_of(fmt: str) -> Path:
-                key = dict(dkey, store=fmt)
-                return (Path(cache_dir) / "docstates"
-                        / f"s{split}-{settings.dtype}-{fmt}-{key_hash(key)}")
-
-            store_dir = store_dir_of(settings.doc_store)
+            self._dkey = store_key(ex, model_name, coll, settings)
             # an fp32 store of the same documents: another format compresses it, no encoding
-            self._fp32_dir = store_dir_of("fp32") if settings.doc_store != "fp32" else None
-            self._dkey = dkey
-            self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store,
-                                           content=content, seed=settings.seed)
+            if settings.doc_store != "fp32":
+                self._fp32_dir = store_dir(cache_dir, self._dkey, "fp32")
+            self.doc_cache = DocStateStore(store_dir(cache_dir, self._dkey), meta=self._dkey,
+                                           fmt=settings.doc_store, content=store_content(ex),
+                                           seed=settings.seed)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
@@ -213,7 +154,7 @@ class VariantScorer:
     def _fp32_source(self, todo: list[str]):
         """``ids -> DocStates`` read from the fp32 store of the same documents when it holds
         every document of ``todo``, else None (the documents are encoded)."""
-        d = getattr(self, "_fp32_dir", None)
+        d = self._fp32_dir
         if not todo or d is None or not (d / "index.json").exists():
             return None
         try:
@@ -285,20 +226,15 @@ class VariantScorer:
         if self.doc_cache is not None:
             self._ensure_docs(all_docs, self.coll.doc_texts)
             states = self.doc_cache.load(all_docs, device=self.settings.device)
-            emb = states.hidden[:, 0].float() if self.doc_pooled else None      # [N, H]
             pos = {d: i for i, d in enumerate(all_docs)}
             texts = None
         else:                              # joint scoring, or the reference executor
-            texts, emb = self.coll.doc_texts(all_docs), None
+            texts = self.coll.doc_texts(all_docs)
         t0 = time.perf_counter()
         with self.reporter.task(f"{self.coll.name} {self.variant}: score", npairs) as adv:
             for q, docs in pending.items():
                 qtext = self.coll.queries[q]
-                if emb is not None:        # bi-encoder: a dot product with stored vectors
-                    qv = self.ex.pooled(self.ex.encode_queries([qtext]))[0].float()
-                    idx = torch.tensor([pos[d] for d in docs], device=emb.device)
-                    scores = (emb[idx] @ qv.to(emb.device)).cpu()
-                elif self.doc_cache is not None:
+                if self.doc_cache is not None:
                     scores = self.ex.score_query(self.ex.encode_queries([qtext]), states,
                                                  [pos[d] for d in docs], batch_size=bs)
                 else:
@@ -359,18 +295,14 @@ class VariantScorer:
                       depth: int, after_query: AfterQuery | None) -> None:
         n = len(doc_ids)
         k = min(depth + (1 if self.coll.info.ignore_identical_ids else 0), n)
-        bs = self.settings.batch_size
+        # a bi-encoder's pooled vectors: the whole corpus in one product per query
+        bs = n if self.ex.bi_encoder else self.settings.batch_size
         t0 = time.perf_counter()
-        # a bi-encoder's store holds its pooled vectors: one product per query over the corpus
-        emb = states.hidden[:, 0].float() if self.doc_pooled else None        # [N, H]
         with self.reporter.task(f"{self.coll.name} {self.variant}: full corpus",
                                 len(pending) * n) as adv:
             for q in pending:
                 qs = self.ex.encode_queries([self.coll.queries[q]])
-                if emb is not None:
-                    scores = (emb @ self.ex.pooled(qs)[0].to(emb.device, emb.dtype)).float()
-                else:
-                    scores = self.ex.score_query(qs, states, batch_size=bs)  # [N]
+                scores = self.ex.score_query(qs, states, batch_size=bs)  # [N]
                 top = torch.topk(scores, k)
                 res = {doc_ids[j]: float(s) for s, j in zip(top.values.tolist(),
                                                            top.indices.tolist())

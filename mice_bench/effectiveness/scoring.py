@@ -30,7 +30,7 @@ def model_revision(name: str, bb, seed: int) -> str:
     """What pins the weights: the hub commit when known, ``random-weights:seed<N>`` for an
     architecture without weights, else ``files:<hash>`` of the weight files' names and sizes."""
     from ..naming import key_hash
-    from .rerank import model_identity
+    from .keys import model_identity
 
     commit = getattr(bb.config, "_commit_hash", None)
     if commit:

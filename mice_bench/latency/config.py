@@ -70,7 +70,7 @@ class LatencyConfig:
     # the document projection / pooling is then offline work, as in effectiveness
     doc_vectors: bool = True
     # precomputed documents read from a compressed store (fp16 | int8 | residual1|2|4, see
-    # effectiveness/codecs.py): decoded inside every timed run, a batch at a time; None: the
+    # store/codecs.py): decoded inside every timed run, a batch at a time; None: the
     # states as encoded, in memory
     doc_store: str | None = None
     dtype: str = "fp32"

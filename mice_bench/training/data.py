@@ -413,7 +413,7 @@ def teacher_scores(data: TrainingData, teacher, teacher_name: str, cache_dir: Pa
                    ) -> dict[str, dict[str, float]]:
     """Scores of every (training query, positive or negative) pair by ``teacher`` (a
     :class:`~mice_bench.model.InteractionModel`), computed once and cached on disk."""
-    from ..effectiveness.rerank import model_identity
+    from ..effectiveness.keys import model_identity
     from ..results import atomic_write_json
 
     ex = teacher.executor("auto")
