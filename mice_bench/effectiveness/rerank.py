@@ -158,8 +158,12 @@ class VariantScorer:
             # an fp32 store of the same documents: another format compresses it, no encoding
             self._fp32_dir = store_dir_of("fp32") if settings.doc_store != "fp32" else None
             self._dkey = dkey
+            # the directory's key pins the model: a store written before stores recorded
+            # their identity is adopted
+            self._identity = ex.doc_identity(content)
             self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store,
-                                           content=content, seed=settings.seed)
+                                           content=content, seed=settings.seed,
+                                           identity=self._identity, pinned=True)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
@@ -218,7 +222,8 @@ class VariantScorer:
             return None
         try:
             src = DocStateStore(d, meta=dict(self._dkey, store="fp32"), fmt="fp32",
-                                content=self.doc_cache.content)
+                                content=self.doc_cache.content, identity=self._identity,
+                                pinned=True)
         except UsageError:
             return None
         if src.missing(todo):

@@ -83,13 +83,18 @@ class DocStateStore:
     def __init__(self, directory: str | os.PathLike, meta: dict | None = None,
                  fmt: str = DEFAULT_STORE, flush_s: float = 5.0, max_shard_docs: int = 1024,
                  vectors: bool = False, content: str | None = None, seed: int = 0,
-                 centroids: int | None = None):
+                 centroids: int | None = None, identity: dict | None = None,
+                 pinned: bool = False):
         """``vectors``: the store holds a late-interaction head's document vectors (what
         ``encode(..., vectors=True)`` returns), and :meth:`load` marks them so; ``content``
         names what is stored (``states`` | ``vectors`` | ``pooled``; overrides ``vectors``).
         Residual formats: ``seed`` draws the k-means sample and seeds ``faiss.Kmeans``;
         ``centroids`` (default: ColBERTv2's rule on the sample, at most
-        :data:`MAX_CENTROIDS`)."""
+        :data:`MAX_CENTROIDS`). ``identity``: what makes the stored states
+        (:meth:`~mice_bench.executors.fast.SplitExecutor.doc_identity`), kept in ``meta.json``:
+        a store of another identity is refused, and so is a store written before stores
+        recorded one, unless ``pinned`` (the directory's own key already pins the model, as
+        ``effectiveness``'s cache does: its identity is then recorded)."""
         if fmt not in STORE_FORMATS:
             raise ValueError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
         content = content or ("vectors" if vectors else "states")
@@ -103,6 +108,10 @@ class DocStateStore:
         self.seed = int(seed)
         self.centroids = centroids
         self.meta = dict(meta or {}, store=fmt, content=content)
+        self.identity = identity
+        self.pinned = pinned
+        if identity is not None:
+            self.meta["identity"] = identity
         if self.codec.trained:
             self.meta.update(codec_seed=self.seed, codec_centroids=centroids,
                              codec_sample_tokens=SAMPLE_TOKENS)
@@ -353,4 +362,6 @@ class DocStateStore:
         ln = torch.tensor([lens[loc[d]] for d in doc_ids], dtype=torch.long)
         idx = token_ranges(st, ln)
         dt = torch.float32 if self.fmt == "fp32" else torch.float16
-        return padded(flat[idx.to(flat.device)].to(dt), seg_all[idx], ln, self.content)
+        out = padded(flat[idx.to(flat.device)].to(dt), seg_all[idx], ln, self.content)
+        out.identity = self.meta.get("identity")
+        return out
