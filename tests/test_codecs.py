@@ -180,14 +180,3 @@ def test_unknown_format_names_the_valid_ones():
     with pytest.raises(ValueError, match="residual2"):
         get_codec("int4")
 
-
-@pytest.mark.parametrize("n,centroids", [(40, None), (600, 1)])
-def test_a_residual_code_of_one_centroid_is_refused(n, centroids):
-    from mice_bench.errors import UsageError
-
-    # 40 tokens: 16 * sqrt(40) ~ 101 -> 64, halved while above 40 / 39 tokens per centroid
-    # (faiss's fewest) down to 1
-    with pytest.raises(UsageError, match="at least 2") as e:
-        get_codec("residual2").fit(states(n=n, H=8), seed=0, centroids=centroids)
-    assert "\n" not in str(e.value) and "fp16 or int8" in str(e.value)
-    assert get_codec("residual2").fit(states(n=120, H=8), seed=0)["centroids"].shape[0] == 2

@@ -122,3 +122,14 @@ def test_weights_fingerprint_follows_the_weights_that_encode_documents():
     with torch.no_grad():
         bb.layers[0].w_in[0, 0] += 1.0                     # trained in place
     assert bb.fingerprint() != fp
+
+
+def test_a_store_whose_recorded_identity_was_edited_is_refused_in_one_line(tmp_path):
+    docs = dict(zip("ab", DOCS))
+    a = rr("mice-l2+2")
+    a.document_store(tmp_path / "st", docs)
+    meta_p = tmp_path / "st" / "meta.json"
+    meta_p.write_text(json.dumps(dict(json.loads(meta_p.read_text()), identity="edited")))
+    with pytest.raises(MismatchedStates, match="no recorded model") as e:
+        a.document_store(tmp_path / "st", docs)
+    assert "\n" not in str(e.value)

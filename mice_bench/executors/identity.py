@@ -35,7 +35,7 @@ class MismatchedStates(UsageError):
 def describe_identity(ident: dict | None) -> str:
     """One phrase naming an identity: ``minilm-l6 (weights 1a2b...), mice-l4+3, split layer
     4, states, doc_max_tokens 256``."""
-    if not ident:
+    if not isinstance(ident, dict) or not ident:
         return "no recorded model"
     return (f"{ident.get('name', '?')} (weights {ident.get('model', '?')}), "
             f"{ident.get('variant', '?')}, split layer {ident.get('split_layer', '?')}, "

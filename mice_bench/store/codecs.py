@@ -34,8 +34,6 @@ import math
 import numpy as np
 import torch
 
-from ..errors import UsageError
-
 __all__ = ["Codec", "CODEC_NAMES", "get_codec", "unavailable", "residual_centroids",
            "pack_codes", "unpack_codes"]
 
@@ -44,9 +42,6 @@ CODEC_NAMES = ("fp32", "fp16", "int8", "residual1", "residual2", "residual4")
 MAX_HELDOUT = 32_768
 #: fewer held-out tokens than this: the quantiles are taken over the whole sample
 MIN_HELDOUT = 64
-#: the fewest centroids of a residual code (one centroid leaves only a per-dimension
-#: quantisation of the raw vectors; faiss wants 39 training points per centroid)
-MIN_CENTROIDS = 2
 #: faiss.Kmeans iterations (ColBERTv2's default is 20 as well)
 KMEANS_NITER = 20
 
@@ -156,11 +151,6 @@ class ResidualCodec(Codec):
         H = train.shape[1]
         pack_codes(torch.zeros(1, H, dtype=torch.long), self.bits)   # the width check first
         k = centroids or residual_centroids(train.shape[0])
-        if k < MIN_CENTROIDS:
-            raise UsageError(f"{self.name}: {train.shape[0]} token vectors train {k} "
-                             f"centroid(s); a residual code needs at least {MIN_CENTROIDS} "
-                             f"({MIN_CENTROIDS * 39} tokens or more): store more documents, or "
-                             "use fp16 or int8")
         km = faiss.Kmeans(H, k, niter=KMEANS_NITER, seed=int(seed), verbose=False)
         km.train(np.ascontiguousarray(train.numpy(), dtype=np.float32))
         cents = torch.from_numpy(np.array(km.centroids, dtype=np.float32).reshape(k, H))

@@ -54,6 +54,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from ..errors import UsageError
 from ..naming import key_hash
 from ..results import atomic_write_bytes
 from .codecs import CODEC_NAMES, get_codec, residual_centroids
@@ -71,6 +72,10 @@ DEFAULT_STORE = "fp16"
 SAMPLE_TOKENS = 65_536
 #: residual formats: the most centroids (ColBERTv2's rule otherwise, see codecs)
 MAX_CENTROIDS = 1024
+#: residual formats: the fewest (one centroid leaves a per-dimension quantisation of the raw
+#: vectors, and faiss wants 39 training vectors per centroid); an in-memory codec for timing
+#: (``latency --doc-store``) may train fewer
+MIN_CENTROIDS = 2
 
 
 class CorruptStore(RuntimeError):
@@ -279,6 +284,12 @@ class DocStateStore:
         x = torch.cat([f[0] for f in flat])
         train, held = split_heldout(x, self.seed)
         k = self.centroids or residual_centroids(train.shape[0], cap=MAX_CENTROIDS)
+        if k < MIN_CENTROIDS:
+            raise UsageError(f"document store {self.dir}: {self.fmt} trains its centroids on "
+                             f"the documents stored, and {train.shape[0]} vectors train {k}; "
+                             f"it needs at least {MIN_CENTROIDS} ({MIN_CENTROIDS * 39} vectors, "
+                             "faiss's 39 per centroid): store more documents, or use fp16 or "
+                             "int8")
         self._write_codec(self.codec.fit(train, held, seed=self.seed, centroids=k))
 
     def pack(self, flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
