@@ -25,13 +25,23 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .errors import UsageError, positive_int
 from .model import InteractionModel
+
+
+def text_list(texts, name: str) -> list:
+    """``texts`` as a list; a single string (which would be read as one document per
+    character) is a :class:`UsageError` naming ``name``."""
+    if isinstance(texts, (str, bytes)):
+        raise UsageError(f"{name} must be a list of texts, got a single string {texts!r:.40}")
+    return list(texts)
 
 
 class Reranker:
     """Score (query, document) pairs with any interaction variant of a checkpoint."""
 
     def __init__(self, model: InteractionModel, executor: str = "auto", batch_size: int = 32):
+        positive_int("batch_size", batch_size)
         self.model = model
         self.executor_kind = executor
         self.batch_size = batch_size
@@ -56,15 +66,24 @@ class Reranker:
     def predict(self, pairs: Iterable[Sequence[str]], batch_size: int | None = None
                 ) -> np.ndarray:
         """Scores of ``(query, document)`` pairs as a float32 array."""
+        positive_int("batch_size", batch_size, optional=True)
+        if isinstance(pairs, (str, bytes)):
+            raise UsageError("pairs must be a list of (query, document) pairs, got a string")
         pairs = list(pairs)
+        for i, p in enumerate(pairs):
+            if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or len(p) != 2:
+                raise UsageError(f"pair {i} must be a (query, document) pair, got {p!r:.60}")
         q = [p[0] for p in pairs]
         d = [p[1] for p in pairs]
         return self._ex.score_pairs(q, d, batch_size=batch_size or self.batch_size).numpy()
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
              return_documents: bool = False) -> list[dict]:
-        """Documents sorted by score: ``[{"corpus_id", "score"[, "text"]}, ...]``."""
-        scores = self._ex.rerank(query, list(documents), batch_size=self.batch_size).numpy()
+        """Documents sorted by score: ``[{"corpus_id", "score"[, "text"]}, ...]``; the first
+        ``top_k`` (>= 1) when given."""
+        positive_int("top_k", top_k, optional=True)
+        documents = text_list(documents, "documents")
+        scores = self._ex.rerank(query, documents, batch_size=self.batch_size).numpy()
         order = np.argsort(-scores, kind="stable")[: top_k if top_k is not None else None]
         out = []
         for i in order:
@@ -81,6 +100,7 @@ class Reranker:
         normalised vector per document for a bi-encoder (``[N, 1, H]``), the texts
         otherwise. Save them with ``.save()`` where they are tensors."""
         ex = self._ex
+        documents = text_list(documents, "documents")
         if ex.has_doc_precompute:
             return ex.encode_documents(list(documents), kv_cache=kv_cache,
                                        batch_size=self.batch_size)
@@ -102,9 +122,11 @@ class Reranker:
             raise ValueError(f"{self.variant}: documents cannot be precomputed (a joint variant "
                              "reads query and document together)")
         docs = dict(documents)
+        content = store_content(ex)
         st = DocStateStore(directory, meta={"model": self.model.backbone.describe(),
                                             "variant": self.variant},
-                           fmt=store, content=store_content(ex), seed=seed)
+                           fmt=store, content=content, seed=seed,
+                           identity=ex.doc_identity(content))
         st.ensure(list(docs), lambda ids: {d: docs[d] for d in ids},
                   store_encoder(ex, self.batch_size), batch_size=self.batch_size)
         return st
@@ -114,14 +136,27 @@ class Reranker:
         """Scores of ``query`` against stored document states (all of them by default), or
         against the documents ``doc_ids`` of a :meth:`document_store` (decoded on the model's
         device)."""
+        from .executors import DocStates
         from .store.docstore import DocStateStore
 
         ex = self._ex
-        qs = ex.encode_queries([query])
         if isinstance(states, DocStateStore):
+            if states.identity is None:
+                raise UsageError(f"document store {states.dir} does not record the model that "
+                                 "made it (written before stores recorded it): delete the "
+                                 "folder and build it again with document_store")
             ids = list(doc_ids) if doc_ids is not None else list(states.location())
             # a bi-encoder's store loads its pooled vectors, scored by one dot product
             states = states.load(ids, device=self.model.backbone.device)
+        elif isinstance(states, DocStates):
+            if not ex.has_doc_precompute:
+                raise UsageError(f"{self.variant} reads query and document together: score "
+                                 "the texts (encode_documents returns them)")
+            if states.identity is None:
+                raise UsageError("these document states carry no record of the model that "
+                                 "made them (saved before states recorded it?): encode the "
+                                 "documents again with encode_documents")
+        qs = ex.encode_queries([query])
         return ex.score_query(qs, states, d_index=doc_index,
                               batch_size=self.batch_size).numpy()
 

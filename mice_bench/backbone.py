@@ -196,13 +196,21 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
     torch.manual_seed(seed)
     try:
         if any(a.endswith("ForSequenceClassification") for a in archs):
-            model = AutoModelForSequenceClassification.from_pretrained(src, **hub_kw)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                src, output_loading_info=True, **hub_kw)
             classifier_random = False
         else:
             cfg.num_labels = num_labels if num_labels is not None else 1
-            model = AutoModelForSequenceClassification.from_pretrained(src, config=cfg,
-                                                                       **hub_kw)
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                src, config=cfg, output_loading_info=True, **hub_kw)
             classifier_random = True
+        missing = encoder_weights_missing(info.get("missing_keys", []))
+        if missing:
+            raise UsageError(
+                f"model {name}: its weights lack {len(missing)} encoder tensors that its "
+                f"config.json asks for (e.g. {missing[0]}; num_hidden_layers "
+                f"{getattr(cfg, 'num_hidden_layers', '?')}), which would run freshly "
+                "initialised: fix config.json or the weight files")
         model.eval()
         tok = AutoTokenizer.from_pretrained(src, **hub_kw)
     except UsageError:
@@ -224,6 +232,17 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
     if is_local:
         _load_extra_weights(bb, local)
     return apply_local_attention(bb, mode).to(device=device, dtype=dtype)
+
+
+#: parts of a sequence-classification model that a checkpoint may lack (a seeded random head,
+#: flagged as ``classifier_random``): the classifier, BERT's pooler, ModernBERT's head
+HEAD_PARTS = ("classifier", "pooler", "head")
+
+
+def encoder_weights_missing(missing_keys) -> list[str]:
+    """The names among ``missing_keys`` (transformers' loading info) that belong to the
+    encoder, not to the classification head: weights the config asks for and the files lack."""
+    return sorted(k for k in missing_keys if not set(k.split(".")) & set(HEAD_PARTS))
 
 
 def check_tokenizer(tok, name: str, vocab_size: int | None = None) -> None:

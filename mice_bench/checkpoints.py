@@ -126,12 +126,45 @@ class CheckpointSettings:
         return sorted({int(i) for i in ids if i is not None})
 
 
+#: the file in which mice-bench keeps a checkpoint's variant, lengths and provenance
+SAVED_META = "mice_bench.json"
+
+
+def read_saved_meta(directory: str | Path) -> dict:
+    """A mice-bench checkpoint's ``mice_bench.json`` (``{}`` where there is none), every
+    setting it holds checked as the flags are (``query_max_tokens`` / ``doc_max_tokens``:
+    :func:`~mice_bench.errors.positive_int`) and every field of the type its writer gives
+    it; a :class:`UsageError` naming the file and the field otherwise."""
+    from .errors import positive_int
+
+    path = Path(str(directory)).expanduser() / SAVED_META
+    meta = _json(path)
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path} holds a {type(meta).__name__}, not a JSON object: save the "
+                         "checkpoint again (InteractionModel.save_pretrained)")
+    kinds = {"variant": (str, "string"), "base_model": (str, "string"),
+             "random_init": (list, "list"), "trained": (dict, "object"),
+             "checkpoint_settings": (dict, "object")}
+    for key, (kind, json_name) in kinds.items():
+        v = meta.get(key)
+        if v is not None and not isinstance(v, kind):
+            raise UsageError(f"{path}: {key} must be a JSON {json_name}, got {v!r:.60}")
+    if not all(isinstance(x, str) for x in meta.get("random_init") or []):
+        raise UsageError(f"{path}: random_init must list names (strings), got "
+                         f"{meta['random_init']!r:.60}")
+    for key in ("query_max_tokens", "doc_max_tokens"):
+        positive_int(f"{path}: {key}", meta.get(key), optional=True)
+    return meta
+
+
 def _json(path: Path) -> dict | list | None:
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, UnicodeDecodeError) as e:
         raise UsageError(f"{path} is not readable JSON: {e}") from None
 
 

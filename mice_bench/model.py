@@ -38,7 +38,8 @@ import torch
 
 from .backbone import (AttentionWeights, Backbone, apply_local_attention, from_hf, load_backbone,
                        local_attention_mode)
-from .errors import UsageError
+from .checkpoints import read_saved_meta
+from .errors import UsageError, positive_int
 from .executors import Executor, make_executor
 from .spec import InteractionSpec, parse
 
@@ -73,6 +74,8 @@ class InteractionModel(torch.nn.Module):
                  random_init: list[str] | None = None, trained: dict | None = None,
                  dropout: bool = False):
         super().__init__()
+        positive_int("query_max_tokens", query_max_tokens, optional=True)
+        positive_int("doc_max_tokens", doc_max_tokens, optional=True)
         spec = parse(variant)
         spec.validate(backbone.num_layers)
         self.backbone = backbone
@@ -102,14 +105,20 @@ class InteractionModel(torch.nn.Module):
             if backbone.ensure_projection() and "projection" not in self.random_init:
                 self.random_init.append("projection")
         self._executors: dict[str, Executor] = {}
+        #: lengths read from a saved checkpoint's ``mice_bench.json`` (reported as the
+        #: checkpoint's, not as flags)
+        self.stored_lengths: list[str] = []
 
     # ------------------------------------------------------------------ compute
     def executor(self, kind: str = "auto") -> Executor:
         """An executor over this model's weights (``auto``: the fast path when there is one)."""
         if kind not in self._executors:
-            self._executors[kind] = make_executor(self.spec, self.backbone, kind,
-                                                  query_max_tokens=self.query_max_tokens,
-                                                  doc_max_tokens=self.doc_max_tokens)
+            ex = make_executor(self.spec, self.backbone, kind,
+                               query_max_tokens=self.query_max_tokens,
+                               doc_max_tokens=self.doc_max_tokens)
+            for name in self.stored_lengths:
+                ex.tokenizer.sources[name] = f"checkpoint:{META_FILE}"
+            self._executors[kind] = ex
         return self._executors[kind]
 
     def forward(self, queries: list[str], docs: list[str], executor: str = "auto"
@@ -209,11 +218,7 @@ class InteractionModel(torch.nn.Module):
             if main.exists() and _is_reference_mice(main):
                 return cls.from_reference_mice(path, variant=variant, device=device,
                                                dtype=dtype, local_attention=local_attention)
-            if (path / META_FILE).exists():
-                try:
-                    meta = json.loads((path / META_FILE).read_text())
-                except (OSError, ValueError) as e:
-                    raise UsageError(f"{path / META_FILE} is not readable JSON: {e}") from None
+            meta = read_saved_meta(path)
         bb = load_backbone(str(model), device=device, dtype=dtype, seed=seed,
                            local_attention=local_attention_mode(local_attention))
         if meta.get("checkpoint_settings") and (bb.checkpoint.empty or
@@ -232,6 +237,9 @@ class InteractionModel(torch.nn.Module):
                   doc_max_tokens=doc_max_tokens if doc_max_tokens is not None
                   else meta.get("doc_max_tokens"),
                   random_init=meta.get("random_init"), trained=meta.get("trained"))
+        out.stored_lengths = [k for k, flag in (("query_max_tokens", query_max_tokens),
+                                                ("doc_max_tokens", doc_max_tokens))
+                              if flag is None and meta.get(k) is not None]
         return out
 
     @classmethod
@@ -391,12 +399,10 @@ def _reference_modernbert(sd: dict, config, tokenizer, m: int, n: int, name: str
 def checkpoint_provenance(model: str | Path) -> dict:
     """``random_init``, ``trained`` (and ``random_head``: a randomly initialised head not
     trained since) from a mice-bench checkpoint's ``mice_bench.json``; ``{}`` otherwise."""
-    meta_path = Path(str(model)).expanduser() / META_FILE
-    if not meta_path.is_file():
+    if not Path(str(model)).expanduser().is_dir():
         return {}
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
+    meta = read_saved_meta(model)
+    if not meta:
         return {}
     ri = list(meta.get("random_init") or [])
     trained = meta.get("trained")
@@ -407,13 +413,9 @@ def checkpoint_provenance(model: str | Path) -> dict:
 def checkpoint_variant(model: str | Path) -> str | None:
     """The variant stored in a mice-bench checkpoint directory (``mice_bench.json``), or None
     for anything else (hub ids, plain Hugging Face checkpoints, architecture names)."""
-    meta_path = Path(str(model)).expanduser() / META_FILE
-    if not meta_path.is_file():
+    if not Path(str(model)).expanduser().is_dir():
         return None
-    try:
-        return json.loads(meta_path.read_text()).get("variant")
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{meta_path} is not readable JSON: {e}") from None
+    return read_saved_meta(model).get("variant")
 
 
 def _dtype(dtype):

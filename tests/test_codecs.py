@@ -179,3 +179,4 @@ def test_decode_runs_on_the_requested_device_type():
 def test_unknown_format_names_the_valid_ones():
     with pytest.raises(ValueError, match="residual2"):
         get_codec("int4")
+

@@ -192,3 +192,142 @@ def test_random_classifier_is_flagged_only_for_variants_that_read_it(tmp_path, f
     assert ce["model"]["classifier_random"] is True
     assert bi["model"]["classifier_random"] is False
     assert len([w for w in warned if "seeded random" in w]) == 1 and "ce" in warned[0]
+
+
+# --------------------------------------------------------------------------- config vs weights
+def test_a_config_asking_for_more_layers_than_the_weights_hold_is_refused(tmp_path,
+                                                                          full_checkpoint,
+                                                                          monkeypatch):
+    from transformers import AutoModelForSequenceClassification
+
+    from mice_bench.api import Reranker
+
+    cfg_p = full_checkpoint / "config.json"
+    cfg = json.loads(cfg_p.read_text())
+    cfg["num_hidden_layers"] = cfg["num_hidden_layers"] + 2
+    cfg_p.write_text(json.dumps(cfg))
+    # what transformers itself does with it: loads, the two extra layers freshly initialised
+    _, info = AutoModelForSequenceClassification.from_pretrained(full_checkpoint,
+                                                                 output_loading_info=True)
+    assert any(".layer.6." in k for k in info["missing_keys"])
+    with pytest.raises(UsageError, match="lack .* encoder tensors") as e:
+        Reranker.from_pretrained(str(full_checkpoint), variant="ce")
+    assert "\n" not in str(e.value) and "num_hidden_layers 8" in str(e.value)
+    monkeypatch.setattr(runner, "load_collection", fixture_collection)
+    assert_usage_error(effectiveness(tmp_path, str(full_checkpoint)), "encoder tensors")
+    assert nothing_written(tmp_path)
+
+
+def test_a_checkpoint_without_its_classifier_still_loads_with_a_flagged_head(tmp_path, tiny_hf):
+    from mice_bench.backbone import load_backbone, packaged_tokenizer
+
+    tiny_hf.bert.save_pretrained(tmp_path / "enc")          # encoder only, no classifier
+    packaged_tokenizer().save_pretrained(tmp_path / "enc")
+    assert load_backbone(str(tmp_path / "enc")).classifier_random
+
+
+# --------------------------------------------------------------------------- mice_bench.json
+def _saved(tmp_path) -> Path:
+    from mice_bench.model import InteractionModel
+
+    d = tmp_path / "saved"
+    InteractionModel.from_pretrained("minilm-l6", variant="mice-l2+2").save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda m: [1, 2], "holds a list, not a JSON object"),
+    (lambda m: dict(m, variant=123), "variant must be a JSON string, got 123"),
+    (lambda m: dict(m, query_max_tokens=-5), "query_max_tokens must be a whole number >= 1"),
+    (lambda m: dict(m, doc_max_tokens="64"), "doc_max_tokens must be a whole number >= 1"),
+    (lambda m: dict(m, random_init="all"), "random_init must be a JSON list"),
+], ids=["list", "variant-int", "negative-qmax", "string-dmax", "random-init-str"])
+def test_an_edited_mice_bench_json_is_one_line_everywhere(tmp_path, edit, needle):
+    from mice_bench.api import Reranker
+
+    d = _saved(tmp_path)
+    meta_p = d / "mice_bench.json"
+    meta_p.write_text(json.dumps(edit(json.loads(meta_p.read_text()))))
+    with pytest.raises(UsageError, match=needle.replace("(", r"\(")):
+        Reranker.from_pretrained(str(d))
+    assert_usage_error(latency(tmp_path, str(d)), "mice_bench.json", needle)
+    assert_usage_error(CliRunner().invoke(app, ["variants", "show", "mice-l2+2", "--model",
+                                                str(d)]), "mice_bench.json")
+
+
+def test_stored_lengths_are_used_and_reported_as_the_checkpoints(tmp_path):
+    from mice_bench.api import Reranker
+
+    d = _saved(tmp_path)
+    meta_p = d / "mice_bench.json"
+    meta_p.write_text(json.dumps(dict(json.loads(meta_p.read_text()), query_max_tokens=3)))
+    ex = Reranker.from_pretrained(str(d))._ex
+    s = ex.settings()
+    assert s["query_max_tokens"] == 3
+    assert s["sources"]["query_max_tokens"] == "checkpoint:mice_bench.json"
+    # [CLS] + 3 word pieces + [SEP], whatever the query's length
+    assert ex.tokenize_queries(["one two three four five six"]).input_ids.shape[1] == 5
+    flagged = Reranker.from_pretrained(str(d), query_max_tokens=4)._ex.settings()
+    assert flagged["query_max_tokens"] == 4 and flagged["sources"]["query_max_tokens"] == "flag"
+
+
+# --------------------------------------------------------------------------- Python API inputs
+@pytest.fixture(scope="module")
+def api_rr():
+    from mice_bench.api import Reranker
+
+    return Reranker.from_pretrained("minilm-l6", variant="mice-l2+2")
+
+
+@pytest.mark.parametrize("call,needle", [
+    (lambda r: r.rank("q", ["a", "b", "c"], top_k=-1), "top_k must be a whole number >= 1"),
+    (lambda r: r.rank("q", ["a", "b"], top_k=0), "top_k must be a whole number >= 1"),
+    (lambda r: r.rank("q", "a cat"), "documents must be a list of texts"),
+    (lambda r: r.encode_documents("a cat"), "documents must be a list of texts"),
+    (lambda r: r.predict([("q", "d")], batch_size=0), "batch_size must be a whole number"),
+    (lambda r: r.predict(["qd"]), "pair 0 must be a (query, document) pair"),
+    (lambda r: r.predict([("q", "d"), ("q", None)]), "pair 1: the document is NoneType"),
+    (lambda r: r.predict([(float("nan"), "d")]), "pair 0: the query is float nan"),
+    (lambda r: r.rank("q", ["a", 7]), "document 1: the document is int 7"),
+    (lambda r: r.encode_documents(["a", 3.5]), "document 1: the document is float"),
+], ids=["top_k-neg", "top_k-0", "rank-str", "encode-str", "batch-0", "pair-str", "doc-none",
+        "query-nan", "rank-int", "encode-float"])
+def test_api_inputs_are_checked_with_one_line_naming_them(api_rr, call, needle):
+    with pytest.raises(UsageError) as e:
+        call(api_rr)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_non_string_texts_are_named_under_a_joint_variant_too():
+    from mice_bench.api import Reranker
+
+    ce = Reranker.from_pretrained("minilm-l6", variant="ce")
+    with pytest.raises(UsageError, match="pair 1: the document is int 3"):
+        ce.predict([("q", "d"), ("q", 3)])
+
+
+def test_top_k_keeps_that_many_of_the_full_ranking(api_rr):
+    docs = ["a cat is an animal", "spiders have eight legs", "milk"]
+    full = api_rr.rank("what is a cat", docs)
+    assert [r["corpus_id"] for r in api_rr.rank("what is a cat", docs, top_k=2)] == \
+        [r["corpus_id"] for r in full[:2]]
+    assert sorted(r["corpus_id"] for r in full) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("kw,flag", [({"doc_max_tokens": 0}, "doc_max_tokens"),
+                                     ({"query_max_tokens": -1}, "query_max_tokens"),
+                                     ({"batch_size": 0}, "batch_size")])
+def test_api_lengths_follow_the_cli_rule(tmp_path, kw, flag, monkeypatch):
+    from mice_bench.api import Reranker
+
+    with pytest.raises(UsageError, match=f"{flag} must be a whole number >= 1"):
+        Reranker.from_pretrained("minilm-l6", variant="mice-l2+2", **kw)
+    if flag != "batch_size":                 # the CLI refuses the same value, same words
+        monkeypatch.setattr(runner, "load_collection", fixture_collection)
+        opt = "--" + flag.replace("_", "-")
+        r = CliRunner().invoke(app, [
+            "effectiveness", "--datasets", "dl19", "--model", "minilm-l6", "--variants",
+            "mice-l2+2", "--first-stage", RUN, "--docs", DOCS, "--output-dir",
+            str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+            opt, str(next(iter(kw.values())))])
+        assert_usage_error(r, f"{opt} must be a whole number >= 1")

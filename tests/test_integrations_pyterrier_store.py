@@ -73,3 +73,34 @@ def test_colbert_store_still_holds_head_vectors(tmp_path):
     states.index(_docs(DOCS))
     use = states.store.usage()
     assert use["content"] == "vectors" and use["tokens_per_doc"] > 1
+
+
+def test_a_query_or_text_that_is_not_a_string_is_refused_naming_its_row(bienc, tmp_path):
+    from mice_bench.errors import UsageError
+
+    states = MiceDocStates(bienc, tmp_path / "st")
+    states.index(_docs(DOCS[:3]))
+    frame = _pairs(DOCS[:3])
+    frame["query"] = frame["query"].astype(object)
+    frame.loc[frame["qid"] == "q1", "query"] = float("nan")
+    with pytest.raises(UsageError, match=r"qid q1: column 'query' holds float nan"):
+        MiceStoreReranker(states).transform(frame)
+    with pytest.raises(UsageError, match=r"qid q1: column 'query' holds float nan"):
+        MiceReranker(bienc).transform(frame)
+    docs = _docs(DOCS[:3])
+    docs.loc[1, "text"] = None
+    with pytest.raises(UsageError, match=r"docno d1: column 'text' holds float nan"):
+        states.index(docs)
+    # the same frame with strings only is scored in full: every row its own score
+    ok = MiceStoreReranker(states).transform(_pairs(DOCS[:3]))
+    assert len(ok) == len(QUERIES) * 3 and ok["score"].notna().all()
+
+
+def test_a_store_of_another_model_is_refused(bienc, tmp_path):
+    from mice_bench import Reranker
+    from mice_bench.errors import UsageError
+
+    MiceDocStates(bienc, tmp_path / "st").index(_docs(DOCS[:2]))
+    other = Reranker.from_pretrained("minilm-l6", variant="biencoder", seed=3)
+    with pytest.raises(UsageError, match="another model"):
+        MiceDocStates(other, tmp_path / "st")

@@ -239,12 +239,35 @@ def _cli(*args: str):
     (["--variant", "mice-l4+2", "--doc-batch-size", "0"], ["--doc-batch-size"]),
     (["--variant", "mice-l4+2", "--dataset", "nope"], ["'nope'", "scifact"]),
     (["--variant", "mice-l9+2"], ["mice-l9+2"]),
+    (["--variant", "prettr-l2"], ["--variant prettr-l2", "no document store", "qlen"]),
+    (["--variant", "mice-l4+2", "--executor", "reference"],
+     ["--executor reference", "auto, fast"]),
 ])
 def test_bad_input_exits_2_with_one_line_before_any_work(tmp_path, no_network, args, needles):
     r = _cli("--model", "minilm-l6", "--cache-dir", str(tmp_path / "cache"),
              "--dataset", "dl19", *args)
     assert_usage_error(r, *needles)
     assert not (tmp_path / "cache" / "docstates").exists()
+
+
+def test_refusals_come_before_the_model_loads(tmp_path, no_network, monkeypatch):
+    from mice_bench import backbone
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(backbone, "load_backbone", never)
+    for args in (["--variant", "prettr-l2"], ["--variant", "mice-l4+2", "--executor",
+                                               "reference"]):
+        assert_usage_error(_cli("--model", "minilm-l6", "--cache-dir",
+                                str(tmp_path / "cache"), "--dataset", "dl19", *args))
+
+
+def test_prettr_with_a_fixed_offset_keeps_a_store():
+    from mice_bench.api import Reranker
+
+    rr = Reranker.from_pretrained("minilm-l6", variant="prettr-l2[qlen=32]")
+    assert rr.precomputable
 
 
 # --------------------------------------------------------------------------- torchrun

@@ -223,8 +223,10 @@ def test_facade_store_scores_as_its_in_memory_states(tmp_path, variant):
     from mice_bench import Reranker
 
     rr = Reranker.from_pretrained("minilm-l6", variant=variant)
+    # enough documents for a residual code of 2 centroids or more (78 training vectors, 5 %
+    # held out: a bi-encoder stores one vector per document)
     docs = {f"d{i}": " ".join(["cat", "dog", "fish", "bird"][: 1 + i % 4]) + f" {i} x" * (i % 3)
-            for i in range(12)}
+            for i in range(84)}
     ids = list(docs)[::-1]
     ref = rr.predict([("a cat", docs[d]) for d in ids])
     st = rr.document_store(tmp_path / "fp32", docs, store="fp32")
@@ -249,3 +251,18 @@ def test_indexed_shard_naming_another_codec_is_encoded_again(tmp_path, capsys):
     st2 = build(tmp_path / "s", "residual2")
     assert "another codec file" in capsys.readouterr().err
     assert st2.encoded_now == n and st2.codec_entry == st.codec_entry
+
+
+@pytest.mark.parametrize("fmt", ["residual1", "residual4"])
+def test_a_residual_store_too_small_for_two_centroids_is_refused_before_writing(tmp_path, fmt):
+    from mice_bench.errors import UsageError
+    from mice_bench.store.codecs import residual_centroids
+
+    ids = list(TEXTS)[:3]
+    tokens = int(reference(ids).mask.sum())
+    assert tokens < 78 and residual_centroids(tokens) == 1   # 39 vectors per centroid
+    with pytest.raises(UsageError, match="at least 2") as e:
+        build(tmp_path / fmt, fmt, ids=ids)
+    assert "\n" not in str(e.value) and "fp16 or int8" in str(e.value)
+    assert not list((tmp_path / fmt).glob("codec-*")) and not list((tmp_path / fmt).glob("shard-*"))
+    assert build(tmp_path / "more", fmt, ids=list(TEXTS)[:12]).usage()["centroids"] >= 2

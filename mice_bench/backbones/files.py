@@ -10,6 +10,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from ..checkpoints import read_saved_meta
 from ..errors import UsageError
 
 __all__ = ["ARCH_CONFIGS", "arch_config_path", "check_model_dir", "safetensors_problem",
@@ -46,8 +47,10 @@ def tokenizer_files(p: Path) -> list[str]:
 
 def check_model_dir(p: Path, name: str | None = None, tokenizer: bool = True) -> dict:
     """A local checkpoint directory that can be loaded: ``config.json`` (valid JSON), weight
-    files present, every ``*.safetensors`` complete, and (``tokenizer``) a tokenizer's
-    vocabulary file. Returns the config; a :class:`UsageError` naming the directory else."""
+    files present, every ``*.safetensors`` complete, (``tokenizer``) a tokenizer's
+    vocabulary file, and a ``mice_bench.json``, where there is one, that passes
+    :func:`~mice_bench.checkpoints.read_saved_meta`. Returns the config; a
+    :class:`UsageError` naming the directory else."""
     what = f"model directory {p}"
     if not p.is_dir():
         raise UsageError(f"--model {name or p}: {p} is a file, not a checkpoint directory")
@@ -73,6 +76,7 @@ def check_model_dir(p: Path, name: str | None = None, tokenizer: bool = True) ->
         raise UsageError(f"{what} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
                          "save the tokenizer with the checkpoint "
                          "(tokenizer.save_pretrained(<directory>))")
+    read_saved_meta(p)            # a mice-bench checkpoint's stored settings, as flags are
     return cfg
 
 

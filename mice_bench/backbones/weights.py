@@ -6,6 +6,7 @@ the family adapters and :mod:`mice_bench.executors.layers`."""
 from __future__ import annotations
 
 import copy
+import hashlib
 from typing import Any
 
 import torch
@@ -13,7 +14,22 @@ import torch
 from ..checkpoints import CheckpointSettings
 from .registry import get_family
 
-__all__ = ["AttentionWeights", "LayerWeights", "Backbone"]
+__all__ = ["AttentionWeights", "LayerWeights", "Backbone", "weights_fingerprint"]
+
+
+def weights_fingerprint(module: torch.nn.Module, skip: str | None = None) -> str:
+    """sha256 of what a module computes with: every parameter and buffer's name, dtype,
+    shape and bytes (read on the cpu: the same weights on another device share it), but those
+    whose name contains ``skip``. Two models under one name (another seed of random weights,
+    another dtype, retrained weights in place) never share it."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        if skip is not None and skip in name:
+            continue
+        t = t.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _param(t: torch.Tensor | None) -> torch.nn.Parameter | None:
@@ -155,6 +171,18 @@ class Backbone(torch.nn.Module):
         if self.local_window is None or self.local_window >= self.max_positions - 1:
             return "global"
         return "window"
+
+    def fingerprint(self) -> str:
+        """:func:`weights_fingerprint` of the weights that encode a document: all but the
+        cross-attention sub-layers (they read stored states, never make them; a variant that
+        adds them encodes the same states). Computed once, and again only after a tensor
+        changed (an optimizer step, ``to``)."""
+        state = tuple((id(p), p.data_ptr(), p._version, p.dtype) for p in self.parameters())
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None or cached[0] != state:
+            cached = (state, weights_fingerprint(self, skip=".cross."))
+            self.__dict__["_fingerprint"] = cached
+        return cached[1]
 
     def describe(self) -> str:
         s = f"{self.name} ({self.family.name}, {self.num_layers} layers, hidden " \

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from ..backbones.files import check_model_dir, checkpoint_layers, safetensors_problem
-from ..errors import UsageError
+from ..errors import UsageError, positive_int
 from ..store.docstore import DEFAULT_STORE, STORE_FORMATS
 
 __all__ = ["preflight", "check_candidates", "check_model_dir", "check_writable",
@@ -30,10 +30,10 @@ DTYPE_NAMES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
 
 def preflight(cfg, plan) -> None:
     """Validate every option, path and output location of ``cfg``/``plan`` (see module)."""
-    _positive("--batch-size", cfg.batch_size)
-    _positive("--doc-batch-size", cfg.doc_batch_size)
-    _positive("--query-max-tokens", cfg.query_max_tokens, optional=True)
-    _positive("--doc-max-tokens", cfg.doc_max_tokens, optional=True)
+    positive_int("--batch-size", cfg.batch_size)
+    positive_int("--doc-batch-size", cfg.doc_batch_size)
+    positive_int("--query-max-tokens", cfg.query_max_tokens, optional=True)
+    positive_int("--doc-max-tokens", cfg.doc_max_tokens, optional=True)
     if str(cfg.dtype) not in DTYPE_NAMES:
         raise UsageError(f"unknown --dtype {cfg.dtype!r}; valid: fp32, fp16, bf16")
     from ..executors import EXECUTOR_CHOICES
@@ -92,13 +92,6 @@ def preflight(cfg, plan) -> None:
                                  "or auto")
     check_writable(Path(cfg.output_dir), "--output-dir")
     check_writable(cfg.cache_path(), "--cache-dir")
-
-
-def _positive(option: str, value, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{option} must be a whole number >= 1, got {value!r}")
 
 
 def _readable_file(p: Path, what: str, expect: str) -> None:

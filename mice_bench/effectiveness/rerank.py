@@ -98,9 +98,13 @@ class VariantScorer:
             # an fp32 store of the same documents: another format compresses it, no encoding
             if settings.doc_store != "fp32":
                 self._fp32_dir = store_dir(cache_dir, self._dkey, "fp32")
+            # the directory's key pins the model: a store written before stores recorded
+            # their identity is adopted
+            self._identity = ex.doc_identity(store_content(ex))
             self.doc_cache = DocStateStore(store_dir(cache_dir, self._dkey), meta=self._dkey,
                                            fmt=settings.doc_store, content=store_content(ex),
-                                           seed=settings.seed)
+                                           seed=settings.seed, identity=self._identity,
+                                           pinned=True)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
@@ -159,7 +163,8 @@ class VariantScorer:
             return None
         try:
             src = DocStateStore(d, meta=dict(self._dkey, store="fp32"), fmt="fp32",
-                                content=self.doc_cache.content)
+                                content=self.doc_cache.content, identity=self._identity,
+                                pinned=True)
         except UsageError:
             return None
         if src.missing(todo):

@@ -45,9 +45,15 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     why = "is the first stage" if variant == BM25 else None
     if why is None and parse(variant).layout != "split":
         why = "reads query and document together"
+    elif why is None and not parse(variant).precomputable:
+        why = ("its documents continue the query's positions; a fixed offset (qlen) makes "
+               "them precomputable")
     if why:
         raise UsageError(f"--variant {variant} keeps no document store ({why}); valid: "
-                         "split-first variants (prettr, mice, colbert, biencoder)")
+                         "mice, colbert, biencoder, prettr with qlen (prettr-l4[qlen=32])")
+    if cfg.executor == "reference":
+        raise UsageError("--executor reference keeps no document states (it runs each pair "
+                         "as one masked sequence); valid for store build: auto, fast")
     preflight(cfg, plan)
     reporter = reporter or Reporter(enabled=False)
     out = []
@@ -106,7 +112,7 @@ def register(app: typer.Typer) -> None:
                                             "of resuming)"),
         dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
-        executor: str = typer.Option("auto", "--executor", help="auto | fast | reference"),
+        executor: str = typer.Option("auto", "--executor", help="auto | fast"),
         doc_max_tokens: Optional[int] = typer.Option(
             None, "--doc-max-tokens",
             help="document word pieces (default: the variant's reference setting)"),

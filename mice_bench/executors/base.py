@@ -36,7 +36,7 @@ import torch
 from ..backbone import Backbone
 from ..spec import InteractionSpec
 from .heads import cls_score, maxsim, mean_cos, pool
-from .inputs import SKIP_DOC, Tokenizer
+from .inputs import SKIP_DOC, Tokenizer, check_texts
 
 #: what ``encode_documents`` makes of a document (see the module docstring)
 DOC_NONE, DOC_STATES, DOC_VECTORS, DOC_POOLED = "none", "states", "vectors", "pooled"
@@ -234,6 +234,8 @@ class Executor(ExecutorTraits):
         """Scores ``[N]`` (fp32, cpu) of aligned (query, document) pairs."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_texts(queries, "query")
+        check_texts(docs, "document")
         out = []
         with torch.inference_mode():
             for i in range(0, len(queries), batch_size):
@@ -247,9 +249,11 @@ class Executor(ExecutorTraits):
         return self.score_pairs([query] * len(docs), list(docs), batch_size=batch_size)
 
     def encode_queries(self, queries: list[str]):
+        check_texts(queries, "query", "query")
         return TextStates(list(queries))
 
     def encode_documents(self, docs: list[str], **_kw):
+        check_texts(docs, "document", "document")
         return TextStates(list(docs))
 
     def score_states(self, qs, q_index, ds, d_index) -> torch.Tensor:

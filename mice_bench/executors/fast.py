@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 
 from ..layerspec import DOC_SIDE, FULL, LayerSpec
+from ..naming import key_hash
 from .base import DOC_POOLED, DOC_STATES, DOC_VECTORS, Executor
 from .heads import cls_score, pool
-from .inputs import TokenBatch
+from .identity import check_same
+from .inputs import TokenBatch, check_texts
 from .layers import Extra, doc_kv, embed, layer_forward
 
 
@@ -50,6 +52,8 @@ class PartStates:
     holds the head's document vectors, not layer states: ``[N, T, D]`` for late interaction
     (final norm, projection, L2 normalisation already applied, as a ColBERT index stores them),
     ``[N, 1, H]`` for a bi-encoder (its one pooled, normalised vector per document).
+    ``identity``: what made document states (:mod:`.identity`: the weights' fingerprint,
+    variant, split layer, content, length limit); an executor refuses states of another.
     """
 
     hidden: torch.Tensor
@@ -58,6 +62,7 @@ class PartStates:
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
     pos: torch.Tensor | None = None
     vectors: bool = False
+    identity: dict | None = None
 
     def __len__(self) -> int:
         return self.hidden.shape[0]
@@ -81,7 +86,7 @@ class PartStates:
             kv = {l: (k[idx][:, :, :T], v[idx][:, :, :T]) for l, (k, v) in self.kv.items()}
         pos = self.pos[idx][:, :T] if self.pos is not None else None
         return type(self)(self.hidden[idx][:, :T], mask[:, :T], self.seg[idx][:, :T], kv, pos,
-                          self.vectors)
+                          self.vectors, self.identity)
 
     def to(self, device=None, dtype=None) -> "PartStates":
         def mv(t):
@@ -90,7 +95,7 @@ class PartStates:
         kv = {l: (mv(k), mv(v)) for l, (k, v) in self.kv.items()} if self.kv else self.kv
         pos = self.pos.to(device) if self.pos is not None else None
         return type(self)(mv(self.hidden), self.mask.to(device), self.seg.to(device), kv, pos,
-                          self.vectors)
+                          self.vectors, self.identity)
 
     @classmethod
     def cat(cls, parts: list["PartStates"]) -> "PartStates":
@@ -105,8 +110,13 @@ class PartStates:
             pos = _pad_cat([p.pos for p in parts], 0)
         if len({p.vectors for p in parts}) > 1:
             raise ValueError("cannot concatenate head vectors with layer states")
+        for p in parts[1:]:
+            if p.identity != parts[0].identity:
+                check_same(p.identity, parts[0].identity, "document states concatenated "
+                           "with others")
         return cls(_pad_cat([p.hidden for p in parts], 0), _pad_cat([p.mask for p in parts], False),
-                   _pad_cat([p.seg for p in parts], -1), kv, pos, parts[0].vectors)
+                   _pad_cat([p.seg for p in parts], -1), kv, pos, parts[0].vectors,
+                   parts[0].identity)
 
     def save(self, path: str | Path) -> None:
         """Write atomically: a unique temporary file in the same folder, fsync'd, renamed."""
@@ -308,6 +318,8 @@ class SplitExecutor(SplitLayers):
             vectors = self.doc_repr in (DOC_VECTORS, DOC_POOLED)
         if vectors:
             self._require_doc_vectors()          # before any encoding work
+        if not isinstance(docs, TokenBatch):
+            check_texts(docs, "document", "document")
         tb = docs if isinstance(docs, TokenBatch) else self.tokenize_docs(docs)
         chunks = []
         with torch.inference_mode():
@@ -321,7 +333,42 @@ class SplitExecutor(SplitLayers):
             torch.zeros(0, 1, dtype=torch.long))
         if store_dtype is not None:
             ds = ds.to(dtype=store_dtype)
+        ds.identity = self.doc_identity(self.doc_content(vectors))
         return ds
+
+    def doc_content(self, vectors: bool = False) -> str:
+        """What ``encode_documents(..., vectors=vectors)`` returns: ``states``, ``vectors``
+        (late interaction) or ``pooled`` (a bi-encoder)."""
+        if not vectors:
+            return "states"
+        return "vectors" if self.late_interaction else "pooled"
+
+    def doc_identity(self, content: str = "states") -> dict:
+        """The identity of this executor's document states of ``content``
+        (:mod:`.identity`)."""
+        bb, spec, tok = self.backbone, self.spec, self.tokenizer
+        encoding = {"layers": [ls.describe() for ls in self.layer_specs[: self.split]],
+                    "doc_token_type": spec.doc_token_type, "doc_style": spec.doc_style,
+                    "qlen": spec.qlen if spec.doc_style == "offset" else None,
+                    "doc_marker": tok.doc_marker, "doc_prompt": tok.doc_prompt,
+                    "max_positions": tok.max_positions}
+        if content == "vectors":
+            # the checkpoint's projection is in the weights' fingerprint, a random one seeded
+            encoding["projection"] = None if self.projection is None else \
+                [int(self.projection.shape[0]), bool(self.projection_random)]
+        elif content == "pooled":
+            encoding["pooling"] = list(self.pooling)
+        return {"model": bb.fingerprint()[:16], "name": bb.source or bb.name,
+                "variant": str(spec), "split_layer": self.split, "content": content,
+                "doc_max_tokens": tok.doc_max_tokens, "doc_encoding": key_hash(encoding)}
+
+    def check_doc_states(self, ds, what: str = "document states") -> None:
+        """Refuse document states that carry another identity than this executor's
+        (:func:`.identity.check_same`); states without one (made inside a run) pass."""
+        if ds.identity is not None:
+            heads = self.late_interaction or self.bi_encoder
+            check_same(ds.identity, self.doc_identity(self.doc_content(ds.vectors and heads)),
+                       what)
 
     def _require_doc_vectors(self) -> None:
         if not (self.late_interaction or self.bi_encoder):
@@ -365,6 +412,8 @@ class SplitExecutor(SplitLayers):
 
     def encode_queries(self, queries: list[str] | TokenBatch):
         """Query-part states at the split layer, ``hidden [Nq, Tq, H]``."""
+        if not isinstance(queries, TokenBatch):
+            check_texts(queries, "query", "query")
         tb = queries if isinstance(queries, TokenBatch) else self.tokenize_queries(queries)
         with torch.inference_mode():
             p = self._encode_part(tb)
@@ -374,6 +423,7 @@ class SplitExecutor(SplitLayers):
     def score_states(self, qs, q_index, ds, d_index) -> torch.Tensor:
         """Interaction layers + head for pairs ``(qs[q_index[i]], ds[d_index[i]])`` -> ``[P]``
         (fp32, cpu)."""
+        self.check_doc_states(ds)
         with torch.inference_mode():
             return self._score_states(qs, q_index, ds, d_index).float().cpu()
 
@@ -396,6 +446,8 @@ class SplitExecutor(SplitLayers):
                     batch_size: int = 32) -> torch.Tensor:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_texts(queries, "query")
+        check_texts(docs, "document")
         uq = list(dict.fromkeys(queries))
         ud = list(dict.fromkeys(docs))
         qpos = {q: i for i, q in enumerate(uq)}

@@ -30,6 +30,18 @@ _ROWS = (-1, 0, 1, 2, 3, 4, 3, 1)   # segment id + 1 -> the segment its row beha
 _KEYS = (-1, 0, 1, 2, 3, 4, 3, -1)  # segment id + 1 -> the segment it is as a key (-1: none)
 
 
+def check_texts(texts, column: str, unit: str = "pair") -> None:
+    """Every text of ``texts`` a string; else a :class:`~mice_bench.errors.UsageError`
+    naming the first other one by its ``unit`` number and ``column`` (``pair 3: the
+    document is float nan, not a string``)."""
+    from ..errors import UsageError
+
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise UsageError(f"{unit} {i}: the {column} is {type(t).__name__} {t!r:.40}, "
+                             "not a string")
+
+
 def row_segments(seg: torch.Tensor) -> torch.Tensor:
     """Segment ids as rows read them (``SKIP_DOC`` -> ``doc``, ``EXPANSION`` -> ``query``)."""
     return torch.tensor(_ROWS, device=seg.device)[seg + 1]

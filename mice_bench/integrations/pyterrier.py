@@ -72,6 +72,17 @@ def _bar(total: int, verbose: bool | None, desc: str):
     return tqdm(total=total, desc=desc, unit="pairs", disable=not show, leave=False)
 
 
+def _texts(frame: pd.DataFrame, column: str, key: str) -> list[str]:
+    """The texts of ``column``; a value that is not a string (a NaN, a number) is a
+    :class:`UsageError` naming its row by ``key`` and the column."""
+    vals = frame[column].tolist()
+    for k, v in zip(frame[key].tolist(), vals):
+        if not isinstance(v, str):
+            raise UsageError(f"{key} {k}: column {column!r} holds {type(v).__name__} "
+                             f"{v!r:.40}, not a text")
+    return vals
+
+
 def _ranked(out: pd.DataFrame, scores: np.ndarray) -> pd.DataFrame:
     out["score"] = scores.astype(np.float64)
     out = pt.model.add_ranks(out)
@@ -105,8 +116,8 @@ class MiceReranker(pt.Transformer):
         out = inp.copy()
         n = len(out)
         scores = np.zeros(n, dtype=np.float32)
-        q = out["query"].astype(str).tolist()
-        d = out[self.text_field].astype(str).tolist()
+        q = _texts(out, "query", "qid")
+        d = _texts(out, self.text_field, "docno")
         step = self.batch_size * 8            # rows of several queries per call
         with _bar(n, self.verbose, f"{self.reranker.variant}: score") as bar:
             for i in range(0, n, step):
@@ -128,8 +139,9 @@ def _store(reranker, directory, fmt: str):
     ex = reranker._ex
     content = store_content(ex)
     bb = reranker.model.backbone
+    identity = ex.doc_identity(content)
     meta = {"model": bb.source or bb.name, "variant": reranker.variant,
-            "settings": ex.settings(), "dtype": str(bb.dtype)}
+            "settings": ex.settings(), "dtype": str(bb.dtype), "identity": identity}
     d = Path(directory)
     mp = d / "meta.json"
     if mp.is_file():
@@ -140,7 +152,7 @@ def _store(reranker, directory, fmt: str):
             raise UsageError(f"document store {d} holds states of another model or settings "
                              f"({have.get('model')}, {have.get('variant')}); use a new folder")
     store = DocStateStore(d, meta=json.loads(json.dumps(meta, default=str)), fmt=fmt,
-                          content=content)
+                          content=content, identity=identity)
     if not mp.is_file():            # claim the folder now: a later model is refused above
         from ..results import atomic_write_json
 
@@ -164,14 +176,17 @@ class MiceDocStates(pt.Transformer):
 
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.document_frame(inp, extra_columns=[self.text_field])
-        self._ensure(dict(zip(inp["docno"].astype(str), inp[self.text_field].astype(str))))
+        self._ensure(dict(zip(inp["docno"].astype(str),
+                              _texts(inp, self.text_field, "docno"))))
         return inp
 
     def index(self, docs) -> int:
         """Encode what is not stored yet; returns how many documents were encoded."""
-        if isinstance(docs, pd.DataFrame):
-            docs = docs.to_dict("records")
-        return self._ensure({str(r["docno"]): str(r[self.text_field]) for r in docs})
+        frame = docs if isinstance(docs, pd.DataFrame) else pd.DataFrame(list(docs))
+        if frame.empty:
+            return 0
+        return self._ensure(dict(zip(frame["docno"].astype(str),
+                                     _texts(frame, self.text_field, "docno"))))
 
     def _ensure(self, texts: Mapping[str, str]) -> int:
         from ..store.packing import store_encoder
@@ -199,6 +214,7 @@ class MiceStoreReranker(pt.Transformer):
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
         pt.validate.result_frame(inp, extra_columns=["query"])
         out = inp.copy()
+        _texts(out, "query", "qid")
         docnos = out["docno"].astype(str).tolist()
         uniq = list(dict.fromkeys(docnos))
         missing = self.states.store.missing(uniq)

@@ -54,6 +54,7 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from ..errors import UsageError
 from ..naming import key_hash
 from ..results import atomic_write_bytes
 from .codecs import CODEC_NAMES, get_codec, residual_centroids
@@ -71,6 +72,10 @@ DEFAULT_STORE = "fp16"
 SAMPLE_TOKENS = 65_536
 #: residual formats: the most centroids (ColBERTv2's rule otherwise, see codecs)
 MAX_CENTROIDS = 1024
+#: residual formats: the fewest (one centroid leaves a per-dimension quantisation of the raw
+#: vectors, and faiss wants 39 training vectors per centroid); an in-memory codec for timing
+#: (``latency --doc-store``) may train fewer
+MIN_CENTROIDS = 2
 
 
 class CorruptStore(RuntimeError):
@@ -83,13 +88,18 @@ class DocStateStore:
     def __init__(self, directory: str | os.PathLike, meta: dict | None = None,
                  fmt: str = DEFAULT_STORE, flush_s: float = 5.0, max_shard_docs: int = 1024,
                  vectors: bool = False, content: str | None = None, seed: int = 0,
-                 centroids: int | None = None):
+                 centroids: int | None = None, identity: dict | None = None,
+                 pinned: bool = False):
         """``vectors``: the store holds a late-interaction head's document vectors (what
         ``encode(..., vectors=True)`` returns), and :meth:`load` marks them so; ``content``
         names what is stored (``states`` | ``vectors`` | ``pooled``; overrides ``vectors``).
         Residual formats: ``seed`` draws the k-means sample and seeds ``faiss.Kmeans``;
         ``centroids`` (default: ColBERTv2's rule on the sample, at most
-        :data:`MAX_CENTROIDS`)."""
+        :data:`MAX_CENTROIDS`). ``identity``: what makes the stored states
+        (:meth:`~mice_bench.executors.fast.SplitExecutor.doc_identity`), kept in ``meta.json``:
+        a store of another identity is refused, and so is a store written before stores
+        recorded one, unless ``pinned`` (the directory's own key already pins the model, as
+        ``effectiveness``'s cache does: its identity is then recorded)."""
         if fmt not in STORE_FORMATS:
             raise ValueError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
         content = content or ("vectors" if vectors else "states")
@@ -103,6 +113,10 @@ class DocStateStore:
         self.seed = int(seed)
         self.centroids = centroids
         self.meta = dict(meta or {}, store=fmt, content=content)
+        self.identity = identity
+        self.pinned = pinned
+        if identity is not None:
+            self.meta["identity"] = identity
         if self.codec.trained:
             self.meta.update(codec_seed=self.seed, codec_centroids=centroids,
                              codec_sample_tokens=SAMPLE_TOKENS)
@@ -270,6 +284,12 @@ class DocStateStore:
         x = torch.cat([f[0] for f in flat])
         train, held = split_heldout(x, self.seed)
         k = self.centroids or residual_centroids(train.shape[0], cap=MAX_CENTROIDS)
+        if k < MIN_CENTROIDS:
+            raise UsageError(f"document store {self.dir}: {self.fmt} trains its centroids on "
+                             f"the documents stored, and {train.shape[0]} vectors train {k}; "
+                             f"it needs at least {MIN_CENTROIDS} ({MIN_CENTROIDS * 39} vectors, "
+                             "faiss's 39 per centroid): store more documents, or use fp16 or "
+                             "int8")
         self._write_codec(self.codec.fit(train, held, seed=self.seed, centroids=k))
 
     def pack(self, flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -353,4 +373,6 @@ class DocStateStore:
         ln = torch.tensor([lens[loc[d]] for d in doc_ids], dtype=torch.long)
         idx = token_ranges(st, ln)
         dt = torch.float32 if self.fmt == "fp32" else torch.float16
-        return padded(flat[idx.to(flat.device)].to(dt), seg_all[idx], ln, self.content)
+        out = padded(flat[idx.to(flat.device)].to(dt), seg_all[idx], ln, self.content)
+        out.identity = self.meta.get("identity")
+        return out

@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
+from ..executors.identity import check_same
 from ..results import atomic_write_json
 from ..safeio import notice, sha256_bytes, sha256_file
 from .shards import file_metadata, read_shard
@@ -35,13 +36,20 @@ class StoreFormatError(UsageError):
 
 
 def refuse_other_format(store) -> None:
-    """A store of another format or content in ``store.dir``: refuse (one line)."""
+    """A store of another format, content or identity (the model and settings that made its
+    states) in ``store.dir``: refuse (one line). A store without a recorded identity, asked
+    for one: refused with a message to rebuild it, unless ``store.pinned`` (its directory key
+    pins the model), where the identity is recorded."""
     meta_p = store.dir / "meta.json"
     try:
         old = json.loads(meta_p.read_text())
-    except (OSError, ValueError):
-        return                     # no store yet, or a damaged meta.json (repaired)
+    except (OSError, ValueError, UnicodeDecodeError):
+        old = None                 # no store yet, or a damaged meta.json (repaired)
     if not isinstance(old, dict):
+        if store.identity is not None and not store.pinned and store.index_path.exists():
+            raise StoreFormatError(
+                f"document store {store.dir} has no readable meta.json naming the model that "
+                "made it: delete the folder and build the store again")
         return
     for key, want in (("store", store.fmt), ("content", store.content)):
         have = old.get(key, "states" if key == "content" else None)
@@ -49,6 +57,19 @@ def refuse_other_format(store) -> None:
             raise StoreFormatError(
                 f"document store {store.dir} holds {key} {have!r}, not {want!r}: open it "
                 f"with {key}={have!r}, or use another directory for {want!r}")
+    have = old.get("identity")
+    if store.identity is None:    # opened without one: the store's own (its loads carry it)
+        if isinstance(have, dict):
+            store.identity = store.meta["identity"] = have
+        return
+    if have is None:
+        if not store.pinned and store.index_path.exists():
+            raise StoreFormatError(
+                f"document store {store.dir} was written before stores recorded the model "
+                "that made them: delete the folder and build the store again")
+        return                     # recorded now (meta.json is rewritten under the lock)
+    check_same(have, store.identity, f"the document states in store {store.dir}")
+    store.meta["identity"] = have  # the first writer's names (variant) stay
 
 
 # ------------------------------------------------------------------ index.json

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UsageError
+from ..backbones.weights import weights_fingerprint
 
 VAL_SEED = "mice-bench-validation"
 #: teacher scores are used in fp32: larger magnitudes are not finite there
@@ -394,20 +395,6 @@ def load_irds(data: str, *, first_stage: str, docs: str | None, negatives_depth:
 
 
 # --------------------------------------------------------------------------- teacher
-def weights_fingerprint(model) -> str:
-    """sha256 of what the model computes with: every parameter and buffer's name, dtype,
-    device type, shape and bytes. Two teachers under one name (another seed of random
-    weights, another dtype, retrained weights in place) never share cached scores."""
-    import torch
-
-    h = hashlib.sha256()
-    for name, t in model.state_dict().items():
-        t = t.detach()
-        h.update(f"{name}|{t.dtype}|{t.device.type}|{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).contiguous().cpu().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def teacher_scores(data: TrainingData, teacher, teacher_name: str, cache_dir: Path,
                    batch_size: int = 64, progress: Callable[[int, int], None] | None = None
                    ) -> dict[str, dict[str, float]]:
@@ -419,6 +406,7 @@ def teacher_scores(data: TrainingData, teacher, teacher_name: str, cache_dir: Pa
     ex = teacher.executor("auto")
     key = _h(json.dumps({"teacher": model_identity(teacher_name), "variant": str(teacher.spec),
                          "weights": weights_fingerprint(teacher),
+                         "device": str(next(teacher.parameters()).device.type),
                          "qmax": teacher.query_max_tokens, "dmax": teacher.doc_max_tokens,
                          "data": data.fingerprint(with_teacher=False)}, sort_keys=True,
                         default=str))
