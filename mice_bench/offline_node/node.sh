@@ -26,7 +26,9 @@
 #
 # Environment: MICE_GPU_CARRY (the staged folder), MICE_NODE_SRC (the folder that holds the
 # mice_bench package; on PYTHONPATH), MICE_NODE_TESTS (the GPU checks' file or folder; none:
-# the tests step is skipped), OUT, MICE_GPU_BUDGET_S (default 450: the whole run),
+# the tests step is skipped), MICE_NODE_SCRATCH (an empty temporary folder that the caller
+# removes: the run's files before they are archived, the restored model, the training
+# study's checkpoints), OUT, MICE_GPU_BUDGET_S (default 450: the whole run),
 # MICE_GPU_STEPS (default "env tests latency train"), MICE_GPU_CAP_SCALE (multiplies every
 # step's time limit; rehearsal 12), MICE_GPU_PYTEST_K (a pytest -k expression; default
 # "not latency_compile_flag", empty: every test), MICE_GPU_LATENCY (latency sub-steps, in this
@@ -40,6 +42,7 @@ set -u
 SRC=${MICE_NODE_SRC:?MICE_NODE_SRC: the folder that holds the mice_bench package}
 CARRY=${MICE_GPU_CARRY:?MICE_GPU_CARRY: the staged folder}
 TESTS=${MICE_NODE_TESTS:-}
+SCRATCH=${MICE_NODE_SCRATCH:?MICE_NODE_SCRATCH: an empty temporary folder}
 PY=${PYTHON:-python3}
 OUT=${OUT:-$PWD/offline-node-out}
 REHEARSAL=${MICE_GPU_REHEARSAL:-0}
@@ -51,12 +54,13 @@ fi
 STEPS=${MICE_GPU_STEPS:-env tests latency train}
 LAT_STEPS=${MICE_GPU_LATENCY:-paper-bf16 rerank-bf16-eager rerank-bf16-eager-kv paper-fp32 rerank-bf16-compile rerank-bf16-compile-kv}
 TRAIN_VARIANTS=${MICE_GPU_TRAIN_VARIANTS:-ce,mice-l2+2}
-WORK=${MICE_GPU_WORK:-/tmp/mice-gpu}
+WORK=$SCRATCH/work     # what the archive holds
+MODEL_DIR=$SCRATCH/model
 RESERVE=20            # seconds kept for the summary and the archive
 START=$(date +%s)
 
 mkdir -p "$OUT"
-rm -rf "$WORK"
+rm -f "$OUT/mice-gpu-results.tar.gz" "$OUT/summary.txt" "$OUT/run.log"  # an earlier run's
 mkdir -p "$WORK/latency" "$WORK/tests" "$WORK/training" "$WORK/runs" "$WORK/logs"
 : >"$WORK/steps.tsv"
 exec > >(tee -a "$WORK/run.log") 2>&1
@@ -120,22 +124,24 @@ step() {  # step NAME CAP_S CMD...   (log: logs/NAME.log; row in steps.tsv)
 
 echo "# mice-bench offline-node run  $(date -u +%FT%TZ)  device=$DEVICE  budget=${BUDGET}s  steps: $STEPS"
 
-# ---- the model (staged byte-shuffled; restored outside $WORK so it is not archived)
-MODEL_DIR=${MICE_GPU_MODEL:-/tmp/mice-gpu-model}
-if [[ -d $CARRY/model ]]; then
-  $PY -m mice_bench.offline_node.formats unpack-model "$CARRY/model" "$MODEL_DIR" >/dev/null &&
-    export MICE_GPU_MODEL="$MODEL_DIR" || echo "!! could not unpack $CARRY/model"
-else
+# ---- the model (staged byte-shuffled, checked against the manifest; restored outside $WORK
+# so it is not archived)
+MODEL_OK=0
+if [[ ! -d $CARRY/model ]]; then
   echo "!! $CARRY/model is missing: stage the folder with mice-bench offline-node stage"
+elif $PY -m mice_bench.offline_node.formats unpack-model "$CARRY" "$MODEL_DIR" >/dev/null; then
+  export MICE_GPU_MODEL="$MODEL_DIR"
+  MODEL_OK=1
 fi
-cp -f "$CARRY/MANIFEST.json" "$WORK/carry-manifest.json" 2>/dev/null
+cp "$CARRY/MANIFEST.json" "$WORK/carry-manifest.json"
 
 # ---- env
 if want env; then
   step env 60 bash -c "
     { command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
       $PY - <<'EOF'
-import importlib, json, platform, sys
+import json, platform
+from importlib import metadata, util
 import torch
 info = {'python': platform.python_version(), 'torch': torch.__version__,
         'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available()}
@@ -145,10 +151,10 @@ if torch.cuda.is_available():
                 capability='.'.join(map(str, torch.cuda.get_device_capability(0))))
 for m in ('transformers', 'tokenizers', 'safetensors', 'numpy', 'typer', 'rich', 'pytest',
           'triton', 'ir_datasets', 'ir_measures', 'bm25s', 'mice_bench'):
-    try:
-        info[m] = getattr(importlib.import_module(m), '__version__', 'present')
-    except Exception as e:
-        info[m] = None
+    try:  # versions without importing (importing ir_datasets writes into HOME)
+        info[m] = metadata.version(m)
+    except metadata.PackageNotFoundError:
+        info[m] = 'present' if util.find_spec(m) else None
 print(json.dumps(info, indent=1))
 EOF
     } | tee $WORK/env.txt"
@@ -188,13 +194,16 @@ fi
 
 # ---- training study (optional)
 if want train; then
-  if $PY -c "import mice_bench.training" 2>/dev/null; then
+  if [[ $MODEL_OK != 1 ]]; then
+    echo ">> SKIP train (the staged model could not be restored: see above)"
+    printf 'train\tskipped\t0\t0\n' >>"$WORK/steps.tsv"
+  elif $PY -c "import mice_bench.training" 2>/dev/null; then
     left=$(( BUDGET - RESERVE - $(elapsed) ))
     extra=()
     [[ $REHEARSAL == 1 ]] && extra=(--rehearsal)
     step train $(( 900 / CAP_SCALE + 1 )) $PY -m mice_bench.offline_node.study --work "$WORK" --carry "$CARRY" \
-      --model "${MICE_GPU_MODEL:-$MODEL_DIR}" --device "$DEVICE" --variants "$TRAIN_VARIANTS" \
-      --budget-s $(( left - 10 )) "${extra[@]}"
+      --model "$MODEL_DIR" --tmp "$SCRATCH/train" --device "$DEVICE" \
+      --variants "$TRAIN_VARIANTS" --budget-s $(( left - 10 )) "${extra[@]}"
   else
     echo ">> SKIP train (mice_bench.training is not importable)"
     printf 'train\tskipped\t0\t0\n' >>"$WORK/steps.tsv"
