@@ -233,8 +233,11 @@ def test_collect_writes_only_a_new_folder_named_by_the_tag(tmp_path):
 
 
 # --------------------------------------------------------------------------- the whole flow
-WRITES = re.compile(r"^(openat|open|creat|mkdir|mkdirat|unlink|unlinkat|rmdir|rename|renameat2?"
-                    r"|truncate|link|linkat|symlink|symlinkat)\((.*)\) += (-?\d+)")
+#: the system calls that create, write, rename or delete a path (traced with chdir / fchdir)
+WRITE_CALLS = ("openat", "open", "creat", "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir",
+               "rename", "renameat", "renameat2", "truncate", "link", "linkat", "symlink",
+               "symlinkat")
+WRITES = re.compile(rf"^({'|'.join(WRITE_CALLS)})\((.*)\) += (-?\d+)")
 PATH_ARG = re.compile(r'(?:(?:AT_FDCWD|\d+)<([^>]*)>, )?"((?:[^"\\]|\\.)*)"')
 
 
@@ -270,12 +273,9 @@ def _written(trace_dir: Path, cwd: Path) -> set[str]:
 def _traced(cmd: list[str], cwd: Path, env: dict, trace_dir: Path):
     shutil.rmtree(trace_dir, ignore_errors=True)
     trace_dir.mkdir()
-    if shutil.which("strace"):
+    if shutil.which("strace"):  # without it, the walk of the folders around still runs
         cmd = ["strace", "-f", "-ff", "-qq", "-y", "-o", str(trace_dir / "t"),
-               "-e", "trace=" + ",".join(
-                   ("chdir", "fchdir", "openat", "open", "creat", "mkdir", "mkdirat", "unlink", "unlinkat", "rmdir",
-                    "rename", "renameat", "renameat2", "truncate", "link", "linkat", "symlink",
-                    "symlinkat")), *cmd]
+               "-e", "trace=" + ",".join(("chdir", "fchdir", *WRITE_CALLS)), *cmd]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 

@@ -91,7 +91,8 @@ def register(app: typer.Typer) -> None:
     def run(
         folder: Path = typer.Argument(..., help="the staged folder"),
         out: Path = typer.Option(Path("offline-node-out"), "--out", envvar="OUT",
-                                 help="where the archive, summary.txt and run.log go"),
+                                 help="where the archive, summary.txt and run.log go: a new "
+                                      "or empty folder, or an earlier run's"),
         budget_s: Optional[int] = typer.Option(
             None, "--budget-s", envvar="MICE_GPU_BUDGET_S",
             help="seconds for the whole run; steps that no longer fit are skipped, the "
@@ -136,7 +137,8 @@ def register(app: typer.Typer) -> None:
         staged: Path = typer.Option(Path("gpu-carry"), "--staged",
                                     help="the staged folder the run used (its BM25 runs)"),
         tag: Optional[str] = typer.Option(None, "--tag",
-                                          help="results/gpu/TAG (default: gpu-UTC time)"),
+                                          help="results/gpu/TAG, a new folder (default: "
+                                               "GPU-UTC time of the run)"),
         dest: Path = typer.Option(Path("results/gpu"), "--dest",
                                   help="where the run's folder goes"),
         report: bool = typer.Option(

