@@ -242,31 +242,39 @@ PATH_ARG = re.compile(r'(?:(?:AT_FDCWD|\d+)<([^>]*)>, )?"((?:[^"\\]|\\.)*)"')
 
 
 CHDIR = re.compile(r'^(?:chdir\("((?:[^"\\]|\\.)*)"\)|fchdir\(\d+<([^>]*)>\)) += 0')
+FORK = re.compile(r"^(?:clone3?|v?fork)\(.*\) += (\d+)")
 
 
 def _written(trace_dir: Path, cwd: Path) -> set[str]:
-    """Every path that a traced process created, wrote, renamed or deleted (one trace file a
-    process; a relative path is taken from where that process last changed directory)."""
+    """Every path that a traced process created, wrote, renamed or deleted. One trace file a
+    process (``t.PID``); a relative path is taken from the process's working folder: the one
+    it inherited at fork, as changed since by chdir / fchdir."""
+    logs = {int(f.name.rpartition(".")[2]): f.read_text(errors="replace").splitlines()
+            for f in trace_dir.iterdir()}
+    forked = {int(f.group(1)) for lines in logs.values() for f in map(FORK.match, lines) if f}
+    start = {pid: str(cwd) for pid in set(logs) - forked}  # the command itself
+    todo = list(start)
     out = set()
-    for log in trace_dir.iterdir():
-        here = str(cwd)
-        for line in log.read_text(errors="replace").splitlines():
-            c = CHDIR.match(line)
+    while todo:
+        pid = todo.pop()
+        here = start[pid]
+        for line in logs.get(pid, []):
+            c, f, m = CHDIR.match(line), FORK.match(line), WRITES.match(line)
             if c:
                 here = os.path.normpath(os.path.join(here, c.group(1) or c.group(2)))
-                continue
-            m = WRITES.match(line)
-            if not m or m.group(3) == "-1":
-                continue
-            call, args = m.group(1), m.group(2)
-            if call.startswith("open") and not re.search(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC",
-                                                         args):
-                continue
-            paths = PATH_ARG.findall(args)
-            if call.startswith("symlink"):
-                paths = paths[-1:]
-            for base, name in paths:
-                out.add(os.path.normpath(os.path.join(base or here, name)))
+            elif f:
+                start[int(f.group(1))] = here
+                todo.append(int(f.group(1)))
+            elif m and m.group(3) != "-1":
+                call, args = m.group(1), m.group(2)
+                if call.startswith("open") and not re.search(r"O_WRONLY|O_RDWR|O_CREAT|O_TRUNC",
+                                                             args):
+                    continue
+                paths = PATH_ARG.findall(args)
+                if call.startswith("symlink"):
+                    paths = paths[-1:]
+                out.update(os.path.normpath(os.path.join(base or here, name))
+                           for base, name in paths)
     return out
 
 
@@ -275,7 +283,8 @@ def _traced(cmd: list[str], cwd: Path, env: dict, trace_dir: Path):
     trace_dir.mkdir()
     if shutil.which("strace"):  # without it, the walk of the folders around still runs
         cmd = ["strace", "-f", "-ff", "-qq", "-y", "-o", str(trace_dir / "t"),
-               "-e", "trace=" + ",".join(("chdir", "fchdir", *WRITE_CALLS)), *cmd]
+               "-e", "trace=" + ",".join(("chdir", "fchdir", "clone", "clone3", "fork", "vfork",
+                                       *WRITE_CALLS)), *cmd]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -301,8 +310,8 @@ def test_stage_run_collect_write_only_inside_what_the_user_named(tmp_path, share
     steps = [
         ([*mice, "stage", str(carry), "--datasets", "dl19", "--limit-queries", "2", "--depth",
           "5", "--no-training", "--max-mib", "0"], carry),
-        ([*mice, "run", str(carry), "--out", str(out), "--rehearse", "--steps", "env,train"],
-         out),
+        ([*mice, "run", str(carry), "--out", str(out), "--rehearse", "--pytest-k",
+          "cuda_events", "--steps", "env,tests,train"], out),
         ([*mice, "collect", str(out / "mice-gpu-results.tar.gz"), "--staged", str(carry),
           "--dest", str(dest), "--tag", "t", "--no-report"], dest),
     ]
@@ -324,8 +333,8 @@ def test_stage_run_collect_write_only_inside_what_the_user_named(tmp_path, share
         assert os.listdir(tmp) == [], f"{cmd[4]} left temporary files: {os.listdir(tmp)}"
     assert (named / "notes.txt").read_text() == "mine\n"
     steps_tsv = (dest / "t" / "steps.tsv").read_text()
-    assert [ln.split("\t")[:2] for ln in steps_tsv.splitlines()] == [["env", "ok"],
-                                                                     ["train", "ok"]]
+    assert [ln.split("\t")[:2] for ln in steps_tsv.splitlines()] == [
+        ["env", "ok"], ["tests", "ok"], ["train", "ok"]]
     # a second run into the same output, with the model cut short in transfer: the model is
     # named and the training study skipped, never run with an earlier run's model
     from mice_bench.offline_node.formats import SHZ_NAME

@@ -138,9 +138,12 @@ def node_env(folder: Path, opts: RunOptions, scratch: Path, site: Path | None = 
                MICE_GPU_REHEARSAL="1" if opts.rehearse else "0",
                PYTHONDONTWRITEBYTECODE="1", TORCHINDUCTOR_CACHE_DIR=str(scratch / "inductor"),
                TRITON_CACHE_DIR=str(scratch / "triton"), MPLCONFIGDIR=str(scratch / "mpl"))
-    if site is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH"))
-                                            if p)
+    # node.sh runs in ``scratch`` (what a step writes to its working folder is removed with
+    # it): the import path must not depend on the folder the run was started from
+    paths = [str(site)] if site is not None else []
+    paths += [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     optional = {"MICE_GPU_BUDGET_S": opts.budget_s, "MICE_GPU_TRAIN_VARIANTS":
                 opts.train_variants, "MICE_GPU_PYTEST_K": opts.pytest_k,
                 "MICE_GPU_LATENCY": None if opts.latency is None else " ".join(opts.latency)}
@@ -163,6 +166,6 @@ def run_node(folder: Path, opts: RunOptions) -> int:
     try:
         site = install_wheels(folder, opts.python, scratch / "site")
         env = node_env(folder, opts, scratch, site)
-        return subprocess.run(["bash", str(NODE_SH)], env=env).returncode
+        return subprocess.run(["bash", str(NODE_SH)], env=env, cwd=scratch).returncode
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
