@@ -76,9 +76,11 @@ def git_commit(path: str | os.PathLike | None = None) -> str | None:
         )
         if out.returncode == 0:
             commit = out.stdout.strip()
+            # GIT_OPTIONAL_LOCKS=0: git status must not rewrite the checkout's index
             dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                                    cwd=path or os.getcwd(), capture_output=True, text=True,
-                                   timeout=5).stdout.strip()
+                                   timeout=5, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+                                   ).stdout.strip()
             return commit + ("-dirty" if dirty else "")
     except Exception:  # noqa: BLE001 - git absent or not a repository
         pass

@@ -61,19 +61,18 @@ OUTDIR=$CACHE/rehearsal-out
 rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR"
 T1=$(date +%s)
-PYTHON="$VENV/bin/python" MICE_GPU_WORK=/tmp/mice-gpu-rehearsal \
-  MICE_GPU_MODEL=/tmp/mice-gpu-rehearsal-model \
-  bash benchmarks/gpu/run.sh --rehearse --out "$OUTDIR"
+PYTHON="$VENV/bin/python" bash benchmarks/gpu/run.sh --rehearse --out "$OUTDIR"
 T2=$(date +%s)
 
 status=0
 [[ -f $OUTDIR/mice-gpu-results.tar.gz ]] || { echo "rehearse: no archive" >&2; status=1; }
-if grep -qP '\t(failed|timeout)\t' /tmp/mice-gpu-rehearsal/steps.tsv; then
-  echo "rehearse: failed steps:" >&2
-  grep -P '\t(failed|timeout)\t' /tmp/mice-gpu-rehearsal/steps.tsv >&2
-  status=1
-fi
 if [[ -f $OUTDIR/mice-gpu-results.tar.gz ]]; then
+  if tar -xzOf "$OUTDIR/mice-gpu-results.tar.gz" ./steps.tsv | grep -P '\t(failed|timeout)\t' >&2
+  then
+    echo "rehearse: failed steps (above)" >&2
+    status=1
+  fi
+  rm -rf "$CACHE/rehearsal-eval/rehearsal"
   python -m mice_bench.cli offline-node collect "$OUTDIR/mice-gpu-results.tar.gz" \
     --staged gpu-carry --dest "$CACHE/rehearsal-eval" --tag rehearsal --no-report || status=1
 fi

@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
     @group.command("stage", help=STAGE_HELP)
     @user_errors
     def stage(
-        folder: Path = typer.Argument(..., help="the folder to build (replaced data/ and model/)"),
+        folder: Path = typer.Argument(
+            ..., help="the folder to build: new, empty, or staged before (then replaced)"),
         datasets: str = typer.Option("dl19,dl20,nfcorpus", "--datasets",
                                      help="comma list of dl19, dl20, nfcorpus"),
         depth: int = typer.Option(100, "--depth", help="BM25 candidates per query"),
@@ -65,8 +66,9 @@ def register(app: typer.Typer) -> None:
         count_checkout: bool = typer.Option(
             False, "--count-checkout",
             help="count this checkout's files in the transfer (when it travels beside FOLDER)"),
-        cache: Path = typer.Option(Path(".offline-node-cache"), "--cache",
-                                   help="first-stage and model caches"),
+        cache: Optional[Path] = typer.Option(
+            None, "--cache", help="keep the first-stage and collection caches here for the "
+                                  "next staging (default: a temporary folder)"),
     ) -> None:
         from .stage import StageOptions
         from .stage import stage as build
@@ -89,7 +91,8 @@ def register(app: typer.Typer) -> None:
     def run(
         folder: Path = typer.Argument(..., help="the staged folder"),
         out: Path = typer.Option(Path("offline-node-out"), "--out", envvar="OUT",
-                                 help="where the archive, summary.txt and run.log go"),
+                                 help="where the archive, summary.txt and run.log go: a new "
+                                      "or empty folder, or an earlier run's"),
         budget_s: Optional[int] = typer.Option(
             None, "--budget-s", envvar="MICE_GPU_BUDGET_S",
             help="seconds for the whole run; steps that no longer fit are skipped, the "
@@ -134,7 +137,8 @@ def register(app: typer.Typer) -> None:
         staged: Path = typer.Option(Path("gpu-carry"), "--staged",
                                     help="the staged folder the run used (its BM25 runs)"),
         tag: Optional[str] = typer.Option(None, "--tag",
-                                          help="results/gpu/TAG (default: gpu-UTC time)"),
+                                          help="results/gpu/TAG, a new folder (default: "
+                                               "GPU-UTC time of the run)"),
         dest: Path = typer.Option(Path("results/gpu"), "--dest",
                                   help="where the run's folder goes"),
         report: bool = typer.Option(

@@ -1,7 +1,10 @@
 """``mice-bench offline-node collect``: what a node run brought back, into results/ and the
 report.
 
-* unpacks the archive (or copies a folder) into ``results/gpu/<tag>/`` (``--dest``):
+* refuses what is not a node run's archive (or folder): a member outside the layout below,
+  a link, a path that leaves the archive, no ``steps.tsv``;
+* unpacks the archive (or copies a folder) into the new folder ``results/gpu/<tag>/``
+  (``--dest``; the tag is one folder name):
   ``latency/*.json`` (mice-bench latency results), ``tests/`` (junit.xml, sdpa-kernels.json),
   ``training/`` (training logs, study.json), ``runs/*.trec.gz`` (plain ``.trec`` runs are
   gzipped, deterministically), ``logs/``, ``run.log``, ``env.txt``, ``summary.txt``
@@ -27,10 +30,10 @@ import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import UsageError
-from .formats import read_trec
+from .formats import checked, read_trec
 from .summary import render as render_summary
 from .summary import summarize
 
@@ -40,6 +43,11 @@ QRELS = {
     "nfcorpus": "beir-topics-qrels/qrels.beir-v1.0.0-nfcorpus.test.txt",
 }
 MEASURES = ("nDCG@10", "RR@10")
+#: what a node run's archive holds: these files at its top, and these folders
+RUN_FILES = ("steps.tsv", "run.log", "env.txt", "summary.txt", "summary.json",
+             "carry-manifest.json")
+RUN_FOLDERS = ("latency", "tests", "training", "runs", "logs")
+TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def shared_data() -> Path:
@@ -51,19 +59,50 @@ def shared_data() -> Path:
     return d
 
 
-def unpack(src: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+def run_members(src: Path) -> list[str]:
+    """The files of a node run's archive or folder; UsageError for anything else."""
     if src.is_dir():
-        shutil.copytree(src, dest, dirs_exist_ok=True)
-        return
-    with tarfile.open(src) as tf:
-        try:
-            tf.extractall(dest, filter="data")
-        except TypeError:  # Python without extraction filters
+        paths = sorted(src.rglob("*"))
+        links = [p for p in paths if p.is_symlink()]
+        if links:
+            raise UsageError(f"{src}: {links[0]} is a link; not a node run's folder")
+        names = [p.relative_to(src).as_posix() for p in paths if p.is_file()]
+    else:
+        with tarfile.open(src) as tf:
+            names = []
             for m in tf.getmembers():
-                if m.name.startswith("/") or ".." in Path(m.name).parts:
-                    raise UsageError(f"{src}: unsafe member {m.name}")
-            tf.extractall(dest)
+                parts = PurePosixPath(m.name).parts
+                if m.name.startswith("/") or ".." in parts:
+                    raise UsageError(f"{src}: member {m.name} points outside the archive; not "
+                                     "a node run's archive")
+                if not (m.isfile() or m.isdir()):
+                    raise UsageError(f"{src}: member {m.name} is a link or device; not a node "
+                                     "run's archive")
+                if m.isfile():
+                    names.append("/".join(p for p in parts if p != "."))
+    for name in names:
+        top, _, rest = name.partition("/")
+        if not (top in RUN_FOLDERS if rest else top in RUN_FILES):
+            raise UsageError(f"{src} is not a node run's result: it holds {name} (a run holds "
+                             f"{', '.join(RUN_FILES)} and the folders {', '.join(RUN_FOLDERS)})")
+    if "steps.tsv" not in names:
+        raise UsageError(f"{src} is not a node run's result: it has no steps.tsv")
+    return names
+
+
+def unpack(src: Path, dest: Path) -> None:
+    """The archive (or folder) ``src``, checked by :func:`run_members`, into ``dest``."""
+    run_members(src)
+    if src.is_dir():
+        shutil.copytree(src, dest)
+        return
+    dest.mkdir()
+    with tarfile.open(src) as tf:
+        for m in tf.getmembers():
+            if m.isfile():
+                path = dest.joinpath(*(p for p in PurePosixPath(m.name).parts if p != "."))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(tf.extractfile(m).read())
 
 
 def default_tag(folder: Path) -> str:
@@ -74,6 +113,7 @@ def default_tag(folder: Path) -> str:
         if m:
             g = re.search(r"(H100|H200|A100|L4|L40S?|B200|GH200)", m.group(1), re.I)
             gpu = (g.group(1) if g else m.group(1).split()[-1]).lower()
+            gpu = re.sub(r"[^a-z0-9._-]+", "-", gpu).strip("-.") or "gpu"
         elif '"cuda_available": false' in env.read_text(errors="replace"):
             gpu = "cpu"
     stamp = "run"
@@ -124,9 +164,8 @@ def evaluate(folder: Path, carry: Path) -> dict:
             qrels.setdefault(q.query_id, {})[q.doc_id] = int(q.relevance)
         scored = {v: read_trec(p) for v, p in variants.items()}
         qids = sorted(set.intersection(*(set(r) for r in scored.values())) & set(qrels))
-        cand = carry / "data" / f"{ds}.bm25.trec.gz"
-        if cand.exists():
-            bm25 = read_trec(cand)
+        if (carry / "data" / f"{ds}.bm25.trec.gz").exists():
+            bm25 = read_trec(checked(carry, f"data/{ds}.bm25.trec.gz"))
             scored = {"bm25": {q: bm25.get(q, {}) for q in qids}, **scored}
         rows = {}
         per_query = {}
@@ -195,46 +234,52 @@ class Collected:
 
 def collect(source: Path, dest: Path, staged: Path, tag: str | None = None,
             latency_results: Path | None = None) -> Collected:
-    """Unpack ``source`` into ``dest/<tag>``, summarise it, evaluate its TREC runs; with
-    ``latency_results`` (e.g. ``results/latency``) copy a GPU run's latency files into
-    ``latency_results/gpu-<tag>/``."""
+    """Unpack ``source`` into the new folder ``dest/<tag>``, summarise it, evaluate its TREC
+    runs; with ``latency_results`` (e.g. ``results/latency``) copy a GPU run's latency files
+    into the new folder ``latency_results/gpu-<tag>/``. Everything is checked and computed in
+    a temporary folder first: a refusal leaves nothing written."""
+    if tag is not None and not TAG.fullmatch(tag):
+        raise UsageError(f"--tag {tag!r}: one folder name of letters, digits, '.', '_' and '-'")
     if not source.exists():
         raise UsageError(f"{source} does not exist (the archive a node run wrote: "
                          "OUT/mice-gpu-results.tar.gz, or its unpacked folder)")
     if source.is_file() and not tarfile.is_tarfile(source):
         raise UsageError(f"{source} is not a tar archive (expected mice-gpu-results.tar.gz)")
-    with tempfile.TemporaryDirectory() as tmp:
-        unpack(source, Path(tmp))
-        tag = tag or default_tag(Path(tmp))
-        folder = dest / tag
-        if folder.exists():
-            shutil.rmtree(folder)
-        shutil.copytree(tmp, folder)
-    res = Collected(folder)
-    for p in (folder / "runs").glob("probe.*"):
-        p.unlink()
-    s = summarize(folder)
-    (folder / "summary.json").write_text(json.dumps(s, indent=1, default=str) + "\n")
-    (folder / "summary.txt").write_text(render_summary(folder, s))
-    study = None
-    if (folder / "training" / "study.json").exists():
-        study = json.loads((folder / "training" / "study.json").read_text())
-    gzip_runs(folder)
-    if run_files(folder):
-        ev = evaluate(folder, staged)
-        (folder / "effectiveness.json").write_text(json.dumps(ev, indent=1) + "\n")
-        res.effectiveness_md = render(ev, study)
-        (folder / "effectiveness.md").write_text(res.effectiveness_md)
-    else:
-        res.notes.append("no TREC runs in the archive (the training study did not run)")
-    if latency_results is not None:
-        lat = sorted((folder / "latency").glob("*.json"))
-        if not ran_on_gpu(folder):
+    with tempfile.TemporaryDirectory(prefix="mice-offline-node-collect-") as tmp:
+        work = Path(tmp) / "run"
+        unpack(source, work)
+        tag = tag or default_tag(work)
+        res = Collected(dest / tag)
+        if res.folder.exists():
+            raise UsageError(f"{res.folder} exists; give another --tag or --dest")
+        lat = sorted((work / "latency").glob("*.json"))
+        if latency_results is not None and ran_on_gpu(work) and lat:
+            res.latency_dir = latency_results / f"gpu-{tag}"
+            if res.latency_dir.exists():
+                raise UsageError(f"{res.latency_dir} exists; give another --tag")
+        elif latency_results is not None and not ran_on_gpu(work):
             res.notes.append("the run had no GPU (a rehearsal): its latency stays out of the "
                              "report")
-        elif lat:
-            res.latency_dir = latency_results / f"gpu-{tag}"
-            res.latency_dir.mkdir(parents=True, exist_ok=True)
-            for p in lat:
-                shutil.copy2(p, res.latency_dir / p.name)
+        for p in (work / "runs").glob("probe.*"):
+            p.unlink()
+        s = summarize(work)
+        (work / "summary.json").write_text(json.dumps(s, indent=1, default=str) + "\n")
+        (work / "summary.txt").write_text(render_summary(work, s))
+        study = None
+        if (work / "training" / "study.json").exists():
+            study = json.loads((work / "training" / "study.json").read_text())
+        gzip_runs(work)
+        if run_files(work):
+            ev = evaluate(work, staged)
+            (work / "effectiveness.json").write_text(json.dumps(ev, indent=1) + "\n")
+            res.effectiveness_md = render(ev, study)
+            (work / "effectiveness.md").write_text(res.effectiveness_md)
+        else:
+            res.notes.append("no TREC runs in the archive (the training study did not run)")
+        res.folder.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(work, res.folder)
+    if res.latency_dir is not None:
+        res.latency_dir.mkdir(parents=True)
+        for p in lat:
+            shutil.copy2(res.folder / "latency" / p.name, res.latency_dir / p.name)
     return res

@@ -11,7 +11,9 @@ bytes of every fp16 value are split into two planes before zlib, which packs the
 all-MiniLM-L6-v2 fp16 weights into ~37 MiB instead of 43. ``unpack_model`` restores the exact
 safetensors file::
 
-    python -m mice_bench.offline_node.formats unpack-model STAGED/model DST
+    python -m mice_bench.offline_node.formats unpack-model STAGED DST
+
+which first checks every model file against the sha256 in ``STAGED/MANIFEST.json``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,16 @@ import sys
 import zlib
 from pathlib import Path
 
+from ..errors import UsageError
+from ..safeio import sha256_file
+
 SHZ_MAGIC = b"MBSHZ1\0\0"
 SHZ_NAME = "model.safetensors.shz"
 #: the datasets a staged folder may hold (candidates, queries, texts)
 DATASETS = ("dl19", "dl20", "nfcorpus")
+#: a staged folder's manifest, and what its "staged_by" entry says
+MANIFEST = "MANIFEST.json"
+STAGED_BY = "mice-bench offline-node stage"
 
 Run = dict[str, dict[str, float]]
 
@@ -77,19 +85,52 @@ def unpack_safetensors(src: Path, dst: Path) -> None:
 
 
 def unpack_model(src_dir: Path, dst_dir: Path) -> Path:
-    """Copy the carried model folder to ``dst_dir`` with ``model.safetensors`` restored."""
+    """Copy the carried model folder to the new folder ``dst_dir`` with
+    ``model.safetensors`` restored."""
     src_dir, dst_dir = Path(src_dir), Path(dst_dir)
-    if (dst_dir / "model.safetensors").exists() and (dst_dir / ".unpacked").exists():
-        return dst_dir
-    if dst_dir.exists():
-        shutil.rmtree(dst_dir)
     shutil.copytree(src_dir, dst_dir, ignore=shutil.ignore_patterns(SHZ_NAME))
     if (src_dir / SHZ_NAME).exists():
         unpack_safetensors(src_dir / SHZ_NAME, dst_dir / "model.safetensors")
     if not (dst_dir / "model.safetensors").exists():
         raise FileNotFoundError(f"{src_dir}: neither {SHZ_NAME} nor model.safetensors")
-    (dst_dir / ".unpacked").write_text("ok\n")
     return dst_dir
+
+
+# --------------------------------------------------------------------------- staged files
+def read_manifest(carry: Path) -> dict:
+    """The manifest of a staged folder (UsageError when it is none)."""
+    path = Path(carry) / MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: not a staged folder's manifest ({e}); stage the folder "
+                         "again with `mice-bench offline-node stage`") from None
+    if not isinstance(doc, dict) or doc.get("staged_by") != STAGED_BY:
+        raise UsageError(f"{path}: not written by `{STAGED_BY}`; stage the folder again")
+    return doc
+
+
+def checked(carry: Path, rel: str) -> Path:
+    """``carry/rel`` after checking it against the sha256 that the manifest records for it
+    (a file damaged or cut short in transfer is named, never read)."""
+    path = Path(carry) / rel
+    entry = (read_manifest(carry).get("files") or {}).get(rel)
+    if not isinstance(entry, dict):
+        raise UsageError(f"{path}: not listed in {MANIFEST}; stage the folder again")
+    if not path.is_file() or sha256_file(path) != entry.get("sha256"):
+        raise UsageError(f"{path}: differs from the sha256 in {MANIFEST} (damaged or cut "
+                         "short in transfer?); copy the staged folder again")
+    return path
+
+
+def unpack_staged_model(carry: Path, dst_dir: Path) -> Path:
+    """The staged folder's model, every file checked against the manifest, into the new
+    folder ``dst_dir``."""
+    carry = Path(carry)
+    for p in sorted((carry / "model").rglob("*")):
+        if p.is_file():
+            checked(carry, p.relative_to(carry).as_posix())
+    return unpack_model(carry / "model", dst_dir)
 
 
 # --------------------------------------------------------------------------- data files
@@ -176,7 +217,11 @@ def expand_training_jsonl(groups_path: Path, docs_path: Path, out: Path,
 
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "unpack-model":
-        print(unpack_model(Path(argv[1]), Path(argv[2])))
+        try:
+            print(unpack_staged_model(Path(argv[1]), Path(argv[2])))
+        except (UsageError, OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return 0
     print(__doc__, file=sys.stderr)
     return 2

@@ -1,21 +1,26 @@
 """``mice-bench offline-node run``: the suite on a GPU node, from a staged folder, offline.
 
-Checks the options (exit 2 with one line before anything runs), installs the folder's wheels
-(``pip --no-index --target FOLDER/.site``), then runs ``node.sh`` with the options as
-environment variables. ``node.sh`` keeps every step inside one time budget, records a step
-that fails or runs out of time and goes on, and rewrites the archive after each step.
+Checks the options, the output folder and the staged files it reads itself (exit 2 with one
+line before anything runs), makes a temporary folder for everything that does not come back
+(the restored model, trained checkpoints, compile caches, the staged wheels installed with
+``pip --no-index``), runs ``node.sh`` with the options as environment variables and removes
+that folder. ``node.sh`` keeps every step inside one time budget, records a step that fails
+or runs out of time and goes on, and rewrites the archive in ``--out`` after each step.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 from ..naming import split_top_level
+from .formats import MANIFEST, checked, read_manifest
 
 HERE = Path(__file__).resolve().parent
 NODE_SH = HERE / "node.sh"
@@ -25,6 +30,8 @@ CHECKOUT_TESTS = PACKAGE.parent / "tests" / "gpu"
 #: the steps of a run, in the order they run
 STEPS = ("env", "tests", "latency", "train")
 #: latency sub-steps, in the order they run; all but the last by default
+#: what a run writes into ``--out``
+ARCHIVE = "mice-gpu-results.tar.gz"
 LATENCY_STEPS = ("paper-bf16", "rerank-bf16-eager", "rerank-bf16-eager-kv", "paper-fp32",
                  "rerank-bf16-compile", "rerank-bf16-compile-kv", "rerank-fp32-eager")
 
@@ -50,9 +57,24 @@ def check_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a folder (stage one with `mice-bench offline-node "
                          "stage FOLDER` on a connected machine)")
-    if not (folder / "MANIFEST.json").is_file():
-        raise UsageError(f"{folder} is not a staged folder: it has no MANIFEST.json (stage one "
+    if not (folder / MANIFEST).is_file():
+        raise UsageError(f"{folder} is not a staged folder: it has no {MANIFEST} (stage one "
                          "with `mice-bench offline-node stage FOLDER`)")
+    read_manifest(folder)
+
+
+def check_out(out: Path) -> None:
+    """``--out`` must be new, empty or an earlier run's output (its archive is replaced)."""
+    choices = f"give a new folder, an empty one or an earlier run's (with {ARCHIVE})"
+    for above in out.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise UsageError(f"--out {out}: {above} is a file; {choices}")
+            break
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; {choices}")
+    if out.is_dir() and any(out.iterdir()) and not (out / ARCHIVE).is_file():
+        raise UsageError(f"--out {out} holds other files; {choices}")
 
 
 def validate(opts: RunOptions) -> None:
@@ -78,47 +100,50 @@ def validate(opts: RunOptions) -> None:
             parse(name)  # SpecError: one line naming the variant and the valid choices
 
 
-def install_wheels(folder: Path, python: str) -> Path | None:
-    """Install ``folder/wheels/*.whl`` into ``folder/.site`` (once, offline); returns the site
-    folder, or None when the folder has no wheels."""
-    wheels = sorted((folder / "wheels").glob("*.whl"))
+def install_wheels(folder: Path, python: str, site: Path) -> Path | None:
+    """Install ``folder/wheels/*.whl`` (each checked against the manifest) into the new
+    folder ``site``, offline; returns ``site``, or None when the folder has no wheels."""
+    wheels = [checked(folder, f"wheels/{w.name}")
+              for w in sorted((folder / "wheels").glob("*.whl"))]
     if not wheels:
         return None
-    site = folder / ".site"
-    stamp = site / ".installed"
-    names = "\n".join(w.name for w in wheels)
-    if stamp.is_file() and stamp.read_text() == names:
-        return site
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-index", "--no-deps",
-                    "--no-compile", "--no-cache-dir", "--upgrade", "--target", str(site),
+                    "--no-compile", "--no-cache-dir", "--target", str(site),
                     *map(str, wheels)], check=True)
-    stamp.write_text(names)
     return site
 
 
 def gpu_checks(folder: Path) -> str:
-    """The GPU checks to run: the staged copy, else a checkout's tests/gpu, else none."""
+    """The GPU checks to run: the staged copy (checked against the manifest), else a
+    checkout's tests/gpu, else none."""
     staged = folder / "tests" / "test_gpu_checks.py"
     if staged.is_file():
-        return str(staged)
+        return str(checked(folder, "tests/test_gpu_checks.py"))
     if CHECKOUT_TESTS.is_dir():
         return str(CHECKOUT_TESTS)
     return ""
 
 
-def node_env(folder: Path, opts: RunOptions, site: Path | None,
+def node_env(folder: Path, opts: RunOptions, scratch: Path, site: Path | None = None,
              base: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment ``node.sh`` runs with."""
+    """The environment ``node.sh`` runs with: everything it writes goes to ``opts.out`` or
+    to the temporary folder ``scratch``."""
     env = dict(os.environ if base is None else base)
     staged_src = folder / "src"
     src = staged_src if (staged_src / "mice_bench").is_dir() else PACKAGE.parent
     env.update(MICE_GPU_CARRY=str(folder), MICE_NODE_SRC=str(src),
                MICE_NODE_TESTS=gpu_checks(folder), OUT=str(opts.out.resolve()),
-               PYTHON=opts.python, MICE_GPU_STEPS=" ".join(opts.steps),
-               MICE_GPU_REHEARSAL="1" if opts.rehearse else "0")
-    if site is not None:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH"))
-                                            if p)
+               MICE_NODE_SCRATCH=str(scratch), PYTHON=opts.python,
+               MICE_GPU_STEPS=" ".join(opts.steps),
+               MICE_GPU_REHEARSAL="1" if opts.rehearse else "0",
+               PYTHONDONTWRITEBYTECODE="1", TORCHINDUCTOR_CACHE_DIR=str(scratch / "inductor"),
+               TRITON_CACHE_DIR=str(scratch / "triton"), MPLCONFIGDIR=str(scratch / "mpl"))
+    # node.sh runs in ``scratch`` (what a step writes to its working folder is removed with
+    # it): the import path must not depend on the folder the run was started from
+    paths = [str(site)] if site is not None else []
+    paths += [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if paths:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
     optional = {"MICE_GPU_BUDGET_S": opts.budget_s, "MICE_GPU_TRAIN_VARIANTS":
                 opts.train_variants, "MICE_GPU_PYTEST_K": opts.pytest_k,
                 "MICE_GPU_LATENCY": None if opts.latency is None else " ".join(opts.latency)}
@@ -136,5 +161,11 @@ def run_node(folder: Path, opts: RunOptions) -> int:
     folder = folder.resolve()
     check_folder(folder)
     validate(opts)
-    site = install_wheels(folder, opts.python)
-    return subprocess.run(["bash", str(NODE_SH)], env=node_env(folder, opts, site)).returncode
+    check_out(opts.out.resolve())
+    scratch = Path(tempfile.mkdtemp(prefix="mice-offline-node-"))
+    try:
+        site = install_wheels(folder, opts.python, scratch / "site")
+        env = node_env(folder, opts, scratch, site)
+        return subprocess.run(["bash", str(NODE_SH)], env=env, cwd=scratch).returncode
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

