@@ -25,7 +25,7 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     from ..distributed import session
     from ..errors import UsageError
     from ..executors import make_executor
-    from ..spec import parse
+    from ..spec import PRECOMPUTABLE, parse
     from .checks import preflight
     from ..data.collections import load_collection
     from ..progress import Reporter
@@ -45,10 +45,15 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     why = "is the first stage" if variant == BM25 else None
     if why is None and parse(variant).layout != "split":
         why = "reads query and document together"
+    elif why is None and not parse(variant).precomputable:
+        why = "its documents are positioned after each query"
     if why:
         raise UsageError(f"--variant {variant} keeps no document store ({why}); valid: "
-                         "split-first variants (prettr, mice, colbert, biencoder)")
-    preflight(cfg, plan)
+                         f"{PRECOMPUTABLE}")
+    if cfg.executor == "reference":
+        raise UsageError("--executor reference keeps no document store (it scores each pair "
+                         "whole); valid: auto, fast")
+    preflight(cfg, plan, output_option="--cache-dir")
     reporter = reporter or Reporter(enabled=False)
     out = []
     with session(cfg.device) as (denv, dev):
