@@ -211,6 +211,10 @@ def _mice_describe(spec: "InteractionSpec", text: str) -> str:
                 "weights, [CLS] reads the query only); the rest dropped")
     notes = []
     if spec.order == "self":
+        text = text.replace("reads the frozen document through its own cross-attention "
+                            "sub-layer, then attends itself",
+                            "first attends itself, then reads the frozen document through its "
+                            "own cross-attention sub-layer")
         notes.append("self-attention before cross-attention")
     if not spec.cls_doc:
         notes.append("[CLS] does not read the document")

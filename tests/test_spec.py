@@ -564,7 +564,10 @@ def test_descriptions():
             "side reads the frozen document through its own cross-attention sub-layer, then "
             "attends itself, then the feed-forward; the rest dropped")
     assert parse("mice-l4+3").description() == mice
-    assert parse("mice-l4+3[order=self,cls_doc=0,qcls=1]").description() == mice + (
+    self_first = ("MICE: m separate layers (documents precomputed), then n layers where the "
+                  "query side first attends itself, then reads the frozen document through its "
+                  "own cross-attention sub-layer, then the feed-forward; the rest dropped")
+    assert parse("mice-l4+3[order=self,cls_doc=0,qcls=1]").description() == self_first + (
         " (self-attention before cross-attention; [CLS] does not read the document; "
         "query tokens read [CLS])")
     assert parse("mice-l4+3[qcls=1]").description() == mice + " (query tokens read [CLS])"

@@ -146,4 +146,5 @@ def register(app: typer.Typer) -> None:
                 f"({r['encoded']} encoded now, {r['chunks_reused']} shards reused; "
                 f"per rank {r['per_rank']}), {r['bytes'] / 2**10:,.1f} KiB"
                 + (f", {bpt:.1f} bytes per token" if bpt else "")
-                + f" in {r['seconds']:.1f} s\nstore: {r['store']}", highlight=False)
+                + f" in {r['seconds']:.1f} s\nstore: {r['store']}", highlight=False,
+                markup=False)
