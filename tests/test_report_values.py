@@ -199,3 +199,68 @@ def test_a_repeated_point_keeps_its_idle_run_in_every_table_then_the_newest():
     assert lt.dedupe([a, b, c]) == [c]
     md = lt.all_rows_table(GROUP, lt.dedupe([b, a])).markdown()
     assert cells(md, "rerank")[8] == "100.0 ± 0.0" and cells(md, "rerank")[-1] == "no"
+
+
+# --------------------------------------------------------------------------- effectiveness
+def _summary(rows: dict, created: str, file: str):
+    from mice_bench.evaluation.summary import Cell, EffectivenessSummary, Row, SummaryDataset
+    from mice_bench.report.effectiveness_io import SummaryFile
+
+    ds = [SummaryDataset("dl19", None, "id", "bm25"),
+          SummaryDataset("scifact", None, "ood", "bm25"),
+          SummaryDataset("nfcorpus", None, "ood", "bm25")]
+    out = []
+    for (variant, models), per in rows.items():
+        cells = {}
+        for d, v in per.items():
+            mean, mark, diff = (v, "", None) if isinstance(v, float) else v
+            cells[d] = {"nDCG@10": Cell(mean, None, [mean], 5, 0.01 if mark else None,
+                                        0.02 if mark else None, diff, mark)}
+        out.append(Row(variant, list(models), cells, {d: [file] for d in per}, {}))
+    s = EffectivenessSummary(["nDCG@10"], "bm25", "ttest", "holm", 0.05, ds, out,
+                             {"nDCG@10": 1})
+    return SummaryFile(file, created, s)
+
+
+def test_effectiveness_table_cells_and_averages_by_hand():
+    from mice_bench.report.effectiveness_section import effectiveness_table
+
+    old = _summary({("bm25", ()): {"dl19": 0.50, "scifact": 0.60, "nfcorpus": 0.30},
+                    ("ce", ("m",)): {"dl19": (0.70, "↑", 0.2), "scifact": 0.65,
+                                     "nfcorpus": 0.32},
+                    ("mice-l4+3", ("m",)): {"scifact": 0.55}},
+                   "2026-01-01T00:00:00+00:00", "effectiveness/old.json")
+    new = _summary({("ce", ("m",)): {"scifact": 0.66}},
+                   "2026-02-01T00:00:00+00:00", "effectiveness/new.json")
+    md = effectiveness_table([old, new], "nDCG@10").markdown()
+    assert cells(md, "Re-Ranker") == ["Re-Ranker", "In-domain · DL19", "BEIR (OOD) · NFC",
+                                      "BEIR (OOD) · SF", "Average · ID", "Average · OOD"]
+    # BM25: OOD mean of 30 and 60
+    assert cells(md, "BM25") == ["BM25", "50.0", "30.0", "60.0", "50.0", "45.0"]
+    # ce: SciFact from the newer run (66, not 65); OOD = (32 + 66) / 2; the mark kept
+    assert cells(md, "ce") == ["ce", "70.0 ↑", "32.0", "66.0", "70.0", "49.0"]
+    # a row without every OOD dataset has no OOD mean, and no ID mean without DL19
+    assert cells(md, "mice-l4+3") == ["mice-l4+3", "–", "–", "55.0", "–", "–"]
+
+
+def test_study_table_cells_by_hand(tmp_path):
+    from mice_bench.report.study_section import StudyResults, study_table
+
+    sf = _summary({("bm25", ()): {"dl19": 0.50, "scifact": 0.60, "nfcorpus": 0.30},
+                   ("s1", ("m",)): {"dl19": (0.72, "↑", 0.22), "scifact": 0.64,
+                                    "nfcorpus": 0.34},
+                   ("s2", ("m",)): {"dl19": 0.40, "scifact": 0.70}},
+                  "2026-01-01T00:00:00+00:00", "x/summary.json")
+    sr = StudyResults("st", None, "", "", tmp_path, "st", sf.summary,
+                      config={"systems": [{"label": "s1", "variant": "mice-l4+3",
+                                           "init": "base", "loss": "lce"}]},
+                      record={"systems": [{"label": "s1", "steps": 400,
+                                           "train_pairs_per_s": 123.45}]})
+    md = study_table(sr).markdown()
+    # System, Variant, Init, Loss | DL19 | SF, NFC (the study's order) | ID, OOD | steps,
+    # pairs/s; OOD = (64 + 34) / 2
+    assert cells(md, "s1") == ["s1", "mice-l4+3", "base", "lce", "72.0 ↑", "64.0", "34.0",
+                               "72.0", "49.0", "400", "123.5"]
+    assert cells(md, "BM25") == ["BM25", "–", "–", "–", "50.0", "60.0", "30.0", "50.0",
+                                 "45.0", "–", "–"]
+    assert cells(md, "s2")[4:9] == ["40.0", "70.0", "–", "40.0", "–"]
