@@ -337,8 +337,9 @@ PRESET_PATTERNS: dict[str, str] = {f.pattern: f.description for f in REGISTRY.va
 
 
 def invalid(msg: str) -> SpecError:
-    """A :class:`SpecError` for ``msg`` followed by the valid names (:func:`valid_names_help`)."""
-    return SpecError(f"{msg}\n{valid_names_help()}")
+    """A :class:`SpecError` for ``msg`` followed by the valid names (:func:`valid_names_help`),
+    on one line (a refusal is one line)."""
+    return SpecError(f"{msg}; {valid_names_help()}")
 
 
 def valid_names_help() -> str:

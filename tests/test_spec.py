@@ -673,7 +673,7 @@ def test_validate_boundaries():
     resolve("mask3-l0,mask3-l10", 12)
     assert "never reaches" in err(resolve, "mask3-l11", 12)  # in range, but too late
     assert err(resolve, "mask3-l12", 12).startswith(
-        "mask3-l12: mask3-l{k} needs 0 <= k <= 11 on this model\nvalid names:")
+        "mask3-l12: mask3-l{k} needs 0 <= k <= 11 on this model; valid names:")
     resolve("mask3-l2", 4)
     assert "needs 0 <= k <= 3" in err(resolve, "mask3-l4", 4)
     resolve("prettr-l0,prettr-l11", 12)
@@ -706,7 +706,7 @@ def test_validate_returns_and_messages():
     m = parse("mice-l4+3")
     assert m.validate(12) is m
     assert resolve(["ce", "mask3-l1"], 3)[1].k == 1
-    assert err(InteractionSpec("foo").validate).startswith("unknown family 'foo'\nvalid names:")
+    assert err(InteractionSpec("foo").validate).startswith("unknown family 'foo'; valid names:")
     assert err(InteractionSpec("ce", head="x").validate) == \
         f"unknown head 'x'; valid: cls, maxsim, mean-cos\n{HELP}"
     assert err(InteractionSpec("ce", head="maxsim").validate) == \

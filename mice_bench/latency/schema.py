@@ -33,7 +33,11 @@ _TYPES = {
 }
 
 
-def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
+def validate(value: Any, schema: dict[str, Any], path: str = "$",
+             present_only: bool = False) -> list[str]:
+    """The problems of ``value`` under ``schema``; ``present_only``: the fields present only
+    (what a reader checks: fields of earlier versions that a file lacks are read with their
+    defaults, but a field it holds must be what the writer would write)."""
     errs: list[str] = []
     t = schema.get("type")
     if t is not None:
@@ -49,16 +53,16 @@ def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
     if "minimum" in schema and _TYPES["number"](value) and value < schema["minimum"]:
         errs.append(f"{path}: {value!r} < minimum {schema['minimum']!r}")
     if isinstance(value, dict):
-        for k in schema.get("required", ()):
+        for k in () if present_only else schema.get("required", ()):
             if k not in value:
                 errs.append(f"{path}: missing required key {k!r}")
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")
         for k, v in value.items():
             if k in props:
-                errs += validate(v, props[k], f"{path}.{k}")
+                errs += validate(v, props[k], f"{path}.{k}", present_only)
             elif isinstance(extra, dict):
-                errs += validate(v, extra, f"{path}.{k}")
+                errs += validate(v, extra, f"{path}.{k}", present_only)
             elif extra is False:
                 errs.append(f"{path}: unexpected key {k!r}")
     if isinstance(value, list):
@@ -66,13 +70,14 @@ def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
             errs.append(f"{path}: {len(value)} items < minItems {schema['minItems']}")
         if "items" in schema:
             for i, v in enumerate(value):
-                errs += validate(v, schema["items"], f"{path}[{i}]")
+                errs += validate(v, schema["items"], f"{path}[{i}]", present_only)
     return errs
 
 
 def first_problem(value: Any, schema: dict[str, Any] | None = None) -> str | None:
-    """The first problem :func:`validate` finds, on one line (with how many more), or None."""
-    errs = validate(value, schema or LATENCY_SCHEMA)
+    """The first problem of the fields ``value`` holds (:func:`validate` with
+    ``present_only``), on one line (with how many more), or None."""
+    errs = validate(value, schema or LATENCY_SCHEMA, present_only=True)
     if not errs:
         return None
     return errs[0] + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else "")
