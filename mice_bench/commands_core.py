@@ -63,7 +63,8 @@ def register(app: typer.Typer) -> None:
                 fast = spec.fast_path(layers) or "reference only"
             except Exception:  # noqa: BLE001 - pattern does not fit a tiny layer count
                 fast = "-"
-            table.add_row(pattern, spec.layout, spec.head, fast, desc)
+            # names and descriptions hold [options] and [CLS]: literal text, not Rich markup
+            table.add_row(Text(pattern), spec.layout, spec.head, Text(str(fast)), Text(desc))
         console.print(table)
         console.print("Options in brackets (e.g. mice-l4+3[order=self], colbert[proj=0,qaug=0]):",
                       markup=False, highlight=False)
@@ -90,10 +91,10 @@ def register(app: typer.Typer) -> None:
         if model is not None:
             layers = model_layers(model)
         spec.validate(layers)
-        console.print(matrix_text(spec, layers), highlight=False)
+        console.print(matrix_text(spec, layers), highlight=False, markup=False)
         if png is not None:
             plot_matrices(spec, layers, png)
-            console.print(f"saved {png}")
+            console.print(f"saved {png}", highlight=False, markup=False)
 
     @app.command("verify")
     @user_errors

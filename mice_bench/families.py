@@ -211,6 +211,10 @@ def _mice_describe(spec: "InteractionSpec", text: str) -> str:
                 "weights, [CLS] reads the query only); the rest dropped")
     notes = []
     if spec.order == "self":
+        text = text.replace("reads the frozen document through its own cross-attention "
+                            "sub-layer, then attends itself",
+                            "first attends itself, then reads the frozen document through its "
+                            "own cross-attention sub-layer")
         notes.append("self-attention before cross-attention")
     if not spec.cls_doc:
         notes.append("[CLS] does not read the document")
@@ -333,8 +337,9 @@ PRESET_PATTERNS: dict[str, str] = {f.pattern: f.description for f in REGISTRY.va
 
 
 def invalid(msg: str) -> SpecError:
-    """A :class:`SpecError` for ``msg`` followed by the valid names (:func:`valid_names_help`)."""
-    return SpecError(f"{msg}\n{valid_names_help()}")
+    """A :class:`SpecError` for ``msg`` followed by the valid names (:func:`valid_names_help`),
+    on one line (a refusal is one line)."""
+    return SpecError(f"{msg}; {valid_names_help()}")
 
 
 def valid_names_help() -> str:

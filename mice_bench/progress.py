@@ -6,6 +6,7 @@ import contextlib
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task,
                            TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
@@ -43,9 +44,10 @@ class Reporter:
                         MofNCompleteColumn(), RateColumn(unit), TimeElapsedColumn(),
                         TimeRemainingColumn(), console=self.console, transient=False)
         with prog:
-            tid = prog.add_task(description, total=total)
+            # the column renders the description as markup: a variant's [options] stay text
+            tid = prog.add_task(escape(description), total=total)
             yield lambda n: prog.advance(tid, n)
 
     def log(self, message: str) -> None:
         if self.enabled:
-            self.console.print(message, highlight=False)
+            self.console.print(message, highlight=False, markup=False)

@@ -284,6 +284,21 @@ def parse_fields(path: str | os.PathLike, what: str, parse: Callable[[], Any]) -
                               f"({type(e).__name__}: {e})") from None
 
 
+def result_kind(path: str | os.PathLike) -> str:
+    """The kind a results file says it is (``latency``, ``effectiveness``, ...; ``""`` when it
+    names no ``mice-bench/`` schema); a file that is not a JSON object is a
+    :class:`ResultFileError` naming it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultFileError(f"{path}: cannot read results file: {e}") from None
+    if not isinstance(data, dict):
+        raise ResultFileError(f"{path}: not a mice-bench results file (no schema)")
+    schema = data.get("schema")
+    return schema.removeprefix("mice-bench/") if isinstance(schema, str) and \
+        schema.startswith("mice-bench/") else ""
+
+
 # schema_version -> function upgrading a dict of that version to version + 1
 UPGRADERS: dict[str, dict[int, Callable[[dict], dict]]] = {}
 

@@ -97,7 +97,8 @@ class InteractionSpec:
 
     @property
     def precomputable(self) -> bool:
-        """Document states can be computed once, independently of the query."""
+        """Document states can be computed once, independently of the query (the variants
+        of :data:`PRECOMPUTABLE`)."""
         return self.layout == "split" and self.doc_style != "pair"
 
     @property
@@ -259,6 +260,11 @@ def _check_doc_reaches_cls(spec: InteractionSpec, layers: Iterable[LayerSpec]) -
 
 
 
+#: the variants whose documents can be encoded once and stored (``precomputable``): what a
+#: refusal of any other variant names as valid (plain ``prettr-l{k}`` cannot: its documents
+#: are positioned after each query)
+PRECOMPUTABLE = "prettr-l{k}[qlen=N], mice-l{m}+{n}, colbert, biencoder"
+
 _OPT_RE = re.compile(r"^(?P<base>[^\[]+)(?:\[(?P<opts>[^\]]*)\])?$")
 
 
@@ -353,4 +359,4 @@ def split_names(text: str) -> list[str]:
 
 __all__ = ["SEGMENTS", "LayerSpec", "InteractionSpec", "Family", "REGISTRY", "register",
            "parse", "resolve", "presets", "custom", "fitted", "family", "variant_key", "SpecError",
-           "OPTIONS", "SPLIT_OPTIONS"]
+           "OPTIONS", "SPLIT_OPTIONS", "PRECOMPUTABLE"]

@@ -34,6 +34,8 @@ def test_bad_input_exits_2_without_traceback(args):
     assert r.exit_code == 2
     assert "Traceback" not in r.output
     assert "valid names" in r.output
+    # one line: the refusal and the valid names together (the error console does not wrap)
+    assert len(r.output.strip().splitlines()) == 1, r.output
 
 
 def test_verify_passes_on_random_model():

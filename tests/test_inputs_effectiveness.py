@@ -115,6 +115,17 @@ def test_model_that_fails_to_load_leaves_no_bm25_row(tmp_path, fixture_data, mon
     assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 
 
+def test_full_ranking_with_a_variant_that_cannot_store_documents_writes_nothing(
+        tmp_path, fixture_data):
+    """Plain ``prettr-l2`` scores each document after its query, so it cannot rank the whole
+    corpus: refused with the variants that can, before the BM25 index or row is written."""
+    r = invoke(tmp_path, "--first-stage", "full", variants="bm25,prettr-l2", run=None)
+    msg = assert_usage_error(r, "--first-stage full", "prettr-l2 cannot",
+                             "prettr-l{k}[qlen=N], mice-l{m}+{n}, colbert, biencoder")
+    assert "(prettr, mice" not in msg
+    assert written_files(tmp_path) == []
+
+
 # --------------------------------------------------------------------------- measures
 @pytest.mark.parametrize("name,needle", [
     ("nDCG@0", "cutoff @0"), ("AP@0", "cutoff @0"), ("Judged@0", "cutoff @0"),

@@ -99,6 +99,12 @@ def test_measured_columns_hold_only_measured_numbers(pub):
             m = measured.get((cells[1], pre))
             lat = m["latency_s"] if m else None
             assert cells[6] == (fmt_ms_pm(lat["mean"], lat["std"]) if m else "–")
+            # docs/s: the row's pairs/s; memory: a CPU run's resident-set growth
+            assert cells[7] == (f"{m['throughput_pairs_per_s']:.0f}"
+                                if m and m["throughput_pairs_per_s"] >= 100 else
+                                f"{m['throughput_pairs_per_s']:.1f}" if m else "–")
+            assert cells[8] == (f"{m['memory']['growth_mb']:.0f} MB (RSS growth)" if m
+                                else "–")
             assert not set(cells[meas_cols]) & published_text
             assert cells[3] in published_text
             seen += m is not None

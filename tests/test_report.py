@@ -238,17 +238,22 @@ def _tracked_results(tmp_path):
 def test_committed_report_is_regenerated_without_diff(tmp_path):
     """report/ must be what `mice-bench report` makes of results/ (text files byte for
     byte; images by name - their bytes depend on the matplotlib/freetype build, and
-    byte-stability on one machine is checked above)."""
+    byte-stability on one machine is checked above). A regression alarm, not a check of any
+    number's value (those are ``test_report_values.py`` and the other value tests): when it
+    fails, a number changed, and why must be understood before the report is regenerated."""
     committed = REPO / "report"
     if not (committed / "README.md").exists():
         pytest.skip("no committed report/ yet")
     build_report(_tracked_results(tmp_path), tmp_path / "out", REPO / "ablations")
     got, want = _files(tmp_path / "out"), _files(committed)
-    assert got == want
+    assert got == want, ("the committed report/ lists other files than a fresh `mice-bench "
+                         "report`: find out why before regenerating")
     for f in sorted(got):
         if f.endswith(TEXT_EXT):
             assert (tmp_path / "out" / f).read_text() == (committed / f).read_text(), (
-                f"report/{f} differs from a fresh `mice-bench report`; regenerate it")
+                f"report/{f}: a number changed: find out why before regenerating (a fresh "
+                "`mice-bench report` of results/ differs; only regenerate once the change is "
+                "understood and intended)")
 
 
 def test_side_by_side_table_never_mixes_runs():

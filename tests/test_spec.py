@@ -564,7 +564,10 @@ def test_descriptions():
             "side reads the frozen document through its own cross-attention sub-layer, then "
             "attends itself, then the feed-forward; the rest dropped")
     assert parse("mice-l4+3").description() == mice
-    assert parse("mice-l4+3[order=self,cls_doc=0,qcls=1]").description() == mice + (
+    self_first = ("MICE: m separate layers (documents precomputed), then n layers where the "
+                  "query side first attends itself, then reads the frozen document through its "
+                  "own cross-attention sub-layer, then the feed-forward; the rest dropped")
+    assert parse("mice-l4+3[order=self,cls_doc=0,qcls=1]").description() == self_first + (
         " (self-attention before cross-attention; [CLS] does not read the document; "
         "query tokens read [CLS])")
     assert parse("mice-l4+3[qcls=1]").description() == mice + " (query tokens read [CLS])"
@@ -670,27 +673,27 @@ def test_validate_boundaries():
     resolve("mask3-l0,mask3-l10", 12)
     assert "never reaches" in err(resolve, "mask3-l11", 12)  # in range, but too late
     assert err(resolve, "mask3-l12", 12).startswith(
-        "mask3-l12: mask3-l{k} needs 0 <= k <= 11 on this model\nvalid names:")
+        "mask3-l12: mask3-l{k} needs 0 <= k <= 11 on this model; valid names:")
     resolve("mask3-l2", 4)
     assert "needs 0 <= k <= 3" in err(resolve, "mask3-l4", 4)
     resolve("prettr-l0,prettr-l11", 12)
     assert parse("prettr-l12[head=maxsim]").validate(12).k == 12
     assert err(resolve, "prettr-l13[head=maxsim]", 12).startswith(
-        "prettr-l13[head=maxsim]: prettr-l{k} needs 0 <= k <= 12 on this model\n")
+        "prettr-l13[head=maxsim]: prettr-l{k} needs 0 <= k <= 12 on this model; ")
     assert err(resolve, "prettr-l12", 12) == \
-        f"prettr-l12: the document never reaches the scoring [CLS]\n{HELP}"
+        f"prettr-l12: the document never reaches the scoring [CLS]; {HELP}"
     resolve("prettr-l4[qlen=3]", 12)
     assert parse("prettr-l4[qlen=2]").qlen == 2  # options checked against a model only
     assert err(resolve, "prettr-l4[qlen=2]", 12).startswith(
-        "prettr-l4[qlen=2]: qlen must be at least 3 ([CLS] q [SEP])\n")
+        "prettr-l4[qlen=2]: qlen must be at least 3 ([CLS] q [SEP]); ")
     resolve("mice-l4+8,mice-l0+1,mice-l11+1,mice-l0+12", 12)
     assert err(resolve, "mice-l4+9", 12).startswith(
-        "mice-l4+9: m + n = 13 exceeds the model's 12 layers\n")
+        "mice-l4+9: m + n = 13 exceeds the model's 12 layers; ")
     assert err(resolve, "mice-l0+13", 12).startswith(
-        "mice-l0+13: m + n = 13 exceeds the model's 12 layers\n")
+        "mice-l0+13: m + n = 13 exceeds the model's 12 layers; ")
     assert parse("mice-l4+0").n == 0
     assert err(resolve, "mice-l4+0", 12).startswith(
-        "mice-l4+0: mice-l{m}+{n} needs n >= 1 interaction layers\n")
+        "mice-l4+0: mice-l{m}+{n} needs n >= 1 interaction layers; ")
     # the doc-reaches-[CLS] check applies only to the cls head
     resolve("mice-l4+1[order=self,cls_doc=0,head=maxsim]", 12)
     assert "never reaches" in err(resolve, "mice-l4+1[order=self,cls_doc=0]", 12)
@@ -703,17 +706,17 @@ def test_validate_returns_and_messages():
     m = parse("mice-l4+3")
     assert m.validate(12) is m
     assert resolve(["ce", "mask3-l1"], 3)[1].k == 1
-    assert err(InteractionSpec("foo").validate).startswith("unknown family 'foo'\nvalid names:")
+    assert err(InteractionSpec("foo").validate).startswith("unknown family 'foo'; valid names:")
     assert err(InteractionSpec("ce", head="x").validate) == \
-        f"unknown head 'x'; valid: cls, maxsim, mean-cos\n{HELP}"
+        f"unknown head 'x'; valid: cls, maxsim, mean-cos; {HELP}"
     assert err(InteractionSpec("ce", head="maxsim").validate) == \
-        f"ce[head=maxsim]: head 'maxsim' needs the split layout\n{HELP}"
+        f"ce[head=maxsim]: head 'maxsim' needs the split layout; {HELP}"
     assert err(InteractionSpec("custom", custom_layout="joint", custom_layers=()).validate) == \
-        f"a custom spec needs at least one layer\n{HELP}"
+        f"a custom spec needs at least one layer; {HELP}"
     cu = custom("joint", [LayerSpec()] * 2)
     assert cu.validate(2) is cu
     assert err(cu.validate, 3) == \
-        f"custom-joint:{FULL_BITS}*2: custom spec has 2 layers, the model has 3\n{HELP}"
+        f"custom-joint:{FULL_BITS}*2: custom spec has 2 layers, the model has 3; {HELP}"
     assert err(cu.layers, 1).startswith("custom-joint:")
 
 
@@ -726,7 +729,7 @@ def test_doc_reaches_cls_sub_layer_order():
     # self first: [CLS] reads the query before the query has read the doc
     assert err(custom, "split", [after]) == (
         f"custom-split:{MICE_NOCLS_BITS}=f34=c34: the document never reaches the scoring "
-        f"[CLS]\n{HELP}")
+        f"[CLS]; {HELP}")
     custom("split", [after, after])
     # a uniform [CLS] row reads the doc in the cross sub-layer
     uni = LayerSpec(matrix(*rows), frozen=DOC, cross_keys=DOC, cross_first=False,

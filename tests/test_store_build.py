@@ -239,14 +239,18 @@ def _cli(*args: str):
     (["--variant", "mice-l4+2", "--doc-batch-size", "0"], ["--doc-batch-size"]),
     (["--variant", "mice-l4+2", "--dataset", "nope"], ["'nope'", "scifact"]),
     (["--variant", "mice-l9+2"], ["mice-l9+2"]),
-    (["--variant", "prettr-l2"], ["--variant prettr-l2", "no document store", "qlen"]),
+    # plain PreTTR positions each document after its query: nothing to store, and the
+    # refusal does not offer "prettr" as the valid choice
+    (["--variant", "prettr-l2"], ["--variant prettr-l2", "no document store",
+                                  "valid: prettr-l{k}[qlen=N], mice-l{m}+{n}"]),
     (["--variant", "mice-l4+2", "--executor", "reference"],
-     ["--executor reference", "auto, fast"]),
+     ["--executor reference", "valid: auto, fast"]),
 ])
 def test_bad_input_exits_2_with_one_line_before_any_work(tmp_path, no_network, args, needles):
     r = _cli("--model", "minilm-l6", "--cache-dir", str(tmp_path / "cache"),
              "--dataset", "dl19", *args)
-    assert_usage_error(r, *needles)
+    msg = assert_usage_error(r, *needles)
+    assert "(prettr, mice" not in msg
     assert not (tmp_path / "cache" / "docstates").exists()
 
 
@@ -268,6 +272,15 @@ def test_prettr_with_a_fixed_offset_keeps_a_store():
 
     rr = Reranker.from_pretrained("minilm-l6", variant="prettr-l2[qlen=32]")
     assert rr.precomputable
+
+
+def test_unusable_cache_folder_is_named_by_the_option_store_build_has(tmp_path, no_network):
+    """The store's folder is ``--cache-dir`` here (``store build`` has no --output-dir)."""
+    (tmp_path / "file").write_text("x")
+    r = _cli("--model", "minilm-l6", "--variant", "mice-l4+2", "--dataset", "dl19",
+             "--cache-dir", str(tmp_path / "file" / "cache"))
+    msg = assert_usage_error(r, f"--cache-dir {tmp_path / 'file' / 'cache'}")
+    assert "--output-dir" not in msg
 
 
 # --------------------------------------------------------------------------- torchrun

@@ -115,8 +115,8 @@ def _tiny() -> EffectivenessSummary:
     ds = [SummaryDataset("A", "irds/a", "id", "bm25"), SummaryDataset("C", None, "ood", "full")]
     rows = [Row("bm25", [], {"A": {"m1": Cell(0.5, None, [0.5], 3)}}, {"A": ["b.json"]},
                 {"id": {"m1": 0.5}}),
-            Row("v", ["s1", "s2"], {"A": {"m1": Cell(0.6, 0.1, [0.5, 0.7], 3, 0.02, 0.04, 0.1,
-                                                     "↑")},
+            Row("v", ["s1", "s2"], {"A": {"m1": Cell(0.6, 0.1, [0.5, 0.6, 0.7], 3, 0.02, 0.04,
+                                                     0.1, "↑")},
                                     "C": {"m1": Cell(0.3, 0.0, [0.3, 0.3], 2)}},
                 {"A": ["v1.json", "v2.json"], "C": ["c1.json", "c2.json"]},
                 {"id": {"m1": 0.6}, "ood": {"m1": 0.3}})]
@@ -135,7 +135,7 @@ TINY_DICT = {
                                 "p": None, "p_corrected": None, "diff": None, "mark": ""}}},
          "files": {"A": ["b.json"]}, "averages": {"id": {"m1": 0.5}}},
         {"variant": "v", "models": ["s1", "s2"],
-         "cells": {"A": {"m1": {"mean": 0.6, "std": 0.1, "seeds": [0.5, 0.7], "num_queries": 3,
+         "cells": {"A": {"m1": {"mean": 0.6, "std": 0.1, "seeds": [0.5, 0.6, 0.7], "num_queries": 3,
                                 "p": 0.02, "p_corrected": 0.04, "diff": 0.1, "mark": "↑"}},
                    "C": {"m1": {"mean": 0.3, "std": 0.0, "seeds": [0.3, 0.3], "num_queries": 2,
                                 "p": None, "p_corrected": None, "diff": None, "mark": ""}}},

@@ -265,6 +265,24 @@ def test_tiny_model_learns_the_synthetic_task(tmp_path, one_thread, variant, ste
     assert log["throughput"]["pairs_per_s"] > 0 and "torch" in log["environment"]
 
 
+def test_a_validation_tie_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
+    """The best checkpoint is the first to reach the best value: a later validation that only
+    equals it does not replace it (values given here, step by step)."""
+    from mice_bench.training import trainer
+
+    values = iter([0.4, 0.7, 0.7, 0.5])             # validations at steps 2, 4, 6, 8
+    monkeypatch.setattr(trainer, "validate_model",
+                        lambda *a, **k: {"RR@10": next(values), "nDCG@10": 0.0})
+    cfg = cfg_for(tmp_path, variant="ce", group_size=4, batch_size=8, steps=8, lr=1e-3,
+                  val_every=2, val_queries=4, val_metric="RR@10")
+    res = train(cfg, model=tiny_model("ce", hidden=32, layers=2),
+                data=synthetic(n_train=40, n_val=4))
+    assert res.best_step == 4 and res.best_metrics["RR@10"] == 0.7
+    log = json.loads(res.log_path.read_text())
+    assert log["best"]["step"] == 4
+    assert [v["step"] for v in log["curves"]["validation"]] == [2, 4, 6, 8]
+
+
 # --------------------------------------------------------------------------- checkpoints
 def test_checkpoint_round_trip_identical_scores(tmp_path):
     from mice_bench.backbone import load_backbone

@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
             where = f" (size {st.size})" if st.size else ""
         todo = [t for t in tasks if not t.done]
         console.print(f"study {st.name}{where}: {len(tasks)} task(s), {len(todo)} to run, "
-                      f"{len(tasks) - len(todo)} with existing results", highlight=False)
+                      f"{len(tasks) - len(todo)} with existing results", highlight=False,
+                      markup=False)
         if dry_run:
             from .offline import offline_warnings
 
@@ -84,4 +85,4 @@ def register(app: typer.Typer) -> None:
                 console.print(f"  [{state}] {t.label}{cmd}", highlight=False, markup=False)
             return
         run_study(st, tasks, log=lambda s: console.print(s, highlight=False, markup=False))
-        console.print(f"study {st.name} done", highlight=False)
+        console.print(f"study {st.name} done", highlight=False, markup=False)

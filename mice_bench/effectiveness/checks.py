@@ -28,8 +28,9 @@ __all__ = ["preflight", "check_candidates", "check_model_dir", "check_writable",
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
 
 
-def preflight(cfg, plan) -> None:
-    """Validate every option, path and output location of ``cfg``/``plan`` (see module)."""
+def preflight(cfg, plan, output_option: str = "--output-dir") -> None:
+    """Validate every option, path and output location of ``cfg``/``plan`` (see module);
+    ``output_option``: the option that names ``cfg.output_dir`` in the calling command."""
     positive_int("--batch-size", cfg.batch_size)
     positive_int("--doc-batch-size", cfg.doc_batch_size)
     positive_int("--query-max-tokens", cfg.query_max_tokens, optional=True)
@@ -90,7 +91,7 @@ def preflight(cfg, plan) -> None:
                 raise UsageError(f"{spec} has no fast path (only ce and split-first variants: "
                                  "prettr, mice, colbert, biencoder); use --executor reference "
                                  "or auto")
-    check_writable(Path(cfg.output_dir), "--output-dir")
+    check_writable(Path(cfg.output_dir), output_option)
     check_writable(cfg.cache_path(), "--cache-dir")
 
 

@@ -178,8 +178,11 @@ def register(app: typer.Typer) -> None:
         except KeyboardInterrupt:
             from ..console import err_console
 
+            from rich.markup import escape
+
             err_console.print("[bold yellow]interrupted[/]: every query scored so far is cached "
-                              f"under {cfg.cache_path()}; run the same command again to resume.")
+                              f"under {escape(str(cfg.cache_path()))}; run the same command "
+                              "again to resume.", highlight=False)
             raise typer.Exit(code=130) from None
         import os
 
@@ -190,6 +193,6 @@ def register(app: typer.Typer) -> None:
         else:
             for m in summary.measures:
                 console.print(rich_table(summary, m))
-            console.print(legend(summary), highlight=False)
+            console.print(legend(summary), highlight=False, markup=False)
             console.print(f"results in {cfg.output_dir}/ (summary: {summary_name}.md, "
-                          f"{summary_name}.json)", highlight=False)
+                          f"{summary_name}.json)", highlight=False, markup=False)

@@ -230,13 +230,13 @@ def make_plan(cfg: EffectivenessConfig) -> Plan:
         raise UsageError(f"variants {', '.join(model_vars)} need at least one --model "
                          "(a Hugging Face id or a local checkpoint directory)")
     if any(fs.kind == "full" for fs in first_stage.values()):
-        from ..spec import parse
+        from ..spec import PRECOMPUTABLE, parse
 
-        joint = [v for v in model_vars if parse(v).layout != "split"]
-        if joint:
+        cannot = [v for v in model_vars if not parse(v).precomputable]
+        if cannot:
             raise UsageError(f"--first-stage full scores the whole corpus and needs variants "
-                             f"whose documents can be precomputed (prettr, mice, colbert, "
-                             f"biencoder); {', '.join(joint)} cannot: use --first-stage bm25")
+                             f"whose documents can be precomputed ({PRECOMPUTABLE}); "
+                             f"{', '.join(cannot)} cannot: use --first-stage bm25")
     if cfg.runtime not in ("torch", "ort"):
         raise UsageError(f"unknown --runtime {cfg.runtime!r}; valid: torch, ort")
     if cfg.runtime == "ort":

@@ -260,8 +260,10 @@ class VariantScorer:
         for ``queries`` (a rank's share under torchrun: every rank of ``dist`` encodes its
         share of the corpus into the shared store, :meth:`build_docs`)."""
         if self.doc_cache is None:
+            from ..spec import PRECOMPUTABLE
+
             raise UsageError(f"{self.variant}: --first-stage full needs a variant whose documents "
-                             "can be precomputed (prettr, mice, colbert, biencoder)")
+                             f"can be precomputed ({PRECOMPUTABLE})")
         qids = list(self.coll.queries) if queries is None else list(queries)
         self.stats = ScoreStats(queries=len(qids))
         corpus: dict[str, str] = {}

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..results import ResultFileError
+from ..results import result_kind
 from ..evaluation.fidelity import ms_marco_bytes, paired_difference, score_fidelity
-from .result import EffectivenessResult
+from .result import KIND, EffectivenessResult
 
 __all__ = ["StorageRow", "storage_rows", "storage_table", "fidelity_rows", "fidelity_table",
            "tradeoff_series"]
@@ -61,12 +61,11 @@ def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[Stor
     root = Path(results_dir)
     best: dict[tuple, StorageRow] = {}
     for p in sorted(root.rglob("*.json")):
-        try:
-            res = EffectivenessResult.load(p)
-        except (ResultFileError, ValueError, KeyError, OSError):
-            continue                     # summaries, other kinds, unreadable files
-        ds = res.timing.get("doc_store") if isinstance(res.timing, dict) else None
-        if not isinstance(ds, dict) or not ds.get("bytes_per_doc"):
+        if result_kind(p) != KIND:
+            continue                     # summaries and other kinds
+        res = EffectivenessResult.load(p)     # an edited file is named (ResultFileError)
+        ds = res.timing.get("doc_store")
+        if ds is None or not ds.get("bytes_per_doc"):
             continue
         bpt = ds.get("bytes_per_token")
         if bpt is None and ds.get("tokens_per_doc"):

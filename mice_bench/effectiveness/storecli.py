@@ -25,7 +25,7 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     from ..distributed import session
     from ..errors import UsageError
     from ..executors import make_executor
-    from ..spec import parse
+    from ..spec import PRECOMPUTABLE, parse
     from .checks import preflight
     from ..data.collections import load_collection
     from ..progress import Reporter
@@ -46,15 +46,14 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
     if why is None and parse(variant).layout != "split":
         why = "reads query and document together"
     elif why is None and not parse(variant).precomputable:
-        why = ("its documents continue the query's positions; a fixed offset (qlen) makes "
-               "them precomputable")
+        why = "its documents are positioned after each query"
     if why:
         raise UsageError(f"--variant {variant} keeps no document store ({why}); valid: "
-                         "mice, colbert, biencoder, prettr with qlen (prettr-l4[qlen=32])")
+                         f"{PRECOMPUTABLE}")
     if cfg.executor == "reference":
-        raise UsageError("--executor reference keeps no document states (it runs each pair "
-                         "as one masked sequence); valid for store build: auto, fast")
-    preflight(cfg, plan)
+        raise UsageError("--executor reference keeps no document store (it scores each pair "
+                         "whole); valid: auto, fast")
+    preflight(cfg, plan, output_option="--cache-dir")
     reporter = reporter or Reporter(enabled=False)
     out = []
     with session(cfg.device) as (denv, dev):
@@ -147,4 +146,5 @@ def register(app: typer.Typer) -> None:
                 f"({r['encoded']} encoded now, {r['chunks_reused']} shards reused; "
                 f"per rank {r['per_rank']}), {r['bytes'] / 2**10:,.1f} KiB"
                 + (f", {bpt:.1f} bytes per token" if bpt else "")
-                + f" in {r['seconds']:.1f} s\nstore: {r['store']}", highlight=False)
+                + f" in {r['seconds']:.1f} s\nstore: {r['store']}", highlight=False,
+                markup=False)

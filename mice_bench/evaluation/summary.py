@@ -177,16 +177,73 @@ class EffectivenessSummary:
         written beside it by :func:`mice_bench.evaluation.table.write_summary`."""
         from ..results import atomic_write_json, envelope
 
+        bad = self.problem()
+        if bad is not None:       # what load would refuse is never written
+            raise ValueError(f"effectiveness summary for {path} breaks the schema: {bad}")
         return atomic_write_json(Path(path), envelope(KIND, config, env,
                                                       summary=self.to_dict()))
 
+    def problem(self) -> str | None:
+        """The first way this summary breaks what :func:`summarize` writes (None: valid), as
+        ``field: problem``: a cell's ``mean`` is the mean of its ``seeds`` (finite, >= 0) and
+        ``std`` their sample deviation (None for one seed), ``num_queries`` >= 1, ``p`` and
+        ``p_corrected`` within [0, 1] (NaN: a test without a difference), ``diff`` finite, the
+        mark the one :func:`mark_for` gives; a group average is the mean of its datasets'
+        means. :meth:`load` refuses an edited file that breaks it."""
+        def close(a: float, b: float) -> bool:
+            return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+        for row in self.rows:
+            for ds, per in row.cells.items():
+                for m, c in per.items():
+                    at = f"summary.rows[{row.variant}].cells.{ds}.{m}"
+                    seeds = [float(x) for x in c.seeds]
+                    if not seeds or not all(math.isfinite(x) and x >= 0 for x in seeds):
+                        return f"{at}.seeds: {c.seeds!r} are not finite numbers >= 0"
+                    mean = math.fsum(seeds) / len(seeds)
+                    if not (math.isfinite(c.mean) and close(c.mean, mean)):
+                        return f"{at}.mean: {c.mean!r} is not the mean of its seeds ({mean!r})"
+                    std = float(np.std(seeds, ddof=1)) if len(seeds) > 1 else None
+                    if (std is None) != (c.std is None) or \
+                            (std is not None and not close(c.std, std)):
+                        return (f"{at}.std: {c.std!r} is not the sample deviation of its "
+                                f"seeds ({std!r})")
+                    if c.num_queries < 1:
+                        return f"{at}.num_queries: {c.num_queries!r} is not >= 1"
+                    for k in ("p", "p_corrected"):
+                        v = getattr(c, k)
+                        if v is not None and not (math.isnan(v) or 0 <= v <= 1):
+                            return f"{at}.{k}: {v!r} is not within [0, 1]"
+                    if c.diff is not None and not math.isfinite(c.diff):
+                        return f"{at}.diff: {c.diff!r} is not a finite number"
+                    want = mark_for(c.diff if c.diff is not None else 0.0, c.p_corrected,
+                                    self.alpha)
+                    if c.mark != want:
+                        return (f"{at}.mark: {c.mark!r}, but the difference {c.diff!r} with "
+                                f"corrected p {c.p_corrected!r} at alpha {self.alpha} gives "
+                                f"{want!r}")
+            for g, per in row.averages.items():
+                members = [d.name for d in self.datasets if d.group == g]
+                for m, v in per.items():
+                    means = [row.cells[n][m].mean for n in members
+                             if m in row.cells.get(n, {})]
+                    if len(means) != len(members) or not close(v, sum(means) / len(means)):
+                        return (f"summary.rows[{row.variant}].averages.{g}.{m}: {v!r} is not "
+                                f"the mean of its {g} datasets")
+        return None
+
     @classmethod
     def load(cls, path: str | Path) -> tuple["EffectivenessSummary", dict[str, Any]]:
-        """``(summary, envelope)``; old schema versions are upgraded, errors name the file."""
-        from ..results import load_result, parse_fields
+        """``(summary, envelope)``; old schema versions are upgraded, errors name the file
+        and the field (:meth:`problem`)."""
+        from ..results import ResultFileError, load_result, parse_fields
 
         data = load_result(path, KIND)
-        return parse_fields(path, KIND, lambda: cls.from_dict(data["summary"])), data
+        s = parse_fields(path, KIND, lambda: cls.from_dict(data["summary"]))
+        bad = s.problem()
+        if bad is not None:
+            raise ResultFileError(f"{path}: {bad}")
+        return s, data
 
 
 # --------------------------------------------------------------------------- computation

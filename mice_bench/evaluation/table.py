@@ -116,13 +116,16 @@ def percent_markdown(summary: "EffectivenessSummary", measure: str) -> str:
 def rich_table(summary: "EffectivenessSummary", measure: str | None = None):
     from rich.table import Table
 
+    from rich.markup import escape
+
     m = measure or summary.primary
-    t = Table(title=f"{m} (baseline {summary.baseline})")
+    # variant names hold [options] (colbert[proj=0,qaug=0]): literal text, not Rich markup
+    t = Table(title=escape(f"{m} (baseline {summary.baseline})"))
     t.add_column("system")
     cols = columns(summary)
     for kind, key in cols:
-        t.add_column(_header(kind, key), justify="right",
+        t.add_column(escape(_header(kind, key)), justify="right",
                      style="bold" if kind == "avg" else None)
     for row in summary.rows:
-        t.add_row(row_name(row), *(cell_text(row, k, key, m) for k, key in cols))
+        t.add_row(escape(row_name(row)), *(cell_text(row, k, key, m) for k, key in cols))
     return t

@@ -12,6 +12,8 @@ HELP = """Export a variant as ONNX graphs: ce as one graph (pairs -> scores); va
 
 
 def register(app: typer.Typer) -> None:
+    from rich.markup import escape
+
     from ..console import err_console, user_errors
 
     @app.command("export", help=HELP)
@@ -61,7 +63,8 @@ def register(app: typer.Typer) -> None:
         try:
             m = export_onnx(ex, output, model=model, check=check, opset=opset)
         except ExportCheckError as e:   # nothing is left behind
-            err_console.print(f"[bold red]error:[/] {e}; nothing written", highlight=False,
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}; nothing written",
+                              highlight=False,
                               soft_wrap=True)
             raise typer.Exit(code=1) from None
         files = ", ".join(g["file"] for g in m["graphs"].values())
@@ -69,4 +72,4 @@ def register(app: typer.Typer) -> None:
         said = (f"; checked: max |diff| {c['max_abs_diff']:.2g} over a score spread of "
                 f"{c['score_spread']:.3g}" if c else "; not checked")
         err_console.print(f"{m['variant']} exported to {output} ({files}){said}",
-                          highlight=False, soft_wrap=True)
+                          highlight=False, soft_wrap=True, markup=False)

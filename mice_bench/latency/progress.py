@@ -67,14 +67,20 @@ class LatencyProgress(NoProgress):
             self._prog.update(self._task, completed=done, rows=self._rows, **kw)
 
     def stage(self, variant: str, what: str) -> None:
-        self._update(variant=variant, what=what)
+        from rich.markup import escape
+
+        # the columns render fields as markup: a variant's [options] stay text
+        self._update(variant=escape(variant), what=escape(what))
 
     def run_done(self, variant: str, runs: int, fraction: float | None = None) -> None:
         if self._prog is None:
             return
         if fraction is not None:
             self._partial[variant] = max(0.0, min(1.0, float(fraction)))
-        self._update(variant=variant, what=f"timing, {runs} run{'s' if runs != 1 else ''}")
+        from rich.markup import escape
+
+        self._update(variant=escape(variant),
+                     what=f"timing, {runs} run{'s' if runs != 1 else ''}")
 
     def row_done(self, variant: str) -> None:
         if self._prog is None:

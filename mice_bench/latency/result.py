@@ -189,8 +189,14 @@ class LatencyResult:
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyResult":
-        """Read (and upgrade) a latency results file; errors name the file."""
+        """Read (and upgrade) a latency results file and check it against the schema the
+        writer checks (:mod:`.schema`); errors name the file and the field."""
+        from .schema import first_problem
+
         data = load_result(path, KIND)
+        bad = first_problem(data)
+        if bad is not None:
+            raise ResultFileError(f"{path}: {bad}")
 
         def parse() -> "LatencyResult":
             try:

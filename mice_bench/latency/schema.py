@@ -2,8 +2,10 @@
 
 Supported keywords: ``type`` (a name or a list of names: object, array, string, integer,
 number, boolean, null), ``required``, ``properties``, ``additionalProperties`` (a schema),
-``items``, ``enum``, ``minimum``, ``minItems``, ``const``. :func:`validate` returns the list of
-problems (empty = valid); :func:`check` raises :class:`SchemaError`.
+``items``, ``enum``, ``minimum``, ``minItems``, ``const``; a ``number`` is finite (JSON has no
+NaN or Infinity). :func:`validate` returns the list of problems (empty = valid); :func:`check`
+raises :class:`SchemaError` (the writer, before a file is written); :func:`first_problem` is
+what the reader names when an edited file breaks the schema.
 """
 
 from __future__ import annotations
@@ -23,37 +25,44 @@ _TYPES = {
     "array": lambda v: isinstance(v, list),
     "string": lambda v: isinstance(v, str),
     "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    # JSON has no NaN or Infinity: a number is finite
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    and math.isfinite(v),
     "boolean": lambda v: isinstance(v, bool),
     "null": lambda v: v is None,
 }
 
 
-def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
+def validate(value: Any, schema: dict[str, Any], path: str = "$",
+             present_only: bool = False) -> list[str]:
+    """The problems of ``value`` under ``schema``; ``present_only``: the fields present only
+    (what a reader checks: fields of earlier versions that a file lacks are read with their
+    defaults, but a field it holds must be what the writer would write)."""
     errs: list[str] = []
     t = schema.get("type")
     if t is not None:
         names = [t] if isinstance(t, str) else list(t)
         if not any(_TYPES[n](value) for n in names):
+            if isinstance(value, float) and not math.isfinite(value):
+                return [f"{path}: {value!r} is not a finite number"]
             return [f"{path}: expected {'|'.join(names)}, got {type(value).__name__}"]
     if "const" in schema and value != schema["const"]:
         errs.append(f"{path}: expected {schema['const']!r}, got {value!r}")
     if "enum" in schema and value not in schema["enum"]:
         errs.append(f"{path}: {value!r} not one of {schema['enum']!r}")
-    if "minimum" in schema and _TYPES["number"](value) and math.isfinite(value) \
-            and value < schema["minimum"]:
+    if "minimum" in schema and _TYPES["number"](value) and value < schema["minimum"]:
         errs.append(f"{path}: {value!r} < minimum {schema['minimum']!r}")
     if isinstance(value, dict):
-        for k in schema.get("required", ()):
+        for k in () if present_only else schema.get("required", ()):
             if k not in value:
                 errs.append(f"{path}: missing required key {k!r}")
         props = schema.get("properties", {})
         extra = schema.get("additionalProperties")
         for k, v in value.items():
             if k in props:
-                errs += validate(v, props[k], f"{path}.{k}")
+                errs += validate(v, props[k], f"{path}.{k}", present_only)
             elif isinstance(extra, dict):
-                errs += validate(v, extra, f"{path}.{k}")
+                errs += validate(v, extra, f"{path}.{k}", present_only)
             elif extra is False:
                 errs.append(f"{path}: unexpected key {k!r}")
     if isinstance(value, list):
@@ -61,8 +70,17 @@ def validate(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
             errs.append(f"{path}: {len(value)} items < minItems {schema['minItems']}")
         if "items" in schema:
             for i, v in enumerate(value):
-                errs += validate(v, schema["items"], f"{path}[{i}]")
+                errs += validate(v, schema["items"], f"{path}[{i}]", present_only)
     return errs
+
+
+def first_problem(value: Any, schema: dict[str, Any] | None = None) -> str | None:
+    """The first problem of the fields ``value`` holds (:func:`validate` with
+    ``present_only``), on one line (with how many more), or None."""
+    errs = validate(value, schema or LATENCY_SCHEMA, present_only=True)
+    if not errs:
+        return None
+    return errs[0] + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else "")
 
 
 def check(value: Any, schema: dict[str, Any] | None = None) -> None:
@@ -73,12 +91,14 @@ def check(value: Any, schema: dict[str, Any] | None = None) -> None:
 
 
 NUM = {"type": "number"}
+NUM0 = {"type": "number", "minimum": 0}
 NNUM = {"type": ["number", "null"]}
+NNUM0 = {"type": ["number", "null"], "minimum": 0}
 INT0 = {"type": "integer", "minimum": 0}
 STATS = {
     "type": "object",
     "required": ["mean", "std", "p50", "p90", "p99", "min", "max", "count"],
-    "properties": {**{k: NUM for k in ("mean", "std", "p50", "p90", "p99", "min", "max")},
+    "properties": {**{k: NUM0 for k in ("mean", "std", "p50", "p90", "p99", "min", "max")},
                    "count": INT0},
 }
 NUM_LIST = {"type": "array", "items": NUM}
@@ -119,7 +139,7 @@ ROW_SCHEMA = {
         "latency_s": STATS,
         "phases_s": {"type": "object", "required": list(PHASES),
                      "additionalProperties": STATS},
-        "throughput_pairs_per_s": NUM,
+        "throughput_pairs_per_s": NUM0,
         "memory": {"type": "object", "required": ["method", "baseline_mb", "peak_mb",
                                                   "growth_mb"],
                    "properties": {"method": {"type": "string"}, "baseline_mb": NUM,
@@ -130,17 +150,17 @@ ROW_SCHEMA = {
                                "query_encode_per_query", "doc_encode_per_doc",
                                "kv_precompute_per_doc", "segment_tokens"],
                   "properties": {"per_pair": {"type": "number", "minimum": 0}}},
-        "achieved_flops_per_s": NUM,
-        "peak_fraction": NNUM,
+        "achieved_flops_per_s": NUM0,
+        "peak_fraction": NNUM0,
         "offline": {"type": "object"},
-        "speedup_vs_ce": NNUM,
-        "flop_ratio_vs_ce": NNUM,
+        "speedup_vs_ce": NNUM0,
+        "flop_ratio_vs_ce": NNUM0,
         "notes": {"type": "array", "items": {"type": "string"}},
         "raw_s": {"type": "object", "required": ["total", "wall", *PHASES],
                   "additionalProperties": NUM_LIST},
         "runtime": {"type": "string"},
         "tokenization": {"type": "string"},
-        "speedup_vs_fastest_ce": NNUM,
+        "speedup_vs_fastest_ce": NNUM0,
         "fastest_ce": {"type": ["string", "null"]},
         "prepacked": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
     },

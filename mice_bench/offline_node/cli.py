@@ -27,6 +27,8 @@ results/gpu/TAG/ (summary, TREC runs evaluated with ir_measures against BM25) an
 
 
 def register(app: typer.Typer) -> None:
+    from rich.markup import escape
+
     from ..console import console, err_console, user_errors
     from .stage import DEFAULT_MAX_MIB
 
@@ -82,7 +84,7 @@ def register(app: typer.Typer) -> None:
             opts.python_version = python_version
         _, verdict = build(folder, opts)
         if verdict:
-            err_console.print(f"[bold yellow]warning:[/] {verdict}", highlight=False,
+            err_console.print(f"[bold yellow]warning:[/] {escape(verdict)}", highlight=False,
                               soft_wrap=True)
             raise typer.Exit(code=1)
 
@@ -160,10 +162,11 @@ def register(app: typer.Typer) -> None:
         console.print(summary.read_text(), highlight=False, markup=False, soft_wrap=True)
         for note in res.notes:
             console.print(note, highlight=False, markup=False)
-        console.print(f"wrote {res.folder}", highlight=False)
+        console.print(f"wrote {res.folder}", highlight=False, markup=False)
         if res.latency_dir is not None:
             from ..report.build import build_report
 
             built = build_report(results, report_out, ablations)
             console.print(f"latency copied to {res.latency_dir}; report written to "
-                          f"{report_out}/ ({len(built.files)} files)", highlight=False)
+                          f"{report_out}/ ({len(built.files)} files)", highlight=False,
+                          markup=False)

@@ -49,6 +49,6 @@ def register(app: typer.Typer) -> None:
             raise UsageError(str(e)) from None
         console.print(f"report written to {out}/: {len(res.files)} files from "
                       f"{res.latency_files} latency file(s) and {res.effectiveness_records} "
-                      "effectiveness result(s)", highlight=False)
+                      "effectiveness result(s)", highlight=False, markup=False)
         for s in res.skipped:
             console.print(f"  skipped: {s}", highlight=False, markup=False)

@@ -9,7 +9,6 @@ versions through :func:`mice_bench.results.load_result`.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from ..data.registry import dataset_group
 from ..effectiveness.result import EffectivenessResult
 from ..evaluation.summary import KIND as SUMMARY_KIND
 from ..evaluation.summary import EffectivenessSummary
-from ..results import ResultFileError
+from ..results import result_kind
 
 KIND = "effectiveness"
 
@@ -57,19 +56,9 @@ class EffRecord:
         return float(v) if v is not None and math.isfinite(float(v)) else None
 
 
-def _kind(path: Path) -> str:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ResultFileError(f"{path}: cannot read results file: {e}") from None
-    if not isinstance(data, dict):
-        raise ResultFileError(f"{path}: not a mice-bench results file (no schema)")
-    return str(data.get("schema", "")).removeprefix("mice-bench/")
-
-
 def load_effectiveness_file(path: Path, root: Path | None = None) -> EffRecord | None:
     """One (model, variant, dataset) record; None for a summary file. Errors name the file."""
-    if _kind(path) == SUMMARY_KIND:
+    if result_kind(path) == SUMMARY_KIND:
         return None
     res = EffectivenessResult.load(path)
     cfg = res.config
@@ -103,7 +92,7 @@ def load_summaries(results_dir: Path) -> list[SummaryFile]:
         return []
     out = []
     for f in sorted(folder.rglob("*.json")):
-        if _kind(f) == SUMMARY_KIND:
+        if result_kind(f) == SUMMARY_KIND:
             s, doc = EffectivenessSummary.load(f)
             out.append(SummaryFile(f.relative_to(root).as_posix(), str(doc.get("created", "")),
                                    s))

@@ -45,9 +45,9 @@ class RichReporter:
             f"training {info['variant']} ({info['trainable_params']:,} trainable parameters) "
             f"on {info['device']} x{info['world_size']}, {info['precision']}; "
             f"{d['train_queries']} training queries, {d['val_queries']} validation queries"
-            + (f" [resuming at step {done}]" if done else ""), highlight=False)
+            + (f" (resuming at step {done})" if done else ""), highlight=False, markup=False)
         for n in d.get("notes", []):
-            self.console.print(f"note: {n}", highlight=False)
+            self.console.print(f"note: {n}", highlight=False, markup=False)
         self.progress.start()
         self.task = self.progress.add_task("train", total=total, completed=done, loss="-",
                                            pps="-")
@@ -220,7 +220,7 @@ def register(app: typer.Typer) -> None:
                     f" at step {r.best_step}" if r.best_step else "")
             pps = f"{r.pairs_per_s:.1f}" if r.pairs_per_s else "-"
             console.print(f"wrote {r.output} ({r.selected}{best}); {pps} pairs/s; log "
-                          f"{r.log_path}", highlight=False)
+                          f"{r.log_path}", highlight=False, markup=False)
         models = " ".join(f"--model {r.output}" for r in results)
         console.print(f"evaluate: mice-bench effectiveness {models} --variants "
                       f"{first.spec} ...", highlight=False, markup=False)
