@@ -14,13 +14,22 @@ temporary folder or to the current folder lands where the walk sees it. Usage::
             run_the_command(out)
         assert fswatch.changed                  # what changed, relative to tmp_path
 
-``only()`` with no path asserts that nothing changed at all (a refused command). Besides the
-sandbox, the top level of the system's temporary folder is compared for new entries that
-name the product (``*mice*``): a fixed path there is outside anything a user named.
+``only()`` with no path asserts that nothing changed at all (a refused command). One path of
+a library is allowed anywhere: ``$TMPDIR/torchinductor_<user>``, the per-user compile cache
+folder that importing ``torch._dynamo`` (which ``torch.onnx`` imports) creates, shared by
+every torch program. The system's
+own temporary folder is not compared (other processes write there at any time): a path fixed
+there, not taken from ``tempfile``, is not seen.
+
+:func:`disk_full` simulates a full disk without root or a small file system: every
+``os.fsync`` of a file whose path contains a given text fails with ``ENOSPC`` (the package
+writes its files atomically: write, ``fsync``, rename), as a delayed-allocation file system
+reports it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -30,9 +39,10 @@ from typing import Iterator
 
 import pytest
 
-__all__ = ["FsWatch", "fswatch"]
+__all__ = ["FsWatch", "fswatch", "disk_full"]
 
-SYSTEM_TMP = Path(tempfile.gettempdir())
+#: created by a library on import, in the sandbox's temporary folder (see the docstring)
+LIBRARY_PATHS = ("tmp/torchinductor_",)
 
 
 def _entry(p: Path) -> tuple:
@@ -59,13 +69,6 @@ def snapshot(root: Path) -> dict[Path, tuple]:
     return out
 
 
-def _product_tmp() -> set[str]:
-    try:
-        return {n for n in os.listdir(SYSTEM_TMP) if "mice" in n.lower()}
-    except OSError:
-        return set()
-
-
 class FsWatch:
     """The sandbox of one test and the changes of the last :meth:`only` block."""
 
@@ -82,14 +85,14 @@ class FsWatch:
         """Run the block; then assert that every path it created, changed or removed is one
         of ``named`` or inside one (relative names are taken from the working directory)."""
         allowed = [Path(os.path.abspath(n)) for n in named]
-        before, tmp_before = snapshot(self.root), _product_tmp()
+        before = snapshot(self.root)
         yield self
         after = snapshot(self.root)
         diff = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
         self.changed = [p.relative_to(self.root).as_posix() for p in diff]
-        outside = [p.relative_to(self.root).as_posix() for p in diff
-                   if not any(p == a or a in p.parents for a in allowed)]
-        outside += [str(SYSTEM_TMP / n) for n in sorted(_product_tmp() - tmp_before)]
+        outside = [r for p, r in zip(diff, self.changed)
+                   if not any(p == a or a in p.parents for a in allowed)
+                   and not r.startswith(LIBRARY_PATHS)]
         assert not outside, (f"written outside {[str(a) for a in allowed] or 'nothing'}: "
                              f"{outside[:20]}")
 
@@ -108,3 +111,23 @@ def fswatch(tmp_path, monkeypatch) -> FsWatch:
     monkeypatch.setattr(tempfile, "tempdir", str(w.tmp))
     monkeypatch.chdir(w.cwd)
     return w
+
+
+def disk_full(monkeypatch, match: str = "") -> list[str]:
+    """From now on, ``os.fsync`` of a file whose path contains ``match`` (every file: ``""``)
+    fails with ``ENOSPC``; returns the list of the paths refused so far."""
+    real = os.fsync
+    refused: list[str] = []
+
+    def fsync(fd: int) -> None:
+        try:
+            path = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            path = ""
+        if match in path and not os.path.isdir(path):
+            refused.append(path)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return refused
