@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
+
 from .layerspec import SpecError
 
 
@@ -21,3 +24,33 @@ def positive_int(name: str, value, optional: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+#: ``errno`` values of a write the file system refused: full, over quota, too large,
+#: read-only, no permission
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES,
+                         errno.EPERM})
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def disk_error(e: BaseException) -> str | None:
+    """The one-line message for an error of the file system under a write (a full disk, a
+    read-only or forbidden folder; SQLite's "database or disk is full" and "readonly
+    database" included), or None for any other error (exit 1, see
+    :func:`mice_bench.console.user_errors`)."""
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        where = f"{e.filename}: " if e.filename else ""
+        what = e.strerror or str(e)
+    elif isinstance(e, sqlite3.OperationalError) and any(
+            s in str(e) for s in ("disk is full", "readonly database", "disk I/O error")):
+        where, what = "score cache: ", str(e)
+        if "full" not in what:
+            return f"{where}{what}; choose a folder you can write (--cache-dir)"
+        return f"{where}{what}; free some space, then run the same command again"
+    else:
+        return None
+    if e.errno in _FULL:
+        return f"{where}{what}; free some space, then run the same command again"
+    if e.errno == errno.EROFS:
+        return f"{where}{what}; choose a folder you can write"
+    return f"{where}{what}; check its permissions or choose another folder"

@@ -28,9 +28,6 @@ intermediate,output}.*``, ``pooler.*``, ``classifier.*``; ModernBERT: ``embeddin
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +146,11 @@ class InteractionModel(torch.nn.Module):
 
     # ------------------------------------------------------------------ saving
     def save_pretrained(self, path: str | Path, trained: dict | None = None) -> Path:
-        """Write the checkpoint (Hugging Face layout + ``mice_bench.json``) atomically.
+        """Write the checkpoint (Hugging Face layout + ``mice_bench.json``) into the folder
+        ``path``: a new or empty folder, or a mice-bench checkpoint to replace (its files are
+        replaced, its other files kept); a file or a folder of other files is refused
+        (:class:`~mice_bench.errors.UsageError`) before anything is written. Each file is
+        written atomically (:mod:`mice_bench.checkpoint_files.folder`).
 
         ``trained``: provenance of the training that produced these weights (e.g. ``{"steps",
         "loss", "data", "from"}``), recorded in ``mice_bench.json`` as ``trained`` (an earlier
@@ -158,48 +159,43 @@ class InteractionModel(torch.nn.Module):
         The checkpoint's own settings (:mod:`mice_bench.checkpoints`: lengths, pooling,
         markers, ...) are kept as ``checkpoint_settings`` so a fine-tuned model scores as its
         base did."""
-        if trained:
-            self.trained = dict(trained)
-            if self._trained_before:
-                self.trained.setdefault("previous", self._trained_before)
         from safetensors.torch import save_file
 
+        from .checkpoint_files import checkpoint_extras
+        from .checkpoint_files.folder import staged_checkpoint, tree_files
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         bb = self.backbone
         layers = self.spec.layers(bb.num_layers)
         keep = max((i for i, ls in enumerate(layers) if not ls.dropped), default=-1) + 1
-        sd = hf_state_dict(bb, keep, with_cross=any(ls.cross_keys for ls in layers))
-        save_file({k: v.detach().to("cpu").contiguous() for k, v in sd.items()},
-                  str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        cfg = hf_config(bb, keep)
-        cfg.save_pretrained(str(tmp))
-        if bb.tokenizer is not None:
-            bb.tokenizer.save_pretrained(str(tmp))
-        meta = {"format_version": META_VERSION, "variant": str(self.spec),
-                "base_model": bb.source or bb.name, "random_init": list(self.random_init),
-                "query_max_tokens": self.query_max_tokens,
-                "doc_max_tokens": self.doc_max_tokens, "mice_bench_version": _version()}
-        if self.trained:
-            meta["trained"] = self.trained
-            if self.random_init:
-                meta["random_init_note"] = "initialised randomly at creation, then trained"
-        cs = bb.checkpoint
-        if cs is not None and not cs.empty:
-            meta["checkpoint_settings"] = cs.as_dict()
-        from .checkpoint_files import checkpoint_extras
-
-        # sentence-transformers / PyLate files where they read the variant, and the model card
-        meta = checkpoint_extras(self, tmp, meta, name=path.name)
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        # replace an existing checkpoint: move it aside, move the new one in, then delete
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)  # left by an interrupted earlier save
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        with staged_checkpoint(path) as tmp:
+            if trained:
+                self.trained = dict(trained)
+                if self._trained_before:
+                    self.trained.setdefault("previous", self._trained_before)
+            sd = hf_state_dict(bb, keep, with_cross=any(ls.cross_keys for ls in layers))
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in sd.items()},
+                      str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            cfg = hf_config(bb, keep)
+            cfg.save_pretrained(str(tmp))
+            if bb.tokenizer is not None:
+                bb.tokenizer.save_pretrained(str(tmp))
+            meta = {"format_version": META_VERSION, "variant": str(self.spec),
+                    "base_model": bb.source or bb.name, "random_init": list(self.random_init),
+                    "query_max_tokens": self.query_max_tokens,
+                    "doc_max_tokens": self.doc_max_tokens, "mice_bench_version": _version()}
+            if self.trained:
+                meta["trained"] = self.trained
+                if self.random_init:
+                    meta["random_init_note"] = "initialised randomly at creation, then trained"
+            cs = bb.checkpoint
+            if cs is not None and not cs.empty:
+                meta["checkpoint_settings"] = cs.as_dict()
+            # sentence-transformers / PyLate files where they read the variant, and the card
+            meta = checkpoint_extras(self, tmp, meta, name=path.name)
+            # the files this save wrote: the next save over this folder may replace them
+            meta["files"] = sorted(tree_files(tmp) + [META_FILE])
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         return path
 
     @classmethod

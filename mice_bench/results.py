@@ -223,11 +223,14 @@ def atomic_file(path: str | os.PathLike, mode: str = "w",
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError) and e.errno is not None and e.filename is None:
+            # a failed write or fsync names no file: name the one being written
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     fsync_dir(path.parent)
 

@@ -22,6 +22,9 @@ from mice_bench.export.onnx import (TOLERANCE, ExportCheckError, check_export,  
                                     export_onnx)
 from mice_bench.export.runtime import load_manifest  # noqa: E402
 
+from fswatch import fswatch  # noqa: E402,F401  (fixture)
+from test_inputs_paths import read_only  # noqa: E402,F401  (fixture)
+
 QUERY = "do spiders have eight legs or six legs and why"
 DOCS = ["spiders have eight legs and build webs " * 8, "a cat", "x y z",
         "vitamin d supplementation and bone mineral density in elderly women " * 3,
@@ -188,6 +191,105 @@ def test_export_cli_refuses_a_non_empty_folder(tmp_path):
     r = CliRunner().invoke(app, ["export", "--output", str(tmp_path)])
     assert r.exit_code == 2 and "not an empty folder" in r.output
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def _one_line_error(r, code: int, *needles: str) -> str:
+    assert r.exit_code == code, (r.exit_code, r.output, r.exception)
+    assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    msg = " ".join(r.output.split())
+    for n in needles:
+        assert n in msg, (n, msg)
+    return msg
+
+
+@pytest.mark.parametrize("rel,needle", [("afile", "is a file"),
+                                        ("afile/x", "is a file, not a folder"),
+                                        ("ro/x", "not writable (Permission denied)")])
+def test_export_output_that_cannot_be_written_is_refused_in_one_line_before_work(
+        tmp_path, fswatch, read_only, monkeypatch, rel, needle):
+    import mice_bench.backbone
+
+    def never(*a, **k):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(mice_bench.backbone, "load_backbone", never)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "ro").mkdir()
+    with fswatch.only():
+        r = CliRunner().invoke(app, ["export", "--model", "minilm-l6", "--output",
+                                     str(tmp_path / rel)])
+    _one_line_error(r, 2, f"--output {tmp_path / rel}", needle, "folder")
+
+
+def _fail_while_tracing(monkeypatch, exc: BaseException):
+    """The first graph is half-written when ``exc`` is raised (a full disk, a Ctrl-C)."""
+    def export(module, args, path, **kw):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 4096)
+        raise exc
+
+    monkeypatch.setattr(torch.onnx, "export", export)
+
+
+@pytest.mark.parametrize("made_by_user", [False, True])
+def test_a_full_disk_during_export_gives_one_line_and_leaves_nothing(
+        tmp_path, fswatch, monkeypatch, made_by_user):
+    import errno
+
+    out = tmp_path / "exp"
+    if made_by_user:
+        out.mkdir()
+    _fail_while_tracing(monkeypatch, OSError(errno.ENOSPC, "No space left on device",
+                                             str(out / "pairs.onnx")))
+    with fswatch.only(out):
+        r = CliRunner().invoke(app, ["export", "--model", "minilm-l6", "--no-check",
+                                     "--output", str(out)])
+    _one_line_error(r, 1, "pairs.onnx", "No space left on device", "free some space")
+    assert (sorted(out.iterdir()) == [] if made_by_user else not out.exists())
+
+
+def test_ctrl_c_during_export_keeps_the_folder_the_user_made(tmp_path, fswatch, monkeypatch):
+    out = tmp_path / "mine"
+    out.mkdir()
+    _fail_while_tracing(monkeypatch, KeyboardInterrupt())
+    with fswatch.only(out):
+        r = CliRunner().invoke(app, ["export", "--model", "minilm-l6", "--no-check",
+                                     "--output", str(out)])
+    assert r.exit_code != 0
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_a_killed_export_is_replaced_by_the_rerun(tmp_path, fswatch):
+    """SIGKILL after the graphs were written: what it leaves is inside --output, and the same
+    command then writes the export there instead of refusing "not an empty folder" (and,
+    checking it under onnxruntime, writes nothing else: no telemetry files in the home or
+    temporary folder)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "exp"
+    script = ("import os, signal, sys\n"
+              "import mice_bench.export.onnx as o\n"
+              "o.check_export = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+              "from mice_bench.cli import app\n"
+              "sys.argv = ['mice-bench', 'export', '--model', 'minilm-l6', '--output', "
+              f"{str(out)!r}]\n"
+              "app()\n")
+    with fswatch.only(out):
+        p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           env=dict(os.environ), timeout=300)
+    assert p.returncode == -9, p.stderr[-2000:]
+    left = [x.relative_to(out).as_posix() for x in out.rglob("*")]
+    assert any(x.endswith("pairs.onnx") for x in left) and "pairs.onnx" not in left, left
+    with fswatch.only(out):                      # a fresh process: onnxruntime not loaded
+        p = subprocess.run([sys.executable, "-m", "mice_bench.cli", "export", "--model",
+                            "minilm-l6", "--output", str(out)], capture_output=True, text=True,
+                           env=dict(os.environ), timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "pairs.onnx"]
 
 
 @pytest.mark.slow

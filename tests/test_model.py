@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import DOCS, QUERIES, tiny_config
+from fswatch import fswatch  # noqa: F401  (fixture)
 from mice_bench.backbone import from_hf, packaged_tokenizer, random_hf_model
 from mice_bench.errors import UsageError
 from mice_bench.model import InteractionModel
@@ -165,18 +166,90 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["my-mice-l2+2"]
 
 
-def test_save_over_an_existing_checkpoint_and_a_stale_backup(fresh_bb, tmp_path):
-    """Saving twice replaces the checkpoint, also when an interrupted earlier save left its
-    ``.NAME.old`` folder behind."""
-    first = InteractionModel(fresh_bb, "ce")
-    first.save_pretrained(tmp_path / "m")
-    (tmp_path / ".m.old").mkdir()
-    (tmp_path / ".m.old" / "junk").write_text("x")
+def test_save_over_an_existing_checkpoint_replaces_its_files_and_keeps_the_users(
+        fresh_bb, tmp_path, fswatch):
+    """Saving over a mice-bench checkpoint replaces the files the earlier save wrote (the
+    earlier variant's layout files are removed), keeps a file the user put there, leaves the
+    folder's permissions alone and writes nothing beside it; a staging folder left by a killed
+    save is removed."""
+    InteractionModel(fresh_bb, "colbert").save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / "1_Dense" / "config.json").is_file()       # PyLate's layout
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    (tmp_path / "m" / ".mice-bench-save-killed").mkdir()
+    (tmp_path / "m" / "model.safetensors").chmod(0o640)  # replaced files are new files
+    (tmp_path / "m").chmod(0o750)
     second = InteractionModel(fresh_bb, "mice-l2+2")
-    second.save_pretrained(tmp_path / "m")
+    with fswatch.only(tmp_path / "m"):
+        second.save_pretrained(tmp_path / "m")
     assert InteractionModel.from_pretrained(tmp_path / "m").spec == second.spec
-    assert not (tmp_path / ".m.old").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
+    names = sorted(p.name for p in (tmp_path / "m").iterdir())
+    assert "1_Dense" not in names and "modules.json" not in names, names
+    assert not [n for n in names if n.startswith(".")], names
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o750
+    meta = json.loads((tmp_path / "m" / "mice_bench.json").read_text())
+    assert "notes.txt" not in meta["files"] and "model.safetensors" in meta["files"]
+
+
+def test_save_into_a_new_folder_has_normal_permissions_and_writes_only_there(
+        fresh_bb, tmp_path, fswatch):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with fswatch.only(tmp_path / "new"):
+        InteractionModel(fresh_bb, "ce").save_pretrained(tmp_path / "new" / "m")
+    assert (tmp_path / "new" / "m").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "new" / "m" / "model.safetensors").stat().st_mode & 0o777 == \
+        0o666 & ~umask
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["m"]
+    # an empty folder the user made is written into
+    (tmp_path / "empty").mkdir()
+    with fswatch.only(tmp_path / "empty"):
+        InteractionModel(fresh_bb, "ce").save_pretrained(tmp_path / "empty")
+    assert (tmp_path / "empty" / "mice_bench.json").is_file()
+
+
+def test_save_refuses_a_folder_of_other_files_and_a_file_in_one_line(fresh_bb, tmp_path,
+                                                                     fswatch):
+    """Nothing of the user's is replaced, renamed or removed: a folder holding files that are
+    not a mice-bench checkpoint, and a path that is a file, are refused before any write."""
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "notes.txt").write_text("mine")
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    model = InteractionModel(fresh_bb, "ce")
+    for target, needle in ((tmp_path / "proj", "not a mice-bench checkpoint (notes.txt)"),
+                           (tmp_path / "weights.bin", "is a file")):
+        with fswatch.only(), pytest.raises(UsageError) as e:
+            model.save_pretrained(target)
+        msg = str(e.value)
+        assert needle in msg and str(target) in msg and "\n" not in msg
+        assert "new or empty folder" in msg and "mice-bench checkpoint folder" in msg
+    assert (tmp_path / "proj" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "weights.bin").read_bytes() == b"x"
+
+
+def test_a_save_that_fails_leaves_nothing_and_the_earlier_checkpoint_intact(
+        fresh_bb, tmp_path, fswatch, monkeypatch):
+    """A full disk while the files are written: a new folder is removed again, and an earlier
+    checkpoint keeps every byte."""
+    import errno
+
+    import safetensors.torch
+
+    InteractionModel(fresh_bb, "ce").save_pretrained(tmp_path / "old")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    model = InteractionModel(fresh_bb, "mice-l2+2")
+    for target in (tmp_path / "new" / "m", tmp_path / "old"):
+        with fswatch.only(), pytest.raises(OSError):
+            model.save_pretrained(target)
+    assert not (tmp_path / "new").exists()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before
 
 
 def test_reranker_stores_colbert_documents_as_head_vectors(fresh_bb):

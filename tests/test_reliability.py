@@ -25,6 +25,8 @@ from mice_bench.effectiveness.runner import run_effectiveness
 from test_effectiveness_pipeline import (DOCS, FIX, NUM_PAIRS, RUN, UNIQUE_DOCS, cfg,  # noqa: F401
                                          counters, fixture_collection, fixture_data)
 
+from fswatch import disk_full, fswatch  # noqa: E402,F401  (fixture)
+
 pytestmark = pytest.mark.usefixtures("no_network")
 
 RUN_DIR = "dl19/run-effectiveness-run"
@@ -116,6 +118,25 @@ def test_unwritable_output_folder_exits_2_before_any_work(tmp_path, fixture_data
     r = invoke(tmp_path, "--output-dir", str(tmp_path / "ro"))
     assert_usage_error(r, "--output-dir", "ro", "not writable")
     assert not list((tmp_path / "ro").rglob("*"))
+
+
+def test_a_full_disk_gives_one_line_and_leaves_no_half_written_result(
+        tmp_path, fixture_data, fswatch, monkeypatch):
+    """The disk fills up when the results are written: one line naming the file (exit 1),
+    no traceback, no temp file or part of a file in the results folder, nothing written
+    outside the results and cache folders."""
+    refused = disk_full(monkeypatch, match=str(tmp_path / "out"))
+    with fswatch.only(tmp_path / "out", tmp_path / "cache"):
+        r = invoke(tmp_path, variants="bm25")
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), r.output
+    msg = " ".join(r.output.split())
+    assert refused[0] not in msg                # the temp file is not what the user sees
+    assert f"{tmp_path / 'out'}/" in msg and "No space left on device" in msg
+    assert "free some space" in msg
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
 
 
 # --------------------------------------------------------------------------- run files

@@ -31,6 +31,8 @@ from test_store_formats import TEXTS, fake_encode
 from test_reliability import assert_usage_error
 
 from conftest import stage_dl19_fixture  # noqa: E402
+from fswatch import disk_full, fswatch  # noqa: E402,F401  (fixture)
+from test_effectiveness_pipeline import fixture_data  # noqa: E402,F401  (fixture)
 
 pytest.importorskip("faiss", reason="residual stores need faiss-cpu (the storage extra)")
 REPO = Path(__file__).resolve().parents[1]
@@ -281,6 +283,57 @@ def test_unusable_cache_folder_is_named_by_the_option_store_build_has(tmp_path, 
              "--cache-dir", str(tmp_path / "file" / "cache"))
     msg = assert_usage_error(r, f"--cache-dir {tmp_path / 'file' / 'cache'}")
     assert "--output-dir" not in msg
+
+
+def _fixture_cli(monkeypatch, tmp_path, *args: str):
+    import mice_bench.data.collections as collections
+
+    from test_effectiveness_pipeline import DOCS, fixture_collection
+
+    monkeypatch.setattr(collections, "load_collection", fixture_collection)
+    return _cli("--model", "minilm-l6", "--variant", "mice-l4+2", "--dataset", "dl19",
+                "--docs", DOCS, "--chunk-docs", "4", "--no-progress", *args)
+
+
+def test_a_full_disk_gives_one_line_and_leaves_no_half_written_store(
+        tmp_path, fswatch, fixture_data, monkeypatch):
+    """The disk fills up when the first shard is written: one line naming the file (exit 1),
+    and the store this build created is gone (no meta.json, index.json or pending list left);
+    with space again, the same command builds the store."""
+    cache = tmp_path / "cache"
+    real = os.fsync
+    refused = disk_full(monkeypatch, match="shard-")
+    with fswatch.only(cache):
+        r = _fixture_cli(monkeypatch, tmp_path, "--cache-dir", str(cache))
+    assert r.exit_code == 1, (r.output, r.exception)
+    assert isinstance(r.exception, SystemExit) and "Traceback" not in r.output
+    lines = [x for x in r.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and "No space left on device" in lines[0], r.output
+    assert "shard-b000000-" in lines[0] and "free some space" in lines[0]
+    assert refused and not (cache / "docstates").exists()
+    monkeypatch.setattr(os, "fsync", real)
+    with fswatch.only(cache):
+        r = _fixture_cli(monkeypatch, tmp_path, "--cache-dir", str(cache))
+    assert r.exit_code == 0, r.output
+    assert "12 documents stored" in " ".join(r.output.split())
+
+
+def test_a_read_only_cache_folder_is_refused_before_work(tmp_path, fswatch, fixture_data,
+                                                         monkeypatch):
+    import tempfile
+
+    real = tempfile.mkstemp
+
+    def guarded(*a, dir=None, **kw):
+        if dir is not None and Path(dir).name == "ro":
+            raise PermissionError(13, "Permission denied")
+        return real(*a, dir=dir, **kw)
+
+    monkeypatch.setattr(tempfile, "mkstemp", guarded)
+    (tmp_path / "ro").mkdir()
+    with fswatch.only():
+        r = _fixture_cli(monkeypatch, tmp_path, "--cache-dir", str(tmp_path / "ro"))
+    assert_usage_error(r, "--cache-dir", "not writable", "Permission denied")
 
 
 # --------------------------------------------------------------------------- torchrun

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -349,6 +350,32 @@ def test_resume_ends_with_the_same_weights(tmp_path):
     with pytest.raises(UsageError, match=r"different configuration \(lr: 0.001 then, 0.002"):
         train(cfg_for(tmp_path, "b", resume=True, **{**kw, "lr": 2e-3}),
               model=tiny_model("ce", hidden=32), data=data)
+
+
+def test_overwrite_replaces_an_earlier_output_and_keeps_the_users_files(tmp_path):
+    """``--overwrite`` installs the new model over the earlier run's files, never over a file
+    or a folder of other files (refused before training), and keeps a file the user added."""
+    data = synthetic(n_train=16, n_val=4)
+    kw = dict(variant="ce", group_size=4, batch_size=8, steps=2, lr=1e-3, warmup=0,
+              val_every=2, val_queries=4)
+    train(cfg_for(tmp_path, "m", **kw), model=tiny_model("ce", hidden=32), data=data)
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    (tmp_path / "m").chmod(0o750)
+    train(cfg_for(tmp_path, "m", overwrite=True, **kw), model=tiny_model("ce", hidden=32),
+          data=data)
+    assert (tmp_path / "m" / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o750
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "src.py").write_text("x")
+    (tmp_path / "afile").write_text("x")
+    for name, needle in (("proj", "not a mice-bench checkpoint (src.py)"),
+                         ("afile", "is a file")):
+        with pytest.raises(UsageError, match=re.escape(needle)):
+            train(cfg_for(tmp_path, name, overwrite=True, **kw),
+                  model=tiny_model("ce", hidden=32), data=data)
+    assert (tmp_path / "proj" / "src.py").read_text() == "x"
+    assert (tmp_path / "afile").read_text() == "x"
 
 
 def test_marginmse_from_jsonl_scores(tmp_path):

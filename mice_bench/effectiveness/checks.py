@@ -91,7 +91,8 @@ def preflight(cfg, plan, output_option: str = "--output-dir") -> None:
                 raise UsageError(f"{spec} has no fast path (only ce and split-first variants: "
                                  "prettr, mice, colbert, biencoder); use --executor reference "
                                  "or auto")
-    check_writable(Path(cfg.output_dir), output_option)
+    if Path(cfg.output_dir).resolve() != cfg.cache_path().resolve():   # store build: one
+        check_writable(Path(cfg.output_dir), output_option)
     check_writable(cfg.cache_path(), "--cache-dir")
 
 

@@ -4,9 +4,16 @@ under torchrun (:mod:`.storebuild`)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import sqlite3
+from pathlib import Path
 from typing import Optional
 
 import typer
+
+from ..errors import disk_error
 
 HELP = """Encode every document of a dataset's corpus into the document-state store that
 `mice-bench effectiveness` reads for the same model, variant and settings (same cache key and
@@ -66,11 +73,25 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
         ex = make_executor(variant, bb, executor=cfg.executor,
                            query_max_tokens=cfg.query_max_tokens,
                            doc_max_tokens=cfg.doc_max_tokens)
+        stores = Path(cfg.cache_path()) / "docstates"
         for info in plan.datasets:
             coll = load_collection(info, plan.docs[info.name])
+            made = [p for p in (stores, stores.parent) if not p.exists()]
+            before = set(os.listdir(stores)) if stores.is_dir() else set()
             scorer = VariantScorer(ex, name, coll, cfg.cache_path(), settings, reporter)
             texts = dict(coll.iter_corpus())
-            st = scorer.build_docs(texts, denv, chunk_docs)
+            try:
+                st = scorer.build_docs(texts, denv, chunk_docs)
+            except (OSError, sqlite3.OperationalError) as e:
+                # a full disk or a read-only folder: a store this build created is removed
+                # (a Ctrl-C or a kill keeps it: the same command resumes it)
+                new = scorer.doc_cache.dir
+                if denv.main and disk_error(e) is not None and new.name not in before:
+                    shutil.rmtree(new, ignore_errors=True)
+                    for p in made:
+                        with contextlib.suppress(OSError):
+                            p.rmdir()
+                raise
             if denv.main:
                 out.append({"dataset": info.name, "variant": variant,
                             "store": str(scorer.doc_cache.dir), "docs": st.docs,
@@ -123,8 +144,6 @@ def register(app: typer.Typer) -> None:
                                       "~/.cache/mice-bench/effectiveness, $MICE_BENCH_CACHE)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
-        import os
-
         from ..progress import Reporter
         from .plan import EffectivenessConfig, ModelRef, default_cache_dir
 

@@ -36,18 +36,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from ..errors import UsageError
         from ..spec import parse
-        from .onnx import FORMATS
+        from .onnx import FORMATS, check_export_folder
 
         if format_ not in FORMATS:
             raise UsageError(f"unknown --format {format_!r}; valid: {', '.join(FORMATS)}")
-        if output.exists() and (not output.is_dir() or any(output.iterdir())):
-            raise UsageError(f"--output {output} exists and is not an empty folder")
         for name, v in (("--query-tokens", query_tokens), ("--doc-tokens", doc_tokens)):
             if v is not None and v < 1:
                 raise UsageError(f"{name} must be >= 1, got {v}")
         if not 13 <= opset <= 20:
             raise UsageError(f"--opset must be from 13 to 20, got {opset}")
         spec = parse(variant)           # unknown names fail before the model is loaded
+        check_export_folder(output)
         if check:
             from .onnx import require_onnxruntime
 

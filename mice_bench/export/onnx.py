@@ -24,7 +24,9 @@ branches are taken at their general case by tracing on padded inputs.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,8 @@ FORMATS = ("onnx",)
 #: the largest |ONNX - PyTorch| score difference, as a fraction of the PyTorch score spread
 TOLERANCE = 1e-4
 OPSET = 17
+#: the staging folder of an export in progress, inside its output folder
+STAGE_PREFIX = ".mice-bench-export-"
 
 #: probe texts of unequal lengths: every part padded, so traced branches are the general ones
 PROBE_QUERIES = ["what is a cat", "how many legs does a spider have on an ordinary day", "x"]
@@ -112,27 +116,73 @@ def _axes(names, kinds: dict[str, dict[int, str]]) -> dict[str, dict[int, str]]:
 
 def export_onnx(ex, out_dir: str | Path, model: str = "", check: bool = True,
                 opset: int = OPSET) -> dict[str, Any]:
-    """Export executor ``ex`` into ``out_dir`` (created; must be empty or absent); returns the
-    manifest (also written as ``export.json``). ``check``: verify with onnxruntime (needs
-    ``pip install onnxruntime``) and refuse the export when it disagrees."""
+    """Export executor ``ex`` into ``out_dir`` (created; must be empty or absent, see
+    :func:`check_export_folder`); returns the manifest (also written as ``export.json``).
+    ``check``: verify with onnxruntime (needs ``pip install onnxruntime``) and refuse the
+    export when it disagrees. The graphs are written in a staging folder inside ``out_dir``
+    (``.mice-bench-export-*``) and moved into it at the end, ``export.json`` last; a failed or
+    interrupted export removes the staging folder and the folders it created (never one that
+    was there before), and a staging folder left by a killed export is replaced."""
     from ..backbone import dtype_name
 
     kind = check_exportable(ex, dtype_name(ex.backbone.dtype))
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"--output {out} exists and is not an empty folder")
+    check_export_folder(out)
     if check:
         require_onnxruntime()
+    made = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
+    for p in out.glob(STAGE_PREFIX + "*"):      # the graphs of a killed export
+        shutil.rmtree(p, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=out))
     try:
-        manifest = _export(ex, out, kind, model, opset)
+        manifest = _export(ex, stage, kind, model, opset)
         if check:
-            manifest["check"] = check_export(ex, out, manifest)
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+            manifest["check"] = check_export(ex, stage, manifest)
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        mode = 0o666 & ~_umask()
+        for f in sorted(stage.iterdir(), key=lambda f: f.name == MANIFEST):  # manifest last
+            os.chmod(f, mode)
+            os.replace(f, out / f.name)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(stage, ignore_errors=True)
+        for p in made:                  # only the folders this export created, while empty
+            try:
+                p.rmdir()
+            except OSError:
+                break
         raise
+    stage.rmdir()
     return manifest
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def check_export_folder(out: Path, option: str = "--output") -> None:
+    """Refuse (:class:`~mice_bench.errors.UsageError`, one line) an export folder that holds
+    other files, a path that is a file or lies under one, and a folder that cannot be written
+    (a write test in it, or in the nearest folder above it that exists). An export's own
+    staging folder left by a killed run does not count: the next export replaces it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{option} {out}: is a file; give a new or empty folder")
+    if out.is_dir() and any(not p.name.startswith(STAGE_PREFIX) for p in out.iterdir()):
+        raise UsageError(f"{option} {out} exists and is not an empty folder; give a new or "
+                         "empty folder")
+    near = next(p for p in (out, *out.parents) if p.exists())
+    if not near.is_dir():
+        raise UsageError(f"{option} {out}: {near} is a file, not a folder; give a new or "
+                         "empty folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=near, prefix=".write-test.", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{option} {out}: not writable ({e.strerror or e}); choose another "
+                         "folder") from None
 
 
 def _export(ex, out: Path, kind: str, model: str, opset: int) -> dict[str, Any]:
@@ -209,8 +259,6 @@ def ort_executor(ex, log=lambda s: None, pairs_only: bool = False) -> "OrtExecut
     """Executor ``ex`` exported to ONNX (checked against PyTorch) and run by onnxruntime;
     raises :class:`~mice_bench.errors.UsageError` for what cannot be exported. The graphs
     are written to a temporary folder, loaded, and the folder removed."""
-    import tempfile
-
     require_onnxruntime()
     check_exportable(ex)
     log(f"{ex.spec}: exporting to ONNX (checked against PyTorch)")

@@ -244,6 +244,11 @@ class OrtExecutor(ExecutorTraits):
 
 
 def require_onnxruntime():
+    """onnxruntime, imported with its telemetry off (``ORT_DISABLE_TELEMETRY=1`` unless set):
+    otherwise each process writes a device id and an event database under
+    ``~/.cache/Microsoft/DeveloperTools`` and a ``.ses`` file in the temporary folder, outside
+    anything the user named. The variable is read when onnxruntime is first imported."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     try:
         import onnxruntime
     except ImportError:

@@ -82,11 +82,17 @@ def preflight(cfg: TrainConfig) -> dict | None:
     writable; an earlier run is not overwritten (unless ``overwrite``); with ``resume``, the
     state of the latest checkpoint (verified: :func:`~.state.read_checkpoint`), refused when
     there is none or it was written with a different configuration."""
+    from ..checkpoint_files.folder import checkpoint_target
     from ..naming import slug
     from ..results import check_output
 
     out, work = Path(cfg.output), cfg.work_dir
     check_output(Path(cfg.log_dir) / f"{slug(out.name)}.json", "--log-dir")
+    if out.exists() and (cfg.overwrite or cfg.resume):   # a file or others' files: never
+        try:
+            checkpoint_target(out)
+        except UsageError as e:
+            raise UsageError(f"--output {e}") from None
     if not cfg.resume:
         if not cfg.overwrite and (out.exists() or work.exists()):
             raise UsageError(f"{out if out.exists() else work} already exists; pass --resume "

@@ -27,10 +27,8 @@ checkpoint / run).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,17 +411,14 @@ class Trainer:
 
 # --------------------------------------------------------------------------- files
 def install(src: Path, dst: Path) -> None:
-    """Copy the checkpoint directory ``src`` to ``dst``, replacing it atomically."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-    shutil.copytree(src, tmp / "x")
-    old = dst.with_name(f".{dst.name}.old")
-    if dst.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-    os.replace(tmp / "x", dst)
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(old, ignore_errors=True)
+    """Copy the checkpoint directory ``src`` into ``dst`` by the rule of
+    :meth:`~mice_bench.model.InteractionModel.save_pretrained` (a new or empty folder, or a
+    mice-bench checkpoint whose files are replaced; the user's other files are kept), each
+    file atomically."""
+    from ..checkpoint_files.folder import staged_checkpoint
+
+    with staged_checkpoint(dst) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
 
 
 def write_log(path: Path, cfg: TrainConfig, info: dict, log: dict, status: str, model,
