@@ -187,7 +187,7 @@ def test_latency_runtime_ort_scores_with_the_export(tmp_path):
     (["--peers", "ort-int8", "--compile"], "--peers ort / ort-int8 not --compile"),
     (["--runtime", "ort", "--dtype", "bf16"], "--runtime ort takes neither --compile nor "
                                               "another --dtype"),
-    (["--dtype", "fp32,int4"], "unknown dtype 'int4' in --dtype fp32,int4; valid: fp32, bf16"),
+    (["--dtype", "fp32,int4"], "unknown dtype 'int4'; valid: fp32, bf16, bf16-autocast, int8"),
     (["--runtime", "ort", "--kv-cache"], "neither --kv-cache nor --doc-store"),
 ])
 def test_latency_refuses_bad_runtimes_in_one_line(tmp_path, args, needle):
