@@ -154,9 +154,17 @@ def load_backbone(name: str, device: str | torch.device = "cpu",
     config, complete weights, a tokenizer) and any failure inside it is one
     :class:`UsageError` naming the directory; a hub id that is not cached while the hub cannot
     be reached (``HF_HUB_OFFLINE``, no network) is refused at once. ``local_attention``:
-    how ModernBERT's local layers attend (:data:`LOCAL_ATTENTION`, default ``window``)."""
+    how ModernBERT's local layers attend (:data:`LOCAL_ATTENTION`, default ``window``).
+    ``dtype`` may also be a precision on fp32 weights, ``int8`` or ``bf16-autocast``
+    (:mod:`~mice_bench.backbones.precision`)."""
     from .backbones import FAMILIES
+    from .backbones.precision import ON_FP32_WEIGHTS, set_precision
 
+    if isinstance(dtype, str) and dtype in ON_FP32_WEIGHTS:   # int8, bf16-autocast
+        bb = load_backbone(name, device=device, dtype="fp32", seed=seed, num_labels=num_labels,
+                           local_attention=local_attention)
+        set_precision(bb, dtype)
+        return bb
     dtype = dtype_from_name(dtype)
     mode = local_attention_mode(local_attention)
     if name in ARCH_ONLY:

@@ -47,23 +47,25 @@ def slug(text: str, max_len: int = 60) -> str:
     return s or key_hash(text)
 
 
-def _parts(group: tuple) -> tuple[str, str, str, str, str]:
-    g = tuple(group) + ("",) * (5 - len(group))
-    return g[:5]  # type: ignore[return-value]
+def _parts(group: tuple) -> tuple[str, str, str, str, str, str]:
+    g = tuple(group) + ("",) * (6 - len(group))
+    return g[:6]  # type: ignore[return-value]
 
 
 def group_label(group: tuple) -> str:
-    """``minilm-l12 on AMD EPYC (cpu), fp32, 2 threads`` / ``... NVIDIA H100 (cuda), bf16``."""
-    dev, name, dtype, threads, model = _parts(group)
+    """``minilm-l12 on AMD EPYC (cpu, avx2), fp32, 2 threads`` / ``... NVIDIA H100 (cuda),
+    bf16``; the CPU's matrix features (``amx``, ``avx512``, ...) where recorded."""
+    dev, name, dtype, threads, model, isa = _parts(group)
     t = f", {threads} thread{'s' if threads != '1' else ''}" if threads else ""
     m = f"{model} on " if model else ""
-    return f"{m}{name} ({dev}), {dtype}{t}"
+    d = f"{dev}, {isa}" if isa else dev
+    return f"{m}{name} ({d}), {dtype}{t}"
 
 
 def group_slug(group: tuple) -> str:
     """The lower-case file-name part of a latency device group."""
-    dev, name, dtype, threads, model = _parts(group)
-    parts = [model, dev, name, dtype, f"{threads}t" if threads else ""]
+    dev, name, dtype, threads, model, isa = _parts(group)
+    parts = [model, dev, name, isa, dtype, f"{threads}t" if threads else ""]
     return "-".join(slug(p, max_len=60) for p in parts if p).lower()
 
 

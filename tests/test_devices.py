@@ -18,8 +18,9 @@ def test_policy_units():
         check_dtype("fp16", "cpu")
     with pytest.raises(UsageError, match="valid on CPU"):
         check_dtype("float16", "cpu")
-    with pytest.raises(UsageError, match="valid: fp32, bf16, fp16"):
-        check_dtype("int8", "cpu")
+    with pytest.raises(UsageError, match="valid: fp32, bf16, bf16-autocast, int8, fp16, auto"):
+        check_dtype("int4", "cpu")
+    assert check_dtype("int8", "cpu") == "int8"
     with pytest.raises(UsageError, match="valid: auto, cpu, cuda"):
         resolve_device("tpu")
     if not torch.cuda.is_available():

@@ -180,10 +180,14 @@ def test_latency_runtime_ort_scores_with_the_export(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["--peers", "hf,tgi"], "unknown peer 'tgi'; valid: hf, st, st-onnx, ort"),
+    (["--peers", "hf,tgi"], "unknown peer 'tgi'; valid: hf, hf-bf16, st, st-onnx, "
+                            "st-onnx-int8, st-openvino, st-openvino-int8, ort, ort-int8"),
     (["--runtime", "tensorrt"], "unknown runtime 'tensorrt'; valid: torch, ort"),
-    (["--runtime", "ort", "--compile"], "--runtime ort / --peers ort"),
-    (["--peers", "ort", "--dtype", "bf16"], "--runtime ort / --peers ort"),
+    (["--runtime", "ort", "--compile"], "--runtime ort takes neither --compile"),
+    (["--peers", "ort-int8", "--compile"], "--peers ort / ort-int8 not --compile"),
+    (["--runtime", "ort", "--dtype", "bf16"], "--runtime ort takes neither --compile nor "
+                                              "another --dtype"),
+    (["--dtype", "fp32,int4"], "unknown dtype 'int4'; valid: fp32, bf16, bf16-autocast, int8"),
     (["--runtime", "ort", "--kv-cache"], "neither --kv-cache nor --doc-store"),
 ])
 def test_latency_refuses_bad_runtimes_in_one_line(tmp_path, args, needle):

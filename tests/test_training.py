@@ -509,3 +509,23 @@ def test_dropout_is_random_in_training_only_and_resume_keeps_it_exact(tmp_path):
     for k in sa:
         assert torch.equal(sa[k], sc[k]), k
     assert any(not torch.equal(sa[k], sn[k]) for k in sa)   # dropout did change the run
+
+
+@pytest.mark.xfail(strict=True, reason="not met yet: once the tiny model starts to learn, "
+                   "the bf16 loss drifts 12 % from fp32's (1.96 against 1.74 at step 70)")
+def test_bf16_loss_curve_stays_within_its_tolerance_of_fp32(tmp_path, one_thread):
+    """``--precision bf16`` on CPU (autocast) trains as fp32 does: every logged loss (the mean
+    over its 10 steps) within 10 % of fp32's over the same batches (120 steps of a tiny ce)."""
+    data = synthetic()
+    curves = {}
+    for prec in ("fp32", "bf16"):
+        cfg = cfg_for(tmp_path, name=prec, variant="ce", loss="lce", group_size=8,
+                      batch_size=16, steps=120, lr=5e-3, warmup=5, weight_decay=0.0,
+                      val_every=120, val_queries=5, val_metric="RR@10", precision=prec)
+        res = train(cfg, model=tiny_model("ce", hidden=32, layers=2), data=data)
+        log = json.loads(res.log_path.read_text())
+        curves[prec] = [p["loss"] for p in log["curves"]["loss"]]
+    a, b = curves["fp32"], curves["bf16"]
+    assert len(a) == len(b) >= 10 and a != b            # bf16 computed otherwise
+    for i, (la, lb) in enumerate(zip(a, b)):
+        assert abs(lb - la) <= 0.10 * la, (i, la, lb)

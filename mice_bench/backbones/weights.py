@@ -102,6 +102,9 @@ class Backbone(torch.nn.Module):
     _head_names = ("pooler_w", "pooler_b", "head_ln_w", "head_ln_b", "cls_w", "cls_b")
     #: prepacked linear weights (:mod:`~mice_bench.backbones.prepack`); None: plain ``F.linear``
     linear_packs = None
+    #: compute precision beyond the weights' dtype (``int8``, ``bf16-autocast``:
+    #: :mod:`~mice_bench.backbones.precision`); None: the weights' dtype
+    precision = None
 
     def __init__(self, name: str, tokenizer: Any, num_layers: int, hidden_size: int,
                  num_heads: int, intermediate_size: int, vocab_size: int, max_positions: int,

@@ -25,7 +25,7 @@ from ..store.docstore import DEFAULT_STORE, STORE_FORMATS
 __all__ = ["preflight", "check_candidates", "check_model_dir", "check_writable",
            "check_device", "safetensors_problem"]
 
-DTYPE_NAMES = ("fp32", "fp16", "bf16", "float32", "float16", "bfloat16")
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8", "float32", "float16", "bfloat16")
 
 
 def preflight(cfg, plan, output_option: str = "--output-dir") -> None:
@@ -36,7 +36,7 @@ def preflight(cfg, plan, output_option: str = "--output-dir") -> None:
     positive_int("--query-max-tokens", cfg.query_max_tokens, optional=True)
     positive_int("--doc-max-tokens", cfg.doc_max_tokens, optional=True)
     if str(cfg.dtype) not in DTYPE_NAMES:
-        raise UsageError(f"unknown --dtype {cfg.dtype!r}; valid: fp32, fp16, bf16")
+        raise UsageError(f"unknown --dtype {cfg.dtype!r}; valid: fp32, bf16, int8, fp16")
     from ..executors import EXECUTOR_CHOICES
 
     if str(cfg.executor) not in EXECUTOR_CHOICES:

@@ -115,7 +115,9 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(32, "--batch-size", help="pairs per forward"),
         doc_batch_size: int = typer.Option(64, "--doc-batch-size",
                                            help="documents per forward when precomputing"),
-        dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
+        dtype: str = typer.Option("fp32", "--dtype",
+                                  help="fp32 | bf16 | int8 (dynamic int8 linear layers, CPU) "
+                                       "| fp16"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
         executor: str = typer.Option("auto", "--executor", help="auto | fast | reference"),
         runtime: str = typer.Option(

@@ -255,17 +255,37 @@ def check_export(ex, out: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return res
 
 
-def ort_executor(ex, log=lambda s: None, pairs_only: bool = False) -> "OrtExecutor":
+def ort_executor(ex, log=lambda s: None, pairs_only: bool = False,
+                 int8: bool = False) -> "OrtExecutor":
     """Executor ``ex`` exported to ONNX (checked against PyTorch) and run by onnxruntime;
     raises :class:`~mice_bench.errors.UsageError` for what cannot be exported. The graphs
-    are written to a temporary folder, loaded, and the folder removed."""
+    are written to a temporary folder, loaded, and the folder removed. ``int8``: every graph
+    then quantized by onnxruntime's ``quantize_dynamic`` (:func:`quantize_export`)."""
     require_onnxruntime()
     check_exportable(ex)
-    log(f"{ex.spec}: exporting to ONNX (checked against PyTorch)")
+    log(f"{ex.spec}: exporting to ONNX (checked against PyTorch)"
+        + (", then quantized to int8" if int8 else ""))
     with tempfile.TemporaryDirectory(prefix="mice-bench-onnx-") as tmp:
         folder = Path(tmp) / "export"
         manifest = export_onnx(ex, folder, check=True)
+        if int8:
+            quantize_export(folder, manifest)
         return OrtExecutor(ex, folder, manifest=manifest, pairs_only=pairs_only)
+
+
+def quantize_export(folder: Path, manifest: dict) -> None:
+    """Replace every graph of an export by onnxruntime's dynamic int8 quantization of it
+    (``onnxruntime.quantization.quantize_dynamic``, int8 weights of the MatMul / Gemm
+    products, activations quantized per call)."""
+    import os
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for g in manifest["graphs"].values():
+        f = Path(folder) / g["file"]
+        q = f.with_name(f.stem + ".int8.onnx")
+        quantize_dynamic(str(f), str(q), weight_type=QuantType.QInt8)
+        os.replace(q, f)
 
 
 def pairs_runtime(ex, cache: dict, key) -> "OrtExecutor":

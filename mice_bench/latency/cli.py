@@ -104,7 +104,9 @@ def register(app: typer.Typer) -> None:
                                       "decoded inside every timed run: fp32 | fp16 | int8 | "
                                       "residual1 | residual2 | residual4 (default: in memory "
                                       "as encoded)"),
-        dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
+        dtype: str = typer.Option("fp32", "--dtype", help="fp32 | bf16 | bf16-autocast | int8 | "
+                                 "fp16 | auto, or a comma-separated list timed in the same "
+                                 "interleaved run"),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
         compile_: bool = typer.Option(False, "--compile", help="torch.compile the executors"),
         prepack: bool = typer.Option(
@@ -157,7 +159,8 @@ def register(app: typer.Typer) -> None:
                 raise UsageError(f"{' and '.join(given)} apply to the rerank protocol; the "
                                  "paper protocol scores --batch-size pairs of --doc-tokens "
                                  "tokens (drop them or use --protocol rerank)")
-        placement(device, dtype)   # device and dtype first: the default variants read the model
+        for d in dtype.split(","):   # device and dtype first: the default variants read the model
+            placement(device, d)
         cfg = LatencyConfig(
             model=model,
             variants=split_names(variants) if variants else _default_variants(model),
@@ -175,7 +178,8 @@ def register(app: typer.Typer) -> None:
         )
         c = cfg.resolved()  # fail fast on bad options, then on bad variants, device, dtype
         parse_variants(c.variants)
-        placement(c.device, c.dtype)
+        for d in c.dtype_list():
+            placement(c.device, d)
         # where the results go, checked before the model is loaded or anything measured
         out = Path(cfg.output) if cfg.output else default_output(cfg.protocol,
                                                                  cfg.device_type())

@@ -33,7 +33,10 @@ MAX_MIN_SECONDS = 3600.0
 TORCH = "torch"
 RUNTIMES = (TORCH, "ort")
 #: --peers: other implementations timed beside mice-bench's (see :mod:`.peers`)
-PEERS = ("hf", "st", "st-onnx", "ort")
+PEERS = ("hf", "hf-bf16", "st", "st-onnx", "st-onnx-int8", "st-openvino", "st-openvino-int8",
+         "ort", "ort-int8")
+#: the peers that run mice-bench's own ONNX export
+PEERS_ORT = {"ort", "ort-int8"}
 
 
 def parse_peers(text: str | list[str] | None) -> list[str]:
@@ -148,8 +151,11 @@ class LatencyConfig:
             if c.precompute is False or c.kv_cache:
                 raise UsageError("--doc-store reads precomputed document states (not per-layer "
                                  "K/V); it needs --precompute and no --kv-cache")
-        if c.dtype not in DTYPES:
-            raise UsageError(f"unknown dtype {c.dtype!r}; valid: {', '.join(DTYPES)}")
+        for name in c.dtype_list():
+            if name not in DTYPES:
+                raise UsageError(f"unknown dtype {name!r} in --dtype {c.dtype}; valid: "
+                                 f"{', '.join(DTYPES)} (a comma-separated list times each "
+                                 "in the same interleaved run)")
         if c.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {c.runtime!r}; valid: {', '.join(RUNTIMES)}")
         c.peers = parse_peers(c.peers)
@@ -159,9 +165,11 @@ class LatencyConfig:
             if importlib.util.find_spec("onnxruntime") is None:
                 raise UsageError("--runtime ort needs onnxruntime: pip install "
                                  "'mice-bench[onnx]'")
-        if (c.runtime == "ort" or "ort" in c.peers) and (c.compile or c.dtype != "fp32"):
-            raise UsageError("the ONNX export runs eager fp32: --runtime ort / --peers ort "
-                             "take neither --compile nor --dtype fp16/bf16")
+        if (c.runtime == "ort" and c.dtype != "fp32") or \
+                ((c.runtime == "ort" or PEERS_ORT & set(c.peers)) and c.compile):
+            raise UsageError("the ONNX export runs eager (fp32, or int8 as the ort-int8 peer): "
+                             "--runtime ort takes neither --compile nor another --dtype, "
+                             "--peers ort / ort-int8 not --compile")
         if c.runtime == "ort" and (c.kv_cache or c.doc_store is not None):
             raise UsageError("--runtime ort stores what the exported documents graph returns: "
                              "it takes neither --kv-cache nor --doc-store")
@@ -172,6 +180,15 @@ class LatencyConfig:
         if c.format not in ("table", "json"):
             raise UsageError(f"unknown format {c.format!r}; valid: table, json")
         return c
+
+    def dtype_list(self) -> list[str]:
+        """The precisions of ``--dtype`` in order (``fp32,bf16,int8``: each row measured in
+        each, in the same interleaved run; the first is the run's own)."""
+        out: list[str] = []
+        for name in str(self.dtype).split(","):
+            if name.strip() and name.strip() not in out:
+                out.append(name.strip())
+        return out or ["fp32"]
 
     def device_type(self) -> str:
         """``cpu`` / ``cuda`` of ``device`` (``auto`` resolved here; checks availability)."""
@@ -184,7 +201,7 @@ def check_prepack(c: "LatencyConfig") -> None:
     from ..backbones.prepack import available
 
     clash = [o for o, on in (("--compile", c.compile), ("--runtime ort", c.runtime != TORCH),
-                             ("--peers", bool(c.peers)), (f"--dtype {c.dtype}", c.dtype != "fp32"),
+                             ("--peers", bool(c.peers)), (f"--dtype {c.dtype}", c.dtype_list() != ["fp32"]),
                              ("a CUDA device", c.device_type() != "cpu")) if on]
     if clash:
         raise UsageError(f"--prepack packs the fp32 CPU weights of mice-bench's own executors "

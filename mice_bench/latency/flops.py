@@ -214,41 +214,79 @@ def pair_flops(spec: InteractionSpec, dims: ModelDims, query_tokens: int, doc_to
 
 
 # ----------------------------------------------------------------------------- peak
-def matmul_peak(device: torch.device | str, dtype: torch.dtype, n: int | None = None,
-                min_seconds: float = 0.5, max_reps: int = 200) -> dict[str, Any]:
-    """Measure the dense matmul throughput (FLOP/s) of square ``n x n`` matrices."""
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    if n is None:
-        n = 8192 if cuda else 1024
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    flops = 2.0 * n * n * n
+def product_runner(dtype: torch.dtype | str, device: torch.device, rows: int, k: int, n: int):
+    """``(call, flops)``: one ``[rows, k] x [k, n]`` linear product run as the precision
+    ``dtype`` runs the backbone's linear layers (fp32 / bf16 / fp16: ``F.linear`` in that dtype;
+    ``bf16-autocast``: fp32 inputs under ``torch.autocast``; ``int8``: PyTorch's dynamically
+    quantized ``nn.Linear``, :mod:`mice_bench.backbones.precision`)."""
+    from ..backbones.precision import quantize_linear
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize(device)
+    name = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+    x = torch.randn(rows, k, device=device)
+    w = torch.randn(n, k, device=device)
+    if name == "int8":
+        mod = quantize_linear(w, None)
+        return (lambda: mod(x)), 2.0 * rows * k * n
+    if name == "bf16-autocast":
+        def call():
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                return torch.nn.functional.linear(x, w)
+        return call, 2.0 * rows * k * n
+    from ..backbone import dtype_from_name
 
+    t = dtype_from_name(name)
+    xt, wt = x.to(t), w.to(t)
+    return (lambda: torch.nn.functional.linear(xt, wt)), 2.0 * rows * k * n
+
+
+def _best_rate(call, flops: float, sync, min_seconds: float, max_reps: int) -> tuple:
     with torch.inference_mode():
         for _ in range(3):
-            torch.matmul(a, b)
+            call()
         sync()
         best = float("inf")
         reps = 0
         t_start = time.perf_counter()
         while reps < max_reps and (reps < 3 or time.perf_counter() - t_start < min_seconds):
             t = time.perf_counter()
-            torch.matmul(a, b)
+            call()
             sync()
             best = min(best, time.perf_counter() - t)
             reps += 1
         total = time.perf_counter() - t_start
-    del a, b
-    return {
+    return flops / best, flops * reps / total, reps
+
+
+def matmul_peak(device: torch.device | str, dtype: torch.dtype | str, n: int | None = None,
+                min_seconds: float = 0.5, max_reps: int = 200,
+                shapes: list[tuple[int, int, int]] | None = None) -> dict[str, Any]:
+    """The dense matmul throughput (FLOP/s) of square ``n x n`` products in the run's
+    precision (:func:`product_runner`: ``int8`` and ``bf16-autocast`` too), and, per
+    ``(rows, k, n)`` of ``shapes`` (the products a run makes), that product's own rate."""
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if n is None:
+        n = 8192 if cuda else 1024
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    call, flops = product_runner(dtype, device, n, n, n)
+    best, mean, reps = _best_rate(call, flops, sync, min_seconds, max_reps)
+    name = dtype if isinstance(dtype, str) else str(dtype).replace("torch.", "")
+    out = {
         "n": n,
-        "dtype": str(dtype).replace("torch.", ""),
+        "dtype": name,
         "reps": reps,
-        "flops_per_s": flops / best,
-        "mean_flops_per_s": flops * reps / total,
-        "method": "torch.matmul of two square matrices; best repetition",
+        "flops_per_s": best,
+        "mean_flops_per_s": mean,
+        "method": "a square linear product in the run's precision; best repetition",
     }
+    if shapes:
+        out["shapes"] = []
+        for rows, k, m in shapes:
+            call, fl = product_runner(dtype, device, rows, k, m)
+            b, _, r = _best_rate(call, fl, sync, min_seconds / 4, max_reps)
+            out["shapes"].append({"rows": rows, "k": k, "n": m, "flops_per_s": b, "reps": r})
+    return out

@@ -12,7 +12,12 @@ run's batch size; its rows carry the same statistics and the FLOPs of the varian
 * ``st-onnx``: the same with the ONNX backend (optimum + onnxruntime); skipped with the reason
   when that backend cannot be loaded;
 * ``ort``: mice-bench's own ONNX export (:mod:`mice_bench.export`) of every variant of the
-  run under onnxruntime; variants that cannot be exported are skipped with the reason.
+  run under onnxruntime; variants that cannot be exported are skipped with the reason;
+* the same as deployed at lower precision: ``hf-bf16`` (the Hugging Face model with its
+  weights cast to bf16), ``st-onnx-int8`` (sentence-transformers' dynamic int8 ONNX export),
+  ``st-openvino`` / ``st-openvino-int8`` (its OpenVINO backend, fp32 and NNCF int8),
+  ``ort-int8`` (mice-bench's export quantized by onnxruntime's ``quantize_dynamic``). Each
+  peer row records its ``dtype``.
 
 Tokenization is inside the timed run for every row (mice-bench's and the peers'); each row's
 ``tokenization`` says where. ``speedup_vs_fastest_ce`` compares every row with the fastest
@@ -55,6 +60,7 @@ class Peer:
     tokenization: str
     workload: Callable[..., Any]             # (batch, query, docs, point) -> workload
     notes: list[str] = field(default_factory=list)
+    dtype: str = "fp32"                      # the precision the peer computes in
 
     @property
     def label(self) -> str:
@@ -118,7 +124,8 @@ def same_hf_model(model: str, seed: int, device, dtype):
     return m.to(device=device, dtype=dtype).eval()
 
 
-def hf_peer(hf_model, tokenizer, spec: InteractionSpec, max_length: int, device) -> Peer:
+def hf_peer(hf_model, tokenizer, spec: InteractionSpec, max_length: int, device,
+            name: str = "hf", dtype: str = "fp32") -> Peer:
     def tokenize(queries, docs):
         return tokenizer(queries, docs, padding=True, truncation="longest_first",
                          max_length=max_length, return_tensors="pt").to(device)
@@ -129,24 +136,31 @@ def hf_peer(hf_model, tokenizer, spec: InteractionSpec, max_length: int, device)
     def workload(batch, query, docs, pt):
         return PairsWorkload(tokenize, forward, query, docs, batch)
 
-    return Peer("hf", spec, _Kind("hf-eager"), TOKENIZE_PHASE, workload)
+    return Peer(name, spec, _Kind("hf-eager" if dtype == "fp32" else f"hf-eager-{dtype}"),
+                TOKENIZE_PHASE, workload, dtype=dtype)
 
 
 def st_peer(folder: Path, spec: InteractionSpec, backend: str, max_length: int,
-            device) -> Peer:
+            device, int8: bool = False) -> Peer:
     """sentence-transformers ``CrossEncoder`` over the saved model in ``folder``; raises
-    :class:`PeerSkipped` when the backend cannot load."""
+    :class:`PeerSkipped` when the backend cannot load. ``int8``: the backend's own dynamic
+    int8 quantization of its exported model (sentence-transformers'
+    ``export_dynamic_quantized_onnx_model`` for ONNX, ``export_static_quantized_openvino_model``
+    for OpenVINO), loaded from the file it writes."""
     try:
         from sentence_transformers import CrossEncoder
     except ImportError as e:
         raise PeerSkipped(f"sentence-transformers is not installed ({e})") from None
+    what = f"{backend} int8" if int8 else backend
     try:
-        ce = CrossEncoder(str(folder), device=str(device), backend=backend, num_labels=1,
-                          max_length=max_length, activation_fn=torch.nn.Identity(),
-                          local_files_only=True)
+        kw = dict(device=str(device), num_labels=1, max_length=max_length,
+                  activation_fn=torch.nn.Identity(), local_files_only=True)
+        ce = CrossEncoder(str(folder), backend=backend, **kw)
+        if int8:
+            ce = _st_int8(ce, folder, backend, kw)
     except Exception as e:  # noqa: BLE001 - missing optional backends fail in many ways
         msg = (str(e).splitlines()[0] if str(e) else type(e).__name__).split(". ")[0]
-        raise PeerSkipped(f"the CrossEncoder {backend} backend cannot load here ({msg})") \
+        raise PeerSkipped(f"the CrossEncoder {what} backend cannot load here ({msg})") \
             from None
 
     def forward(queries, docs):
@@ -156,8 +170,34 @@ def st_peer(folder: Path, spec: InteractionSpec, backend: str, max_length: int,
     def workload(batch, query, docs, pt):
         return PairsWorkload(None, forward, query, docs, batch)
 
-    name = "st" if backend == "torch" else f"st-{backend}"
-    return Peer(name, spec, _Kind(f"CrossEncoder[{backend}]"), TOKENIZE_IN_CALL, workload)
+    name = ("st" if backend == "torch" else f"st-{backend}") + ("-int8" if int8 else "")
+    return Peer(name, spec, _Kind(f"CrossEncoder[{what}]"), TOKENIZE_IN_CALL, workload,
+                dtype="int8" if int8 else "fp32")
+
+
+def _st_int8(ce, folder: Path, backend: str, kw: dict):
+    """The CrossEncoder of ``folder`` quantized to int8 by sentence-transformers' own export
+    helpers (ONNX: dynamic, AVX-512 VNNI config; OpenVINO: static, NNCF) and reloaded."""
+    import sentence_transformers as st
+
+    from sentence_transformers import CrossEncoder
+
+    if backend == "onnx":
+        st.export_dynamic_quantized_onnx_model(ce, "avx512_vnni", str(folder))
+        file_name = "onnx/model_qint8_avx512_vnni.onnx"
+    else:
+        st.export_static_quantized_openvino_model(ce, None, str(folder))
+        file_name = "openvino/openvino_model_qint8_quantized.xml"
+    return CrossEncoder(str(folder), backend=backend, model_kwargs={"file_name": file_name},
+                        **kw)
+
+
+def _fresh_copy(src: Path, dst: Path) -> Path:
+    """A copy of the saved model per CrossEncoder peer (its backends write exports beside)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
 
 
 class PeerSkipped(Exception):
@@ -176,6 +216,7 @@ def build_peers(names: list[str], c, bb, executors: dict[str, Any], device, dtyp
 def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
     """:func:`build_peers` with ``work`` as scratch folder (removed after: the peers hold
     their models in memory)."""
+    from ..backbone import dtype_name
     from .workloads import Workload
 
     peers: list[Peer] = []
@@ -183,7 +224,7 @@ def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
     ce = parse("ce")
     max_length = bb.max_positions
     hf_model = None
-    if any(n in ("hf", "st", "st-onnx") for n in names):
+    if any(n.startswith(("hf", "st")) for n in names):
         hf_model = same_hf_model(c.model, c.seed, device, dtype)
         saved = work / "hf"
         hf_model.save_pretrained(saved)
@@ -191,10 +232,17 @@ def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
     for n in names:
         try:
             if n == "hf":
-                peers.append(hf_peer(hf_model, bb.tokenizer, ce, max_length, device))
-            elif n in ("st", "st-onnx"):
-                peers.append(st_peer(work / "hf", ce, "torch" if n == "st" else "onnx",
-                                     max_length, device))
+                peers.append(hf_peer(hf_model, bb.tokenizer, ce, max_length, device,
+                                     dtype=dtype_name(dtype)))
+            elif n == "hf-bf16":         # as deployed: the weights cast to bf16
+                peers.append(hf_peer(same_hf_model(c.model, c.seed, device, torch.bfloat16),
+                                     bb.tokenizer, ce, max_length, device, name=n,
+                                     dtype="bf16"))
+            elif n.startswith("st"):
+                backend = {"st": "torch", "st-onnx": "onnx",
+                           "st-openvino": "openvino"}[n.removesuffix("-int8")]
+                peers.append(st_peer(_fresh_copy(work / "hf", work / n), ce, backend,
+                                     max_length, device, int8=n.endswith("-int8")))
             elif c.runtime == "ort":
                 skipped.append({"peer": n, "variant": "*", "reason": "the run's own rows "
                                 "already run the ONNX export (--runtime ort)"})
@@ -203,7 +251,7 @@ def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
                     try:
                         from ..export.onnx import ort_executor
 
-                        oex = ort_executor(ex, log)
+                        oex = ort_executor(ex, log, int8=n == "ort-int8")
                     except UsageError as e:
                         skipped.append({"peer": n, "variant": name, "reason": str(e)})
                         log(f"peer ort skipped for {name}: {e}")
@@ -216,7 +264,8 @@ def _build_peers(names, c, bb, executors, device, dtype, log, work: Path):
                     notes = [] if not oex.split else [
                         "onnxruntime: the query graph runs once per query, the scores graph "
                         "once per batch of candidates"]
-                    peers.append(Peer("ort", ex.spec, oex, "", workload, notes))
+                    peers.append(Peer(n, ex.spec, oex, "", workload, notes,
+                                      dtype="int8" if n == "ort-int8" else "fp32"))
         except PeerSkipped as e:
             skipped.append({"peer": n, "variant": "ce", "reason": str(e)})
             log(f"peer {n} skipped: {e}")
@@ -241,7 +290,36 @@ def add_fastest_ce(rows) -> None:
         me = r.latency_s["mean"] / r.pairs_per_run
         sp = b[0] / me if me > 0 else None
         r.speedup_vs_fastest_ce = sp if sp is not None and math.isfinite(sp) else None
-        r.fastest_ce = b[1].runtime
+        rt, dt = b[1].runtime, b[1].dtype
+        r.fastest_ce = rt + (f" {dt}" if dt and not rt.endswith(dt) else "")
+    add_best_vs_best(rows, best)
+
+
+def add_best_vs_best(rows, best_ce: dict | None = None) -> None:
+    """``best_vs_best`` on every row: the fastest cross-encoder row of the point (any runtime,
+    any dtype) against the fastest row of the row's variant (any runtime, any dtype), per
+    pair; ``variant_best`` marks the variant's fastest row. Rows at points without a ``ce``
+    row get None."""
+    if best_ce is None:
+        best_ce = {}
+        for r in rows:
+            if r.variant == "ce":
+                k = (r.point.batch_size_requested, r.point.doc_tokens)
+                pp = r.latency_s["mean"] / r.pairs_per_run
+                if k not in best_ce or pp < best_ce[k][0]:
+                    best_ce[k] = (pp, r)
+    fastest: dict[tuple, Any] = {}
+    for r in rows:
+        k = (r.point.batch_size_requested, r.point.doc_tokens, r.variant)
+        pp = r.latency_s["mean"] / r.pairs_per_run
+        if k not in fastest or pp < fastest[k][0]:
+            fastest[k] = (pp, r)
+    for r in rows:
+        ce = best_ce.get((r.point.batch_size_requested, r.point.doc_tokens))
+        me = fastest[(r.point.batch_size_requested, r.point.doc_tokens, r.variant)]
+        r.variant_best = me[1] is r
+        ratio = ce[0] / me[0] if ce is not None and me[0] > 0 else None
+        r.best_vs_best = ratio if ratio is not None and math.isfinite(ratio) else None
 
 
 def label_row(row, peer: Peer) -> None:

@@ -109,13 +109,22 @@ class RunInfo:
         return ("yes" if b else "no") + ev
 
     @property
-    def group(self) -> tuple[str, str, str, str, str]:
+    def group(self) -> tuple[str, str, str, str, str, str]:
         """Measurements are only compared inside one (device type, device name, dtype, CPU
-        threads, model) group; threads only count on the CPU."""
+        threads, model, CPU matrix features) group; threads only count on the CPU."""
         dev = self.device.split(":")[0]
         threads = str(self.threads) if dev == "cpu" and self.threads is not None else ""
         model = Path(self.model.rstrip("/")).name if "/" in self.model else self.model
-        return (dev, self.device_name, self.dtype, threads, model)
+        return (dev, self.device_name, self.dtype, threads, model, self.cpu_isa)
+
+    @property
+    def cpu_isa(self) -> str:
+        """The CPU's matrix features (``amx``, ``avx512-bf16``, ``avx512``, ``avx2``;
+        ``environment.cpu_features.isa``): runs on CPUs that differ in them are never
+        compared as one; empty for GPU runs and files made before it was recorded."""
+        if self.device.split(":")[0] != "cpu":
+            return ""
+        return str((self.environment.get("cpu_features") or {}).get("isa") or "")
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,8 @@ def records(res: LatencyResult, file: str) -> tuple[RunInfo, list[LatencyRow]]:
     own = str(cfg.get("runtime", "torch"))
     for r in res.rows:
         if r.runtime != own:        # peer rows have their own table (latency/peers_table.py)
+            continue
+        if r.dtype is not None and r.dtype != info.dtype:   # further --dtype precisions too
             continue
         p, lat, mem = r.point, r.latency_s, r.memory
         rows.append(LatencyRow(

@@ -78,6 +78,14 @@ class LatencyRowResult:
     #: ``--prepack``: the share of the row's linear calls that ran on prepacked weights
     #: (None: not asked)
     prepacked: float | None = None
+    #: the row's precision (``fp32``, ``bf16``, ``bf16-autocast``, ``int8``, ``fp16``; None:
+    #: the run's ``environment.dtype``, as in files made before rows had their own)
+    dtype: str | None = None
+    #: ``best_vs_best``: the fastest cross-encoder row of the point (any runtime, any dtype)
+    #: against this variant's fastest row (any runtime, any dtype), per pair, on every row of
+    #: the variant; ``variant_best``: this row is that fastest row
+    best_vs_best: float | None = None
+    variant_best: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "description": self.description,
@@ -94,7 +102,9 @@ class LatencyRowResult:
                 "notes": list(self.notes), "raw_s": dict(self.raw_s),
                 "runtime": self.runtime, "tokenization": self.tokenization,
                 "speedup_vs_fastest_ce": self.speedup_vs_fastest_ce,
-                "fastest_ce": self.fastest_ce, "prepacked": self.prepacked}
+                "fastest_ce": self.fastest_ce, "prepacked": self.prepacked,
+                "dtype": self.dtype, "best_vs_best": self.best_vs_best,
+                "variant_best": self.variant_best}
 
     @classmethod
     def from_dict(cls, r: dict[str, Any]) -> "LatencyRowResult":
@@ -127,7 +137,9 @@ class LatencyRowResult:
             notes=[str(n) for n in r.get("notes", ())], raw_s=dict(r.get("raw_s") or {}),
             runtime=str(r.get("runtime", "torch")), tokenization=str(r.get("tokenization", "")),
             speedup_vs_fastest_ce=r.get("speedup_vs_fastest_ce"),
-            fastest_ce=r.get("fastest_ce"), prepacked=r.get("prepacked"))
+            fastest_ce=r.get("fastest_ce"), prepacked=r.get("prepacked"),
+            dtype=r.get("dtype"), best_vs_best=r.get("best_vs_best"),
+            variant_best=bool(r.get("variant_best", False)))
 
 
 @dataclass

@@ -91,13 +91,16 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
 
 def add_speedups(rows: list[LatencyRowResult], runtime: str = "torch") -> None:
     """Speedup and FLOP ratio against ``ce`` at the same batch size and document length (the
-    ``ce`` row of the run's own ``runtime``, not a peer's)."""
+    ``ce`` row of the run's own ``runtime``, not a peer's, in the row's precision; a peer
+    precision the run's own rows lack: against the run's first precision)."""
     base: dict[tuple, LatencyRowResult] = {}
+    first = rows[0].dtype if rows else None        # the run's own precision comes first
     for r in rows:
         if r.variant == "ce" and r.runtime == runtime:
-            base.setdefault((r.point.batch_size_requested, r.point.doc_tokens), r)
+            base.setdefault((r.point.batch_size_requested, r.point.doc_tokens, r.dtype), r)
     for r in rows:
-        b = base.get((r.point.batch_size_requested, r.point.doc_tokens))
+        pt = (r.point.batch_size_requested, r.point.doc_tokens)
+        b = base.get((*pt, r.dtype)) or base.get((*pt, first))
         if b is None:
             continue
         ce_pp = b.latency_s["mean"] / b.pairs_per_run

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from ..backbones.prepack import prepack, unpack
-from ..devices import placement
+from ..devices import cpu_features, placement
 from ..errors import UsageError
 from ..spec import SpecError
 from . import flops as flopsmod
@@ -54,17 +54,29 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
     from ..backbone import dtype_from_name, dtype_name, load_backbone
     from ..executors import make_executor
 
+    from ..backbones.precision import compute, weights_dtype
+
     c = cfg.resolved()
     specs = parse_variants(c.variants)  # unknown names fail before any model is loaded
-    place = placement(c.device, c.dtype)
+    places = [placement(c.device, d) for d in c.dtype_list()]
+    place = places[0]
+    precisions = list(dict.fromkeys(p.dtype for p in places))   # auto resolved, no repeats
+    for asked, p in zip(c.dtype_list(), places):
+        if asked == "auto":
+            log(f"--dtype auto: {p.dtype} ({'the CPU has AMX' if p.dtype == 'bf16' else 'no AMX'}"
+                f" on {p.device})")
     device = torch.device(place.device)
-    dtype = dtype_from_name(place.dtype)
+    dtype = dtype_from_name(weights_dtype(place.dtype))
     if c.threads is not None:
         torch.set_num_threads(c.threads)
     t_load = time.perf_counter()
     bb = backbone if backbone is not None else load_backbone(c.model, device=device,
-                                                              dtype=dtype, seed=c.seed)
+                                                              dtype=place.dtype, seed=c.seed)
     load_s = time.perf_counter() - t_load
+    # every further precision of --dtype on its own copy of the same weights
+    bbs = {precisions[0]: bb}
+    for p in precisions[1:]:
+        bbs[p] = load_backbone(c.model, device=device, dtype=p, seed=c.seed)
     if c.prepack:               # every row's linear layers, packed once per row count
         packs = prepack(bb)
         packed.append(bb)
@@ -83,10 +95,16 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
         query = make_texts(tok, 1, qlen, seed=c.seed + 7)[0]
     check_sizes(specs, bb.max_positions, qlen, c.doc_tokens, c.protocol)
     dims = flopsmod.ModelDims.of(bb)
-    log(f"model {bb.describe()} on {device} ({c.dtype}); measuring the matmul peak")
-    peak = flopsmod.matmul_peak(device, dtype)
-    log(f"dense matmul peak: {peak['flops_per_s'] / 1e9:.1f} GFLOP/s "
-        f"({peak['n']}x{peak['n']} {peak['dtype']})")
+    log(f"model {bb.describe()} on {device} ({', '.join(precisions)}); measuring the matmul "
+        "peak")
+    shapes = run_shapes(c, dims, qlen)
+    peaks = {p: flopsmod.matmul_peak(device, p, shapes=shapes) for p in precisions}
+    peak = peaks[precisions[0]]
+    for p, pk in peaks.items():
+        log(f"dense matmul peak ({p}): {pk['flops_per_s'] / 1e9:.1f} GFLOP/s "
+            f"({pk['n']}x{pk['n']}); the run's products: " + ", ".join(
+                f"{s['rows']}x{s['k']}x{s['n']} {s['flops_per_s'] / 1e9:.1f}"
+                for s in pk.get("shapes", [])))
 
     load_before = _loadavg()
     busy = (device.type == "cpu" and load_before is not None
@@ -99,6 +117,7 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
     cpu_probe = OtherCpu.start()
     rows: list[LatencyRowResult] = []
     executors: dict[str, Any] = {}
+    other_executors: dict[tuple[str, str], Any] = {}    # (variant, precision) past the first
     texts_cache: dict[tuple[int, int], list[str]] = {}
 
     def docs_for(n_docs: int, doc_tokens: int) -> list[str]:
@@ -110,8 +129,13 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
     def skipped(spec, pt) -> bool:      # like the seed: joint models have nothing to precompute
         return c.protocol == "paper" and pt.precompute and spec.layout != "split"
 
-    def executor_for(spec):
+    def executor_for(spec, precision=None):
         name = str(spec)
+        if precision not in (None, precisions[0]):
+            if (name, precision) not in other_executors:
+                other_executors[(name, precision)] = make_executor(
+                    spec, bbs[precision], executor=c.executor, query_max_tokens=max(qlen, 1))
+            return other_executors[(name, precision)]
         if name not in executors:
             ex = make_executor(spec, bb, executor=c.executor, query_max_tokens=max(qlen, 1))
             if c.compile:
@@ -141,30 +165,41 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
 
     peer_of: dict[int, peersmod.Peer] = {}
 
+    precision_of: dict[int, str] = {}
+
     def finish(slot: scheduler.Slot, pt) -> None:
-        row = make_row(c, slot, bb, dims, peak, pt, qlen, log)
+        prec = precision_of.get(id(slot), precisions[0])
+        row = make_row(c, slot, bbs.get(prec, bb), dims, peaks.get(prec, peak), pt, qlen, log)
+        row.dtype = prec
         if id(slot) in peer_of:
             peersmod.label_row(row, peer_of[id(slot)])
+            row.dtype = peer_of[id(slot)].dtype
+            pk = peaks.get(row.dtype)
+            row.peak_fraction = (row.achieved_flops_per_s / pk["flops_per_s"]
+                                 if pk and pk["flops_per_s"] and row.achieved_flops_per_s
+                                 else None)
         rows.append(row)
         slot.wl.ds = None
         progress.row_done(slot.label or str(slot.spec))
 
     for pt in points:
         slots: list[scheduler.Slot] = []
-        entries = [(spec, None) for spec in specs] + [(p.spec, p) for p in peers]
-        for spec, peer in entries:
+        entries = [(spec, prec, None) for prec in precisions for spec in specs] + \
+            [(p.spec, None, p) for p in peers]
+        for spec, prec, peer in entries:
             if skipped(spec, pt):
                 continue
-            name = str(spec) if peer is None else peer.label
-            ex = executor_for(spec) if peer is None else peer.ex
+            name = (str(spec) if prec == precisions[0] else f"{spec} [{prec}]") \
+                if peer is None else peer.label
+            ex = executor_for(spec, prec) if peer is None else peer.ex
 
-            def make_workload(batch: int, ex=ex, pt=pt, peer=peer):
+            def make_workload(batch: int, ex=ex, pt=pt, peer=peer, prec=prec):
                 docs = docs_for(batch if c.protocol == "paper" else c.depth, pt.doc_tokens)
                 if peer is not None:
                     return peer.workload(batch, query, docs, pt)
                 return Workload(ex, c.protocol, batch, query, docs, pt.precompute, c.kv_cache,
                                 doc_vectors=c.doc_vectors, doc_store=c.doc_store,
-                                seed=c.seed)
+                                seed=c.seed, compute=lambda: compute(bbs[prec]))
 
             progress.stage(name, "warm-up")
             slot = scheduler.prepare_slot(spec, ex, pt.batch_size, make_workload, device,
@@ -172,6 +207,8 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
             slot.label = name
             if peer is not None:
                 peer_of[id(slot)] = peer
+            else:
+                precision_of[id(slot)] = prec
             if c.schedule == "sequential":
                 scheduler.time_slots([slot], device, c.runs, c.min_seconds, on_run=on_run)
                 finish(slot, pt)
@@ -183,7 +220,14 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
                 finish(slot, pt)
     add_speedups(rows, runtime=c.runtime)
     peersmod.add_fastest_ce(rows)
-    env = resultsmod.environment(place.device, c.dtype)
+    env = resultsmod.environment(place.device, precisions[0])
+    if len(precisions) > 1:
+        env["dtypes"] = precisions
+    if c.dtype_list() != precisions[:len(c.dtype_list())] or "auto" in c.dtype_list():
+        env["dtype_requested"] = c.dtype
+    env["precision_kinds"] = {p: precision_kind(p) for p in precisions}
+    if device.type == "cpu":
+        env["cpu_features"] = cpu_features()
     env["threads"] = torch.get_num_threads()
     # other processes competing for the CPU distort CPU timings: keep the evidence
     env["loadavg_before"] = load_before
@@ -222,10 +266,31 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
         "params_total": bb.param_count(None),
         "load_s": load_s,
         "dtype": dtype_name(bb.dtype),
+        "precision": precisions[0],
         # per variant: the effective lengths / pooling / markers and where each came from
         "settings": {name: ex.settings() for name, ex in executors.items()},
     }
     return LatencyResult.new(config, env, model, peak, rows)
+
+
+def precision_kind(name: str) -> str:
+    """How a precision runs (recorded per run: which bf16 was measured)."""
+    return {"fp32": "fp32 weights and compute",
+            "bf16": "weights cast to bf16: every operation in bf16",
+            "bf16-autocast": "fp32 weights under torch.autocast(bfloat16): products in bf16, "
+                             "norms and softmax in fp32",
+            "int8": "torch.ao.quantization.quantize_dynamic of the linear layers (int8 "
+                    "weights, activations quantized per call); attention and norms in fp32",
+            "fp16": "weights cast to fp16"}.get(name, name)
+
+
+def run_shapes(c, dims, qlen: int) -> list[tuple[int, int, int]]:
+    """The linear products a run makes, as (rows, k, n): a cross-encoder batch's and a query's
+    feed-forward up-projection (at most 8,192 rows), at the first sweep point, and a query's
+    attention projection."""
+    B, d = int(c.batch_sizes[0]), int(c.doc_tokens[0])
+    H, inter = dims.hidden_size, dims.intermediate_size
+    return [(min(B * (qlen + d + 3), 8192), H, inter), (qlen + 2, H, inter), (qlen + 2, H, H)]
 
 
 class OtherCpu:

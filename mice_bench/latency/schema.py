@@ -163,6 +163,9 @@ ROW_SCHEMA = {
         "speedup_vs_fastest_ce": NNUM0,
         "fastest_ce": {"type": ["string", "null"]},
         "prepacked": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "dtype": {"enum": [None, "fp32", "fp16", "bf16", "bf16-autocast", "int8"]},
+        "best_vs_best": NNUM,
+        "variant_best": {"type": "boolean"},
     },
 }
 
@@ -192,7 +195,7 @@ LATENCY_SCHEMA = {
                 "variants": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                 "batch_sizes": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
                 "doc_tokens": {"type": "array", "items": {"type": "integer"}, "minItems": 1},
-                "dtype": {"enum": ["fp32", "fp16", "bf16"]},
+                "dtype": {"type": "string"},
             },
         },
         "model": {"type": "object",

@@ -20,6 +20,7 @@ Each run is split into the phases of :data:`~mice_bench.latency.timing.PHASES`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,10 @@ class Workload:
 
     def __init__(self, ex, protocol: str, batch_size: int, query: str, docs: list[str],
                  precompute: bool, kv_cache: bool, doc_vectors: bool = True,
-                 doc_store: str | None = None, seed: int = 0):
+                 doc_store: str | None = None, seed: int = 0, compute=None):
         self.ex = ex
+        # the context of the row's precision (bf16 autocast; backbones/precision.py)
+        self.compute = compute if compute is not None else contextlib.nullcontext
         self.protocol = protocol
         self.batch_size = batch_size
         self.query = query
@@ -92,9 +95,10 @@ class Workload:
         if not self.precompute:
             return
         t = time.perf_counter()
-        self.ds = self.ex.encode_documents(self.docs, kv_cache=self.kv_cache,
-                                           batch_size=max(self.batch_size, 1),
-                                           vectors=self.doc_vectors)
+        with self.compute():
+            self.ds = self.ex.encode_documents(self.docs, kv_cache=self.kv_cache,
+                                               batch_size=max(self.batch_size, 1),
+                                               vectors=self.doc_vectors)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         self.offline = {"doc_encode_s": time.perf_counter() - t,
@@ -116,7 +120,7 @@ class Workload:
     def run(self, t: PhaseTimer) -> None:
         packs = self.ex.backbone.linear_packs
         before = (packs.calls, packs.packed_calls) if packs is not None else None
-        with torch.inference_mode():
+        with torch.inference_mode(), self.compute():
             if self.protocol == "paper":
                 self._run_paper(t)
             else:
