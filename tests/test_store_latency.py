@@ -102,6 +102,8 @@ def test_run_latency_records_the_store(tiny_model):
     (dict(doc_store="int4"), "--doc-store"),
     (dict(doc_store="residual2", precompute=False), "--precompute"),
     (dict(doc_store="residual2", kv_cache=True), "--kv-cache"),
+    (dict(pool_factors=[1, 2]), "--doc-store"),
+    (dict(doc_store="fp16", pool_factors=[0]), "--pool-factor"),
 ])
 def test_bad_store_options_are_refused(kw, needle):
     with pytest.raises(UsageError, match=needle):

@@ -48,6 +48,8 @@ class ScoringSettings:
     executor: str = "auto"
     seed: int = 0
     doc_store: str = DEFAULT_STORE    # fp16 | fp32 | int8 | residual1|2|4 (split-first only)
+    pool_factor: int = 1              # stored tokens pooled to ~1/N per document (1: none)
+    codec_sample_tokens: int | None = None   # residual codec's k-means sample (None: default)
 
     def key(self) -> dict:
         return {"qmax": self.query_max_tokens, "dmax": self.doc_max_tokens, "dtype": self.dtype,
@@ -136,6 +138,12 @@ class VariantScorer:
                     "dmax": settings.doc_max_tokens, "dtype": settings.dtype,
                     "device": torch.device(settings.device).type, "seed": settings.seed}
             dkey["store"] = settings.doc_store
+            # pooled stores and other codec samples have their own keys; runs without keep
+            # their old ones
+            if settings.pool_factor > 1:
+                dkey["pool_factor"] = settings.pool_factor
+            if settings.codec_sample_tokens:
+                dkey["codec_sample_tokens"] = settings.codec_sample_tokens
             # late interaction: the store is the head's document vectors (a ColBERT index)
             # a bi-encoder: one pooled, normalised vector per document, scored by a dot product
             content = store_content(ex)
@@ -147,19 +155,28 @@ class VariantScorer:
             if global_local:
                 dkey["local_attention"] = "global"
             self.score_key["doc_store"] = settings.doc_store
+            for k in ("pool_factor", "codec_sample_tokens"):
+                if k in dkey:
+                    self.score_key[k] = dkey[k]
             self.score_path = (Path(cache_dir) / "scores" / slug(coll.name)
                                / f"{slug(self.variant)}-{key_hash(self.score_key)}.sqlite")
-            def store_dir_of(fmt: str) -> Path:
-                key = dict(dkey, store=fmt)
+            def store_dir_of(key: dict) -> Path:
                 return (Path(cache_dir) / "docstates"
-                        / f"s{split}-{settings.dtype}-{fmt}-{key_hash(key)}")
+                        / f"s{split}-{settings.dtype}-{key['store']}-{key_hash(key)}")
 
-            store_dir = store_dir_of(settings.doc_store)
-            # an fp32 store of the same documents: another format compresses it, no encoding
-            self._fp32_dir = store_dir_of("fp32") if settings.doc_store != "fp32" else None
+            store_dir = store_dir_of(dkey)
+            # the unpooled fp32 store of the same documents: another format (or a pooled
+            # store) compresses it, no encoding
+            self._fp32_key = {k: v for k, v in dkey.items()
+                              if k not in ("pool_factor", "codec_sample_tokens")}
+            self._fp32_key["store"] = "fp32"
+            self._fp32_dir = store_dir_of(self._fp32_key) \
+                if self._fp32_key != dkey else None
             self._dkey = dkey
             self.doc_cache = DocStateStore(store_dir, meta=dkey, fmt=settings.doc_store,
-                                           content=content, seed=settings.seed)
+                                           content=content, seed=settings.seed,
+                                           pool_factor=settings.pool_factor,
+                                           sample_tokens=settings.codec_sample_tokens)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
@@ -217,7 +234,7 @@ class VariantScorer:
         if not todo or d is None or not (d / "index.json").exists():
             return None
         try:
-            src = DocStateStore(d, meta=dict(self._dkey, store="fp32"), fmt="fp32",
+            src = DocStateStore(d, meta=self._fp32_key, fmt="fp32",
                                 content=self.doc_cache.content)
         except UsageError:
             return None
@@ -284,7 +301,10 @@ class VariantScorer:
         bs = self.settings.batch_size
         if self.doc_cache is not None:
             self._ensure_docs(all_docs, self.coll.doc_texts)
+            t_load = time.perf_counter()
             states = self.doc_cache.load(all_docs, device=self.settings.device)
+            self.stats.extra["doc_load_s"] = time.perf_counter() - t_load
+            self.stats.extra["doc_load_docs"] = len(all_docs)
             emb = states.hidden[:, 0].float() if self.doc_pooled else None      # [N, H]
             pos = {d: i for i, d in enumerate(all_docs)}
             texts = None
