@@ -102,8 +102,10 @@ def test_fidelity_rows_compare_pooled_stores_with_the_unpooled_fp32_and_size_ms_
         pool_factor=2, bytes_per_doc=100.0 * 46, tokens_per_doc=46, orig_tokens_per_doc=90,
         codec_bytes=4096 * 768.0 + 10, centroids=4096)
     other_depth = dataclasses.replace(fp32, depth=20, ndcg10=0.1, per_query={"a": 0, "b": 0})
+    fp32_pooled = dataclasses.replace(fp32, pool_factor=2, per_query={"a": 0.5, "b": 0.5})
     out = {(f["row"].setting, f["row"].depth): f
-           for f in fidelity_rows([fp32, pooled, other_depth])}
+           for f in fidelity_rows([fp32, fp32_pooled, pooled, other_depth])}
+    assert out["fp32 pool 2", 100]["diff"]["mean"] == pytest.approx(-0.2)
     assert out["residual2 pool 2", 100]["diff"]["mean"] == pytest.approx(-0.01)
     # by hand: 4600 shard bytes / 90 original tokens per passage, x 90 x 8,841,823 passages,
     # + the codec grown to ColBERTv2's centroids for 90 / 2 x 8,841,823 stored tokens:
