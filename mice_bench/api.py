@@ -107,13 +107,15 @@ class Reranker:
         return ex.encode_documents(list(documents))
 
     def document_store(self, directory: str | Path, documents: dict[str, str],
-                       store: str = "fp16", seed: int = 0):
+                       store: str = "fp16", seed: int = 0, pool_factor: int = 1):
         """Encode ``{doc_id: text}`` once into a :class:`~mice_bench.store.docstore.
         DocStateStore` under ``directory`` in format ``store`` (fp32 | fp16 | int8 |
         residual1 | residual2 | residual4; residual formats train their centroids on these
         documents, seeded). Holds what the variant's scoring reads: split-layer states,
         ``colbert``'s head vectors, a bi-encoder's pooled vector. Documents already stored are
-        not encoded again; a directory of another format is refused."""
+        not encoded again; a directory of another format is refused. ``pool_factor``: each
+        document's tokens pooled to about ``1 / pool_factor`` before they are stored
+        (hierarchical clustering, each cluster's mean; 1: none)."""
         from .store.packing import store_content, store_encoder
         from .store.docstore import DocStateStore
 
@@ -126,7 +128,8 @@ class Reranker:
         st = DocStateStore(directory, meta={"model": self.model.backbone.describe(),
                                             "variant": self.variant},
                            fmt=store, content=content, seed=seed,
-                           identity=ex.doc_identity(content))
+                           identity=ex.doc_identity(content),
+                           pool_factor=pool_factor)
         st.ensure(list(docs), lambda ids: {d: docs[d] for d in ids},
                   store_encoder(ex, self.batch_size), batch_size=self.batch_size)
         return st

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from mice_bench.store.codecs import (CODEC_NAMES, get_codec, pack_codes,
-                                             residual_centroids, unpack_codes)
+from mice_bench.store.codecs import (CODEC_NAMES, KMEANS_NITER, colbert_centroids,
+                                     get_codec, pack_codes, residual_centroids, unpack_codes)
 
 faiss = pytest.importorskip("faiss", reason="residual codecs need faiss-cpu (the storage extra)")
 
@@ -108,7 +108,7 @@ def test_residual_round_trip_by_hand():
     # quantiles of [-0.1, -0.1, 0.1, 0.1]: position 0.75 -> -0.1, position 2.25 -> 0.1
     fitted = codec.fit(held.repeat(25, 1), held, seed=0, centroids=2)
     order = fitted["centroids"][:, 0].argsort()          # k-means may number them either way
-    assert torch.allclose(fitted["centroids"][order], c, atol=1e-5)
+    assert torch.allclose(fitted["centroids"][order].float(), c, atol=1e-5)
     assert torch.allclose(held - c[[0, 0, 1, 1]], res[:, None].expand(4, 8))
     assert torch.allclose(fitted["cutoffs"], torch.zeros(8, 1), atol=1e-6)
     assert torch.allclose(fitted["weights"], torch.tensor([[-0.1, 0.1]] * 8), atol=1e-6)
@@ -163,9 +163,47 @@ def test_seeded_fit_is_identical_twice_and_the_seed_matters():
 
 def test_centroid_rule():
     assert residual_centroids(2 ** 20, cap=1 << 20) == 2 ** 14       # 16 * 1024 = 2^14
-    assert residual_centroids(10_000, cap=1 << 20) == 256            # 1600 -> 1024 > n/32
+    assert residual_centroids(10_000, cap=1 << 20) == 256            # 1600 -> 1024 > n/39
     assert residual_centroids(10_000, cap=128) == 128
     assert residual_centroids(1) == 1
+
+
+def test_colbertv2_centroid_rule_by_hand():
+    # K = 2 ** floor(log2(16 * sqrt(N))), N the collection's embeddings
+    assert colbert_centroids(10_000) == 1024          # 16 * 100 = 1600
+    assert colbert_centroids(1_000_000) == 8192       # 16,000
+    assert colbert_centroids(890_000) == 8192         # 16 * 943.4 = 15,094
+    assert colbert_centroids(387_000) == 8192         # 16 * 622.1 = 9,953
+    assert colbert_centroids(65_536) == 4096          # 16 * 256 = 4,096 exactly
+    assert colbert_centroids(65_535) == 2048
+    assert colbert_centroids(600_000_000) == 262_144  # 16 * 24,495 = 391,918
+    # the collection decides, the sample (39 points per centroid) and the cap bound it
+    assert residual_centroids(890_000, sample=890_000) == 8192
+    assert residual_centroids(890_000, sample=262_144, cap=4096) == 4096
+    assert residual_centroids(890_000, sample=100_000) == 2048       # 100,000 / 39 = 2,564
+    assert residual_centroids(133_000, sample=133_000) == 2048       # 16 * 364.7 = 5,835 ->
+    #                                                                  4096 > 133,000 / 39
+
+
+def test_residual_codec_is_faiss_kmeans_and_nearest_centroid():
+    """The codec's centroids are those faiss.Kmeans trains itself on the same sample and
+    seed (ColBERTv2's 4 iterations), kept in fp16; each token's id is faiss's exact nearest
+    centroid (IndexFlatL2) of those."""
+    x = states(n=3000, H=16, seed=4)
+    train, held = x[:2800], x[2800:]
+    codec = get_codec("residual2")
+    p = codec.fit(train, held, seed=7, centroids=32)
+    km = faiss.Kmeans(16, 32, niter=4, seed=7, verbose=False)
+    km.train(np.ascontiguousarray(train.numpy()))
+    assert KMEANS_NITER == 4
+    want = torch.from_numpy(np.array(km.centroids, dtype=np.float32)).half()
+    assert p["centroids"].dtype == torch.float16
+    assert torch.equal(p["centroids"], want)
+    index = faiss.IndexFlatL2(16)
+    index.add(np.ascontiguousarray(p["centroids"].float().numpy()))
+    _, nearest = index.search(np.ascontiguousarray(x.numpy()), 1)
+    ids = codec.encode(x, p)["centroid"].long().numpy()
+    assert (ids == nearest[:, 0]).mean() > 0.999       # ties in fp32 distance aside
 
 
 def test_decode_runs_on_the_requested_device_type():

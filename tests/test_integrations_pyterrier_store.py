@@ -104,3 +104,26 @@ def test_a_store_of_another_model_is_refused(bienc, tmp_path):
     other = Reranker.from_pretrained("minilm-l6", variant="biencoder", seed=3)
     with pytest.raises(UsageError, match="another model"):
         MiceDocStates(other, tmp_path / "st")
+
+
+def test_pooled_colbert_store_keeps_fewer_vectors_and_scores_from_them(tmp_path):
+    """pool_factor=2 through PyTerrier and the facade: the same pooled store (a folder of
+    another factor refused), about half the text tokens stored, every pair scored."""
+    from mice_bench import Reranker
+
+    rr = Reranker.from_pretrained("minilm-l6", variant="colbert")
+    full = MiceDocStates(rr, tmp_path / "p1", store="fp32")
+    full.index(_docs(MANY))
+    pooled = MiceDocStates(rr, tmp_path / "p2", store="fp32", pool_factor=2)
+    pooled.index(_docs(MANY))
+    a, b = full.store.usage(), pooled.store.usage()
+    assert b["pool_factor"] == 2 and b["orig_tokens_per_doc"] == a["tokens_per_doc"]
+    assert a["tokens_per_doc"] / 2 <= b["tokens_per_doc"] < a["tokens_per_doc"]
+    facade = rr.document_store(tmp_path / "api", dict(zip(_docs(MANY)["docno"], MANY)),
+                               store="fp32", pool_factor=2)
+    assert facade.usage()["tokens_per_doc"] == b["tokens_per_doc"]
+    from mice_bench.errors import UsageError
+    with pytest.raises(UsageError):
+        MiceDocStates(rr, tmp_path / "p2", store="fp32", pool_factor=3)
+    out = MiceStoreReranker(pooled).transform(_pairs(MANY).drop(columns="text"))
+    assert len(out) == len(QUERIES) * len(MANY) and np.isfinite(out["score"]).all()

@@ -238,6 +238,8 @@ def _cli(*args: str):
     (["--variant", "bm25"], ["--variant bm25", "first stage"]),
     (["--variant", "mice-l4+2", "--doc-store", "int4"], ["--doc-store", "residual2"]),
     (["--variant", "mice-l4+2", "--chunk-docs", "0"], ["--chunk-docs", ">= 1"]),
+    (["--variant", "colbert", "--pool-factor", "0"], ["--pool-factor", ">= 1"]),
+    (["--variant", "colbert", "--codec-sample-tokens", "0"], ["--codec-sample-tokens", ">= 1"]),
     (["--variant", "mice-l4+2", "--doc-batch-size", "0"], ["--doc-batch-size"]),
     (["--variant", "mice-l4+2", "--dataset", "nope"], ["'nope'", "scifact"]),
     (["--variant", "mice-l9+2"], ["mice-l9+2"]),

@@ -98,10 +98,35 @@ def test_run_latency_records_the_store(tiny_model):
     assert any("residual1 store" in n for n in row["notes"])
 
 
+def test_pool_factors_are_rows_of_one_interleaved_run(tiny_model):
+    """--pool-factor 1,2: each store-reading split-first variant once per factor, in the
+    same round; the pooled row keeps fewer document tokens (each document's words halved,
+    rounded up, its special tokens kept) and says so; ce has no store: one row."""
+    from mice_bench.latency import runner as R
+    from mice_bench.store.pooling import pooled_count
+
+    cfg = LatencyConfig(model=tiny_model, variants=["ce", "mice-l2+2"], batch_sizes=[2],
+                        doc_tokens=[16], query_tokens=4, depth=4, warmup=0, runs=2,
+                        min_seconds=0, threads=1, doc_store="fp32", pool_factors=[1, 2])
+    doc = R.run_latency(cfg).to_doc()
+    rows = [r for r in doc["rows"] if r["variant"] == "mice-l2+2"]
+    assert [r["variant"] for r in doc["rows"]].count("ce") == 1
+    assert [r["offline"]["pool_factor"] for r in rows] == [1, 2]
+    one, two = rows
+    n = one["offline"]["doc_tokens_original"]
+    assert one["offline"]["doc_tokens_stored"] == n == two["offline"]["doc_tokens_original"]
+    docs = one["offline"]["docs"]
+    per = n // docs                          # the workload's documents are of one length
+    assert two["offline"]["doc_tokens_stored"] == docs * pooled_count(per - 1, 2, special=1)
+    assert any("pool factor 2" in x for x in two["notes"])
+
+
 @pytest.mark.parametrize("kw,needle", [
     (dict(doc_store="int4"), "--doc-store"),
     (dict(doc_store="residual2", precompute=False), "--precompute"),
     (dict(doc_store="residual2", kv_cache=True), "--kv-cache"),
+    (dict(pool_factors=[1, 2]), "--doc-store"),
+    (dict(doc_store="fp16", pool_factors=[0]), "--pool-factor"),
 ])
 def test_bad_store_options_are_refused(kw, needle):
     with pytest.raises(UsageError, match=needle):

@@ -136,6 +136,36 @@ def test_other_formats_compress_an_existing_fp32_store_without_encoding(
         assert a.keys() == b.keys() and max(abs(a[k] - b[k]) for k in a) < 1e-4
 
 
+def test_pooled_stores_compress_the_fp32_store_and_record_their_tokens(
+        tmp_path, fixture_data, counters):
+    """--pool-factor 2: a store of its own (another key), filled from the unpooled fp32
+    store without encoding, half the text tokens (rounded up) per document stored, bytes
+    counted per original token; the fidelity table compares it with the unpooled fp32."""
+    from mice_bench.effectiveness.storage import fidelity_rows, storage_rows
+
+    run_effectiveness(cfg(tmp_path, out="fp32", variants="colbert,mice-l4+2", doc_store="fp32"))
+    encoded = dict(counters["docs"])
+    run_effectiveness(cfg(tmp_path, out="p2", variants="colbert,mice-l4+2", doc_store="fp32",
+                          pool_factor=2))
+    assert dict(counters["docs"]) == encoded                  # nothing encoded again
+    for v in ("colbert", "mice-l4+2"):
+        full = result(tmp_path, "fp32", v)["timing"]["doc_store"]
+        pooled = result(tmp_path, "p2", v)["timing"]
+        u = pooled["doc_store"]
+        assert "fp32 store" in pooled["doc_source"]
+        assert u["pool_factor"] == 2 and full["pool_factor"] == 1
+        assert u["orig_tokens_per_doc"] == pytest.approx(full["tokens_per_doc"])
+        assert full["tokens_per_doc"] / 2 <= u["tokens_per_doc"] < full["tokens_per_doc"]
+        assert u["bytes_per_orig_token"] == pytest.approx(
+            u["bytes"] / (u["orig_tokens_per_doc"] * u["docs"]))
+        assert pooled["doc_load_s"] > 0
+        assert run_scores(tmp_path, "p2", v) != run_scores(tmp_path, "fp32", v)
+    rows = storage_rows(tmp_path)
+    fr = [f for f in fidelity_rows(rows) if f["row"].pool_factor == 2]
+    assert len(fr) == 2 and all(f["diff"] is not None and f["fidelity"] is not None
+                                for f in fr)
+
+
 def test_fidelity_table_and_figure_from_real_result_files(tmp_path, fixture_data):
     import shutil
 

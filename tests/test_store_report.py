@@ -90,3 +90,26 @@ def test_tradeoff_series_one_sorted_line_per_variant_and_dataset():
     assert list(s) == ["m colbert (vectors) dl19", "m colbert (vectors) nfcorpus"]
     assert s["m colbert (vectors) dl19"] == [(99.0, 0.69, "residual2"), (769.0, 0.70, "fp16"),
                                             (1537.0, 0.70, "fp32")]
+
+
+def test_fidelity_rows_compare_pooled_stores_with_the_unpooled_fp32_and_size_ms_marco():
+    from mice_bench.effectiveness.storage import fidelity_rows
+
+    fp32 = dataclasses.replace(row("fp32", 1537.0, 0.70), per_query={"a": 0.7, "b": 0.7},
+                               depth=100, tokens_per_doc=90, bytes_per_doc=1537.0 * 90)
+    pooled = dataclasses.replace(
+        row("residual2", None, 0.69), per_query={"a": 0.69, "b": 0.69}, depth=100,
+        pool_factor=2, bytes_per_doc=100.0 * 46, tokens_per_doc=46, orig_tokens_per_doc=90,
+        codec_bytes=4096 * 768.0 + 10, centroids=4096)
+    other_depth = dataclasses.replace(fp32, depth=20, ndcg10=0.1, per_query={"a": 0, "b": 0})
+    fp32_pooled = dataclasses.replace(fp32, pool_factor=2, per_query={"a": 0.5, "b": 0.5})
+    out = {(f["row"].setting, f["row"].depth): f
+           for f in fidelity_rows([fp32, fp32_pooled, pooled, other_depth])}
+    assert out["fp32 pool 2", 100]["diff"]["mean"] == pytest.approx(-0.2)
+    assert out["residual2 pool 2", 100]["diff"]["mean"] == pytest.approx(-0.01)
+    # by hand: 4600 shard bytes / 90 original tokens per passage, x 90 x 8,841,823 passages,
+    # + the codec grown to ColBERTv2's centroids for 90 / 2 x 8,841,823 stored tokens:
+    # 16 x sqrt(397,882,035) = 319,150 -> 2^18 = 262,144 centroids of (4096 x 768 + 10) / 4096
+    # bytes each
+    want = 4600 / 90 * 90 * 8_841_823 + (4096 * 768 + 10) / 4096 * 262_144
+    assert out["residual2 pool 2", 100]["ms_marco_gib"] == pytest.approx(want / 2**30)

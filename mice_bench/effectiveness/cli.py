@@ -147,6 +147,14 @@ def register(app: typer.Typer) -> None:
                                         "scaled; a quarter of fp32) | residual1 | residual2 | "
                                         "residual4 (ColBERTv2-style centroid id + b bits per "
                                         "dimension; needs the storage extra, faiss-cpu)"),
+        pool_factor: int = typer.Option(
+            1, "--pool-factor", help="split-first variants: each stored document's tokens "
+                                     "pooled to about 1/N (hierarchical clustering, Ward; "
+                                     "each cluster's mean), 1: none"),
+        codec_sample_tokens: Optional[int] = typer.Option(
+            None, "--codec-sample-tokens",
+            help="residual stores: stored tokens the codec is trained on (default 262144; "
+                 "as store build)"),
         gzip_runs: bool = typer.Option(
             True, "--gzip-runs/--no-gzip-runs",
             help="write each TREC run as <variant>.trec.gz (ir_measures reads it) or plain"),
@@ -174,6 +182,7 @@ def register(app: typer.Typer) -> None:
             limit_queries=limit_queries, seed=seed, cache_dir=cache_dir,
             **({"output_dir": output_dir} if output_dir else {}),
             summary_name=summary_name, doc_store=doc_store, gzip_runs=gzip_runs,
+            pool_factor=pool_factor, codec_sample_tokens=codec_sample_tokens,
             local_attention=local_attention, runtime=runtime)
         try:
             summary = run_effectiveness(cfg, Reporter(enabled=progress and format_ == "table"))

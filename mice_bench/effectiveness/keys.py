@@ -3,7 +3,7 @@
 * :func:`score_key`: what a cached score of one (model, variant, dataset) depends on;
 * :func:`store_key`: what the stored documents depend on, and nothing else: the model, the
   layers before the split, the document side's effective settings (length, markers, prompts,
-  pooling, projection), the store's format and content. Query-side settings are not in it, so
+  pooling, projection), the store's format, content, token pooling and codec sample. Query-side settings are not in it, so
   ``--query-max-tokens`` reads the store that ``store build`` made.
 
 Every field is always present (no field is left out to keep an older key alive): a change of
@@ -61,7 +61,9 @@ def score_key(ex, model_name: str, coll, settings, store: str | None) -> dict:
             "settings": effective_settings(ex), "dtype": settings.dtype,
             "device": torch.device(settings.device).type, "executor": settings.executor,
             "seed": settings.seed, "local_attention": ex.backbone.local_attention,
-            "doc_content": ex.doc_repr, "doc_store": store}
+            "doc_content": ex.doc_repr, "doc_store": store,
+            "pool_factor": settings.pool_factor if store else None,
+            "codec_sample_tokens": settings.codec_sample_tokens if store else None}
 
 
 def store_key(ex, model_name: str, coll, settings) -> dict:
@@ -77,7 +79,9 @@ def store_key(ex, model_name: str, coll, settings) -> dict:
             "doc_settings": {k: eff.get(k) for k in DOC_SETTINGS},
             "content": ex.doc_repr, "dtype": settings.dtype,
             "device": torch.device(settings.device).type, "seed": settings.seed,
-            "local_attention": ex.backbone.local_attention, "store": settings.doc_store}
+            "local_attention": ex.backbone.local_attention, "store": settings.doc_store,
+            "pool_factor": settings.pool_factor,
+            "codec_sample_tokens": settings.codec_sample_tokens}
 
 
 def score_path(cache_dir: Path, coll, variant: str, key: dict) -> Path:

@@ -90,6 +90,8 @@ class EffectivenessConfig:
     cache_dir: str | None = None
     summary_name: str = "summary"
     doc_store: str = "fp16"          # fp16 | fp32 | int8 | residual1|2|4 (see store.py)
+    pool_factor: int = 1             # each document's stored tokens pooled to ~1/N (1: none)
+    codec_sample_tokens: int | None = None   # residual codec's k-means sample (None: default)
     gzip_runs: bool = True           # TREC runs as <variant>.trec.gz (about 5x smaller)
     # ModernBERT's local layers: window (the checkpoint's, as Hugging Face runs them) | global
     local_attention: str = "window"

@@ -49,6 +49,8 @@ class ScoringSettings:
     executor: str = "auto"
     seed: int = 0
     doc_store: str = DEFAULT_STORE    # fp16 | fp32 | int8 | residual1|2|4 (split-first only)
+    pool_factor: int = 1              # stored tokens pooled to ~1/N per document (1: none)
+    codec_sample_tokens: int | None = None   # residual codec's k-means sample (None: default)
 
 
 @dataclass
@@ -96,15 +98,20 @@ class VariantScorer:
         if ex.has_doc_precompute:
             self._dkey = store_key(ex, model_name, coll, settings)
             # an fp32 store of the same documents: another format compresses it, no encoding
-            if settings.doc_store != "fp32":
-                self._fp32_dir = store_dir(cache_dir, self._dkey, "fp32")
+            # the unpooled fp32 store of the same documents: another format (or a pooled
+            # store) compresses it, no encoding
+            self._fp32_key = dict(self._dkey, store="fp32", pool_factor=1,
+                                  codec_sample_tokens=None)
+            if self._fp32_key != self._dkey:
+                self._fp32_dir = store_dir(cache_dir, self._fp32_key)
             # the directory's key pins the model: a store written before stores recorded
             # their identity is adopted
             self._identity = ex.doc_identity(store_content(ex))
             self.doc_cache = DocStateStore(store_dir(cache_dir, self._dkey), meta=self._dkey,
                                            fmt=settings.doc_store, content=store_content(ex),
                                            seed=settings.seed, identity=self._identity,
-                                           pinned=True)
+                                           pinned=True, pool_factor=settings.pool_factor,
+                                           sample_tokens=settings.codec_sample_tokens)
         self.stats = ScoreStats()
 
     # ----------------------------------------------------------------- helpers
@@ -162,7 +169,7 @@ class VariantScorer:
         if not todo or d is None or not (d / "index.json").exists():
             return None
         try:
-            src = DocStateStore(d, meta=dict(self._dkey, store="fp32"), fmt="fp32",
+            src = DocStateStore(d, meta=self._fp32_key, fmt="fp32",
                                 content=self.doc_cache.content, identity=self._identity,
                                 pinned=True)
         except UsageError:
@@ -230,7 +237,10 @@ class VariantScorer:
         bs = self.settings.batch_size
         if self.doc_cache is not None:
             self._ensure_docs(all_docs, self.coll.doc_texts)
+            t_load = time.perf_counter()
             states = self.doc_cache.load(all_docs, device=self.settings.device)
+            self.stats.extra["doc_load_s"] = time.perf_counter() - t_load
+            self.stats.extra["doc_load_docs"] = len(all_docs)
             pos = {d: i for i, d in enumerate(all_docs)}
             texts = None
         else:                              # joint scoring, or the reference executor

@@ -86,6 +86,7 @@ def config_block(cfg: EffectivenessConfig, plan: Plan, coll: Collection, variant
         "query_max_tokens": cfg.query_max_tokens, "doc_max_tokens": cfg.doc_max_tokens,
         "limit_queries": cfg.limit_queries, "seed": cfg.seed,
         "doc_store": getattr(cfg, "doc_store", None),
+        "pool_factor": getattr(cfg, "pool_factor", 1),
         "beyond_depth": measures_beyond_depth(plan.measures, cfg.depth),
         "local_attention": cfg.local_attention,
         "runtime": cfg.runtime,

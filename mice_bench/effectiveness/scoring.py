@@ -51,7 +51,9 @@ def scoring_settings(cfg: EffectivenessConfig):
                            query_max_tokens=cfg.query_max_tokens,
                            doc_max_tokens=cfg.doc_max_tokens, dtype=cfg.dtype,
                            device=cfg.device, executor=cfg.executor, seed=cfg.seed,
-                           doc_store=cfg.doc_store)
+                           doc_store=cfg.doc_store,
+                           pool_factor=getattr(cfg, "pool_factor", 1),
+                           codec_sample_tokens=getattr(cfg, "codec_sample_tokens", None))
 
 
 def load_model(load_backbone, name: str, cfg):

@@ -21,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..results import result_kind
-from ..evaluation.fidelity import ms_marco_bytes, paired_difference, score_fidelity
+from ..results import ResultFileError, result_kind
+from ..evaluation.fidelity import (MS_MARCO_PASSAGES, ms_marco_bytes, paired_difference,
+                                   score_fidelity)
+from ..store.codecs import colbert_centroids
 from .result import KIND, EffectivenessResult
 
 __all__ = ["StorageRow", "storage_rows", "storage_table", "fidelity_rows", "fidelity_table",
@@ -53,6 +55,23 @@ class StorageRow:
     per_query: dict | None = None        # measure per query
     run_path: str | None = None          # the TREC run (scores) next to the result file
     random_head: bool = False            # random weights or a seeded random head: no quality
+    pool_factor: int = 1                 # stored tokens pooled to ~1/N per document
+    depth: int | None = None             # candidates per query
+    orig_tokens_per_doc: float | None = None      # before pooling
+    bytes_per_orig_token: float | None = None     # shards + the codec's share, per original
+    decode_ms_per_query: float | None = None      # reading the candidates' states, per query
+    rerank_ms_per_query: float | None = None      # scoring from them, per query
+
+    @property
+    def setting(self) -> str:
+        """The store and its pool factor, as the tables name them."""
+        return self.store if self.pool_factor == 1 else f"{self.store} pool {self.pool_factor}"
+
+    @property
+    def shard_bytes_per_orig_token(self) -> float | None:
+        """Shard bytes per original token (the codec file not included)."""
+        t = self.orig_tokens_per_doc or self.tokens_per_doc
+        return self.bytes_per_doc / float(t) if t else None
 
 
 def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[StorageRow]:
@@ -70,6 +89,9 @@ def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[Stor
         bpt = ds.get("bytes_per_token")
         if bpt is None and ds.get("tokens_per_doc"):
             bpt = float(ds["bytes_per_doc"]) / float(ds["tokens_per_doc"])
+        t = res.timing
+        nq = t.get("queries_scored") or 0
+        load_q = t.get("doc_load_s") / nq if nq and t.get("doc_load_s") is not None else None
         row = StorageRow(model=res.model_label or "", variant=res.variant,
                          store=str(ds.get("store", "?")), dataset=res.dataset_name,
                          first_stage=res.first_stage, ndcg10=res.aggregates.get(measure),
@@ -82,8 +104,16 @@ def storage_rows(results_dir: str | Path, measure: str = "nDCG@10") -> list[Stor
                          per_query=res.per_query.get(measure),
                          run_path=str(p.parent / res.run_file) if res.run_file else None,
                          random_head=bool((res.model or {}).get("classifier_random")
-                                          or (res.model or {}).get("random_weights")))
-        key = (row.model, row.variant, row.store, row.content, row.dataset, row.first_stage)
+                                          or (res.model or {}).get("random_weights")),
+                         pool_factor=int(ds.get("pool_factor") or 1),
+                         depth=res.config.get("depth"),
+                         orig_tokens_per_doc=ds.get("orig_tokens_per_doc"),
+                         bytes_per_orig_token=ds.get("bytes_per_orig_token"),
+                         decode_ms_per_query=None if load_q is None else 1e3 * load_q,
+                         rerank_ms_per_query=1e3 * t["scoring_s"] / nq
+                         if nq and t.get("scoring_s") is not None else None)
+        key = (row.model, row.variant, row.store, row.pool_factor, row.content, row.dataset,
+               row.first_stage, row.depth)
         if key not in best or row.created > best[key].created:
             best[key] = row
     return list(best.values())
@@ -94,9 +124,13 @@ def storage_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | Non
     if not rows:
         return None
     datasets = sorted({(r.dataset, r.first_stage) for r in rows})
-    systems = sorted({(r.model, r.variant, r.store, r.content) for r in rows},
-                     key=lambda s: (s[0], s[1], s[3], STORE_ORDER.get(s[2], 9), s[2]))
-    cell = {(r.model, r.variant, r.store, r.content, r.dataset, r.first_stage): r
+    # a store name carries its pool factor and, where runs differ in it, the depth
+    depths = len({r.depth for r in rows}) > 1
+    name = {id(r): r.setting + (f" @{r.depth}" if depths and r.depth else "") for r in rows}
+    systems = sorted({(r.model, r.variant, name[id(r)], r.content) for r in rows},
+                     key=lambda s: (s[0], s[1], s[3], STORE_ORDER.get(s[2].split()[0], 9),
+                                    s[2]))
+    cell = {(r.model, r.variant, name[id(r)], r.content, r.dataset, r.first_stage): r
             for r in rows}
     multi_fs = len({d for d, _ in datasets}) < len(datasets)
     head = ["model", "variant", "store", "content"]
@@ -111,8 +145,8 @@ def storage_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | Non
             if r is None:
                 vals += ["–", "–", "–"]
                 continue
-            ref = cell.get((m, v, "fp32", c, d, fs))
-            ratio = f" ({r.bytes_per_doc / ref.bytes_per_doc:.2f}×)" if ref and s != "fp32" \
+            ref = _ref_of(rows).get((m, v, c, d, fs, r.depth))
+            ratio = f" ({r.bytes_per_doc / ref.bytes_per_doc:.2f}×)" if ref and ref is not r \
                 else ""
             vals += [_ndcg(r),
                      f"{r.bytes_per_doc / 1024:.1f}{ratio}",
@@ -131,8 +165,9 @@ def storage_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | Non
 
 # --------------------------------------------------------------------------- fidelity
 def _ref_of(rows: list[StorageRow]) -> dict[tuple, StorageRow]:
-    return {(r.model, r.variant, r.content, r.dataset, r.first_stage): r
-            for r in rows if r.store == "fp32"}
+    """The unpooled fp32 row of each (model, variant, content, dataset, first stage, depth)."""
+    return {(r.model, r.variant, r.content, r.dataset, r.first_stage, r.depth): r
+            for r in rows if r.store == "fp32" and r.pool_factor == 1}
 
 
 def _read_run(path: str | None):
@@ -159,13 +194,15 @@ def fidelity_rows(rows: list[StorageRow], measure: str = "nDCG@10") -> list[dict
 
     tok: dict[tuple, list[float]] = {}
     for r in rows:
-        if r.dataset in MS_MARCO_DATASETS and r.tokens_per_doc:
-            tok.setdefault((r.model, r.variant, r.content), []).append(float(r.tokens_per_doc))
+        t = r.orig_tokens_per_doc or r.tokens_per_doc
+        if r.dataset in MS_MARCO_DATASETS and t:
+            tok.setdefault((r.model, r.variant, r.content), []).append(float(t))
     out = []
-    order = sorted(rows, key=lambda r: (r.dataset, r.first_stage, r.model, r.variant, r.content,
-                                        STORE_ORDER.get(r.store, 9), r.store))
+    order = sorted(rows, key=lambda r: (r.dataset, r.first_stage, r.depth or 0, r.model,
+                                        r.variant, r.content, STORE_ORDER.get(r.store, 9),
+                                        r.store, r.pool_factor))
     for r in order:
-        ref = refs.get((r.model, r.variant, r.content, r.dataset, r.first_stage))
+        ref = refs.get((r.model, r.variant, r.content, r.dataset, r.first_stage, r.depth))
         diff = fid = None
         if ref is not None and ref is not r:
             if ref.per_query is not None and r.per_query is not None:
@@ -175,10 +212,23 @@ def fidelity_rows(rows: list[StorageRow], measure: str = "nDCG@10") -> list[dict
                 fid = score_fidelity(a, b)
         t = tok.get((r.model, r.variant, r.content))
         mm = None
-        if t and r.bytes_per_token:
-            mm = ms_marco_bytes(r.bytes_per_token, sum(t) / len(t), r.codec_bytes) / 2**30
+        per = r.shard_bytes_per_orig_token
+        if t and per:
+            # the codec an MS MARCO store would train: ColBERTv2's centroids for its tokens
+            codec = ms_marco_codec_bytes(r, sum(t) / len(t)) if r.codec_bytes else 0.0
+            mm = ms_marco_bytes(per, sum(t) / len(t), codec) / 2**30
         out.append({"row": r, "diff": diff, "fidelity": fid, "ms_marco_gib": mm})
     return out
+
+
+def ms_marco_codec_bytes(r: StorageRow, tokens_per_passage: float) -> float:
+    """The codec file of a residual store of every MS MARCO passage: this row's codec with
+    its centroid table grown to ColBERTv2's number for the collection's stored tokens
+    (computed: the per-centroid bytes of this row's codec x the rule's count)."""
+    if not r.codec_bytes or not r.centroids:
+        return float(r.codec_bytes or 0)
+    stored = tokens_per_passage * MS_MARCO_PASSAGES / r.pool_factor
+    return r.codec_bytes / r.centroids * colbert_centroids(int(stored))
 
 
 def _ndcg(r: StorageRow) -> str:
@@ -192,14 +242,21 @@ def _f(x, fmt: str = "{:.4f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
+#: ColBERTv2's published MS MARCO passage index sizes (128-d vectors; Santhanam et al.,
+#: "ColBERTv2: Effective and Efficient Retrieval via Lightweight Late Interaction", NAACL 2022)
+COLBERTV2_PUBLISHED_GIB = {"ColBERT (16-bit vectors)": 154, "ColBERTv2 2-bit": 25,
+                           "ColBERTv2 1-bit": 16}
+
+
 def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | None:
-    """Markdown: one line per (dataset, model, variant, content, store); see
-    :func:`fidelity_rows`."""
+    """Markdown: one line per (dataset, depth, model, variant, content, store, pool factor);
+    see :func:`fidelity_rows`."""
     if not rows:
         return None
-    head = ["dataset", "model", "variant", "content", "store", measure, "Δ vs fp32 [95 % CI]",
-            "p (t-test)", "τ (mean / min)", "top-10 overlap", "err / spread (max / median)", "B/token",
-            "KiB/doc", "codec KiB (centroids)", "MS MARCO GiB (computed)"]
+    head = ["dataset", "depth", "model", "variant", "content", "store", measure,
+            "Δ vs fp32 [95 % CI]", "p (t-test)", "τ (mean / min)", "top-10 overlap",
+            "err / spread (max / median)", "B/orig. token", "B/stored token", "KiB/doc",
+            "codec KiB (centroids)", "decode ms/q", "rerank ms/q", "MS MARCO GiB (computed)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for fr in fidelity_rows(rows, measure):
         r, d, f = fr["row"], fr["diff"], fr["fidelity"]
@@ -208,36 +265,55 @@ def fidelity_table(rows: list[StorageRow], measure: str = "nDCG@10") -> str | No
         tau = "–" if f is None or f["tau_mean"] is None else \
             f"{f['tau_mean']:.4f} / {f['tau_min']:.4f}"
         codec = "–" if not r.codec_bytes else f"{r.codec_bytes / 1024:.1f} ({r.centroids})"
+        orig = r.bytes_per_orig_token
+        if orig is None and r.tokens_per_doc:     # files from before pooling: one token each
+            orig = r.bytes_per_token
         lines.append("| " + " | ".join([
-            r.dataset, r.model, r.variant, r.content, r.store, _ndcg(r), ci,
-            "–" if d is None else f"{d['p']:.3g}", tau,
+            r.dataset, _f(r.depth, "{}"), r.model, r.variant, r.content, r.setting, _ndcg(r),
+            ci, "–" if d is None else f"{d['p']:.3g}", tau,
             "–" if f is None else _f(f["top10_overlap"], "{:.3f}"),
             "–" if f is None else f"{f['max_err_over_spread']:.4f} / "
                                   f"{f['median_err_over_spread']:.4f}",
-            _f(r.bytes_per_token, "{:.1f}"), f"{r.bytes_per_doc / 1024:.1f}", codec,
+            _f(orig, "{:.1f}"), _f(r.bytes_per_token, "{:.1f}"),
+            f"{r.bytes_per_doc / 1024:.1f}", codec,
+            _f(r.decode_ms_per_query, "{:.2f}"), _f(r.rerank_ms_per_query, "{:.1f}"),
             _f(fr["ms_marco_gib"], "{:.1f}")]) + " |")
-    lines += ["", f"Every store against the fp32 store of the same model, variant and dataset "
-              f"(the same candidates): Δ: mean per-query difference of {measure} with its 95 % "
-              "confidence interval (Student's t) and the two-sided paired t-test; τ: Kendall's "
-              "tau-b of the candidates' scores per query (mean and smallest over queries); "
-              "top-10 overlap: share of the fp32 top 10 kept; err / spread: per query the "
-              "largest score difference divided by that query's fp32 score range, the largest "
-              "over queries and the median. B/token and KiB/doc: "
-              "shard bytes on disk (the codec file of a residual store, its centroid table, is "
-              "not in them: it is the codec KiB column, once per store). MS MARCO GiB is "
-              "computed, not measured: B/token × the mean tokens per passage of the same "
-              "variant on DL19/DL20 (MS MARCO passages) × 8,841,823 passages + the codec file."]
+    published = "; ".join(f"{k} {v} GiB" for k, v in COLBERTV2_PUBLISHED_GIB.items())
+    lines += ["", f"Every store against the unpooled fp32 store of the same model, variant, "
+              f"dataset and candidates: Δ: mean per-query difference of {measure} with its "
+              "95 % confidence interval (Student's t) and the two-sided paired t-test; τ: "
+              "Kendall's tau-b of the candidates' scores per query (mean and smallest over "
+              "queries); top-10 overlap: share of the fp32 top 10 kept; err / spread: per "
+              "query the largest score difference divided by that query's fp32 score range, "
+              "the largest over queries and the median. store: the format and its pool factor "
+              "(each document's tokens pooled to about 1/N by hierarchical clustering, each "
+              "cluster's mean stored). B/orig. token: bytes on disk (shards and the codec "
+              "file's share) per **original** token, before pooling (result files made "
+              "before pooling existed: shard bytes only); B/stored token: shard "
+              "bytes per stored token; codec KiB: the codec file (centroid table, cut-offs, "
+              "weights), once per store. decode ms/q: reading and decoding the candidates' "
+              "states per query; rerank ms/q: scoring per query (query encoding and "
+              "MaxSim / interaction layers), both on the machine of the run. MS MARCO GiB is "
+              "computed, not measured: shard bytes per original token × the mean original "
+              "tokens per passage of the same variant on DL19/DL20 (MS MARCO passages) × "
+              "8,841,823 passages, plus a codec with ColBERTv2's number of centroids for that "
+              f"many stored tokens. Published for comparison (128-d vectors, Santhanam et al., "
+              f"NAACL 2022): {published}."]
     return "\n".join(lines) + "\n"
 
 
 def tradeoff_series(rows: list[StorageRow]) -> dict[str, list[tuple[float, float, str]]]:
-    """The figure's data: per ``"model variant (content) dataset"``, the points
-    ``(bytes per token, nDCG@10, store)`` sorted by bytes per token (rows without either
-    value, and models with a random head, whose nDCG@10 means nothing, are left out)."""
+    """The figure's data: per ``"model variant (content) dataset"`` (and depth, where runs
+    differ in it), the points ``(bytes per original token, nDCG@10, store and pool factor)``
+    sorted by bytes (rows without either value, and models with a random head, whose
+    nDCG@10 means nothing, are left out)."""
     out: dict[str, list[tuple[float, float, str]]] = {}
+    depths = len({r.depth for r in rows}) > 1
     for r in rows:
-        if r.bytes_per_token is None or r.ndcg10 is None or r.random_head:
+        b = r.bytes_per_orig_token or r.bytes_per_token
+        if b is None or r.ndcg10 is None or r.random_head:
             continue
-        key = f"{r.model} {r.variant} ({r.content}) {r.dataset}"
-        out.setdefault(key, []).append((float(r.bytes_per_token), float(r.ndcg10), r.store))
+        key = f"{r.model} {r.variant} ({r.content}) {r.dataset}" + \
+            (f" top-{r.depth}" if depths and r.depth else "")
+        out.setdefault(key, []).append((float(b), float(r.ndcg10), r.setting))
     return {k: sorted(v) for k, v in sorted(out.items())}

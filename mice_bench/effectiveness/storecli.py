@@ -99,7 +99,8 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
                             "encoded": sum(st.per_rank), "per_rank": st.per_rank,
                             "seconds": st.seconds,
                             **{k: v for k, v in scorer.doc_cache.usage(texts).items()
-                               if k in ("bytes", "bytes_per_token", "codec_bytes")},
+                               if k in ("bytes", "bytes_per_token", "codec_bytes",
+                                        "bytes_per_orig_token", "centroids")},
                             "stored": len(texts) - len(scorer.doc_cache.missing(texts))})
     return out
 
@@ -125,6 +126,13 @@ def register(app: typer.Typer) -> None:
         doc_store: str = typer.Option("fp16", "--doc-store",
                                       help="fp16 | fp32 | int8 | residual1 | residual2 | "
                                            "residual4 (as effectiveness --doc-store)"),
+        pool_factor: int = typer.Option(1, "--pool-factor",
+                                        help="each document's stored tokens pooled to about "
+                                             "1/N (as effectiveness --pool-factor), 1: none"),
+        codec_sample_tokens: Optional[int] = typer.Option(
+            None, "--codec-sample-tokens",
+            help="residual formats: stored tokens of the corpus drawn (seeded, whole "
+                 "documents) to train the codec (default 262144)"),
         doc_batch_size: int = typer.Option(64, "--doc-batch-size",
                                            help="documents per forward"),
         chunk_docs: int = typer.Option(DEFAULT_CHUNK_DOCS, "--chunk-docs",
@@ -153,7 +161,8 @@ def register(app: typer.Typer) -> None:
             doc_batch_size=doc_batch_size, dtype=dtype, device=device, executor=executor,
             doc_max_tokens=doc_max_tokens, seed=seed, cache_dir=cache_dir,
             output_dir=cache_dir or str(default_cache_dir()), doc_store=doc_store,
-            local_attention=local_attention)
+            local_attention=local_attention, pool_factor=pool_factor,
+            codec_sample_tokens=codec_sample_tokens)
         rows = build_stores(cfg, chunk_docs, Reporter(enabled=progress))
         if int(os.environ.get("RANK", "0")) != 0:      # torchrun: rank 0 prints
             return
@@ -164,6 +173,9 @@ def register(app: typer.Typer) -> None:
                 f"{r['docs']} planned in {r['chunks']} shards "
                 f"({r['encoded']} encoded now, {r['chunks_reused']} shards reused; "
                 f"per rank {r['per_rank']}), {r['bytes'] / 2**10:,.1f} KiB"
-                + (f", {bpt:.1f} bytes per token" if bpt else "")
+                + (f", {bpt:.1f} bytes per stored token" if bpt else "")
+                + (f", {r['bytes_per_orig_token']:.1f} per original token (codec included)"
+                   if r.get("bytes_per_orig_token") else "")
+                + (f", {r['centroids']} centroids" if r.get("centroids") else "")
                 + f" in {r['seconds']:.1f} s\nstore: {r['store']}", highlight=False,
                 markup=False)

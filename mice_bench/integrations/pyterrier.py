@@ -127,12 +127,14 @@ class MiceReranker(pt.Transformer):
         return _ranked(out, scores)
 
 
-def _store(reranker, directory, fmt: str):
+def _store(reranker, directory, fmt: str, pool_factor: int = 1):
     from ..store.packing import store_content
     from ..store.docstore import STORE_FORMATS, DocStateStore
 
     if fmt not in STORE_FORMATS:
         raise UsageError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
+    if isinstance(pool_factor, bool) or not isinstance(pool_factor, int) or pool_factor < 1:
+        raise UsageError(f"pool_factor must be a whole number >= 1, got {pool_factor!r}")
     if not reranker.precomputable:
         raise UsageError(f"{reranker.variant}: its documents cannot be precomputed (joint "
                          "input); use MiceReranker")
@@ -146,13 +148,16 @@ def _store(reranker, directory, fmt: str):
     mp = d / "meta.json"
     if mp.is_file():
         have = json.loads(mp.read_text())
-        want = json.loads(json.dumps(dict(meta, store=fmt, content=content), sort_keys=True,
-                                     default=str))
+        want = dict(meta, store=fmt, content=content)
+        if pool_factor > 1:
+            want["pool_factor"] = pool_factor
+        want = json.loads(json.dumps(want, sort_keys=True, default=str))
         if have != want:
             raise UsageError(f"document store {d} holds states of another model or settings "
                              f"({have.get('model')}, {have.get('variant')}); use a new folder")
     store = DocStateStore(d, meta=json.loads(json.dumps(meta, default=str)), fmt=fmt,
-                          content=content, identity=identity)
+                          content=content, identity=identity,
+                          pool_factor=pool_factor)
     if not mp.is_file():            # claim the folder now: a later model is refused above
         from ..results import atomic_write_json
 
@@ -167,10 +172,11 @@ class MiceDocStates(pt.Transformer):
     same for an iterable of ``{"docno", "text"}`` dicts."""
 
     def __init__(self, model: Any, directory: str | Path, variant: str | None = None, *,
-                 store: str = "fp16", doc_batch_size: int = 64, device: str = "cpu",
+                 store: str = "fp16", pool_factor: int = 1, doc_batch_size: int = 64,
+                 device: str = "cpu",
                  dtype: str = "fp32", executor: str = "auto", text_field: str = "text"):
         self.reranker = _reranker(model, variant, device, dtype, executor, 32)
-        self.store = _store(self.reranker, directory, store)
+        self.store = _store(self.reranker, directory, store, pool_factor)
         self.doc_batch_size = doc_batch_size
         self.text_field = text_field
 

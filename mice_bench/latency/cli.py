@@ -104,6 +104,10 @@ def register(app: typer.Typer) -> None:
                                       "decoded inside every timed run: fp32 | fp16 | int8 | "
                                       "residual1 | residual2 | residual4 (default: in memory "
                                       "as encoded)"),
+        pool_factor: str = typer.Option(
+            "1", "--pool-factor", help="with --doc-store: each document's stored tokens pooled "
+                                       "to about 1/N (comma-separated: one row per factor, "
+                                       "timed in the same interleaved run), 1: none"),
         dtype: str = typer.Option("fp32", "--dtype", help="fp32 | bf16 | bf16-autocast | int8 | "
                                  "fp16 | auto, or a comma-separated list timed in the same "
                                  "interleaved run"),
@@ -169,7 +173,7 @@ def register(app: typer.Typer) -> None:
             query_tokens=query_tokens,
             doc_tokens=_int_list(doc_tokens, "--doc-tokens") if doc_tokens else None,
             depth=depth, precompute=precompute, kv_cache=kv_cache, doc_vectors=doc_vectors,
-            doc_store=doc_store,
+            doc_store=doc_store, pool_factors=_int_list(pool_factor, "--pool-factor"),
             dtype=dtype, device=device,
             compile=compile_, prepack=prepack, warmup=warmup, runs=runs, min_seconds=min_seconds,
             threads=threads, executor=executor, seed=seed, schedule=schedule,

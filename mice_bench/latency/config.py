@@ -76,6 +76,7 @@ class LatencyConfig:
     # store/codecs.py): decoded inside every timed run, a batch at a time; None: the
     # states as encoded, in memory
     doc_store: str | None = None
+    pool_factors: list[int] = field(default_factory=lambda: [1])   # with doc_store only
     dtype: str = "fp32"
     device: str = "auto"
     compile: bool = False
@@ -156,6 +157,13 @@ class LatencyConfig:
                 raise UsageError(f"unknown dtype {name!r} in --dtype {c.dtype}; valid: "
                                  f"{', '.join(DTYPES)} (a comma-separated list times each "
                                  "in the same interleaved run)")
+        if not c.pool_factors or any(_not_int(p) or p < 1 for p in c.pool_factors):
+            raise UsageError(f"--pool-factor must be whole numbers >= 1 (comma-separated), "
+                             f"got {c.pool_factors!r}")
+        if c.pool_factors != [1] and c.doc_store is None:
+            raise UsageError("--pool-factor pools the tokens a document store keeps; it needs "
+                             "--doc-store (fp32 | fp16 | int8 | residual1 | residual2 | "
+                             "residual4)")
         if c.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {c.runtime!r}; valid: {', '.join(RUNTIMES)}")
         c.peers = parse_peers(c.peers)

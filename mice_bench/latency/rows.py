@@ -56,6 +56,10 @@ def make_row(c: LatencyConfig, slot: Slot, bb, dims: flopsmod.ModelDims,
     if wl.packed is not None:
         notes.append(f"documents read from a {wl.doc_store} store: decoding each batch is timed "
                      "in the document-encode phase")
+        if wl.pool_factor > 1:
+            notes.append(f"pool factor {wl.pool_factor}: {wl.offline['doc_tokens_stored']} of "
+                         f"{wl.offline['doc_tokens_original']} document tokens stored (cluster "
+                         "means); FLOPs are counted for the unpooled length")
     prepacked = None
     if c.prepack:
         n = wl.linear_calls

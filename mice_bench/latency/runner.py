@@ -184,22 +184,28 @@ def _run_latency(cfg: LatencyConfig, log: Callable[[str], None], backbone,
 
     for pt in points:
         slots: list[scheduler.Slot] = []
-        entries = [(spec, prec, None) for prec in precisions for spec in specs] + \
-            [(p.spec, None, p) for p in peers]
-        for spec, prec, peer in entries:
+        # a store read at several pool factors: one row per factor, timed in the same round
+        pools = c.pool_factors if c.doc_store is not None else [1]
+        entries = [(spec, prec, None, pf) for prec in precisions for spec in specs
+                   for pf in (pools if spec.layout == "split" else [1])] + \
+            [(p.spec, None, p, 1) for p in peers]
+        for spec, prec, peer, pf in entries:
             if skipped(spec, pt):
                 continue
             name = (str(spec) if prec == precisions[0] else f"{spec} [{prec}]") \
                 if peer is None else peer.label
+            if len(pools) > 1 and spec.layout == "split" and peer is None:
+                name = f"{name} pool{pf}"
             ex = executor_for(spec, prec) if peer is None else peer.ex
 
-            def make_workload(batch: int, ex=ex, pt=pt, peer=peer, prec=prec):
+            def make_workload(batch: int, ex=ex, pt=pt, peer=peer, prec=prec, pf=pf):
                 docs = docs_for(batch if c.protocol == "paper" else c.depth, pt.doc_tokens)
                 if peer is not None:
                     return peer.workload(batch, query, docs, pt)
                 return Workload(ex, c.protocol, batch, query, docs, pt.precompute, c.kv_cache,
                                 doc_vectors=c.doc_vectors, doc_store=c.doc_store,
-                                seed=c.seed, compute=lambda: compute(bbs[prec]))
+                                seed=c.seed, compute=lambda: compute(bbs[prec]),
+                                pool_factor=pf)
 
             progress.stage(name, "warm-up")
             slot = scheduler.prepare_slot(spec, ex, pt.batch_size, make_workload, device,

@@ -62,7 +62,8 @@ class Workload:
 
     def __init__(self, ex, protocol: str, batch_size: int, query: str, docs: list[str],
                  precompute: bool, kv_cache: bool, doc_vectors: bool = True,
-                 doc_store: str | None = None, seed: int = 0, compute=None):
+                 doc_store: str | None = None, seed: int = 0, compute=None,
+                 pool_factor: int = 1):
         self.ex = ex
         # the context of the row's precision (bf16 autocast; backbones/precision.py)
         self.compute = compute if compute is not None else contextlib.nullcontext
@@ -83,6 +84,7 @@ class Workload:
         self.doc_content = content
         self.doc_store = doc_store if self.precompute and not self.kv_cache else None
         self.seed = seed
+        self.pool_factor = pool_factor if self.doc_store is not None else 1
         self.packed = None          # PackedDocs when the documents are read from a store
         self.pairs_per_run = len(docs)
         self.ds = None
@@ -109,13 +111,17 @@ class Workload:
             from ..store.packing import compress
 
             t = time.perf_counter()
+            tokens = int(self.ds.mask.sum())
             self.packed = compress(self.ds, self.doc_store, seed=self.seed,
-                                   content=self.doc_content).to(device)
+                                   content=self.doc_content,
+                                   pool_factor=self.pool_factor).to(device)
             self.ds = None
             self.offline.update(doc_store=self.doc_store,
                                 doc_compress_s=time.perf_counter() - t,
                                 doc_store_mb=self.packed.nbytes / 2**20,
-                                doc_store_params_mb=self.packed.params_nbytes / 2**20)
+                                doc_store_params_mb=self.packed.params_nbytes / 2**20,
+                                pool_factor=self.pool_factor, doc_tokens_original=tokens,
+                                doc_tokens_stored=int(self.packed.lengths.sum()))
 
     def run(self, t: PhaseTimer) -> None:
         packs = self.ex.backbone.linear_packs

@@ -308,7 +308,8 @@ def _readme(results_dir: Path, runs: list[RunInfo], records: list[EffRecord],
               "states (`colbert`: its 128-d head vectors, as a ColBERT index; MICE: its "
               "layer-m states, which the interaction layers read; `biencoder`: one pooled "
               "vector per document); each row is one store (`--doc-store fp32 | fp16 | int8 | "
-              "residual1 | residual2 | residual4`). The MICE "
+              "residual1 | residual2 | residual4`, with its `--pool-factor` where the tokens "
+              "were pooled). The MICE "
               f"paper does not measure this trade-off. Also in [tables/{STORAGE_TABLE}.md]"
               f"(tables/{STORAGE_TABLE}.md).", "",
               storage_md.split("\n", 2)[2].rstrip("\n"), ""]

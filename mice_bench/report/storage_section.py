@@ -26,11 +26,11 @@ def storage_figure(results_dir: Path, fig_dir: Path) -> tuple[str, str] | str:
         for x, y, store in pts:
             ax.annotate(store, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
     ax.set_xscale("log")
-    ax.set_xlabel("bytes per stored token (shards on disk, log scale)")
+    ax.set_xlabel("bytes per original token (shards and codec on disk, log scale)")
     ax.set_ylabel("nDCG@10")
     ax.legend(loc="best", fontsize=6)
     save(fig, fig_dir, STEM)
-    return STEM, ("nDCG@10 of re-ranking from each document store against the bytes per "
-                  "stored token (centroid tables not included; see the storage table). One "
-                  "line per model, variant, stored content and dataset; points labelled by "
-                  "store format.")
+    return STEM, ("nDCG@10 of re-ranking from each document store against its bytes per "
+                  "original token (shards and the codec file's share; a pooled store keeps "
+                  "fewer tokens than the document has). One line per model, variant, stored "
+                  "content and dataset; points labelled by store format and pool factor.")

@@ -9,8 +9,11 @@ one-process build.
   its documents are encoded ``batch_size`` at a time in plan order, so its name and bytes
   depend on the chunk alone (and the codec), never on timing, rank or world size.
 * **Codec** (residual formats): rank 0 encodes the store's seeded sample of the plan's
-  documents (:meth:`.DocStateStore.encode_sample`), trains the codec once (``faiss``) and
-  writes it; the other ranks wait and receive its parameters.
+  documents (:meth:`.DocStateStore.encode_sample`: ``sample_tokens`` stored tokens, pooled
+  as the store pools), trains the codec once (``faiss``; ColBERTv2's number of centroids for
+  the whole collection's stored tokens, estimated from the sample) and writes it; the other
+  ranks wait and receive its parameters. Built over the whole corpus (``store build``), the
+  codebook is the corpus's; a re-ranking run then reads that store and its codec.
 * **Work**: rank ``r`` of ``W`` encodes chunks ``r, r + W, ...`` and writes only their shard
   files (atomically). Rank 0 holds the store's lock for the whole build (another run waits),
   and writes ``index.json`` once every rank is done: the shards that were there before the
@@ -43,7 +46,6 @@ from typing import Callable, Iterator, Mapping, Sequence
 from ..distributed import DistEnv
 from ..naming import key_hash
 from ..results import atomic_write_bytes
-from .packing import flatten
 from ..progress import Reporter
 from ..safeio import cache_lock
 from .docstore import DocStateStore
@@ -161,7 +163,7 @@ def build_store(store: DocStateStore, texts: Mapping[str, str],
                 parts = []
                 for j in range(0, len(ids), batch_size):
                     part = ids[j: j + batch_size]
-                    parts.append(store.pack(flatten(get(part))))
+                    parts.append(store.pack(store.flatten(get(part))))
                     step(len(part))
                 written[i] = _slim(store.write_shard(plan.name(i), parts, ids))
                 stats.encoded += len(ids)
@@ -236,7 +238,7 @@ def _prepare(store: DocStateStore, texts, chunk_docs: int, get, batch_size: int,
             done[i] = e
     if store.codec.trained and not store.params and len(done) < len(plan.chunks):
         flat, ids = store.encode_sample(plan.docs, get, batch_size)
-        store.fit_codec(flat)
+        store.fit_codec(flat, len(texts))
         stats.sample_docs = len(ids)
     if len(done) < len(plan.chunks):
         names = sorted(interrupted | {plan.name(i) for i in range(len(plan.chunks))})

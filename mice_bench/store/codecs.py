@@ -18,7 +18,9 @@ Formats:
   fewer than :data:`MIN_HELDOUT` are held out) to their nearest centroid
   and, for every dimension ``d``, takes the residuals' quantiles: bucket cut-offs at
   ``j / 2**b`` (``j = 1 .. 2**b - 1``) and reconstruction weights at ``(j + 0.5) / 2**b``
-  (``j = 0 .. 2**b - 1``). ColBERTv2 pools all dimensions into one set of cut-offs and
+  (``j = 0 .. 2**b - 1``); the centroids are kept in fp16 (as ColBERTv2 saves them). The
+  number of centroids follows ColBERTv2's rule for the collection (:func:`residual_centroids`).
+  ColBERTv2 pools all dimensions into one set of cut-offs and
   weights (its vectors are unit-length head outputs); here each dimension has its own, since
   a transformer's hidden states differ in scale from one dimension to the next. A token is
   stored as its nearest centroid's id (``int16`` when ``K <= 32767``, else ``int32``) and, per
@@ -35,15 +37,15 @@ import numpy as np
 import torch
 
 __all__ = ["Codec", "CODEC_NAMES", "get_codec", "unavailable", "residual_centroids",
-           "pack_codes", "unpack_codes"]
+           "pack_codes", "unpack_codes", "colbert_centroids"]
 
 CODEC_NAMES = ("fp32", "fp16", "int8", "residual1", "residual2", "residual4")
 #: the most tokens the per-dimension quantiles are taken over (torch.quantile's input limit)
 MAX_HELDOUT = 32_768
 #: fewer held-out tokens than this: the quantiles are taken over the whole sample
 MIN_HELDOUT = 64
-#: faiss.Kmeans iterations (ColBERTv2's default is 20 as well)
-KMEANS_NITER = 20
+#: faiss.Kmeans iterations (ColBERTv2's ``kmeans_niters`` default, 4)
+KMEANS_NITER = 4
 
 
 class Codec:
@@ -92,11 +94,24 @@ class Int8Codec(Codec):
         return (q.float() * scale[:, None]).to(torch.float16)
 
 
-def residual_centroids(tokens: int, cap: int = 4096) -> int:
-    """ColBERTv2's number of centroids, ``2 ** floor(log2(16 * sqrt(tokens)))``, kept below
-    ``tokens / 39`` (faiss's fewest points per centroid) and ``cap``; at least 1."""
-    k = 2 ** int(math.floor(math.log2(max(16 * math.sqrt(max(tokens, 1)), 1))))
-    while k > 1 and (k > tokens / 39 or k > cap):
+def colbert_centroids(embeddings: int) -> int:
+    """ColBERTv2's number of centroids for a collection of ``embeddings`` token vectors:
+    ``2 ** floor(log2(16 * sqrt(embeddings)))`` (at least 1).
+
+    >>> colbert_centroids(10_000), colbert_centroids(1_000_000)
+    (1024, 8192)
+    """
+    return 2 ** int(math.floor(math.log2(max(16 * math.sqrt(max(embeddings, 1)), 1))))
+
+
+def residual_centroids(embeddings: int, sample: int | None = None, cap: int | None = None
+                       ) -> int:
+    """:func:`colbert_centroids` of a collection of ``embeddings`` vectors, halved while
+    above ``cap`` or above ``sample / 39`` (faiss's fewest training points per centroid; the
+    k-means sample has ``sample`` vectors, default ``embeddings``); at least 1."""
+    sample = embeddings if sample is None else sample
+    k = colbert_centroids(embeddings)
+    while k > 1 and (k > sample / 39 or (cap is not None and k > cap)):
         k //= 2
     return max(k, 1)
 
@@ -158,17 +173,19 @@ class ResidualCodec(Codec):
         if held.shape[0] < MIN_HELDOUT:       # too few to estimate quantiles: the whole sample
             held = torch.cat([train, held])
         held = held[:MAX_HELDOUT]
+        # kept in half precision, as ColBERTv2 saves its centroids: half the codec's bytes
+        cents = cents.half().float()
         res = held - cents[_nearest(held, cents)]                        # [m, H]
         m = 1 << self.bits
         q = torch.arange(m, dtype=torch.float64) / m
         cut = torch.quantile(res.double(), q[1:], dim=0).T.float()      # [H, m - 1]
         wts = torch.quantile(res.double(), q + 0.5 / m, dim=0).T.float()  # [H, m]
-        return {"centroids": cents.contiguous(), "cutoffs": cut.contiguous(),
+        return {"centroids": cents.half().contiguous(), "cutoffs": cut.contiguous(),
                 "weights": wts.contiguous()}
 
     def encode(self, x, params):
         x = x.detach().float()
-        cents = params["centroids"].to(x.device)
+        cents = params["centroids"].to(x.device).float()
         cid = _nearest(x, cents)
         res = x - cents[cid]
         cut = params["cutoffs"].to(x.device)                             # [H, m - 1]
@@ -178,7 +195,7 @@ class ResidualCodec(Codec):
                 "codes": pack_codes(codes, self.bits).cpu()}
 
     def decode(self, parts, params, device="cpu"):
-        cents = params["centroids"].to(device)
+        cents = params["centroids"].to(device).float()
         wts = params["weights"].to(device)                               # [H, m]
         cid = parts["centroid"].to(device).long()
         codes = unpack_codes(parts["codes"].to(device), self.bits)        # [n, H]

@@ -59,6 +59,7 @@ from ..naming import key_hash
 from ..results import atomic_write_bytes
 from .codecs import CODEC_NAMES, get_codec, residual_centroids
 from .packing import CONTENTS, finish, flatten, padded, split_heldout
+from .pooling import pool_tokens
 from ..safeio import cache_lock, sha256_bytes
 from .shards import one_key, read_shard, shard_bytes, token_ranges
 from .index import (read_index, refuse_other_format, repair_codec, repair_store,
@@ -68,10 +69,13 @@ __all__ = ["DocStateStore", "STORE_FORMATS", "DEFAULT_STORE", "CorruptStore"]
 
 STORE_FORMATS = CODEC_NAMES
 DEFAULT_STORE = "fp16"
-#: residual formats: documents drawn (seeded) until this many tokens train the centroids
-SAMPLE_TOKENS = 65_536
-#: residual formats: the most centroids (ColBERTv2's rule otherwise, see codecs)
-MAX_CENTROIDS = 1024
+#: residual formats: documents drawn (seeded) until this many stored tokens train the codec
+#: (``store build --codec-sample-tokens``)
+SAMPLE_TOKENS = 262_144
+#: residual formats: the most centroids (ColBERTv2's rule on the collection otherwise, see
+#: :func:`.codecs.residual_centroids`): what k-means and the nearest-centroid search of a
+#: CPU build afford
+MAX_CENTROIDS = 4096
 #: residual formats: the fewest (one centroid leaves a per-dimension quantisation of the raw
 #: vectors, and faiss wants 39 training vectors per centroid); an in-memory codec for timing
 #: (``latency --doc-store``) may train fewer
@@ -89,17 +93,23 @@ class DocStateStore:
                  fmt: str = DEFAULT_STORE, flush_s: float = 5.0, max_shard_docs: int = 1024,
                  vectors: bool = False, content: str | None = None, seed: int = 0,
                  centroids: int | None = None, identity: dict | None = None,
-                 pinned: bool = False):
+                 pinned: bool = False, pool_factor: int = 1,
+                 sample_tokens: int | None = None):
         """``vectors``: the store holds a late-interaction head's document vectors (what
         ``encode(..., vectors=True)`` returns), and :meth:`load` marks them so; ``content``
         names what is stored (``states`` | ``vectors`` | ``pooled``; overrides ``vectors``).
         Residual formats: ``seed`` draws the k-means sample and seeds ``faiss.Kmeans``;
-        ``centroids`` (default: ColBERTv2's rule on the sample, at most
-        :data:`MAX_CENTROIDS`). ``identity``: what makes the stored states
+        ``centroids`` (default: ColBERTv2's rule on the collection's stored tokens, estimated
+        from the sample, at most :data:`MAX_CENTROIDS`); ``sample_tokens``: the k-means
+        sample (default :data:`SAMPLE_TOKENS`). ``pool_factor``: each document's tokens are
+        pooled to about ``1 / pool_factor`` of them before they are coded
+        (:mod:`.pooling`; 1: none). ``identity``: what makes the stored states
         (:meth:`~mice_bench.executors.fast.SplitExecutor.doc_identity`), kept in ``meta.json``:
         a store of another identity is refused, and so is a store written before stores
         recorded one, unless ``pinned`` (the directory's own key already pins the model, as
         ``effectiveness``'s cache does: its identity is then recorded)."""
+        if isinstance(pool_factor, bool) or not isinstance(pool_factor, int) or pool_factor < 1:
+            raise ValueError(f"pool factor must be a whole number >= 1, got {pool_factor!r}")
         if fmt not in STORE_FORMATS:
             raise ValueError(f"unknown document store {fmt!r}; valid: {', '.join(STORE_FORMATS)}")
         content = content or ("vectors" if vectors else "states")
@@ -112,14 +122,18 @@ class DocStateStore:
         self.vectors = content == "vectors"
         self.seed = int(seed)
         self.centroids = centroids
+        self.pool_factor = pool_factor
+        self.sample_tokens = int(sample_tokens or SAMPLE_TOKENS)
         self.meta = dict(meta or {}, store=fmt, content=content)
         self.identity = identity
         self.pinned = pinned
         if identity is not None:
             self.meta["identity"] = identity
+        if pool_factor > 1:
+            self.meta["pool_factor"] = pool_factor
         if self.codec.trained:
             self.meta.update(codec_seed=self.seed, codec_centroids=centroids,
-                             codec_sample_tokens=SAMPLE_TOKENS)
+                             codec_sample_tokens=self.sample_tokens)
         refuse_other_format(self)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.codec_entry: dict | None = None    # {"file", "bytes", "sha256"} (residual formats)
@@ -169,25 +183,36 @@ class DocStateStore:
 
     def usage(self, doc_ids: Iterable[str] | None = None) -> dict:
         """Bytes on disk of the shards holding ``doc_ids`` (all when None), per document and
-        per token; ``codec_bytes``: the codec file (centroids, cut-offs, weights), counted
-        separately (once per store, whatever its size)."""
+        per stored token; ``codec_bytes``: the codec file (centroids, cut-offs, weights), once
+        per store; ``bytes_per_orig_token``: the shards' bytes plus the codec's share (the
+        documents' part of the store's original tokens) per **original** token, before any
+        pooling (``pool_factor``); ``orig_tokens_per_doc`` likewise."""
         want = None if doc_ids is None else set(doc_ids)
-        nbytes = ndocs = ntok = 0
+        nbytes = ndocs = ntok = norig = all_orig = 0
         for e in self.shards:
+            orig = e.get("orig_tokens", e.get("tokens", 0))
+            all_orig += orig
             if want is not None and not want.intersection(e["ids"]):
                 continue
             nbytes += e["bytes"]
             ndocs += len(e["ids"])
             ntok += e.get("tokens", 0)
-        out = {"store": self.fmt, "content": self.content,
+            norig += orig
+        codec = (self.codec_entry["bytes"] if self.codec_entry else 0) \
+            if self.codec.trained else 0
+        share = codec * norig / all_orig if all_orig else 0.0
+        out = {"store": self.fmt, "content": self.content, "pool_factor": self.pool_factor,
                "docs": ndocs, "bytes": nbytes,
                "bytes_per_doc": nbytes / ndocs if ndocs else None,
                "tokens_per_doc": ntok / ndocs if ndocs else None,
-               "bytes_per_token": nbytes / ntok if ntok else None}
+               "bytes_per_token": nbytes / ntok if ntok else None,
+               "orig_tokens_per_doc": norig / ndocs if ndocs else None,
+               "bytes_per_orig_token": (nbytes + share) / norig if norig else None}
         if self.codec.trained:
-            out["codec_bytes"] = self.codec_entry["bytes"] if self.codec_entry else 0
+            out["codec_bytes"] = codec
             c = self.params.get("centroids")
             out["centroids"] = int(c.shape[0]) if c is not None else None
+            out["codec_sample_tokens"] = self.sample_tokens
         return out
 
     # ------------------------------------------------------------------ encoding
@@ -225,7 +250,7 @@ class DocStateStore:
                 return got if got is not None else encode([txt[d] for d in ids])
 
             if self.codec.trained and not self.params:
-                done = self._train(todo, get, batch_size, progress)
+                done = self._train(todo, get, batch_size, progress, len(doc_ids))
                 todo = [d for d in todo if d not in done]
             todo.sort(key=lambda d: len(txt[d]))
             buf: list[dict[str, torch.Tensor]] = []
@@ -233,7 +258,7 @@ class DocStateStore:
             last = time.monotonic()
             for i in range(0, len(todo), batch_size):
                 ids = todo[i: i + batch_size]
-                buf.append(self.pack(flatten(get(ids))))
+                buf.append(self.pack(self.flatten(get(ids))))
                 buf_ids.extend(ids)
                 if progress is not None:
                     progress(len(ids))
@@ -244,11 +269,11 @@ class DocStateStore:
                 self._flush(buf, buf_ids)
             return n_todo
 
-    def _train(self, todo: list[str], get, batch_size: int, progress) -> set[str]:
-        """Encode a seeded sample of ``todo``, train the codec on it, write the codec file,
-        then the sample's shards."""
+    def _train(self, todo: list[str], get, batch_size: int, progress, docs: int) -> set[str]:
+        """Encode a seeded sample of ``todo``, train the codec on it (for a collection of
+        ``docs`` documents), write the codec file, then the sample's shards."""
         flat, ids = self.encode_sample(todo, get, batch_size, progress)
-        self.fit_codec(flat)
+        self.fit_codec(flat, docs)
         start = 0
         for j in range(0, len(flat), max(1, self.max_shard_docs // batch_size)):
             group = flat[j: j + max(1, self.max_shard_docs // batch_size)]
@@ -260,8 +285,8 @@ class DocStateStore:
     def encode_sample(self, ids: list[str], get, batch_size: int, progress=None
                       ) -> tuple[list[tuple], list[str]]:
         """The codec's training sample: ``ids`` in a seeded order, encoded (``get``: ids ->
-        DocStates) ``batch_size`` at a time until :data:`SAMPLE_TOKENS` tokens; returns the
-        flattened batches and their ids."""
+        DocStates) ``batch_size`` at a time until ``sample_tokens`` stored tokens; returns the
+        flattened (and pooled) batches and their ids."""
         g = torch.Generator().manual_seed(self.seed)
         order = [ids[i] for i in torch.randperm(len(ids), generator=g).tolist()]
         flat: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -269,21 +294,27 @@ class DocStateStore:
         ntok = 0
         for i in range(0, len(order), batch_size):
             part = order[i: i + batch_size]
-            flat.append(flatten(get(part)))
+            flat.append(self.flatten(get(part)))
             got.extend(part)
             ntok += int(flat[-1][2].sum())
             if progress is not None:
                 progress(len(part))
-            if ntok >= SAMPLE_TOKENS:
+            if ntok >= self.sample_tokens:
                 break
         return flat, got
 
-    def fit_codec(self, flat: list[tuple]) -> None:
-        """Train the codec on the tokens of ``flat`` (flattened DocStates; 5 % held out for
-        the residual statistics) and write the codec file and the index naming it."""
+    def fit_codec(self, flat: list[tuple], docs: int | None = None) -> None:
+        """Train the codec on the tokens of ``flat`` (:meth:`flatten` batches; 5 % held out
+        for the residual statistics) and write the codec file and the index naming it.
+        ``docs``: documents in the collection (default: the sample's); the number of
+        centroids follows ColBERTv2's rule on its stored tokens, estimated as the sample's
+        tokens per document times ``docs``."""
         x = torch.cat([f[0] for f in flat])
+        ndocs = sum(f[2].numel() for f in flat)
+        embeddings = round(x.shape[0] / max(ndocs, 1) * max(docs or ndocs, ndocs))
         train, held = split_heldout(x, self.seed)
-        k = self.centroids or residual_centroids(train.shape[0], cap=MAX_CENTROIDS)
+        k = self.centroids or residual_centroids(embeddings, sample=train.shape[0],
+                                                 cap=MAX_CENTROIDS)
         if k < MIN_CENTROIDS:
             raise UsageError(f"document store {self.dir}: {self.fmt} trains its centroids on "
                              f"the documents stored, and {train.shape[0]} vectors train {k}; "
@@ -292,11 +323,20 @@ class DocStateStore:
                              "int8")
         self._write_codec(self.codec.fit(train, held, seed=self.seed, centroids=k))
 
-    def pack(self, flat: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-             ) -> dict[str, torch.Tensor]:
-        """Flattened DocStates -> the rows of a shard (the codec's tensors, seg, lengths)."""
-        x, seg, lengths = flat
-        return {**self.codec.encode(x, self.params), "seg": seg, "lengths": lengths}
+    def flatten(self, states) -> tuple[torch.Tensor, ...]:
+        """DocStates -> ``(x, seg, lengths, orig_lengths)``: the real tokens as the store
+        keeps them (pooled at ``pool_factor``), and each document's tokens before pooling."""
+        x, seg, lengths = flatten(states)
+        return (*pool_tokens(x, seg, lengths, self.pool_factor), lengths)
+
+    def pack(self, flat: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """:meth:`flatten` rows -> the rows of a shard (the codec's tensors, seg, lengths;
+        ``orig_lengths`` when pooled)."""
+        x, seg, lengths = flat[:3]
+        out = {**self.codec.encode(x, self.params), "seg": seg, "lengths": lengths}
+        if self.pool_factor > 1:
+            out["orig_lengths"] = (flat[3] if len(flat) > 3 else lengths).to(torch.int32)
+        return out
 
     def _flush(self, parts: list[dict[str, torch.Tensor]], ids: list[str]) -> None:
         name = f"shard-{len(self.shards):05d}-{key_hash(list(ids))}.safetensors"
@@ -316,6 +356,8 @@ class DocStateStore:
         self.verified.add((name, sha))
         entry = {"file": name, "ids": ids, "bytes": len(data), "sha256": sha,
                  "tokens": int(tensors["lengths"].sum())}
+        if "orig_lengths" in tensors:
+            entry["orig_tokens"] = int(tensors["orig_lengths"].sum())
         if codec_sha:
             entry["codec"] = codec_sha
         return entry
@@ -353,12 +395,13 @@ class DocStateStore:
             tensors, _ = read_shard(data)
             lengths = tensors.pop("lengths").long()
             seg = tensors.pop("seg")
+            tensors.pop("orig_lengths", None)
             off = torch.zeros(len(lengths) + 1, dtype=torch.long)
             off[1:] = torch.cumsum(lengths, 0)
             w = torch.tensor(want, dtype=torch.long)
             idx = token_ranges(off[w], lengths[w])
             x = self.codec.decode({k: v[idx] for k, v in tensors.items()}, self.params, device)
-            xs.append(finish(x, self.codec, self.content))
+            xs.append(finish(x, self.codec, self.content, self.pool_factor > 1))
             segs.append(seg[idx])
             wl = lengths[w]
             wo = torch.zeros(len(want), dtype=torch.long)

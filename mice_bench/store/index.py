@@ -51,8 +51,9 @@ def refuse_other_format(store) -> None:
                 f"document store {store.dir} has no readable meta.json naming the model that "
                 "made it: delete the folder and build the store again")
         return
-    for key, want in (("store", store.fmt), ("content", store.content)):
-        have = old.get(key, "states" if key == "content" else None)
+    for key, want, default in (("store", store.fmt, None), ("content", store.content, "states"),
+                               ("pool_factor", store.pool_factor, 1)):
+        have = old.get(key, default)
         if have is not None and have != want:
             raise StoreFormatError(
                 f"document store {store.dir} holds {key} {have!r}, not {want!r}: open it "
@@ -285,6 +286,8 @@ def adopt_shard(store, f: Path) -> dict | None:
     store.verified.add((f.name, sha))
     entry = {"file": f.name, "ids": ids, "bytes": len(data), "sha256": sha,
              "tokens": int(tensors["lengths"].sum())}
+    if "orig_lengths" in tensors:
+        entry["orig_tokens"] = int(tensors["orig_lengths"].sum())
     if store.codec.trained:
         entry["codec"] = store.codec_entry["sha256"]
     return entry

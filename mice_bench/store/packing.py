@@ -60,9 +60,10 @@ def padded(x: torch.Tensor, seg: torch.Tensor, lengths: torch.Tensor, content: s
     return DocStates(hidden, mask, sg, None, vectors=content != "states")
 
 
-def finish(x: torch.Tensor, codec: Codec, content: str) -> torch.Tensor:
-    """Decoded rows of a lossy residual code of unit vectors, normalised again."""
-    if codec.trained and content in ("vectors", "pooled"):
+def finish(x: torch.Tensor, codec: Codec, content: str, pooled: bool = False) -> torch.Tensor:
+    """Decoded rows of a lossy residual code of unit vectors, or of pooled unit vectors (a
+    cluster's mean), normalised again."""
+    if (codec.trained or pooled) and content in ("vectors", "pooled"):
         return torch.nn.functional.normalize(x.float(), dim=-1).to(x.dtype)
     return x
 
@@ -91,6 +92,7 @@ class PackedDocs:
     seg: torch.Tensor
     lengths: torch.Tensor
     content: str = "states"
+    pool_factor: int = 1
 
     def __len__(self) -> int:
         return self.lengths.numel()
@@ -107,7 +109,8 @@ class PackedDocs:
     def to(self, device) -> "PackedDocs":
         return PackedDocs(self.codec, {k: v.to(device) for k, v in self.params.items()},
                           {k: v.to(device) for k, v in self.parts.items()},
-                          self.seg.to(device), self.lengths.to(device), self.content)
+                          self.seg.to(device), self.lengths.to(device), self.content,
+                          self.pool_factor)
 
     def decode(self, start: int = 0, stop: int | None = None, device="cpu"):
         """DocStates of documents ``start:stop``, decoded on ``device`` in one batch."""
@@ -116,21 +119,26 @@ class PackedDocs:
         off[1:] = torch.cumsum(self.lengths.long(), 0)
         a, b = int(off[start]), int(off[stop])
         parts = {k: v[a:b] for k, v in self.parts.items()}
-        x = finish(self.codec.decode(parts, self.params, device), self.codec, self.content)
+        x = finish(self.codec.decode(parts, self.params, device), self.codec, self.content,
+                   self.pool_factor > 1)
         return padded(x, self.seg[a:b], self.lengths[start:stop], self.content)
 
 
 def compress(states, fmt: str, seed: int = 0, content: str = "states",
-             centroids: int | None = None) -> PackedDocs:
+             centroids: int | None = None, pool_factor: int = 1) -> PackedDocs:
     """``states`` compressed with the ``fmt`` codec (fitted on their own tokens, 5 % held out
-    for the residual statistics, when it needs parameters)."""
+    for the residual statistics, when it needs parameters), each document's tokens pooled
+    first at ``pool_factor`` (:mod:`.pooling`; 1: none)."""
+    from .pooling import pool_tokens
+
     codec = get_codec(fmt)
-    x, seg, lengths = flatten(states)
+    x, seg, lengths = pool_tokens(*flatten(states), pool_factor)
     params = {}
     if codec.trained:
         train, held = split_heldout(x, seed)
         params = codec.fit(train, held, seed=seed, centroids=centroids)
-    return PackedDocs(codec, params, codec.encode(x, params), seg, lengths, content)
+    return PackedDocs(codec, params, codec.encode(x, params), seg, lengths, content,
+                      pool_factor)
 
 
 def split_heldout(x: torch.Tensor, seed: int, fraction: float = 0.05
