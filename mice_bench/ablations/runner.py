@@ -167,36 +167,24 @@ def _effectiveness_args(study: Study, model: str, datasets: list[str], variants:
 def _effectiveness_config(study: Study, model: str, datasets: list[str],
                           variants: list[str], results: Path):
     """The typed configuration of one effectiveness task of ``study``."""
-    from ..effectiveness.plan import EffectivenessConfig, ModelRef
+    from ..effectiveness.plan import ModelRef
 
-    o = study.effectiveness.options
-    listed = lambda k: [expand_shared_data(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa
-                                                  else [o[k]])]
-    kw: dict[str, Any] = {k: o[k] for k in ("depth", "baseline", "test", "correction",
-                                             "batch_size", "dtype", "limit_queries",
-                                             "query_max_tokens", "doc_max_tokens")
-                          if k in o}
-    kw["device"] = o.get("device", "auto")        # resolved when the task runs
-    if "measures" in o:
-        kw["measures"] = listed("measures")
-    return EffectivenessConfig(datasets=list(datasets), models=[ModelRef.parse(model)],
-                               variants=list(variants),
-                               **per_dataset(listed("first_stage") if "first_stage" in o
-                                              else [], datasets, "first_stage"),
-                               **per_dataset(listed("docs") if "docs" in o else [],
-                                              datasets, "docs"),
-                               output_dir=str(results / "effectiveness"), **kw)
+    return study_config(study.effectiveness.options, datasets=list(datasets),
+                        models=[ModelRef.parse(model)], variants=list(variants),
+                        output_dir=str(results / "effectiveness"))
 
 
-def per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
-    """A study's ``first_stage`` / ``docs`` list -> the typed config's ``key`` and
-    ``key_for`` fields (the same spelling as the command line)."""
-    from ..data.collections import resolve_datasets
-    from ..effectiveness.plan import split_overrides
+def study_config(options: dict[str, Any], **fixed: Any):
+    """An ``[effectiveness]`` table's options (``{shared_data}`` expanded, ``device``
+    ``auto`` unless given) with the task's ``fixed`` fields -> the typed config, as the
+    command line makes it (:func:`mice_bench.effectiveness.plan.make_config`)."""
+    from ..effectiveness.plan import EffectivenessConfig, make_config
+    from ..options import from_study
 
-    names = [d.name for d in resolve_datasets(list(datasets))]
-    default, over = split_overrides(values, names, key)
-    return {key: default, f"{key}_for": over} if default is not None else {f"{key}_for": over}
+    expand = lambda v: expand_shared_data(v) if isinstance(v, str) else v  # noqa: E731
+    table = {k: [expand(x) for x in v] if isinstance(v, list) else expand(v)
+             for k, v in options.items()}
+    return make_config({"device": "auto", **from_study(EffectivenessConfig, table), **fixed})
 
 
 @dataclass(frozen=True)

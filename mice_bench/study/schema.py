@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..effectiveness.plan import EffectivenessConfig
 from ..errors import UsageError
+from ..options import study_choices, study_keys
 
 __all__ = ["AUTO_KEYS", "CHOICES", "EFFECTIVENESS_KEYS", "LATENCY_KEYS", "ROLE_KEYS",
            "SIZE_KEYS", "STUDENT_KEYS", "TEACHER_KEYS", "TOP_KEYS", "TRAINING_KEYS",
@@ -27,14 +29,10 @@ class StudyError(UsageError):
 TOP_KEYS = {"name": str, "description": str, "variants": list, "effectiveness": dict,
             "latency": list, "training": dict, "sizes": dict, "default_size": str,
             "auto": dict}
-#: ``[effectiveness]``
-EFFECTIVENESS_KEYS: dict[str, tuple] = {
-    "models": (list,), "datasets": (list, str), "first_stage": (str, list), "depth": (int,),
-    "measures": (list, str), "baseline": (str,), "test": (str,), "correction": (str,),
-    "batch_size": (int,), "dtype": (str,), "device": (str,), "limit_queries": (int,),
-    "docs": (str, list), "variants": (list,), "in_domain": (list,),
-    "query_max_tokens": (int,), "doc_max_tokens": (int,),
-}
+#: ``[effectiveness]``: the options of ``mice-bench effectiveness`` (declared once, on
+#: :class:`~mice_bench.effectiveness.plan.EffectivenessConfig`) and the table's own keys
+EFFECTIVENESS_KEYS: dict[str, tuple] = study_keys(
+    EffectivenessConfig, models=(list,), variants=(list,), in_domain=(list,))
 #: each ``[[latency]]`` workload
 LATENCY_KEYS: dict[str, tuple] = {
     "name": (str,), "model": (str,), "variants": (list,), "protocol": (str,),
@@ -74,8 +72,8 @@ SIZE_KEYS = {"description": (str,), "training": (dict,), "effectiveness": (dict,
              "latency": (dict,), "auto": (dict,)}
 
 #: the keys (anywhere) whose value is one of fixed choices (None: checked where parsed)
-CHOICES = {"first_stage": None, "test": ("ttest", "randomization"),
-           "correction": ("holm", "bonferroni", "none"), "dtype": ("fp32", "fp16", "bf16"),
+CHOICES = {**study_choices(EffectivenessConfig), "first_stage": None,
+           "dtype": ("fp32", "fp16", "bf16"),
            "protocol": ("rerank", "paper"), "loss": ("marginmse", "lce", "bce"),
            "init": ("base", "teacher"), "precision": ("auto", "fp32", "bf16", "fp16"),
            "schedule": ("linear", "constant")}
