@@ -28,8 +28,8 @@ from typing import Any, Callable, List, Optional
 
 from .errors import UsageError
 
-__all__ = ["Display", "Option", "SPELLINGS", "declared", "from_study", "given", "help_text", "option", "study_choices",
-           "study_keys", "to_args", "typer_command", "typer_params"]
+__all__ = ["Display", "Option", "ProgressBar", "SPELLINGS", "declared", "from_study", "given", "help_text", "option", "study_choices",
+           "study_keys", "table_args", "to_args", "typer_command", "typer_params"]
 
 SPELLINGS = ("value", "list", "repeat", "switch", "flag")
 UNSET: Any = object()          # no command-line default of its own: the field's
@@ -139,7 +139,14 @@ class Declared:
     def to_value(self, v: Any) -> Any:
         """A command-line or study-file spelling -> the field's value."""
         o = self.opt
-        one = (lambda x: o.parse(x) if o.parse is not None and isinstance(x, str) else x)
+
+        def one(x: Any) -> Any:
+            if o.parse is None or not isinstance(x, str):
+                return x
+            try:
+                return o.parse(x)
+            except ValueError as e:      # one line naming the option
+                raise UsageError(f"{self.flag} {v!r}: {e}") from None
         if o.spelling == "list":
             items = o.split(v) if isinstance(v, str) else list(v)
             return [one(x) for x in items]
@@ -153,12 +160,15 @@ class Declared:
         if o.texts is not None:
             return o.texts(cfg) or None
         v = getattr(cfg, self.name)
-        if v is None or v == self.default_value():
+        if v is None or v == self.default_value() or (o.spelling == "flag" and not v):
             return None
-        if o.spelling == "flag":
-            return [] if v else None
-        if o.spelling == "switch":
-            return [bool(v)]               # type: ignore[list-item]
+        return self.texts_of(v)
+
+    def texts_of(self, v: Any) -> list:
+        """The texts that spell value ``v`` (a switch or flag: ``[v]``)."""
+        o = self.opt
+        if o.spelling in ("switch", "flag"):
+            return [bool(v)]
         if o.spelling == "list":
             return [",".join(o.show(x) for x in v)]
         if o.spelling == "repeat":
@@ -167,13 +177,19 @@ class Declared:
 
 
 @dataclass
-class Display:
-    """How a command shows its results (shared by the commands that print tables)."""
+class ProgressBar:
+    """A command's progress bar."""
+
+    progress: bool = option(True, spelling="switch", study=False, panel="Output",
+                            help="progress bar on stderr (only on a terminal)")
+
+
+@dataclass
+class Display(ProgressBar):
+    """How a command shows its results: a progress bar, then a table or JSON."""
 
     format: str = option("table", choices=("table", "json"), study=False, panel="Output",
                          help="table | json")
-    progress: bool = option(True, spelling="switch", study=False, panel="Output",
-                            help="progress on stderr (only on a terminal)")
 
 
 def declared(cls: type) -> list[Declared]:
@@ -220,9 +236,10 @@ def help_text(o: Option) -> str:
 def typer_command(app: Any, name: str, classes: tuple[type, ...],
                   run: Callable[..., None], *, help: str,
                   wrap: Callable[[Callable], Callable] | None = None,
-                  given_only: bool = False) -> Callable:
+                  given_only: bool = False, panels: tuple[str, ...] = ()) -> Callable:
     """Register command ``name`` whose options are those of ``classes``; ``run`` receives,
-    for each class, the dict of the options given (:func:`given`)."""
+    for each class, the dict of the options given (:func:`given`). ``--help`` shows the
+    groups in the order of ``panels``, then in the order they first appear."""
     params: list[inspect.Parameter] = []
     owner: dict[str, type] = {}
     for cls in classes:
@@ -232,6 +249,8 @@ def typer_command(app: Any, name: str, classes: tuple[type, ...],
                                 f"and {cls.__name__}")
             owner[p.name] = cls
             params.append(p)
+    order = list(panels) + [p.default.rich_help_panel for p in params]
+    params.sort(key=lambda p: order.index(p.default.rich_help_panel))
 
     def command(**kw: Any) -> None:
         run(*(given(cls, {k: v for k, v in kw.items() if owner[k] is cls}) for cls in classes))
@@ -256,9 +275,18 @@ def given(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
         bad = [x for x in (out[k] if isinstance(out[k], list) else [out[k]])
                if d.opt.choices and x not in d.opt.choices]
         if bad:
-            raise UsageError(f"unknown {d.flag} {bad[0]!r}; valid: "
-                             f"{', '.join(map(str, d.opt.choices))}")
+            raise UsageError(f"{d.flag}: unknown {d.flag[2:].replace('-', ' ')} {bad[0]!r}; "
+                             f"valid: {', '.join(map(str, d.opt.choices))}")
     return out
+
+
+def spell(d: Declared, texts: list) -> list[str]:
+    """The command-line tokens of option ``d`` with ``texts`` (a switch: ``[on]``)."""
+    if d.opt.spelling == "flag":
+        return [d.flag]
+    if d.opt.spelling == "switch":
+        return [d.flag if texts[0] else f"--no-{d.flag[2:]}"]
+    return [tok for t in texts for tok in (d.flag, t)]
 
 
 def to_args(cfg: Any, command: str) -> list[str]:
@@ -267,15 +295,19 @@ def to_args(cfg: Any, command: str) -> list[str]:
     a = [command]
     for d in declared(type(cfg)):
         texts = d.to_texts(cfg)
-        if texts is None:
-            continue
-        if d.opt.spelling == "flag":
-            a.append(d.flag)
-        elif d.opt.spelling == "switch":
-            a.append(d.flag if texts[0] else f"--no-{d.flag[2:]}")
-        else:
-            for t in texts:
-                a += [d.flag, t]
+        if texts is not None:
+            a += spell(d, texts)
+    return a
+
+
+def table_args(cls: type, table: dict[str, Any]) -> list[str]:
+    """The command-line options that a study table's option keys stand for, in its order."""
+    by_key = {d.key: d for d in declared(cls) if d.opt.study}
+    a: list[str] = []
+    for k, v in table.items():
+        d = by_key[k]
+        if not (d.opt.spelling == "flag" and not v):
+            a += spell(d, d.texts_of(d.to_value(v)))
     return a
 
 

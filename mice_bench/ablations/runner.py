@@ -40,18 +40,12 @@ class Task:
 
 # ---------------------------------------------------------------------------- latency
 def _latency_config(wl: LatencyWorkload):
+    """The workload's configuration as given (protocol defaults not filled in)."""
     from ..latency.config import LatencyConfig
+    from ..options import from_study
 
-    o = wl.options
-    cfg = LatencyConfig(
-        model=o.get("model", "minilm-l12"), variants=list(wl.variants),
-        protocol=o.get("protocol", "rerank"), batch_sizes=o.get("batch_size"),
-        query_tokens=o.get("query_tokens"), doc_tokens=o.get("doc_tokens"),
-        depth=o.get("depth"), precompute=o.get("precompute"), kv_cache=o.get("kv_cache", False),
-        dtype=o.get("dtype", "fp32"), device=o.get("device", "auto"),
-        compile=o.get("compile", False), warmup=o.get("warmup"), runs=o.get("runs"),
-        min_seconds=o.get("min_seconds"), threads=o.get("threads"))
-    return cfg.resolved()
+    return LatencyConfig(**{**from_study(LatencyConfig, wl.options),
+                            "variants": list(wl.variants)})
 
 
 def _device_type(name: str) -> str:
@@ -101,26 +95,13 @@ def _existing_latency(results: Path) -> list[tuple[str, dict, set[str]]]:
     return out
 
 
-def _latency_args(wl: LatencyWorkload, output: Path) -> list[str]:
-    o = wl.options
-    a = ["latency", "--variants", ",".join(wl.variants)]
-    for key, flag in (("model", "--model"), ("protocol", "--protocol"),
-                      ("query_tokens", "--query-tokens"), ("depth", "--depth"),
-                      ("dtype", "--dtype"), ("device", "--device"), ("warmup", "--warmup"),
-                      ("runs", "--runs"), ("min_seconds", "--min-seconds"),
-                      ("threads", "--threads")):
-        if key in o:
-            a += [flag, str(o[key])]
-    for key, flag in (("batch_size", "--batch-size"), ("doc_tokens", "--doc-tokens")):
-        if key in o:
-            a += [flag, ",".join(str(x) for x in o[key])]
-    if "precompute" in o:
-        a.append("--precompute" if o["precompute"] else "--no-precompute")
-    if o.get("kv_cache"):
-        a.append("--kv-cache")
-    if o.get("compile"):
-        a.append("--compile")
-    return a + ["--output", str(output)]
+def _latency_args(cfg: Any, output: Path) -> list[str]:
+    """The equivalent ``mice-bench latency`` command line (printed by ``--dry-run``)."""
+    from dataclasses import replace
+
+    from ..options import to_args
+
+    return to_args(replace(cfg, output=str(output)), "latency")
 
 
 # ---------------------------------------------------------------------------- effectiveness
@@ -227,7 +208,8 @@ def latency_tasks(study: Study, results: Path, overwrite: bool,
         if workloads and wl.name not in workloads:
             continue
         try:
-            cfg = _latency_config(wl)
+            given = _latency_config(wl)
+            cfg = given.resolved()
         except UsageError as e:
             raise StudyError(f"{study.path}: latency workload {wl.name!r} "
                              f"(key 'latency[{i}]'): {e}") from None
@@ -237,7 +219,7 @@ def latency_tasks(study: Study, results: Path, overwrite: bool,
         out = results / "latency" / f"{slug(study.name)}-{slug(wl.name)}.json"
         cfg.output = out.as_posix()
         tasks.append(Task("latency", f"latency workload {wl.name!r}",
-                          _latency_args(wl, out), done=bool(hits) and not overwrite,
+                          _latency_args(given, out), done=bool(hits) and not overwrite,
                           existing=hits, output=out.as_posix(), config=cfg))
     return tasks
 

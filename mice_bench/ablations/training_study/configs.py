@@ -25,10 +25,14 @@ def train_args(ctx: Context, r: TrainRole) -> list[str]:
         a += ["--warmup", str(r.warmup)]
     if r.loss == "marginmse":
         a += ["--teacher", str(ctx.output(tr.teacher))]
-    for k, v in sorted(tr.options.items()):
-        if k not in ("lr", "warmup"):      # the role's own values (above) win
-            a += [f"--{k.replace('_', '-')}", expand_shared_data(str(v))]
-    return a + ["--log-dir", str(ctx.results / "training"), "--overwrite"]
+    from ...options import table_args
+    from ...training.config import TrainConfig
+
+    shared = {k: expand_shared_data(v) if isinstance(v, str) else v
+              for k, v in sorted(tr.options.items())
+              if k not in ("lr", "warmup")}    # the role's own values (above) win
+    return a + table_args(TrainConfig, shared) + ["--log-dir", str(ctx.results / "training"),
+                                                  "--overwrite"]
 
 
 def eval_config(ctx: Context, r: TrainRole):
