@@ -28,7 +28,7 @@ from typing import Any, Callable, List, Optional
 
 from .errors import UsageError
 
-__all__ = ["Display", "Option", "ProgressBar", "SPELLINGS", "declared", "from_study", "given", "help_text", "option", "study_choices",
+__all__ = ["Display", "Option", "Pick", "ProgressBar", "SPELLINGS", "comma_split", "declared", "from_study", "given", "help_text", "option", "study_choices",
            "study_keys", "table_args", "to_args", "typer_command", "typer_params"]
 
 SPELLINGS = ("value", "list", "repeat", "switch", "flag")
@@ -192,14 +192,25 @@ class Display(ProgressBar):
                          help="table | json")
 
 
-def declared(cls: type) -> list[Declared]:
-    """The options of configuration class ``cls``, in declaration order."""
+@dataclass(frozen=True)
+class Pick:
+    """Some options of another command's configuration, declared there (a command that
+    shares them: ``store build`` takes ``--doc-store`` as ``effectiveness`` does)."""
+
+    cls: type
+    names: tuple[str, ...]
+
+
+def declared(cls: type | Pick) -> list[Declared]:
+    """The options of configuration class ``cls`` (or those picked), in declaration order."""
+    if isinstance(cls, Pick):
+        return [d for d in declared(cls.cls) if d.name in cls.names]
     hints = typing.get_type_hints(cls)
     return [Declared(f.name, f.metadata["option"], hints[f.name], f) for f in fields(cls)
             if "option" in f.metadata]
 
 
-def typer_params(cls: type, given_only: bool = False) -> list[inspect.Parameter]:
+def typer_params(cls: type | Pick, given_only: bool = False) -> list[inspect.Parameter]:
     """The Typer parameters of ``cls``'s options (keyword-only, named after the fields).
     ``given_only``: every option defaults to None, "not given" (a command that merges what
     was given over presets), unless it declares a ``cli_default``."""
@@ -229,11 +240,11 @@ def typer_params(cls: type, given_only: bool = False) -> list[inspect.Parameter]
 
 def help_text(o: Option) -> str:
     """The option's help, with its choices where the help does not list them."""
-    valid = " | ".join(map(str, o.choices))
-    return o.help + (f" ({valid})" if o.choices and valid not in o.help else "")
+    listed = all(str(c) in o.help for c in o.choices)
+    return o.help + ("" if listed else f" ({' | '.join(map(str, o.choices))})")
 
 
-def typer_command(app: Any, name: str, classes: tuple[type, ...],
+def typer_command(app: Any, name: str, classes: tuple[type | Pick, ...],
                   run: Callable[..., None], *, help: str,
                   wrap: Callable[[Callable], Callable] | None = None,
                   given_only: bool = False, panels: tuple[str, ...] = ()) -> Callable:
@@ -245,8 +256,8 @@ def typer_command(app: Any, name: str, classes: tuple[type, ...],
     for cls in classes:
         for p in typer_params(cls, given_only):
             if p.name in owner:
-                raise TypeError(f"option {p.name!r} declared by {owner[p.name].__name__} "
-                                f"and {cls.__name__}")
+                raise TypeError(f"option {p.name!r} declared twice, by {owner[p.name]} and "
+                                f"{cls}")
             owner[p.name] = cls
             params.append(p)
     order = list(panels) + [p.default.rich_help_panel for p in params]
@@ -262,7 +273,7 @@ def typer_command(app: Any, name: str, classes: tuple[type, ...],
     return app.command(name, help=help)(wrap(command) if wrap else command)
 
 
-def given(cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+def given(cls: type | Pick, raw: dict[str, Any]) -> dict[str, Any]:
     """The options given in ``raw`` (command-line or study-file spellings, keyed by field;
     None: not given; a ``flag`` that is off: not given) as field values."""
     by_name = {d.name: d for d in declared(cls)}

@@ -118,7 +118,7 @@ class EffectivenessConfig:
     correction: str = option("holm", choices=CORRECTIONS, panel=STATISTICS,
                              help="holm | bonferroni | none")
     alpha: float = 0.05
-    seed: int = option(0, panel=STATISTICS, help="seed (random heads, randomization test)")
+    seed: int = option(0, panel=STATISTICS, help="seed (random heads, the randomization test, the residual codecs' sample)")
     batch_size: int = option(32, panel=SCORING, help="pairs per forward")
     doc_batch_size: int = option(64, panel=SCORING,
                                  help="documents per forward when precomputing")
