@@ -40,18 +40,12 @@ class Task:
 
 # ---------------------------------------------------------------------------- latency
 def _latency_config(wl: LatencyWorkload):
+    """The workload's configuration as given (protocol defaults not filled in)."""
     from ..latency.config import LatencyConfig
+    from ..options import from_study
 
-    o = wl.options
-    cfg = LatencyConfig(
-        model=o.get("model", "minilm-l12"), variants=list(wl.variants),
-        protocol=o.get("protocol", "rerank"), batch_sizes=o.get("batch_size"),
-        query_tokens=o.get("query_tokens"), doc_tokens=o.get("doc_tokens"),
-        depth=o.get("depth"), precompute=o.get("precompute"), kv_cache=o.get("kv_cache", False),
-        dtype=o.get("dtype", "fp32"), device=o.get("device", "auto"),
-        compile=o.get("compile", False), warmup=o.get("warmup"), runs=o.get("runs"),
-        min_seconds=o.get("min_seconds"), threads=o.get("threads"))
-    return cfg.resolved()
+    return LatencyConfig(**{**from_study(LatencyConfig, wl.options),
+                            "variants": list(wl.variants)})
 
 
 def _device_type(name: str) -> str:
@@ -101,26 +95,13 @@ def _existing_latency(results: Path) -> list[tuple[str, dict, set[str]]]:
     return out
 
 
-def _latency_args(wl: LatencyWorkload, output: Path) -> list[str]:
-    o = wl.options
-    a = ["latency", "--variants", ",".join(wl.variants)]
-    for key, flag in (("model", "--model"), ("protocol", "--protocol"),
-                      ("query_tokens", "--query-tokens"), ("depth", "--depth"),
-                      ("dtype", "--dtype"), ("device", "--device"), ("warmup", "--warmup"),
-                      ("runs", "--runs"), ("min_seconds", "--min-seconds"),
-                      ("threads", "--threads")):
-        if key in o:
-            a += [flag, str(o[key])]
-    for key, flag in (("batch_size", "--batch-size"), ("doc_tokens", "--doc-tokens")):
-        if key in o:
-            a += [flag, ",".join(str(x) for x in o[key])]
-    if "precompute" in o:
-        a.append("--precompute" if o["precompute"] else "--no-precompute")
-    if o.get("kv_cache"):
-        a.append("--kv-cache")
-    if o.get("compile"):
-        a.append("--compile")
-    return a + ["--output", str(output)]
+def _latency_args(cfg: Any, output: Path) -> list[str]:
+    """The equivalent ``mice-bench latency`` command line (printed by ``--dry-run``)."""
+    from dataclasses import replace
+
+    from ..options import to_args
+
+    return to_args(replace(cfg, output=str(output)), "latency")
 
 
 # ---------------------------------------------------------------------------- effectiveness
@@ -167,36 +148,24 @@ def _effectiveness_args(study: Study, model: str, datasets: list[str], variants:
 def _effectiveness_config(study: Study, model: str, datasets: list[str],
                           variants: list[str], results: Path):
     """The typed configuration of one effectiveness task of ``study``."""
-    from ..effectiveness.plan import EffectivenessConfig, ModelRef
+    from ..effectiveness.plan import ModelRef
 
-    o = study.effectiveness.options
-    listed = lambda k: [expand_shared_data(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa
-                                                  else [o[k]])]
-    kw: dict[str, Any] = {k: o[k] for k in ("depth", "baseline", "test", "correction",
-                                             "batch_size", "dtype", "limit_queries",
-                                             "query_max_tokens", "doc_max_tokens")
-                          if k in o}
-    kw["device"] = o.get("device", "auto")        # resolved when the task runs
-    if "measures" in o:
-        kw["measures"] = listed("measures")
-    return EffectivenessConfig(datasets=list(datasets), models=[ModelRef.parse(model)],
-                               variants=list(variants),
-                               **per_dataset(listed("first_stage") if "first_stage" in o
-                                              else [], datasets, "first_stage"),
-                               **per_dataset(listed("docs") if "docs" in o else [],
-                                              datasets, "docs"),
-                               output_dir=str(results / "effectiveness"), **kw)
+    return study_config(study.effectiveness.options, datasets=list(datasets),
+                        models=[ModelRef.parse(model)], variants=list(variants),
+                        output_dir=str(results / "effectiveness"))
 
 
-def per_dataset(values: list[str], datasets: list[str], key: str) -> dict:
-    """A study's ``first_stage`` / ``docs`` list -> the typed config's ``key`` and
-    ``key_for`` fields (the same spelling as the command line)."""
-    from ..data.collections import resolve_datasets
-    from ..effectiveness.plan import split_overrides
+def study_config(options: dict[str, Any], **fixed: Any):
+    """An ``[effectiveness]`` table's options (``{shared_data}`` expanded, ``device``
+    ``auto`` unless given) with the task's ``fixed`` fields -> the typed config, as the
+    command line makes it (:func:`mice_bench.effectiveness.plan.make_config`)."""
+    from ..effectiveness.plan import EffectivenessConfig, make_config
+    from ..options import from_study
 
-    names = [d.name for d in resolve_datasets(list(datasets))]
-    default, over = split_overrides(values, names, key)
-    return {key: default, f"{key}_for": over} if default is not None else {f"{key}_for": over}
+    expand = lambda v: expand_shared_data(v) if isinstance(v, str) else v  # noqa: E731
+    table = {k: [expand(x) for x in v] if isinstance(v, list) else expand(v)
+             for k, v in options.items()}
+    return make_config({"device": "auto", **from_study(EffectivenessConfig, table), **fixed})
 
 
 @dataclass(frozen=True)
@@ -239,7 +208,8 @@ def latency_tasks(study: Study, results: Path, overwrite: bool,
         if workloads and wl.name not in workloads:
             continue
         try:
-            cfg = _latency_config(wl)
+            given = _latency_config(wl)
+            cfg = given.resolved()
         except UsageError as e:
             raise StudyError(f"{study.path}: latency workload {wl.name!r} "
                              f"(key 'latency[{i}]'): {e}") from None
@@ -249,7 +219,7 @@ def latency_tasks(study: Study, results: Path, overwrite: bool,
         out = results / "latency" / f"{slug(study.name)}-{slug(wl.name)}.json"
         cfg.output = out.as_posix()
         tasks.append(Task("latency", f"latency workload {wl.name!r}",
-                          _latency_args(wl, out), done=bool(hits) and not overwrite,
+                          _latency_args(given, out), done=bool(hits) and not overwrite,
                           existing=hits, output=out.as_posix(), config=cfg))
     return tasks
 

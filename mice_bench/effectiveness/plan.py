@@ -17,12 +17,15 @@ from ..results import cache_dir, default_results_dir
 from ..naming import slug
 from ..data.collections import DatasetInfo, resolve_datasets
 from ..data.firststage import FirstStage
-from ..evaluation.metrics import DEFAULT_MEASURES, check_depth, parse_measures
+from ..evaluation.metrics import DEFAULT_MEASURES, check_depth, parse_measures, split_measures
+from ..options import option
+from ..spec import split_names
 from ..safeio import warn
 from ..evaluation.stats import CORRECTIONS, TESTS
 from ..evaluation.summary import default_baseline
 
-__all__ = ["BM25", "EffectivenessConfig", "ModelRef", "Plan", "default_cache_dir", "make_plan",
+__all__ = ["BM25", "EffectivenessConfig", "ModelRef", "Plan", "default_cache_dir",
+           "make_config", "make_plan",
            "model_labels", "per_dataset", "resolve_variants", "split_overrides"]
 
 BM25 = "bm25"
@@ -57,47 +60,116 @@ class ModelRef:
 
 _LISTS = ("datasets", "variants", "measures")
 
+INPUTS, SCORING, STATISTICS, OUTPUT = "Inputs", "Scoring", "Measures and tests", "Output"
+
+
+def _model_text(m: ModelRef) -> str:
+    return f"{m.label}={m.name}" if m.label else m.name
+
+
+def _overrides(default: str | None, overrides: dict[str, str], *, implied: str | None = None
+               ) -> list[str]:
+    """A per-dataset option's texts: the value for every dataset (left out where it is
+    ``implied``), then one ``DATASET=VALUE`` per override."""
+    head = [default] if default is not None and default != implied else []
+    return head + [f"{k}={v}" for k, v in overrides.items()]
+
 
 @dataclass
 class EffectivenessConfig:
-    """Every option of the command, typed (see ``docs/effectiveness.md``). Lists are lists:
-    the comma-separated and ``DATASET=SPEC`` spellings of the command line are parsed by the
-    CLI (:func:`mice_bench.effectiveness.cli.config_from_options`), not here."""
+    """Every option of the command, typed and declared once (:mod:`mice_bench.options`; see
+    ``docs/effectiveness.md``). Lists are lists: the comma-separated and ``DATASET=SPEC``
+    spellings of the command line and study files are parsed by :func:`make_config`."""
 
-    datasets: list[str] = field(default_factory=lambda: ["scifact"])  # names, groups, irds:ID
-    models: list[ModelRef] = field(default_factory=list)
-    variants: list[str] = field(default_factory=lambda: [BM25])
-    first_stage: str = BM25                  # bm25 | run:PATH | full, for every dataset
+    datasets: list[str] = option(
+        default_factory=lambda: ["scifact"], spelling="list", panel=INPUTS,
+        help="comma-separated names (dl19, scifact, ...), groups id | beir | all, or "
+             "irds:<ir_datasets id>")
+    models: list[ModelRef] = option(
+        default_factory=list, flag="--model", spelling="repeat", parse=ModelRef.parse,
+        show=_model_text, study=False, panel=INPUTS,
+        help="HF id or local path; repeat for seeds of one system; LABEL=PATH names it")
+    variants: list[str] = option(
+        default_factory=lambda: [BM25], spelling="list", split=split_names, cli_default=None,
+        panel=INPUTS, help="comma-separated: bm25,ce,mask1,mice-l4+3,colbert,... (default: bm25 "
+        "and the variant stored in each mice-bench checkpoint)")
+    # --first-stage / --docs: VALUE for every dataset, DATASET=VALUE for one (make_config)
+    first_stage: str = option(
+        BM25, spelling="repeat", cli_default=[BM25], panel=INPUTS,
+        texts=lambda c: _overrides(c.first_stage, c.first_stage_for, implied=BM25),
+        help="bm25 | run:PATH | full; DATASET=SPEC overrides one dataset; {dataset} in PATH "
+             "is replaced by the dataset name")
     first_stage_for: dict[str, str] = field(default_factory=dict)   # dataset -> override
-    docs: str | None = None                  # JSONL of document texts ({dataset} expanded)
+    docs: str | None = option(
+        None, spelling="repeat", cli_default=[], panel=INPUTS,
+        texts=lambda c: _overrides(c.docs, c.docs_for),
+        help="JSONL (doc_id, text) with the document texts; DATASET=PATH for one dataset; "
+             "{dataset} is replaced")
     docs_for: dict[str, str] = field(default_factory=dict)          # dataset -> override
-    depth: int = 100
-    measures: list[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
-    baseline: str | None = None
-    test: str = "ttest"
-    correction: str = "holm"
+    depth: int = option(100, panel=INPUTS, help="candidates per query")
+    limit_queries: int | None = option(None, panel=INPUTS, help="first N judged queries only")
+    measures: list[str] = option(
+        default_factory=lambda: list(DEFAULT_MEASURES), spelling="list",
+        split=split_measures, panel=STATISTICS, help="ir_measures names, comma-separated")
+    baseline: str | None = option(
+        None, panel=STATISTICS, help="variant tested against (default ce if run, else bm25)")
+    test: str = option("ttest", choices=TESTS, panel=STATISTICS,
+                       help="ttest | randomization")
+    correction: str = option("holm", choices=CORRECTIONS, panel=STATISTICS,
+                             help="holm | bonferroni | none")
     alpha: float = 0.05
-    batch_size: int = 32
-    doc_batch_size: int = 64
-    dtype: str = "fp32"
-    device: str = "cpu"
-    executor: str = "auto"
-    query_max_tokens: int | None = None
-    doc_max_tokens: int | None = None
-    limit_queries: int | None = None
-    seed: int = 0
-    output_dir: str = field(default_factory=lambda: str(default_results_dir("effectiveness")))
-    cache_dir: str | None = None
-    summary_name: str = "summary"
-    doc_store: str = "fp16"          # fp16 | fp32 | int8 | residual1|2|4 (see store.py)
-    pool_factor: int = 1             # each document's stored tokens pooled to ~1/N (1: none)
-    codec_sample_tokens: int | None = None   # residual codec's k-means sample (None: default)
-    gzip_runs: bool = True           # TREC runs as <variant>.trec.gz (about 5x smaller)
-    # ModernBERT's local layers: window (the checkpoint's, as Hugging Face runs them) | global
-    local_attention: str = "window"
-    # torch: mice-bench's executors; ort: their ONNX export under onnxruntime (pairs scored
-    # through the graphs, documents encoded with their pairs: no document store)
-    runtime: str = "torch"
+    seed: int = option(0, panel=STATISTICS, help="seed (random heads, the randomization test, the residual codecs' sample)")
+    batch_size: int = option(32, panel=SCORING, help="pairs per forward")
+    doc_batch_size: int = option(64, panel=SCORING,
+                                 help="documents per forward when precomputing")
+    dtype: str = option("fp32", panel=SCORING,
+                        help="fp32 | bf16 | int8 (dynamic int8 linear layers, CPU) | fp16")
+    device: str = option("cpu", cli_default="auto", panel=SCORING,
+                         help="auto | cpu | cuda[:N]")
+    executor: str = option("auto", panel=SCORING,
+                           help="auto | fast | reference")
+    query_max_tokens: int | None = option(
+        None, panel=SCORING,
+        help="query word pieces (default: the variant's reference setting, see docs/spec.md)")
+    doc_max_tokens: int | None = option(
+        None, panel=SCORING, help="document word pieces (default: the variant's reference "
+                                  "setting)")
+    output_dir: str = option(
+        default_factory=lambda: str(default_results_dir("effectiveness")), cli_default=None,
+        study=False, panel=OUTPUT, help="where result files go (default ./mice-bench-results/effectiveness "
+        "or $MICE_BENCH_RESULTS/effectiveness; never the committed results/ unless given)")
+    cache_dir: str | None = option(
+        None, panel=OUTPUT, help="score/state/index caches (default "
+                                 "~/.cache/mice-bench/effectiveness, $MICE_BENCH_CACHE)")
+    summary_name: str = option("summary", panel=OUTPUT,
+                               help="summary files OUTPUT-DIR/NAME.md and NAME.json")
+    # fp16 | fp32 | int8 | residual1|2|4 (mice_bench/store/codecs.py)
+    doc_store: str = option(
+        "fp16", panel=SCORING,
+        help="document-state store: fp16 | fp32 | int8 (per-token scaled; a quarter of fp32) "
+             "| residual1 | residual2 | residual4 (ColBERTv2-style centroid id + b bits per "
+             "dimension; needs the storage extra, faiss-cpu)")
+    pool_factor: int = option(
+        1, panel=SCORING,
+        help="split-first variants: each stored document's tokens pooled to about 1/N "
+             "(hierarchical clustering, Ward; each cluster's mean), 1: none")
+    codec_sample_tokens: int | None = option(
+        None, panel=SCORING,
+        help="residual stores: stored tokens the codec is trained on (default 262144; as "
+             "store build)")
+    gzip_runs: bool = option(
+        True, spelling="switch", panel=OUTPUT,
+        help="write each TREC run as <variant>.trec.gz (ir_measures reads it) or plain")
+    local_attention: str = option(
+        "window", choices=("window", "global"), panel=SCORING,
+        help="ModernBERT's local layers: window (the checkpoint's sliding window, as Hugging "
+             "Face and flash attention run it) | global (every position, as the MICE "
+             "reference's eager attention runs it)")
+    runtime: str = option(
+        "torch", choices=("torch", "ort"), panel=SCORING,
+        help="torch | ort (the variants' ONNX export under onnxruntime, pairs scored through "
+             "the graphs, documents encoded with their pairs: no document store; pip install "
+             "'mice-bench[onnx]')")
 
     def __post_init__(self) -> None:
         for name in _LISTS:
@@ -118,6 +190,27 @@ class EffectivenessConfig:
 
 
 # --------------------------------------------------------------------------- option parsing
+def make_config(given: dict) -> EffectivenessConfig:
+    """The options given on the command line or in a study file (field values, as
+    :func:`mice_bench.options.given` returns them) -> the typed config. Without ``variants``:
+    ``bm25`` and the variant stored in each mice-bench checkpoint; ``first_stage`` / ``docs``
+    are lists of ``VALUE`` for every dataset and ``DATASET=VALUE`` for one
+    (:func:`split_overrides`)."""
+    kw = dict(given)
+    if kw.get("variants") is None:
+        from ..model import checkpoint_variant
+
+        stored = [v for v in (checkpoint_variant(r.name) for r in kw.get("models", [])) if v]
+        kw["variants"] = [BM25, *dict.fromkeys(stored)]
+    names = [d.name for d in resolve_datasets(kw.get("datasets") or
+                                              EffectivenessConfig().datasets)]
+    fs, kw["first_stage_for"] = split_overrides(kw.pop("first_stage", []), names,
+                                                "--first-stage")
+    kw["first_stage"] = fs or BM25
+    kw["docs"], kw["docs_for"] = split_overrides(kw.pop("docs", []), names, "--docs")
+    return EffectivenessConfig(**kw)
+
+
 def split_overrides(values: list[str], names: list[str], option: str
                     ) -> tuple[str | None, dict[str, str]]:
     """The front ends' spelling (command line, study files) of a per-dataset option:

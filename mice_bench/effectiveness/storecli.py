@@ -8,17 +8,39 @@ import contextlib
 import os
 import shutil
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ..errors import disk_error
+from ..options import option
+from ..store.build import DEFAULT_CHUNK_DOCS
 
 HELP = """Encode every document of a dataset's corpus into the document-state store that
 `mice-bench effectiveness` reads for the same model, variant and settings (same cache key and
 folder). Under torchrun every rank encodes its share of fixed chunks; a killed build, run
 again, resumes; the files equal those of a one-process build. See docs/effectiveness.md."""
+
+
+@dataclass
+class StoreTarget:
+    """The options of ``store build`` of its own; the others are those of ``effectiveness``
+    (:data:`SHARED`, declared on :class:`~.plan.EffectivenessConfig`)."""
+
+    model: str = option("", required=True, panel="Inputs",
+                        help="HF id, local path or architecture")
+    variant: str = option("", required=True, panel="Inputs",
+                          help="a split-first variant (mice-l4+3, colbert, ...)")
+    dataset: str = option("scifact", panel="Inputs", help="a dataset name, group or irds:<id>")
+    chunk_docs: int = option(DEFAULT_CHUNK_DOCS, panel="Scoring",
+                             help="documents per shard (the unit of work and of resuming)")
+
+
+#: the ``effectiveness`` options that ``store build`` takes as they are
+SHARED = ("docs", "doc_store", "doc_batch_size", "dtype", "device", "executor",
+          "doc_max_tokens", "seed", "local_attention", "cache_dir", "pool_factor",
+          "codec_sample_tokens")
 
 
 def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
@@ -107,62 +129,26 @@ def build_stores(cfg, chunk_docs: int, reporter=None) -> list[dict]:
 
 def register(app: typer.Typer) -> None:
     from ..console import console, user_errors
-    from ..store.build import DEFAULT_CHUNK_DOCS
+    from ..options import Pick, ProgressBar, typer_command
+    from .plan import EffectivenessConfig
 
     store_app = typer.Typer(help="Document-state stores of split-first variants.",
                             no_args_is_help=True)
     app.add_typer(store_app, name="store")
 
-    @store_app.command("build", help=HELP)
-    @user_errors
-    def build(
-        model: str = typer.Option(..., "--model", help="HF id, local path or architecture"),
-        variant: str = typer.Option(..., "--variant",
-                                    help="a split-first variant (mice-l4+3, colbert, ...)"),
-        dataset: str = typer.Option("scifact", "--dataset",
-                                    help="a dataset name, group or irds:<id>"),
-        docs: Optional[str] = typer.Option(None, "--docs",
-                                           help="JSONL (doc_id, text): the corpus to store"),
-        doc_store: str = typer.Option("fp16", "--doc-store",
-                                      help="fp16 | fp32 | int8 | residual1 | residual2 | "
-                                           "residual4 (as effectiveness --doc-store)"),
-        pool_factor: int = typer.Option(1, "--pool-factor",
-                                        help="each document's stored tokens pooled to about "
-                                             "1/N (as effectiveness --pool-factor), 1: none"),
-        codec_sample_tokens: Optional[int] = typer.Option(
-            None, "--codec-sample-tokens",
-            help="residual formats: stored tokens of the corpus drawn (seeded, whole "
-                 "documents) to train the codec (default 262144)"),
-        doc_batch_size: int = typer.Option(64, "--doc-batch-size",
-                                           help="documents per forward"),
-        chunk_docs: int = typer.Option(DEFAULT_CHUNK_DOCS, "--chunk-docs",
-                                       help="documents per shard (the unit of work and "
-                                            "of resuming)"),
-        dtype: str = typer.Option("fp32", "--dtype", help="fp32 | fp16 | bf16"),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda[:N]"),
-        executor: str = typer.Option("auto", "--executor", help="auto | fast"),
-        doc_max_tokens: Optional[int] = typer.Option(
-            None, "--doc-max-tokens",
-            help="document word pieces (default: the variant's reference setting)"),
-        seed: int = typer.Option(0, "--seed", help="seed (random heads, the codec sample)"),
-        local_attention: str = typer.Option("window", "--local-attention",
-                                            help="ModernBERT's local layers: window | global"),
-        cache_dir: Optional[str] = typer.Option(
-            None, "--cache-dir", help="as effectiveness --cache-dir (default "
-                                      "~/.cache/mice-bench/effectiveness, $MICE_BENCH_CACHE)"),
-        progress: bool = typer.Option(True, "--progress/--no-progress"),
-    ) -> None:
-        from ..progress import Reporter
-        from .plan import EffectivenessConfig, ModelRef, default_cache_dir
+    def build(target: dict, picked: dict, shown: dict) -> None:
+        import os
 
-        cfg = EffectivenessConfig(
-            datasets=[x.strip() for x in dataset.split(",") if x.strip()],
-            models=[ModelRef.parse(model)], variants=[variant], docs=docs,
-            doc_batch_size=doc_batch_size, dtype=dtype, device=device, executor=executor,
-            doc_max_tokens=doc_max_tokens, seed=seed, cache_dir=cache_dir,
-            output_dir=cache_dir or str(default_cache_dir()), doc_store=doc_store,
-            local_attention=local_attention, pool_factor=pool_factor,
-            codec_sample_tokens=codec_sample_tokens)
+        from ..options import comma_split
+        from ..progress import Reporter
+        from .plan import ModelRef, default_cache_dir, make_config
+
+        t = StoreTarget(**target)
+        progress = ProgressBar(**shown).progress
+        cfg = make_config({**picked, "datasets": comma_split(t.dataset),
+                           "models": [ModelRef.parse(t.model)], "variants": [t.variant],
+                           "output_dir": picked.get("cache_dir") or str(default_cache_dir())})
+        chunk_docs = t.chunk_docs
         rows = build_stores(cfg, chunk_docs, Reporter(enabled=progress))
         if int(os.environ.get("RANK", "0")) != 0:      # torchrun: rank 0 prints
             return
@@ -179,3 +165,6 @@ def register(app: typer.Typer) -> None:
                 + (f", {r['centroids']} centroids" if r.get("centroids") else "")
                 + f" in {r['seconds']:.1f} s\nstore: {r['store']}", highlight=False,
                 markup=False)
+
+    typer_command(store_app, "build", (StoreTarget, Pick(EffectivenessConfig, SHARED),
+                                       ProgressBar), build, help=HELP, wrap=user_errors)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..devices import DTYPES, resolve_device
 from ..errors import UsageError
-from ..spec import InteractionSpec, parse
+from ..options import option
+from ..spec import InteractionSpec, parse, split_names
 
 PROTOCOLS = ("rerank", "paper")
 SCHEDULES = ("interleaved", "sequential")
@@ -55,46 +56,108 @@ def parse_peers(text: str | list[str] | None) -> list[str]:
     return out
 
 
+#: the groups of ``mice-bench latency --help``, in order
+PANELS = WORKLOAD, MODEL, MEASURE, OUTPUT = "Workload", "Model and runtime", "Timing", "Output"
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number (N or N,N,...)") from None
+
+
 @dataclass
 class LatencyConfig:
-    """Every option of ``mice-bench latency`` (lists are lists: the CLI parses ``4,8``)."""
+    """Every option of ``mice-bench latency``, declared once (:mod:`mice_bench.options`;
+    lists are lists: the command line parses ``4,8``)."""
 
-    model: str = "minilm-l12"
-    variants: list[str] = field(default_factory=lambda: list(DEFAULT_VARIANTS))
-    protocol: str = "rerank"
-    batch_sizes: list[int] | None = None
-    query_tokens: int | None = None
-    doc_tokens: list[int] | None = None
-    depth: int | None = None
-    precompute: bool | None = None  # None: protocol default (rerank: True; paper: both)
-    kv_cache: bool = False
+    model: str = option(
+        "minilm-l12", panel=MODEL,
+        help="an architecture with random weights: minilm-l12 | minilm-l6 (BERT), "
+             "electra-base, roberta-base, modernbert-base, ettin-17m | ettin-32m | ettin-68m | "
+             "ettin-150m (ModernBERT); a HF id or a local path")
+    variants: list[str] = option(
+        default_factory=lambda: list(DEFAULT_VARIANTS), spelling="list", split=split_names,
+        cli_default=None, panel=WORKLOAD,
+        help="comma-separated variant names (default: the variant stored in a mice-bench "
+             "checkpoint, else ce,mice-l4+3,colbert fitted to the model's depth)")
+    protocol: str = option("rerank", choices=PROTOCOLS, panel=WORKLOAD, help="rerank | paper")
+    batch_sizes: list[int] | None = option(
+        None, flag="--batch-size", spelling="list", parse=_int, panel=WORKLOAD,
+        help="N or N,N,... (sweep); default rerank 16, paper 128")
+    query_tokens: int | None = option(
+        None, panel=WORKLOAD, help="query length in tokens (rerank; default 32)")
+    doc_tokens: list[int] | None = option(
+        None, spelling="list", parse=_int, panel=WORKLOAD,
+        help="N or N,N,... (sweep); default rerank 128, paper 512")
+    depth: int | None = option(None, panel=WORKLOAD,
+                               help="candidates per query (rerank; default 32)")
+    # None: protocol default (rerank: True; paper: both)
+    precompute: bool | None = option(
+        None, spelling="switch", panel=WORKLOAD,
+        help="documents encoded before timing (rerank default: on; paper: both)")
+    kv_cache: bool = option(False, spelling="switch", panel=WORKLOAD,
+                            help="also precompute per-layer document K/V")
     # late interaction (colbert) / a bi-encoder with precomputed documents: store the head's
     # vectors (a ColBERT index; one pooled, normalised vector) instead of last-layer states;
     # the document projection / pooling is then offline work, as in effectiveness
-    doc_vectors: bool = True
-    # precomputed documents read from a compressed store (fp16 | int8 | residual1|2|4, see
-    # store/codecs.py): decoded inside every timed run, a batch at a time; None: the
-    # states as encoded, in memory
-    doc_store: str | None = None
-    pool_factors: list[int] = field(default_factory=lambda: [1])   # with doc_store only
-    dtype: str = "fp32"
-    device: str = "auto"
-    compile: bool = False
+    doc_vectors: bool = option(
+        True, spelling="switch", panel=WORKLOAD,
+        help="colbert / biencoder with precomputed documents: store the head's vectors "
+             "(colbert: projected unit vectors, a ColBERT index; biencoder: one pooled, "
+             "normalised vector; default) or the last-layer states (projected / pooled online)")
+    # precomputed documents read from a compressed store (mice_bench/store/codecs.py): decoded
+    # inside every timed run, a batch at a time; None: the states as encoded, in memory
+    doc_store: str | None = option(
+        None, panel=WORKLOAD,
+        help="precomputed documents read from a compressed store, decoded inside every timed "
+             "run: fp32 | fp16 | int8 | residual1 | residual2 | residual4 (default: in memory "
+             "as encoded)")
+    pool_factors: list[int] = option(
+        default_factory=lambda: [1], flag="--pool-factor", spelling="list", parse=_int,
+        panel=WORKLOAD,
+        help="with --doc-store: each document's stored tokens pooled to about 1/N "
+             "(comma-separated: one row per factor, timed in the same interleaved run), 1: none")
+    dtype: str = option("fp32", panel=MODEL,
+                        help="fp32 | bf16 | bf16-autocast | int8 | fp16 | auto, or a "
+                             "comma-separated list timed in the same interleaved run")
+    device: str = option("auto", panel=MODEL, help="auto | cpu | cuda")
+    compile: bool = option(False, spelling="flag", panel=MODEL,
+                           help="torch.compile the executors")
     # every row's linear layers on MKL-prepacked weights (fp32 CPU; backbones/prepack.py)
-    prepack: bool = False
-    warmup: int | None = None
-    runs: int | None = None
-    min_seconds: float | None = None
-    threads: int | None = None
-    executor: str = "auto"
-    schedule: str = "interleaved"  # interleaved | sequential (timed runs of a sweep point)
+    prepack: bool = option(
+        False, spelling="flag", panel=MODEL,
+        help="every row's linear layers on weights packed once for MKL (fp32 CPU; same "
+             "scores) instead of packed on every call")
+    warmup: int | None = option(None, panel=MEASURE, help="warm-up runs (rerank 1, paper 5)")
+    runs: int | None = option(None, panel=MEASURE,
+                              help="minimum timed runs (rerank 5, paper 10)")
+    min_seconds: float | None = option(None, panel=MEASURE,
+                                       help="minimum timed seconds (rerank 1, paper 0)")
+    threads: int | None = option(None, panel=MEASURE, help="torch CPU threads")
+    executor: str = option("auto", panel=MODEL, help="auto | fast | reference: force the "
+                           "executor (default: the fast path where the variant has one)")
+    # interleaved | sequential (timed runs of a sweep point)
+    schedule: str = option("interleaved", hidden=True, study=False)
     # torch: mice-bench's executors; ort: their ONNX export under onnxruntime (mice_bench.export)
-    runtime: str = "torch"
+    runtime: str = option(
+        "torch", choices=RUNTIMES, panel=MODEL,
+        help="torch (mice-bench's executors) | ort (their ONNX export under onnxruntime; pip "
+             "install 'mice-bench[onnx]')")
     # peer runtimes timed in the same run (hf, st, st-onnx, ort: latency/peers.py)
-    peers: list[str] = field(default_factory=list)
+    peers: list[str] = option(
+        default_factory=list, spelling="list", panel=MODEL,
+        help="peer runtimes timed in the same run, comma-separated: hf (transformers eager), "
+             "st (sentence-transformers CrossEncoder), st-onnx (its ONNX backend), ort "
+             "(mice-bench's ONNX export); pip install 'mice-bench[peers]'")
     seed: int = 0
-    output: str | None = None
-    format: str = "table"
+    output: str | None = option(
+        None, study=False, panel=OUTPUT,
+        help="results JSON (default ./mice-bench-results/latency/latency-*.json, or under "
+             "$MICE_BENCH_RESULTS)")
+    format: str = option("table", choices=("table", "json"), study=False, panel=OUTPUT,
+                         help="table | json")
 
     def resolved(self) -> "LatencyConfig":
         """A copy with protocol defaults filled in and values checked (raises UsageError)."""

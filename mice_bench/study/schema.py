@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..effectiveness.plan import EffectivenessConfig
 from ..errors import UsageError
+from ..latency.config import LatencyConfig
+from ..options import study_choices, study_keys
+from ..training.config import TrainConfig
 
 __all__ = ["AUTO_KEYS", "CHOICES", "EFFECTIVENESS_KEYS", "LATENCY_KEYS", "ROLE_KEYS",
            "SIZE_KEYS", "STUDENT_KEYS", "TEACHER_KEYS", "TOP_KEYS", "TRAINING_KEYS",
@@ -27,33 +31,19 @@ class StudyError(UsageError):
 TOP_KEYS = {"name": str, "description": str, "variants": list, "effectiveness": dict,
             "latency": list, "training": dict, "sizes": dict, "default_size": str,
             "auto": dict}
-#: ``[effectiveness]``
-EFFECTIVENESS_KEYS: dict[str, tuple] = {
-    "models": (list,), "datasets": (list, str), "first_stage": (str, list), "depth": (int,),
-    "measures": (list, str), "baseline": (str,), "test": (str,), "correction": (str,),
-    "batch_size": (int,), "dtype": (str,), "device": (str,), "limit_queries": (int,),
-    "docs": (str, list), "variants": (list,), "in_domain": (list,),
-    "query_max_tokens": (int,), "doc_max_tokens": (int,),
-}
-#: each ``[[latency]]`` workload
-LATENCY_KEYS: dict[str, tuple] = {
-    "name": (str,), "model": (str,), "variants": (list,), "protocol": (str,),
-    "batch_size": (int, list), "query_tokens": (int,), "doc_tokens": (int, list),
-    "depth": (int,), "precompute": (bool,), "kv_cache": (bool,), "dtype": (str,),
-    "device": (str,), "compile": (bool,), "warmup": (int,), "runs": (int,),
-    "min_seconds": (float, int), "threads": (int,),
-}
-#: ``[training]``: the options every trained model shares (TrainConfig fields), the defaults
-#: of the teacher and of the student groups, and where checkpoints go
-TRAINING_KEYS: dict[str, tuple] = {
-    "base": (str,), "data": (str,), "first_stage": (str,), "docs": (str,),
-    "negatives_depth": (int,), "limit_queries": (int,), "val_queries": (int,),
-    "val_depth": (int,), "query_max_tokens": (int,), "doc_max_tokens": (int,),
-    "precision": (str,), "device": (str,), "seed": (int,), "lr": (float, int),
-    "warmup": (int,), "weight_decay": (float, int), "grad_clip": (float, int),
-    "schedule": (str,), "eval_batch_size": (int,), "steps": (int, str), "batch_size": (int,),
-    "checkpoints": (str,), "teacher": (dict,), "students": (list, dict),
-}
+#: ``[effectiveness]``: the options of ``mice-bench effectiveness`` (declared once, on
+#: :class:`~mice_bench.effectiveness.plan.EffectivenessConfig`) and the table's own keys
+EFFECTIVENESS_KEYS: dict[str, tuple] = study_keys(
+    EffectivenessConfig, models=(list,), variants=(list,), in_domain=(list,))
+#: each ``[[latency]]`` workload: the options of ``mice-bench latency`` (declared once, on
+#: :class:`~mice_bench.latency.config.LatencyConfig`) and the workload's own keys
+LATENCY_KEYS: dict[str, tuple] = study_keys(LatencyConfig, name=(str,), variants=(list,))
+#: ``[training]``: the options every trained model shares (those of ``mice-bench train``
+#: declared on :class:`~mice_bench.training.config.TrainConfig` that a study may set), the
+#: defaults of the teacher and of the student groups, and where checkpoints go
+TRAINING_KEYS: dict[str, tuple] = study_keys(
+    TrainConfig, base=(str,), steps=(int, str), checkpoints=(str,), teacher=(dict,),
+    students=(list, dict))
 #: ``[training.teacher]`` and ``[[training.students]]`` (one group of variants)
 ROLE_KEYS: dict[str, tuple] = {
     "variant": (str,), "variants": (list,), "init": (str,), "loss": (str,),
@@ -74,11 +64,10 @@ SIZE_KEYS = {"description": (str,), "training": (dict,), "effectiveness": (dict,
              "latency": (dict,), "auto": (dict,)}
 
 #: the keys (anywhere) whose value is one of fixed choices (None: checked where parsed)
-CHOICES = {"first_stage": None, "test": ("ttest", "randomization"),
-           "correction": ("holm", "bonferroni", "none"), "dtype": ("fp32", "fp16", "bf16"),
-           "protocol": ("rerank", "paper"), "loss": ("marginmse", "lce", "bce"),
-           "init": ("base", "teacher"), "precision": ("auto", "fp32", "bf16", "fp16"),
-           "schedule": ("linear", "constant")}
+CHOICES = {**study_choices(EffectivenessConfig), **study_choices(LatencyConfig),
+           **study_choices(TrainConfig), "first_stage": None,
+           "dtype": ("fp32", "fp16", "bf16"), "loss": ("marginmse", "lce", "bce"),
+           "init": ("base", "teacher")}
 
 
 @dataclass

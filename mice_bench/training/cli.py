@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 HELP = """Train (fine-tune or distil) a re-ranker in any interaction variant and write a
@@ -79,99 +77,18 @@ class RichReporter:
 
 def register(app: typer.Typer) -> None:
     from ..console import console, user_errors
+    from ..options import typer_command
+    from .config import PANELS, TrainConfig
 
-    @app.command("train", help=HELP)
-    @user_errors
-    def train_cmd(
-        model: Optional[str] = typer.Option(
-            None, "--model", help="INIT: HF id or path, mice-bench checkpoint, minilm-l6|"
-                                  "minilm-l12 (random weights); --recipe paper: "
-                                  "microsoft/MiniLM-L12-H384-uncased"),
-        variant: Optional[str] = typer.Option(
-            None, "--variant", help="interaction variant (default: the checkpoint's, else ce)"),
-        data: str = typer.Option(..., "--data", help="ir_datasets id with qrels, or JSONL"),
-        output: str = typer.Option(..., "--output", help="checkpoint directory to write"),
-        recipe: Optional[str] = typer.Option(None, "--recipe", help="paper"),
-        loss: Optional[str] = typer.Option(None, "--loss", help="marginmse | lce | bce "
-                                                                "(default lce)"),
-        teacher: Optional[str] = typer.Option(None, "--teacher",
-                                              help="teacher model for marginmse (scored once, "
-                                                   "cached)"),
-        teacher_variant: Optional[str] = typer.Option(None, "--teacher-variant"),
-        first_stage: Optional[str] = typer.Option(None, "--first-stage",
-                                                  help="bm25 | run:PATH (hard negatives)"),
-        docs: Optional[str] = typer.Option(None, "--docs",
-                                           help="JSONL (doc_id, text) of the document texts"),
-        negatives_depth: Optional[int] = typer.Option(None, "--negatives-depth",
-                                                      help="negatives from the top N (100)"),
-        limit_queries: Optional[int] = typer.Option(None, "--limit-queries"),
-        val_queries: Optional[int] = typer.Option(None, "--val-queries",
-                                                  help="held-out queries (50; 0: none)"),
-        val_depth: Optional[int] = typer.Option(None, "--val-depth"),
-        val_every: Optional[int] = typer.Option(None, "--val-every",
-                                                help="steps between validations (0: end)"),
-        val_metric: Optional[str] = typer.Option(None, "--val-metric", help="nDCG@10 | RR@10"),
-        steps: Optional[int] = typer.Option(None, "--steps", help="optimizer steps (1000)"),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size",
-                                                 help="queries per step, all ranks (32)"),
-        group_size: Optional[int] = typer.Option(
-            None, "--group-size", help="documents per query: 1 positive + negatives "
-                                       "(lce 8, bce 2, marginmse 2)"),
-        grad_accum: Optional[int] = typer.Option(None, "--grad-accum"),
-        lr: Optional[float] = typer.Option(None, "--lr", help="2e-5"),
-        warmup: Optional[int] = typer.Option(None, "--warmup",
-                                             help="warm-up steps (10 % of --steps)"),
-        schedule: Optional[str] = typer.Option(None, "--schedule", help="linear | constant"),
-        weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="0.01"),
-        adam_eps: Optional[float] = typer.Option(None, "--adam-eps"),
-        grad_clip: Optional[float] = typer.Option(None, "--grad-clip",
-                                                  help="max grad norm (1.0; 0: none)"),
-        dropout: Optional[bool] = typer.Option(
-            None, "--dropout/--no-dropout",
-            help="the checkpoint's dropout while training (off; --recipe paper: on)"),
-        seed: Optional[int] = typer.Option(None, "--seed"),
-        repeats: Optional[int] = typer.Option(None, "--repeats",
-                                              help="seeds seed..seed+N-1, outputs "
-                                                   "OUTPUT-seed<S> (paper: 3)"),
-        precision: Optional[str] = typer.Option(None, "--precision",
-                                                help="auto | fp32 | bf16 | fp16"),
-        device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda[:N]"),
-        executor: Optional[str] = typer.Option(None, "--executor",
-                                               help="auto | fast | reference"),
-        query_max_tokens: Optional[int] = typer.Option(None, "--query-max-tokens"),
-        doc_max_tokens: Optional[int] = typer.Option(None, "--doc-max-tokens"),
-        eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size"),
-        checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every"),
-        keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints"),
-        resume: bool = typer.Option(False, "--resume", help="continue a killed run"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="start again over OUTPUT"),
-        log_dir: Optional[str] = typer.Option(
-            None, "--log-dir", help="training logs (default ./mice-bench-results/training or "
-                                    "$MICE_BENCH_RESULTS/training; committed logs: "
-                                    "--log-dir results/training)"),
-        cache_dir: Optional[str] = typer.Option(None, "--cache-dir"),
-        progress: bool = typer.Option(True, "--progress/--no-progress"),
-    ) -> None:
+    def train_cmd(opts: dict) -> None:
         import os
 
         from .config import make_config
         from .loop import load_model, load_teacher, preflight, prepare_data, train
         from .trainer import TrainingDiverged
 
-        opts = dict(model=model, variant=variant, data=data, output=output, loss=loss,
-                    teacher=teacher, teacher_variant=teacher_variant, first_stage=first_stage,
-                    docs=docs, negatives_depth=negatives_depth, limit_queries=limit_queries,
-                    val_queries=val_queries, val_depth=val_depth, val_every=val_every,
-                    val_metric=val_metric, steps=steps, batch_size=batch_size,
-                    group_size=group_size, grad_accum=grad_accum, lr=lr, warmup=warmup,
-                    schedule=schedule, weight_decay=weight_decay, adam_eps=adam_eps,
-                    grad_clip=grad_clip, dropout=dropout, seed=seed, repeats=repeats,
-                    precision=precision,
-                    device=device, executor=executor, query_max_tokens=query_max_tokens,
-                    doc_max_tokens=doc_max_tokens, eval_batch_size=eval_batch_size,
-                    checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints,
-                    resume=resume or None, overwrite=overwrite or None, log_dir=log_dir,
-                    cache_dir=cache_dir, progress=progress)
+        recipe = opts.pop("recipe", None)
+        progress = opts["progress"]
         base = make_config(recipe, **opts)
         main = int(os.environ.get("RANK", "0")) == 0
         if base.loss == "marginmse" and base.teacher is None:
@@ -224,3 +141,6 @@ def register(app: typer.Typer) -> None:
         models = " ".join(f"--model {r.output}" for r in results)
         console.print(f"evaluate: mice-bench effectiveness {models} --variants "
                       f"{first.spec} ...", highlight=False, markup=False)
+
+    typer_command(app, "train", (TrainConfig,), train_cmd, help=HELP, wrap=user_errors,
+                  given_only=True, panels=PANELS)

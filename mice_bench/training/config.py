@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..options import option
 from ..results import default_results_dir
 
 LOSSES = ("marginmse", "lce", "bce")
@@ -45,60 +46,100 @@ RESUME_FREE = ("output", "resume", "overwrite", "progress", "log_dir", "checkpoi
                "keep_checkpoints", "save_checkpoints", "cache_dir", "device", "repeats", "log_every", "eval_batch_size")
 
 
+#: the groups of ``mice-bench train --help``, in order
+PANELS = MODEL, DATA, LOSS, OPTIMISATION, RUNTIME, OUTPUT = (
+    "Model", "Data and validation", "Loss", "Optimisation", "Runtime", "Output")
+
+
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run (see ``docs/training.md``)."""
+    """Everything that defines a training run (see ``docs/training.md``); each option of
+    ``mice-bench train`` declared once (:mod:`mice_bench.options`)."""
 
-    model: str = "minilm-l6"
-    variant: str | None = None          # None: the checkpoint's stored variant, else ``ce``
-    data: str = ""
-    output: str = ""
-    recipe: str | None = None
+    model: str = option(
+        "minilm-l6", study=False, panel=MODEL,
+        help="INIT: HF id or path, mice-bench checkpoint, minilm-l6|minilm-l12 (random "
+             "weights); --recipe paper: microsoft/MiniLM-L12-H384-uncased")
+    # None: the checkpoint's stored variant, else ``ce``
+    variant: str | None = option(
+        None, study=False, panel=MODEL,
+        help="interaction variant (default: the checkpoint's, else ce)")
+    data: str = option("", required=True, panel=DATA,
+                       help="ir_datasets id with qrels, or JSONL")
+    output: str = option("", required=True, study=False, panel=OUTPUT,
+                         help="checkpoint directory to write")
+    recipe: str | None = option(
+        None, choices=tuple(RECIPES), study=False, panel=OPTIMISATION,
+        help="preset hyper-parameters, each still overridable: paper (the MICE paper's)")
     # data
-    first_stage: str = "bm25"           # hard negatives: bm25 | run:PATH
-    docs: str | None = None             # JSONL (doc_id, text) when ir_datasets has no texts
-    negatives_depth: int = 100          # first-stage depth the negatives come from
-    limit_queries: int | None = None    # first N training queries only
-    val_queries: int = 50               # held-out queries (0: no validation)
-    val_depth: int = 100                # first-stage candidates re-ranked for validation
-    val_every: int = 0                  # steps (0: only at the end)
-    val_metric: str = "nDCG@10"
+    first_stage: str = option("bm25", panel=DATA, help="bm25 | run:PATH (hard negatives)")
+    docs: str | None = option(None, panel=DATA,
+                              help="JSONL (doc_id, text) of the document texts")
+    negatives_depth: int = option(100, panel=DATA, help="negatives from the top N (100)")
+    limit_queries: int | None = option(None, panel=DATA, help="first N training queries only")
+    val_queries: int = option(50, panel=DATA, help="held-out queries (50; 0: none)")
+    val_depth: int = option(100, panel=DATA, help="first-stage candidates re-ranked for "
+                                                  "validation (100)")
+    val_every: int = option(0, panel=DATA, help="steps between validations (0: end)")
+    val_metric: str = option("nDCG@10", choices=VAL_METRICS, panel=DATA,
+                             help="nDCG@10 | RR@10")
     # loss
-    loss: str = "lce"
-    teacher: str | None = None
-    teacher_variant: str | None = None
-    group_size: int | None = None       # documents per query: 1 positive + negatives
+    loss: str = option("lce", choices=LOSSES, study=False, panel=LOSS,
+                       help="marginmse | lce | bce (default lce)")
+    teacher: str | None = option(None, study=False, panel=LOSS,
+                                 help="teacher model for marginmse (scored once, cached)")
+    teacher_variant: str | None = option(None, study=False, panel=LOSS)
+    # documents per query: 1 positive + negatives
+    group_size: int | None = option(
+        None, study=False, panel=LOSS,
+        help="documents per query: 1 positive + negatives (lce 8, bce 2, marginmse 2)")
     # optimisation
-    steps: int = 1000
-    batch_size: int = 32                # queries (groups) per optimizer step, all ranks
-    grad_accum: int = 1
-    lr: float = 2e-5
-    warmup: int | None = None           # None: 10 % of the steps
-    schedule: str = "linear"            # linear: warm-up then linear decay to 0
-    weight_decay: float = 0.01
-    adam_eps: float = 1e-8
-    grad_clip: float = 1.0              # 0: no clipping
-    dropout: bool = False               # the checkpoint's hidden/attention dropout in training
-    seed: int = 0
-    repeats: int = 1                    # seeds seed, seed+1, ... (CLI: one output per seed)
-    precision: str = "auto"
-    device: str = "auto"
-    executor: str = "auto"
-    query_max_tokens: int | None = 32
-    doc_max_tokens: int | None = None
-    eval_batch_size: int = 64
+    steps: int = option(1000, panel=OPTIMISATION, help="optimizer steps (1000)")
+    batch_size: int = option(32, panel=OPTIMISATION, help="queries per step, all ranks (32)")
+    grad_accum: int = option(1, panel=OPTIMISATION)
+    lr: float = option(2e-5, panel=OPTIMISATION, help="2e-5")
+    warmup: int | None = option(None, panel=OPTIMISATION,
+                                help="warm-up steps (10 % of --steps)")
+    # linear: warm-up then linear decay to 0
+    schedule: str = option("linear", choices=SCHEDULES, panel=OPTIMISATION,
+                           help="linear | constant")
+    weight_decay: float = option(0.01, panel=OPTIMISATION, help="0.01")
+    adam_eps: float = option(1e-8, panel=OPTIMISATION)
+    grad_clip: float = option(1.0, panel=OPTIMISATION, help="max grad norm (1.0; 0: none)")
+    # the checkpoint's hidden/attention dropout in training
+    dropout: bool = option(
+        False, spelling="switch", panel=OPTIMISATION,
+        help="the checkpoint's dropout while training (off; --recipe paper: on)")
+    seed: int = option(0, panel=OPTIMISATION)
+    # seeds seed, seed+1, ... (CLI: one output per seed)
+    repeats: int = option(1, study=False, panel=OPTIMISATION,
+                          help="seeds seed..seed+N-1, outputs OUTPUT-seed<S> (paper: 3)")
+    precision: str = option("auto", choices=PRECISIONS, panel=RUNTIME,
+                            help="auto | fp32 | bf16 | fp16")
+    device: str = option("auto", panel=RUNTIME, help="auto | cpu | cuda[:N]")
+    executor: str = option("auto", panel=RUNTIME, help="auto | fast | reference")
+    query_max_tokens: int | None = option(32, panel=RUNTIME)
+    doc_max_tokens: int | None = option(None, panel=RUNTIME)
+    eval_batch_size: int = option(64, panel=RUNTIME)
     # bookkeeping
-    checkpoint_every: int = 0           # 0: only at validations and at the end
-    keep_checkpoints: int = 2
+    # 0: only at validations and at the end
+    checkpoint_every: int = option(0, study=False, panel=OUTPUT)
+    keep_checkpoints: int = option(2, study=False, panel=OUTPUT)
     save_checkpoints: bool = True       # False: no checkpoint-*.pt (no --resume); studies
     log_every: int = 10
-    resume: bool = False
-    overwrite: bool = False
+    resume: bool = option(False, spelling="flag", study=False, panel=OUTPUT,
+                          help="continue a killed run")
+    overwrite: bool = option(False, spelling="flag", study=False, panel=OUTPUT,
+                             help="start again over OUTPUT")
     #: training logs; default: the ad-hoc results folder ($MICE_BENCH_RESULTS/training or
     #: ./mice-bench-results/training), never the committed results/ unless asked
-    log_dir: str = field(default_factory=lambda: str(default_results_dir("training")))
-    cache_dir: str | None = None
-    progress: bool = True
+    log_dir: str = option(
+        default_factory=lambda: str(default_results_dir("training")), study=False,
+        panel=OUTPUT, help="training logs (default ./mice-bench-results/training or "
+        "$MICE_BENCH_RESULTS/training; committed logs: --log-dir results/training)")
+    cache_dir: str | None = option(None, study=False, panel=OUTPUT)
+    progress: bool = option(True, spelling="switch", cli_default=True, study=False,
+                            panel=OUTPUT, help="progress bar on stderr (only on a terminal)")
 
     # ------------------------------------------------------------------ derived values
     @property

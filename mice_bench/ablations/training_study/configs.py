@@ -25,32 +25,25 @@ def train_args(ctx: Context, r: TrainRole) -> list[str]:
         a += ["--warmup", str(r.warmup)]
     if r.loss == "marginmse":
         a += ["--teacher", str(ctx.output(tr.teacher))]
-    for k, v in sorted(tr.options.items()):
-        if k not in ("lr", "warmup"):      # the role's own values (above) win
-            a += [f"--{k.replace('_', '-')}", expand_shared_data(str(v))]
-    return a + ["--log-dir", str(ctx.results / "training"), "--overwrite"]
+    from ...options import table_args
+    from ...training.config import TrainConfig
+
+    shared = {k: expand_shared_data(v) if isinstance(v, str) else v
+              for k, v in sorted(tr.options.items())
+              if k not in ("lr", "warmup")}    # the role's own values (above) win
+    return a + table_args(TrainConfig, shared) + ["--log-dir", str(ctx.results / "training"),
+                                                  "--overwrite"]
 
 
 def eval_config(ctx: Context, r: TrainRole):
-    from ...effectiveness.plan import EffectivenessConfig, ModelRef
-    from ..runner import per_dataset
+    from ...effectiveness.plan import ModelRef
+    from ..runner import study_config
 
-    o = ctx.study.effectiveness.options
-    listed = lambda k: [expand_shared_data(str(x)) for x in (o[k] if isinstance(o[k], list)  # noqa: E731
-                                                 else [o[k]])]
-    kw = {k: o[k] for k in ("depth", "test", "correction", "batch_size", "dtype",
-                            "limit_queries", "query_max_tokens", "doc_max_tokens") if k in o}
-    if "measures" in o:
-        kw["measures"] = listed("measures")
-    datasets = list(ctx.study.effectiveness.datasets)
-    return EffectivenessConfig(
-        datasets=datasets, models=[ModelRef(str(ctx.output(r)), slug(r.label))],
-        variants=[r.variant], baseline="bm25",
-        **per_dataset(listed("first_stage") if "first_stage" in o else [], datasets,
-                       "first_stage"),
-        **per_dataset(listed("docs") if "docs" in o else [], datasets, "docs"),
-        device=o.get("device", "auto"), output_dir=str(ctx.root / "effectiveness"),
-        summary_name=f"summary-{slug(r.label)}", **kw)
+    return study_config(
+        ctx.study.effectiveness.options, datasets=list(ctx.study.effectiveness.datasets),
+        models=[ModelRef(str(ctx.output(r)), slug(r.label))], variants=[r.variant],
+        baseline="bm25", output_dir=str(ctx.root / "effectiveness"),
+        summary_name=f"summary-{slug(r.label)}")
 
 
 def eval_args(ctx: Context, r: TrainRole) -> list[str]:
