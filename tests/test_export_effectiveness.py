@@ -84,7 +84,7 @@ def _scores(out: Path, variant: str) -> dict:
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--runtime", "tensorrt"], "unknown --runtime 'tensorrt'; valid: torch, ort"),
+    (["--runtime", "tensorrt"], "--runtime: unknown runtime 'tensorrt'; valid: torch, ort"),
 ])
 def test_bad_runtime_is_refused(tmp_path, home, extra, needle):
     r = CliRunner().invoke(app, [

@@ -159,7 +159,7 @@ def test_latency_with_peers_records_every_runtime(tmp_path):
     fastest = min((r for r in doc["rows"] if r["variant"] == "ce"),
                   key=lambda r: r["latency_s"]["mean"])
     m = rows[("mice-l4+2", "torch")]
-    assert m["fastest_ce"] == fastest["runtime"]
+    assert m["fastest_ce"] == f"{fastest['runtime']} {fastest.get('dtype', 'fp32')}"   # runtime and precision
     assert m["speedup_vs_fastest_ce"] == pytest.approx(
         fastest["latency_s"]["mean"] / m["latency_s"]["mean"])
     if ("ce", "st-onnx") not in rows:            # the ONNX backend is optional: said why

@@ -42,8 +42,8 @@ def preflight(cfg, plan, output_option: str = "--output-dir") -> None:
     if str(cfg.executor) not in EXECUTOR_CHOICES:
         raise UsageError(f"unknown --executor {cfg.executor!r}; valid: "
                          f"{', '.join(EXECUTOR_CHOICES)}")
-    _positive("--pool-factor", cfg.pool_factor)
-    _positive("--codec-sample-tokens", cfg.codec_sample_tokens, optional=True)
+    positive_int("--pool-factor", cfg.pool_factor)
+    positive_int("--codec-sample-tokens", cfg.codec_sample_tokens, optional=True)
     store = getattr(cfg, "doc_store", DEFAULT_STORE)
     if store not in STORE_FORMATS:
         raise UsageError(f"unknown --doc-store {store!r}; valid: {', '.join(STORE_FORMATS)}")
