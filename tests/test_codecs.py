@@ -218,3 +218,39 @@ def test_unknown_format_names_the_valid_ones():
     with pytest.raises(ValueError, match="residual2"):
         get_codec("int4")
 
+
+
+
+def test_more_centroids_than_int16_holds_decode_to_their_own_centroid():
+    # 40,000 centroids: ids above 32,767 do not fit an int16 and must be stored wider
+    k, H = 40_000, 32
+    cents = torch.from_numpy(np.random.default_rng(0).normal(size=(k, H)).astype(np.float32))
+    params = {"centroids": cents, "cutoffs": torch.zeros(H, 1),
+              "weights": torch.zeros(H, 2)}
+    codec = get_codec("residual1")
+    x = cents[[5, 32_767, 32_768, 39_999]]
+    parts = codec.encode(x, params)
+    assert parts["centroid"].long().tolist() == [5, 32_767, 32_768, 39_999]
+    assert torch.equal(codec.decode(parts, params), x.half())      # decoded rows are fp16
+
+
+def test_heldout_split_is_a_partition_with_five_percent_held_out():
+    from mice_bench.store.packing import split_heldout
+
+    x = torch.arange(200, dtype=torch.float32)[:, None]
+    train, held = split_heldout(x, seed=3)
+    assert held.shape[0] == 10 and train.shape[0] == 190          # 5 % of 200 held out
+    got = sorted(train[:, 0].tolist() + held[:, 0].tolist())
+    assert got == list(range(200))                               # disjoint, nothing lost
+
+
+@pytest.mark.parametrize("content", ["vectors", "pooled"])
+def test_decoded_unit_vectors_of_a_residual_store_have_unit_norm(content):
+    from mice_bench.store.packing import compress, padded
+
+    x = torch.nn.functional.normalize(states(n=400, H=16), dim=-1)
+    lengths = torch.ones(400, dtype=torch.int32)                  # one vector per document
+    docs = padded(x, torch.zeros(400, dtype=torch.int8), lengths, content)
+    out = compress(docs, "residual2", content=content).decode()
+    norms = out.hidden[out.mask].float().norm(dim=-1)
+    assert torch.allclose(norms, torch.ones_like(norms), atol=2e-3)

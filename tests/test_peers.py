@@ -197,3 +197,46 @@ def test_latency_refuses_bad_runtimes_in_one_line(tmp_path, args, needle):
     lines = [x for x in r.output.splitlines() if x.strip()]
     assert len(lines) == 1 and needle in lines[0]
     assert not out.exists()
+
+
+def _row(variant, runtime, mean, pairs=32, b=16, per_pair=1.0):
+    from mice_bench.latency.result import LatencyRowResult, RowPoint
+
+    return LatencyRowResult(variant=variant, point=RowPoint(b, b, 128, 128, 32, 32, True, False),
+                            latency_s={"mean": mean}, pairs_per_run=pairs,
+                            throughput_pairs_per_s=pairs / mean, runtime=runtime,
+                            flops={"per_pair": per_pair})
+
+
+def test_speedup_vs_ce_is_against_the_runs_own_ce_even_when_a_peer_row_comes_first():
+    from mice_bench.latency.rows import add_speedups
+
+    rows = [_row("ce", "hf", 1.0), _row("ce", "torch", 2.0), _row("mice-l4+3", "torch", 0.5)]
+    add_speedups(rows)
+    assert rows[2].speedup_vs_ce == pytest.approx(2.0 / 0.5)       # torch ce, not hf's 1.0
+    assert rows[0].speedup_vs_ce == pytest.approx(2.0 / 1.0)
+    ort = [_row("ce", "torch", 2.0), _row("ce", "ort", 4.0), _row("mice-l4+3", "ort", 0.5)]
+    add_speedups(ort, runtime="ort")
+    assert ort[2].speedup_vs_ce == pytest.approx(4.0 / 0.5)
+
+
+def test_runtimes_table_prints_gflop_per_pair_and_both_speedups():
+    from mice_bench.latency.peers_table import runtimes_table
+    from mice_bench.latency.result import LatencyResult
+    from mice_bench.latency.rows import add_speedups
+
+    rows = [_row("ce", "torch", 2.0, per_pair=3.2e9), _row("ce", "hf", 1.6, per_pair=3.2e9),
+            _row("mice-l4+3", "torch", 0.16, per_pair=4.0e8)]
+    add_speedups(rows)
+    peersmod.add_fastest_ce(rows)
+    res = LatencyResult(config={"runtime": "torch"}, environment={}, model={}, matmul_peak={},
+                        rows=rows)
+    t = runtimes_table(res)
+    body = {(r[0], r[1]): r for r in t.sections[0][1]}
+    gflop = t.columns.index("GFLOP / pair")
+    assert body[("ce", "mice-bench (PyTorch)")][gflop] == "3.2"
+    assert body[("mice-l4+3", "mice-bench (PyTorch)")][gflop] == "0.4"
+    mice = body[("mice-l4+3", "mice-bench (PyTorch)")]
+    assert mice[t.columns.index("speedup vs ce (torch)")].startswith("12.5")
+    assert mice[t.columns.index("speedup vs fastest cross-encoder")].startswith("10")
+    assert mice[t.columns.index("speedup vs fastest cross-encoder")].endswith("(vs hf)")

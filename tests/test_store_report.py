@@ -113,3 +113,46 @@ def test_fidelity_rows_compare_pooled_stores_with_the_unpooled_fp32_and_size_ms_
     # bytes each
     want = 4600 / 90 * 90 * 8_841_823 + (4096 * 768 + 10) / 4096 * 262_144
     assert out["residual2 pool 2", 100]["ms_marco_gib"] == pytest.approx(want / 2**30)
+
+
+def test_top_k_overlap_of_fewer_candidates_than_k_by_hand():
+    from mice_bench.evaluation.fidelity import score_fidelity
+
+    ref = {"q": {"a": 4.0, "b": 3.0, "c": 2.0, "d": 1.0}}
+    rev = {"q": {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}}
+    # 4 candidates: the top 10 of each is all 4, the same set, whatever the order
+    assert score_fidelity(ref, rev)["top10_overlap"] == 1.0
+    # top 2: {a, b} against {d, c}; top 3: {a, b, c} against {d, c, b}
+    assert score_fidelity(ref, rev, k=2)["top2_overlap"] == 0.0
+    assert score_fidelity(ref, rev, k=3)["top3_overlap"] == pytest.approx(2 / 3)
+    assert score_fidelity(ref, rev)["tau_mean"] == pytest.approx(-1.0)
+
+
+def test_error_is_relative_to_the_reference_spread_by_hand():
+    from mice_bench.evaluation.fidelity import score_fidelity
+
+    ref = {"q1": {"a": 0.0, "b": 10.0, "c": 5.0}, "q2": {"a": 0.0, "b": 2.0}}
+    other = {"q1": {"a": 1.0, "b": 10.0, "c": 5.0}, "q2": {"a": 0.0, "b": 1.5}}
+    f = score_fidelity(ref, other)
+    # q1: largest |diff| 1 over the fp32 spread 10 (not the other's 9); q2: 0.5 / 2
+    assert f["max_err_over_spread"] == pytest.approx(0.25)
+    assert f["median_err_over_spread"] == pytest.approx((0.1 + 0.25) / 2)
+
+
+def test_ms_marco_size_uses_the_mean_passage_length_of_dl19_and_dl20_only():
+    from mice_bench.effectiveness.storage import fidelity_rows
+
+    def r(dataset, store, tokens, bpt):
+        return StorageRow(model="m", variant="colbert", store=store, dataset=dataset,
+                          first_stage="bm25", ndcg10=0.5, bytes_per_doc=bpt * tokens,
+                          tokens_per_doc=tokens, created="", file="", content="vectors",
+                          bytes_per_token=bpt, codec_bytes=1024.0 if store != "fp32" else 0.0)
+
+    rows = [r("dl19", "fp32", 70.0, 512.0), r("dl20", "fp32", 80.0, 512.0),
+            r("scifact", "fp32", 300.0, 512.0), r("dl19", "residual2", 75.0, 40.0)]
+    gib = {(f["row"].dataset, f["row"].store): f["ms_marco_gib"] for f in fidelity_rows(rows)}
+    # mean passage length over the DL19 and DL20 rows: (70 + 80 + 75) / 3 = 75 tokens
+    # (SciFact's 300 left out)
+    assert gib[("dl19", "fp32")] == pytest.approx(512 * 75 * 8_841_823 / 2**30)
+    assert gib[("scifact", "fp32")] == pytest.approx(512 * 75 * 8_841_823 / 2**30)
+    assert gib[("dl19", "residual2")] == pytest.approx((40 * 75 * 8_841_823 + 1024) / 2**30)
